@@ -1,0 +1,87 @@
+"""resilience: composable resilience policies for sync and async Python.
+
+Example:
+    >>> import resilience as rs
+    >>> clock = rs.testing.FakeClock()
+    >>> policy = rs.Pipeline(
+    ...     rs.Timeout(10, clock=clock),
+    ...     rs.Retry(on=ConnectionError, attempts=3, backoff=rs.backoff.constant(0.5), clock=clock),
+    ... )
+    >>> calls = []
+    >>> @policy
+    ... def fetch() -> str:
+    ...     calls.append(clock.monotonic())
+    ...     if len(calls) == 1:
+    ...         raise ConnectionError("reset")
+    ...     return "ok"
+    >>> fetch(), calls
+    ('ok', [0.0, 0.5])
+
+``import resilience`` imports no asyncio, redis, grpc, httpx or opentelemetry.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from . import backoff, events, instrumentation, testing
+from ._clock import Clock, SystemClock
+from ._deadline import Deadline, deadline, deadline_scope, remaining
+from ._policy import Policy
+from .budget import RetryBudget, RetryThrottle
+from .errors import (
+    BulkheadFullError,
+    CircuitOpenError,
+    ConfigurationError,
+    IdempotencyConflictError,
+    IdempotencyInProgressError,
+    IdempotencyKeyReusedError,
+    RateLimitedError,
+    RejectedError,
+    ResilienceError,
+    StoreError,
+    TimeoutExceededError,
+)
+from .fallback import Fallback
+from .pipeline import Pipeline
+from .retry import Retry
+from .stores import MemoryStore
+from .timeout import Timeout
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "BulkheadFullError",
+    "CircuitOpenError",
+    "Clock",
+    "ConfigurationError",
+    "Deadline",
+    "Fallback",
+    "IdempotencyConflictError",
+    "IdempotencyInProgressError",
+    "IdempotencyKeyReusedError",
+    "MemoryStore",
+    "Pipeline",
+    "Policy",
+    "RateLimitedError",
+    "RejectedError",
+    "ResilienceError",
+    "Retry",
+    "RetryBudget",
+    "RetryThrottle",
+    "StoreError",
+    "SystemClock",
+    "Timeout",
+    "TimeoutExceededError",
+    "backoff",
+    "deadline",
+    "deadline_scope",
+    "events",
+    "instrumentation",
+    "remaining",
+    "testing",
+]
+
+
+def __getattr__(name: str) -> Any:
+    raise AttributeError(f"module 'resilience' has no attribute {name!r}")

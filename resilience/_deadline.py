@@ -1,0 +1,88 @@
+"""The deadline published to inner code through a context variable.
+
+Timeouts (and adapters receiving an inbound deadline) publish the *absolute* deadline; inner
+code and outbound adapters read it with :func:`deadline` / :func:`remaining` and pass the
+remaining time on (httpx timeouts, gRPC ``timeout=``). Nested deadlines only ever tighten.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
+from dataclasses import dataclass
+
+from ._clock import Clock, resolve_clock
+from ._types import Duration, seconds
+
+__all__ = ["Deadline", "deadline", "deadline_scope", "remaining"]
+
+
+@dataclass(frozen=True, slots=True)
+class Deadline:
+    """An absolute deadline on a clock's monotonic scale.
+
+    Example:
+        >>> import resilience as rs
+        >>> clock = rs.testing.FakeClock()
+        >>> with rs.deadline_scope(2.0, clock=clock) as d:
+        ...     clock.advance(0.5)
+        ...     rs.remaining()
+        1.5
+    """
+
+    at: float
+    clock: Clock
+
+    def remaining(self) -> float:
+        """Seconds left (negative once expired)."""
+        return self.at - self.clock.monotonic()
+
+    def expired(self) -> bool:
+        """Whether the deadline has passed."""
+        return self.clock.monotonic() >= self.at
+
+
+_DEADLINE: ContextVar[Deadline | None] = ContextVar("resilience_deadline", default=None)
+
+
+def deadline() -> Deadline | None:
+    """The deadline of the current call (the tightest enclosing one), or ``None``.
+
+    Example:
+        >>> import resilience as rs
+        >>> rs.deadline() is None
+        True
+    """
+    return _DEADLINE.get()
+
+
+def remaining() -> float | None:
+    """Seconds left before the current deadline, or ``None`` when there is none."""
+    d = _DEADLINE.get()
+    return None if d is None else d.at - d.clock.monotonic()
+
+
+def tighter(at: float, clock: Clock) -> Deadline:
+    """The deadline to publish for a new scope ending at ``at``: never looser than the current."""
+    cur = _DEADLINE.get()
+    if cur is not None and cur.clock is clock and cur.at <= at:
+        return cur
+    return Deadline(at, clock)
+
+
+@contextmanager
+def deadline_scope(timeout: Duration, *, clock: Clock | None = None) -> Iterator[Deadline]:
+    """Publish a deadline ``timeout`` seconds from now for the code in the ``with`` block.
+
+    It does not enforce anything by itself (use :class:`resilience.Timeout` for that); it lets
+    adapters propagate an inbound deadline (an HTTP header, a gRPC deadline) to outbound calls.
+    An enclosing tighter deadline wins.
+    """
+    clk = resolve_clock(clock)
+    d = tighter(clk.monotonic() + seconds(timeout, "timeout"), clk)
+    token = _DEADLINE.set(d)
+    try:
+        yield d
+    finally:
+        _DEADLINE.reset(token)

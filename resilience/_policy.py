@@ -1,0 +1,159 @@
+"""The policy base: decorator, ``.call``/``.acall`` and composition.
+
+Design ("permit-and-record primitives", STYLE.md §3): every policy keeps its decisions in plain
+methods shared by sync and async callers (what to do after a failure, whether a permit is
+granted, how an outcome is recorded) and provides two thin wrappers, ``_wrap_sync`` and
+``_wrap_async``, that drive those decisions around the next inner callable. Wrappers are built
+once, when a function is decorated or a pipeline is composed, so a call pays only for the
+closures it runs through: no per-call allocation of state objects, generators or futures.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, ClassVar, TypeVar, cast
+
+from ._types import P, T, check_name, qualname
+from .errors import ConfigurationError
+from .events import Event, Listener, emit
+
+__all__ = ["Policy", "Emitter"]
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+@dataclass(frozen=True, slots=True)
+class Emitter:
+    """Where a wrapped policy's events go: its listeners plus the enclosing pipelines'."""
+
+    listeners: tuple[Listener, ...]
+    pipeline: str | None
+    operation: str
+
+    def __bool__(self) -> bool:
+        return bool(self.listeners)
+
+    def emit(self, event: Event) -> None:
+        emit(self.listeners, event)
+
+
+_NO_EMITTER = Emitter((), None, "")
+
+
+def _check_listeners(listeners: Sequence[Listener]) -> tuple[Listener, ...]:
+    out = tuple(listeners)
+    for listener in out:
+        if not callable(listener):
+            raise ConfigurationError(f"listeners must be callables, got {listener!r}")
+    return out
+
+
+class Policy:
+    """Base class of every policy and of :class:`resilience.Pipeline`.
+
+    A policy decorates sync and async functions (keeping their signature), and runs one call
+    with :meth:`call` / :meth:`acall`. Policy objects hold configuration and shared state only;
+    they are safe to share across threads and tasks.
+    """
+
+    kind: ClassVar[str] = "policy"
+    name: str
+    listeners: tuple[Listener, ...]
+
+    def __init__(self, *, name: str, listeners: Sequence[Listener] = ()) -> None:
+        self.name = check_name(name)
+        self.listeners = _check_listeners(listeners)
+
+    # -- to implement ------------------------------------------------------------------------
+    def _wrap_sync(self, fn: Callable[..., Any], em: Emitter) -> Callable[..., Any]:
+        raise NotImplementedError  # pragma: no cover
+
+    def _wrap_async(
+        self, fn: Callable[..., Awaitable[Any]], em: Emitter
+    ) -> Callable[..., Awaitable[Any]]:
+        raise NotImplementedError  # pragma: no cover
+
+    def describe(self) -> dict[str, Any]:
+        """Plain data describing this policy's configuration (for tests and docs)."""
+        return {"kind": self.kind, "name": self.name}
+
+    # -- shared machinery --------------------------------------------------------------------
+    def _emitter(self, outer: Emitter | None, fn: object) -> Emitter:
+        if outer is None:
+            return Emitter(self.listeners, None, qualname(fn))
+        if not self.listeners:
+            return outer
+        return Emitter(self.listeners + outer.listeners, outer.pipeline, outer.operation)
+
+    def _compose_sync(self, fn: Callable[..., Any], outer: Emitter | None) -> Callable[..., Any]:
+        return self._wrap_sync(fn, self._emitter(outer, fn))
+
+    def _compose_async(
+        self, fn: Callable[..., Awaitable[Any]], outer: Emitter | None
+    ) -> Callable[..., Awaitable[Any]]:
+        return self._wrap_async(fn, self._emitter(outer, fn))
+
+    def __call__(self, fn: Callable[P, T]) -> Callable[P, T]:
+        """Decorate a sync or async function.
+
+        Example:
+            >>> import resilience as rs
+            >>> @rs.Retry(on=ConnectionError, attempts=3)
+            ... def fetch() -> str:
+            ...     return "data"
+            >>> fetch()
+            'data'
+        """
+        if not callable(fn):
+            raise ConfigurationError(f"{type(self).__name__} decorates callables, got {fn!r}")
+        if inspect.iscoroutinefunction(fn):
+            awrapped = self._compose_async(fn, None)
+            if awrapped is fn:  # a no-op composition: never mutate the user's function
+
+                async def awrapped(*args: Any, **kwargs: Any) -> Any:
+                    return await fn(*args, **kwargs)
+
+            return cast(Callable[P, T], functools.wraps(fn)(awrapped))
+        if inspect.isgeneratorfunction(fn) or inspect.isasyncgenfunction(fn):
+            raise ConfigurationError(
+                f"{type(self).__name__} cannot decorate generator functions ({qualname(fn)}): "
+                "their body runs after the call returns"
+            )
+        wrapped = self._compose_sync(fn, None)
+        if wrapped is fn:
+
+            def wrapped(*args: Any, **kwargs: Any) -> Any:
+                return fn(*args, **kwargs)
+
+        return cast(Callable[P, T], functools.wraps(fn)(wrapped))
+
+    def call(self, fn: Callable[P, T], /, *args: P.args, **kwargs: P.kwargs) -> T:
+        """Run ``fn(*args, **kwargs)`` (a sync function) under this policy.
+
+        Example:
+            >>> import resilience as rs
+            >>> rs.Timeout(5).call(sum, [1, 2, 3])
+            6
+        """
+        result: T = self._compose_sync(fn, None)(*args, **kwargs)
+        return result
+
+    async def acall(self, fn: Callable[P, Awaitable[T]], /, *args: P.args, **kwargs: P.kwargs) -> T:
+        """Await ``fn(*args, **kwargs)`` (an async function) under this policy.
+
+        Example:
+            >>> import asyncio, resilience as rs
+            >>> async def answer() -> int:
+            ...     return 42
+            >>> asyncio.run(rs.Timeout(1).acall(answer))
+            42
+        """
+        result: T = await self._compose_async(fn, None)(*args, **kwargs)
+        return result
+
+    def __repr__(self) -> str:
+        fields = ", ".join(f"{k}={v!r}" for k, v in self.describe().items() if k != "kind")
+        return f"{type(self).__name__}({fields})"

@@ -1,0 +1,111 @@
+"""The exception hierarchy of :mod:`resilience`.
+
+::
+
+    ResilienceError
+    ├── ConfigurationError (also ValueError)
+    ├── RejectedError             .retry_after: float | None
+    │   ├── CircuitOpenError
+    │   ├── RateLimitedError
+    │   ├── BulkheadFullError
+    │   └── IdempotencyConflictError
+    │       ├── IdempotencyInProgressError
+    │       └── IdempotencyKeyReusedError
+    ├── TimeoutExceededError (also TimeoutError)
+    └── StoreError
+
+A policy that gives up re-raises the *user's* exception (with a note attached), never a wrapper.
+The errors here are raised only when a policy itself refuses or aborts a call.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "BulkheadFullError",
+    "CircuitOpenError",
+    "ConfigurationError",
+    "IdempotencyConflictError",
+    "IdempotencyInProgressError",
+    "IdempotencyKeyReusedError",
+    "RateLimitedError",
+    "RejectedError",
+    "ResilienceError",
+    "StoreError",
+    "TimeoutExceededError",
+]
+
+
+class ResilienceError(Exception):
+    """Base class of every error raised by a resilience policy."""
+
+
+class ConfigurationError(ResilienceError, ValueError):
+    """An invalid parameter, raised at construction (or at the call boundary for per-call input).
+
+    Example:
+        >>> import resilience as rs
+        >>> rs.Retry(on=OSError, attempts=0)
+        Traceback (most recent call last):
+        ...
+        resilience.errors.ConfigurationError: attempts must be an integer >= 1, got 0
+    """
+
+
+class RejectedError(ResilienceError):
+    """The call was not attempted because a policy refused it.
+
+    Attributes:
+        policy: name of the policy that refused the call.
+        retry_after: seconds after which a new attempt may succeed, when known.
+    """
+
+    def __init__(
+        self, message: str = "", *, policy: str = "", retry_after: float | None = None
+    ) -> None:
+        super().__init__(message or self.__class__.__doc__ or self.__class__.__name__)
+        self.policy = policy
+        self.retry_after = retry_after
+
+
+class CircuitOpenError(RejectedError):
+    """The circuit breaker is open (or its half-open probes are all taken)."""
+
+
+class RateLimitedError(RejectedError):
+    """The rate limiter has no permit for this call within its allowed wait."""
+
+
+class BulkheadFullError(RejectedError):
+    """Every concurrency slot of the bulkhead is taken and none freed within ``max_wait``."""
+
+
+class IdempotencyConflictError(RejectedError):
+    """Another call with the same idempotency key conflicts with this one."""
+
+
+class IdempotencyInProgressError(IdempotencyConflictError):
+    """A call with the same idempotency key is still running."""
+
+
+class IdempotencyKeyReusedError(IdempotencyConflictError):
+    """The idempotency key was already used for a call with different arguments."""
+
+
+class TimeoutExceededError(ResilienceError, TimeoutError):
+    """The call ran past its deadline.
+
+    Attributes:
+        timeout: the configured timeout in seconds, when known.
+        policy: name of the policy whose deadline expired.
+    """
+
+    def __init__(
+        self, message: str = "", *, timeout: float | None = None, policy: str = ""
+    ) -> None:
+        super().__init__(message or "deadline exceeded")
+        self.timeout = timeout
+        self.policy = policy
+
+
+class StoreError(ResilienceError):
+    """The state store (e.g. Redis) failed; ``__cause__`` holds the backend's error."""

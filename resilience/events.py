@@ -1,0 +1,192 @@
+"""Typed, frozen events emitted by policies, and the failsafe listener plumbing.
+
+A listener is any callable taking one :class:`Event`. Listeners are passed per policy or per
+pipeline (``listeners=[...]``); a listener that raises is logged once and never breaks a call.
+Events are only built when a listener is attached, so an unobserved policy pays nothing.
+
+Every event carries low-cardinality identity fields: ``policy`` (the policy's configured name),
+``pipeline`` (the enclosing pipeline's name, or ``None``) and ``operation`` (the decorated
+function's qualified name, a route template or an RPC method; never a raw URL).
+
+Example:
+    >>> import resilience as rs
+    >>> seen = []
+    >>> retry = rs.Retry(on=ZeroDivisionError, attempts=2, backoff=rs.backoff.constant(0),
+    ...                  listeners=[seen.append], clock=rs.testing.FakeClock())
+    >>> try:
+    ...     retry.call(lambda: 1 / 0)
+    ... except ZeroDivisionError:
+    ...     pass
+    >>> [type(e).__name__ for e in seen]
+    ['RetryScheduled', 'RetriesExhausted']
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import ClassVar, TypeAlias
+
+__all__ = [
+    "BulkheadRejected",
+    "CallRejected",
+    "CircuitStateChanged",
+    "Event",
+    "FallbackUsed",
+    "IdempotentReplay",
+    "Listener",
+    "RateLimitWaited",
+    "RetriesExhausted",
+    "RetryScheduled",
+    "StoreFailed",
+    "TimeoutElapsed",
+]
+
+_log = logging.getLogger("resilience")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Event:
+    """Base of every event.
+
+    Attributes:
+        policy: the configured name of the emitting policy (e.g. ``"retry"``, ``"payments"``).
+        pipeline: the enclosing pipeline's name, or ``None`` outside a pipeline.
+        operation: the guarded operation (function qualname, route template or RPC method).
+    """
+
+    kind: ClassVar[str] = "event"
+    policy: str
+    pipeline: str | None = None
+    operation: str = ""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RetryScheduled(Event):
+    """An attempt failed and another one will run after ``delay`` seconds.
+
+    ``reason`` is ``"exception"`` or ``"result"``; ``server_directed`` is true when the delay came
+    from a Retry-After / pushback hint rather than the backoff.
+    """
+
+    kind: ClassVar[str] = "retry"
+    attempt: int
+    delay: float
+    reason: str
+    error_type: str | None = None
+    server_directed: bool = False
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RetriesExhausted(Event):
+    """Retrying stopped with a failure.
+
+    ``reason`` is one of ``"attempts"``, ``"max_elapsed"``, ``"deadline"``, ``"budget"``,
+    ``"pushback"`` (the server said not to retry).
+    """
+
+    kind: ClassVar[str] = "retries_exhausted"
+    attempts: int
+    reason: str
+    error_type: str | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TimeoutElapsed(Event):
+    """A call ran past its deadline (``timeout`` seconds)."""
+
+    kind: ClassVar[str] = "timeout"
+    timeout: float
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CallRejected(Event):
+    """A policy refused a call before running it.
+
+    ``reason``: ``"circuit_open"``, ``"rate_limited"``, ``"bulkhead_full"``,
+    ``"idempotency_conflict"``, ``"concurrency_limit"``.
+    """
+
+    kind: ClassVar[str] = "rejected"
+    reason: str
+    retry_after: float | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class BulkheadRejected(CallRejected):
+    """A bulkhead refused a call (a :class:`CallRejected` with ``reason="bulkhead_full"``)."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CircuitStateChanged(Event):
+    """A circuit breaker changed state (``from_state`` → ``to_state``) because of ``reason``.
+
+    ``reason``: ``"failure_ratio"``, ``"failure_count"``, ``"slow_call_ratio"``,
+    ``"probe_failed"``, ``"probes_succeeded"``, ``"open_for_elapsed"``, ``"half_open_timeout"``,
+    ``"manual"``.
+    """
+
+    kind: ClassVar[str] = "circuit_state"
+    from_state: str
+    to_state: str
+    reason: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RateLimitWaited(Event):
+    """A rate limiter or bulkhead made a call wait ``wait`` seconds for its permit."""
+
+    kind: ClassVar[str] = "ratelimit_wait"
+    wait: float
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class FallbackUsed(Event):
+    """A fallback replaced a failure (``error_type``) or a result with its own value."""
+
+    kind: ClassVar[str] = "fallback"
+    error_type: str | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class IdempotentReplay(Event):
+    """A stored result was replayed for a duplicate call."""
+
+    kind: ClassVar[str] = "idempotency_replay"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class StoreFailed(Event):
+    """The state store failed; ``decision`` says what the policy did (``"open"``, ``"closed"``,
+    ``"local"``)."""
+
+    kind: ClassVar[str] = "store_error"
+    decision: str
+    error_type: str
+
+
+Listener: TypeAlias = Callable[[Event], object]
+
+_warned: set[int] = set()
+
+
+def emit(listeners: Sequence[Listener], event: Event) -> None:
+    """Deliver ``event`` to every listener; a raising listener is logged once and skipped."""
+    for listener in listeners:
+        try:
+            listener(event)
+        except Exception:
+            key = id(listener)
+            if key not in _warned:
+                _warned.add(key)
+                _log.exception("resilience: listener %r raised; ignoring it", listener)
+
+
+def error_type(exc: BaseException | None) -> str | None:
+    """The ``error.type`` attribute value for an exception (its qualified class name)."""
+    if exc is None:
+        return None
+    cls = type(exc)
+    mod = cls.__module__
+    return cls.__qualname__ if mod in ("builtins", "__main__") else f"{mod}.{cls.__qualname__}"
