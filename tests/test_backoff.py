@@ -72,10 +72,13 @@ def test_seeded_random_is_reproducible() -> None:
     [
         (lambda: rs.backoff.exponential(initial=2, maximum=1), "maximum"),
         (lambda: rs.backoff.exponential(multiplier=0.5), "multiplier must be >= 1"),
-        (lambda: rs.backoff.exponential(jitter="half"), "jitter must be one of"),
+        (
+            lambda: rs.backoff.exponential(jitter="half"),  # type: ignore[arg-type]
+            "jitter must be one of",
+        ),
         (lambda: rs.backoff.constant(-1), "delay must be >= 0"),
         (lambda: rs.backoff.schedule([]), "at least one delay"),
-        (lambda: rs.backoff.schedule("1,2"), "sequence of durations"),
+        (lambda: rs.backoff.schedule("1,2"), "sequence of durations"),  # type: ignore[arg-type]
         (lambda: rs.backoff.decorrelated(initial=0), "initial must be > 0"),
     ],
 )
