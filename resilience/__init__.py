@@ -46,6 +46,7 @@ from .fallback import Fallback
 from .pipeline import Pipeline
 from .retry import Retry
 from .stores import MemoryStore
+from .stores.redis import RedisStore
 from .timeout import Timeout
 
 __version__ = "0.1.0"
@@ -64,6 +65,7 @@ __all__ = [
     "Pipeline",
     "Policy",
     "RateLimitedError",
+    "RedisStore",
     "RejectedError",
     "ResilienceError",
     "Retry",
