@@ -43,6 +43,7 @@ from .errors import (
     TimeoutExceededError,
 )
 from .fallback import Fallback
+from .idempotency import IdempotencyRecords, Idempotent, JSONCodec
 from .pipeline import Pipeline
 from .retry import Retry
 from .stores import MemoryStore
@@ -61,6 +62,9 @@ __all__ = [
     "IdempotencyConflictError",
     "IdempotencyInProgressError",
     "IdempotencyKeyReusedError",
+    "IdempotencyRecords",
+    "Idempotent",
+    "JSONCodec",
     "MemoryStore",
     "Pipeline",
     "Policy",
