@@ -1,0 +1,3 @@
+from ._idempotency import IdempotencyMiddleware
+
+__all__ = ["IdempotencyMiddleware"]
