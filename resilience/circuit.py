@@ -57,6 +57,7 @@ _US = 1_000_000.0
 _OPEN_TABLE = 32  # dynamic open durations are tabulated for this many consecutive openings
 _HELD_TTL = 7 * 86_400.0  # store TTL of a breaker held open by open()
 _LOCAL = -2  # in store mode, permits from the local fallback are encoded as _LOCAL - token
+_NEVER = float("-inf")
 _UNGUARDED = -1  # in store mode, a call let through unguarded (on_store_error="open")
 
 
@@ -363,7 +364,7 @@ class CircuitBreaker(Policy):
         self._key = f"cb:{self.name}"
         self._lock = threading.Lock()
         self._st = core.initial_state(self._cfg)
-        self._edge = [float("-inf")]  # see _wrap_sync
+        self._edge = [_NEVER]  # see _wrap_sync
 
     def describe(self) -> dict[str, Any]:
         """Plain data describing the configuration."""
@@ -458,7 +459,11 @@ class CircuitBreaker(Policy):
             if now is None:
                 now = self._clock.monotonic()
             tr = core.record(st, self._cfg, round(now * _US), permit, outcome)
-            self._edge[0] = ((st[core.LAST] + 1) * self._cfg.bucket_us - 1) / _US
+            self._edge[0] = (
+                ((st[core.LAST] + 1) * self._cfg.bucket_us - 1) / _US
+                if not (st[core.FAILS] or st[core.SLOW])
+                else _NEVER
+            )
         if tr is not None:
             self._transition(tr, em)
 
@@ -535,11 +540,12 @@ class CircuitBreaker(Policy):
 
     # -- wrappers -----------------------------------------------------------------------------
     # The in-process wrappers take no lock to get a permit in CLOSED (core.acquire is read-only
-    # there: the permit is the token, one atomic list read), and record a success through a
-    # fast path of core.record: same generation, no failure or slow call in the window (so
-    # nothing can trip) and the clock still inside the newest bucket. ``self._edge[0]`` is a
-    # conservative bound for the latter (1 µs before the bucket ends, refreshed after every
-    # core.record; the bucket number only grows, so a stale bound is still a valid one).
+    # there: the permit is the token, one atomic list read), and record a fast success through
+    # a fast path of core.record, valid when the permit is current (CLOSED, same generation)
+    # and the clock is below ``self._edge[0]``. That bound is recomputed under the lock after
+    # every core.record: 1 µs before the newest bucket ends when the window holds no failure
+    # and no slow call (so a success cannot trip anything), else -inf. The bucket number only
+    # grows and the window only gets dirty through core.record, so a stale bound stays valid.
     # Everything else goes through core.record under the lock.
     def _wrap_sync(self, fn: Callable[..., Any], em: Emitter) -> Callable[..., Any]:
         if self.store is not None:
@@ -550,6 +556,7 @@ class CircuitBreaker(Policy):
         edge = self._edge
         acquire = self._acquire_local
         settle = self._settle_local
+        record = self._record_local
         on_result = self._on_result
         slow_s = self.slow_call_duration
 
@@ -562,19 +569,21 @@ class CircuitBreaker(Policy):
                 try:
                     result = fn(*args, **kwargs)
                 except BaseException as exc:
-                    settle(permit, exc, None, 0.0, em)
+                    settle(permit, exc, 0.0, em)
                     raise
                 with lock:
-                    if mono() < edge[0] and permit == st[0] and not (st[7] or st[8]):
+                    now = mono()
+                    if now < edge[0] and permit == st[0]:
                         st[st[11]] += 1
                         st[6] += 1
                         return result
-                settle(permit, None, result, 0.0, em)
+                record(permit, 0, em, now)
                 return result
 
             return circuit_wrapper
 
         timed = slow_s is not None
+        limit = slow_s or 0.0
 
         def general_circuit_wrapper(*args: Any, **kwargs: Any) -> Any:
             permit = st[0]
@@ -584,9 +593,18 @@ class CircuitBreaker(Policy):
             try:
                 result = fn(*args, **kwargs)
             except BaseException as exc:
-                settle(permit, exc, None, start, em)
+                settle(permit, exc, start, em)
                 raise
-            settle(permit, None, result, start, em)
+            outcome = 1 if on_result is not None and on_result(result) else 0
+            with lock:
+                now = mono()
+                if timed and now - start > limit:
+                    outcome |= 2
+                if not outcome and now < edge[0] and permit == st[0]:
+                    st[st[11]] += 1
+                    st[6] += 1
+                    return result
+            record(permit, outcome, em, now)
             return result
 
         return general_circuit_wrapper
@@ -602,8 +620,11 @@ class CircuitBreaker(Policy):
         edge = self._edge
         acquire = self._acquire_local
         settle = self._settle_local
-        plain = self.slow_call_duration is None and self._on_result is None
-        timed = self.slow_call_duration is not None
+        record = self._record_local
+        on_result = self._on_result
+        slow_s = self.slow_call_duration
+        timed = slow_s is not None
+        limit = slow_s or 0.0
 
         async def circuit_wrapper(*args: Any, **kwargs: Any) -> Any:
             permit = st[0]
@@ -613,25 +634,26 @@ class CircuitBreaker(Policy):
             try:
                 result = await fn(*args, **kwargs)
             except BaseException as exc:
-                settle(permit, exc, None, start, em)
+                settle(permit, exc, start, em)
                 raise
-            if plain:
-                with lock:
-                    if mono() < edge[0] and permit == st[0] and not (st[7] or st[8]):
-                        st[st[11]] += 1
-                        st[6] += 1
-                        return result
-            settle(permit, None, result, start, em)
+            outcome = 1 if on_result is not None and on_result(result) else 0
+            with lock:
+                now = mono()
+                if timed and now - start > limit:
+                    outcome |= 2
+                if not outcome and now < edge[0] and permit == st[0]:
+                    st[st[11]] += 1
+                    st[6] += 1
+                    return result
+            record(permit, outcome, em, now)
             return result
 
         return circuit_wrapper
 
-    def _settle_local(
-        self, permit: int, exc: BaseException | None, result: object, start: float, em: Emitter
-    ) -> None:
-        """Record a call's outcome in the local state (the general path)."""
+    def _settle_local(self, permit: int, exc: BaseException, start: float, em: Emitter) -> None:
+        """Record the outcome of a call that raised ``exc`` in the local state."""
         end = self._clock.monotonic()
-        outcome = self._outcome(exc, result, start, end)
+        outcome = self._outcome(exc, None, start, end)
         if outcome == core.RELEASE and not permit & 3:
             return  # an ignored outcome in CLOSED: nothing to record or give back
         self._record_local(permit, outcome, em, end)
