@@ -29,6 +29,7 @@ from ._clock import Clock, SystemClock
 from ._deadline import Deadline, deadline, deadline_scope, remaining
 from ._policy import Policy
 from .budget import RetryBudget, RetryThrottle
+from .circuit import CircuitBreaker, CircuitState
 from .errors import (
     BulkheadFullError,
     CircuitOpenError,
@@ -54,7 +55,9 @@ __version__ = "0.1.0"
 
 __all__ = [
     "BulkheadFullError",
+    "CircuitBreaker",
     "CircuitOpenError",
+    "CircuitState",
     "Clock",
     "ConfigurationError",
     "Deadline",
