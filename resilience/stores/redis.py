@@ -170,6 +170,8 @@ class RedisStore:
         )
         self._shas: dict[str, str] = {}
         self._lock = threading.Lock()
+        self._async_ready = False
+        self._async_init_lock: Any = None
 
     @classmethod
     def from_url(
@@ -302,9 +304,29 @@ class RedisStore:
         self._breaker.success()
         return op.parse(reply)
 
+    async def _ready_async_client(self) -> Any:
+        """The async client, initialized once (redis-py's async cluster client races when many
+        coroutines make its first request concurrently)."""
+        client = self.async_client()
+        if client is None or self._async_ready or not callable(getattr(client, "initialize", None)):
+            return client
+        import asyncio
+
+        if self._async_init_lock is None:
+            self._async_init_lock = asyncio.Lock()
+        async with self._async_init_lock:
+            if not self._async_ready:
+                try:
+                    await client.initialize()
+                except Exception as exc:
+                    self._breaker.failure()
+                    raise StoreError(f"redis store failed: {type(exc).__name__}: {exc}") from exc
+                self._async_ready = True
+        return client
+
     async def aapply(self, op: RedisOp[R], /) -> R:
         """The async twin of :meth:`apply`."""
-        client = self.async_client()
+        client = await self._ready_async_client()
         if client is None:
             import asyncio
 
