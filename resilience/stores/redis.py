@@ -35,17 +35,74 @@ from ..errors import ConfigurationError, StoreError
 R = TypeVar("R")
 R_co = TypeVar("R_co", covariant=True)
 
-__all__ = ["RedisOp", "RedisStore", "LUA_NOW"]
+__all__ = ["LUA_NOW", "RedisOp", "RedisStore", "text", "to_us"]
 
-#: Lua prelude: ``now_us()`` is the server clock in microseconds, unless the store was built with
-#: an injected ``clock=`` (tests), in which case ARGV[1] carries that clock's reading.
+#: Lua prelude prepended to every script:
+#:
+#: * ``now_us()``: the server clock in integer microseconds (``TIME``), unless the store was built
+#:   with an injected ``clock=`` (tests), in which case ARGV[1] carries that clock's reading.
+#: * ``us(n)``: an integer number of microseconds as an exact decimal string (``tostring`` would
+#:   print ``1.7e+15``).
+#: * ``load(key, now, field...)``: ``0`` (absent or logically expired), ``1, values`` (live) or
+#:   ``2`` (corrupt: wrong type or missing expiry). Every state is a hash whose field ``x`` holds
+#:   its expiry in microseconds of the script clock, so the logical expiry follows the same clock
+#:   as the decisions (server ``TIME`` in production, the injected clock in tests) while
+#:   ``PEXPIRE`` garbage-collects the key.
+#: * ``expire(key, now, ttl_us)``: set the expiry field and the key's ``PEXPIRE`` (``>= 1 ms``).
 LUA_NOW = """
 local function now_us()
   if ARGV[1] ~= '' then return tonumber(ARGV[1]) end
   local t = redis.call('TIME')
   return tonumber(t[1]) * 1000000 + tonumber(t[2])
 end
+local function us(n)
+  return string.format('%d', n)
+end
+local function load(key, now, ...)
+  local vals = redis.pcall('HMGET', key, 'x', ...)
+  if vals['err'] then return 2 end
+  local x = table.remove(vals, 1)
+  if not x then
+    for i = 1, select('#', ...) do
+      if vals[i] then return 2 end
+    end
+    return 0
+  end
+  x = tonumber(x)
+  if not x then return 2 end
+  if x <= now then
+    redis.call('DEL', key)
+    return 0
+  end
+  return 1, vals
+end
+local function expire(key, now, ttl)
+  redis.call('HSET', key, 'x', us(now + ttl))
+  redis.call('PEXPIRE', key, math.max(1, math.ceil(ttl / 1000)))
+end
 """
+
+
+def to_us(value: float) -> int:
+    """Seconds as integer microseconds (rounded), the unit every Lua twin works in.
+
+    Example:
+        >>> to_us(1.5), to_us(0.0000004)
+        (1500000, 0)
+    """
+    return round(value * 1_000_000)
+
+
+def text(value: Any) -> str:
+    """A reply element as ``str`` (replies are ``bytes`` unless ``decode_responses=True``).
+
+    Example:
+        >>> text(b"claimed"), text("claimed")
+        ('claimed', 'claimed')
+    """
+    if isinstance(value, bytes):
+        return value.decode("utf-8", "surrogatepass")
+    return str(value)
 
 
 @runtime_checkable
@@ -63,7 +120,7 @@ class RedisOp(Protocol[R_co]):
     key: str
     LUA: ClassVar[str]
 
-    def lua_args(self) -> Sequence[str | int | float]:
+    def lua_args(self) -> Sequence[str | bytes | int | float]:
         """The script's arguments after the clock override."""
         ...
 
@@ -265,7 +322,7 @@ class RedisStore:
         suffixes = getattr(op, "KEY_SUFFIXES", ("s",))
         return [self.redis_key(op.key, s) for s in suffixes]
 
-    def _argv(self, op: RedisOp[Any]) -> list[str | int | float]:
+    def _argv(self, op: RedisOp[Any]) -> list[str | bytes | int | float]:
         now = repr(int(self._clock.monotonic() * 1_000_000)) if self._injected_clock else ""
         return [now, *op.lua_args()]
 
