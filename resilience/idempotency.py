@@ -42,6 +42,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar, Literal, Protocol, TypeGuard
 
 from ._clock import SYSTEM_CLOCK, Clock, resolve_clock
+from ._degraded import STORE_LOG
 from ._policy import Emitter, Policy
 from ._types import Duration, check_name, positive_int, seconds
 from .errors import (
@@ -712,7 +713,7 @@ class IdempotencyRecords:
                     error_type=error_type(exc.__cause__ or exc) or "StoreError",
                 )
             )
-        _log.warning("resilience: idempotency store failed (%s); decision=%s", exc, mode)
+        STORE_LOG.record(policy or self.namespace, mode, f"{exc}")
         if mode == "closed":
             raise exc
         return mode == "local"
