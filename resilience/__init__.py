@@ -28,7 +28,9 @@ from . import backoff, events, instrumentation, testing
 from ._clock import Clock, SystemClock
 from ._deadline import Deadline, deadline, deadline_scope, remaining
 from ._policy import Policy
+from .adaptive import AdaptiveConcurrency
 from .budget import RetryBudget, RetryThrottle
+from .bulkhead import Bulkhead
 from .errors import (
     BulkheadFullError,
     CircuitOpenError,
@@ -45,6 +47,7 @@ from .errors import (
 from .fallback import Fallback
 from .idempotency import IdempotencyRecords, Idempotent, JSONCodec
 from .pipeline import Pipeline
+from .ratelimit import Decision, RateLimiter
 from .retry import Retry
 from .stores import MemoryStore
 from .stores.redis import RedisStore
@@ -53,11 +56,14 @@ from .timeout import Timeout
 __version__ = "0.1.0"
 
 __all__ = [
+    "AdaptiveConcurrency",
+    "Bulkhead",
     "BulkheadFullError",
     "CircuitOpenError",
     "Clock",
     "ConfigurationError",
     "Deadline",
+    "Decision",
     "Fallback",
     "IdempotencyConflictError",
     "IdempotencyInProgressError",
@@ -69,6 +75,7 @@ __all__ = [
     "Pipeline",
     "Policy",
     "RateLimitedError",
+    "RateLimiter",
     "RedisStore",
     "RejectedError",
     "ResilienceError",
