@@ -51,7 +51,7 @@ def make_decider(name: str, url: str) -> Callable[[], Any]:
     if name == "resilience":
         import resilience as rs
 
-        limiter = rs.RateLimiter(  # type: ignore[attr-defined]
+        limiter = rs.RateLimiter(
             "bench", rate=RATE, store=rs.RedisStore.from_url(url, socket_timeout=1.0)
         )
         try_acquire = limiter.try_acquire
@@ -122,7 +122,9 @@ def run(name: str, url: str, procs: int, seconds: float) -> tuple[float, float]:
     ctx = multiprocessing.get_context("spawn")
     barrier = ctx.Barrier(procs + 1)
     out = ctx.Queue()
-    ps = [ctx.Process(target=_worker, args=(name, url, seconds, barrier, out)) for _ in range(procs)]
+    ps = [
+        ctx.Process(target=_worker, args=(name, url, seconds, barrier, out)) for _ in range(procs)
+    ]
     for p in ps:
         p.start()
     barrier.wait(timeout=120)
@@ -162,8 +164,21 @@ def main(argv: list[str] | None = None) -> int:
     workdir = tempfile.mkdtemp(prefix="rs-bench-redis-")
     port = _free_port()
     proc = subprocess.Popen(
-        [server, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
-        + ["--dir", workdir, "--protected-mode", "no"],
+        [
+            server,
+            "--port",
+            str(port),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--dir",
+            workdir,
+            "--protected-mode",
+            "no",
+        ],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )

@@ -46,7 +46,7 @@ from __future__ import annotations
 import math
 import threading
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Any, Literal, NamedTuple, cast
+from typing import Any, ClassVar, Literal, NamedTuple, cast
 
 from ._clock import Clock, resolve_clock
 from ._deadline import _DEADLINE
@@ -237,6 +237,43 @@ class Decision(NamedTuple):
     waited: float = 0.0
 
 
+# -- the Lua twins (RedisStore): transition / refund / status / fresh_at number for number -------
+# Doubles in seconds exactly like the Python (now = integer µs from TIME / 1e6); the state is a
+# hash {t = tat, s = stored} written with %.17g (exact round trip) plus the expiry field x.
+_LUA_BUCKET = """
+local now_u = now_us()
+local now = now_u / 1000000
+local interval, burst, warning, max_tokens, slope, cooldown =
+  tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5]),
+  tonumber(ARGV[6]), tonumber(ARGV[7])
+local INF = math.huge
+local function f(x) return string.format('%.17g', x) end
+local function fresh_at(tat, stored)
+  if max_tokens ~= 0 then return tat + (max_tokens - stored) * cooldown end
+  return tat
+end
+local function status(tat)
+  local backlog = tat - now
+  if backlog <= 0 then return math.floor(burst), 0.0 end
+  if interval == INF then return 0, 0.0 end
+  local r = burst - backlog / interval + 1e-6
+  if r > 0 then return math.floor(r), backlog end
+  return 0, backlog
+end
+local function save(tat, stored, ttl)
+  redis.call('HSET', KEYS[1], 't', f(tat), 's', f(stored))
+  expire(KEYS[1], now_u, math.ceil(ttl * 1000000))
+end
+local st, v = load(KEYS[1], now_u, 't', 's')
+local present, tat, stored = false, now, max_tokens
+if st == 1 and tonumber(v[1]) and tonumber(v[2]) then
+  present, tat, stored = true, tonumber(v[1]), tonumber(v[2])
+elseif st ~= 0 then
+  redis.call('DEL', KEYS[1])  -- malformed: take the fresh state
+end
+"""
+
+
 class _TakeOp:
     """The store operation for one check: the pure :func:`transition` on stored ``[tat, stored]``.
 
@@ -244,6 +281,55 @@ class _TakeOp:
     """
 
     __slots__ = ("cost", "key", "max_wait", "p")
+
+    LUA: ClassVar[str] = (
+        _LUA_BUCKET
+        + """
+local cost, max_wait = tonumber(ARGV[8]), tonumber(ARGV[9])
+local EPS = 1e-9
+local function transition(tat, stored)
+  if cost <= 0 then return true, tat, stored, 0.0, 0.0 end
+  if interval == INF then return false, tat, stored, INF, 0.0 end
+  if now > tat then
+    if max_tokens ~= 0 then
+      stored = math.min(max_tokens, stored + (now - tat) / cooldown)
+    end
+    tat = now
+  end
+  local wait = tat - now - (burst - cost) * interval
+  if wait > max_wait + EPS then return false, tat, stored, wait, 0.0 end
+  local cost_time = cost * interval
+  if max_tokens ~= 0 then
+    local above = stored - warning
+    if above > 0 then
+      local k = above
+      if cost < above then k = cost end
+      cost_time = cost_time + k * slope * (above - k / 2.0)
+    end
+    if stored > cost then stored = stored - cost else stored = 0.0 end
+  end
+  if not (wait > EPS) then wait = 0.0 end
+  return true, tat + cost_time, stored, wait, cost_time
+end
+local ok, tat2, stored2, wait, cost_time = transition(tat, stored)
+if not ok then
+  local remaining, reset_after = status(tat)
+  if present then
+    local ttl = fresh_at(tat, stored) - now
+    if ttl > 0 then save(tat, stored, ttl) else redis.call('DEL', KEYS[1]) end
+  end
+  return {0, f(wait), '0', '0', remaining, f(reset_after)}
+end
+local remaining, reset_after = status(tat2)
+local ttl = fresh_at(tat2, stored2) - now
+if ttl <= 0 then
+  if present then redis.call('DEL', KEYS[1]) end
+else
+  save(tat2, stored2, ttl)
+end
+return {1, f(wait), f(cost_time), f(stored - stored2), remaining, f(reset_after)}
+"""
+    )
 
     def __init__(self, key: str, cost: float, max_wait: float, p: LimitParams) -> None:
         self.key = key
@@ -271,11 +357,40 @@ class _TakeOp:
             return None, result, None
         return [tat2, stored2], result, ttl
 
+    def lua_args(self) -> tuple[float, ...]:
+        """The bucket parameters, cost and max_wait (the Lua twin's ARGV[2:])."""
+        return (*self.p, self.cost, self.max_wait)
+
+    def parse(self, reply: Any) -> tuple[bool, float, float, float, int, float]:
+        """The Lua reply as :meth:`apply`'s result."""
+        return (
+            bool(int(reply[0])),
+            float(reply[1]),
+            float(reply[2]),
+            float(reply[3]),
+            int(reply[4]),
+            float(reply[5]),
+        )
+
 
 class _RefundOp:
     """The store operation giving back a cancelled reservation (the pure :func:`refund`)."""
 
     __slots__ = ("cost_time", "key", "p", "taken")
+
+    LUA: ClassVar[str] = (
+        _LUA_BUCKET
+        + """
+if not present then return nil end
+local cost_time, taken = tonumber(ARGV[8]), tonumber(ARGV[9])
+local new_tat = tat - cost_time
+if new_tat < now then new_tat = now end
+if max_tokens ~= 0 then stored = math.min(max_tokens, stored + taken) end
+local ttl = fresh_at(new_tat, stored) - now
+if ttl <= 0 then redis.call('DEL', KEYS[1]) else save(new_tat, stored, ttl) end
+return nil
+"""
+    )
 
     def __init__(self, key: str, cost_time: float, taken: float, p: LimitParams) -> None:
         self.key = key
@@ -292,6 +407,13 @@ class _RefundOp:
         if ttl <= 0:
             return None, None, None
         return [tat, stored], None, ttl
+
+    def lua_args(self) -> tuple[float, ...]:
+        """The bucket parameters, the reservation's cost_time and taken tokens."""
+        return (*self.p, self.cost_time, self.taken)
+
+    def parse(self, reply: Any) -> None:
+        """No result."""
 
 
 class _Reservation(NamedTuple):

@@ -47,6 +47,9 @@ class Now:
     key: str
     LUA: ClassVar[str] = "return now_us()"
 
+    def apply(self, state: Any | None, now: float) -> tuple[Any | None, int, float | None]:
+        return state, round(now * 1e6), None
+
     def lua_args(self) -> list[str]:
         return []
 

@@ -26,11 +26,12 @@ from __future__ import annotations
 import hashlib
 import threading
 from collections.abc import Sequence
-from typing import Any, ClassVar, Protocol, TypeVar, runtime_checkable
+from typing import Any, ClassVar, Protocol, TypeVar, cast, runtime_checkable
 
 from .._clock import Clock, resolve_clock
 from .._types import positive_int, seconds
 from ..errors import ConfigurationError, StoreError
+from .base import StoreOp
 
 R = TypeVar("R")
 R_co = TypeVar("R_co", covariant=True)
@@ -103,6 +104,15 @@ def text(value: Any) -> str:
     if isinstance(value, bytes):
         return value.decode("utf-8", "surrogatepass")
     return str(value)
+
+
+_KEY_CACHE_SIZE = 10_000
+
+
+def _errors() -> Any:
+    import redis.exceptions
+
+    return redis.exceptions
 
 
 @runtime_checkable
@@ -225,7 +235,8 @@ class RedisStore:
             seconds(probe_interval, "probe_interval", allow_zero=False),
             self._clock,
         )
-        self._shas: dict[str, str] = {}
+        self._shas: dict[type, tuple[str, str]] = {}
+        self._key_cache: dict[tuple[str, tuple[str, ...]], list[str]] = {}
         self._lock = threading.Lock()
 
     @classmethod
@@ -318,74 +329,75 @@ class RedisStore:
         digest = hashlib.sha256(key.encode("utf-8", "surrogatepass")).hexdigest()[:32]
         return f"{self.prefix}:{{{digest}}}:{suffix}"
 
-    def _keys(self, op: RedisOp[Any]) -> list[str]:
+    def _keys(self, op: Any) -> list[str]:
+        key = op.key
         suffixes = getattr(op, "KEY_SUFFIXES", ("s",))
-        return [self.redis_key(op.key, s) for s in suffixes]
+        cached = self._key_cache.get((key, suffixes))
+        if cached is None:
+            cached = [self.redis_key(key, s) for s in suffixes]
+            cache = self._key_cache
+            if len(cache) >= _KEY_CACHE_SIZE:
+                cache.clear()  # bounded: rotating user keys cannot grow it
+            cache[(key, suffixes)] = cached
+        return cached
 
-    def _argv(self, op: RedisOp[Any]) -> list[str | bytes | int | float]:
-        now = repr(int(self._clock.monotonic() * 1_000_000)) if self._injected_clock else ""
-        return [now, *op.lua_args()]
+    def _script(self, op: Any) -> tuple[str, str]:
+        cls = type(op)
+        entry = self._shas.get(cls)
+        if entry is None:
+            lua = getattr(cls, "LUA", None)
+            if not isinstance(lua, str):
+                raise ConfigurationError(f"{cls.__name__} has no Lua twin; it cannot run on Redis")
+            src = LUA_NOW + lua
+            entry = (src, hashlib.sha1(src.encode()).hexdigest())
+            self._shas[cls] = entry
+        return entry
 
-    def _script(self, op: RedisOp[Any]) -> tuple[str, str]:
-        src = LUA_NOW + type(op).LUA
-        sha = self._shas.get(src)
-        if sha is None:
-            sha = hashlib.sha1(src.encode()).hexdigest()
-            self._shas[src] = sha
-        return src, sha
+    def _call(self, op: Any) -> tuple[list[str], list[Any], str, str]:
+        src, sha = self._script(op)
+        keys = self._keys(op)
+        now = repr(round(self._clock.monotonic() * 1_000_000)) if self._injected_clock else ""
+        return keys, [now, *op.lua_args()], src, sha
 
     # -- apply --------------------------------------------------------------------------------
-    def apply(self, op: RedisOp[R], /) -> R:
-        """Run ``op``'s script (one round trip; a reload round trip after ``NOSCRIPT``)."""
-        if not hasattr(type(op), "LUA"):
-            raise ConfigurationError(f"{type(op).__name__} has no Lua twin; it cannot run on Redis")
+    def apply(self, op: StoreOp[R], /) -> R:
+        """Run ``op``'s Lua twin: one ``EVALSHA`` round trip (plus one ``EVAL`` after
+        ``NOSCRIPT``). Raises :class:`~resilience.StoreError` when Redis fails."""
+        keys, argv, src, sha = self._call(op)
         self._breaker.check()
-        client = self.sync_client()
-        keys, argv = self._keys(op), self._argv(op)
-        src, sha = self._script(op)
-        from redis.exceptions import NoScriptError, RedisError
-
+        client = self._sync or self.sync_client()
         try:
             try:
                 reply = client.evalsha(sha, len(keys), *keys, *argv)
-            except NoScriptError:
+            except _errors().NoScriptError:
                 reply = client.eval(src, len(keys), *keys, *argv)
-        except RedisError as exc:
+        except (_errors().RedisError, OSError) as exc:
             self._breaker.failure()
             raise StoreError(f"redis store failed: {type(exc).__name__}: {exc}") from exc
-        except OSError as exc:
-            self._breaker.failure()
-            raise StoreError(f"redis store failed: {exc}") from exc
-        self._breaker.success()
-        return op.parse(reply)
+        if self._breaker.failures:
+            self._breaker.success()
+        return cast("RedisOp[R]", op).parse(reply)
 
-    async def aapply(self, op: RedisOp[R], /) -> R:
+    async def aapply(self, op: StoreOp[R], /) -> R:
         """The async twin of :meth:`apply`."""
-        client = self.async_client()
+        client = self._async or self.async_client()
         if client is None:
             import asyncio
 
             return await asyncio.to_thread(self.apply, op)
-        if not hasattr(type(op), "LUA"):
-            raise ConfigurationError(f"{type(op).__name__} has no Lua twin; it cannot run on Redis")
+        keys, argv, src, sha = self._call(op)
         self._breaker.check()
-        keys, argv = self._keys(op), self._argv(op)
-        src, sha = self._script(op)
-        from redis.exceptions import NoScriptError, RedisError
-
         try:
             try:
                 reply = await client.evalsha(sha, len(keys), *keys, *argv)
-            except NoScriptError:
+            except _errors().NoScriptError:
                 reply = await client.eval(src, len(keys), *keys, *argv)
-        except RedisError as exc:
+        except (_errors().RedisError, OSError) as exc:
             self._breaker.failure()
             raise StoreError(f"redis store failed: {type(exc).__name__}: {exc}") from exc
-        except OSError as exc:
-            self._breaker.failure()
-            raise StoreError(f"redis store failed: {exc}") from exc
-        self._breaker.success()
-        return op.parse(reply)
+        if self._breaker.failures:
+            self._breaker.success()
+        return cast("RedisOp[R]", op).parse(reply)
 
     def close(self) -> None:
         """Close the sync client (if this store created it)."""
