@@ -31,6 +31,7 @@ from ._policy import Policy
 from .adaptive import AdaptiveConcurrency
 from .budget import RetryBudget, RetryThrottle
 from .bulkhead import Bulkhead
+from .circuit import CircuitBreaker, CircuitState
 from .errors import (
     BulkheadFullError,
     CircuitOpenError,
@@ -59,7 +60,9 @@ __all__ = [
     "AdaptiveConcurrency",
     "Bulkhead",
     "BulkheadFullError",
+    "CircuitBreaker",
     "CircuitOpenError",
+    "CircuitState",
     "Clock",
     "ConfigurationError",
     "Deadline",

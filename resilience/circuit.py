@@ -1,0 +1,809 @@
+"""Circuit breakers: error ratio, error count and slow-call ratio over a sliding time window.
+
+A breaker is CLOSED (calls run and their outcomes are recorded), OPEN (calls are refused with
+:class:`resilience.CircuitOpenError` without running) or HALF_OPEN (a fixed number of probe
+calls run; their outcomes decide what comes next).
+
+Pinned rules (see :mod:`resilience._circuit_core` for the state machine itself):
+
+* **Window.** ``window`` seconds split into ``buckets`` equal buckets (default 10). A call counts
+  from the moment its outcome is recorded until its bucket is ``buckets`` buckets old: between
+  ``window - window/buckets`` and ``window`` seconds.
+* **Thresholds.** Nothing trips while the window holds fewer than ``min_calls`` calls. Then the
+  breaker opens when ``failures / calls >= failure_ratio``, ``failures >= failure_count`` or
+  ``slow / calls >= slow_call_ratio`` (any configured one). A call is slow when its duration is
+  strictly greater than ``slow_call_duration``, whether it succeeded or failed.
+* **Half-open.** After ``open_for`` seconds exactly ``half_open_calls`` probes are admitted
+  (other callers are refused). A probe that fails (or is slow, when ``slow_call_ratio`` is set)
+  reopens the breaker at once; when every probe has succeeded it closes, with an empty window.
+* **Never stuck.** A probe cancelled or ending with an ignored exception gives its permit back;
+  probes that never report are bounded by ``half_open_timeout``: once it has passed since the
+  first probe was admitted, the breaker reopens (and later admits fresh probes).
+* **Generations.** Every transition starts a new generation and a permit remembers the one it
+  was granted in. Outcomes of calls admitted in an older generation (e.g. started while CLOSED,
+  finished after the breaker opened) are ignored; they are counted as ``stale``.
+* **What counts.** An exception matching ``on`` (default: any :class:`Exception`) or a result
+  matching ``on_result`` is a failure; any other exception (and ``CancelledError``,
+  ``KeyboardInterrupt``...) records nothing and releases the permit.
+"""
+
+from __future__ import annotations
+
+import enum
+import threading
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from . import _circuit_core as core
+from ._clock import Clock, RandomLike, resolve_clock, resolve_random
+from ._policy import Emitter, Policy
+from ._types import (
+    Duration,
+    ExceptionSpec,
+    exception_predicate,
+    positive_int,
+    ratio,
+    result_predicate,
+    seconds,
+)
+from .errors import CircuitOpenError, ConfigurationError, StoreError
+from .events import CallRejected, CircuitStateChanged, Listener, StoreFailed, emit, error_type
+from .stores.base import Store
+
+__all__ = ["CircuitBreaker", "CircuitMetrics", "CircuitState"]
+
+_US = 1_000_000.0
+_OPEN_TABLE = 32  # dynamic open durations are tabulated for this many consecutive openings
+_HELD_TTL = 7 * 86_400.0  # store TTL of a breaker held open by open()
+_LOCAL = -2  # in store mode, permits from the local fallback are encoded as _LOCAL - token
+_NEVER = float("-inf")
+_UNGUARDED = -1  # in store mode, a call let through unguarded (on_store_error="open")
+
+
+class CircuitState(enum.Enum):
+    """The state of a :class:`CircuitBreaker`.
+
+    Example:
+        >>> import resilience as rs
+        >>> rs.CircuitBreaker("db", failure_ratio=0.5).state
+        <CircuitState.CLOSED: 'closed'>
+    """
+
+    CLOSED = "closed"
+    OPEN = "open"
+    HALF_OPEN = "half_open"
+
+
+_STATES = (CircuitState.CLOSED, CircuitState.OPEN, CircuitState.HALF_OPEN)
+
+
+@dataclass(frozen=True, slots=True)
+class CircuitMetrics:
+    """A read-only snapshot of a breaker.
+
+    Attributes:
+        state: the state at the time of the snapshot.
+        calls: calls recorded in the current window (CLOSED; frozen while OPEN/HALF_OPEN).
+        failures: failed calls among them.
+        slow_calls: slow calls among them.
+        failure_ratio: ``failures / calls`` (``None`` when no calls).
+        slow_call_ratio: ``slow_calls / calls`` (``None`` when no calls).
+        rejected: calls refused since creation (or the last ``reset()``).
+        stale: outcomes ignored because their call started in an older generation.
+        consecutive_opens: openings since the breaker last closed.
+        retry_after: seconds until an OPEN breaker admits probes (``None`` otherwise or when
+            held open by ``open()``).
+
+    Example:
+        >>> import resilience as rs
+        >>> breaker = rs.CircuitBreaker("db", failure_count=3)
+        >>> breaker.call(lambda: "ok")
+        'ok'
+        >>> m = breaker.metrics
+        >>> m.calls, m.failures, m.failure_ratio
+        (1, 0, 0.0)
+    """
+
+    state: CircuitState
+    calls: int
+    failures: int
+    slow_calls: int
+    failure_ratio: float | None
+    slow_call_ratio: float | None
+    rejected: int
+    stale: int
+    consecutive_opens: int
+    retry_after: float | None
+
+
+def _open_table(open_for: object, rnd: RandomLike) -> tuple[int, ...]:
+    delay = getattr(open_for, "delay", None)
+    if callable(delay):
+        out: list[int] = []
+        prev: float | None = None
+        for n in range(1, _OPEN_TABLE + 1):
+            d = float(delay(n, prev, rnd))
+            if not d >= 0 or d == float("inf"):
+                raise ConfigurationError(
+                    f"open_for schedule produced an invalid duration {d!r} for opening {n}"
+                )
+            prev = d
+            out.append(max(1, round(d * _US)))
+        while len(out) > 1 and out[-1] == out[-2]:
+            out.pop()
+        return tuple(out)
+    try:
+        return (round(seconds(open_for, "open_for", allow_zero=False) * _US),)  # type: ignore[arg-type]
+    except ConfigurationError as exc:
+        raise ConfigurationError(
+            f"{exc} (open_for also accepts a resilience.backoff schedule)"
+        ) from None
+
+
+class _AcquireOp:
+    """StoreOp: :func:`resilience._circuit_core.acquire` on the stored state."""
+
+    __slots__ = ("breaker", "key")
+
+    def __init__(self, key: str, breaker: CircuitBreaker) -> None:
+        self.key = key
+        self.breaker = breaker
+
+    def apply(
+        self, state: Any | None, now: float, /
+    ) -> tuple[Any | None, tuple[int, int, core.Transition | None], float | None]:
+        b = self.breaker
+        st = b._fresh() if state is None else list(state)
+        result = core.acquire(st, b._cfg, round(now * _US))
+        return st, result, b._ttl(st)
+
+
+class _RecordOp:
+    """StoreOp: :func:`resilience._circuit_core.record` on the stored state."""
+
+    __slots__ = ("breaker", "key", "outcome", "permit")
+
+    def __init__(self, key: str, breaker: CircuitBreaker, permit: int, outcome: int) -> None:
+        self.key = key
+        self.breaker = breaker
+        self.permit = permit
+        self.outcome = outcome
+
+    def apply(
+        self, state: Any | None, now: float, /
+    ) -> tuple[Any | None, core.Transition | None, float | None]:
+        b = self.breaker
+        st = b._fresh() if state is None else list(state)
+        result = core.record(st, b._cfg, round(now * _US), self.permit, self.outcome)
+        return st, result, b._ttl(st)
+
+
+class _ManualOp:
+    """StoreOp: :func:`resilience._circuit_core.manual` (``action`` 0: only :func:`tick`),
+    returning the transition and a :func:`resilience._circuit_core.snapshot`."""
+
+    __slots__ = ("action", "breaker", "key")
+
+    def __init__(self, key: str, breaker: CircuitBreaker, action: int) -> None:
+        self.key = key
+        self.breaker = breaker
+        self.action = action
+
+    def apply(
+        self, state: Any | None, now: float, /
+    ) -> tuple[Any | None, tuple[core.Transition | None, tuple[int, ...]], float | None]:
+        b = self.breaker
+        st = b._fresh() if state is None else list(state)
+        now_us = round(now * _US)
+        if self.action:
+            tr = core.manual(st, b._cfg, now_us, self.action)
+        else:
+            tr = core.tick(st, b._cfg, now_us)
+        return st, (tr, (*core.snapshot(st, b._cfg, now_us), now_us)), b._ttl(st)
+
+
+class CircuitBreaker(Policy):
+    """Stop calling a failing dependency for a while, then probe it.
+
+    See the module documentation (:mod:`resilience.circuit`) for the pinned rules.
+
+    Args:
+        name: the breaker's name (events, metrics, and the key of its state in a store).
+        failure_ratio: open when ``failures / calls >= failure_ratio`` (in ``(0, 1]``).
+        failure_count: open when ``failures >= failure_count`` in the window.
+        slow_call_ratio: open when ``slow / calls >= slow_call_ratio`` (in ``(0, 1]``); needs
+            ``slow_call_duration``.
+        slow_call_duration: a call taking strictly longer than this is slow.
+        min_calls: calls the window must hold before any threshold is evaluated (>= 1). Default:
+            10 when a ratio threshold is configured, else 1 (so ``failure_count=5`` alone opens
+            after 5 failures).
+        window: the sliding window, seconds (default 60).
+        buckets: how many buckets the window is split into (default 10); the window must split
+            into whole microseconds.
+        open_for: how long the breaker stays OPEN before probing (default 30 s); or a
+            :mod:`resilience.backoff` schedule giving the duration of the n-th consecutive
+            opening (e.g. ``rs.backoff.exponential(initial=10, maximum=300, jitter="none")``),
+            tabulated at construction for the first 32 openings.
+        half_open_calls: probes admitted in HALF_OPEN (default 1).
+        half_open_timeout: the longest a half-open episode waits for its probes' outcomes,
+            counted from the first probe; then the breaker reopens. Default: ``open_for`` (its
+            first duration for a schedule).
+        on: exception types or predicate counted as failures (default :class:`Exception`);
+            other exceptions are not recorded and release a half-open permit.
+        on_result: predicate over results that count as failures (e.g. an HTTP 503 response).
+        store: ``None`` (in-process state, fastest) or a :class:`resilience.stores.Store` to
+            share the state (key ``"cb:<name>"``); constructing a breaker never writes to it.
+        on_store_error: with a store, what to do when it fails: ``"local"`` (default: use this
+            process's own breaker state), ``"open"`` (let the call through unguarded) or
+            ``"closed"`` (refuse the call).
+        clock: time source (durations, window, open time).
+        random: randomness for a jittered ``open_for`` schedule.
+        listeners: event listeners (:class:`~resilience.events.CircuitStateChanged`,
+            :class:`~resilience.events.CallRejected`, :class:`~resilience.events.StoreFailed`).
+
+    Example:
+        >>> import resilience as rs
+        >>> clock = rs.testing.FakeClock()
+        >>> breaker = rs.CircuitBreaker("payments", failure_count=2, open_for=30, clock=clock)
+        >>> def charge() -> None:
+        ...     raise ConnectionError("refused")
+        >>> for _ in range(2):
+        ...     try:
+        ...         breaker.call(charge)
+        ...     except ConnectionError:
+        ...         pass
+        >>> breaker.state
+        <CircuitState.OPEN: 'open'>
+        >>> try:
+        ...     breaker.call(charge)
+        ... except rs.CircuitOpenError as exc:
+        ...     print(exc.retry_after)
+        30.0
+        >>> clock.advance(30)
+        >>> breaker.call(lambda: "probe ok"), breaker.state
+        ('probe ok', <CircuitState.CLOSED: 'closed'>)
+    """
+
+    kind = "circuit_breaker"
+
+    def __init__(
+        self,
+        name: str,
+        /,
+        *,
+        failure_ratio: float | None = None,
+        failure_count: int | None = None,
+        slow_call_ratio: float | None = None,
+        slow_call_duration: Duration | None = None,
+        min_calls: int | None = None,
+        window: Duration = 60.0,
+        buckets: int = 10,
+        open_for: Any = 30.0,
+        half_open_calls: int = 1,
+        half_open_timeout: Duration | None = None,
+        on: ExceptionSpec = Exception,
+        on_result: Callable[[Any], bool] | None = None,
+        store: Store | None = None,
+        on_store_error: Literal["local", "open", "closed"] = "local",
+        clock: Clock | None = None,
+        random: RandomLike | None = None,
+        listeners: Sequence[Listener] = (),
+    ) -> None:
+        super().__init__(name=name, listeners=listeners)
+        if failure_ratio is None and failure_count is None and slow_call_ratio is None:
+            raise ConfigurationError(
+                "CircuitBreaker needs at least one threshold: failure_ratio, failure_count "
+                "or slow_call_ratio"
+            )
+        self.failure_ratio = (
+            None if failure_ratio is None else ratio(failure_ratio, "failure_ratio")
+        )
+        self.failure_count = (
+            None if failure_count is None else positive_int(failure_count, "failure_count")
+        )
+        self.slow_call_ratio = (
+            None if slow_call_ratio is None else ratio(slow_call_ratio, "slow_call_ratio")
+        )
+        if slow_call_ratio is not None and slow_call_duration is None:
+            raise ConfigurationError("slow_call_ratio needs slow_call_duration (seconds)")
+        if slow_call_duration is not None and slow_call_ratio is None:
+            raise ConfigurationError(
+                "slow_call_duration has no effect without slow_call_ratio; set both"
+            )
+        self.slow_call_duration = (
+            None
+            if slow_call_duration is None
+            else seconds(slow_call_duration, "slow_call_duration")
+        )
+        if min_calls is None:
+            min_calls = 10 if (failure_ratio is not None or slow_call_ratio is not None) else 1
+        self.min_calls = positive_int(min_calls, "min_calls")
+        self.window = seconds(window, "window", allow_zero=False)
+        self.buckets = positive_int(buckets, "buckets")
+        window_us = round(self.window * _US)
+        if window_us % self.buckets:
+            raise ConfigurationError(
+                f"window ({self.window:g} s) must split into {self.buckets} buckets of whole "
+                "microseconds; change window or buckets"
+            )
+        self._random = resolve_random(random)
+        open_us = _open_table(open_for, self._random)
+        self.open_for = open_for if hasattr(open_for, "delay") else open_us[0] / _US
+        self.half_open_calls = positive_int(half_open_calls, "half_open_calls")
+        self.half_open_timeout = (
+            open_us[0] / _US
+            if half_open_timeout is None
+            else seconds(half_open_timeout, "half_open_timeout", allow_zero=False)
+        )
+        self._on = exception_predicate(on, "on")
+        self._on_result = None if on_result is None else result_predicate(on_result, "on_result")
+        if store is not None and not callable(getattr(store, "apply", None)):
+            raise ConfigurationError(f"store must be a resilience.stores.Store, got {store!r}")
+        self.store = store
+        if on_store_error not in ("local", "open", "closed"):
+            raise ConfigurationError(
+                f"on_store_error must be 'local', 'open' or 'closed', got {on_store_error!r}"
+            )
+        self.on_store_error = on_store_error
+        self._clock = resolve_clock(clock)
+        self._cfg = core.Config(
+            failure_ratio=self.failure_ratio or 0.0,
+            failure_count=self.failure_count or 0,
+            slow_call_ratio=self.slow_call_ratio or 0.0,
+            min_calls=self.min_calls,
+            buckets=self.buckets,
+            bucket_us=window_us // self.buckets,
+            open_us=open_us,
+            half_open_calls=self.half_open_calls,
+            half_open_timeout_us=round(self.half_open_timeout * _US),
+            bad_mask=(core.FAILURE if (failure_ratio or failure_count) else 0)
+            | (core.SLOW_BIT if slow_call_ratio is not None else 0),
+        )
+        self._ttl_s = (window_us + max(open_us) + self._cfg.half_open_timeout_us) / _US + 60.0
+        self._key = f"cb:{self.name}"
+        self._lock = threading.Lock()
+        self._st = core.initial_state(self._cfg)
+        self._edge = [_NEVER]  # see _wrap_sync
+
+    def describe(self) -> dict[str, Any]:
+        """Plain data describing the configuration."""
+        return {
+            "kind": self.kind,
+            "name": self.name,
+            "failure_ratio": self.failure_ratio,
+            "failure_count": self.failure_count,
+            "slow_call_ratio": self.slow_call_ratio,
+            "slow_call_duration": self.slow_call_duration,
+            "min_calls": self.min_calls,
+            "window": self.window,
+            "buckets": self.buckets,
+            "open_for": self.open_for if isinstance(self.open_for, float) else repr(self.open_for),
+            "half_open_calls": self.half_open_calls,
+            "half_open_timeout": self.half_open_timeout,
+            "store": None if self.store is None else type(self.store).__name__,
+        }
+
+    # -- helpers for the store operations -----------------------------------------------------
+    def _fresh(self) -> list[int]:
+        return core.initial_state(self._cfg)
+
+    def _ttl(self, st: list[int]) -> float:
+        if st[core.TOKEN] & 3 == core.OPEN and st[core.UNTIL] < 0:
+            return _HELD_TTL
+        return self._ttl_s
+
+    def _now(self) -> int:
+        return round(self._clock.monotonic() * _US)
+
+    # -- events -------------------------------------------------------------------------------
+    def _transition(self, tr: core.Transition, em: Emitter | None) -> None:
+        event = CircuitStateChanged(
+            policy=self.name,
+            pipeline=em.pipeline if em else None,
+            operation=em.operation if em else "",
+            from_state=core.STATE_NAMES[tr[0]],
+            to_state=core.STATE_NAMES[tr[1]],
+            reason=core.REASONS[tr[2]],
+        )
+        if em:
+            em.emit(event)
+        elif self.listeners:
+            emit(self.listeners, event)
+
+    def _rejected(self, retry_us: int, em: Emitter) -> CircuitOpenError:
+        retry_after = None if retry_us < 0 else retry_us / _US
+        if em:
+            em.emit(
+                CallRejected(
+                    policy=self.name,
+                    pipeline=em.pipeline,
+                    operation=em.operation,
+                    reason="circuit_open",
+                    retry_after=retry_after,
+                )
+            )
+        return CircuitOpenError(
+            f"circuit breaker {self.name!r} is open", policy=self.name, retry_after=retry_after
+        )
+
+    def _store_failed(self, exc: BaseException, em: Emitter | None) -> None:
+        event = StoreFailed(
+            policy=self.name,
+            pipeline=em.pipeline if em else None,
+            operation=em.operation if em else "",
+            decision=self.on_store_error,
+            error_type=error_type(exc) or "",
+        )
+        if em:
+            em.emit(event)
+        elif self.listeners:
+            emit(self.listeners, event)
+
+    # -- permit-and-record primitives (in-process state) --------------------------------------
+    def _acquire_local(self, em: Emitter) -> int:
+        """Take a permit from the local state or raise :class:`CircuitOpenError`."""
+        with self._lock:
+            permit, retry_us, tr = core.acquire(self._st, self._cfg, self._now())
+        if tr is not None:
+            self._transition(tr, em)
+        if permit < 0:
+            raise self._rejected(retry_us, em)
+        return permit
+
+    def _record_local(
+        self, permit: int, outcome: int, em: Emitter, now: float | None = None
+    ) -> None:
+        st = self._st
+        with self._lock:
+            if now is None:
+                now = self._clock.monotonic()
+            tr = core.record(st, self._cfg, round(now * _US), permit, outcome)
+            self._edge[0] = (
+                ((st[core.LAST] + 1) * self._cfg.bucket_us - 1) / _US
+                if not (st[core.FAILS] or st[core.SLOW])
+                else _NEVER
+            )
+        if tr is not None:
+            self._transition(tr, em)
+
+    # -- permit-and-record primitives (store) --------------------------------------------------
+    def _store_decide(self, result: tuple[int, int, core.Transition | None], em: Emitter) -> int:
+        permit, retry_us, tr = result
+        if tr is not None:
+            self._transition(tr, em)
+        if permit < 0:
+            raise self._rejected(retry_us, em)
+        return permit
+
+    def _store_fallback(self, exc: StoreError, em: Emitter) -> int:
+        self._store_failed(exc, em)
+        mode = self.on_store_error
+        if mode == "open":
+            return _UNGUARDED
+        if mode == "closed":
+            raise CircuitOpenError(
+                f"circuit breaker {self.name!r}: state store unavailable",
+                policy=self.name,
+                retry_after=None,
+            ) from exc
+        return _LOCAL - self._acquire_local(em)
+
+    def _acquire_store(self, em: Emitter) -> int:
+        assert self.store is not None
+        try:
+            result = self.store.apply(_AcquireOp(self._key, self))
+        except StoreError as exc:
+            return self._store_fallback(exc, em)
+        return self._store_decide(result, em)
+
+    async def _aacquire_store(self, em: Emitter) -> int:
+        store = self.store
+        assert store is not None
+        try:
+            if hasattr(store, "aapply"):
+                result = await store.aapply(_AcquireOp(self._key, self))
+            else:
+                result = store.apply(_AcquireOp(self._key, self))
+        except StoreError as exc:
+            return self._store_fallback(exc, em)
+        return self._store_decide(result, em)
+
+    def _record_store(self, permit: int, outcome: int, em: Emitter) -> None:
+        if permit == _UNGUARDED:
+            return
+        if permit <= _LOCAL:
+            self._record_local(_LOCAL - permit, outcome, em)
+            return
+        assert self.store is not None
+        try:
+            tr = self.store.apply(_RecordOp(self._key, self, permit, outcome))
+        except StoreError as exc:
+            self._store_failed(exc, em)
+            return
+        if tr is not None:
+            self._transition(tr, em)
+
+    async def _arecord_store(self, permit: int, outcome: int, em: Emitter) -> None:
+        store = self.store
+        if permit == _UNGUARDED or permit <= _LOCAL or not hasattr(store, "aapply"):
+            self._record_store(permit, outcome, em)
+            return
+        assert store is not None
+        try:
+            tr = await store.aapply(_RecordOp(self._key, self, permit, outcome))
+        except StoreError as exc:
+            self._store_failed(exc, em)
+            return
+        if tr is not None:
+            self._transition(tr, em)
+
+    # -- wrappers -----------------------------------------------------------------------------
+    # The in-process wrappers take no lock to get a permit in CLOSED (core.acquire is read-only
+    # there: the permit is the token, one atomic list read), and record a fast success through
+    # a fast path of core.record, valid when the permit is current (CLOSED, same generation)
+    # and the clock is below ``self._edge[0]``. That bound is recomputed under the lock after
+    # every core.record: 1 µs before the newest bucket ends when the window holds no failure
+    # and no slow call (so a success cannot trip anything), else -inf. The bucket number only
+    # grows and the window only gets dirty through core.record, so a stale bound stays valid.
+    # Everything else goes through core.record under the lock.
+    def _wrap_sync(self, fn: Callable[..., Any], em: Emitter) -> Callable[..., Any]:
+        if self.store is not None:
+            return self._wrap_sync_store(fn, em)
+        st = self._st
+        lock = self._lock
+        mono = self._clock.monotonic
+        edge = self._edge
+        acquire = self._acquire_local
+        settle = self._settle_local
+        record = self._record_local
+        on_result = self._on_result
+        slow_s = self.slow_call_duration
+
+        if slow_s is None and on_result is None:
+
+            def circuit_wrapper(*args: Any, **kwargs: Any) -> Any:
+                permit = st[0]
+                if permit & 3:  # not CLOSED
+                    permit = acquire(em)
+                try:
+                    result = fn(*args, **kwargs)
+                except BaseException as exc:
+                    settle(permit, exc, 0.0, em)
+                    raise
+                with lock:
+                    now = mono()
+                    if now < edge[0] and permit == st[0]:
+                        st[st[11]] += 1
+                        st[6] += 1
+                        return result
+                record(permit, 0, em, now)
+                return result
+
+            return circuit_wrapper
+
+        timed = slow_s is not None
+        limit = slow_s or 0.0
+
+        def general_circuit_wrapper(*args: Any, **kwargs: Any) -> Any:
+            permit = st[0]
+            if permit & 3:
+                permit = acquire(em)
+            start = mono() if timed else 0.0
+            try:
+                result = fn(*args, **kwargs)
+            except BaseException as exc:
+                settle(permit, exc, start, em)
+                raise
+            outcome = 1 if on_result is not None and on_result(result) else 0
+            with lock:
+                now = mono()
+                if timed and now - start > limit:
+                    outcome |= 2
+                if not outcome and now < edge[0] and permit == st[0]:
+                    st[st[11]] += 1
+                    st[6] += 1
+                    return result
+            record(permit, outcome, em, now)
+            return result
+
+        return general_circuit_wrapper
+
+    def _wrap_async(
+        self, fn: Callable[..., Awaitable[Any]], em: Emitter
+    ) -> Callable[..., Awaitable[Any]]:
+        if self.store is not None:
+            return self._wrap_async_store(fn, em)
+        st = self._st
+        lock = self._lock
+        mono = self._clock.monotonic
+        edge = self._edge
+        acquire = self._acquire_local
+        settle = self._settle_local
+        record = self._record_local
+        on_result = self._on_result
+        slow_s = self.slow_call_duration
+        timed = slow_s is not None
+        limit = slow_s or 0.0
+
+        async def circuit_wrapper(*args: Any, **kwargs: Any) -> Any:
+            permit = st[0]
+            if permit & 3:
+                permit = acquire(em)
+            start = mono() if timed else 0.0
+            try:
+                result = await fn(*args, **kwargs)
+            except BaseException as exc:
+                settle(permit, exc, start, em)
+                raise
+            outcome = 1 if on_result is not None and on_result(result) else 0
+            with lock:
+                now = mono()
+                if timed and now - start > limit:
+                    outcome |= 2
+                if not outcome and now < edge[0] and permit == st[0]:
+                    st[st[11]] += 1
+                    st[6] += 1
+                    return result
+            record(permit, outcome, em, now)
+            return result
+
+        return circuit_wrapper
+
+    def _settle_local(self, permit: int, exc: BaseException, start: float, em: Emitter) -> None:
+        """Record the outcome of a call that raised ``exc`` in the local state."""
+        end = self._clock.monotonic()
+        outcome = self._outcome(exc, None, start, end)
+        if outcome == core.RELEASE and not permit & 3:
+            return  # an ignored outcome in CLOSED: nothing to record or give back
+        self._record_local(permit, outcome, em, end)
+
+    def _outcome(self, exc: BaseException | None, result: object, start: float, end: float) -> int:
+        """The outcome bits of a finished call (``RELEASE`` when it must not be recorded)."""
+        if exc is not None:
+            if not (isinstance(exc, Exception) and self._on(exc)):
+                return core.RELEASE
+            outcome = core.FAILURE
+        elif self._on_result is not None and self._on_result(result):
+            outcome = core.FAILURE
+        else:
+            outcome = core.SUCCESS
+        slow_s = self.slow_call_duration
+        if slow_s is not None and end - start > slow_s:
+            outcome |= core.SLOW_BIT
+        return outcome
+
+    def _wrap_sync_store(self, fn: Callable[..., Any], em: Emitter) -> Callable[..., Any]:
+        mono = self._clock.monotonic
+
+        def store_circuit_wrapper(*args: Any, **kwargs: Any) -> Any:
+            permit = self._acquire_store(em)
+            start = mono()
+            try:
+                result = fn(*args, **kwargs)
+            except BaseException as exc:
+                self._record_store(permit, self._outcome(exc, None, start, mono()), em)
+                raise
+            self._record_store(permit, self._outcome(None, result, start, mono()), em)
+            return result
+
+        return store_circuit_wrapper
+
+    def _wrap_async_store(
+        self, fn: Callable[..., Awaitable[Any]], em: Emitter
+    ) -> Callable[..., Awaitable[Any]]:
+        mono = self._clock.monotonic
+
+        async def store_circuit_wrapper(*args: Any, **kwargs: Any) -> Any:
+            permit = await self._aacquire_store(em)
+            start = mono()
+            try:
+                result = await fn(*args, **kwargs)
+            except BaseException as exc:
+                outcome = self._outcome(exc, None, start, mono())
+                if outcome == core.RELEASE:
+                    # cancelled: give the permit back without awaiting (we may be cancelled
+                    # again); an in-process store answers synchronously anyway
+                    self._record_store(permit, outcome, em)
+                else:
+                    await self._arecord_store(permit, outcome, em)
+                raise
+            await self._arecord_store(permit, self._outcome(None, result, start, mono()), em)
+            return result
+
+        return store_circuit_wrapper
+
+    # -- inspection and manual control --------------------------------------------------------
+    def _control(self, action: int) -> tuple[int, ...]:
+        """Run a manual action (0: just the time-driven transitions); return a snapshot."""
+        tr: core.Transition | None
+        if self.store is not None:
+            try:
+                tr, snap = self.store.apply(_ManualOp(self._key, self, action))
+            except StoreError as exc:
+                self._store_failed(exc, None)
+                if self.on_store_error != "local":
+                    raise
+                tr, snap = self._control_local(action)
+        else:
+            tr, snap = self._control_local(action)
+        if tr is not None:
+            self._transition(tr, None)
+        return snap
+
+    def _control_local(self, action: int) -> tuple[core.Transition | None, tuple[int, ...]]:
+        with self._lock:
+            now = self._now()
+            st, cfg = self._st, self._cfg
+            tr = core.manual(st, cfg, now, action) if action else core.tick(st, cfg, now)
+            return tr, (*core.snapshot(st, cfg, now), now)
+
+    @property
+    def state(self) -> CircuitState:
+        """The current state (applying any transition that is due by now).
+
+        Example:
+            >>> import resilience as rs
+            >>> breaker = rs.CircuitBreaker("db", failure_count=1)
+            >>> breaker.open()
+            >>> breaker.state
+            <CircuitState.OPEN: 'open'>
+        """
+        return _STATES[self._control(0)[0]]
+
+    @property
+    def metrics(self) -> CircuitMetrics:
+        """A :class:`CircuitMetrics` snapshot of the window and counters."""
+        code, calls, fails, slow, rejected, stale, opens, until, now = self._control(0)
+        return CircuitMetrics(
+            state=_STATES[code],
+            calls=calls,
+            failures=fails,
+            slow_calls=slow,
+            failure_ratio=fails / calls if calls else None,
+            slow_call_ratio=slow / calls if calls else None,
+            rejected=rejected,
+            stale=stale,
+            consecutive_opens=opens,
+            retry_after=(until - now) / _US if code == core.OPEN and until >= 0 else None,
+        )
+
+    def open(self) -> None:
+        """Open the breaker and hold it open until :meth:`close` or :meth:`reset`.
+
+        Example:
+            >>> import resilience as rs
+            >>> breaker = rs.CircuitBreaker("db", failure_ratio=0.5)
+            >>> breaker.open()
+            >>> try:
+            ...     breaker.call(print, "never printed")
+            ... except rs.CircuitOpenError as exc:
+            ...     print(exc.retry_after)
+            None
+        """
+        self._control(core.M_OPEN)
+
+    def close(self) -> None:
+        """Close the breaker with an empty window (in-flight calls' outcomes become stale).
+
+        Example:
+            >>> import resilience as rs
+            >>> breaker = rs.CircuitBreaker("db", failure_ratio=0.5)
+            >>> breaker.open(); breaker.close()
+            >>> breaker.state
+            <CircuitState.CLOSED: 'closed'>
+        """
+        self._control(core.M_CLOSE)
+
+    def reset(self) -> None:
+        """Close the breaker and clear its window and counters.
+
+        Example:
+            >>> import resilience as rs
+            >>> breaker = rs.CircuitBreaker("db", failure_ratio=0.5)
+            >>> breaker.call(lambda: None)
+            >>> breaker.reset()
+            >>> breaker.metrics.calls
+            0
+        """
+        self._control(core.M_RESET)

@@ -1,0 +1,84 @@
+"""resilience.interop.pybreaker: an existing pybreaker breaker inside a pipeline."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import pybreaker
+import pytest
+
+import resilience as rs
+from resilience.events import CallRejected, CircuitStateChanged
+from resilience.interop.pybreaker import PyBreaker
+from resilience.testing import FakeClock, RecordingListener
+
+from .conftest import Runner
+
+
+class Boom(Exception):
+    pass
+
+
+def test_rejects_with_circuit_open_error_and_events(runner: Runner, clock: FakeClock) -> None:
+    legacy = pybreaker.CircuitBreaker(fail_max=2, reset_timeout=60, name="legacy")
+    rec = RecordingListener()
+    policy = rs.Pipeline(PyBreaker(legacy), name="p", listeners=[rec])
+    fn = runner.scripted([Boom("1"), Boom("2"), "ok"])
+    for expected in ("1", "2"):
+        with pytest.raises(Boom) as info:  # the user's error, even on the tripping call
+            runner.run(policy, fn)
+        assert str(info.value) == expected
+    with pytest.raises(rs.CircuitOpenError) as rejected:
+        runner.run(policy, fn)
+    assert isinstance(rejected.value.__cause__, pybreaker.CircuitBreakerError)
+    assert rejected.value.retry_after is not None
+    assert 0 < rejected.value.retry_after <= 60
+    assert len(runner.calls) == 2
+    changes = [e for e in rec.of(CircuitStateChanged) if isinstance(e, CircuitStateChanged)]
+    assert [(e.from_state, e.to_state, e.reason, e.policy) for e in changes] == [
+        ("closed", "open", "failure_count", "legacy")
+    ]
+    (rej,) = rec.of(CallRejected)
+    assert isinstance(rej, CallRejected)
+    assert (rej.reason, rej.pipeline) == ("circuit_open", "p")
+
+
+def test_half_open_probe_and_state(runner: Runner) -> None:
+    legacy = pybreaker.CircuitBreaker(fail_max=1, reset_timeout=0.0)
+    rec = RecordingListener()
+    policy = PyBreaker(legacy, name="pb", listeners=[rec])
+    with pytest.raises(Boom):
+        runner.run(policy, runner.scripted([Boom]))
+    assert runner.run(policy, runner.scripted(["ok"])) == "ok"
+    assert policy.state is rs.CircuitState.CLOSED
+    reasons = [getattr(e, "reason", None) for e in rec.of(CircuitStateChanged)]
+    assert reasons == ["failure_count", "open_for_elapsed", "probes_succeeded"]
+    assert policy.describe()["fail_max"] == 1
+
+
+def test_does_not_serialise_calls() -> None:
+    legacy = pybreaker.CircuitBreaker(fail_max=5)
+    policy = PyBreaker(legacy)
+
+    async def main() -> int:
+        running = 0
+        peak = 0
+
+        async def work() -> None:
+            nonlocal running, peak
+            running += 1
+            peak = max(peak, running)
+            await asyncio.sleep(0)
+            running -= 1
+
+        await asyncio.gather(*(policy.acall(work) for _ in range(10)))
+        return peak
+
+    assert asyncio.run(main()) == 10
+
+
+def test_rejects_other_objects() -> None:
+    obj: Any = object()
+    with pytest.raises(rs.ConfigurationError):
+        PyBreaker(obj)
