@@ -43,6 +43,7 @@ warning_tokens)``, and Guava's cool-down: an idle limiter refills ``0 → max_to
 
 from __future__ import annotations
 
+import functools
 import math
 import threading
 from collections.abc import Awaitable, Callable, Sequence
@@ -50,6 +51,7 @@ from typing import Any, ClassVar, Literal, NamedTuple, cast
 
 from ._clock import Clock, resolve_clock
 from ._deadline import _DEADLINE
+from ._degraded import STORE_LOG
 from ._policy import Emitter, Policy
 from ._types import Duration, optional_seconds, positive_int, positive_number, seconds
 from .errors import ConfigurationError, RateLimitedError, StoreError
@@ -243,9 +245,11 @@ class Decision(NamedTuple):
 _LUA_BUCKET = """
 local now_u = now_us()
 local now = now_u / 1000000
+if ARGV[1] == "" then now = (now_u - 1700000000000000) / 1000000 end
+local pv = {}
+for x in string.gmatch(ARGV[2], '%S+') do pv[#pv + 1] = tonumber(x) end
 local interval, burst, warning, max_tokens, slope, cooldown =
-  tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5]),
-  tonumber(ARGV[6]), tonumber(ARGV[7])
+  pv[1], pv[2], pv[3], pv[4], pv[5], pv[6]
 local INF = math.huge
 local function f(x) return string.format('%.17g', x) end
 local function fresh_at(tat, stored)
@@ -261,8 +265,9 @@ local function status(tat)
   return 0, backlog
 end
 local function save(tat, stored, ttl)
-  redis.call('HSET', KEYS[1], 't', f(tat), 's', f(stored))
-  expire(KEYS[1], now_u, math.ceil(ttl * 1000000))
+  local ttl_us = math.ceil(ttl * 1000000)
+  redis.call('HSET', KEYS[1], 't', f(tat), 's', f(stored), 'x', us(now_u + ttl_us))
+  redis.call('PEXPIRE', KEYS[1], math.max(1, math.ceil(ttl_us / 1000)))
 end
 local st, v = load(KEYS[1], now_u, 't', 's')
 local present, tat, stored = false, now, max_tokens
@@ -272,6 +277,12 @@ elseif st ~= 0 then
   redis.call('DEL', KEYS[1])  -- malformed: take the fresh state
 end
 """
+
+
+@functools.lru_cache(maxsize=256)
+def _packed(p: LimitParams) -> str:
+    """A limiter's parameters as one script argument (exact ``repr`` of each float)."""
+    return " ".join(repr(float(x)) for x in p)
 
 
 class _TakeOp:
@@ -285,7 +296,7 @@ class _TakeOp:
     LUA: ClassVar[str] = (
         _LUA_BUCKET
         + """
-local cost, max_wait = tonumber(ARGV[8]), tonumber(ARGV[9])
+local cost, max_wait = tonumber(ARGV[3]), tonumber(ARGV[4])
 local EPS = 1e-9
 local function transition(tat, stored)
   if cost <= 0 then return true, tat, stored, 0.0, 0.0 end
@@ -318,7 +329,7 @@ if not ok then
     local ttl = fresh_at(tat, stored) - now
     if ttl > 0 then save(tat, stored, ttl) else redis.call('DEL', KEYS[1]) end
   end
-  return {0, f(wait), '0', '0', remaining, f(reset_after)}
+  return table.concat({'0', f(wait), '0', '0', us(remaining), f(reset_after)}, ' ')
 end
 local remaining, reset_after = status(tat2)
 local ttl = fresh_at(tat2, stored2) - now
@@ -327,7 +338,8 @@ if ttl <= 0 then
 else
   save(tat2, stored2, ttl)
 end
-return {1, f(wait), f(cost_time), f(stored - stored2), remaining, f(reset_after)}
+return table.concat({'1', f(wait), f(cost_time), f(stored - stored2), us(remaining),
+                     f(reset_after)}, ' ')
 """
     )
 
@@ -357,19 +369,20 @@ return {1, f(wait), f(cost_time), f(stored - stored2), remaining, f(reset_after)
             return None, result, None
         return [tat2, stored2], result, ttl
 
-    def lua_args(self) -> tuple[float, ...]:
-        """The bucket parameters, cost and max_wait (the Lua twin's ARGV[2:])."""
-        return (*self.p, self.cost, self.max_wait)
+    def lua_args(self) -> tuple[str | float, ...]:
+        """The bucket parameters (one string), cost and max_wait (the Lua twin's ARGV[2:])."""
+        return (_packed(self.p), self.cost, self.max_wait)
 
     def parse(self, reply: Any) -> tuple[bool, float, float, float, int, float]:
-        """The Lua reply as :meth:`apply`'s result."""
+        """The Lua reply (one space-separated string: fewer reply elements to parse)."""
+        ok, wait, cost_time, taken, remaining, reset_after = reply.split()
         return (
-            bool(int(reply[0])),
-            float(reply[1]),
-            float(reply[2]),
-            float(reply[3]),
-            int(reply[4]),
-            float(reply[5]),
+            ok == b"1" or ok == "1",
+            float(wait),
+            float(cost_time),
+            float(taken),
+            int(remaining),
+            float(reset_after),
         )
 
 
@@ -382,7 +395,7 @@ class _RefundOp:
         _LUA_BUCKET
         + """
 if not present then return nil end
-local cost_time, taken = tonumber(ARGV[8]), tonumber(ARGV[9])
+local cost_time, taken = tonumber(ARGV[3]), tonumber(ARGV[4])
 local new_tat = tat - cost_time
 if new_tat < now then new_tat = now end
 if max_tokens ~= 0 then stored = math.min(max_tokens, stored + taken) end
@@ -408,9 +421,9 @@ return nil
             return None, None, None
         return [tat, stored], None, ttl
 
-    def lua_args(self) -> tuple[float, ...]:
-        """The bucket parameters, the reservation's cost_time and taken tokens."""
-        return (*self.p, self.cost_time, self.taken)
+    def lua_args(self) -> tuple[str | float, ...]:
+        """The bucket parameters (one string), the reservation's cost_time and taken tokens."""
+        return (_packed(self.p), self.cost_time, self.taken)
 
     def parse(self, reply: Any) -> None:
         """No result."""
@@ -669,6 +682,7 @@ class RateLimiter(Policy):
         self, exc: StoreError, key: str | None, cost: float, max_wait: float, em: Emitter
     ) -> tuple[bool, float, float, float, int, float] | None:
         mode = self.on_store_error
+        STORE_LOG.record(self.name, mode, f"{exc}")
         if em:
             em.emit(
                 StoreFailed(

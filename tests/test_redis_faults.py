@@ -138,3 +138,22 @@ def test_constructing_a_policy_never_resets_shared_state(redis_server: RedisServ
     assert _idempotent(store, calls)("a") == 1
     assert _idempotent(store, calls)("a") == 1  # a new policy instance (a restarted worker)
     assert calls == [1]
+
+
+@pytest.mark.parametrize(("mode", "allowed"), [("open", True), ("closed", False)])
+def test_limiter_on_a_killed_redis(own_redis_server: RedisServer, mode: str, allowed: bool) -> None:
+    events: list[Event] = []
+    name = f"rl-killed-{mode}"
+    store = _store(own_redis_server, failure_threshold=2, probe_interval=60)
+    limiter = rs.RateLimiter(
+        name, rate=1, per=60, store=store, on_store_error=mode, listeners=[events.append]
+    )
+    assert limiter.try_acquire("u").allowed
+    assert not limiter.try_acquire("u").allowed  # shared state works
+    own_redis_server.kill()
+    before = degraded_count(name, mode)
+    t0 = time.monotonic()
+    decisions = [limiter.try_acquire("u").allowed for _ in range(5)]
+    assert time.monotonic() - t0 < 0.5
+    assert decisions == [allowed] * 5
+    assert degraded_count(name, mode) == before + 5

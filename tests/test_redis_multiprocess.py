@@ -58,3 +58,30 @@ def test_four_processes_share_one_idempotency_key(redis_server: RedisServer) -> 
     assert client.get(f"{prefix}:executions") == b"1"  # exactly one execution fleet-wide
     client.close()
     assert outcomes == [{"order": "order-1", "execution": 1}] * (PROCESSES * 5)
+
+
+def _limiter_worker(url: str, prefix: str, barrier: Any, results: Any) -> None:
+    """One process: 50 attempts on a limiter shared through Redis (20 permits per hour)."""
+    store = RedisStore.from_url(url, prefix=prefix, socket_timeout=2.0)
+    limiter = rs.RateLimiter("shared", rate=20, per=3600, burst=20, store=store)
+    barrier.wait(timeout=30)
+    results.put(sum(limiter.try_acquire("tenant-1").allowed for _ in range(50)))
+    store.close()
+
+
+def test_four_processes_share_one_limiter(redis_server: RedisServer) -> None:
+    ctx = multiprocessing.get_context("spawn")
+    prefix = f"mpl{uuid.uuid4().hex[:10]}"
+    barrier = ctx.Barrier(PROCESSES)
+    results = ctx.Queue()
+    procs = [
+        ctx.Process(target=_limiter_worker, args=(redis_server.url, prefix, barrier, results))
+        for _ in range(PROCESSES)
+    ]
+    for p in procs:
+        p.start()
+    admitted = [results.get(timeout=60) for _ in range(PROCESSES)]
+    for p in procs:
+        p.join(timeout=30)
+        assert p.exitcode == 0
+    assert sum(admitted) == 20  # exactly the burst, fleet-wide (200 attempts)
