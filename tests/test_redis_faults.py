@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 import uuid
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -18,8 +19,20 @@ from .redis_servers import RedisServer
 pytestmark = pytest.mark.redis
 
 
+_OPEN: list[RedisStore] = []
+
+
+@pytest.fixture(autouse=True)
+def _close_stores() -> Iterator[None]:
+    yield
+    while _OPEN:
+        _OPEN.pop().close()
+
+
 def _store(server: RedisServer, **kw: Any) -> RedisStore:
-    return RedisStore.from_url(server.url, prefix=f"f{uuid.uuid4().hex[:10]}", **kw)
+    store = RedisStore.from_url(server.url, prefix=f"f{uuid.uuid4().hex[:10]}", **kw)
+    _OPEN.append(store)
+    return store
 
 
 def _idempotent(store: RedisStore, calls: list[int], **kw: Any) -> Any:
@@ -141,7 +154,7 @@ def test_constructing_a_policy_never_resets_shared_state(redis_server: RedisServ
 
 
 @pytest.mark.parametrize(("mode", "allowed"), [("open", True), ("closed", False)])
-def test_limiter_on_a_killed_redis(own_redis_server: RedisServer, mode: str, allowed: bool) -> None:
+def test_limiter_on_a_killed_redis(own_redis_server: RedisServer, mode: Any, allowed: bool) -> None:
     events: list[Event] = []
     name = f"rl-killed-{mode}"
     store = _store(own_redis_server, failure_threshold=2, probe_interval=60)
@@ -157,3 +170,4 @@ def test_limiter_on_a_killed_redis(own_redis_server: RedisServer, mode: str, all
     assert time.monotonic() - t0 < 0.5
     assert decisions == [allowed] * 5
     assert degraded_count(name, mode) == before + 5
+    store.close()
