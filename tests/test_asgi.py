@@ -103,7 +103,7 @@ def test_streaming_response_is_not_buffered(app: TestApp, guarded: httpx.Client)
         assert app.state["stream_done"] is False
         app.release.set()
         assert b"".join(chunks) == b"second"
-    assert app.state["stream_done"] is True
+    assert wait_until(lambda: app.state["stream_done"] is True)
 
 
 def test_client_disconnect_releases_the_permit(
