@@ -64,7 +64,6 @@ class Timeout(Policy):
     def __init__(
         self,
         seconds: Duration,
-        /,
         *,
         sync: Literal["cooperative", "thread"] = "cooperative",
         max_workers: int = 32,
