@@ -439,7 +439,10 @@ class ResilientTransport(_Core, httpx.BaseTransport):
                 response = inner.handle_request(att.request)
             except Exception as exc:
                 att.error = exc
+                if isinstance(exc, httpx.RequestError) and exc._request is None:
+                    exc.request = att.request  # the retry predicate reads it
                 raise
+            response.request = att.request  # transports leave it unset; on_result reads it
             att.last = response
             return response
 
@@ -511,7 +514,10 @@ class AsyncResilientTransport(_Core, httpx.AsyncBaseTransport):
                 response = await inner.handle_async_request(att.request)
             except Exception as exc:
                 att.error = exc
+                if isinstance(exc, httpx.RequestError) and exc._request is None:
+                    exc.request = att.request  # the retry predicate reads it
                 raise
+            response.request = att.request  # transports leave it unset; on_result reads it
             att.last = response
             return response
 
