@@ -43,9 +43,11 @@ from .errors import (
     TimeoutExceededError,
 )
 from .fallback import Fallback
+from .idempotency import IdempotencyRecords, Idempotent, JSONCodec
 from .pipeline import Pipeline
 from .retry import Retry
 from .stores import MemoryStore
+from .stores.redis import RedisStore
 from .timeout import Timeout
 
 __version__ = "0.1.0"
@@ -60,10 +62,14 @@ __all__ = [
     "IdempotencyConflictError",
     "IdempotencyInProgressError",
     "IdempotencyKeyReusedError",
+    "IdempotencyRecords",
+    "Idempotent",
+    "JSONCodec",
     "MemoryStore",
     "Pipeline",
     "Policy",
     "RateLimitedError",
+    "RedisStore",
     "RejectedError",
     "ResilienceError",
     "Retry",

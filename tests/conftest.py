@@ -103,3 +103,8 @@ class Runner:
 @pytest.fixture(params=["sync", "async"])
 def runner(request: pytest.FixtureRequest, clock: FakeClock) -> Runner:
     return Runner(request.param, clock)
+
+
+from .redis_servers import own_redis_server, redis_cluster, redis_server  # noqa: E402
+
+__all__ = ["Runner", "Step", "own_redis_server", "redis_cluster", "redis_server"]

@@ -196,7 +196,7 @@ def test_policy_errors_map_to_problem_json(
     assert response.headers["content-type"] == "application/problem+json"
     doc = response.json()
     assert doc["status"] == status
-    assert doc["type"].endswith("/" + slug)
+    assert doc["type"] == "urn:resilience:problem:" + slug
     assert doc["detail"] == str(error)
 
 

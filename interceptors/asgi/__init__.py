@@ -9,9 +9,8 @@ Example:
 
 from __future__ import annotations
 
-from typing import Any
-
 from ._common import RouteFilter, TrustedProxies, parse_timeout
+from ._idempotency import IdempotencyMiddleware
 from ._ratelimit import RateLimitMiddleware
 from ._resilience import ResilienceMiddleware, ServerErrorResponse
 
@@ -24,13 +23,3 @@ __all__ = [
     "TrustedProxies",
     "parse_timeout",
 ]
-
-
-def __getattr__(name: str) -> Any:
-    # IdempotencyMiddleware lives in ._idempotency (written on the idempotency branch); it is
-    # imported lazily until both branches are merged, then this becomes a plain import.
-    if name == "IdempotencyMiddleware":
-        from importlib import import_module
-
-        return import_module(f"{__name__}._idempotency").IdempotencyMiddleware
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

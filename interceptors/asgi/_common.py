@@ -34,6 +34,7 @@ Headers: TypeAlias = list[tuple[bytes, bytes]]
 __all__ = [
     "ASGIApp",
     "ERROR_STATUS",
+    "PROBLEM_BASE",
     "Headers",
     "Message",
     "Receive",
@@ -61,7 +62,7 @@ ERROR_STATUS: tuple[tuple[type[BaseException], int, str, str], ...] = (
     (IdempotencyKeyReusedError, 422, "Unprocessable Content", "idempotency-key-reused"),
 )
 
-PROBLEM_BASE = "https://resilience.dev/problems/"
+PROBLEM_BASE = "urn:resilience:problem:"
 
 
 def error_status(exc: BaseException) -> tuple[int, str, str] | None:

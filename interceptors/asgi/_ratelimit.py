@@ -10,6 +10,7 @@ from typing import Any, Protocol, cast
 from resilience.errors import ConfigurationError
 
 from ._common import (
+    PROBLEM_BASE,
     ASGIApp,
     Headers,
     Message,
@@ -181,7 +182,7 @@ class RateLimitMiddleware:
                 send,
                 429,
                 "Too Many Requests",
-                type_="https://resilience.dev/problems/rate-limited",
+                type_=PROBLEM_BASE + "rate-limited",
                 detail="the client's request quota is exhausted",
                 headers=headers,
             )

@@ -11,6 +11,7 @@ from resilience._policy import Policy
 from resilience.errors import ConfigurationError
 
 from ._common import (
+    PROBLEM_BASE,
     ASGIApp,
     Message,
     Receive,
@@ -197,7 +198,7 @@ class ResilienceMiddleware:
                 send,
                 504,
                 "Gateway Timeout",
-                type_="https://resilience.dev/problems/timeout",
+                type_=PROBLEM_BASE + "timeout",
                 detail="the request's deadline had already expired",
             )
             return

@@ -1,0 +1,1246 @@
+"""Idempotency keys: the first call for a key runs, duplicates get its stored outcome.
+
+The record of one key lives in a :class:`~resilience.stores.Store` and moves through a small
+state machine, one pure :class:`~resilience.stores.StoreOp` per step (the Redis store mirrors
+each in one Lua script)::
+
+    absent ──claim──▶ IN_PROGRESS(owner, fence, lease_until) ──complete(owner, fence)──▶ DONE
+                         │  ▲ renew(owner, fence): lease_until = now + lease            │
+                         │  └ claim after lease_until: takeover, fence + 1             │ ttl
+                         └──release(owner, fence)──▶ absent ◀───────────────────────────┘
+
+* **claim** ``(key, fingerprint, owner)``: absent → IN_PROGRESS, ``"claimed"``; IN_PROGRESS
+  with a live lease → ``"in_progress"``; IN_PROGRESS whose lease expired (a crashed or hung
+  owner) → taken over with the next fencing token, ``"claimed"``; DONE → ``"replay"``; any state
+  with a different fingerprint → ``"reused"`` (the record is left untouched).
+* **renew** extends the lease while the owner runs (a heartbeat every ``lease / 3``).
+* **complete** stores the outcome and starts the ``ttl`` (measured from completion); it succeeds
+  only for the current owner *and* fencing token, so a late result from an owner whose lease was
+  taken over cannot overwrite the new owner's.
+* **release** deletes the claim (the outcome is not stored; a retry runs again).
+
+Records and their payloads are plain JSON-compatible data (strings, numbers); outcomes are
+encoded by a codec (JSON by default, never pickle).
+
+Delivery guarantee: exactly-once effects while the store keeps its records; after an owner crash
+(the lease expires) or a loss of the store's data, a retry runs the function again, so functions
+with external side effects should still be transactional or idempotent downstream.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import itertools
+import json
+import logging
+import os
+import threading
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Literal, Protocol, TypeGuard
+
+from ._clock import SYSTEM_CLOCK, Clock, resolve_clock
+from ._policy import Emitter, Policy
+from ._types import Duration, check_name, positive_int, seconds
+from .errors import (
+    ConfigurationError,
+    IdempotencyConflictError,
+    IdempotencyInProgressError,
+    IdempotencyKeyReusedError,
+    StoreError,
+)
+from .events import CallRejected, IdempotentReplay, Listener, StoreFailed, error_type
+from .stores.base import StoreOp
+from .stores.memory import MemoryStore
+
+if TYPE_CHECKING:  # pragma: no cover
+    import asyncio
+
+__all__ = [
+    "ClaimOp",
+    "Claim",
+    "Codec",
+    "CompleteOp",
+    "Idempotent",
+    "IdempotencyRecords",
+    "JSONCodec",
+    "ReleaseOp",
+    "RenewOp",
+    "record_key",
+]
+
+_log = logging.getLogger("resilience")
+
+#: Version tag of a record; an unknown version is treated as corrupt (fail closed).
+RECORD_VERSION = 1
+
+IN_PROGRESS = "p"
+DONE = "d"
+
+ClaimStatus = Literal["claimed", "in_progress", "replay", "reused", "corrupt", "unprotected"]
+
+
+def _valid(state: object) -> TypeGuard[dict[str, Any]]:
+    return (
+        isinstance(state, dict)
+        and state.get("v") == RECORD_VERSION
+        and state.get("st") in (IN_PROGRESS, DONE)
+        and isinstance(state.get("fp"), str)
+        and isinstance(state.get("o"), str)
+        and isinstance(state.get("g"), int)
+        and isinstance(state.get("lu"), int | float)
+    )
+
+
+def _owns(state: object, owner: str, fence: int) -> TypeGuard[dict[str, Any]]:
+    return (
+        _valid(state) and state["st"] == IN_PROGRESS and state["o"] == owner and state["g"] == fence
+    )
+
+
+# -- the pure operations ---------------------------------------------------------------------
+@dataclass(slots=True)
+class ClaimOp:
+    """Claim ``key`` for ``owner`` (pure; see the module documentation for the transitions).
+
+    The result is ``(status, fence, extra)``: ``extra`` is the stored payload for ``"replay"``
+    (``None`` when the outcome was not retained), the seconds left on the owner's lease for
+    ``"in_progress"``, ``1`` for a takeover of an expired claim and ``0`` otherwise.
+
+    Example:
+        >>> op = ClaimOp("k", "fp", "owner-1", lease=60.0, ttl=3600.0)
+        >>> state, result, ttl = op.apply(None, 0.0)
+        >>> result, state["st"], state["lu"], ttl
+        (('claimed', 1, 0), 'p', 60.0, 3660.0)
+        >>> ClaimOp("k", "fp", "owner-2", lease=60.0, ttl=3600.0).apply(state, 10.0)[1]
+        ('in_progress', 1, 50.0)
+        >>> ClaimOp("k", "other", "owner-2", lease=60.0, ttl=3600.0).apply(state, 10.0)[1]
+        ('reused', 1, 0)
+        >>> ClaimOp("k", "fp", "owner-2", lease=60.0, ttl=3600.0).apply(state, 61.0)[1]
+        ('claimed', 2, 1)
+    """
+
+    key: str
+    fingerprint: str
+    owner: str
+    lease: float
+    ttl: float
+
+    def apply(self, state: Any | None, now: float, /) -> tuple[Any | None, Any, float | None]:
+        """Pure next-state function."""
+        if state is None:
+            return self._claimed(1, now), ("claimed", 1, 0), self.ttl + self.lease
+        if not _valid(state):
+            return state, ("corrupt", 0, 0), None
+        fence = state["g"]
+        if state["fp"] != self.fingerprint:
+            return state, ("reused", fence, 0), None
+        if state["st"] == DONE:
+            return state, ("replay", fence, state.get("r")), None
+        if state["lu"] > now:
+            return state, ("in_progress", fence, state["lu"] - now), None
+        # an orphan: its owner crashed or hung past its lease; take it over with a new fence
+        return self._claimed(fence + 1, now), ("claimed", fence + 1, 1), self.ttl + self.lease
+
+    def _claimed(self, fence: int, now: float) -> dict[str, Any]:
+        return {
+            "v": RECORD_VERSION,
+            "st": IN_PROGRESS,
+            "fp": self.fingerprint,
+            "o": self.owner,
+            "g": fence,
+            "lu": now + self.lease,
+        }
+
+
+@dataclass(slots=True)
+class RenewOp:
+    """Extend the lease of the claim held by ``(owner, fence)``; result: whether it is held.
+
+    Example:
+        >>> claimed = ClaimOp("k", "fp", "me", lease=60.0, ttl=10.0).apply(None, 0.0)[0]
+        >>> state, held, _ = RenewOp("k", "me", 1, lease=60.0, ttl=10.0).apply(claimed, 30.0)
+        >>> held, state["lu"]
+        (True, 90.0)
+        >>> RenewOp("k", "someone-else", 1, lease=60.0, ttl=10.0).apply(claimed, 30.0)[1]
+        False
+    """
+
+    key: str
+    owner: str
+    fence: int
+    lease: float
+    ttl: float
+
+    def apply(self, state: Any | None, now: float, /) -> tuple[Any | None, bool, float | None]:
+        """Pure next-state function."""
+        if not _owns(state, self.owner, self.fence):
+            return state, False, None
+        return {**state, "lu": now + self.lease}, True, self.ttl + self.lease
+
+
+@dataclass(slots=True)
+class CompleteOp:
+    """Store the outcome ``payload`` if ``(owner, fence)`` still holds the claim (fencing).
+
+    ``payload`` ``None`` records a completed call whose outcome was not retained (duplicates
+    are refused instead of replayed). The record then lives ``ttl`` seconds.
+
+    Example:
+        >>> claimed = ClaimOp("k", "fp", "me", lease=60.0, ttl=10.0).apply(None, 0.0)[0]
+        >>> CompleteOp("k", "zombie", 1, payload="late", ttl=10.0).apply(claimed, 5.0)[1]
+        False
+        >>> state, stored, ttl = CompleteOp("k", "me", 1, payload="r:42", ttl=10.0).apply(
+        ...     claimed, 5.0)
+        >>> stored, state["st"], state["r"], ttl
+        (True, 'd', 'r:42', 10.0)
+    """
+
+    key: str
+    owner: str
+    fence: int
+    payload: str | None
+    ttl: float
+
+    def apply(self, state: Any | None, now: float, /) -> tuple[Any | None, bool, float | None]:
+        """Pure next-state function."""
+        if not _owns(state, self.owner, self.fence):
+            return state, False, None
+        return {**state, "st": DONE, "r": self.payload}, True, self.ttl
+
+
+@dataclass(slots=True)
+class ReleaseOp:
+    """Delete the claim held by ``(owner, fence)`` (its outcome is not stored).
+
+    Example:
+        >>> claimed = ClaimOp("k", "fp", "me", lease=60.0, ttl=10.0).apply(None, 0.0)[0]
+        >>> ReleaseOp("k", "me", 1).apply(claimed, 1.0)[:2]
+        (None, True)
+    """
+
+    key: str
+    owner: str
+    fence: int
+
+    def apply(self, state: Any | None, now: float, /) -> tuple[Any | None, bool, float | None]:
+        """Pure next-state function."""
+        if not _owns(state, self.owner, self.fence):
+            return state, False, None
+        return None, True, None
+
+
+# -- keys, owners, codecs --------------------------------------------------------------------
+def record_key(namespace: str, *parts: str) -> str:
+    """A fixed-length store key for a composite idempotency key (length-prefixed, SHA-256).
+
+    Parts are hashed, so user-controlled values (keys, principals, paths) can never collide by
+    concatenation nor inject characters into the store's key space.
+
+    Example:
+        >>> k = record_key("idem:http", "user-1", "POST", "/orders", "abc")
+        >>> k.startswith("idem:http:"), len(k) - len("idem:http:")
+        (True, 32)
+        >>> k == record_key("idem:http", "user-1", "POST", "/orders", "abd")
+        False
+    """
+    h = hashlib.sha256()
+    for part in parts:
+        raw = part.encode("utf-8", "surrogatepass")
+        h.update(len(raw).to_bytes(4, "big"))
+        h.update(raw)
+    return f"{namespace}:{h.hexdigest()[:32]}"
+
+
+_OWNER_PREFIX = os.urandom(6).hex()
+_owner_seq = itertools.count(1)
+
+
+def _new_owner() -> str:
+    # unique per process (random prefix) and per claim (counter); next() on count is atomic
+    return f"{_OWNER_PREFIX}-{next(_owner_seq)}"
+
+
+class Codec(Protocol):
+    """How outcomes are turned into stored text and back (``codec=``)."""
+
+    def encode(self, value: Any, /) -> str | bytes:
+        """Serialize a result (raise ``TypeError`` / ``ValueError`` when it cannot)."""
+        ...
+
+    def decode(self, data: str | bytes, /) -> Any:
+        """Deserialize what :meth:`encode` produced."""
+        ...
+
+
+class JSONCodec:
+    """The default codec: compact JSON (safe to decode; never pickle).
+
+    JSON round-trips ``dict`` (with ``str`` keys), ``list``, ``str``, ``int``, ``float``,
+    ``bool`` and ``None``; a tuple is replayed as a list.
+
+    Example:
+        >>> codec = JSONCodec()
+        >>> codec.decode(codec.encode({"id": 7, "tags": ["a"]}))
+        {'id': 7, 'tags': ['a']}
+    """
+
+    def encode(self, value: Any, /) -> str:
+        """``json.dumps`` without spaces; refuses NaN and infinities."""
+        return json.dumps(value, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+
+    def decode(self, data: str | bytes, /) -> Any:
+        """``json.loads``."""
+        return json.loads(data)
+
+
+_JSON = JSONCodec()
+
+
+def _pack(data: str | bytes) -> str:
+    if isinstance(data, bytes):
+        return "b" + base64.b64encode(data).decode("ascii")
+    return "s" + data
+
+
+def _unpack(packed: str) -> str | bytes:
+    if packed[:1] == "b":
+        return base64.b64decode(packed[1:], validate=True)
+    return packed[1:]
+
+
+def args_fingerprint(args: tuple[Any, ...], kwargs: dict[str, Any]) -> str:
+    """The default fingerprint: SHA-256 of the canonical JSON of ``[args, kwargs]``.
+
+    Raises:
+        ConfigurationError: an argument is not JSON-serializable (pass ``fingerprint=``).
+
+    Example:
+        >>> args_fingerprint((1, "a"), {"b": 2}) == args_fingerprint((1, "a"), {"b": 2})
+        True
+        >>> args_fingerprint((1,), {}) == args_fingerprint((2,), {})
+        False
+    """
+    try:
+        text = json.dumps([args, kwargs], sort_keys=True, separators=(",", ":"))
+    except (TypeError, ValueError) as exc:
+        raise ConfigurationError(
+            "the default idempotency fingerprint needs JSON-serializable arguments "
+            f"({exc}); pass fingerprint=callable(*args, **kwargs) -> str | bytes, "
+            "or fingerprint=None to not compare arguments"
+        ) from None
+    return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()[:32]
+
+
+# -- claims and the record client ------------------------------------------------------------
+@dataclass(slots=True)
+class Claim:
+    """The outcome of a claim attempt.
+
+    Attributes:
+        status: ``"claimed"`` (run the operation, then :meth:`IdempotencyRecords.complete` or
+            ``release``), ``"replay"`` (``payload`` holds the stored outcome, ``None`` if it was
+            not retained), ``"in_progress"``, ``"reused"``, or ``"unprotected"`` (the store
+            failed and ``on_store_error="open"``: run without protection).
+        key: the store key.
+        owner: this claim's owner token.
+        fence: the fencing token (increases with every takeover).
+        payload: the stored outcome for ``"replay"``.
+        retry_after: seconds left on the current owner's lease for ``"in_progress"``.
+        takeover: the claim took over an expired one (its owner crashed or hung).
+    """
+
+    status: ClaimStatus
+    key: str
+    owner: str = ""
+    fence: int = 0
+    payload: str | None = None
+    retry_after: float | None = None
+    takeover: bool = False
+    store: Any = None
+
+
+class _Beat:
+    """One running claim's lease renewal; :meth:`stop` is idempotent and cheap."""
+
+    __slots__ = ("cancel", "claim", "due", "interval", "records", "stopped")
+
+    def __init__(self, records: IdempotencyRecords, claim: Claim, interval: float) -> None:
+        self.records = records
+        self.claim = claim
+        self.interval = interval
+        self.stopped = False
+        self.due = 0.0
+        self.cancel: Callable[[], object] | None = None
+
+    def stop(self) -> None:
+        self.stopped = True
+        cancel = self.cancel
+        if cancel is not None:
+            self.cancel = None
+            cancel()
+
+
+class _NoBeat:
+    __slots__ = ()
+
+    def stop(self) -> None:
+        return None
+
+
+_NO_BEAT = _NoBeat()
+
+
+class _Renewer:
+    """One daemon thread renewing every running sync claim on a real-time clock.
+
+    Registration and removal are O(1) dict operations (no thread or timer per call); the thread
+    sleeps until the earliest due renewal.
+    """
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition(threading.Lock())
+        self._beats: dict[int, _Beat] = {}
+        self._thread: threading.Thread | None = None
+        self._wake_at = float("inf")
+
+    def add(self, beat: _Beat) -> None:
+        now = SYSTEM_CLOCK.monotonic()
+        beat.due = now + beat.interval
+        ident = id(beat)
+        with self._cond:
+            self._beats[ident] = beat
+            beat.cancel = lambda: self._remove(ident)
+            if self._thread is None:
+                self._thread = threading.Thread(
+                    target=self._run, name="resilience-idempotency-renewer", daemon=True
+                )
+                self._thread.start()
+            if beat.due < self._wake_at:
+                self._cond.notify()
+
+    def _remove(self, ident: int) -> None:
+        with self._cond:
+            self._beats.pop(ident, None)
+
+    def _run(self) -> None:  # pragma: no cover - timing dependent; exercised by real-time tests
+        while True:
+            with self._cond:
+                now = SYSTEM_CLOCK.monotonic()
+                due = [b for b in self._beats.values() if b.due <= now]
+                if not due:
+                    self._wake_at = min((b.due for b in self._beats.values()), default=now + 60)
+                    self._cond.wait(self._wake_at - now)
+                    self._wake_at = float("inf")
+                    continue
+                for b in due:
+                    b.due = now + b.interval
+            for b in due:
+                if not b.stopped:
+                    b.records._renew_quietly(b.claim)
+
+
+_RENEWER = _Renewer()
+
+
+class IdempotencyRecords:
+    """The claim / renew / complete / release client shared by every idempotency adapter.
+
+    :class:`Idempotent` (functions and message consumers), the ASGI ``IdempotencyMiddleware``
+    and the gRPC server interceptor all drive records through this class, so they share the
+    state machine, the fencing, the lease heartbeat and the store-failure policy.
+
+    Args:
+        store: a :class:`~resilience.stores.Store` (default: a private
+            ``MemoryStore(max_entries=max_entries)``).
+        ttl: seconds a completed record is kept (from completion).
+        lease: seconds a claim stays valid without renewal; renewed every ``lease / 3``.
+        namespace: prefix of the store keys.
+        on_store_error: ``"closed"`` (default: raise :class:`~resilience.StoreError`, the
+            operation does not run), ``"open"`` (run unprotected) or ``"local"`` (fall back to
+            an in-process store: duplicates are caught within this process only).
+        heartbeat: renew leases while operations run (disable only for operations that always
+            finish well within ``lease``: past it, a duplicate may run concurrently).
+        max_entries: the cap of the default and ``"local"`` memory stores.
+        clock: time source of the default store, of waits and of the heartbeat.
+
+    gRPC servers use :meth:`run` / :meth:`arun`: the interceptor reads the ``idempotency-key``
+    metadata entry, takes the principal from its authentication context (never a constant), the
+    full method name, and the serialized request as the fingerprint; the handler returns the
+    bytes to replay (the serialized response). Map :class:`~resilience.IdempotencyInProgressError`
+    to ``ABORTED`` (with ``grpc-retry-pushback-ms`` from ``retry_after``),
+    :class:`~resilience.IdempotencyKeyReusedError` to ``INVALID_ARGUMENT``,
+    :class:`~resilience.StoreError` to ``UNAVAILABLE`` and a not-retained replay
+    (:class:`~resilience.IdempotencyConflictError`) to ``ABORTED``.
+
+    Example:
+        >>> import resilience as rs
+        >>> records = IdempotencyRecords(clock=rs.testing.FakeClock())
+        >>> calls = []
+        >>> def handler() -> bytes:
+        ...     calls.append(1)
+        ...     return b"response"
+        >>> args = dict(principal="user-1", method="/shop.Orders/Create", key="k1",
+        ...             fingerprint=b"request-bytes")
+        >>> records.run(**args, handler=handler), records.run(**args, handler=handler)
+        ((b'response', False), (b'response', True))
+        >>> len(calls)
+        1
+    """
+
+    def __init__(
+        self,
+        *,
+        store: Any = None,
+        ttl: Duration = 86400,
+        lease: Duration = 60,
+        namespace: str = "idem",
+        on_store_error: Literal["closed", "open", "local"] = "closed",
+        heartbeat: bool = True,
+        max_entries: int = 10_000,
+        clock: Clock | None = None,
+    ) -> None:
+        self.clock = resolve_clock(clock)
+        self.ttl = seconds(ttl, "ttl", allow_zero=False)
+        self.lease = seconds(lease, "lease", allow_zero=False)
+        self.max_entries = positive_int(max_entries, "max_entries")
+        if store is None:
+            store = MemoryStore(max_entries=self.max_entries, clock=self.clock)
+        elif not (
+            callable(getattr(store, "apply", None)) or callable(getattr(store, "aapply", None))
+        ):
+            raise ConfigurationError(
+                f"store must be a resilience store (with apply() or aapply()), got {store!r}"
+            )
+        self.store = store
+        if on_store_error not in ("closed", "open", "local"):
+            raise ConfigurationError(
+                f"on_store_error must be 'closed', 'open' or 'local', got {on_store_error!r}"
+            )
+        self.on_store_error = on_store_error
+        self._local: MemoryStore | None = None
+        self.namespace = check_name(namespace)
+        self.heartbeat = bool(heartbeat)
+        self._fake_timers = callable(getattr(self.clock, "call_at", None))
+        self._pending: set[asyncio.Task[Any]] = set()
+
+    def key(self, *parts: str) -> str:
+        """The store key of a composite key (see :func:`record_key`)."""
+        return record_key(self.namespace, *parts)
+
+    # -- store access with the failure policy ------------------------------------------------
+    def _local_store(self) -> MemoryStore:
+        if self._local is None:
+            self._local = MemoryStore(max_entries=self.max_entries, clock=self.clock)
+        return self._local
+
+    @staticmethod
+    def _apply(store: Any, op: StoreOp[Any]) -> Any:
+        try:
+            return store.apply(op)
+        except StoreError:
+            raise
+        except Exception as exc:  # a foreign store's own error type
+            raise StoreError(f"idempotency store failed: {exc!r}") from exc
+
+    @staticmethod
+    async def _aapply(store: Any, op: StoreOp[Any]) -> Any:
+        try:
+            if callable(getattr(store, "aapply", None)):
+                return await store.aapply(op)
+            return store.apply(op)
+        except StoreError:
+            raise
+        except Exception as exc:
+            raise StoreError(f"idempotency store failed: {exc!r}") from exc
+
+    def _claim_result(self, key: str, owner: str, result: Any, store: Any) -> Claim:
+        status, fence, extra = result
+        if status == "corrupt":
+            raise StoreError(f"idempotency record {key!r} is malformed or of an unknown version")
+        if status == "replay":
+            return Claim("replay", key, owner, fence, payload=extra, store=store)
+        if status == "in_progress":
+            return Claim("in_progress", key, owner, fence, retry_after=float(extra), store=store)
+        return Claim(status, key, owner, fence, takeover=bool(extra), store=store)
+
+    def _on_claim_error(self, exc: StoreError, em: Emitter | None, policy: str) -> bool:
+        """Emit the decision; return True to fall back to the local store."""
+        mode = self.on_store_error
+        if em:
+            em.emit(
+                StoreFailed(
+                    policy=policy,
+                    pipeline=em.pipeline,
+                    operation=em.operation,
+                    decision=mode,
+                    error_type=error_type(exc.__cause__ or exc) or "StoreError",
+                )
+            )
+        _log.warning("resilience: idempotency store failed (%s); decision=%s", exc, mode)
+        if mode == "closed":
+            raise exc
+        return mode == "local"
+
+    def try_claim(
+        self, key: str, fingerprint: str, *, em: Emitter | None = None, policy: str = ""
+    ) -> Claim:
+        """One claim attempt (sync); store failures follow ``on_store_error``."""
+        owner = _new_owner()
+        op = ClaimOp(key, fingerprint, owner, self.lease, self.ttl)
+        store = self.store
+        try:
+            return self._claim_result(key, owner, self._apply(store, op), store)
+        except StoreError as exc:
+            if not self._on_claim_error(exc, em, policy):
+                return Claim("unprotected", key)
+        store = self._local_store()
+        return self._claim_result(key, owner, self._apply(store, op), store)
+
+    async def atry_claim(
+        self, key: str, fingerprint: str, *, em: Emitter | None = None, policy: str = ""
+    ) -> Claim:
+        """One claim attempt (async)."""
+        owner = _new_owner()
+        op = ClaimOp(key, fingerprint, owner, self.lease, self.ttl)
+        store = self.store
+        try:
+            return self._claim_result(key, owner, await self._aapply(store, op), store)
+        except StoreError as exc:
+            if not self._on_claim_error(exc, em, policy):
+                return Claim("unprotected", key)
+        store = self._local_store()
+        return self._claim_result(key, owner, self._apply(store, op), store)
+
+    def claim(
+        self,
+        key: str,
+        fingerprint: str,
+        *,
+        wait: float = 0.0,
+        em: Emitter | None = None,
+        policy: str = "",
+    ) -> Claim:
+        """Claim ``key``; while another owner runs, poll up to ``wait`` seconds for its outcome."""
+        claim = self.try_claim(key, fingerprint, em=em, policy=policy)
+        if claim.status != "in_progress" or wait <= 0:
+            return claim
+        clock = self.clock
+        deadline = clock.monotonic() + wait
+        step = 0.005
+        while True:
+            remaining = deadline - clock.monotonic()
+            if remaining <= 0:
+                return claim
+            clock.sleep(min(step, remaining))
+            step = min(step * 2, 0.1)
+            claim = self.try_claim(key, fingerprint, em=em, policy=policy)
+            if claim.status != "in_progress":
+                return claim
+
+    async def aclaim(
+        self,
+        key: str,
+        fingerprint: str,
+        *,
+        wait: float = 0.0,
+        em: Emitter | None = None,
+        policy: str = "",
+    ) -> Claim:
+        """Async :meth:`claim`."""
+        claim = await self.atry_claim(key, fingerprint, em=em, policy=policy)
+        if claim.status != "in_progress" or wait <= 0:
+            return claim
+        clock = self.clock
+        deadline = clock.monotonic() + wait
+        step = 0.005
+        while True:
+            remaining = deadline - clock.monotonic()
+            if remaining <= 0:
+                return claim
+            await clock.asleep(min(step, remaining))
+            step = min(step * 2, 0.1)
+            claim = await self.atry_claim(key, fingerprint, em=em, policy=policy)
+            if claim.status != "in_progress":
+                return claim
+
+    # -- finishing a claim --------------------------------------------------------------------
+    def complete(self, claim: Claim, payload: str | None) -> bool:
+        """Store the outcome (fenced); False when the claim was lost or the store failed."""
+        if claim.status != "claimed":
+            return False
+        op = CompleteOp(claim.key, claim.owner, claim.fence, payload, self.ttl)
+        try:
+            stored: bool = self._apply(claim.store, op)
+        except StoreError as exc:
+            _log.warning("resilience: could not store an idempotent outcome: %s", exc)
+            return False
+        if not stored:
+            _log.warning(
+                "resilience: idempotency claim %s was taken over before its outcome was "
+                "stored (lease %.3g s expired); the late outcome was discarded",
+                claim.key,
+                self.lease,
+            )
+        return stored
+
+    async def acomplete(self, claim: Claim, payload: str | None) -> bool:
+        """Async :meth:`complete`."""
+        if claim.status != "claimed":
+            return False
+        op = CompleteOp(claim.key, claim.owner, claim.fence, payload, self.ttl)
+        try:
+            stored: bool = await self._aapply(claim.store, op)
+        except StoreError as exc:
+            _log.warning("resilience: could not store an idempotent outcome: %s", exc)
+            return False
+        if not stored:
+            _log.warning(
+                "resilience: idempotency claim %s was taken over before its outcome was stored",
+                claim.key,
+            )
+        return stored
+
+    def release(self, claim: Claim) -> None:
+        """Delete the claim so that a retry runs again (fenced; store errors are logged)."""
+        if claim.status != "claimed":
+            return
+        try:
+            self._apply(claim.store, ReleaseOp(claim.key, claim.owner, claim.fence))
+        except StoreError as exc:  # the claim expires after its lease
+            _log.warning("resilience: could not release an idempotency claim: %s", exc)
+
+    async def arelease(self, claim: Claim) -> None:
+        """Async :meth:`release`."""
+        if claim.status != "claimed":
+            return
+        try:
+            await self._aapply(claim.store, ReleaseOp(claim.key, claim.owner, claim.fence))
+        except StoreError as exc:
+            _log.warning("resilience: could not release an idempotency claim: %s", exc)
+
+    def renew(self, claim: Claim) -> bool:
+        """Extend the claim's lease now; False when it is no longer held."""
+        op = RenewOp(claim.key, claim.owner, claim.fence, self.lease, self.ttl)
+        held: bool = self._apply(claim.store, op)
+        return held
+
+    async def arenew(self, claim: Claim) -> bool:
+        """Async :meth:`renew`."""
+        op = RenewOp(claim.key, claim.owner, claim.fence, self.lease, self.ttl)
+        held: bool = await self._aapply(claim.store, op)
+        return held
+
+    def _renew_quietly(self, claim: Claim) -> bool:
+        try:
+            return self.renew(claim)
+        except StoreError as exc:
+            _log.warning("resilience: could not renew an idempotency lease: %s", exc)
+            return False
+
+    async def _arenew_quietly(self, claim: Claim) -> bool:
+        try:
+            return await self.arenew(claim)
+        except StoreError as exc:
+            _log.warning("resilience: could not renew an idempotency lease: %s", exc)
+            return False
+
+    # -- heartbeats ---------------------------------------------------------------------------
+    def start_heartbeat(self, claim: Claim) -> _Beat | _NoBeat:
+        """Renew the claim every ``lease / 3`` from a background thread until ``.stop()``."""
+        if not self.heartbeat or claim.status != "claimed":
+            return _NO_BEAT
+        beat = _Beat(self, claim, self.lease / 3)
+        if self._fake_timers:
+            self._fake_tick(beat, sync=True)
+        else:
+            _RENEWER.add(beat)
+        return beat
+
+    def _fake_tick(self, beat: _Beat, *, sync: bool, loop: Any = None) -> None:
+        """Schedule the next renewal on a clock with ``call_at`` (a FakeClock)."""
+        clock: Any = self.clock
+        if sync:
+
+            def fire() -> None:
+                if not beat.stopped:
+                    self._renew_quietly(beat.claim)
+                    self._fake_tick(beat, sync=True)
+
+        else:
+
+            def fire() -> None:
+                if not beat.stopped and not loop.is_closed():
+                    loop.call_soon_threadsafe(self._spawn_renewal, beat, loop)
+
+        beat.cancel = clock.call_at(clock.monotonic() + beat.interval, fire)
+
+    def astart_heartbeat(self, claim: Claim) -> _Beat | _NoBeat:
+        """Renew the claim every ``lease / 3`` on the running event loop until ``.stop()``."""
+        if not self.heartbeat or claim.status != "claimed":
+            return _NO_BEAT
+        import asyncio
+
+        loop = asyncio.get_running_loop()
+        beat = _Beat(self, claim, self.lease / 3)
+        self._schedule_async(beat, loop)
+        return beat
+
+    def _schedule_async(self, beat: _Beat, loop: asyncio.AbstractEventLoop) -> None:
+        if beat.stopped:
+            return
+        if self._fake_timers:
+            self._fake_tick(beat, sync=False, loop=loop)
+        else:
+            beat.cancel = loop.call_later(beat.interval, self._spawn_renewal, beat, loop).cancel
+
+    def _spawn_renewal(self, beat: _Beat, loop: asyncio.AbstractEventLoop) -> None:
+        if beat.stopped:
+            return
+        task = loop.create_task(self._arenew_and_reschedule(beat, loop))
+        self._pending.add(task)
+        task.add_done_callback(self._pending.discard)
+
+    async def _arenew_and_reschedule(self, beat: _Beat, loop: asyncio.AbstractEventLoop) -> None:
+        await self._arenew_quietly(beat.claim)
+        self._schedule_async(beat, loop)
+
+    # -- a whole request, for RPC adapters -----------------------------------------------------
+    def _request_key(
+        self, principal: str, method: str, key: str, fingerprint: bytes
+    ) -> tuple[str, str]:
+        if not principal:
+            raise ConfigurationError("principal must be a non-empty string")
+        return self.key(principal, method, key), hashlib.sha256(fingerprint).hexdigest()[:32]
+
+    @staticmethod
+    def _replayed(claim: Claim, key: str) -> bytes:
+        if claim.payload is None:
+            raise IdempotencyConflictError(
+                "the first request with this idempotency key completed but its response was "
+                "not retained; it cannot be replayed"
+            )
+        data = _unpack(claim.payload)
+        return data if isinstance(data, bytes) else data.encode("utf-8")
+
+    @staticmethod
+    def _refuse(claim: Claim) -> IdempotencyConflictError:
+        if claim.status == "reused":
+            return IdempotencyKeyReusedError(
+                "the idempotency key was already used for a different request"
+            )
+        return IdempotencyInProgressError(
+            "a request with this idempotency key is still in progress",
+            retry_after=claim.retry_after,
+        )
+
+    def run(
+        self,
+        *,
+        principal: str,
+        method: str,
+        key: str,
+        fingerprint: bytes,
+        handler: Callable[[], bytes],
+        wait: float = 0.0,
+    ) -> tuple[bytes, bool]:
+        """Run ``handler`` at most once per ``(principal, method, key)``.
+
+        Returns ``(response_bytes, replayed)``. A handler exception releases the claim and
+        propagates (a retry runs again); to store an error outcome, return bytes that encode
+        it. Raises :class:`~resilience.IdempotencyInProgressError`,
+        :class:`~resilience.IdempotencyKeyReusedError`, :class:`~resilience.StoreError`.
+        """
+        rkey, fp = self._request_key(principal, method, key, fingerprint)
+        claim = self.claim(rkey, fp, wait=wait)
+        if claim.status == "replay":
+            return self._replayed(claim, rkey), True
+        if claim.status in ("in_progress", "reused"):
+            raise self._refuse(claim)
+        if claim.status == "unprotected":
+            return handler(), False
+        beat = self.start_heartbeat(claim)
+        try:
+            out = handler()
+        except BaseException:
+            beat.stop()
+            self.release(claim)
+            raise
+        beat.stop()
+        self.complete(claim, _pack(bytes(out)))
+        return out, False
+
+    async def arun(
+        self,
+        *,
+        principal: str,
+        method: str,
+        key: str,
+        fingerprint: bytes,
+        handler: Callable[[], Awaitable[bytes]],
+        wait: float = 0.0,
+    ) -> tuple[bytes, bool]:
+        """Async :meth:`run` (``handler`` is an async callable)."""
+        rkey, fp = self._request_key(principal, method, key, fingerprint)
+        claim = await self.aclaim(rkey, fp, wait=wait)
+        if claim.status == "replay":
+            return self._replayed(claim, rkey), True
+        if claim.status in ("in_progress", "reused"):
+            raise self._refuse(claim)
+        if claim.status == "unprotected":
+            return await handler(), False
+        beat = self.astart_heartbeat(claim)
+        try:
+            out = await handler()
+        except BaseException:
+            beat.stop()
+            await self.arelease(claim)
+            raise
+        beat.stop()
+        await self.acomplete(claim, _pack(bytes(out)))
+        return out, False
+
+
+# -- the policy --------------------------------------------------------------------------------
+def _qualified(cls: type) -> str:
+    return f"{cls.__module__}.{cls.__qualname__}"
+
+
+class Idempotent(Policy):
+    """Run a function once per idempotency key; duplicates get the stored outcome.
+
+    ``key(*args, **kwargs)`` returns the call's idempotency key (a non-empty ``str``; ``None``
+    runs the call without protection). The first call with a key claims it, runs, and stores its
+    result (encoded by ``codec``); a later call with the same key returns the stored result
+    without running. While the first call runs, a duplicate raises
+    :class:`~resilience.IdempotencyInProgressError` (with ``retry_after``), or with ``wait > 0``
+    waits up to that long for the stored result (and runs itself if the first call released
+    its claim meanwhile). The same key with different arguments (a different ``fingerprint``)
+    raises :class:`~resilience.IdempotencyKeyReusedError`; the original record is untouched.
+
+    A claim is a lease of ``lease`` seconds, renewed every ``lease / 3`` while the function
+    runs; when its owner crashes or hangs, the claim expires and the next call takes over (runs
+    again: at-least-once after a crash). A late result from the expired owner is discarded
+    (fencing). Completed records are kept for ``ttl`` seconds after completion.
+
+    Which outcomes are stored (``store_errors``):
+
+    * results are always stored;
+    * ``store_errors="never"`` (the default): an exception releases the claim and propagates,
+      so a retry runs the function again (at-least-once for failures, like AWS Powertools).
+      This is the safe default for functions whose failures leave no effect (transactions).
+    * ``store_errors=(SomeError, ...)``: exceptions of these types are *outcomes*: stored and
+      re-raised on replay (as the matching listed type, built from the same ``args``, with a
+      note), at-most-once. List the errors that may follow a side effect (an ambiguous timeout
+      after a payment was sent). Other exceptions, and ``BaseException`` such as cancellation,
+      always release the claim.
+
+    Records are namespaced by the policy ``name`` and the decorated function's qualified name.
+    Message consumers use the message id as the key (see the module documentation of
+    :mod:`resilience.idempotency`).
+
+    Args:
+        key: ``callable(*args, **kwargs) -> str | None`` giving the idempotency key.
+        store: a :class:`~resilience.stores.Store` (default: a private
+            ``MemoryStore(max_entries=10_000)``); share a Redis store across processes.
+        ttl: seconds a completed record is kept (default 24 h).
+        lease: seconds a claim stays valid without renewal (default 60).
+        wait: seconds a duplicate waits for the first call's outcome (default 0: raise).
+        fingerprint: ``"args"`` (default: SHA-256 of the JSON of the arguments; a
+            :class:`~resilience.ConfigurationError` at call time if they are not JSON), a
+            ``callable(*args, **kwargs) -> str | bytes``, or ``None`` (do not compare).
+        codec: encodes results for the store (default :class:`JSONCodec`; never pickle). A
+            result the codec refuses is returned to the first caller and recorded as "not
+            retained": duplicates raise :class:`~resilience.IdempotencyConflictError`.
+        store_errors: ``"never"`` or a tuple of exception types (see above).
+        on_store_error: ``"closed"`` (default: raise :class:`~resilience.StoreError`, the
+            function does not run), ``"open"`` (run unprotected) or ``"local"`` (deduplicate
+            within this process only).
+        heartbeat: renew the lease while the function runs (default True).
+        name: policy name (events, record namespace).
+        clock: time source (waits, leases, TTLs of the default store).
+        listeners: event listeners (:class:`~resilience.events.IdempotentReplay`,
+            :class:`~resilience.events.CallRejected`, :class:`~resilience.events.StoreFailed`).
+
+    The first call returns the function's own result; replays return ``codec.decode`` of the
+    stored one (with JSON, a tuple comes back as a list): return JSON-native values or pass a
+    codec.
+
+    Example:
+        >>> import resilience as rs
+        >>> charges = []
+        >>> @rs.Idempotent(key=lambda order_id, amount: order_id, clock=rs.testing.FakeClock())
+        ... def charge(order_id: str, amount: int) -> dict:
+        ...     charges.append(amount)
+        ...     return {"charge": len(charges), "amount": amount}
+        >>> charge("order-1", 500), charge("order-1", 500)
+        ({'charge': 1, 'amount': 500}, {'charge': 1, 'amount': 500})
+        >>> charges
+        [500]
+        >>> charge("order-1", 900)
+        Traceback (most recent call last):
+        ...
+        resilience.errors.IdempotencyKeyReusedError: idempotency key reused with different arguments
+    """
+
+    kind = "idempotency"
+
+    def __init__(
+        self,
+        *,
+        key: Callable[..., str | None],
+        store: Any = None,
+        ttl: Duration = 86400,
+        lease: Duration = 60,
+        wait: Duration = 0.0,
+        fingerprint: Literal["args"] | Callable[..., str | bytes] | None = "args",
+        codec: Codec | None = None,
+        store_errors: Literal["never"] | type[BaseException] | tuple[type[BaseException], ...] = (
+            "never"
+        ),
+        on_store_error: Literal["closed", "open", "local"] = "closed",
+        heartbeat: bool = True,
+        max_entries: int = 10_000,
+        name: str = "idempotency",
+        clock: Clock | None = None,
+        listeners: Sequence[Listener] = (),
+    ) -> None:
+        super().__init__(name=name, listeners=listeners)
+        if not callable(key):
+            raise ConfigurationError(
+                f"key must be a callable(*args, **kwargs) -> str | None, got {key!r}"
+            )
+        self._key = key
+        self.wait = seconds(wait, "wait")
+        if fingerprint == "args":
+            self._fingerprint: Callable[[tuple[Any, ...], dict[str, Any]], str] | None = (
+                args_fingerprint
+            )
+        elif fingerprint is None:
+            self._fingerprint = None
+        elif callable(fingerprint):
+            user_fp = fingerprint
+
+            def custom(args: tuple[Any, ...], kwargs: dict[str, Any]) -> str:
+                out = user_fp(*args, **kwargs)
+                if isinstance(out, str):
+                    out = out.encode("utf-8", "surrogatepass")
+                if not isinstance(out, bytes):
+                    raise ConfigurationError(
+                        f"fingerprint must return str or bytes, got {type(out).__name__}"
+                    )
+                return hashlib.sha256(out).hexdigest()[:32]
+
+            self._fingerprint = custom
+        else:
+            raise ConfigurationError(
+                f"fingerprint must be 'args', a callable or None, got {fingerprint!r}"
+            )
+        if codec is None:
+            codec = _JSON
+        elif not (
+            callable(getattr(codec, "encode", None)) and callable(getattr(codec, "decode", None))
+        ):
+            raise ConfigurationError(f"codec must have encode() and decode(), got {codec!r}")
+        self.codec = codec
+        if store_errors == "never":
+            self.store_errors: tuple[type[BaseException], ...] = ()
+        else:
+            types: tuple[Any, ...] = (
+                store_errors if isinstance(store_errors, tuple) else (store_errors,)
+            )
+            if not types or not all(
+                isinstance(t, type) and issubclass(t, BaseException) for t in types
+            ):
+                raise ConfigurationError(
+                    f"store_errors must be 'never' or a tuple of exception types, got "
+                    f"{store_errors!r}"
+                )
+            self.store_errors = types
+        self._error_types = {_qualified(t): t for t in self.store_errors}
+        self.records = IdempotencyRecords(
+            store=store,
+            ttl=ttl,
+            lease=lease,
+            namespace=f"idem:{self.name}",
+            on_store_error=on_store_error,
+            heartbeat=heartbeat,
+            max_entries=max_entries,
+            clock=clock,
+        )
+
+    def describe(self) -> dict[str, Any]:
+        """Plain data describing the configuration."""
+        return {
+            "kind": self.kind,
+            "name": self.name,
+            "ttl": self.records.ttl,
+            "lease": self.records.lease,
+            "wait": self.wait,
+            "store_errors": [t.__name__ for t in self.store_errors] or "never",
+            "on_store_error": self.records.on_store_error,
+        }
+
+    # -- decisions shared by both wrappers ------------------------------------------------------
+    def _prepare(
+        self, operation: str, args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> tuple[str, str] | None:
+        key: object = self._key(*args, **kwargs)
+        if key is None:
+            return None
+        if not isinstance(key, str) or not key:
+            raise ConfigurationError(
+                f"idempotency key must be a non-empty str (or None), got {key!r}"
+            )
+        fp = self._fingerprint
+        return (
+            self.records.key(operation, key),
+            "" if fp is None else fp(args, kwargs),
+        )
+
+    def _refuse(self, claim: Claim, em: Emitter) -> IdempotencyConflictError:
+        if em:
+            em.emit(
+                CallRejected(
+                    policy=self.name,
+                    pipeline=em.pipeline,
+                    operation=em.operation,
+                    reason="idempotency_conflict",
+                    retry_after=claim.retry_after,
+                )
+            )
+        if claim.status == "reused":
+            return IdempotencyKeyReusedError(
+                "idempotency key reused with different arguments", policy=self.name
+            )
+        return IdempotencyInProgressError(
+            "a call with this idempotency key is still running",
+            policy=self.name,
+            retry_after=claim.retry_after,
+        )
+
+    def _replay(self, claim: Claim, em: Emitter) -> Any:
+        if em:
+            em.emit(
+                IdempotentReplay(policy=self.name, pipeline=em.pipeline, operation=em.operation)
+            )
+        payload = claim.payload
+        if payload is None:
+            raise IdempotencyConflictError(
+                "the first call with this idempotency key completed but its result could not be "
+                "stored by the codec; it cannot be replayed",
+                policy=self.name,
+            )
+        tag, body = payload[:1], payload[1:]
+        if tag == "r":
+            try:
+                return self.codec.decode(_unpack(body))
+            except (ValueError, TypeError, binascii.Error) as exc:
+                raise StoreError(f"idempotency record {claim.key!r} is unreadable") from exc
+        try:
+            data = json.loads(body) if tag == "e" else None
+            cls = self._error_types[data["t"]]  # type: ignore[index]
+            args, actual = list(data["a"]), str(data["n"])  # type: ignore[index]
+        except (ValueError, TypeError, KeyError) as exc:
+            raise StoreError(f"idempotency record {claim.key!r} is unreadable") from exc
+        try:
+            err = cls(*args)
+        except Exception:
+            err = cls()
+        err.add_note(f"resilience: replayed the stored outcome of the first call ({actual})")
+        raise err
+
+    def _encode_result(self, result: Any) -> str | None:
+        try:
+            return "r" + _pack(self.codec.encode(result))
+        except (TypeError, ValueError) as exc:
+            _log.warning(
+                "resilience: idempotent policy %r could not encode a result (%s); "
+                "duplicates of this call will be refused, not replayed",
+                self.name,
+                exc,
+            )
+            return None
+
+    def _error_outcome(self, exc: BaseException) -> str | None:
+        """The payload storing ``exc``, or None to release the claim."""
+        for t in self.store_errors:
+            if isinstance(exc, t):
+                try:
+                    args = json.loads(json.dumps(list(exc.args)))
+                except (TypeError, ValueError):
+                    args = [str(exc)]
+                data = {"t": _qualified(t), "a": args, "n": _qualified(type(exc))}
+                return "e" + json.dumps(data, separators=(",", ":"))
+        return None
+
+    # -- wrappers ------------------------------------------------------------------------------
+    def _wrap_sync(self, fn: Callable[..., Any], em: Emitter) -> Callable[..., Any]:
+        records = self.records
+        prepare, operation, wait, name = self._prepare, em.operation or "", self.wait, self.name
+
+        def idempotent_wrapper(*args: Any, **kwargs: Any) -> Any:
+            prepared = prepare(operation, args, kwargs)
+            if prepared is None:
+                return fn(*args, **kwargs)
+            claim = records.claim(prepared[0], prepared[1], wait=wait, em=em, policy=name)
+            status = claim.status
+            if status == "replay":
+                return self._replay(claim, em)
+            if status == "unprotected":
+                return fn(*args, **kwargs)
+            if status != "claimed":
+                raise self._refuse(claim, em)
+            beat = records.start_heartbeat(claim)
+            try:
+                result = fn(*args, **kwargs)
+            except BaseException as exc:
+                beat.stop()
+                outcome = self._error_outcome(exc)
+                if outcome is None:
+                    records.release(claim)
+                else:
+                    records.complete(claim, outcome)
+                raise
+            beat.stop()
+            records.complete(claim, self._encode_result(result))
+            return result
+
+        return idempotent_wrapper
+
+    def _wrap_async(
+        self, fn: Callable[..., Awaitable[Any]], em: Emitter
+    ) -> Callable[..., Awaitable[Any]]:
+        records = self.records
+        prepare, operation, wait, name = self._prepare, em.operation or "", self.wait, self.name
+
+        async def idempotent_wrapper(*args: Any, **kwargs: Any) -> Any:
+            prepared = prepare(operation, args, kwargs)
+            if prepared is None:
+                return await fn(*args, **kwargs)
+            claim = await records.aclaim(prepared[0], prepared[1], wait=wait, em=em, policy=name)
+            status = claim.status
+            if status == "replay":
+                return self._replay(claim, em)
+            if status == "unprotected":
+                return await fn(*args, **kwargs)
+            if status != "claimed":
+                raise self._refuse(claim, em)
+            beat = records.astart_heartbeat(claim)
+            try:
+                result = await fn(*args, **kwargs)
+            except BaseException as exc:
+                beat.stop()
+                outcome = self._error_outcome(exc)
+                if outcome is None:
+                    await records.arelease(claim)
+                else:
+                    await records.acomplete(claim, outcome)
+                raise
+            beat.stop()
+            await records.acomplete(claim, self._encode_result(result))
+            return result
+
+        return idempotent_wrapper
