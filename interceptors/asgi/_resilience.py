@@ -20,7 +20,6 @@ from ._common import (
     Send,
     error_status,
     format_retry_after,
-    header,
     parse_timeout,
     send_problem,
 )
@@ -184,12 +183,14 @@ class ResilienceMiddleware:
             await self.app(scope, receive, send)
             return
         timeout = None
-        for name in self._deadline_headers:
-            value = header(scope, name)
-            if value is not None:
-                timeout = parse_timeout(value)
-                if timeout is not None:
-                    break
+        names = self._deadline_headers
+        if names:
+            found = {k: v for k, v in scope.get("headers", ()) if k in names}
+            for name in names:  # the first header present and well-formed wins
+                if name in found:
+                    timeout = parse_timeout(found[name])
+                    if timeout is not None:
+                        break
         if timeout is None:
             await self._handle(scope, receive, send)
             return
