@@ -1,0 +1,230 @@
+"""The asyncio client interceptor (``grpc.aio``): same behaviour as the sync one."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import TYPE_CHECKING, Any
+
+import grpc
+from grpc import aio
+
+import resilience as rs
+from resilience._clock import Clock, resolve_clock
+from resilience._deadline import _DEADLINE
+from resilience._types import positive_int
+
+from ._common import (
+    END,
+    ReplayBuffer,
+    attempt_metadata,
+    attempt_timeout,
+    check_pipeline,
+    emitter,
+    mark_committed,
+    method_name,
+    publish_timeout,
+)
+
+__all__ = ["AsyncResilienceClientInterceptor"]
+
+if TYPE_CHECKING:
+    _UnaryUnaryClientInterceptor = aio.UnaryUnaryClientInterceptor[Any, Any]
+    _UnaryStreamClientInterceptor = aio.UnaryStreamClientInterceptor[Any, Any]
+    _StreamUnaryClientInterceptor = aio.StreamUnaryClientInterceptor[Any, Any]
+    _StreamStreamClientInterceptor = aio.StreamStreamClientInterceptor[Any, Any]
+else:
+    _UnaryUnaryClientInterceptor = aio.UnaryUnaryClientInterceptor
+    _UnaryStreamClientInterceptor = aio.UnaryStreamClientInterceptor
+    _StreamUnaryClientInterceptor = aio.StreamUnaryClientInterceptor
+    _StreamStreamClientInterceptor = aio.StreamStreamClientInterceptor
+
+_EOF: Any = aio.EOF  # type: ignore[attr-defined]
+
+
+class _Attempts:
+    __slots__ = ("continuation", "details", "n", "replay", "request")
+
+    def __init__(
+        self, continuation: Any, details: Any, request: Any, replay: ReplayBuffer | None
+    ) -> None:
+        self.continuation = continuation
+        self.details = details
+        self.request = request
+        self.replay = replay
+        self.n = 0
+
+    async def start(self) -> Any:
+        d = self.details
+        n = self.n
+        self.n = n + 1
+        timeout = attempt_timeout(d.timeout)
+        if n or timeout is not d.timeout:
+            md = d.metadata
+            if n:
+                md = aio.Metadata(*attempt_metadata(md, n))
+            d = aio.ClientCallDetails(d.method, timeout, md, d.credentials, d.wait_for_ready)
+        replay = self.replay
+        request = self.request if replay is None else replay.amessages()
+        return await self.continuation(d, request)
+
+    def failed(self, exc: BaseException) -> None:
+        if self.replay is not None and self.replay.overflowed:
+            mark_committed(exc)
+
+
+async def _unary_attempt(state: _Attempts) -> Any:
+    call = await state.start()
+    try:
+        await call
+    except Exception as exc:
+        state.failed(exc)
+        raise
+    return call  # done: awaiting it again gives the response
+
+
+async def _stream_attempt(state: _Attempts) -> tuple[Any, Any]:
+    call = await state.start()
+    try:
+        first = await call.read()
+    except Exception as exc:
+        state.failed(exc)
+        raise
+    return call, (END if first is _EOF else first)
+
+
+async def _responses(call: Any, first: Any) -> AsyncIterator[Any]:
+    if first is END:
+        return
+    yield first
+    while True:
+        item = await call.read()
+        if item is _EOF:
+            return
+        yield item
+
+
+class _UnaryStream(_UnaryStreamClientInterceptor):
+    def __init__(self, owner: AsyncResilienceClientInterceptor) -> None:
+        self.owner = owner
+
+    async def intercept_unary_stream(self, continuation: Any, details: Any, request: Any) -> Any:
+        return await self.owner.intercept_unary_stream(continuation, details, request)
+
+
+class _StreamUnary(_StreamUnaryClientInterceptor):
+    def __init__(self, owner: AsyncResilienceClientInterceptor) -> None:
+        self.owner = owner
+
+    async def intercept_stream_unary(self, continuation: Any, details: Any, request: Any) -> Any:
+        return await self.owner.intercept_stream_unary(continuation, details, request)
+
+
+class _StreamStream(_StreamStreamClientInterceptor):
+    def __init__(self, owner: AsyncResilienceClientInterceptor) -> None:
+        self.owner = owner
+
+    async def intercept_stream_stream(self, continuation: Any, details: Any, request: Any) -> Any:
+        return await self.owner.intercept_stream_stream(continuation, details, request)
+
+
+class AsyncResilienceClientInterceptor(
+    _UnaryUnaryClientInterceptor,
+    _UnaryStreamClientInterceptor,
+    _StreamUnaryClientInterceptor,
+    _StreamStreamClientInterceptor,
+):
+    """Run every attempt of every outgoing RPC through a resilience pipeline (``grpc.aio``).
+
+    ``grpc.aio`` channels register an interceptor object for one call shape only (the first
+    interface it implements), so pass :meth:`channel_interceptors` to cover all four::
+
+        channel = grpc.aio.insecure_channel(target, interceptors=interceptor.channel_interceptors())
+
+    (``interceptors=[interceptor]`` intercepts unary-unary calls only.) Behaviour as
+    :class:`ResilienceClientInterceptor`; streaming-response calls run the pipeline up to the
+    first response message in the interceptor's task (grpc runs interceptors in a task of their
+    own, so the caller is not blocked and may keep writing requests), then stream the rest.
+
+    Args:
+        pipeline: a policy or :class:`resilience.Pipeline` (``None``: only deadline handling).
+        replay_limit: request messages remembered for retrying streaming-request calls.
+        clock: time source of the call deadline.
+
+    Example:
+        >>> import grpc, resilience as rs
+        >>> from interceptors.grpc import AsyncResilienceClientInterceptor, grpc_retry
+        >>> interceptor = AsyncResilienceClientInterceptor(pipeline=grpc_retry(attempts=3))
+    """
+
+    def __init__(
+        self,
+        *,
+        pipeline: rs.Policy | None,
+        replay_limit: int = 128,
+        clock: Clock | None = None,
+    ) -> None:
+        self.pipeline = check_pipeline(pipeline)
+        self.replay_limit = positive_int(replay_limit, "replay_limit", minimum=0)
+        self._clock = resolve_clock(clock)
+        self._cache: dict[tuple[Any, bool], Callable[[_Attempts], Awaitable[Any]]] = {}
+
+    def channel_interceptors(self) -> list[Any]:
+        """This interceptor once per call shape, for ``grpc.aio`` channels' ``interceptors=``."""
+        return [self, _UnaryStream(self), _StreamUnary(self), _StreamStream(self)]
+
+    def _composed(self, method: Any, streaming: bool) -> Callable[[_Attempts], Awaitable[Any]]:
+        key = (method, streaming)
+        fn = self._cache.get(key)
+        if fn is None:
+            fn = _stream_attempt if streaming else _unary_attempt
+            if self.pipeline is not None:
+                fn = self.pipeline._compose_async(fn, emitter(self.pipeline, method_name(method)))
+            self._cache[key] = fn
+        return fn
+
+    async def _run(
+        self, continuation: Any, details: Any, request: Any, stream_req: bool, streaming: bool
+    ) -> Any:
+        state = _Attempts(
+            continuation,
+            details,
+            request,
+            ReplayBuffer(request, self.replay_limit) if stream_req else None,
+        )
+        run = self._composed(details.method, streaming)
+        token = publish_timeout(details.timeout, self._clock)
+        try:
+            out = await run(state)
+        except grpc.RpcError:
+            raise
+        finally:
+            if token is not None:
+                _DEADLINE.reset(token)
+        if streaming:
+            call, first = out
+            return _responses(call, first)
+        return out
+
+    async def intercept_unary_unary(
+        self, continuation: Any, client_call_details: Any, request: Any
+    ) -> Any:
+        """Intercept a unary-unary call."""
+        return await self._run(continuation, client_call_details, request, False, False)
+
+    async def intercept_stream_unary(
+        self, continuation: Any, client_call_details: Any, request_iterator: Any
+    ) -> Any:
+        """Intercept a stream-unary call."""
+        return await self._run(continuation, client_call_details, request_iterator, True, False)
+
+    async def intercept_unary_stream(
+        self, continuation: Any, client_call_details: Any, request: Any
+    ) -> Any:
+        """Intercept a unary-stream call."""
+        return await self._run(continuation, client_call_details, request, False, True)
+
+    async def intercept_stream_stream(
+        self, continuation: Any, client_call_details: Any, request_iterator: Any
+    ) -> Any:
+        """Intercept a stream-stream call."""
+        return await self._run(continuation, client_call_details, request_iterator, True, True)
