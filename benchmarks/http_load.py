@@ -8,8 +8,11 @@ Usage::
 Each variant runs in its own uvicorn process (one worker, h11, no access log) on 127.0.0.1; the
 load generator is ``wrk`` (one thread, keep-alive connections) in another process. Rounds are
 interleaved across variants, and we report the median requests/s per variant and its ratio to
-the bare app measured in the same run. Limits are set so that no request is ever rejected: the
-numbers are the cost of the checks on the success path.
+the bare app measured in the same run. Because the loopback machine is usually shared, we also
+report the server process's CPU time per request (``/proc/<pid>/stat`` user + system, divided by
+the requests wrk completed) and the requests/s one core would give at that cost: this is the
+robust number when other processes compete for the CPU. Limits are set so that no request is
+ever rejected: the numbers are the cost of the checks on the success path.
 
 Variants:
 
@@ -122,7 +125,14 @@ def wait_port(port: int, timeout: float = 15.0) -> None:
     raise RuntimeError(f"server on port {port} did not start")
 
 
-def load(port: int, seconds: float, connections: int) -> float:
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of a process (Linux ``/proc``)."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def load(port: int, seconds: float, connections: int) -> tuple[float, int]:
     wrk = shutil.which("wrk")
     if wrk is None:
         raise SystemExit("wrk not found (apt-get install -y wrk)")
@@ -139,12 +149,13 @@ def load(port: int, seconds: float, connections: int) -> float:
         check=True,
     ).stdout
     m = re.search(r"Requests/sec:\s*([0-9.]+)", out)
+    n = re.search(r"(\d+) requests in", out)
     errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
-    if m is None:
+    if m is None or n is None:
         raise RuntimeError(out)
     if errors:
         raise RuntimeError(f"{errors.group(1)} non-2xx responses: a limit was hit\n{out}")
-    return float(m.group(1))
+    return float(m.group(1)), int(n.group(1))
 
 
 def main() -> None:
@@ -156,6 +167,7 @@ def main() -> None:
     args = parser.parse_args()
     variants = args.variants.split(",")
     results: dict[str, list[float]] = {v: [] for v in variants}
+    cpu_us: dict[str, list[float]] = {v: [] for v in variants}
     env = dict(os.environ, PYTHONPATH=os.getcwd())
     for _ in range(args.rounds):
         for v in variants:
@@ -166,7 +178,11 @@ def main() -> None:
             try:
                 wait_port(port)
                 load(port, 1, args.connections)  # warm-up
-                results[v].append(load(port, args.seconds, args.connections))
+                before = cpu_seconds(proc.pid)
+                rps, count = load(port, args.seconds, args.connections)
+                used = cpu_seconds(proc.pid) - before
+                results[v].append(rps)
+                cpu_us[v].append(used / count * 1e6)
             finally:
                 proc.terminate()
                 proc.wait(10)
@@ -181,13 +197,22 @@ def main() -> None:
         f"uvicorn (h11, 1 worker) + wrk -t1 -c{args.connections} -d{args.seconds:g}s, "
         f"{args.rounds} rounds, Python {sys.version.split()[0]}"
     )
-    print(f"{'variant':<14}{'median req/s':>14}{'vs bare':>9}{'paired':>8}   runs; config")
+    print(
+        f"{'variant':<14}{'median req/s':>14}{'vs bare':>9}{'paired':>8}"
+        f"{'server CPU µs/req':>19}{'CPU req/s':>11}{'vs bare':>9}   runs; config"
+    )
+    cpu_base = statistics.median(cpu_us["bare"]) if "bare" in cpu_us else None
     for v in variants:
         med = statistics.median(results[v])
         ratio = f"{med / base:.3f}" if base else "-"
         pair = f"{paired[v]:.3f}" if v in paired else "-"
         runs = ", ".join(f"{r:.0f}" for r in results[v])
-        print(f"{v:<14}{med:>14.0f}{ratio:>9}{pair:>8}   [{runs}]; {build(v)[1]}")
+        cpu = statistics.median(cpu_us[v])
+        cpu_ratio = f"{cpu_base / cpu:.3f}" if cpu_base else "-"
+        print(
+            f"{v:<14}{med:>14.0f}{ratio:>9}{pair:>8}{cpu:>19.1f}{1e6 / cpu:>11.0f}{cpu_ratio:>9}"
+            f"   [{runs}]; {build(v)[1]}"
+        )
 
 
 if __name__ == "__main__":
