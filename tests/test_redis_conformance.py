@@ -78,7 +78,9 @@ def make_store(request: pytest.FixtureRequest) -> Iterator[StoreFactory]:
             store = RedisStore.from_url(server.url, prefix=prefix, clock=clock)
         else:
             cluster: RedisCluster = request.getfixturevalue("redis_cluster")
-            store = RedisStore.from_url(cluster.url, prefix=prefix, cluster=True, clock=clock)
+            store = RedisStore.from_url(
+                cluster.url, prefix=prefix, cluster=True, clock=clock, socket_timeout=2.0
+            )
         made.append(store)
         return store
 
