@@ -30,10 +30,11 @@ Pinned rules (see :mod:`resilience._circuit_core` for the state machine itself):
 from __future__ import annotations
 
 import enum
+import struct
 import threading
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 from . import _circuit_core as core
 from ._clock import Clock, RandomLike, resolve_clock, resolve_random
@@ -142,10 +143,208 @@ def _open_table(open_for: object, rnd: RandomLike) -> tuple[int, ...]:
         ) from None
 
 
+# -- the Lua twin (RedisStore) ----------------------------------------------------------------
+# _circuit_core line by line, 1-based: Lua index = Python index + 1 (CUR keeps the Python value).
+# The state is one string value: the list packed as little-endian doubles (exact for integers
+# below 2**53) followed by its expiry on the script clock, written with SET PX (one GET, one SET
+# per decision). ARGV[2] is the packed configuration (_lua_config), ARGV[3] the operation:
+# 'a' acquire, 'r' record (ARGV[4] permit, ARGV[5] outcome), 'm' manual (ARGV[4] action; 0 =
+# tick). A transition is returned as three integers (-1, -1, -1: none).
+_LUA = """
+local now = now_us()
+local c = {struct.unpack('<' .. string.rep('d', #ARGV[2] / 8), ARGV[2])}
+local fr, fc, sr, minc, nb, bus, hoc, hot, bad, ttl, held =
+  c[1], c[2], c[3], c[4], c[5], c[6], c[7], c[8], c[9], c[10], c[11]
+local nopen = #c - 12  -- the last value is struct.unpack's next position
+local TOKEN, UNTIL, OPENS, PERMITS, PASSED, LAST = 1, 2, 3, 4, 5, 6
+local CALLS, FAILS, SLOW, REJ, STALE, CUR, RING = 7, 8, 9, 10, 11, 12, 13
+local N = 12 + 3 * nb
+local fmt = '<' .. string.rep('d', N + 1)
+local function fdiv(a, b)
+  local q = math.floor(a / b)
+  if q * b > a then q = q - 1 elseif (q + 1) * b <= a then q = q + 1 end
+  return q
+end
+local st
+local raw = redis.pcall('GET', KEYS[1])
+if type(raw) == 'string' and #raw == 8 * (N + 1) then
+  st = {struct.unpack(fmt, raw)}
+  if st[N + 1] <= now then st = nil else st[N + 1], st[N + 2] = nil, nil end
+end
+if not st then
+  st = {0, -1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 12}
+  for i = RING, N do st[i] = 0 end
+end
+local function clear_window(t)
+  local e = fdiv(t, bus)
+  st[LAST] = e
+  st[CUR] = 12 + (e % nb) * 3
+  st[CALLS], st[FAILS], st[SLOW] = 0, 0, 0
+  for i = RING, N do st[i] = 0 end
+end
+local function roll(e)
+  local last = st[LAST]
+  if e - last >= nb then
+    st[CALLS], st[FAILS], st[SLOW] = 0, 0, 0
+    for i = RING, N do st[i] = 0 end
+  else
+    for k = last + 1, e do
+      local i = RING + (k % nb) * 3
+      st[CALLS] = st[CALLS] - st[i]
+      st[FAILS] = st[FAILS] - st[i + 1]
+      st[SLOW] = st[SLOW] - st[i + 2]
+      st[i], st[i + 1], st[i + 2] = 0, 0, 0
+    end
+  end
+  st[LAST] = e
+  st[CUR] = 12 + (e % nb) * 3
+end
+local tf, tt, tr = -1, -1, -1
+local function go(to, reason)
+  local tok = st[TOKEN]
+  tf, tt, tr = tok % 4, to, reason
+  st[TOKEN] = (math.floor(tok / 4) + 1) * 4 + to
+  if to == 1 then
+    local opens = st[OPENS] + 1
+    st[OPENS] = opens
+    st[UNTIL] = now + c[11 + math.min(opens, nopen)]
+  elseif to == 2 then
+    st[UNTIL] = -1
+    st[PERMITS] = hoc
+    st[PASSED] = 0
+  else
+    st[UNTIL] = -1
+    st[OPENS] = 0
+    clear_window(now)
+  end
+end
+local function tick()
+  local code = st[TOKEN] % 4
+  local until_ = st[UNTIL]
+  if code == 1 and until_ >= 0 and now >= until_ then
+    go(2, 6)
+  elseif code == 2 and until_ >= 0 and now >= until_ then
+    go(1, 7)
+  end
+end
+local function evaluate()
+  local calls = st[CALLS]
+  if calls < minc then return 0 end
+  local fails = st[FAILS]
+  if fr ~= 0 and fails / calls >= fr then return 1 end
+  if fc ~= 0 and fails >= fc then return 2 end
+  if sr ~= 0 and st[SLOW] / calls >= sr then return 3 end
+  return 0
+end
+local function save()
+  local t = ttl
+  if st[TOKEN] % 4 == 1 and st[UNTIL] < 0 then t = held end
+  st[N + 1] = now + t
+  redis.call('SET', KEYS[1], struct.pack(fmt, unpack(st)), 'PX', math.max(1, math.ceil(t / 1000)))
+end
+local op = ARGV[3]
+if op == 'a' then
+  tick()
+  local tok = st[TOKEN]
+  local code = tok % 4
+  if code == 0 then
+    if tf >= 0 then save() end
+    return {tok, 0, tf, tt, tr}
+  end
+  if code == 2 and st[PERMITS] > 0 then
+    st[PERMITS] = st[PERMITS] - 1
+    if st[UNTIL] < 0 then st[UNTIL] = now + hot end
+    save()
+    return {tok, 0, tf, tt, tr}
+  end
+  st[REJ] = st[REJ] + 1
+  save()
+  local u = st[UNTIL]
+  if u >= 0 then u = u - now end
+  return {-1, u, tf, tt, tr}
+end
+if op == 'r' then
+  local permit, outcome = tonumber(ARGV[4]), tonumber(ARGV[5])
+  local tok = st[TOKEN]
+  if permit ~= tok then
+    if outcome ~= -1 then
+      st[STALE] = st[STALE] + 1
+      save()
+    end
+    return {tf, tt, tr}
+  end
+  local code = tok % 4
+  if code == 0 then
+    if outcome == -1 then return {tf, tt, tr} end
+    local e = fdiv(now, bus)
+    if e > st[LAST] then roll(e) end
+    local i = st[CUR] + 1
+    st[i] = st[i] + 1
+    st[CALLS] = st[CALLS] + 1
+    if outcome ~= 0 then
+      if bit.band(outcome, 1) ~= 0 then
+        st[i + 1] = st[i + 1] + 1
+        st[FAILS] = st[FAILS] + 1
+      end
+      if bit.band(outcome, 2) ~= 0 then
+        st[i + 2] = st[i + 2] + 1
+        st[SLOW] = st[SLOW] + 1
+      end
+    end
+    if st[FAILS] ~= 0 or st[SLOW] ~= 0 then
+      local reason = evaluate()
+      if reason ~= 0 then go(1, reason) end
+    end
+  elseif code == 2 then
+    if outcome == -1 then
+      st[PERMITS] = st[PERMITS] + 1
+      if st[PERMITS] + st[PASSED] >= hoc then st[UNTIL] = -1 end
+    elseif bit.band(outcome, bad) ~= 0 then
+      go(1, 4)
+    else
+      st[PASSED] = st[PASSED] + 1
+      if st[PASSED] >= hoc then go(0, 5) end
+    end
+  else
+    return {tf, tt, tr}
+  end
+  save()
+  return {tf, tt, tr}
+end
+local action = tonumber(ARGV[4])
+local code = st[TOKEN] % 4
+if action == 0 then
+  tick()
+elseif action == 1 then
+  if code ~= 1 then go(1, 8) end
+  st[UNTIL] = -1
+else
+  if code ~= 0 then go(0, 8) end
+  if action == 3 then
+    clear_window(now)
+    st[OPENS], st[REJ], st[STALE] = 0, 0, 0
+  end
+end
+code = st[TOKEN] % 4
+if code == 0 then
+  local e = fdiv(now, bus)
+  if e > st[LAST] then roll(e) end
+end
+save()
+return {tf, tt, tr, code, st[CALLS], st[FAILS], st[SLOW], st[REJ], st[STALE], st[OPENS],
+        st[UNTIL], now}
+"""
+
+
+def _transition_of(f: int, t: int, r: int) -> core.Transition | None:
+    return None if f < 0 else (f, t, r)
+
+
 class _AcquireOp:
     """StoreOp: :func:`resilience._circuit_core.acquire` on the stored state."""
 
     __slots__ = ("breaker", "key")
+    LUA: ClassVar[str] = _LUA
 
     def __init__(self, key: str, breaker: CircuitBreaker) -> None:
         self.key = key
@@ -155,15 +354,28 @@ class _AcquireOp:
         self, state: Any | None, now: float, /
     ) -> tuple[Any | None, tuple[int, int, core.Transition | None], float | None]:
         b = self.breaker
-        st = b._fresh() if state is None else list(state)
+        old = b._fresh() if state is None else state
+        st = list(old)
         result = core.acquire(st, b._cfg, round(now * _US))
+        if st == old:  # CLOSED: read-only (the Lua twin writes nothing either)
+            return state, result, None
         return st, result, b._ttl(st)
+
+    def lua_args(self) -> tuple[bytes, str]:
+        """The packed configuration and the operation code."""
+        return (self.breaker._lua_config, "a")
+
+    def parse(self, reply: Any) -> tuple[int, int, core.Transition | None]:
+        """``[permit, retry_after_us, from, to, reason]``."""
+        permit, retry_us, f, t, r = reply
+        return int(permit), int(retry_us), _transition_of(int(f), int(t), int(r))
 
 
 class _RecordOp:
     """StoreOp: :func:`resilience._circuit_core.record` on the stored state."""
 
     __slots__ = ("breaker", "key", "outcome", "permit")
+    LUA: ClassVar[str] = _LUA
 
     def __init__(self, key: str, breaker: CircuitBreaker, permit: int, outcome: int) -> None:
         self.key = key
@@ -175,9 +387,21 @@ class _RecordOp:
         self, state: Any | None, now: float, /
     ) -> tuple[Any | None, core.Transition | None, float | None]:
         b = self.breaker
-        st = b._fresh() if state is None else list(state)
+        old = b._fresh() if state is None else state
+        st = list(old)
         result = core.record(st, b._cfg, round(now * _US), self.permit, self.outcome)
+        if st == old:  # nothing recorded (a released permit in CLOSED): keep the entry as is
+            return state, result, None
         return st, result, b._ttl(st)
+
+    def lua_args(self) -> tuple[bytes, str, int, int]:
+        """The packed configuration, the operation code, the permit and the outcome."""
+        return (self.breaker._lua_config, "r", self.permit, self.outcome)
+
+    def parse(self, reply: Any) -> core.Transition | None:
+        """``[from, to, reason]`` (``-1``: no transition)."""
+        f, t, r = reply
+        return _transition_of(int(f), int(t), int(r))
 
 
 class _ManualOp:
@@ -185,6 +409,7 @@ class _ManualOp:
     returning the transition and a :func:`resilience._circuit_core.snapshot`."""
 
     __slots__ = ("action", "breaker", "key")
+    LUA: ClassVar[str] = _LUA
 
     def __init__(self, key: str, breaker: CircuitBreaker, action: int) -> None:
         self.key = key
@@ -202,6 +427,15 @@ class _ManualOp:
         else:
             tr = core.tick(st, b._cfg, now_us)
         return st, (tr, (*core.snapshot(st, b._cfg, now_us), now_us)), b._ttl(st)
+
+    def lua_args(self) -> tuple[bytes, str, int]:
+        """The packed configuration, the operation code and the action."""
+        return (self.breaker._lua_config, "m", self.action)
+
+    def parse(self, reply: Any) -> tuple[core.Transition | None, tuple[int, ...]]:
+        """``[from, to, reason, *snapshot, now]``."""
+        f, t, r, *snap = reply
+        return _transition_of(int(f), int(t), int(r)), tuple(int(v) for v in snap)
 
 
 class CircuitBreaker(Policy):
@@ -233,8 +467,18 @@ class CircuitBreaker(Policy):
         on: exception types or predicate counted as failures (default :class:`Exception`);
             other exceptions are not recorded and release a half-open permit.
         on_result: predicate over results that count as failures (e.g. an HTTP 503 response).
-        store: ``None`` (in-process state, fastest) or a :class:`resilience.stores.Store` to
-            share the state (key ``"cb:<name>"``); constructing a breaker never writes to it.
+        store: ``None`` (the default: per-process state, fastest) or a
+            :class:`resilience.stores.Store` to share the state (key ``"cb:<name>"``);
+            constructing a breaker never writes to it. With a :class:`resilience.RedisStore`
+            every process using the same Redis and name shares one window, one state and the
+            half-open permits: outcomes from all processes count toward the thresholds, an open
+            circuit is open everywhere, and exactly ``half_open_calls`` probes run fleet-wide (a
+            probe whose process died holds its permit only until ``half_open_timeout``). Each
+            call then costs two round trips (permit, outcome). **Trade-off:** a shared breaker
+            sees the dependency's health sooner and avoids a probe storm from every instance,
+            but one bad node (its own network or configuration failing its calls) can open the
+            circuit for the whole fleet. Share it when failures come from the dependency; keep
+            ``store=None`` (per process) when they tend to be local to an instance.
         on_store_error: with a store, what to do when it fails: ``"local"`` (default: use this
             process's own breaker state), ``"open"`` (let the call through unguarded) or
             ``"closed"`` (refuse the call).
@@ -363,6 +607,22 @@ class CircuitBreaker(Policy):
         )
         self._ttl_s = (window_us + max(open_us) + self._cfg.half_open_timeout_us) / _US + 60.0
         self._key = f"cb:{self.name}"
+        cfg = self._cfg
+        self._lua_config = struct.pack(  # the Lua twin's configuration (see _LUA)
+            f"<{11 + len(open_us)}d",
+            cfg.failure_ratio,
+            cfg.failure_count,
+            cfg.slow_call_ratio,
+            cfg.min_calls,
+            cfg.buckets,
+            cfg.bucket_us,
+            cfg.half_open_calls,
+            cfg.half_open_timeout_us,
+            cfg.bad_mask,
+            round(self._ttl_s * _US),
+            round(_HELD_TTL * _US),
+            *open_us,
+        )
         self._lock = threading.Lock()
         self._st = core.initial_state(self._cfg)
         self._edge = [_NEVER]  # see _wrap_sync
