@@ -2,7 +2,9 @@
 
 Starts its own ``redis-server`` on a free loopback port (stopped at the end), then for each
 limiter and for 1 and 4 client processes (spawned) runs decisions against one shared key for a
-fixed time, and reports decisions/s (summed over processes), the ratio to the floor, and the
+fixed time, in interleaved rounds (each round runs every variant once, so a noisy neighbour
+hits them alike), and reports the medians of decisions/s (summed over processes) and of the
+per-round ratio to the floor, and the
 Redis commands executed per decision (from ``INFO stats``; one round trip = one command here).
 
 Compared, in one run: resilience (``RateLimiter`` + ``RedisStore``, one EVALSHA per decision),
@@ -12,7 +14,7 @@ trivial script (``return 1``) from the same redis-py client.
 
 Usage::
 
-    python -m benchmarks.bench_redis [--seconds 2] [--procs 1,4] [--only NAME,...]
+    python -m benchmarks.bench_redis [--seconds 2] [--procs 1,4] [--rounds 3] [--only NAME,...]
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ import multiprocessing
 import os
 import shutil
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -155,6 +158,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seconds", type=float, default=2.0)
     ap.add_argument("--procs", default="1,4")
     ap.add_argument("--only", default="")
+    ap.add_argument("--rounds", type=int, default=3)
     args = ap.parse_args(argv)
     server = shutil.which("redis-server")
     if server is None:
@@ -197,19 +201,37 @@ def main(argv: list[str] | None = None) -> int:
                 time.sleep(0.05)
         print(f"redis-server {port}, {os.cpu_count()} CPUs, {args.seconds:g} s per run, one key")
         for procs in [int(p) for p in args.procs.split(",")]:
-            print(f"\n{procs} client process(es)")
+            print(f"\n{procs} client process(es), median of {args.rounds} interleaved rounds")
             print(f"{'limiter':42} {'decisions/s':>12} {'vs floor':>9} {'cmds/decision':>14}")
-            floor = None
+            rates: dict[str, list[float]] = {name: [] for name in variants}
+            ratios: dict[str, list[float]] = {name: [] for name in variants}
+            cmds: dict[str, float] = {}
+            failed: dict[str, str] = {}
+            for _ in range(args.rounds):  # interleaved: a noisy neighbour hits every variant
+                floor = None
+                for name in variants:
+                    if name in failed:
+                        continue
+                    try:
+                        rate, cmds[name] = run(name, url, procs, args.seconds)
+                    except Exception as exc:  # a peer that is not installed or broke
+                        failed[name] = f"{type(exc).__name__}: {exc}"
+                        continue
+                    if name.startswith("floor"):
+                        floor = rate
+                    rates[name].append(rate)
+                    if floor:
+                        ratios[name].append(rate / floor)
             for name in variants:
-                try:
-                    rate, cmds = run(name, url, procs, args.seconds)
-                except Exception as exc:  # a peer that is not installed or broke
-                    print(f"{name:42} failed: {type(exc).__name__}: {exc}")
+                if name in failed:
+                    print(f"{name:42} failed: {failed[name]}")
                     continue
-                if name.startswith("floor"):
-                    floor = rate
-                ratio = f"{rate / floor:8.0%}" if floor else "       -"
-                print(f"{name:42} {rate:12,.0f} {ratio:>9} {cmds:14.2f}", flush=True)
+                ratio = f"{statistics.median(ratios[name]):8.0%}" if ratios[name] else "       -"
+                print(
+                    f"{name:42} {statistics.median(rates[name]):12,.0f} {ratio:>9} "
+                    f"{cmds[name]:14.2f}",
+                    flush=True,
+                )
     finally:
         proc.terminate()  # only the server this script started
         proc.wait(timeout=10)

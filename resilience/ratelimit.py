@@ -45,6 +45,7 @@ from __future__ import annotations
 
 import functools
 import math
+import struct
 import threading
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, ClassVar, Literal, NamedTuple, cast
@@ -240,18 +241,18 @@ class Decision(NamedTuple):
 
 
 # -- the Lua twins (RedisStore): transition / refund / status / fresh_at number for number -------
-# Doubles in seconds exactly like the Python (now = integer µs from TIME / 1e6); the state is a
-# hash {t = tat, s = stored} written with %.17g (exact round trip) plus the expiry field x.
+# Doubles in seconds exactly like the Python (now = integer µs from TIME / 1e6). The state is one
+# string value, three little-endian doubles (tat, stored, expiry in µs of the script clock)
+# written with SET PX: TIME, GET and SET are the only commands of a decision. Parameters arrive
+# packed the same way (ARGV[2]: the six LimitParams, then two operation numbers) and the take's
+# reply is six packed doubles: no decimal formatting or parsing on either side.
 _LUA_BUCKET = """
 local now_u = now_us()
 local now = now_u / 1000000
 if ARGV[1] == "" then now = (now_u - 1700000000000000) / 1000000 end
-local pv = {}
-for x in string.gmatch(ARGV[2], '%S+') do pv[#pv + 1] = tonumber(x) end
-local interval, burst, warning, max_tokens, slope, cooldown =
-  pv[1], pv[2], pv[3], pv[4], pv[5], pv[6]
+local interval, burst, warning, max_tokens, slope, cooldown, arg1, arg2 =
+  struct.unpack('<dddddddd', ARGV[2])
 local INF = math.huge
-local function f(x) return string.format('%.17g', x) end
 local function fresh_at(tat, stored)
   if max_tokens ~= 0 then return tat + (max_tokens - stored) * cooldown end
   return tat
@@ -266,23 +267,27 @@ local function status(tat)
 end
 local function save(tat, stored, ttl)
   local ttl_us = math.ceil(ttl * 1000000)
-  redis.call('HSET', KEYS[1], 't', f(tat), 's', f(stored), 'x', us(now_u + ttl_us))
-  redis.call('PEXPIRE', KEYS[1], math.max(1, math.ceil(ttl_us / 1000)))
+  redis.call('SET', KEYS[1], struct.pack('<ddd', tat, stored, now_u + ttl_us),
+             'PX', math.max(1, math.ceil(ttl_us / 1000)))
 end
-local st, v = load(KEYS[1], now_u, 't', 's')
 local present, tat, stored = false, now, max_tokens
-if st == 1 and tonumber(v[1]) and tonumber(v[2]) then
-  present, tat, stored = true, tonumber(v[1]), tonumber(v[2])
-elseif st ~= 0 then
-  redis.call('DEL', KEYS[1])  -- malformed: take the fresh state
+local raw = redis.pcall('GET', KEYS[1])
+if type(raw) == 'string' and #raw == 24 then
+  local t, s, x = struct.unpack('<ddd', raw)
+  if x > now_u then present, tat, stored = true, t, s end
 end
+-- absent, expired or malformed: the fresh state (SET overwrites whatever is there)
 """
 
 
-@functools.lru_cache(maxsize=256)
-def _packed(p: LimitParams) -> str:
-    """A limiter's parameters as one script argument (exact ``repr`` of each float)."""
-    return " ".join(repr(float(x)) for x in p)
+_PARAMS = struct.Struct("<8d")
+_REPLY = struct.Struct("<6d")
+
+
+@functools.lru_cache(maxsize=1024)
+def _packed(p: LimitParams, a: float, b: float) -> bytes:
+    """A limiter's parameters and an operation's two numbers as one script argument."""
+    return _PARAMS.pack(*p, a, b)
 
 
 class _TakeOp:
@@ -293,10 +298,11 @@ class _TakeOp:
 
     __slots__ = ("cost", "key", "max_wait", "p")
 
+    BINARY_REPLY: ClassVar[bool] = True
     LUA: ClassVar[str] = (
         _LUA_BUCKET
         + """
-local cost, max_wait = tonumber(ARGV[3]), tonumber(ARGV[4])
+local cost, max_wait = arg1, arg2
 local EPS = 1e-9
 local function transition(tat, stored)
   if cost <= 0 then return true, tat, stored, 0.0, 0.0 end
@@ -329,7 +335,7 @@ if not ok then
     local ttl = fresh_at(tat, stored) - now
     if ttl > 0 then save(tat, stored, ttl) else redis.call('DEL', KEYS[1]) end
   end
-  return table.concat({'0', f(wait), '0', '0', us(remaining), f(reset_after)}, ' ')
+  return struct.pack('<dddddd', 0, wait, 0, 0, remaining, reset_after)
 end
 local remaining, reset_after = status(tat2)
 local ttl = fresh_at(tat2, stored2) - now
@@ -338,8 +344,7 @@ if ttl <= 0 then
 else
   save(tat2, stored2, ttl)
 end
-return table.concat({'1', f(wait), f(cost_time), f(stored - stored2), us(remaining),
-                     f(reset_after)}, ' ')
+return struct.pack('<dddddd', 1, wait, cost_time, stored - stored2, remaining, reset_after)
 """
     )
 
@@ -369,21 +374,14 @@ return table.concat({'1', f(wait), f(cost_time), f(stored - stored2), us(remaini
             return None, result, None
         return [tat2, stored2], result, ttl
 
-    def lua_args(self) -> tuple[str | float, ...]:
-        """The bucket parameters (one string), cost and max_wait (the Lua twin's ARGV[2:])."""
-        return (_packed(self.p), self.cost, self.max_wait)
+    def lua_args(self) -> tuple[bytes]:
+        """The bucket parameters, cost and max_wait, packed (the Lua twin's ARGV[2])."""
+        return (_packed(self.p, self.cost, self.max_wait),)
 
     def parse(self, reply: Any) -> tuple[bool, float, float, float, int, float]:
-        """The Lua reply (one space-separated string: fewer reply elements to parse)."""
-        ok, wait, cost_time, taken, remaining, reset_after = reply.split()
-        return (
-            ok == b"1" or ok == "1",
-            float(wait),
-            float(cost_time),
-            float(taken),
-            int(remaining),
-            float(reset_after),
-        )
+        """The Lua reply: six packed doubles (one bulk string, no decimal parsing)."""
+        ok, wait, cost_time, taken, remaining, reset_after = _REPLY.unpack(reply)
+        return (ok == 1.0, wait, cost_time, taken, int(remaining), reset_after)
 
 
 class _RefundOp:
@@ -395,7 +393,7 @@ class _RefundOp:
         _LUA_BUCKET
         + """
 if not present then return nil end
-local cost_time, taken = tonumber(ARGV[3]), tonumber(ARGV[4])
+local cost_time, taken = arg1, arg2
 local new_tat = tat - cost_time
 if new_tat < now then new_tat = now end
 if max_tokens ~= 0 then stored = math.min(max_tokens, stored + taken) end
@@ -421,9 +419,9 @@ return nil
             return None, None, None
         return [tat, stored], None, ttl
 
-    def lua_args(self) -> tuple[str | float, ...]:
-        """The bucket parameters (one string), the reservation's cost_time and taken tokens."""
-        return (_packed(self.p), self.cost_time, self.taken)
+    def lua_args(self) -> tuple[bytes]:
+        """The bucket parameters, the reservation's cost_time and taken tokens, packed."""
+        return (_PARAMS.pack(*self.p, self.cost_time, self.taken),)
 
     def parse(self, reply: Any) -> None:
         """No result."""

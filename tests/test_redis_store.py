@@ -184,3 +184,49 @@ def test_bad_configuration() -> None:
         RedisStore.from_url("redis://127.0.0.1:6379", prefix="a{b}")
     with pytest.raises(rs.ConfigurationError, match="redis-py client"):
         RedisStore(object())
+
+
+# -- the direct path (plain redis.Redis clients) ----------------------------------------------
+def test_direct_path_is_thread_safe(redis_server: RedisServer) -> None:
+    import threading
+
+    store = RedisStore.from_url(redis_server.url, prefix="thr", socket_timeout=2.0)
+    limiter = rs.RateLimiter("threads", rate=500, per=3600, burst=500, store=store)
+    admitted: list[int] = []
+
+    def worker() -> None:
+        admitted.append(sum(limiter.try_acquire("k").allowed for _ in range(200)))
+
+    threads = [threading.Thread(target=worker) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sum(admitted) == 500  # 1600 attempts from 8 threads on one store: exactly the burst
+    assert store.apply(Incr("after-threads")) == 1
+    store.close()
+
+
+def test_user_clients_with_decode_responses_work(redis_server: RedisServer) -> None:
+    client = redis.Redis.from_url(redis_server.url, decode_responses=True)
+    store = RedisStore(client, prefix="dec")
+    limiter = rs.RateLimiter("decoded", rate=2, per=60, burst=2, store=store)
+    assert [limiter.try_acquire("k").allowed for _ in range(3)] == [True, True, False]
+    breaker = rs.CircuitBreaker("decoded", failure_count=1, store=store)
+    with pytest.raises(ZeroDivisionError):
+        breaker.call(lambda: 1 / 0)
+    assert breaker.metrics.state is rs.CircuitState.OPEN
+    store.close()
+    client.close()
+
+
+def test_direct_path_survives_a_dropped_connection(redis_server: RedisServer) -> None:
+    store = RedisStore.from_url(redis_server.url, prefix="drop", socket_timeout=2.0)
+    assert store.apply(Incr("d")) == 1
+    redis_server.cli("client", "kill", "type", "normal")  # the kept connection is gone
+    try:
+        second = store.apply(Incr("d"))
+    except rs.StoreError:  # this call may fail (no command retries), the next one reconnects
+        second = store.apply(Incr("d"))
+    assert second == 2
+    store.close()

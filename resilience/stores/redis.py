@@ -27,6 +27,7 @@ atomically on the server with the server's clock (``TIME``), so hosts with skewe
 from __future__ import annotations
 
 import hashlib
+import os
 import threading
 from collections.abc import Sequence
 from typing import Any, ClassVar, Protocol, TypeVar, cast, runtime_checkable
@@ -110,6 +111,32 @@ def text(value: Any) -> str:
 
 
 _KEY_CACHE_SIZE = 10_000
+
+
+def _resp(args: list[Any]) -> bytes:
+    """``EVALSHA`` and ``args`` as one RESP command (redis-py's encoding of str/int/float)."""
+    out = [b"*%d\r\n$7\r\nEVALSHA\r\n" % (len(args) + 1)]
+    for a in args:
+        if not isinstance(a, bytes):
+            a = (a if isinstance(a, str) else repr(a)).encode("utf-8", "surrogatepass")
+        out.append(b"$%d\r\n%b\r\n" % (len(a), a))
+    return b"".join(out)
+
+
+def _roundtrip(conn: Any, args: list[Any], raw: bool) -> Any:
+    """Send ``EVALSHA args`` on ``conn`` and read the reply (a failed connection is closed)."""
+    try:
+        conn.send_packed_command([_resp(args)])
+        return conn.read_response(disable_decoding=raw)
+    except _errors().ResponseError:
+        raise  # the whole reply was read: the connection is fine
+    except BaseException:
+        conn.disconnect()  # a reply may be pending on this connection
+        raise
+
+
+#: A script as the store runs it: (source, SHA1, key suffixes, execute_command options).
+_Script = tuple[str, str, tuple[str, ...], dict[str, Any]]
 
 
 def _errors() -> Any:
@@ -238,11 +265,16 @@ class RedisStore:
             seconds(probe_interval, "probe_interval", allow_zero=False),
             self._clock,
         )
-        self._shas: dict[type, tuple[str, str]] = {}
-        self._key_cache: dict[tuple[str, tuple[str, ...]], list[str]] = {}
+        self._shas: dict[type, _Script] = {}
+        self._key_cache: dict[str, tuple[tuple[str, ...], list[str]]] = {}
         self._lock = threading.Lock()
         self._async_ready = False
         self._async_init_lock: Any = None
+        self._pool: Any = False  # the direct path's pool (False: not decided yet; see apply)
+        self._pool_args: tuple[str, ...] = ()
+        self._conn: Any = None  # the direct path's kept connection
+        self._conn_pid = 0
+        self._conn_lock = threading.Lock()
 
     @classmethod
     def from_url(
@@ -344,19 +376,16 @@ class RedisStore:
         digest = hashlib.sha256(key.encode("utf-8", "surrogatepass")).hexdigest()[:32]
         return f"{self.prefix}:{{{digest}}}:{suffix}"
 
-    def _keys(self, op: Any) -> list[str]:
-        key = op.key
-        suffixes = getattr(op, "KEY_SUFFIXES", ("s",))
-        cached = self._key_cache.get((key, suffixes))
-        if cached is None:
-            cached = [self.redis_key(key, s) for s in suffixes]
+    def _keys(self, key: str, suffixes: tuple[str, ...]) -> list[str]:
+        cached = self._key_cache.get(key)
+        if cached is None or cached[0] != suffixes:
             cache = self._key_cache
             if len(cache) >= _KEY_CACHE_SIZE:
                 cache.clear()  # bounded: rotating user keys cannot grow it
-            cache[(key, suffixes)] = cached
-        return cached
+            cached = cache[key] = (suffixes, [self.redis_key(key, s) for s in suffixes])
+        return cached[1]
 
-    def _script(self, op: Any) -> tuple[str, str]:
+    def _script(self, op: Any) -> _Script:
         cls = type(op)
         entry = self._shas.get(cls)
         if entry is None:
@@ -364,34 +393,91 @@ class RedisStore:
             if not isinstance(lua, str):
                 raise ConfigurationError(f"{cls.__name__} has no Lua twin; it cannot run on Redis")
             src = LUA_NOW + lua
-            entry = (src, hashlib.sha1(src.encode()).hexdigest())
+            suffixes = tuple(getattr(cls, "KEY_SUFFIXES", ("s",)))
+            # a packed binary reply must not go through the client's decode_responses
+            binary = getattr(cls, "BINARY_REPLY", False)
+            options: dict[str, Any] = {"NEVER_DECODE": []} if binary else {}
+            entry = (src, hashlib.sha1(src.encode()).hexdigest(), suffixes, options)
             self._shas[cls] = entry
         return entry
 
-    def _call(self, op: Any) -> tuple[list[str], list[Any], str, str]:
-        src, sha = self._script(op)
-        keys = self._keys(op)
-        now = repr(round(self._clock.monotonic() * 1_000_000)) if self._injected_clock else ""
-        return keys, [now, *op.lua_args()], src, sha
+    def _call(self, op: Any) -> tuple[list[Any], str, dict[str, Any]]:
+        """``(EVALSHA arguments, script source, options)`` for ``op``."""
+        src, sha, suffixes, options = self._shas.get(type(op)) or self._script(op)
+        keys = self._keys(op.key, suffixes)
+        now = repr(round(self._clock.monotonic() * 1_000_000)) if self._injected_clock else b""
+        return [sha, len(keys), *keys, now, *op.lua_args()], src, options
 
     # -- apply --------------------------------------------------------------------------------
     def apply(self, op: StoreOp[R], /) -> R:
         """Run ``op``'s Lua twin: one ``EVALSHA`` round trip (plus one ``EVAL`` after
         ``NOSCRIPT``). Raises :class:`~resilience.StoreError` when Redis fails."""
-        keys, argv, src, sha = self._call(op)
-        self._breaker.check()
+        args, src, options = self._call(op)
+        breaker = self._breaker
+        if breaker.failures:
+            breaker.check()
         client = self._sync or self.sync_client()
+        pool = self._pool if self._pool is not False else self._direct_pool(client)
         try:
             try:
-                reply = client.evalsha(sha, len(keys), *keys, *argv)
+                if pool is not None:
+                    reply = self._direct(pool, args, bool(options))
+                else:
+                    reply = client.execute_command("EVALSHA", *args, **options)
             except _errors().NoScriptError:
-                reply = client.eval(src, len(keys), *keys, *argv)
+                args[0] = src
+                reply = client.execute_command("EVAL", *args, **options)
         except (_errors().RedisError, OSError) as exc:
-            self._breaker.failure()
+            breaker.failure()
             raise StoreError(f"redis store failed: {type(exc).__name__}: {exc}") from exc
-        if self._breaker.failures:
-            self._breaker.success()
+        if breaker.failures:
+            breaker.success()
         return cast("RedisOp[R]", op).parse(reply)
+
+    def _direct_pool(self, client: Any) -> Any:
+        """The connection pool of a plain ``redis.Redis`` client (the direct path), else None.
+
+        Scripts run by a plain standalone client skip redis-py's generic command machinery
+        (per-call argument encoding, retry wrapper, command observability): the command is
+        packed here and sent on a pooled connection, with the same error handling (a failed
+        connection is closed and returned to the pool; no retry).
+        """
+        import redis
+
+        pool: Any = getattr(client, "connection_pool", None)
+        direct = (
+            type(client) is redis.Redis
+            and getattr(client, "connection", None) is None  # not single_connection_client
+            and pool is not None
+            and type(pool) in (redis.ConnectionPool, redis.BlockingConnectionPool)
+        )
+        self._pool = pool if direct else None
+        if direct:
+            import inspect
+
+            param = inspect.signature(pool.get_connection).parameters.get("command_name")
+            self._pool_args = () if param is None or param.default is None else ("EVALSHA",)
+        return self._pool
+
+    def _direct(self, pool: Any, args: list[Any], raw: bool) -> Any:
+        # One connection is kept for the store (taking one from the pool and giving it back
+        # costs more than the round trip itself); a caller that finds it busy (another thread)
+        # borrows one from the pool. After a fork the kept connection belongs to the parent.
+        lock = self._conn_lock
+        if lock.acquire(False):
+            try:
+                conn = self._conn
+                if conn is None or self._conn_pid != os.getpid():
+                    conn = self._conn = pool.get_connection(*self._pool_args)
+                    self._conn_pid = os.getpid()
+                return _roundtrip(conn, args, raw)
+            finally:
+                lock.release()
+        conn = pool.get_connection(*self._pool_args)
+        try:
+            return _roundtrip(conn, args, raw)
+        finally:
+            pool.release(conn)
 
     async def _ready_async_client(self) -> Any:
         """The async client, initialized once (redis-py's async cluster client races when many
@@ -420,13 +506,15 @@ class RedisStore:
             import asyncio
 
             return await asyncio.to_thread(self.apply, op)
-        keys, argv, src, sha = self._call(op)
-        self._breaker.check()
+        args, src, options = self._call(op)
+        if self._breaker.failures:
+            self._breaker.check()
         try:
             try:
-                reply = await client.evalsha(sha, len(keys), *keys, *argv)
+                reply = await client.execute_command("EVALSHA", *args, **options)
             except _errors().NoScriptError:
-                reply = await client.eval(src, len(keys), *keys, *argv)
+                args[0] = src
+                reply = await client.execute_command("EVAL", *args, **options)
         except (_errors().RedisError, OSError) as exc:
             self._breaker.failure()
             raise StoreError(f"redis store failed: {type(exc).__name__}: {exc}") from exc
@@ -436,6 +524,10 @@ class RedisStore:
 
     def close(self) -> None:
         """Close the sync client (if this store created it)."""
+        with self._conn_lock:
+            if self._conn is not None and self._pool:
+                self._pool.release(self._conn)
+            self._conn = None
         if self._sync is not None and self._url is not None:
             self._sync.close()
 
