@@ -16,7 +16,7 @@ from __future__ import annotations
 from ._aio_client import AsyncResilienceClientInterceptor
 from ._aio_server import AsyncResilienceServerInterceptor
 from ._client import ResilienceClientInterceptor
-from ._common import GrpcRetry, grpc_retry
+from ._common import GrpcRetry, grpc_retry, method_key
 from ._server import (
     IDEMPOTENCY_KEY,
     REPLAYED_KEY,
@@ -51,6 +51,7 @@ __all__ = [
     "grpc_retry",
     "grpc_retry_after",
     "idempotency_key",
+    "method_key",
     "parse_pushback",
     "retryable",
     "status_for",

@@ -166,17 +166,19 @@ class AsyncResilienceServerInterceptor(_ServerInterceptor):
             if records:
                 idem = self._idempotent(run, method, handler, False)
                 return grpc.unary_unary_rpc_method_handler(idem, None, None)
-            return grpc.unary_unary_rpc_method_handler(self._serve(run), des, ser)
+            return grpc.unary_unary_rpc_method_handler(self._serve(run, method), des, ser)
         if handler.stream_unary is not None:
             run = self._compose(_unary_body(handler.stream_unary), method)
             if records:
                 idem = self._idempotent(run, method, handler, True)
                 return grpc.stream_unary_rpc_method_handler(idem, None, None)
-            return grpc.stream_unary_rpc_method_handler(self._serve(run), des, ser)
+            return grpc.stream_unary_rpc_method_handler(self._serve(run, method), des, ser)
         if handler.unary_stream is not None:
-            run = self._serve(self._compose(_stream_body(handler.unary_stream), method), True)
+            run = self._serve(
+                self._compose(_stream_body(handler.unary_stream), method), method, True
+            )
             return grpc.unary_stream_rpc_method_handler(run, des, ser)
-        run = self._serve(self._compose(_stream_body(handler.stream_stream), method), True)
+        run = self._serve(self._compose(_stream_body(handler.stream_stream), method), method, True)
         return grpc.stream_stream_rpc_method_handler(run, des, ser)
 
     async def _enter(self, context: Any, streaming: bool) -> tuple[Any, Any, Any]:
@@ -194,14 +196,14 @@ class AsyncResilienceServerInterceptor(_ServerInterceptor):
         return tokens
 
     def _serve(
-        self, run: Callable[..., Awaitable[Any]], streaming: bool = False
+        self, run: Callable[..., Awaitable[Any]], method: str, streaming: bool = False
     ) -> Callable[[Any, Any], Awaitable[Any]]:
         enter = self._enter
 
         async def resilient_handler(request: Any, context: Any) -> Any:
             tokens = await enter(context, streaming)
             try:
-                return await run(request, _AsyncContextProxy(context))
+                return await run(request, _AsyncContextProxy(context, method))
             except Exception as exc:
                 return await _abort(context, exc)
             finally:
@@ -222,7 +224,7 @@ class AsyncResilienceServerInterceptor(_ServerInterceptor):
         async def resilient_idempotent(raw: Any, context: Any) -> Any:
             tokens = await enter(context, False)
             try:
-                proxy = _AsyncContextProxy(context)
+                proxy = _AsyncContextProxy(context, method)
                 messages = [bytes(m) async for m in raw] if stream_req else [bytes(raw)]
                 fingerprint = stream_fingerprint(messages) if stream_req else messages[0]
                 try:

@@ -241,10 +241,11 @@ class ContextProxy:
     a handler that returns after setting a non-OK code counts as a failure too.
     """
 
-    __slots__ = ("_code", "_ctx", "_details")
+    __slots__ = ("_code", "_ctx", "_details", "_method")
 
-    def __init__(self, context: Any) -> None:
+    def __init__(self, context: Any, method: str = "") -> None:
         self._ctx = context
+        self._method = method
         self._code: grpc.StatusCode | None = None
         self._details: str | None = None
 
@@ -434,7 +435,7 @@ class ResilienceServerInterceptor(_ServerInterceptor):
                     self._idempotent(run, method, handler, False), None, None
                 )
             return grpc.unary_unary_rpc_method_handler(
-                self._unary(run), handler.request_deserializer, handler.response_serializer
+                self._unary(run, method), handler.request_deserializer, handler.response_serializer
             )
         if handler.stream_unary is not None:
             run = self._compose(_unary_body(handler.stream_unary), method)
@@ -443,14 +444,14 @@ class ResilienceServerInterceptor(_ServerInterceptor):
                     self._idempotent(run, method, handler, True), None, None
                 )
             return grpc.stream_unary_rpc_method_handler(
-                self._unary(run), handler.request_deserializer, handler.response_serializer
+                self._unary(run, method), handler.request_deserializer, handler.response_serializer
             )
         if handler.unary_stream is not None:
-            stream = self._stream(self._compose(_stream_body(handler.unary_stream), method))
+            stream = self._stream(self._compose(_stream_body(handler.unary_stream), method), method)
             return grpc.unary_stream_rpc_method_handler(
                 stream, handler.request_deserializer, handler.response_serializer
             )
-        stream = self._stream(self._compose(_stream_body(handler.stream_stream), method))
+        stream = self._stream(self._compose(_stream_body(handler.stream_stream), method), method)
         return grpc.stream_stream_rpc_method_handler(
             stream, handler.request_deserializer, handler.response_serializer
         )
@@ -474,13 +475,13 @@ class ResilienceServerInterceptor(_ServerInterceptor):
     def _exit(tokens: tuple[Any, ...]) -> None:
         exit_scope(tokens)
 
-    def _unary(self, run: Callable[..., Any]) -> Callable[[Any, Any], Any]:
+    def _unary(self, run: Callable[..., Any], method: str) -> Callable[[Any, Any], Any]:
         enter, leave = self._enter, self._exit
 
         def resilient_unary(request: Any, context: Any) -> Any:
             tokens = enter(context)
             try:
-                return run(request, ContextProxy(context))
+                return run(request, ContextProxy(context, method))
             except Exception as exc:
                 return _abort(context, exc)
             finally:
@@ -501,7 +502,7 @@ class ResilienceServerInterceptor(_ServerInterceptor):
         def resilient_idempotent(raw: Any, context: Any) -> Any:
             tokens = enter(context)
             try:
-                proxy = ContextProxy(context)
+                proxy = ContextProxy(context, method)
                 messages = [bytes(m) for m in raw] if stream_req else [bytes(raw)]
                 fingerprint = stream_fingerprint(messages) if stream_req else messages[0]
                 try:
@@ -533,13 +534,13 @@ class ResilienceServerInterceptor(_ServerInterceptor):
 
         return resilient_idempotent
 
-    def _stream(self, run: Callable[..., Any]) -> Callable[[Any, Any], Iterator[Any]]:
+    def _stream(self, run: Callable[..., Any], method: str) -> Callable[[Any, Any], Iterator[Any]]:
         enter, leave = self._enter, self._exit
 
         def resilient_stream(request: Any, context: Any) -> Iterator[Any]:
             tokens = enter(context, True)
             try:
-                proxy = ContextProxy(context)
+                proxy = ContextProxy(context, method)
                 try:
                     it, first = run(request, proxy)
                 except Exception as exc:
