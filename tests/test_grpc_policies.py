@@ -16,6 +16,7 @@ from interceptors.grpc import (
     AsyncResilienceServerInterceptor,
     ResilienceServerInterceptor,
     grpc_retry,
+    method_key,
 )
 from resilience.idempotency import ClaimOp
 from resilience.stores import MemoryStore
@@ -185,6 +186,11 @@ def test_server_breaker_on_predicate_ignores_client_errors(
 
 
 # -- server: idempotency records -------------------------------------------------------------
+def _encode(text: str | bytes) -> bytes:
+    # grpc.aio utf-8-encodes a str response itself before calling the serializer
+    return text if isinstance(text, bytes) else text.encode()
+
+
 class Pay:
     """A payment service over text messages, counting how often its handlers really run."""
 
@@ -208,7 +214,7 @@ class Pay:
     def handlers(self, kind: str) -> Any:
         text: dict[str, Any] = {
             "request_deserializer": bytes.decode,
-            "response_serializer": str.encode,
+            "response_serializer": _encode,
         }
         if kind == "sync":
 
@@ -453,3 +459,92 @@ def test_idempotency_configuration_errors() -> None:
         )
     with pytest.raises(rs.ConfigurationError):
         ResilienceServerInterceptor(pipeline=None, idempotency_wait=-1)
+
+
+# -- rate limiter and bulkhead -----------------------------------------------------------------
+@pytest.mark.parametrize("shape", SHAPES)
+def test_server_limiter_answers_resource_exhausted_with_pushback(
+    kind: str, script: Script, clock: FakeClock, shape: str
+) -> None:
+    limiter = rs.RateLimiter("server", rate=2, per=1.0, clock=clock)
+
+    def body(ch: Any) -> None:
+        assert call(ch, shape) == EXPECTED[shape]
+        assert call(ch, shape) == EXPECTED[shape]
+        limited = status_of(lambda: call(ch, shape))
+        assert limited.code() == Code.RESOURCE_EXHAUSTED
+        assert trailer(limited)["grpc-retry-pushback-ms"] == "500"
+        clock.advance(0.5)
+        assert call(ch, shape) == EXPECTED[shape]
+
+    serve(kind, script, {"pipeline": limiter}, body)
+    assert script.calls == 3  # the limited call never reached the handler
+
+
+def test_server_limiter_per_method(kind: str, script: Script, clock: FakeClock) -> None:
+    limiter = rs.RateLimiter("server", rate=1, per=2.0, key=method_key, clock=clock)
+
+    def body(ch: Any) -> None:
+        assert call(ch, "unary_unary") == EXPECTED["unary_unary"]
+        assert call(ch, "unary_stream") == EXPECTED["unary_stream"]  # its own bucket
+        limited = status_of(lambda: call(ch, "unary_unary"))
+        assert limited.code() == Code.RESOURCE_EXHAUSTED
+        assert trailer(limited)["grpc-retry-pushback-ms"] == "2000"
+
+    serve(kind, script, {"pipeline": limiter}, body)
+    assert script.calls == 2
+
+
+def test_client_limiter_per_method_refuses_before_sending(
+    client: Client, script: Script, port: int, clock: FakeClock
+) -> None:
+    limiter = rs.RateLimiter("client", rate=1, per=1.0, key=method_key, clock=clock)
+    assert client.run(port, limiter, "unary_unary") == EXPECTED["unary_unary"]
+    assert client.run(port, limiter, "stream_unary") == EXPECTED["stream_unary"]
+    with pytest.raises(rs.RateLimitedError) as info:
+        client.run(port, limiter, "unary_unary")
+    assert info.value.retry_after == 1.0
+    assert script.calls == 2
+    clock.advance(1.0)
+    assert client.run(port, limiter, "unary_unary") == EXPECTED["unary_unary"]
+    assert script.calls == 3
+
+
+@pytest.mark.parametrize("shape", SHAPES)
+def test_client_limiter_paces_with_max_wait(
+    client: Client, script: Script, port: int, clock: FakeClock, shape: str
+) -> None:
+    limiter = rs.RateLimiter("client", rate=1, per=0.25, max_wait=1.0, clock=clock)
+    for _ in range(3):
+        assert client.run(port, limiter, shape) == EXPECTED[shape]
+    assert clock.sleeps == [0.25, 0.25]
+    assert script.calls == 3
+
+
+def test_client_limiter_inside_retry_paces_attempts(
+    client: Client, script: Script, port: int, clock: FakeClock
+) -> None:
+    script.plan = [Fail(Code.UNAVAILABLE), None]
+    limiter = rs.RateLimiter("client", rate=1, per=1.0, max_wait=5.0, clock=clock)
+    retry = grpc_retry(attempts=3, backoff=rs.backoff.constant(0.25), clock=clock)
+    assert client.run(port, rs.Pipeline(retry, limiter), "unary_unary") == EXPECTED["unary_unary"]
+    assert clock.sleeps == [0.25, 0.75]  # the backoff, then the limiter's wait for its slot
+    assert script.calls == 2
+
+
+def test_server_bulkhead_answers_unavailable(kind: str, script: Script) -> None:
+    pay = Pay()
+    pay.release.clear()
+    bulkhead = rs.Bulkhead("handlers", max_concurrent=1)
+
+    def body(ch: Any) -> None:
+        first = ch.unary_unary(CHARGE).future(b"5")
+        assert pay.started.wait(10)
+        full = status_of(lambda: charge(ch, b"6"))
+        assert full.code() == Code.UNAVAILABLE
+        pay.release.set()
+        assert first.result(timeout=10) == b"charged 5 #1"
+        assert charge(ch, b"7")[0] == b"charged 7 #2"
+
+    serve(kind, script, {"pipeline": bulkhead}, body, extra=pay.handlers(kind))
+    assert pay.executions == 2

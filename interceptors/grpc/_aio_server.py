@@ -237,7 +237,10 @@ class AsyncResilienceServerInterceptor(_ServerInterceptor):
                 request = _replay_stream(decoded) if stream_req else decoded[0]
 
                 async def handle() -> bytes:
-                    out: bytes = ser(await run(request, proxy))
+                    response = await run(request, proxy)
+                    if isinstance(response, str):  # as grpc.aio serializes a str response
+                        response = response.encode("utf-8")
+                    out: bytes = ser(response)
                     return out
 
                 key = _KEY.get()
