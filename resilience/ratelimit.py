@@ -820,6 +820,28 @@ class RateLimiter(Policy):
             self._rejected(r[1], self._em)
         return self._decision(r)
 
+    async def atry_acquire(self, key: str | None = None, cost: float = 1) -> Decision:
+        """Async :meth:`try_acquire` (never waits); with a Redis store the round trip is awaited
+        instead of blocking the event loop.
+
+        Example:
+            >>> import asyncio, resilience as rs
+            >>> limiter = rs.RateLimiter("api", rate=1, clock=rs.testing.FakeClock())
+            >>> async def main() -> list[bool]:
+            ...     return [(await limiter.atry_acquire(key="k")).allowed for _ in range(2)]
+            >>> asyncio.run(main())
+            [True, False]
+        """
+        cost = self._check_cost(cost)
+        r: tuple[bool, float, float, float, int, float] | None
+        if self.store is None:
+            r = self._local(key, cost, 0.0)
+        else:
+            r = await self._avia_store(key, cost, 0.0, self._em)
+        if r is not None and not r[0] and self._em:
+            self._rejected(r[1], self._em)
+        return self._decision(r)
+
     def acquire(self, key: str | None = None, cost: float = 1) -> Decision:
         """Take ``cost`` permits, sleeping up to ``max_wait`` for them, or raise.
 
