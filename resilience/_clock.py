@@ -112,42 +112,28 @@ class _TaskDeadline:
 
 
 class _DeadlineWheel:
-    """One timer per event loop for every armed deadline (a lazy heap of scopes).
+    """One timer per event loop for every armed deadline (a lazy heap of entries).
 
-    Arming is a heap push (the loop timer is only moved when a new deadline is the earliest);
-    disarming marks the entry dead; dead entries are dropped when the timer fires or when they
-    outnumber the live ones. Compared with one ``asyncio.timeout`` (a timer handle created and
-    cancelled) per call this costs a fraction, and cancelled handles never pile up in the loop.
+    An entry is a list ``[alive, task, cancelling_at_arm, fired, wheel]``. Arming is a heap push
+    (the loop's timer only moves when the new deadline is the earliest); disarming marks the entry
+    dead; dead entries are dropped when the timer fires or when they outnumber the live ones.
+    Compared with one ``asyncio.timeout`` per call (a timer handle created and cancelled, two
+    coroutine calls) this costs a fraction, and cancelled handles never pile up in the loop.
     """
 
-    __slots__ = ("dead", "handle", "handle_at", "heap", "loop", "seq")
+    __slots__ = ("dead", "handle", "handle_at", "heap", "loop", "same_clock", "seq")
 
     def __init__(self, loop: Any) -> None:
+        import asyncio
+
         self.loop = loop
         self.heap: list[tuple[float, int, list[Any]]] = []
         self.handle: Any = None
         self.handle_at = float("inf")
         self.dead = 0
         self.seq = 0
-
-    def arm(self, scope: _TaskDeadline) -> Callable[[], None]:
-        loop_at = self.loop.time() + (scope.at - _time.monotonic())
-        entry: list[Any] = [scope]
-        self.seq += 1
-        heapq.heappush(self.heap, (loop_at, self.seq, entry))
-        if loop_at < self.handle_at:
-            self._schedule(loop_at)
-
-        def disarm() -> None:
-            if entry[0] is not None:
-                entry[0] = None
-                self.dead += 1
-                if self.dead > 256 and self.dead * 2 > len(self.heap):
-                    self.heap = [item for item in self.heap if item[2][0] is not None]
-                    heapq.heapify(self.heap)
-                    self.dead = 0
-
-        return disarm
+        # the default loops read time.monotonic(): no conversion needed
+        self.same_clock = type(loop).time is asyncio.BaseEventLoop.time
 
     def _schedule(self, loop_at: float) -> None:
         if self.handle is not None:
@@ -155,20 +141,27 @@ class _DeadlineWheel:
         self.handle = self.loop.call_at(loop_at, self._fire)
         self.handle_at = loop_at
 
+    def _compact(self) -> None:
+        self.heap = [item for item in self.heap if item[2][0]]
+        heapq.heapify(self.heap)
+        self.dead = 0
+
     def _fire(self) -> None:
         self.handle = None
         self.handle_at = float("inf")
         heap = self.heap
         now = self.loop.time() + 1e-6
         while heap and heap[0][0] <= now:
-            _, _, entry = heapq.heappop(heap)
-            scope = entry[0]
-            if scope is None:
-                self.dead -= 1
+            entry = heapq.heappop(heap)[2]
+            if entry[0]:
+                entry[0] = False
+                entry[3] = True
+                task = entry[1]
+                if not task.done():
+                    task.cancel()
             else:
-                entry[0] = None
-                scope.fire()
-        while heap and heap[0][2][0] is None:
+                self.dead -= 1
+        while heap and not heap[0][2][0]:
             heapq.heappop(heap)
             self.dead -= 1
         self.dead = max(self.dead, 0)
@@ -183,15 +176,11 @@ def _get_running_loop() -> Any:
     global _get_running_loop
     from asyncio import get_running_loop
 
-    _get_running_loop = get_running_loop
+    _get_running_loop = get_running_loop  # bind the C implementation once asyncio is in use
     return get_running_loop()
 
 
-def _wheel_for_running_loop() -> _DeadlineWheel:
-    loop = _get_running_loop()
-    if _wheel_cache[0] is loop:
-        wheel: _DeadlineWheel = _wheel_cache[1]
-        return wheel
+def _wheel_for(loop: Any) -> _DeadlineWheel:
     wheel = getattr(loop, "_resilience_deadline_wheel", None) or _DeadlineWheel(loop)
     try:
         loop._resilience_deadline_wheel = wheel
@@ -199,6 +188,85 @@ def _wheel_for_running_loop() -> _DeadlineWheel:
         pass
     _wheel_cache[0], _wheel_cache[1] = loop, wheel
     return wheel
+
+
+def arm_task_deadline(at: float) -> list[Any]:
+    """Cancel the current task when ``time.monotonic()`` reaches ``at``.
+
+    Returns the entry to pass to :func:`disarm_task_deadline`. Must run inside an asyncio task.
+    """
+    loop = _get_running_loop()
+    wheel: _DeadlineWheel = _wheel_cache[1] if _wheel_cache[0] is loop else _wheel_for(loop)
+    task = _current_task()
+    if task is None:
+        raise RuntimeError("a deadline must be armed inside an asyncio task")
+    entry = [True, task, task.cancelling(), False, wheel]
+    loop_at = at if wheel.same_clock else loop.time() + (at - _time.monotonic())
+    wheel.seq += 1
+    heapq.heappush(wheel.heap, (loop_at, wheel.seq, entry))
+    if loop_at < wheel.handle_at:
+        wheel._schedule(loop_at)
+    return entry
+
+
+def disarm_task_deadline(entry: list[Any]) -> bool:
+    """Disarm an armed deadline.
+
+    Returns ``True`` when the deadline fired and the task's cancellation was ours (it is then
+    consumed, with the same ``uncancel`` accounting as :func:`asyncio.timeout`).
+    """
+    if entry[0]:
+        entry[0] = False
+        wheel: _DeadlineWheel = entry[4]
+        wheel.dead += 1
+        if wheel.dead > 256 and wheel.dead * 2 > len(wheel.heap):
+            wheel._compact()
+        return False
+    if entry[3]:
+        entry[3] = False
+        return bool(entry[1].uncancel() <= entry[2])
+    return False
+
+
+class _WheelDeadline:
+    """A :class:`DeadlineScope` on the shared per-loop wheel (system clock)."""
+
+    __slots__ = ("_entry", "_fired", "at")
+
+    def __init__(self, at: float) -> None:
+        self.at = at
+        self._entry: list[Any] | None = None
+        self._fired = False
+
+    def enter(self) -> None:
+        self._entry = arm_task_deadline(self.at)
+
+    def exit(self) -> bool:
+        entry, self._entry = self._entry, None
+        if entry is None:
+            return False
+        fired = disarm_task_deadline(entry)
+        self._fired = self._fired or fired
+        return fired
+
+    def expired(self) -> bool:
+        return self._fired or bool(self._entry is not None and self._entry[3])
+
+    async def __aenter__(self) -> _WheelDeadline:
+        self.enter()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> bool | None:
+        import asyncio
+
+        if self.exit() and exc_type is asyncio.CancelledError:
+            raise TimeoutError from exc
+        return None
 
 
 @runtime_checkable
@@ -250,10 +318,6 @@ def _current_task() -> Any:
     return current_task()
 
 
-def _arm_on_wheel(scope: _TaskDeadline) -> Callable[[], None]:
-    return _wheel_for_running_loop().arm(scope)
-
-
 class SystemClock:
     """The real clock: :func:`time.monotonic`, :func:`time.time`, real sleeps.
 
@@ -281,7 +345,7 @@ class SystemClock:
 
     def deadline_scope(self, at: float, /) -> DeadlineScope:
         """Cancel the task at monotonic time ``at`` (one shared timer per event loop)."""
-        return _TaskDeadline(at, _arm_on_wheel)
+        return _WheelDeadline(at)
 
     def wait_future(self, future: Future[Any], timeout: float, /) -> bool:
         """Wait for a future in real time."""
