@@ -28,7 +28,9 @@ from . import backoff, events, instrumentation, testing
 from ._clock import Clock, SystemClock
 from ._deadline import Deadline, deadline, deadline_scope, remaining
 from ._policy import Policy
+from .adaptive import AdaptiveConcurrency
 from .budget import RetryBudget, RetryThrottle
+from .bulkhead import Bulkhead
 from .circuit import CircuitBreaker, CircuitState
 from .errors import (
     BulkheadFullError,
@@ -46,6 +48,7 @@ from .errors import (
 from .fallback import Fallback
 from .idempotency import IdempotencyRecords, Idempotent, JSONCodec
 from .pipeline import Pipeline
+from .ratelimit import Decision, RateLimiter
 from .retry import Retry
 from .stores import MemoryStore
 from .stores.redis import RedisStore
@@ -54,6 +57,8 @@ from .timeout import Timeout
 __version__ = "0.1.0"
 
 __all__ = [
+    "AdaptiveConcurrency",
+    "Bulkhead",
     "BulkheadFullError",
     "CircuitBreaker",
     "CircuitOpenError",
@@ -61,6 +66,7 @@ __all__ = [
     "Clock",
     "ConfigurationError",
     "Deadline",
+    "Decision",
     "Fallback",
     "IdempotencyConflictError",
     "IdempotencyInProgressError",
@@ -72,6 +78,7 @@ __all__ = [
     "Pipeline",
     "Policy",
     "RateLimitedError",
+    "RateLimiter",
     "RedisStore",
     "RejectedError",
     "ResilienceError",

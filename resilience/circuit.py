@@ -37,6 +37,7 @@ from typing import Any, Literal
 
 from . import _circuit_core as core
 from ._clock import Clock, RandomLike, resolve_clock, resolve_random
+from ._degraded import STORE_LOG
 from ._policy import Emitter, Policy
 from ._types import (
     Duration,
@@ -428,6 +429,7 @@ class CircuitBreaker(Policy):
         )
 
     def _store_failed(self, exc: BaseException, em: Emitter | None) -> None:
+        STORE_LOG.record(self.name, self.on_store_error, f"{exc}")
         event = StoreFailed(
             policy=self.name,
             pipeline=em.pipeline if em else None,

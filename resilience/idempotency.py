@@ -39,9 +39,10 @@ import os
 import threading
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Literal, Protocol, TypeGuard
+from typing import TYPE_CHECKING, Any, ClassVar, Literal, Protocol, TypeGuard
 
 from ._clock import SYSTEM_CLOCK, Clock, resolve_clock
+from ._degraded import STORE_LOG
 from ._policy import Emitter, Policy
 from ._types import Duration, check_name, positive_int, seconds
 from .errors import (
@@ -54,6 +55,7 @@ from .errors import (
 from .events import CallRejected, IdempotentReplay, Listener, StoreFailed, error_type
 from .stores.base import StoreOp
 from .stores.memory import MemoryStore
+from .stores.redis import text, to_us
 
 if TYPE_CHECKING:  # pragma: no cover
     import asyncio
@@ -100,6 +102,29 @@ def _owns(state: object, owner: str, fence: int) -> TypeGuard[dict[str, Any]]:
     )
 
 
+# -- the Lua twins (run by RedisStore; see resilience.stores.redis.LUA_NOW for the prelude) -----
+# A record is a hash: v (version), st, fp, o (owner), g (fence), lu (lease end, integer µs of the
+# script clock), r (payload; absent when not retained) and x (logical expiry, µs).
+_LUA_RECORD = """
+local function record(key, now)
+  local st, r = load(key, now, 'v', 'st', 'fp', 'o', 'g', 'lu', 'r')
+  if st ~= 1 then return st end
+  if r[1] ~= '1' or (r[2] ~= 'p' and r[2] ~= 'd') or not r[3] or not r[4]
+     or not r[5] or not string.match(r[5], '^%-?%d+$') or not tonumber(r[6] or '') then
+    return 2
+  end
+  return 1, r
+end
+local function owned(r, owner, fence)
+  return r[2] == 'p' and r[4] == owner and r[5] == fence
+end
+"""
+
+
+def _b(value: str) -> bytes:
+    return value.encode("utf-8", "surrogatepass")
+
+
 # -- the pure operations ---------------------------------------------------------------------
 @dataclass(slots=True)
 class ClaimOp:
@@ -128,6 +153,36 @@ class ClaimOp:
     lease: float
     ttl: float
 
+    LUA: ClassVar[str] = (
+        _LUA_RECORD
+        + """
+local now = now_us()
+local lease, ttl, fp, owner = tonumber(ARGV[2]), tonumber(ARGV[3]), ARGV[4], ARGV[5]
+local st, r = record(KEYS[1], now)
+local function claimed(fence)
+  redis.call('DEL', KEYS[1])
+  redis.call('HSET', KEYS[1], 'v', '1', 'st', 'p', 'fp', fp, 'o', owner, 'g', us(fence),
+             'lu', us(now + lease))
+  expire(KEYS[1], now, ttl + lease)
+end
+if st == 0 then
+  claimed(1)
+  return {'claimed', 1, 0}
+end
+if st == 2 then return {'corrupt', 0, 0} end
+local fence = tonumber(r[5])
+if r[3] ~= fp then return {'reused', fence, 0} end
+if r[2] == 'd' then
+  if r[7] then return {'replay', fence, r[7]} end
+  return {'replay', fence}
+end
+local lu = tonumber(r[6])
+if lu > now then return {'in_progress', fence, lu - now} end
+claimed(fence + 1)
+return {'claimed', fence + 1, 1}
+"""
+    )
+
     def apply(self, state: Any | None, now: float, /) -> tuple[Any | None, Any, float | None]:
         """Pure next-state function."""
         if state is None:
@@ -143,6 +198,19 @@ class ClaimOp:
             return state, ("in_progress", fence, state["lu"] - now), None
         # an orphan: its owner crashed or hung past its lease; take it over with a new fence
         return self._claimed(fence + 1, now), ("claimed", fence + 1, 1), self.ttl + self.lease
+
+    def lua_args(self) -> tuple[int, int, bytes, bytes]:
+        """Lease and ttl in µs, fingerprint, owner (the Lua twin's ARGV[2:])."""
+        return to_us(self.lease), to_us(self.ttl), _b(self.fingerprint), _b(self.owner)
+
+    def parse(self, reply: Any) -> tuple[str, int, Any]:
+        """The Lua reply as :meth:`apply`'s result."""
+        status, fence = text(reply[0]), int(reply[1])
+        if status == "replay":
+            return status, fence, text(reply[2]) if len(reply) > 2 else None
+        if status == "in_progress":
+            return status, fence, int(reply[2]) / 1_000_000
+        return status, fence, int(reply[2])
 
     def _claimed(self, fence: int, now: float) -> dict[str, Any]:
         return {
@@ -174,11 +242,32 @@ class RenewOp:
     lease: float
     ttl: float
 
+    LUA: ClassVar[str] = (
+        _LUA_RECORD
+        + """
+local now = now_us()
+local lease, ttl = tonumber(ARGV[4]), tonumber(ARGV[5])
+local st, r = record(KEYS[1], now)
+if st ~= 1 or not owned(r, ARGV[2], ARGV[3]) then return 0 end
+redis.call('HSET', KEYS[1], 'lu', us(now + lease))
+expire(KEYS[1], now, ttl + lease)
+return 1
+"""
+    )
+
     def apply(self, state: Any | None, now: float, /) -> tuple[Any | None, bool, float | None]:
         """Pure next-state function."""
         if not _owns(state, self.owner, self.fence):
             return state, False, None
         return {**state, "lu": now + self.lease}, True, self.ttl + self.lease
+
+    def lua_args(self) -> tuple[bytes, int, int, int]:
+        """Owner, fence, lease and ttl in µs."""
+        return _b(self.owner), self.fence, to_us(self.lease), to_us(self.ttl)
+
+    def parse(self, reply: Any) -> bool:
+        """Whether the claim is still held."""
+        return bool(reply)
 
 
 @dataclass(slots=True)
@@ -204,11 +293,37 @@ class CompleteOp:
     payload: str | None
     ttl: float
 
+    LUA: ClassVar[str] = (
+        _LUA_RECORD
+        + """
+local now = now_us()
+local st, r = record(KEYS[1], now)
+if st ~= 1 or not owned(r, ARGV[2], ARGV[3]) then return 0 end
+redis.call('HSET', KEYS[1], 'st', 'd')
+if ARGV[5] == '1' then
+  redis.call('HSET', KEYS[1], 'r', ARGV[6])
+else
+  redis.call('HDEL', KEYS[1], 'r')
+end
+expire(KEYS[1], now, tonumber(ARGV[4]))
+return 1
+"""
+    )
+
     def apply(self, state: Any | None, now: float, /) -> tuple[Any | None, bool, float | None]:
         """Pure next-state function."""
         if not _owns(state, self.owner, self.fence):
             return state, False, None
         return {**state, "st": DONE, "r": self.payload}, True, self.ttl
+
+    def lua_args(self) -> tuple[bytes, int, int, int, bytes]:
+        """Owner, fence, ttl in µs, whether a payload is stored, the payload."""
+        retained = self.payload is not None
+        return _b(self.owner), self.fence, to_us(self.ttl), int(retained), _b(self.payload or "")
+
+    def parse(self, reply: Any) -> bool:
+        """Whether the outcome was stored."""
+        return bool(reply)
 
 
 @dataclass(slots=True)
@@ -225,11 +340,30 @@ class ReleaseOp:
     owner: str
     fence: int
 
+    LUA: ClassVar[str] = (
+        _LUA_RECORD
+        + """
+local now = now_us()
+local st, r = record(KEYS[1], now)
+if st ~= 1 or not owned(r, ARGV[2], ARGV[3]) then return 0 end
+redis.call('DEL', KEYS[1])
+return 1
+"""
+    )
+
     def apply(self, state: Any | None, now: float, /) -> tuple[Any | None, bool, float | None]:
         """Pure next-state function."""
         if not _owns(state, self.owner, self.fence):
             return state, False, None
         return None, True, None
+
+    def lua_args(self) -> tuple[bytes, int]:
+        """Owner and fence."""
+        return _b(self.owner), self.fence
+
+    def parse(self, reply: Any) -> bool:
+        """Whether the claim was released."""
+        return bool(reply)
 
 
 # -- keys, owners, codecs --------------------------------------------------------------------
@@ -579,7 +713,7 @@ class IdempotencyRecords:
                     error_type=error_type(exc.__cause__ or exc) or "StoreError",
                 )
             )
-        _log.warning("resilience: idempotency store failed (%s); decision=%s", exc, mode)
+        STORE_LOG.record(policy or self.namespace, mode, f"{exc}")
         if mode == "closed":
             raise exc
         return mode == "local"

@@ -47,6 +47,9 @@ class Now:
     key: str
     LUA: ClassVar[str] = "return now_us()"
 
+    def apply(self, state: Any | None, now: float) -> tuple[Any | None, int, float | None]:
+        return state, round(now * 1e6), None
+
     def lua_args(self) -> list[str]:
         return []
 
@@ -168,7 +171,7 @@ def test_cluster_runs_scripts_on_the_right_node(redis_cluster: RedisCluster) -> 
 
 
 async def test_cluster_async(redis_cluster: RedisCluster) -> None:
-    store = RedisStore.from_url(redis_cluster.url, prefix="ca", cluster=True)
+    store = RedisStore.from_url(redis_cluster.url, prefix="ca", cluster=True, socket_timeout=2.0)
     results = await asyncio.gather(*[store.aapply(Incr(f"k{i}")) for i in range(10)])
     assert results == [1] * 10
     await store.aclose()

@@ -1,3 +1,25 @@
-from ._idempotency import IdempotencyMiddleware
+"""Pure ASGI middlewares: server-side pipelines, per-client rate limits, idempotency keys.
 
-__all__ = ["IdempotencyMiddleware"]
+Example:
+    >>> import resilience as rs
+    >>> from interceptors.asgi import ResilienceMiddleware
+    >>> async def app(scope, receive, send): ...
+    >>> app = ResilienceMiddleware(app, pipeline=rs.Pipeline(rs.Timeout(30)))
+"""
+
+from __future__ import annotations
+
+from ._common import RouteFilter, TrustedProxies, parse_timeout
+from ._idempotency import IdempotencyMiddleware
+from ._ratelimit import RateLimitMiddleware
+from ._resilience import ResilienceMiddleware, ServerErrorResponse
+
+__all__ = [
+    "IdempotencyMiddleware",
+    "RateLimitMiddleware",
+    "ResilienceMiddleware",
+    "RouteFilter",
+    "ServerErrorResponse",
+    "TrustedProxies",
+    "parse_timeout",
+]

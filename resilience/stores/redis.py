@@ -9,9 +9,12 @@ atomically on the server with the server's clock (``TIME``), so hosts with skewe
   (user ids, IPs, routes) are hashed, so keys have a fixed length and cannot inject separators
   or hash tags; every key of one entity shares the hash tag, so multi-key scripts work on Redis
   Cluster. Every key a script writes gets a TTL. No ``KEYS``/``SCAN`` on hot paths.
-* **Faults**: ``from_url`` sets short socket timeouts (0.1 s by default). Backend errors become
-  :class:`resilience.StoreError` at this boundary. An internal breaker opens after
-  ``failure_threshold`` consecutive failures and then fails fast (no network wait) for
+* **Faults**: ``from_url`` sets short socket timeouts (0.1 s by default) and turns off
+  redis-py's automatic command retries: a script that timed out may still have run on the
+  server, and re-sending it would apply a non-idempotent decision (a permit, a failure count)
+  twice and multiply the latency bound; the policy's ``on_store_error`` decides instead.
+  Backend errors become :class:`resilience.StoreError` at this boundary. An internal breaker
+  opens after ``failure_threshold`` consecutive failures and then fails fast (no network wait) for
   ``probe_interval`` seconds, so a hung Redis costs one timeout, not one per call; each policy
   then applies its ``on_store_error`` decision (limiter ``"open"``, idempotency ``"closed"``,
   breaker ``"local"``).
@@ -26,26 +29,93 @@ from __future__ import annotations
 import hashlib
 import threading
 from collections.abc import Sequence
-from typing import Any, ClassVar, Protocol, TypeVar, runtime_checkable
+from typing import Any, ClassVar, Protocol, TypeVar, cast, runtime_checkable
 
 from .._clock import Clock, resolve_clock
 from .._types import positive_int, seconds
 from ..errors import ConfigurationError, StoreError
+from .base import StoreOp
 
 R = TypeVar("R")
 R_co = TypeVar("R_co", covariant=True)
 
-__all__ = ["RedisOp", "RedisStore", "LUA_NOW"]
+__all__ = ["LUA_NOW", "RedisOp", "RedisStore", "text", "to_us"]
 
-#: Lua prelude: ``now_us()`` is the server clock in microseconds, unless the store was built with
-#: an injected ``clock=`` (tests), in which case ARGV[1] carries that clock's reading.
+#: Lua prelude prepended to every script:
+#:
+#: * ``now_us()``: the server clock in integer microseconds (``TIME``), unless the store was built
+#:   with an injected ``clock=`` (tests), in which case ARGV[1] carries that clock's reading.
+#: * ``us(n)``: an integer number of microseconds as an exact decimal string (``tostring`` would
+#:   print ``1.7e+15``).
+#: * ``load(key, now, field...)``: ``0`` (absent or logically expired), ``1, values`` (live) or
+#:   ``2`` (corrupt: wrong type or missing expiry). Every state is a hash whose field ``x`` holds
+#:   its expiry in microseconds of the script clock, so the logical expiry follows the same clock
+#:   as the decisions (server ``TIME`` in production, the injected clock in tests) while
+#:   ``PEXPIRE`` garbage-collects the key.
+#: * ``expire(key, now, ttl_us)``: set the expiry field and the key's ``PEXPIRE`` (``>= 1 ms``).
 LUA_NOW = """
 local function now_us()
   if ARGV[1] ~= '' then return tonumber(ARGV[1]) end
   local t = redis.call('TIME')
   return tonumber(t[1]) * 1000000 + tonumber(t[2])
 end
+local function us(n)
+  return string.format('%d', n)
+end
+local function load(key, now, ...)
+  local vals = redis.pcall('HMGET', key, 'x', ...)
+  if vals['err'] then return 2 end
+  local x = table.remove(vals, 1)
+  if not x then
+    for i = 1, select('#', ...) do
+      if vals[i] then return 2 end
+    end
+    return 0
+  end
+  x = tonumber(x)
+  if not x then return 2 end
+  if x <= now then
+    redis.call('DEL', key)
+    return 0
+  end
+  return 1, vals
+end
+local function expire(key, now, ttl)
+  redis.call('HSET', key, 'x', us(now + ttl))
+  redis.call('PEXPIRE', key, math.max(1, math.ceil(ttl / 1000)))
+end
 """
+
+
+def to_us(value: float) -> int:
+    """Seconds as integer microseconds (rounded), the unit every Lua twin works in.
+
+    Example:
+        >>> to_us(1.5), to_us(0.0000004)
+        (1500000, 0)
+    """
+    return round(value * 1_000_000)
+
+
+def text(value: Any) -> str:
+    """A reply element as ``str`` (replies are ``bytes`` unless ``decode_responses=True``).
+
+    Example:
+        >>> text(b"claimed"), text("claimed")
+        ('claimed', 'claimed')
+    """
+    if isinstance(value, bytes):
+        return value.decode("utf-8", "surrogatepass")
+    return str(value)
+
+
+_KEY_CACHE_SIZE = 10_000
+
+
+def _errors() -> Any:
+    import redis.exceptions
+
+    return redis.exceptions
 
 
 @runtime_checkable
@@ -63,7 +133,7 @@ class RedisOp(Protocol[R_co]):
     key: str
     LUA: ClassVar[str]
 
-    def lua_args(self) -> Sequence[str | int | float]:
+    def lua_args(self) -> Sequence[str | bytes | int | float]:
         """The script's arguments after the clock override."""
         ...
 
@@ -168,7 +238,8 @@ class RedisStore:
             seconds(probe_interval, "probe_interval", allow_zero=False),
             self._clock,
         )
-        self._shas: dict[str, str] = {}
+        self._shas: dict[type, tuple[str, str]] = {}
+        self._key_cache: dict[tuple[str, tuple[str, ...]], list[str]] = {}
         self._lock = threading.Lock()
         self._async_ready = False
         self._async_init_lock: Any = None
@@ -230,6 +301,11 @@ class RedisStore:
             with self._lock:
                 if self._sync is None:
                     cluster, kwargs = self._kwargs()
+                    if "retry" not in kwargs:
+                        from redis.backoff import NoBackoff
+                        from redis.retry import Retry
+
+                        kwargs["retry"] = Retry(NoBackoff(), 0)
                     if cluster:
                         from redis.cluster import RedisCluster
 
@@ -247,6 +323,11 @@ class RedisStore:
             with self._lock:
                 if self._async is None:
                     cluster, kwargs = self._kwargs()
+                    if "retry" not in kwargs:
+                        from redis.asyncio.retry import Retry as AsyncRetry
+                        from redis.backoff import NoBackoff
+
+                        kwargs["retry"] = AsyncRetry(NoBackoff(), 0)
                     if cluster:
                         from redis.asyncio.cluster import RedisCluster as AsyncRedisCluster
 
@@ -263,51 +344,59 @@ class RedisStore:
         digest = hashlib.sha256(key.encode("utf-8", "surrogatepass")).hexdigest()[:32]
         return f"{self.prefix}:{{{digest}}}:{suffix}"
 
-    def _keys(self, op: RedisOp[Any]) -> list[str]:
+    def _keys(self, op: Any) -> list[str]:
+        key = op.key
         suffixes = getattr(op, "KEY_SUFFIXES", ("s",))
-        return [self.redis_key(op.key, s) for s in suffixes]
+        cached = self._key_cache.get((key, suffixes))
+        if cached is None:
+            cached = [self.redis_key(key, s) for s in suffixes]
+            cache = self._key_cache
+            if len(cache) >= _KEY_CACHE_SIZE:
+                cache.clear()  # bounded: rotating user keys cannot grow it
+            cache[(key, suffixes)] = cached
+        return cached
 
-    def _argv(self, op: RedisOp[Any]) -> list[str | int | float]:
-        now = repr(int(self._clock.monotonic() * 1_000_000)) if self._injected_clock else ""
-        return [now, *op.lua_args()]
+    def _script(self, op: Any) -> tuple[str, str]:
+        cls = type(op)
+        entry = self._shas.get(cls)
+        if entry is None:
+            lua = getattr(cls, "LUA", None)
+            if not isinstance(lua, str):
+                raise ConfigurationError(f"{cls.__name__} has no Lua twin; it cannot run on Redis")
+            src = LUA_NOW + lua
+            entry = (src, hashlib.sha1(src.encode()).hexdigest())
+            self._shas[cls] = entry
+        return entry
 
-    def _script(self, op: RedisOp[Any]) -> tuple[str, str]:
-        src = LUA_NOW + type(op).LUA
-        sha = self._shas.get(src)
-        if sha is None:
-            sha = hashlib.sha1(src.encode()).hexdigest()
-            self._shas[src] = sha
-        return src, sha
+    def _call(self, op: Any) -> tuple[list[str], list[Any], str, str]:
+        src, sha = self._script(op)
+        keys = self._keys(op)
+        now = repr(round(self._clock.monotonic() * 1_000_000)) if self._injected_clock else ""
+        return keys, [now, *op.lua_args()], src, sha
 
     # -- apply --------------------------------------------------------------------------------
-    def apply(self, op: RedisOp[R], /) -> R:
-        """Run ``op``'s script (one round trip; a reload round trip after ``NOSCRIPT``)."""
-        if not hasattr(type(op), "LUA"):
-            raise ConfigurationError(f"{type(op).__name__} has no Lua twin; it cannot run on Redis")
+    def apply(self, op: StoreOp[R], /) -> R:
+        """Run ``op``'s Lua twin: one ``EVALSHA`` round trip (plus one ``EVAL`` after
+        ``NOSCRIPT``). Raises :class:`~resilience.StoreError` when Redis fails."""
+        keys, argv, src, sha = self._call(op)
         self._breaker.check()
-        client = self.sync_client()
-        keys, argv = self._keys(op), self._argv(op)
-        src, sha = self._script(op)
-        from redis.exceptions import NoScriptError, RedisError
-
+        client = self._sync or self.sync_client()
         try:
             try:
                 reply = client.evalsha(sha, len(keys), *keys, *argv)
-            except NoScriptError:
+            except _errors().NoScriptError:
                 reply = client.eval(src, len(keys), *keys, *argv)
-        except RedisError as exc:
+        except (_errors().RedisError, OSError) as exc:
             self._breaker.failure()
             raise StoreError(f"redis store failed: {type(exc).__name__}: {exc}") from exc
-        except OSError as exc:
-            self._breaker.failure()
-            raise StoreError(f"redis store failed: {exc}") from exc
-        self._breaker.success()
-        return op.parse(reply)
+        if self._breaker.failures:
+            self._breaker.success()
+        return cast("RedisOp[R]", op).parse(reply)
 
     async def _ready_async_client(self) -> Any:
         """The async client, initialized once (redis-py's async cluster client races when many
         coroutines make its first request concurrently)."""
-        client = self.async_client()
+        client = self._async or self.async_client()
         if client is None or self._async_ready or not callable(getattr(client, "initialize", None)):
             return client
         import asyncio
@@ -324,33 +413,26 @@ class RedisStore:
                 self._async_ready = True
         return client
 
-    async def aapply(self, op: RedisOp[R], /) -> R:
+    async def aapply(self, op: StoreOp[R], /) -> R:
         """The async twin of :meth:`apply`."""
         client = await self._ready_async_client()
         if client is None:
             import asyncio
 
             return await asyncio.to_thread(self.apply, op)
-        if not hasattr(type(op), "LUA"):
-            raise ConfigurationError(f"{type(op).__name__} has no Lua twin; it cannot run on Redis")
+        keys, argv, src, sha = self._call(op)
         self._breaker.check()
-        keys, argv = self._keys(op), self._argv(op)
-        src, sha = self._script(op)
-        from redis.exceptions import NoScriptError, RedisError
-
         try:
             try:
                 reply = await client.evalsha(sha, len(keys), *keys, *argv)
-            except NoScriptError:
+            except _errors().NoScriptError:
                 reply = await client.eval(src, len(keys), *keys, *argv)
-        except RedisError as exc:
+        except (_errors().RedisError, OSError) as exc:
             self._breaker.failure()
             raise StoreError(f"redis store failed: {type(exc).__name__}: {exc}") from exc
-        except OSError as exc:
-            self._breaker.failure()
-            raise StoreError(f"redis store failed: {exc}") from exc
-        self._breaker.success()
-        return op.parse(reply)
+        if self._breaker.failures:
+            self._breaker.success()
+        return cast("RedisOp[R]", op).parse(reply)
 
     def close(self) -> None:
         """Close the sync client (if this store created it)."""

@@ -1,0 +1,221 @@
+"""Shared rate limiting on a local Redis: decisions/s and round trips per decision.
+
+Starts its own ``redis-server`` on a free loopback port (stopped at the end), then for each
+limiter and for 1 and 4 client processes (spawned) runs decisions against one shared key for a
+fixed time, and reports decisions/s (summed over processes), the ratio to the floor, and the
+Redis commands executed per decision (from ``INFO stats``; one round trip = one command here).
+
+Compared, in one run: resilience (``RateLimiter`` + ``RedisStore``, one EVALSHA per decision),
+limits (``RedisStorage``, fixed window and sliding window counter), pyrate-limiter
+(``RedisBucket``) and throttled-py (``RedisStore``, GCRA), plus the floor: a raw ``EVALSHA`` of a
+trivial script (``return 1``) from the same redis-py client.
+
+Usage::
+
+    python -m benchmarks.bench_redis [--seconds 2] [--procs 1,4] [--only NAME,...]
+"""
+
+from __future__ import annotations
+
+import argparse
+import multiprocessing
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from typing import Any
+
+RATE = 1_000_000  # per second, far above what one server can do: every decision is "allowed"
+KEY = "bench-user"
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def make_decider(name: str, url: str) -> Callable[[], Any]:
+    """A zero-argument callable that takes one rate-limit decision on the shared key."""
+    import redis
+
+    if name == "floor: raw EVALSHA":
+        client = redis.Redis.from_url(url)
+        sha = client.script_load("return 1")
+        return lambda: client.evalsha(sha, 0)
+    if name == "resilience":
+        import resilience as rs
+
+        limiter = rs.RateLimiter(
+            "bench", rate=RATE, store=rs.RedisStore.from_url(url, socket_timeout=1.0)
+        )
+        try_acquire = limiter.try_acquire
+        return lambda: try_acquire(KEY)
+    if name.startswith("limits"):
+        from limits import RateLimitItemPerSecond
+        from limits.storage import RedisStorage
+        from limits.strategies import FixedWindowRateLimiter, SlidingWindowCounterRateLimiter
+
+        storage = RedisStorage(url)
+        strategy = (
+            FixedWindowRateLimiter(storage)
+            if "fixed" in name
+            else SlidingWindowCounterRateLimiter(storage)
+        )
+        item = RateLimitItemPerSecond(RATE)
+        hit = strategy.hit
+        return lambda: hit(item, KEY)
+    if name == "pyrate-limiter (redis bucket)":
+        from pyrate_limiter import Duration, Limiter, Rate, RedisBucket
+
+        client = redis.Redis.from_url(url)
+        bucket = RedisBucket.init([Rate(RATE, Duration.SECOND)], client, "bench-bucket")
+        limiter2 = Limiter(bucket)
+        acquire = limiter2.try_acquire
+        return lambda: acquire(KEY, blocking=False)
+    if name == "throttled-py (redis, gcra)":
+        from throttled import RateLimiterType, Throttled, per_sec
+        from throttled.store import RedisStore as ThrottledRedis
+
+        throttle = Throttled(
+            key=KEY,
+            using=RateLimiterType.GCRA.value,
+            quota=per_sec(RATE),
+            store=ThrottledRedis(server=url),
+        )
+        limit = throttle.limit
+        return lambda: limit(KEY)
+    raise ValueError(name)
+
+
+def _worker(name: str, url: str, seconds: float, barrier: Any, out: Any) -> None:
+    decide = make_decider(name, url)
+    for _ in range(200):  # warm up: scripts loaded, connections open
+        decide()
+    barrier.wait(timeout=60)
+    n = 0
+    end = time.perf_counter() + seconds
+    while True:
+        for _ in range(50):
+            decide()
+        n += 50
+        if time.perf_counter() >= end:
+            break
+    out.put(n)
+
+
+def _commands(client: Any) -> int:
+    return int(client.info("stats")["total_commands_processed"])
+
+
+def run(name: str, url: str, procs: int, seconds: float) -> tuple[float, float]:
+    """``(decisions/s summed over processes, Redis commands per decision)``."""
+    import redis
+
+    client = redis.Redis.from_url(url)
+    client.flushdb()
+    ctx = multiprocessing.get_context("spawn")
+    barrier = ctx.Barrier(procs + 1)
+    out = ctx.Queue()
+    ps = [
+        ctx.Process(target=_worker, args=(name, url, seconds, barrier, out)) for _ in range(procs)
+    ]
+    for p in ps:
+        p.start()
+    barrier.wait(timeout=120)
+    before = _commands(client)
+    t0 = time.perf_counter()
+    counts = [out.get(timeout=120) for _ in range(procs)]
+    elapsed = time.perf_counter() - t0
+    after = _commands(client) - 1  # the INFO command itself
+    for p in ps:
+        p.join(timeout=30)
+    client.close()
+    total = sum(counts)
+    return total / elapsed, (after - before) / total
+
+
+VARIANTS = [
+    "floor: raw EVALSHA",
+    "resilience",
+    "limits (redis, fixed window)",
+    "limits (redis, sliding window counter)",
+    "pyrate-limiter (redis bucket)",
+    "throttled-py (redis, gcra)",
+]
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--seconds", type=float, default=2.0)
+    ap.add_argument("--procs", default="1,4")
+    ap.add_argument("--only", default="")
+    args = ap.parse_args(argv)
+    server = shutil.which("redis-server")
+    if server is None:
+        print("redis-server not found", file=sys.stderr)
+        return 2
+    variants = [v for v in VARIANTS if not args.only or any(o in v for o in args.only.split(","))]
+    workdir = tempfile.mkdtemp(prefix="rs-bench-redis-")
+    port = _free_port()
+    proc = subprocess.Popen(
+        [
+            server,
+            "--port",
+            str(port),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--dir",
+            workdir,
+            "--protected-mode",
+            "no",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    url = f"redis://127.0.0.1:{port}/0"
+    try:
+        import redis
+
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                redis.Redis.from_url(url).ping()
+                break
+            except redis.ConnectionError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.05)
+        print(f"redis-server {port}, {os.cpu_count()} CPUs, {args.seconds:g} s per run, one key")
+        for procs in [int(p) for p in args.procs.split(",")]:
+            print(f"\n{procs} client process(es)")
+            print(f"{'limiter':42} {'decisions/s':>12} {'vs floor':>9} {'cmds/decision':>14}")
+            floor = None
+            for name in variants:
+                try:
+                    rate, cmds = run(name, url, procs, args.seconds)
+                except Exception as exc:  # a peer that is not installed or broke
+                    print(f"{name:42} failed: {type(exc).__name__}: {exc}")
+                    continue
+                if name.startswith("floor"):
+                    floor = rate
+                ratio = f"{rate / floor:8.0%}" if floor else "       -"
+                print(f"{name:42} {rate:12,.0f} {ratio:>9} {cmds:14.2f}", flush=True)
+    finally:
+        proc.terminate()  # only the server this script started
+        proc.wait(timeout=10)
+        shutil.rmtree(workdir, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

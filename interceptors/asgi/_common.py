@@ -1,0 +1,302 @@
+"""Shared ASGI plumbing: problem+json responses, the error→status table, ``Retry-After``,
+client addresses behind trusted proxies, route selection and inbound deadlines.
+
+Everything here is private to :mod:`interceptors.asgi`; the middlewares import from it so that
+each of these rules exists in exactly one place.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import math
+import re
+from collections.abc import Awaitable, Callable, Iterable, MutableMapping, Sequence
+from typing import Any, TypeAlias, cast
+
+from resilience.errors import (
+    BulkheadFullError,
+    CircuitOpenError,
+    ConfigurationError,
+    IdempotencyInProgressError,
+    IdempotencyKeyReusedError,
+    RateLimitedError,
+    TimeoutExceededError,
+)
+
+Scope: TypeAlias = MutableMapping[str, Any]
+Message: TypeAlias = MutableMapping[str, Any]
+Receive: TypeAlias = Callable[[], Awaitable[Message]]
+Send: TypeAlias = Callable[[Message], Awaitable[None]]
+ASGIApp: TypeAlias = Callable[[Scope, Receive, Send], Awaitable[None]]
+Headers: TypeAlias = list[tuple[bytes, bytes]]
+
+__all__ = [
+    "ASGIApp",
+    "ERROR_STATUS",
+    "PROBLEM_BASE",
+    "Headers",
+    "Message",
+    "Receive",
+    "RouteFilter",
+    "Scope",
+    "Send",
+    "TrustedProxies",
+    "error_status",
+    "format_retry_after",
+    "header",
+    "parse_timeout",
+    "send_problem",
+]
+
+# -- errors → HTTP --------------------------------------------------------------------------
+
+#: The one table mapping policy errors to HTTP responses: ``(status, title, problem type)``.
+#: Subclasses come before their bases (the first ``isinstance`` match wins).
+ERROR_STATUS: tuple[tuple[type[BaseException], int, str, str], ...] = (
+    (RateLimitedError, 429, "Too Many Requests", "rate-limited"),
+    (CircuitOpenError, 503, "Service Unavailable", "circuit-open"),
+    (BulkheadFullError, 503, "Service Unavailable", "bulkhead-full"),
+    (TimeoutExceededError, 504, "Gateway Timeout", "timeout"),
+    (IdempotencyInProgressError, 409, "Conflict", "idempotency-in-progress"),
+    (IdempotencyKeyReusedError, 422, "Unprocessable Content", "idempotency-key-reused"),
+)
+
+PROBLEM_BASE = "urn:resilience:problem:"
+
+
+def error_status(exc: BaseException) -> tuple[int, str, str] | None:
+    """``(status, title, problem type URI)`` for a policy error, or ``None`` if not ours."""
+    for cls, status, title, slug in ERROR_STATUS:
+        if isinstance(exc, cls):
+            return status, title, PROBLEM_BASE + slug
+    return None
+
+
+def format_retry_after(seconds: float | None) -> bytes | None:
+    """A ``Retry-After`` delay-seconds value: whole seconds, rounded up (never early).
+
+    ``None``, negative, NaN or infinite inputs give ``None`` (send no header).
+    """
+    if seconds is None or not math.isfinite(seconds) or seconds < 0:
+        return None
+    return str(math.ceil(seconds)).encode("ascii")
+
+
+async def send_problem(
+    send: Send,
+    status: int,
+    title: str,
+    *,
+    type_: str = "about:blank",
+    detail: str | None = None,
+    headers: Iterable[tuple[bytes, bytes]] = (),
+    extra: dict[str, Any] | None = None,
+) -> None:
+    """Send a complete RFC 9457 ``application/problem+json`` response."""
+    doc: dict[str, Any] = {"type": type_, "title": title, "status": status}
+    if detail:
+        doc["detail"] = detail
+    if extra:
+        doc.update(extra)
+    body = json.dumps(doc, separators=(",", ":")).encode()
+    out: Headers = [
+        (b"content-type", b"application/problem+json"),
+        (b"content-length", str(len(body)).encode("ascii")),
+        (b"cache-control", b"no-store"),
+    ]
+    out.extend(headers)
+    await send({"type": "http.response.start", "status": status, "headers": out})
+    await send({"type": "http.response.body", "body": body, "more_body": False})
+
+
+def header(scope: Scope, name: bytes) -> bytes | None:
+    """The value of the last request header ``name`` (lower-case bytes), or ``None``."""
+    found = None
+    for k, v in scope.get("headers", ()):
+        if k == name:
+            found = v
+    return found
+
+
+# -- client address behind trusted proxies -------------------------------------------------
+
+Network: TypeAlias = ipaddress.IPv4Network | ipaddress.IPv6Network
+Address: TypeAlias = ipaddress.IPv4Address | ipaddress.IPv6Address
+
+
+def _parse_ip(text: str) -> Address | None:
+    text = text.strip()
+    if text.startswith("["):  # "[v6]" or "[v6]:port"
+        end = text.find("]")
+        text = text[1:end] if end > 0 else text
+    elif text.count(":") == 1:  # "v4:port"
+        text = text.split(":", 1)[0]
+    try:
+        addr = ipaddress.ip_address(text)
+    except ValueError:
+        return None
+    if isinstance(addr, ipaddress.IPv6Address) and addr.ipv4_mapped is not None:
+        return addr.ipv4_mapped
+    return addr
+
+
+class TrustedProxies:
+    """Resolve the client address of a request, trusting ``X-Forwarded-For`` only from proxies.
+
+    The peer address (``scope["client"]``) is the client unless it lies in one of the trusted
+    networks; then ``X-Forwarded-For`` is read right to left, skipping trusted hops, and the
+    first untrusted address is the client (the rightmost untrusted hop: entries to its left were
+    written by the client itself and prove nothing). If every hop is trusted the leftmost one is
+    used; if the hop to use is not an IP address the last trusted address is used instead (a
+    conservative choice: the limit then applies to that proxy, never to a client-chosen string).
+
+    Args:
+        networks: CIDRs (``"10.0.0.0/8"``, ``"::1/128"``) or single addresses.
+
+    Example:
+        >>> tp = TrustedProxies(["10.0.0.0/8"])
+        >>> scope = {"client": ("10.1.2.3", 5000),
+        ...          "headers": [(b"x-forwarded-for", b"6.6.6.6, 203.0.113.9, 10.9.9.9")]}
+        >>> tp.client_ip(scope)
+        '203.0.113.9'
+    """
+
+    __slots__ = ("networks",)
+
+    def __init__(self, networks: Iterable[str | Network] = ()) -> None:
+        if isinstance(networks, str | bytes):
+            raise ConfigurationError(
+                f"trusted_proxies must be a sequence of CIDR strings, got the string {networks!r}"
+            )
+        nets: list[Network] = []
+        for n in networks:
+            try:
+                nets.append(n if isinstance(n, Network) else ipaddress.ip_network(n, strict=False))
+            except (ValueError, TypeError):
+                raise ConfigurationError(
+                    f"trusted_proxies entries must be CIDRs like '10.0.0.0/8' or addresses, "
+                    f"got {n!r}"
+                ) from None
+        self.networks: tuple[Network, ...] = tuple(nets)
+
+    def trusted(self, addr: Address) -> bool:
+        """Whether ``addr`` is one of the trusted proxies."""
+        return any(addr in net for net in self.networks)
+
+    def client_ip(self, scope: Scope) -> str | None:
+        """The client's address as a string, or ``None`` when the server gave none."""
+        client = scope.get("client")
+        if not client:
+            return None
+        peer = str(client[0])
+        if not self.networks:
+            return peer
+        peer_ip = _parse_ip(peer)
+        if peer_ip is None or not self.trusted(peer_ip):
+            return peer
+        hops: list[str] = []
+        for k, v in scope.get("headers", ()):
+            if k == b"x-forwarded-for":
+                hops.extend(v.decode("latin-1").split(","))
+        last = peer_ip
+        for hop in reversed(hops):
+            ip = _parse_ip(hop)
+            if ip is None:
+                return str(last)
+            if not self.trusted(ip):
+                return str(ip)
+            last = ip
+        return str(last)
+
+
+# -- route selection -------------------------------------------------------------------------
+
+
+class RouteFilter:
+    """Which requests a middleware applies to: path prefixes to include / exclude, a predicate.
+
+    A request is selected when its path matches one of ``include`` (or ``include`` is empty),
+    matches none of ``exclude``, and ``when(scope)`` (if given) is true. A prefix matches on
+    segment boundaries: ``"/api"`` matches ``/api`` and ``/api/users`` but not ``/apis``.
+
+    Example:
+        >>> f = RouteFilter(include=["/api"], exclude=["/api/health"])
+        >>> [f({"path": p}) for p in ("/api/users", "/apis", "/api/health", "/")]
+        [True, False, False, False]
+    """
+
+    __slots__ = ("exclude", "include", "when")
+
+    def __init__(
+        self,
+        include: Sequence[str] = (),
+        exclude: Sequence[str] = (),
+        when: Callable[[Scope], bool] | None = None,
+    ) -> None:
+        self.include = self._prefixes(include, "include")
+        self.exclude = self._prefixes(exclude, "exclude")
+        if when is not None and not callable(when):
+            raise ConfigurationError(f"when must be a predicate over the ASGI scope, got {when!r}")
+        self.when = when
+
+    @staticmethod
+    def _prefixes(values: Sequence[str], name: str) -> tuple[str, ...]:
+        if isinstance(values, str):
+            raise ConfigurationError(f"{name} must be a sequence of path prefixes, not a string")
+        out = []
+        for v in cast(Sequence[object], values):
+            if not isinstance(v, str) or not v.startswith("/"):
+                raise ConfigurationError(f"{name} prefixes must start with '/', got {v!r}")
+            out.append(v.rstrip("/"))
+        return tuple(out)
+
+    @property
+    def everything(self) -> bool:
+        """Whether every request is selected (the fast path)."""
+        return not self.include and not self.exclude and self.when is None
+
+    @staticmethod
+    def _match(path: str, prefixes: tuple[str, ...]) -> bool:
+        for p in prefixes:
+            if path.startswith(p) and (len(path) == len(p) or path[len(p)] == "/"):
+                return True
+        return False
+
+    def __call__(self, scope: Scope) -> bool:
+        """Whether the request is selected."""
+        path: str = scope.get("path", "")
+        if self.include and not self._match(path, self.include):
+            return False
+        if self.exclude and self._match(path, self.exclude):
+            return False
+        return self.when is None or bool(self.when(scope))
+
+
+# -- inbound deadlines -----------------------------------------------------------------------
+
+_GRPC_UNITS = {"H": 3600.0, "M": 60.0, "S": 1.0, "m": 1e-3, "u": 1e-6, "n": 1e-9}
+_GRPC_TIMEOUT = re.compile(r"\A([0-9]{1,8})([HMSmun])\Z")
+_SECONDS = re.compile(r"\A[0-9]{1,12}(?:\.[0-9]{1,9})?\Z")
+
+
+def parse_timeout(value: bytes | str | None) -> float | None:
+    """Seconds from an inbound timeout header, or ``None`` when absent or malformed.
+
+    Accepts decimal seconds (``"2.5"``) and the gRPC ``grpc-timeout`` form (``"250m"``: up to
+    8 digits and a unit ``H``, ``M``, ``S``, ``m``, ``u`` or ``n``).
+
+    Example:
+        >>> parse_timeout(b"2.5"), parse_timeout("250m"), parse_timeout("-1"), parse_timeout("x")
+        (2.5, 0.25, None, None)
+    """
+    if value is None:
+        return None
+    text = value.decode("latin-1") if isinstance(value, bytes) else value
+    text = text.strip()
+    if _SECONDS.match(text):
+        return float(text)
+    m = _GRPC_TIMEOUT.match(text)
+    if m:
+        return int(m.group(1)) * _GRPC_UNITS[m.group(2)]
+    return None

@@ -1,0 +1,201 @@
+"""``RateLimitMiddleware``: per-client rate limits with the IETF ``RateLimit`` fields."""
+
+from __future__ import annotations
+
+import inspect
+import math
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any, Protocol, cast
+
+from resilience.errors import ConfigurationError
+
+from ._common import (
+    PROBLEM_BASE,
+    ASGIApp,
+    Headers,
+    Message,
+    Network,
+    Receive,
+    RouteFilter,
+    Scope,
+    Send,
+    TrustedProxies,
+    format_retry_after,
+    send_problem,
+)
+
+__all__ = ["RateLimitMiddleware"]
+
+
+class Decision(Protocol):
+    """What ``limiter.try_acquire`` returns (see API.md)."""
+
+    @property
+    def allowed(self) -> bool: ...  # pragma: no cover - protocol
+
+    @property
+    def retry_after(self) -> float | None: ...  # pragma: no cover - protocol
+
+    @property
+    def remaining(self) -> float | int: ...  # pragma: no cover - protocol
+
+
+def _sf_string(text: str) -> bytes:
+    """A structured-field string (RFC 8941 §3.3.3), dropping characters it cannot carry."""
+    clean = "".join(c for c in text if " " <= c <= "~")
+    return b'"' + clean.replace("\\", "\\\\").replace('"', '\\"').encode("ascii") + b'"'
+
+
+def _number(value: object) -> float | None:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        return None
+    return float(value)
+
+
+class RateLimitMiddleware:
+    """Per-client rate limiting for HTTP requests (pure ASGI).
+
+    Each selected request takes ``cost`` permits from ``limiter`` under the key ``key(scope)``
+    (default: the client address, honouring ``X-Forwarded-For`` only from ``trusted_proxies``).
+    A refused request gets ``429`` problem+json with ``Retry-After`` (whole seconds, rounded
+    up) and, like every limited response, the IETF ``RateLimit-Policy`` and ``RateLimit``
+    fields (``"<limiter>";q=<quota>;w=<window>`` and ``"<limiter>";r=<remaining>;t=<seconds>``).
+    A key of ``None`` means "no principal": the request is not limited. ``lifespan``,
+    ``websocket`` and unknown scopes pass through untouched.
+
+    The limiter is anything with ``try_acquire(key=..., cost=...)`` (or an awaitable
+    ``atry_acquire``, preferred when present) returning a decision with ``.allowed``,
+    ``.retry_after`` and ``.remaining`` (and optionally ``.limit``), like
+    :class:`resilience.RateLimiter`.
+
+    Args:
+        app: the ASGI application.
+        limiter: the rate limiter.
+        key: maps the ASGI scope to the client key (``str``) or ``None``.
+        trusted_proxies: CIDRs of reverse proxies whose ``X-Forwarded-For`` is believed.
+        cost: permits per request, or a callable of the scope returning them.
+        include / exclude / when: which requests are limited (path prefixes, predicate).
+        headers: send the ``RateLimit`` / ``RateLimit-Policy`` fields on allowed responses too.
+
+    Example:
+        >>> async def app(scope, receive, send): ...
+        >>> class Limiter:
+        ...     name = "api"
+        ...     def try_acquire(self, *, key, cost=1): ...
+        >>> app = RateLimitMiddleware(app, limiter=Limiter(), trusted_proxies=["10.0.0.0/8"])
+    """
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        *,
+        limiter: Any,
+        key: Callable[[Scope], str | None] | None = None,
+        trusted_proxies: Iterable[str | Network] = (),
+        cost: int | Callable[[Scope], int] = 1,
+        include: Sequence[str] = (),
+        exclude: Sequence[str] = (),
+        when: Callable[[Scope], bool] | None = None,
+        headers: bool = True,
+    ) -> None:
+        atry = getattr(limiter, "atry_acquire", None)
+        sync = getattr(limiter, "try_acquire", None)
+        if atry is not None and inspect.iscoroutinefunction(atry):
+            self._acquire: Callable[..., Any] = atry
+            self._async = True
+        elif callable(sync):
+            self._acquire = sync
+            self._async = inspect.iscoroutinefunction(sync)
+        else:
+            raise ConfigurationError(
+                f"limiter must provide try_acquire(key=..., cost=...), got {limiter!r}"
+            )
+        if key is not None and not callable(key):
+            raise ConfigurationError(f"key must be a callable of the ASGI scope, got {key!r}")
+        if not callable(cost) and (
+            isinstance(cost, bool) or not isinstance(cast(object, cost), int) or cost < 1
+        ):
+            raise ConfigurationError(f"cost must be an integer >= 1 or a callable, got {cost!r}")
+        self.app = app
+        self.limiter = limiter
+        self._proxies = TrustedProxies(trusted_proxies)
+        self._key = key or self._proxies.client_ip
+        self._cost = cost
+        self._routes = RouteFilter(include, exclude, when)
+        self._all_routes = self._routes.everything
+        self._headers = headers
+        name = getattr(limiter, "name", None)
+        self._name = _sf_string(name if isinstance(name, str) and name else "default")
+        rate = _number(getattr(limiter, "rate", None))
+        per = _number(getattr(limiter, "per", None))
+        self._rate_per = (rate, per) if rate and per else None
+
+    def _fields(self, decision: Any, denied_after: bytes | None) -> Headers:
+        limit = _number(getattr(decision, "limit", None))
+        remaining = _number(getattr(decision, "remaining", None))
+        out: Headers = []
+        if self._rate_per is not None:
+            rate, per = self._rate_per
+            quota = limit if limit is not None else rate
+            window = per * quota / rate
+            out.append(
+                (
+                    b"ratelimit-policy",
+                    self._name + b";q=%d;w=%d" % (math.floor(quota), math.ceil(window)),
+                )
+            )
+        elif limit is not None:
+            out.append((b"ratelimit-policy", self._name + b";q=%d" % math.floor(limit)))
+        if remaining is None:
+            return out
+        r = max(0, math.floor(remaining))
+        if denied_after is not None:
+            t = denied_after
+        else:
+            reset = _number(getattr(decision, "reset_after", None))
+            if reset is None and self._rate_per is not None and limit is not None:
+                rate, per = self._rate_per
+                reset = max(0.0, limit - remaining) * per / rate
+            t = format_retry_after(reset) or b"0"
+        out.append((b"ratelimit", self._name + b";r=%d;t=" % r + t))
+        return out
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Handle one ASGI connection scope."""
+        if scope["type"] != "http" or not (self._all_routes or self._routes(scope)):
+            await self.app(scope, receive, send)
+            return
+        key = self._key(scope)
+        if key is None:
+            await self.app(scope, receive, send)
+            return
+        cost = self._cost(scope) if callable(self._cost) else self._cost
+        decision = self._acquire(key=key, cost=cost)
+        if self._async:
+            decision = await decision
+        if not decision.allowed:
+            after = format_retry_after(decision.retry_after)
+            headers = self._fields(decision, after or b"0")
+            if after is not None:
+                headers.append((b"retry-after", after))
+            await send_problem(
+                send,
+                429,
+                "Too Many Requests",
+                type_=PROBLEM_BASE + "rate-limited",
+                detail="the client's request quota is exhausted",
+                headers=headers,
+            )
+            return
+        if not self._headers:
+            await self.app(scope, receive, send)
+            return
+        fields = self._fields(decision, None)
+
+        async def send_with_fields(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                message = dict(message)
+                message["headers"] = [*message.get("headers", ()), *fields]
+            await send(message)
+
+        await self.app(scope, receive, send_with_fields)

@@ -1,0 +1,225 @@
+"""``ResilienceMiddleware``: run each HTTP request through a server-side pipeline."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any
+
+from resilience._clock import Clock, resolve_clock
+from resilience._deadline import deadline_scope
+from resilience._policy import Policy
+from resilience.errors import ConfigurationError
+
+from ._common import (
+    PROBLEM_BASE,
+    ASGIApp,
+    Message,
+    Receive,
+    RouteFilter,
+    Scope,
+    Send,
+    error_status,
+    format_retry_after,
+    parse_timeout,
+    send_problem,
+)
+
+__all__ = ["ResilienceMiddleware", "ServerErrorResponse"]
+
+_MAX_OPERATIONS = 256
+
+
+class ServerErrorResponse(Exception):
+    """Raised *inside* the pipeline after the app completed a response counted as a failure.
+
+    The app returned normally but answered with a failure status (5xx by default), so circuit
+    breakers in the pipeline must see a failure. The response has already been sent when this
+    is raised; the middleware swallows it after the pipeline has recorded it. Configure a
+    breaker's ``on=`` with this class to count such responses.
+
+    Example:
+        >>> ServerErrorResponse(502).status
+        502
+    """
+
+    def __init__(self, status: int) -> None:
+        super().__init__(f"the application answered {status}")
+        self.status = status
+
+
+class _Responder:
+    """Per-request ``send`` wrapper: forwards every message at once, remembers the status."""
+
+    __slots__ = ("send", "started", "status")
+
+    def __init__(self, send: Send) -> None:
+        self.send = send
+        self.started = False
+        self.status = 0
+
+    async def __call__(self, message: Message) -> None:
+        if message["type"] == "http.response.start":
+            if self.started:
+                raise RuntimeError("the application sent http.response.start twice")
+            self.started = True
+            self.status = message["status"]
+        await self.send(message)
+
+
+def _contains_retry(description: dict[str, Any]) -> bool:
+    if description.get("kind") == "retry":
+        return True
+    return any(_contains_retry(p) for p in description.get("policies", ()))
+
+
+def _default_operation(scope: Scope) -> str:
+    method: str = scope.get("method", "HTTP")
+    return method
+
+
+class ResilienceMiddleware:
+    """Run each HTTP request through a server-side pipeline (pure ASGI).
+
+    Policy refusals become problem+json responses: ``RateLimitedError`` → 429,
+    ``CircuitOpenError`` / ``BulkheadFullError`` → 503, ``TimeoutExceededError`` → 504, with
+    ``Retry-After`` when the error carries ``retry_after``. ``lifespan``, ``websocket`` and
+    unknown scopes pass through untouched, as do requests not selected by ``include`` /
+    ``exclude`` / ``when``.
+
+    Streaming responses are forwarded message by message (never buffered). Once the response
+    has started, the status can no longer change: an exception raised after that point (the
+    app's own, or a ``TimeoutExceededError`` that cancelled a streaming body) is re-raised so
+    that the server aborts the connection and the client sees a truncated response; no second
+    ``http.response.start`` is ever sent. App exceptions propagate unchanged, after the
+    pipeline's policies released their permits and recorded the failure. A completed response
+    whose status matches ``failure_status`` (5xx by default) counts as a failure for the
+    pipeline (as :class:`ServerErrorResponse`), without changing what the client received.
+
+    An inbound deadline header (``Request-Timeout`` / ``X-Request-Timeout`` by default, in
+    seconds, or the ``grpc-timeout`` form like ``250m``) becomes the request's deadline:
+    handlers and outbound adapters see it through :func:`resilience.remaining`. An already
+    expired deadline (``0``) is answered with 504 without running the app.
+
+    Server pipelines must not contain a :class:`resilience.Retry`: a request body can only be
+    read once and a response only sent once.
+
+    Args:
+        app: the ASGI application.
+        pipeline: the policies (a :class:`resilience.Pipeline` or a single policy).
+        include / exclude: path prefixes selecting the requests the pipeline guards.
+        when: a predicate over the ASGI scope, also selecting requests.
+        deadline_headers: request headers read as an inbound deadline (first present wins);
+            ``()`` disables inbound deadlines.
+        operation: maps the scope to the low-cardinality operation name in events (default:
+            the HTTP method); at most 256 distinct names are kept, the rest share ``"HTTP"``.
+        failure_status: which response statuses count as failures for the pipeline.
+        clock: time source of the inbound deadline.
+
+    Example:
+        >>> import resilience as rs
+        >>> async def app(scope, receive, send): ...
+        >>> app = ResilienceMiddleware(app, pipeline=rs.Pipeline(rs.Timeout(10)))
+    """
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        *,
+        pipeline: Policy,
+        include: Sequence[str] = (),
+        exclude: Sequence[str] = (),
+        when: Callable[[Scope], bool] | None = None,
+        deadline_headers: Sequence[str] = ("request-timeout", "x-request-timeout"),
+        operation: Callable[[Scope], str] | None = None,
+        failure_status: Callable[[int], bool] | None = None,
+        clock: Clock | None = None,
+    ) -> None:
+        if not isinstance(pipeline, Policy):
+            raise ConfigurationError(
+                f"pipeline must be a resilience policy or Pipeline, got {pipeline!r}"
+            )
+        if _contains_retry(pipeline.describe()):
+            raise ConfigurationError(
+                "a server pipeline cannot contain a Retry: the request body is read once and "
+                "the response sent once; retry on the client side instead"
+            )
+        if isinstance(deadline_headers, str):
+            raise ConfigurationError("deadline_headers must be a sequence of header names")
+        self.app = app
+        self.pipeline = pipeline
+        self._routes = RouteFilter(include, exclude, when)
+        self._all_routes = self._routes.everything
+        self._deadline_headers = tuple(h.lower().encode("latin-1") for h in deadline_headers)
+        self._operation = operation or _default_operation
+        self._failure_status = failure_status or (lambda status: status >= 500)
+        self._clock = resolve_clock(clock)
+        self._wrapped: dict[str, Callable[[Scope, Receive, _Responder], Awaitable[None]]] = {}
+
+    def _guarded(self, op: str) -> Callable[[Scope, Receive, _Responder], Awaitable[None]]:
+        wrapped = self._wrapped.get(op)
+        if wrapped is not None:
+            return wrapped
+        if len(self._wrapped) >= _MAX_OPERATIONS:
+            op = "HTTP"
+            wrapped = self._wrapped.get(op)
+            if wrapped is not None:
+                return wrapped
+        app = self.app
+        failed = self._failure_status
+
+        async def run(scope: Scope, receive: Receive, responder: _Responder) -> None:
+            await app(scope, receive, responder)
+            if responder.started and failed(responder.status):
+                raise ServerErrorResponse(responder.status)
+
+        run.__qualname__ = run.__name__ = op
+        wrapped = self.pipeline(run)
+        self._wrapped[op] = wrapped
+        return wrapped
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Handle one ASGI connection scope."""
+        if scope["type"] != "http" or not (self._all_routes or self._routes(scope)):
+            await self.app(scope, receive, send)
+            return
+        timeout = None
+        names = self._deadline_headers
+        if names:
+            found = {k: v for k, v in scope.get("headers", ()) if k in names}
+            for name in names:  # the first header present and well-formed wins
+                if name in found:
+                    timeout = parse_timeout(found[name])
+                    if timeout is not None:
+                        break
+        if timeout is None:
+            await self._handle(scope, receive, send)
+            return
+        if timeout <= 0:
+            await send_problem(
+                send,
+                504,
+                "Gateway Timeout",
+                type_=PROBLEM_BASE + "timeout",
+                detail="the request's deadline had already expired",
+            )
+            return
+        with deadline_scope(timeout, clock=self._clock):
+            await self._handle(scope, receive, send)
+
+    async def _handle(self, scope: Scope, receive: Receive, send: Send) -> None:
+        responder = _Responder(send)
+        try:
+            await self._guarded(self._operation(scope))(scope, receive, responder)
+        except ServerErrorResponse:
+            if not responder.started:  # pragma: no cover - raised only after a start
+                raise
+        except Exception as exc:
+            mapped = error_status(exc)
+            if mapped is None or responder.started:
+                raise
+            status, title, type_ = mapped
+            retry_after = format_retry_after(getattr(exc, "retry_after", None))
+            headers = [(b"retry-after", retry_after)] if retry_after is not None else []
+            await send_problem(
+                send, status, title, type_=type_, detail=str(exc) or None, headers=headers
+            )

@@ -1,0 +1,937 @@
+"""Rate limiting: GCRA token bucket, Guava/Sentinel warm-up, uniform pacing, keyed limits.
+
+One state machine covers Sentinel's four flow-control behaviours:
+
+========================  ===================================================================
+reject (DEFAULT)          ``rate``, ``per``, ``burst``: a GCRA token bucket; over the limit →
+                          :class:`~resilience.RateLimitedError` with an exact ``retry_after``.
+warm-up (WARM_UP)         ``warmup=`` seconds, ``cold_factor``: a cold limiter admits
+                          ``rate / cold_factor`` and ramps to ``rate`` over ``warmup`` seconds of
+                          saturation (Guava ``SmoothWarmingUp``); an idle limiter cools down.
+pacing (RATE_LIMITER)     ``max_wait > 0`` with ``burst=1``: admitted calls are spaced exactly
+                          ``per / rate`` apart; a call whose wait would exceed ``max_wait`` is
+                          rejected at once (a bounded virtual queue).
+warm-up + pacing          both together (WARM_UP_RATE_LIMITER).
+========================  ===================================================================
+
+The state of one bucket is two numbers, ``[tat, stored]``: the *theoretical arrival time* (the
+instant the bucket's backlog drains; ``tat <= now`` means "idle") and, with warm-up, the *stored
+tokens* (Guava's ``storedPermits``: high = cold). Every decision is the pure function
+:func:`transition` ``(tat, stored, now, cost, max_wait, params) → (allowed, tat', stored', wait,
+cost_time)``; a cancelled waiter gives its reservation back with :func:`refund`. The Redis store
+mirrors these two functions in Lua, number for number.
+
+The math (``T = per / rate`` is the stable emission interval, ``B = burst``):
+
+- resync: if ``now > tat``: ``stored = min(max_tokens, stored + (now - tat) / cooldown)``;
+  ``tat = now``.
+- ``wait = tat - now - (B - cost) * T`` (the GCRA check "``tat + cost*T - B*T <= now``" written
+  on the backlog *before* this call, so warm-up's dearer permits never block an idle bucket).
+- admitted iff ``wait <= max_wait``: ``tat += cost_time`` where ``cost_time = cost * T`` plus,
+  with warm-up, the trapezoid ``k * slope * (above - k / 2)`` for the ``k`` permits taken above
+  the warning line (``above = stored - warning_tokens``); ``stored = max(0, stored - cost)``.
+- rejected: nothing changes; ``retry_after = wait`` (after that long the same call is admitted
+  without waiting, barring competition).
+
+Warm-up constants follow Sentinel's ``WarmUpController`` (with floats; ``count = rate / per``):
+``warning_tokens = warmup * count / (cold_factor - 1)``, ``max_tokens = warning_tokens +
+2 * warmup * count / (1 + cold_factor)``, ``slope = (cold_factor - 1) * T / (max_tokens -
+warning_tokens)``, and Guava's cool-down: an idle limiter refills ``0 → max_tokens`` in
+``warmup`` seconds (``cooldown = warmup / max_tokens`` seconds per token). Going from
+``max_tokens`` down to ``warning_tokens`` under saturation takes exactly ``warmup`` seconds.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+import threading
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any, ClassVar, Literal, NamedTuple, cast
+
+from ._clock import Clock, resolve_clock
+from ._deadline import _DEADLINE
+from ._degraded import STORE_LOG
+from ._policy import Emitter, Policy
+from ._types import Duration, optional_seconds, positive_int, positive_number, seconds
+from .errors import ConfigurationError, RateLimitedError, StoreError
+from .events import CallRejected, Listener, RateLimitWaited, StoreFailed, error_type
+from .stores.base import Store, StoreFullError
+
+__all__ = [
+    "Decision",
+    "LimitParams",
+    "RateLimiter",
+    "fresh_at",
+    "limit_params",
+    "refund",
+    "status",
+    "transition",
+]
+
+#: Float slack (seconds) in admission checks, so sums of intervals that are exactly on the
+#: boundary are not rejected over rounding noise.
+EPS = 1e-9
+_INF = math.inf
+
+
+class LimitParams(NamedTuple):
+    """The numbers a bucket's transition needs (plain floats, JSON/Lua friendly).
+
+    Attributes:
+        interval: ``T = per / rate``, seconds per permit at the stable rate (``inf``: rate 0).
+        burst: ``B``, the bucket size in permits.
+        warning_tokens: Sentinel's ``warningToken`` (0 without warm-up).
+        max_tokens: Sentinel's ``maxToken`` (0 without warm-up: warm-up is off).
+        slope: extra seconds per permit per stored token above the warning line.
+        cooldown: seconds an idle limiter takes to store one more token.
+    """
+
+    interval: float
+    burst: float
+    warning_tokens: float
+    max_tokens: float
+    slope: float
+    cooldown: float
+
+
+def limit_params(
+    rate: float,
+    per: float = 1.0,
+    burst: float | None = None,
+    warmup: float | None = None,
+    cold_factor: float = 3.0,
+) -> LimitParams:
+    """Compute a bucket's :class:`LimitParams` (inputs already validated).
+
+    Example:
+        >>> p = limit_params(100, 1.0, warmup=10, cold_factor=3)
+        >>> p.warning_tokens, p.max_tokens, round(p.interval * p.burst, 6)
+        (500.0, 1000.0, 1.0)
+    """
+    if rate == 0:
+        return LimitParams(_INF, 0.0, 0.0, 0.0, 0.0, 1.0)
+    interval = per / rate
+    b = max(1.0, float(rate)) if burst is None else float(burst)
+    if not warmup:
+        return LimitParams(interval, b, 0.0, 0.0, 0.0, 1.0)
+    count = rate / per  # permits per second
+    warning = warmup * count / (cold_factor - 1.0)
+    max_tokens = warning + 2.0 * warmup * count / (1.0 + cold_factor)
+    slope = (cold_factor - 1.0) * interval / (max_tokens - warning)
+    return LimitParams(interval, b, warning, max_tokens, slope, warmup / max_tokens)
+
+
+def transition(
+    tat: float, stored: float, now: float, cost: float, max_wait: float, p: LimitParams
+) -> tuple[bool, float, float, float, float]:
+    """The pure decision: ``(allowed, new_tat, new_stored, wait_or_retry_after, cost_time)``.
+
+    When admitted, the state is ``(new_tat, new_stored)`` and the caller must wait ``wait``
+    seconds (0 unless pacing) before proceeding; ``cost_time`` is what :func:`refund` needs.
+    When rejected, the state is unchanged and the fourth item is ``retry_after``.
+
+    Example:
+        >>> p = limit_params(rate=2, per=1.0, burst=2)
+        >>> transition(0.0, 0.0, 10.0, 1, 0.0, p)      # idle bucket: admitted at once
+        (True, 10.5, 0.0, 0.0, 0.5)
+        >>> transition(11.0, 0.0, 10.0, 1, 0.0, p)     # two permits in flight: over the limit
+        (False, 11.0, 0.0, 0.5, 0.0)
+    """
+    if cost <= 0:
+        return (True, tat, stored, 0.0, 0.0)
+    interval = p.interval
+    if interval == _INF:
+        return (False, tat, stored, _INF, 0.0)
+    if now > tat:
+        if p.max_tokens:
+            stored = min(p.max_tokens, stored + (now - tat) / p.cooldown)
+        tat = now
+    wait = tat - now - (p.burst - cost) * interval
+    if wait > max_wait + EPS:
+        return (False, tat, stored, wait, 0.0)
+    cost_time = cost * interval
+    if p.max_tokens:
+        above = stored - p.warning_tokens
+        if above > 0:
+            k = cost if cost < above else above
+            cost_time += k * p.slope * (above - k / 2.0)
+        stored = stored - cost if stored > cost else 0.0
+    return (True, tat + cost_time, stored, wait if wait > EPS else 0.0, cost_time)
+
+
+def refund(
+    tat: float, stored: float, now: float, cost_time: float, taken: float, p: LimitParams
+) -> tuple[float, float]:
+    """Give back a reservation (a cancelled waiter): the new ``(tat, stored)``.
+
+    Example:
+        >>> p = limit_params(rate=1, burst=1)
+        >>> refund(3.0, 0.0, 0.5, 1.0, 0.0, p)
+        (2.0, 0.0)
+    """
+    new_tat = tat - cost_time
+    if new_tat < now:
+        new_tat = now
+    if p.max_tokens:
+        stored = min(p.max_tokens, stored + taken)
+    return (new_tat, stored)
+
+
+def status(tat: float, now: float, p: LimitParams) -> tuple[int, float]:
+    """``(remaining, reset_after)``: whole permits available now, seconds until the bucket is full.
+
+    Example:
+        >>> p = limit_params(rate=10, per=1.0, burst=10)
+        >>> status(10.3, 10.0, p)
+        (7, 0.3)
+    """
+    if p.interval == _INF:
+        return (0, 0.0)
+    backlog = tat - now
+    if backlog < 0:
+        backlog = 0.0
+    remaining = math.floor((p.burst * p.interval - backlog) / p.interval + 1e-6)
+    return (remaining if remaining > 0 else 0, round(backlog, 9))
+
+
+def fresh_at(tat: float, stored: float, p: LimitParams) -> float:
+    """The instant a bucket is indistinguishable from a brand-new one (it can be dropped).
+
+    Example:
+        >>> fresh_at(5.0, 0.0, limit_params(rate=1))
+        5.0
+    """
+    if p.max_tokens:
+        return tat + (p.max_tokens - stored) * p.cooldown
+    return tat
+
+
+def _new_state(now: float, p: LimitParams) -> tuple[float, float]:
+    """A brand-new bucket: idle, and cold (full of stored tokens) when warm-up is on."""
+    return (now, p.max_tokens)
+
+
+class Decision(NamedTuple):
+    """The outcome of one rate-limit check (enough for the IETF ``RateLimit`` fields).
+
+    Attributes:
+        allowed: whether the call may proceed.
+        retry_after: seconds until the same call would be admitted (0.0 when allowed).
+        remaining: whole permits left right now (``RateLimit: r=``).
+        limit: the quota, ``burst`` permits (``RateLimit-Policy: q=``).
+        reset_after: seconds until the bucket is full again (``RateLimit: t=``).
+        waited: seconds the caller waited (or must wait) for its slot (pacing).
+
+    Example:
+        >>> import resilience as rs
+        >>> limiter = rs.RateLimiter("api", rate=5, clock=rs.testing.FakeClock())
+        >>> d = limiter.try_acquire(key="alice")
+        >>> d.allowed, d.remaining, d.limit
+        (True, 4, 5)
+    """
+
+    allowed: bool
+    retry_after: float
+    remaining: int
+    limit: int
+    reset_after: float
+    waited: float = 0.0
+
+
+# -- the Lua twins (RedisStore): transition / refund / status / fresh_at number for number -------
+# Doubles in seconds exactly like the Python (now = integer µs from TIME / 1e6); the state is a
+# hash {t = tat, s = stored} written with %.17g (exact round trip) plus the expiry field x.
+_LUA_BUCKET = """
+local now_u = now_us()
+local now = now_u / 1000000
+if ARGV[1] == "" then now = (now_u - 1700000000000000) / 1000000 end
+local pv = {}
+for x in string.gmatch(ARGV[2], '%S+') do pv[#pv + 1] = tonumber(x) end
+local interval, burst, warning, max_tokens, slope, cooldown =
+  pv[1], pv[2], pv[3], pv[4], pv[5], pv[6]
+local INF = math.huge
+local function f(x) return string.format('%.17g', x) end
+local function fresh_at(tat, stored)
+  if max_tokens ~= 0 then return tat + (max_tokens - stored) * cooldown end
+  return tat
+end
+local function status(tat)
+  local backlog = tat - now
+  if backlog <= 0 then return math.floor(burst), 0.0 end
+  if interval == INF then return 0, 0.0 end
+  local r = burst - backlog / interval + 1e-6
+  if r > 0 then return math.floor(r), backlog end
+  return 0, backlog
+end
+local function save(tat, stored, ttl)
+  local ttl_us = math.ceil(ttl * 1000000)
+  redis.call('HSET', KEYS[1], 't', f(tat), 's', f(stored), 'x', us(now_u + ttl_us))
+  redis.call('PEXPIRE', KEYS[1], math.max(1, math.ceil(ttl_us / 1000)))
+end
+local st, v = load(KEYS[1], now_u, 't', 's')
+local present, tat, stored = false, now, max_tokens
+if st == 1 and tonumber(v[1]) and tonumber(v[2]) then
+  present, tat, stored = true, tonumber(v[1]), tonumber(v[2])
+elseif st ~= 0 then
+  redis.call('DEL', KEYS[1])  -- malformed: take the fresh state
+end
+"""
+
+
+@functools.lru_cache(maxsize=256)
+def _packed(p: LimitParams) -> str:
+    """A limiter's parameters as one script argument (exact ``repr`` of each float)."""
+    return " ".join(repr(float(x)) for x in p)
+
+
+class _TakeOp:
+    """The store operation for one check: the pure :func:`transition` on stored ``[tat, stored]``.
+
+    Result: ``(allowed, wait_or_retry_after, cost_time, taken, remaining, reset_after)``.
+    """
+
+    __slots__ = ("cost", "key", "max_wait", "p")
+
+    LUA: ClassVar[str] = (
+        _LUA_BUCKET
+        + """
+local cost, max_wait = tonumber(ARGV[3]), tonumber(ARGV[4])
+local EPS = 1e-9
+local function transition(tat, stored)
+  if cost <= 0 then return true, tat, stored, 0.0, 0.0 end
+  if interval == INF then return false, tat, stored, INF, 0.0 end
+  if now > tat then
+    if max_tokens ~= 0 then
+      stored = math.min(max_tokens, stored + (now - tat) / cooldown)
+    end
+    tat = now
+  end
+  local wait = tat - now - (burst - cost) * interval
+  if wait > max_wait + EPS then return false, tat, stored, wait, 0.0 end
+  local cost_time = cost * interval
+  if max_tokens ~= 0 then
+    local above = stored - warning
+    if above > 0 then
+      local k = above
+      if cost < above then k = cost end
+      cost_time = cost_time + k * slope * (above - k / 2.0)
+    end
+    if stored > cost then stored = stored - cost else stored = 0.0 end
+  end
+  if not (wait > EPS) then wait = 0.0 end
+  return true, tat + cost_time, stored, wait, cost_time
+end
+local ok, tat2, stored2, wait, cost_time = transition(tat, stored)
+if not ok then
+  local remaining, reset_after = status(tat)
+  if present then
+    local ttl = fresh_at(tat, stored) - now
+    if ttl > 0 then save(tat, stored, ttl) else redis.call('DEL', KEYS[1]) end
+  end
+  return table.concat({'0', f(wait), '0', '0', us(remaining), f(reset_after)}, ' ')
+end
+local remaining, reset_after = status(tat2)
+local ttl = fresh_at(tat2, stored2) - now
+if ttl <= 0 then
+  if present then redis.call('DEL', KEYS[1]) end
+else
+  save(tat2, stored2, ttl)
+end
+return table.concat({'1', f(wait), f(cost_time), f(stored - stored2), us(remaining),
+                     f(reset_after)}, ' ')
+"""
+    )
+
+    def __init__(self, key: str, cost: float, max_wait: float, p: LimitParams) -> None:
+        self.key = key
+        self.cost = cost
+        self.max_wait = max_wait
+        self.p = p
+
+    def apply(
+        self, state: Any | None, now: float, /
+    ) -> tuple[Any | None, tuple[bool, float, float, float, int, float], float | None]:
+        p = self.p
+        tat, stored = _new_state(now, p) if state is None else (state[0], state[1])
+        ok, tat2, stored2, wait, cost_time = transition(
+            tat, stored, now, self.cost, self.max_wait, p
+        )
+        if not ok:
+            remaining, reset_after = status(tat, now, p)
+            ttl = fresh_at(tat, stored, p) - now
+            keep = [tat, stored] if state is not None and ttl > 0 else None
+            return keep, (False, wait, 0.0, 0.0, remaining, reset_after), ttl if keep else None
+        remaining, reset_after = status(tat2, now, p)
+        ttl = fresh_at(tat2, stored2, p) - now
+        result = (True, wait, cost_time, stored - stored2, remaining, reset_after)
+        if ttl <= 0:
+            return None, result, None
+        return [tat2, stored2], result, ttl
+
+    def lua_args(self) -> tuple[str | float, ...]:
+        """The bucket parameters (one string), cost and max_wait (the Lua twin's ARGV[2:])."""
+        return (_packed(self.p), self.cost, self.max_wait)
+
+    def parse(self, reply: Any) -> tuple[bool, float, float, float, int, float]:
+        """The Lua reply (one space-separated string: fewer reply elements to parse)."""
+        ok, wait, cost_time, taken, remaining, reset_after = reply.split()
+        return (
+            ok == b"1" or ok == "1",
+            float(wait),
+            float(cost_time),
+            float(taken),
+            int(remaining),
+            float(reset_after),
+        )
+
+
+class _RefundOp:
+    """The store operation giving back a cancelled reservation (the pure :func:`refund`)."""
+
+    __slots__ = ("cost_time", "key", "p", "taken")
+
+    LUA: ClassVar[str] = (
+        _LUA_BUCKET
+        + """
+if not present then return nil end
+local cost_time, taken = tonumber(ARGV[3]), tonumber(ARGV[4])
+local new_tat = tat - cost_time
+if new_tat < now then new_tat = now end
+if max_tokens ~= 0 then stored = math.min(max_tokens, stored + taken) end
+local ttl = fresh_at(new_tat, stored) - now
+if ttl <= 0 then redis.call('DEL', KEYS[1]) else save(new_tat, stored, ttl) end
+return nil
+"""
+    )
+
+    def __init__(self, key: str, cost_time: float, taken: float, p: LimitParams) -> None:
+        self.key = key
+        self.cost_time = cost_time
+        self.taken = taken
+        self.p = p
+
+    def apply(self, state: Any | None, now: float, /) -> tuple[Any | None, None, float | None]:
+        if state is None:
+            return None, None, None
+        p = self.p
+        tat, stored = refund(state[0], state[1], now, self.cost_time, self.taken, p)
+        ttl = fresh_at(tat, stored, p) - now
+        if ttl <= 0:
+            return None, None, None
+        return [tat, stored], None, ttl
+
+    def lua_args(self) -> tuple[str | float, ...]:
+        """The bucket parameters (one string), the reservation's cost_time and taken tokens."""
+        return (_packed(self.p), self.cost_time, self.taken)
+
+    def parse(self, reply: Any) -> None:
+        """No result."""
+
+
+class _Reservation(NamedTuple):
+    key: str | None
+    cost_time: float
+    taken: float
+    via_store: bool
+
+
+_LOCAL = "local"
+
+
+class RateLimiter(Policy):
+    """Limit calls to ``rate`` permits per ``per`` seconds (GCRA), with warm-up and pacing.
+
+    As a decorator (or in a :class:`resilience.Pipeline`) each call takes one permit from the
+    global bucket, or from the bucket of ``key(*args, **kwargs)`` when ``key=`` is given. Keyed
+    checks: :meth:`try_acquire` (never waits), :meth:`acquire` / :meth:`aacquire` (wait up to
+    ``max_wait``, else raise :class:`~resilience.RateLimitedError`).
+
+    A call whose permit is not available within ``max_wait`` (and before the current
+    :func:`resilience.deadline`) is rejected at once, is never charged, and raises
+    :class:`~resilience.RateLimitedError` with ``retry_after``: the exact seconds after which
+    the same call would be admitted. With ``max_wait > 0`` an admitted call *reserves* its slot
+    (later callers queue behind it) and sleeps on the clock until the slot; a waiter that is
+    cancelled (or interrupted) gives its reservation back.
+
+    Memory: in-process keyed state holds at most ``max_keys`` buckets. A bucket that is full
+    again (idle long enough) is dropped when room is needed; when every bucket is still active,
+    a *new* key is denied (``retry_after`` = time until the first bucket can be dropped) and
+    active keys keep their state, so flooding distinct keys never resets anyone's limit.
+
+    Args:
+        name: the limiter's name (events, metrics, store keys).
+        rate: permits per ``per`` seconds (``0`` rejects every call of non-zero cost).
+        per: the period in seconds (float or timedelta).
+        burst: the bucket size in permits; default ``max(1, rate)``. ``burst=1`` with
+            ``max_wait > 0`` is uniform pacing.
+        warmup: seconds of saturation a cold limiter takes to reach ``rate`` (Sentinel/Guava
+            warm-up); ``None`` disables warm-up.
+        cold_factor: a cold limiter admits ``rate / cold_factor`` (must be > 1).
+        max_wait: seconds a call may wait for its slot (0: reject at once).
+        store: a :class:`resilience.stores.Store` sharing state (e.g. Redis); ``None`` keeps
+            the state in this process.
+        key: for decorator use, a callable receiving the call's ``*args, **kwargs`` and
+            returning the bucket key (``None``: the global bucket).
+        max_keys: the cap on in-process keyed buckets.
+        on_store_error: ``"open"`` (admit; the default), ``"closed"`` (reject) or ``"local"``
+            (decide with this process's own buckets) when the store fails. Counted by a
+            :class:`~resilience.events.StoreFailed` event.
+        clock: time source; waits sleep on it.
+        listeners: event listeners.
+
+    Example:
+        >>> import resilience as rs
+        >>> clock = rs.testing.FakeClock()
+        >>> limiter = rs.RateLimiter("api", rate=2, per=1.0, clock=clock)
+        >>> @limiter
+        ... def ping() -> str:
+        ...     return "pong"
+        >>> ping(), ping()
+        ('pong', 'pong')
+        >>> try:
+        ...     ping()
+        ... except rs.RateLimitedError as exc:
+        ...     exc.retry_after
+        0.5
+    """
+
+    kind = "rate_limiter"
+
+    def __init__(
+        self,
+        name: str,
+        *,
+        rate: float,
+        per: Duration = 1.0,
+        burst: float | None = None,
+        warmup: Duration | None = None,
+        cold_factor: float = 3.0,
+        max_wait: Duration = 0.0,
+        store: Store | None = None,
+        key: Callable[..., str | None] | None = None,
+        max_keys: int = 100_000,
+        on_store_error: Literal["open", "closed", "local"] = "open",
+        clock: Clock | None = None,
+        listeners: Sequence[Listener] = (),
+    ) -> None:
+        super().__init__(name=name, listeners=listeners)
+        self.rate = positive_number(rate, "rate", allow_zero=True)
+        self.per = seconds(per, "per", allow_zero=False)
+        if burst is not None:
+            burst = positive_number(burst, "burst")
+            if self.rate and burst < 1:
+                raise ConfigurationError(f"burst must be >= 1 permit, got {burst!r}")
+        self.burst = burst
+        self.warmup = optional_seconds(warmup, "warmup", allow_zero=False)
+        cf = positive_number(cold_factor, "cold_factor")
+        if cf <= 1:
+            raise ConfigurationError(f"cold_factor must be > 1, got {cold_factor!r}")
+        self.cold_factor = cf
+        self.max_wait = seconds(max_wait, "max_wait")
+        if store is not None and not callable(getattr(store, "apply", None)):
+            raise ConfigurationError(
+                f"store must be a resilience.stores.Store (with apply()), got {store!r}"
+            )
+        self.store = store
+        if key is not None and not callable(key):
+            raise ConfigurationError(f"key must be a callable or None, got {key!r}")
+        self._key = key
+        self.max_keys = positive_int(max_keys, "max_keys")
+        if on_store_error not in ("open", "closed", "local"):
+            raise ConfigurationError(
+                f"on_store_error must be 'open', 'closed' or 'local', got {on_store_error!r}"
+            )
+        self.on_store_error = on_store_error
+        self._clock = resolve_clock(clock)
+        self.params = limit_params(self.rate, self.per, burst, self.warmup, cf)
+        now = self._clock.monotonic()
+        self._tat, self._stored = _new_state(now, self.params)
+        self._buckets: dict[str, list[float]] = {}
+        self._next_sweep = -_INF
+        self._lock = threading.Lock()
+        self._em = Emitter(self.listeners, None, "")
+
+    # -- public facts -------------------------------------------------------------------------
+    @property
+    def quota(self) -> int:
+        """Permits per window (``RateLimit-Policy: q=``): the bucket size."""
+        return int(self.params.burst)
+
+    @property
+    def window(self) -> float:
+        """Seconds a drained bucket takes to refill (``RateLimit-Policy: w=``)."""
+        p = self.params
+        return 0.0 if p.interval == _INF else p.burst * p.interval
+
+    def describe(self) -> dict[str, Any]:
+        """Plain data describing the configuration."""
+        p = self.params
+        return {
+            "kind": self.kind,
+            "name": self.name,
+            "rate": self.rate,
+            "per": self.per,
+            "burst": p.burst,
+            "warmup": self.warmup,
+            "cold_factor": self.cold_factor,
+            "max_wait": self.max_wait,
+            "warning_tokens": p.warning_tokens,
+            "max_tokens": p.max_tokens,
+            "store": None if self.store is None else type(self.store).__name__,
+        }
+
+    # -- the decision (shared by every entry point) ------------------------------------------
+    def _check_cost(self, cost: object) -> float:
+        if isinstance(cost, bool) or not isinstance(cost, int | float) or not cost >= 0:
+            raise ConfigurationError(f"cost must be a number >= 0, got {cost!r}")
+        if self.rate and cost > self.params.burst:
+            raise ConfigurationError(
+                f"cost {cost!r} exceeds burst {self.params.burst:g} of rate limiter "
+                f"{self.name!r}: it could never be admitted (raise burst or split the call)"
+            )
+        return float(cost)
+
+    def _local(
+        self, key: str | None, cost: float, max_wait: float
+    ) -> tuple[bool, float, float, float, int, float]:
+        """Decide in process: ``(allowed, wait_or_retry_after, cost_time, taken, remaining,
+        reset_after)``."""
+        p = self.params
+        with self._lock:
+            now = self._clock.monotonic()
+            if key is None:
+                tat, stored = self._tat, self._stored
+                ok, tat2, stored2, wait, ct = transition(tat, stored, now, cost, max_wait, p)
+                if ok:
+                    self._tat, self._stored = tat2, stored2
+            else:
+                buckets = self._buckets
+                entry = buckets.get(key)
+                if entry is None:
+                    if len(buckets) >= self.max_keys and not self._make_room(now):
+                        retry = max(EPS, self._next_sweep - now)
+                        return (False, retry, 0.0, 0.0, 0, 0.0)
+                    tat, stored = _new_state(now, p)
+                else:
+                    tat, stored = entry
+                ok, tat2, stored2, wait, ct = transition(tat, stored, now, cost, max_wait, p)
+                if ok:
+                    if entry is None:
+                        buckets[key] = [tat2, stored2]
+                    else:
+                        entry[0] = tat2
+                        entry[1] = stored2
+        if ok:
+            remaining, reset_after = status(tat2, now, p)
+            return (True, wait, ct, stored - stored2, remaining, reset_after)
+        remaining, reset_after = status(tat, now, p)
+        return (False, wait, 0.0, 0.0, remaining, reset_after)
+
+    def _make_room(self, now: float) -> bool:
+        """Drop buckets that are full again; whether a new key now fits (lock held)."""
+        if now < self._next_sweep:
+            return False
+        p = self.params
+        buckets = self._buckets
+        earliest = _INF
+        dead = []
+        for k, (tat, stored) in buckets.items():
+            at = fresh_at(tat, stored, p)
+            if at <= now:
+                dead.append(k)
+            elif at < earliest:
+                earliest = at
+        for k in dead:
+            del buckets[k]
+        self._next_sweep = earliest if not dead else -_INF
+        return len(buckets) < self.max_keys
+
+    def _store_key(self, key: str | None) -> str:
+        return f"rl:{self.name}" if key is None else f"rl:{self.name}:{key}"
+
+    def _via_store(
+        self, key: str | None, cost: float, max_wait: float, em: Emitter
+    ) -> tuple[bool, float, float, float, int, float] | None:
+        """Decide through the store; ``None`` means "store failed, admit" (fail open)."""
+        store = cast(Store, self.store)
+        try:
+            return store.apply(_TakeOp(self._store_key(key), cost, max_wait, self.params))
+        except StoreFullError:
+            return (False, self.window or 1.0, 0.0, 0.0, 0, 0.0)
+        except StoreError as exc:
+            return self._store_failed(exc, key, cost, max_wait, em)
+
+    async def _avia_store(
+        self, key: str | None, cost: float, max_wait: float, em: Emitter
+    ) -> tuple[bool, float, float, float, int, float] | None:
+        store: Any = self.store
+        op = _TakeOp(self._store_key(key), cost, max_wait, self.params)
+        try:
+            aapply = getattr(store, "aapply", None)
+            if aapply is not None:
+                result: tuple[bool, float, float, float, int, float] = await aapply(op)
+                return result
+            return cast(tuple[bool, float, float, float, int, float], store.apply(op))
+        except StoreFullError:
+            return (False, self.window or 1.0, 0.0, 0.0, 0, 0.0)
+        except StoreError as exc:
+            return self._store_failed(exc, key, cost, max_wait, em)
+
+    def _store_failed(
+        self, exc: StoreError, key: str | None, cost: float, max_wait: float, em: Emitter
+    ) -> tuple[bool, float, float, float, int, float] | None:
+        mode = self.on_store_error
+        STORE_LOG.record(self.name, mode, f"{exc}")
+        if em:
+            em.emit(
+                StoreFailed(
+                    policy=self.name,
+                    pipeline=em.pipeline,
+                    operation=em.operation,
+                    decision=mode,
+                    error_type=error_type(exc) or "",
+                )
+            )
+        if mode == "open":
+            return None
+        if mode == "closed":
+            return (False, self.window or 1.0, 0.0, 0.0, 0, 0.0)
+        return self._local(key, cost, max_wait)
+
+    def _decide(
+        self, key: str | None, cost: float, max_wait: float, em: Emitter
+    ) -> tuple[bool, float, float, float, int, float] | None:
+        if self.store is None:
+            return self._local(key, cost, max_wait)
+        return self._via_store(key, cost, max_wait, em)
+
+    def _give_back(self, res: _Reservation) -> None:
+        """Return a reservation (a waiter gave up)."""
+        if res.via_store:
+            try:
+                cast(Store, self.store).apply(
+                    _RefundOp(self._store_key(res.key), res.cost_time, res.taken, self.params)
+                )
+            except StoreError:
+                pass  # the slot simply stays consumed; the store is failing anyway
+            return
+        p = self.params
+        with self._lock:
+            now = self._clock.monotonic()
+            if res.key is None:
+                self._tat, self._stored = refund(
+                    self._tat, self._stored, now, res.cost_time, res.taken, p
+                )
+            else:
+                entry = self._buckets.get(res.key)
+                if entry is not None:
+                    entry[0], entry[1] = refund(
+                        entry[0], entry[1], now, res.cost_time, res.taken, p
+                    )
+
+    def _max_wait(self) -> float:
+        """``max_wait`` capped by the current deadline (never sleep past it)."""
+        mw = self.max_wait
+        if mw:
+            dl = _DEADLINE.get()
+            if dl is not None:
+                left = dl.remaining()
+                if left < mw:
+                    return left if left > 0 else 0.0
+        return mw
+
+    def _rejected(self, retry_after: float, em: Emitter) -> RateLimitedError:
+        ra: float | None = None if retry_after == _INF else round(retry_after, 9)
+        if em:
+            em.emit(
+                CallRejected(
+                    policy=self.name,
+                    pipeline=em.pipeline,
+                    operation=em.operation,
+                    reason="rate_limited",
+                    retry_after=ra,
+                )
+            )
+        msg = (
+            f"rate limiter {self.name!r}: limit reached, retry after {ra:.3f} s"
+            if ra is not None
+            else f"rate limiter {self.name!r}: rate is 0, every call is rejected"
+        )
+        return RateLimitedError(msg, policy=self.name, retry_after=ra)
+
+    def _waited(self, wait: float, em: Emitter) -> None:
+        if em:
+            em.emit(
+                RateLimitWaited(
+                    policy=self.name, pipeline=em.pipeline, operation=em.operation, wait=wait
+                )
+            )
+
+    def _decision(
+        self, r: tuple[bool, float, float, float, int, float] | None, waited: float = 0.0
+    ) -> Decision:
+        limit = self.quota
+        if r is None:  # failed open
+            return Decision(True, 0.0, limit, limit, 0.0, 0.0)
+        ok, wait, _ct, _taken, remaining, reset_after = r
+        if ok:
+            return Decision(True, 0.0, remaining, limit, reset_after, round(waited, 9))
+        return Decision(False, round(wait, 9), remaining, limit, reset_after, 0.0)
+
+    # -- keyed API ----------------------------------------------------------------------------
+    def try_acquire(self, key: str | None = None, cost: float = 1) -> Decision:
+        """Take ``cost`` permits from ``key``'s bucket if available now (never waits).
+
+        Raises:
+            ConfigurationError: ``cost`` exceeds ``burst`` (nothing is charged).
+
+        Example:
+            >>> import resilience as rs
+            >>> limiter = rs.RateLimiter("api", rate=10, clock=rs.testing.FakeClock())
+            >>> limiter.try_acquire(key="bob", cost=10).remaining
+            0
+            >>> d = limiter.try_acquire(key="bob")
+            >>> d.allowed, d.retry_after
+            (False, 0.1)
+        """
+        cost = self._check_cost(cost)
+        r = self._decide(key, cost, 0.0, self._em)
+        if r is not None and not r[0] and self._em:
+            self._rejected(r[1], self._em)
+        return self._decision(r)
+
+    def acquire(self, key: str | None = None, cost: float = 1) -> Decision:
+        """Take ``cost`` permits, sleeping up to ``max_wait`` for them, or raise.
+
+        Raises:
+            RateLimitedError: no slot within ``max_wait`` (or before the current deadline).
+            ConfigurationError: ``cost`` exceeds ``burst``.
+
+        Example:
+            >>> import resilience as rs
+            >>> clock = rs.testing.FakeClock()
+            >>> pacer = rs.RateLimiter("pacer", rate=4, burst=1, max_wait=1.0, clock=clock)
+            >>> [pacer.acquire().waited for _ in range(3)], clock.monotonic()
+            ([0.0, 0.25, 0.25], 0.5)
+        """
+        return self._acquire_sync(key, self._check_cost(cost), self._em)
+
+    async def aacquire(self, key: str | None = None, cost: float = 1) -> Decision:
+        """Async :meth:`acquire`: awaits the slot on the clock (cancellation returns it).
+
+        Example:
+            >>> import asyncio, resilience as rs
+            >>> clock = rs.testing.FakeClock()
+            >>> pacer = rs.RateLimiter("pacer", rate=2, burst=1, max_wait=1.0, clock=clock)
+            >>> async def main() -> list[float]:
+            ...     return [(await pacer.aacquire()).waited for _ in range(3)]
+            >>> asyncio.run(main())
+            [0.0, 0.5, 0.5]
+        """
+        return await self._acquire_async(key, self._check_cost(cost), self._em)
+
+    def _acquire_sync(self, key: str | None, cost: float, em: Emitter) -> Decision:
+        r = self._decide(key, cost, self._max_wait(), em)
+        if r is None:
+            return self._decision(r)
+        if not r[0]:
+            raise self._rejected(r[1], em)
+        wait = r[1]
+        if wait > 0:
+            self._waited(wait, em)
+            res = _Reservation(key, r[2], r[3], self.store is not None)
+            try:
+                self._clock.sleep(wait)
+            except BaseException:
+                self._give_back(res)
+                raise
+        return self._decision(r, wait)
+
+    async def _acquire_async(self, key: str | None, cost: float, em: Emitter) -> Decision:
+        mw = self._max_wait()
+        r: tuple[bool, float, float, float, int, float] | None
+        if self.store is None:
+            r = self._local(key, cost, mw)
+        else:
+            r = await self._avia_store(key, cost, mw, em)
+        if r is None:
+            return self._decision(r)
+        if not r[0]:
+            raise self._rejected(r[1], em)
+        wait = r[1]
+        if wait > 0:
+            self._waited(wait, em)
+            res = _Reservation(key, r[2], r[3], self.store is not None)
+            try:
+                await self._clock.asleep(wait)
+            except BaseException:
+                self._give_back(res)
+                raise
+        return self._decision(r, wait)
+
+    # -- policy wrappers ----------------------------------------------------------------------
+    def _fast_path_ok(self) -> bool:
+        return self.store is None and self._key is None and not self.max_wait
+
+    def _wrap_sync(self, fn: Callable[..., Any], em: Emitter) -> Callable[..., Any]:
+        if not self._fast_path_ok():
+            keyfn = self._key
+            acquire = self._acquire_sync
+
+            def rate_limit_wrapper_slow(*args: Any, **kwargs: Any) -> Any:
+                key = None if keyfn is None else keyfn(*args, **kwargs)
+                acquire(key, 1.0, em)
+                return fn(*args, **kwargs)
+
+            return rate_limit_wrapper_slow
+
+        lock = self._lock
+        monotonic = self._clock.monotonic
+        p = self.params
+        rejected = self._rejected
+        step = transition
+
+        def rate_limit_wrapper(*args: Any, **kwargs: Any) -> Any:
+            with lock:
+                ok, tat, stored, wait, _ = step(self._tat, self._stored, monotonic(), 1.0, 0.0, p)
+                if ok:
+                    self._tat = tat
+                    self._stored = stored
+            if not ok:
+                raise rejected(wait, em)
+            return fn(*args, **kwargs)
+
+        return rate_limit_wrapper
+
+    def _wrap_async(
+        self, fn: Callable[..., Awaitable[Any]], em: Emitter
+    ) -> Callable[..., Awaitable[Any]]:
+        if not self._fast_path_ok():
+            keyfn = self._key
+            acquire = self._acquire_async
+
+            async def rate_limit_wrapper_slow(*args: Any, **kwargs: Any) -> Any:
+                key = None if keyfn is None else keyfn(*args, **kwargs)
+                await acquire(key, 1.0, em)
+                return await fn(*args, **kwargs)
+
+            return rate_limit_wrapper_slow
+
+        lock = self._lock
+        monotonic = self._clock.monotonic
+        p = self.params
+        rejected = self._rejected
+        step = transition
+
+        async def rate_limit_wrapper(*args: Any, **kwargs: Any) -> Any:
+            with lock:
+                ok, tat, stored, wait, _ = step(self._tat, self._stored, monotonic(), 1.0, 0.0, p)
+                if ok:
+                    self._tat = tat
+                    self._stored = stored
+            if not ok:
+                raise rejected(wait, em)
+            return await fn(*args, **kwargs)
+
+        return rate_limit_wrapper

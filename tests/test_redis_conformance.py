@@ -1,0 +1,386 @@
+"""Conformance: every store op gives identical results on MemoryStore and RedisStore.
+
+One suite drives the same op sequences (with an injected FakeClock) through the memory store,
+a standalone Redis and a 3-master Redis Cluster, and asserts identical results; a Hypothesis
+property test does the same over random sequences.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from resilience.idempotency import ClaimOp, CompleteOp, ReleaseOp, RenewOp
+from resilience.ratelimit import LimitParams, _RefundOp, _TakeOp, limit_params
+from resilience.stores.memory import MemoryStore
+from resilience.stores.redis import RedisStore
+from resilience.testing import FakeClock
+
+from .redis_servers import RedisCluster, RedisServer
+
+pytestmark = pytest.mark.redis
+
+#: A step: an op to apply, or a number of seconds to advance the clock by.
+Step = Any
+StoreFactory = Callable[[FakeClock], Any]
+
+
+def normalize(value: Any) -> Any:
+    """Results compared across stores: floats to the microsecond (Lua works in integer µs)."""
+    if isinstance(value, float):
+        return round(value, 6)
+    if isinstance(value, tuple | list):
+        return tuple(normalize(v) for v in value)
+    return value
+
+
+def run(store: Any, clock: FakeClock, steps: Sequence[Step]) -> list[Any]:
+    out: list[Any] = []
+    for step in steps:
+        if isinstance(step, int | float):
+            clock.advance(step)
+        else:
+            out.append(normalize(store.apply(step)))
+    return out
+
+
+async def arun(store: Any, clock: FakeClock, steps: Sequence[Step]) -> list[Any]:
+    out: list[Any] = []
+    for step in steps:
+        if isinstance(step, int | float):
+            clock.advance(step)
+        else:
+            out.append(normalize(await store.aapply(step)))
+    return out
+
+
+def expected(steps: Sequence[Step]) -> list[Any]:
+    clock = FakeClock(start=1000.0)
+    return run(MemoryStore(clock=clock), clock, steps)
+
+
+@pytest.fixture(params=["memory", "redis", "cluster"])
+def make_store(request: pytest.FixtureRequest) -> Iterator[StoreFactory]:
+    """A factory of fresh stores (a new key prefix each) on one backend."""
+    made: list[RedisStore] = []
+
+    def factory(clock: FakeClock) -> Any:
+        if request.param == "memory":
+            return MemoryStore(clock=clock)
+        prefix = f"conf{uuid.uuid4().hex[:12]}"
+        if request.param == "redis":
+            server: RedisServer = request.getfixturevalue("redis_server")
+            store = RedisStore.from_url(server.url, prefix=prefix, clock=clock)
+        else:
+            cluster: RedisCluster = request.getfixturevalue("redis_cluster")
+            store = RedisStore.from_url(cluster.url, prefix=prefix, cluster=True, clock=clock)
+        made.append(store)
+        return store
+
+    yield factory
+    for store in made:
+        store.close()
+
+
+# -- idempotency ------------------------------------------------------------------------------
+LEASE, TTL = 30.0, 100.0
+
+
+def claim(owner: str, fp: str = "fp", key: str = "k") -> ClaimOp:
+    return ClaimOp(key, fp, owner, LEASE, TTL)
+
+
+def renew(owner: str, fence: int, key: str = "k") -> RenewOp:
+    return RenewOp(key, owner, fence, LEASE, TTL)
+
+
+def complete(owner: str, fence: int, payload: str | None = "s42", key: str = "k") -> CompleteOp:
+    return CompleteOp(key, owner, fence, payload, TTL)
+
+
+def release(owner: str, fence: int, key: str = "k") -> ReleaseOp:
+    return ReleaseOp(key, owner, fence)
+
+
+IDEMPOTENCY_SCENARIOS: dict[str, list[Step]] = {
+    "claim-duplicate-complete-replay": [
+        claim("a"),
+        5,
+        claim("b"),
+        complete("a", 1, 's{"id": 7, "name": "caf\u00e9"}'),
+        claim("c"),
+        claim("d", fp="other"),
+    ],
+    "lease-expiry-takeover-and-fencing": [
+        claim("a"),
+        30,  # exactly at lease end: expired (lu > now is false)
+        claim("b"),
+        complete("a", 1),  # the zombie's late result is refused
+        renew("a", 1),
+        renew("b", 2),
+        29,
+        claim("c"),
+        complete("b", 2, None),
+        claim("c"),
+    ],
+    "release-then-rerun": [
+        claim("a"),
+        release("b", 1),
+        release("a", 2),
+        release("a", 1),
+        claim("b"),
+        release("b", 1),
+    ],
+    "record-expires-after-ttl": [
+        claim("a"),
+        complete("a", 1),
+        99,
+        claim("b"),
+        1,
+        claim("b"),  # the completed record expired: a fresh claim
+    ],
+    "renew-keeps-the-record-alive": [
+        claim("a"),
+        25,
+        renew("a", 1),
+        25,
+        renew("a", 1),
+        25,
+        claim("b"),
+        120,
+        claim("b"),
+    ],
+    "keys-are-independent": [
+        claim("a", key="k1"),
+        claim("a", key="k2"),
+        complete("a", 1, "s1", key="k1"),
+        claim("b", key="k1"),
+        claim("b", key="k2"),
+    ],
+}
+
+
+@pytest.mark.parametrize("name", sorted(IDEMPOTENCY_SCENARIOS))
+def test_idempotency_ops_conform(make_store: StoreFactory, name: str) -> None:
+    steps = IDEMPOTENCY_SCENARIOS[name]
+    clock = FakeClock(start=1000.0)
+    assert run(make_store(clock), clock, steps) == expected(steps)
+
+
+async def test_idempotency_ops_conform_async(make_store: StoreFactory) -> None:
+    for steps in IDEMPOTENCY_SCENARIOS.values():
+        clock = FakeClock(start=1000.0)
+        store = make_store(clock)
+        assert await arun(store, clock, steps) == expected(steps)
+        if isinstance(store, RedisStore):
+            await store.aclose()
+
+
+def test_expected_results_are_meaningful() -> None:
+    # the reference itself (so a conformance pass cannot hide a wrong state machine)
+    res = expected(IDEMPOTENCY_SCENARIOS["lease-expiry-takeover-and-fencing"])
+    assert res == [
+        ("claimed", 1, 0),
+        ("claimed", 2, 1),
+        False,
+        False,
+        True,
+        ("in_progress", 2, 1.0),
+        True,
+        ("replay", 2, None),
+    ]
+
+
+def test_corrupt_records_fail_closed_on_redis(redis_server: RedisServer) -> None:
+    import redis
+
+    store = RedisStore.from_url(redis_server.url, prefix=f"corrupt{uuid.uuid4().hex[:8]}")
+    client = redis.Redis.from_url(redis_server.url)
+    client.set(store.redis_key("wrong-type"), "x", ex=60)
+    client.hset(store.redis_key("bad-version"), mapping={"x": "9" * 16, "v": "2"})
+    client.hset(store.redis_key("no-expiry"), mapping={"v": "1", "st": "p"})
+    for key in ("wrong-type", "bad-version", "no-expiry"):
+        assert store.apply(claim("a", key=key)) == ("corrupt", 0, 0)
+        assert store.apply(renew("a", 1, key=key)) is False
+    client.close()
+    store.close()
+
+
+def test_every_key_has_a_ttl_and_one_slot(redis_server: RedisServer) -> None:
+    import redis
+
+    prefix = f"ttl{uuid.uuid4().hex[:8]}"
+    store = RedisStore.from_url(redis_server.url, prefix=prefix)
+    store.apply(claim("a", key="t1"))
+    store.apply(claim("a", key="t2"))
+    store.apply(complete("a", 1, key="t2"))
+    client = redis.Redis.from_url(redis_server.url)
+    keys = list(client.scan_iter(f"{prefix}:*"))
+    assert len(keys) == 2
+    assert all(0 < client.pttl(k) <= (TTL + LEASE) * 1000 for k in keys)
+    client.close()
+    store.close()
+
+
+# -- property: random op sequences ------------------------------------------------------------
+owners = st.sampled_from(["a", "b", "c"])
+fences = st.integers(min_value=1, max_value=3)
+idempotency_step = st.one_of(
+    st.integers(min_value=0, max_value=60),
+    st.builds(claim, owners, st.sampled_from(["fp", "fp2"])),
+    st.builds(renew, owners, fences),
+    st.builds(complete, owners, fences, st.sampled_from([None, "s1", "b" + "QUJD"])),
+    st.builds(release, owners, fences),
+)
+
+
+@settings(
+    max_examples=60,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture],
+)
+@given(steps=st.lists(idempotency_step, max_size=25))
+def test_random_idempotency_sequences_conform(redis_server: RedisServer, steps: list[Step]) -> None:
+    clock = FakeClock(start=1000.0)
+    store = RedisStore.from_url(
+        redis_server.url, prefix=f"prop{uuid.uuid4().hex[:12]}", clock=clock
+    )
+    try:
+        assert run(store, clock, steps) == expected(steps)
+    finally:
+        store.close()
+
+
+# -- rate limiting ----------------------------------------------------------------------------
+BASIC = limit_params(rate=10, per=1.0, burst=3)
+WARM = limit_params(rate=100, per=1.0, burst=1, warmup=2.0, cold_factor=3.0)
+PACED = limit_params(rate=5, per=1.0, burst=1)
+ZERO = limit_params(rate=0)
+
+
+def take(p: LimitParams, cost: float = 1, max_wait: float = 0.0, key: str = "rl:x") -> _TakeOp:
+    return _TakeOp(key, cost, max_wait, p)
+
+
+def give_back(p: LimitParams, cost_time: float, taken: float = 0.0, key: str = "rl:x") -> _RefundOp:
+    return _RefundOp(key, cost_time, taken, p)
+
+
+RATELIMIT_SCENARIOS: dict[str, list[Step]] = {
+    "gcra-burst-deny-refill": [
+        *[take(BASIC) for _ in range(4)],
+        0.05,
+        take(BASIC),
+        0.05,
+        take(BASIC),
+        take(BASIC, cost=2),
+        10,
+        take(BASIC, cost=3),
+        take(BASIC, cost=0),
+        take(BASIC, cost=4),  # more than the burst: never admitted
+    ],
+    "warm-up-ramps-from-cold": [
+        *[take(WARM) for _ in range(5)],
+        0.03,
+        *[take(WARM) for _ in range(3)],
+        1,
+        *[take(WARM, max_wait=0.5) for _ in range(5)],
+        5,
+        take(WARM),
+    ],
+    "pacing-reservations-and-refund": [
+        take(PACED, max_wait=1.0),
+        take(PACED, max_wait=1.0),
+        take(PACED, max_wait=1.0),
+        give_back(PACED, 0.2),
+        take(PACED, max_wait=1.0),
+        *[take(PACED, max_wait=1.0) for _ in range(5)],
+        give_back(PACED, 0.2, key="rl:absent"),
+    ],
+    "rate-zero-rejects-everything": [take(ZERO), take(ZERO, cost=0), 100, take(ZERO)],
+    "fractional-costs-and-keys": [
+        take(BASIC, cost=0.5),
+        take(BASIC, cost=2.5),
+        take(BASIC, cost=0.25),
+        take(BASIC, cost=1, key="rl:y"),
+        0.125,
+        take(BASIC, cost=0.5),
+    ],
+}
+
+
+@pytest.mark.parametrize("name", sorted(RATELIMIT_SCENARIOS))
+def test_ratelimit_ops_conform(make_store: StoreFactory, name: str) -> None:
+    steps = RATELIMIT_SCENARIOS[name]
+    clock = FakeClock(start=1000.0)
+    assert run(make_store(clock), clock, steps) == expected(steps)
+
+
+async def test_ratelimit_ops_conform_async(make_store: StoreFactory) -> None:
+    for steps in RATELIMIT_SCENARIOS.values():
+        clock = FakeClock(start=1000.0)
+        store = make_store(clock)
+        assert await arun(store, clock, steps) == expected(steps)
+        if isinstance(store, RedisStore):
+            await store.aclose()
+
+
+def test_ratelimit_reference_is_meaningful() -> None:
+    res = expected(RATELIMIT_SCENARIOS["gcra-burst-deny-refill"])
+    assert [r[0] for r in res] == [True, True, True, False, False, True, False, True, True, False]
+    assert res[3][1] == 0.1  # exact retry_after
+
+
+def test_bucket_keys_have_a_ttl_covering_the_state(redis_server: RedisServer) -> None:
+    import redis
+
+    prefix = f"rlttl{uuid.uuid4().hex[:8]}"
+    store = RedisStore.from_url(redis_server.url, prefix=prefix)
+    for _ in range(3):
+        store.apply(take(BASIC))
+    client = redis.Redis.from_url(redis_server.url)
+    (key,) = client.scan_iter(f"{prefix}:*")
+    assert 250 <= client.pttl(key) <= 300  # three permits at 10/s drain in 0.3 s
+    client.close()
+    store.close()
+
+
+ratelimit_step = st.one_of(
+    st.sampled_from([0, 0.01, 0.05, 0.1, 0.25, 1, 3]),
+    st.builds(
+        take,
+        st.sampled_from([BASIC, WARM, PACED]),
+        st.sampled_from([0, 0.5, 1, 2, 3, 5]),
+        st.sampled_from([0.0, 0.2, 1.0]),
+        st.sampled_from(["rl:a", "rl:b"]),
+    ),
+    st.builds(
+        give_back,
+        st.sampled_from([BASIC, WARM, PACED]),
+        st.sampled_from([0.1, 0.2, 1.0]),
+        st.sampled_from([0.0, 1.0]),
+        st.sampled_from(["rl:a", "rl:b"]),
+    ),
+)
+
+
+@settings(
+    max_examples=60,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture],
+)
+@given(steps=st.lists(ratelimit_step, max_size=30))
+def test_random_ratelimit_sequences_conform(redis_server: RedisServer, steps: list[Step]) -> None:
+    clock = FakeClock(start=1000.0)
+    store = RedisStore.from_url(
+        redis_server.url, prefix=f"prop{uuid.uuid4().hex[:12]}", clock=clock
+    )
+    try:
+        assert run(store, clock, steps) == expected(steps)
+    finally:
+        store.close()
