@@ -172,6 +172,8 @@ class Timeout(Policy):
     def _wrap_async(
         self, fn: Callable[..., Awaitable[Any]], em: Emitter
     ) -> Callable[..., Awaitable[Any]]:
+        from asyncio import CancelledError
+
         clock = self._clock
         limit = self.seconds
         expired = self._expired
@@ -180,17 +182,21 @@ class Timeout(Policy):
             at = clock.monotonic() + limit
             token = _DEADLINE.set(tighter(at, clock))
             scope = clock.deadline_scope(at)
+            scope.enter()
             try:
-                async with scope:
-                    result = await fn(*args, **kwargs)
-            except TimeoutError as exc:
-                if scope.expired():
+                result = await fn(*args, **kwargs)
+            except CancelledError:
+                if scope.exit():
                     raise expired(em) from None
-                if clock.monotonic() >= at:
+                raise
+            except BaseException as exc:
+                scope.exit()
+                if isinstance(exc, Exception) and clock.monotonic() >= at:
                     raise expired(em) from exc
                 raise
             finally:
                 _DEADLINE.reset(token)
+            scope.exit()
             if clock.monotonic() > at:
                 raise expired(em)
             return result

@@ -75,10 +75,12 @@ def make_store(request: pytest.FixtureRequest) -> Iterator[StoreFactory]:
         prefix = f"conf{uuid.uuid4().hex[:12]}"
         if request.param == "redis":
             server: RedisServer = request.getfixturevalue("redis_server")
-            store = RedisStore.from_url(server.url, prefix=prefix, clock=clock)
+            store = RedisStore.from_url(server.url, prefix=prefix, clock=clock, socket_timeout=2.0)
         else:
             cluster: RedisCluster = request.getfixturevalue("redis_cluster")
-            store = RedisStore.from_url(cluster.url, prefix=prefix, cluster=True, clock=clock)
+            store = RedisStore.from_url(
+                cluster.url, prefix=prefix, cluster=True, clock=clock, socket_timeout=2.0
+            )
         made.append(store)
         return store
 

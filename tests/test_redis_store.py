@@ -163,7 +163,7 @@ def test_restart_without_data_recovers(own_redis_server: RedisServer) -> None:
 
 
 def test_cluster_runs_scripts_on_the_right_node(redis_cluster: RedisCluster) -> None:
-    store = RedisStore.from_url(redis_cluster.url, prefix="c", cluster=True)
+    store = RedisStore.from_url(redis_cluster.url, prefix="c", cluster=True, socket_timeout=2.0)
     for i in range(30):  # keys spread over all slots/nodes
         assert store.apply(Incr(f"user-{i}")) == 1
         assert store.apply(Incr(f"user-{i}")) == 2
