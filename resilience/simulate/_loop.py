@@ -12,10 +12,9 @@ from __future__ import annotations
 
 import asyncio
 import selectors
-from collections.abc import Callable, Coroutine, Mapping
+from collections.abc import Coroutine, Mapping
 from typing import Any, TypeVar
 
-from .._clock import DeadlineScope, _AsyncioDeadline
 from ..testing import FakeClock
 
 __all__ = ["SimClock", "run_virtual"]
@@ -28,7 +27,8 @@ class SimClock(FakeClock):
 
     Use it inside :func:`run_virtual`: ``asleep`` parks the task until virtual time reaches the
     wake-up time (other tasks run meanwhile), unlike :class:`FakeClock`, whose sleeps advance
-    time at once for everyone. Sleeps are not recorded.
+    time at once for everyone. Sleeps are not recorded. Async deadlines are the fake clock's
+    timers, which the loop fires when virtual time reaches them.
 
     Example:
         >>> clock = SimClock()
@@ -42,19 +42,6 @@ class SimClock(FakeClock):
     async def asleep(self, seconds: float, /) -> None:
         """Suspend the task for ``seconds`` of virtual time."""
         await asyncio.sleep(max(0.0, seconds))
-
-    def deadline_scope(self, at: float, /) -> DeadlineScope:
-        """Cancel the task when virtual time reaches ``at`` (an asyncio timeout on the loop)."""
-
-        def arm(scope: _AsyncioDeadline) -> Callable[[], None]:
-            scope._cm.reschedule(at)
-            return _noop
-
-        return _AsyncioDeadline(at, arm)
-
-
-def _noop() -> None:
-    return None
 
 
 class _VirtualSelector(selectors.BaseSelector):
