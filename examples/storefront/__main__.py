@@ -1,6 +1,6 @@
 """The storefront demo: an order service calling payment (gRPC) and inventory (HTTP) under faults.
 
-    python -m examples.storefront            # two runs of ~22 s: without, then with policies
+    python -m examples.storefront            # two runs of ~17 s: without, then with policies
     python -m examples.storefront --short    # two runs of ~7 s (CI)
 
 Everything runs in this process on loopback: uvicorn serves the order service (Starlette + the
@@ -244,12 +244,12 @@ async def main_async(args: argparse.Namespace) -> list[Result]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="storefront", description=__doc__.splitlines()[0])
     parser.add_argument("--short", action="store_true", help="two 7 s runs (CI)")
-    parser.add_argument("--duration", type=float, help="seconds per run (default 22)")
+    parser.add_argument("--duration", type=float, help="seconds per run (default 17)")
     parser.add_argument("--rate", type=float, default=30.0, help="orders per second")
     parser.add_argument("--no-live", dest="live", action="store_false", help="plain output")
     args = parser.parse_args(argv)
     if args.duration is None:
-        args.duration = 7.0 if args.short else 22.0
+        args.duration = 7.0 if args.short else 17.0
     if args.live and not sys.stdout.isatty():
         args.live = False
     print("fault timeline (same for both runs):")
