@@ -5,7 +5,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint types unit bench bench-quick clean
+.PHONY: demo demo-short demo-basics simulate test lint types unit bench bench-quick clean
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "Python 3.11+ is required"'
@@ -14,8 +14,21 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
 	@touch $(STAMP)
 
+# The storefront: order service (ASGI) -> payment (gRPC) + inventory (HTTP) under injected
+# faults, run without and then with the policies; prints a side-by-side summary (< 1 minute).
 demo: $(STAMP)
+	$(BIN)/python -m examples.storefront
+
+demo-short: $(STAMP)
+	$(BIN)/python -m examples.storefront --short
+
+# The basics: decorators and a pipeline against a flaky function (about a second).
+demo-basics: $(STAMP)
 	$(BIN)/python examples/demo.py
+
+# The policy simulator on a checked-in scenario (virtual time; writes simulate.png).
+simulate: $(STAMP)
+	$(BIN)/python -m resilience simulate examples/scenarios/payment-faults.toml --every 5 --plot simulate.png
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

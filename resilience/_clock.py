@@ -7,6 +7,7 @@ timeline, and an async deadline scope that cancels the awaiting task when the de
 
 from __future__ import annotations
 
+import heapq
 import random as _random
 import time as _time
 from collections.abc import Callable
@@ -28,7 +29,16 @@ class RandomLike(Protocol):
 
 
 class DeadlineScope(Protocol):
-    """An async context manager that cancels the current task at a deadline."""
+    """Cancels the current task at a deadline.
+
+    Use either ``async with scope:`` (raises ``TimeoutError`` on expiry, like
+    :func:`asyncio.timeout`) or the cheaper sync pair ``scope.enter()`` / ``scope.exit()``, where
+    ``exit()`` returns whether the deadline fired (and consumes the cancellation it caused).
+    """
+
+    def enter(self) -> None: ...  # pragma: no cover - protocol
+
+    def exit(self) -> bool: ...  # pragma: no cover - protocol
 
     async def __aenter__(self) -> DeadlineScope: ...  # pragma: no cover - protocol
 
@@ -40,6 +50,223 @@ class DeadlineScope(Protocol):
     ) -> bool | None: ...  # pragma: no cover - protocol
 
     def expired(self) -> bool: ...  # pragma: no cover - protocol
+
+
+class _TaskDeadline:
+    """Cancel the current task when a deadline fires; asyncio.timeout's semantics, less cost.
+
+    ``arm(scope)`` schedules ``scope.fire()`` for the deadline and returns a disarm function. The
+    cancellation is counted with ``Task.cancelling()`` / ``uncancel()`` exactly as
+    :func:`asyncio.timeout` does, so an outer cancellation is never mistaken for our timeout.
+    """
+
+    __slots__ = ("_arm", "_cancelling", "_disarm", "at", "fired", "task")
+
+    def __init__(self, at: float, arm: Callable[[_TaskDeadline], Callable[[], None]]) -> None:
+        self.at = at
+        self._arm = arm
+        self._disarm: Callable[[], None] = _never
+        self.task: Any = None
+        self.fired = False
+        self._cancelling = 0
+
+    def enter(self) -> None:
+        task = _current_task()
+        if task is None:
+            raise RuntimeError("a deadline scope must be entered inside an asyncio task")
+        self.task = task
+        self._cancelling = task.cancelling()
+        self._disarm = self._arm(self)
+
+    def fire(self) -> None:
+        task = self.task
+        if task is not None and not self.fired and not task.done():
+            self.fired = True
+            task.cancel()
+
+    def exit(self) -> bool:
+        self._disarm()
+        task, self.task = self.task, None
+        if self.fired and task is not None:
+            return bool(task.uncancel() <= self._cancelling)
+        return False
+
+    def expired(self) -> bool:
+        return self.fired
+
+    async def __aenter__(self) -> _TaskDeadline:
+        self.enter()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> bool | None:
+        import asyncio
+
+        if self.exit() and exc_type is asyncio.CancelledError:
+            raise TimeoutError from exc
+        return None
+
+
+class _DeadlineWheel:
+    """One timer per event loop for every armed deadline (a lazy heap of entries).
+
+    An entry is a list ``[alive, task, cancelling_at_arm, fired, wheel]``. Arming is a heap push
+    (the loop's timer only moves when the new deadline is the earliest); disarming marks the entry
+    dead; dead entries are dropped when the timer fires or when they outnumber the live ones.
+    Compared with one ``asyncio.timeout`` per call (a timer handle created and cancelled, two
+    coroutine calls) this costs a fraction, and cancelled handles never pile up in the loop.
+    """
+
+    __slots__ = ("dead", "handle", "handle_at", "heap", "loop", "same_clock", "seq")
+
+    def __init__(self, loop: Any) -> None:
+        import asyncio
+
+        self.loop = loop
+        self.heap: list[tuple[float, int, list[Any]]] = []
+        self.handle: Any = None
+        self.handle_at = float("inf")
+        self.dead = 0
+        self.seq = 0
+        # the default loops read time.monotonic(): no conversion needed
+        self.same_clock = type(loop).time is asyncio.BaseEventLoop.time
+
+    def _schedule(self, loop_at: float) -> None:
+        if self.handle is not None:
+            self.handle.cancel()
+        self.handle = self.loop.call_at(loop_at, self._fire)
+        self.handle_at = loop_at
+
+    def _compact(self) -> None:
+        self.heap = [item for item in self.heap if item[2][0]]
+        heapq.heapify(self.heap)
+        self.dead = 0
+
+    def _fire(self) -> None:
+        self.handle = None
+        self.handle_at = float("inf")
+        heap = self.heap
+        now = self.loop.time() + 1e-6
+        while heap and heap[0][0] <= now:
+            entry = heapq.heappop(heap)[2]
+            if entry[0]:
+                entry[0] = False
+                entry[3] = True
+                task = entry[1]
+                if not task.done():
+                    task.cancel()
+            else:
+                self.dead -= 1
+        while heap and not heap[0][2][0]:
+            heapq.heappop(heap)
+            self.dead -= 1
+        self.dead = max(self.dead, 0)
+        if heap:
+            self._schedule(heap[0][0])
+
+
+_wheel_cache: list[Any] = [None, None]  # [loop, wheel] of the last loop used
+
+
+def _get_running_loop() -> Any:
+    global _get_running_loop
+    from asyncio import get_running_loop
+
+    _get_running_loop = get_running_loop  # bind the C implementation once asyncio is in use
+    return get_running_loop()
+
+
+def _wheel_for(loop: Any) -> _DeadlineWheel:
+    wheel = getattr(loop, "_resilience_deadline_wheel", None) or _DeadlineWheel(loop)
+    try:
+        loop._resilience_deadline_wheel = wheel
+    except AttributeError:  # a loop class with __slots__: keep only the one-entry cache
+        pass
+    _wheel_cache[0], _wheel_cache[1] = loop, wheel
+    return wheel
+
+
+def arm_task_deadline(at: float) -> list[Any]:
+    """Cancel the current task when ``time.monotonic()`` reaches ``at``.
+
+    Returns the entry to pass to :func:`disarm_task_deadline`. Must run inside an asyncio task.
+    """
+    loop = _get_running_loop()
+    wheel: _DeadlineWheel = _wheel_cache[1] if _wheel_cache[0] is loop else _wheel_for(loop)
+    task = _current_task()
+    if task is None:
+        raise RuntimeError("a deadline must be armed inside an asyncio task")
+    entry = [True, task, task.cancelling(), False, wheel]
+    loop_at = at if wheel.same_clock else loop.time() + (at - _time.monotonic())
+    wheel.seq += 1
+    heapq.heappush(wheel.heap, (loop_at, wheel.seq, entry))
+    if loop_at < wheel.handle_at:
+        wheel._schedule(loop_at)
+    return entry
+
+
+def disarm_task_deadline(entry: list[Any]) -> bool:
+    """Disarm an armed deadline.
+
+    Returns ``True`` when the deadline fired and the task's cancellation was ours (it is then
+    consumed, with the same ``uncancel`` accounting as :func:`asyncio.timeout`).
+    """
+    if entry[0]:
+        entry[0] = False
+        wheel: _DeadlineWheel = entry[4]
+        wheel.dead += 1
+        if wheel.dead > 256 and wheel.dead * 2 > len(wheel.heap):
+            wheel._compact()
+        return False
+    if entry[3]:
+        entry[3] = False
+        return bool(entry[1].uncancel() <= entry[2])
+    return False
+
+
+class _WheelDeadline:
+    """A :class:`DeadlineScope` on the shared per-loop wheel (system clock)."""
+
+    __slots__ = ("_entry", "_fired", "at")
+
+    def __init__(self, at: float) -> None:
+        self.at = at
+        self._entry: list[Any] | None = None
+        self._fired = False
+
+    def enter(self) -> None:
+        self._entry = arm_task_deadline(self.at)
+
+    def exit(self) -> bool:
+        entry, self._entry = self._entry, None
+        if entry is None:
+            return False
+        fired = disarm_task_deadline(entry)
+        self._fired = self._fired or fired
+        return fired
+
+    def expired(self) -> bool:
+        return self._fired or bool(self._entry is not None and self._entry[3])
+
+    async def __aenter__(self) -> _WheelDeadline:
+        self.enter()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> bool | None:
+        import asyncio
+
+        if self.exit() and exc_type is asyncio.CancelledError:
+            raise TimeoutError from exc
+        return None
 
 
 @runtime_checkable
@@ -79,47 +306,16 @@ class Clock(Protocol):
         ...
 
 
-class _AsyncioDeadline:
-    """Wraps :func:`asyncio.timeout` with a deadline on some clock's monotonic scale."""
-
-    __slots__ = ("_arm", "_at", "_cm", "_disarm")
-
-    def __init__(self, at: float, arm: Callable[[_AsyncioDeadline], Callable[[], None]]) -> None:
-        self._at = at
-        self._arm = arm
-        self._cm: Any = None
-
-    async def __aenter__(self) -> _AsyncioDeadline:
-        import asyncio
-
-        self._cm = asyncio.timeout(None)
-        await self._cm.__aenter__()
-        self._disarm = self._arm(self)
-        return self
-
-    def expire_now(self) -> None:
-        import asyncio
-
-        cm = self._cm
-        if cm is not None and cm.when() is None:
-            cm.reschedule(asyncio.get_running_loop().time())
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> bool | None:
-        self._disarm()
-        result: bool | None = await self._cm.__aexit__(exc_type, exc, tb)
-        return result
-
-    def expired(self) -> bool:
-        return bool(self._cm is not None and self._cm.expired())
-
-
 def _never() -> None:
     return None
+
+
+def _current_task() -> Any:
+    global _current_task
+    from asyncio import current_task
+
+    _current_task = current_task  # bind the C implementation once asyncio is in use
+    return current_task()
 
 
 class SystemClock:
@@ -148,16 +344,8 @@ class SystemClock:
         await asyncio.sleep(max(0.0, seconds))
 
     def deadline_scope(self, at: float, /) -> DeadlineScope:
-        """Cancel the task at monotonic time ``at`` (asyncio's loop clock is monotonic too)."""
-
-        def arm(scope: _AsyncioDeadline) -> Callable[[], None]:
-            import asyncio
-
-            loop = asyncio.get_running_loop()
-            scope._cm.reschedule(loop.time() + (at - _time.monotonic()))
-            return _never
-
-        return _AsyncioDeadline(at, arm)
+        """Cancel the task at monotonic time ``at`` (one shared timer per event loop)."""
+        return _WheelDeadline(at)
 
     def wait_future(self, future: Future[Any], timeout: float, /) -> bool:
         """Wait for a future in real time."""

@@ -10,7 +10,6 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
-from dataclasses import dataclass
 
 from ._clock import Clock, resolve_clock
 from ._types import Duration, seconds
@@ -18,9 +17,8 @@ from ._types import Duration, seconds
 __all__ = ["Deadline", "deadline", "deadline_scope", "remaining"]
 
 
-@dataclass(frozen=True, slots=True)
 class Deadline:
-    """An absolute deadline on a clock's monotonic scale.
+    """An absolute deadline on a clock's monotonic scale (treat it as immutable).
 
     Example:
         >>> import resilience as rs
@@ -31,8 +29,22 @@ class Deadline:
         1.5
     """
 
-    at: float
-    clock: Clock
+    __slots__ = ("at", "clock")
+
+    def __init__(self, at: float, clock: Clock) -> None:
+        self.at = at
+        self.clock = clock
+
+    def __repr__(self) -> str:
+        return f"Deadline(at={self.at!r}, clock={self.clock!r})"
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Deadline):
+            return NotImplemented
+        return self.at == other.at and self.clock is other.clock
+
+    def __hash__(self) -> int:
+        return hash((self.at, id(self.clock)))
 
     def remaining(self) -> float:
         """Seconds left (negative once expired)."""

@@ -605,7 +605,7 @@ class IdempotencyRecords:
     full method name, and the serialized request as the fingerprint; the handler returns the
     bytes to replay (the serialized response). Map :class:`~resilience.IdempotencyInProgressError`
     to ``ABORTED`` (with ``grpc-retry-pushback-ms`` from ``retry_after``),
-    :class:`~resilience.IdempotencyKeyReusedError` to ``INVALID_ARGUMENT``,
+    :class:`~resilience.IdempotencyKeyReusedError` to ``FAILED_PRECONDITION``,
     :class:`~resilience.StoreError` to ``UNAVAILABLE`` and a not-retained replay
     (:class:`~resilience.IdempotencyConflictError`) to ``ABORTED``.
 

@@ -184,16 +184,19 @@ def status(tat: float, now: float, p: LimitParams) -> tuple[int, float]:
 
     Example:
         >>> p = limit_params(rate=10, per=1.0, burst=10)
-        >>> status(10.3, 10.0, p)
+        >>> remaining, reset_after = status(10.3, 10.0, p)
+        >>> remaining, round(reset_after, 9)
         (7, 0.3)
     """
-    if p.interval == _INF:
-        return (0, 0.0)
+    interval = p.interval
     backlog = tat - now
-    if backlog < 0:
-        backlog = 0.0
-    remaining = math.floor((p.burst * p.interval - backlog) / p.interval + 1e-6)
-    return (remaining if remaining > 0 else 0, round(backlog, 9))
+    if backlog <= 0:
+        return (int(p.burst), 0.0)
+    if interval == _INF:
+        return (0, 0.0)
+    # int() floors the non-negative values; a negative one truncates to 0, the floor we want.
+    remaining = int(p.burst - backlog / interval + 1e-6)
+    return (remaining if remaining > 0 else 0, backlog)
 
 
 def fresh_at(tat: float, stored: float, p: LimitParams) -> float:
@@ -434,7 +437,8 @@ class _Reservation(NamedTuple):
     via_store: bool
 
 
-_LOCAL = "local"
+#: ``tuple.__new__`` builds a :class:`Decision` without running its Python-level ``__new__``.
+_decision_new: Callable[[type[Decision], tuple[Any, ...]], Decision] = tuple.__new__
 
 
 class RateLimiter(Policy):
@@ -549,12 +553,14 @@ class RateLimiter(Policy):
         self._next_sweep = -_INF
         self._lock = threading.Lock()
         self._em = Emitter(self.listeners, None, "")
+        self._limit = int(self.params.burst)
+        self._max_cost = self.params.burst if self.rate else _INF
 
     # -- public facts -------------------------------------------------------------------------
     @property
     def quota(self) -> int:
         """Permits per window (``RateLimit-Policy: q=``): the bucket size."""
-        return int(self.params.burst)
+        return self._limit
 
     @property
     def window(self) -> float:
@@ -596,13 +602,16 @@ class RateLimiter(Policy):
         """Decide in process: ``(allowed, wait_or_retry_after, cost_time, taken, remaining,
         reset_after)``."""
         p = self.params
-        with self._lock:
+        lock = self._lock
+        lock.acquire()
+        try:
             now = self._clock.monotonic()
             if key is None:
                 tat, stored = self._tat, self._stored
                 ok, tat2, stored2, wait, ct = transition(tat, stored, now, cost, max_wait, p)
                 if ok:
-                    self._tat, self._stored = tat2, stored2
+                    self._tat = tat2
+                    self._stored = stored2
             else:
                 buckets = self._buckets
                 entry = buckets.get(key)
@@ -620,6 +629,8 @@ class RateLimiter(Policy):
                     else:
                         entry[0] = tat2
                         entry[1] = stored2
+        finally:
+            lock.release()
         if ok:
             remaining, reset_after = status(tat2, now, p)
             return (True, wait, ct, stored - stored2, remaining, reset_after)
@@ -769,13 +780,16 @@ class RateLimiter(Policy):
     def _decision(
         self, r: tuple[bool, float, float, float, int, float] | None, waited: float = 0.0
     ) -> Decision:
-        limit = self.quota
+        limit = self._limit
         if r is None:  # failed open
-            return Decision(True, 0.0, limit, limit, 0.0, 0.0)
+            return _decision_new(Decision, (True, 0.0, limit, limit, 0.0, 0.0))
         ok, wait, _ct, _taken, remaining, reset_after = r
         if ok:
-            return Decision(True, 0.0, remaining, limit, reset_after, round(waited, 9))
-        return Decision(False, round(wait, 9), remaining, limit, reset_after, 0.0)
+            return _decision_new(
+                Decision,
+                (True, 0.0, remaining, limit, reset_after, round(waited, 9) if waited else 0.0),
+            )
+        return _decision_new(Decision, (False, round(wait, 9), remaining, limit, reset_after, 0.0))
 
     # -- keyed API ----------------------------------------------------------------------------
     def try_acquire(self, key: str | None = None, cost: float = 1) -> Decision:
@@ -793,8 +807,35 @@ class RateLimiter(Policy):
             >>> d.allowed, d.retry_after
             (False, 0.1)
         """
+        if cost.__class__ is not int or not 0 <= cost <= self._max_cost:  # type: ignore[unreachable, unused-ignore]
+            cost = self._check_cost(cost)
+        r: tuple[bool, float, float, float, int, float] | None
+        if self.store is None:
+            r = self._local(key, cost, 0.0)
+        else:
+            r = self._via_store(key, cost, 0.0, self._em)
+        if r is not None and not r[0] and self._em:
+            self._rejected(r[1], self._em)
+        return self._decision(r)
+
+    async def atry_acquire(self, key: str | None = None, cost: float = 1) -> Decision:
+        """Async :meth:`try_acquire` (never waits); with a Redis store the round trip is awaited
+        instead of blocking the event loop.
+
+        Example:
+            >>> import asyncio, resilience as rs
+            >>> limiter = rs.RateLimiter("api", rate=1, clock=rs.testing.FakeClock())
+            >>> async def main() -> list[bool]:
+            ...     return [(await limiter.atry_acquire(key="k")).allowed for _ in range(2)]
+            >>> asyncio.run(main())
+            [True, False]
+        """
         cost = self._check_cost(cost)
-        r = self._decide(key, cost, 0.0, self._em)
+        r: tuple[bool, float, float, float, int, float] | None
+        if self.store is None:
+            r = self._local(key, cost, 0.0)
+        else:
+            r = await self._avia_store(key, cost, 0.0, self._em)
         if r is not None and not r[0] and self._em:
             self._rejected(r[1], self._em)
         return self._decision(r)
@@ -891,11 +932,14 @@ class RateLimiter(Policy):
         step = transition
 
         def rate_limit_wrapper(*args: Any, **kwargs: Any) -> Any:
-            with lock:
-                ok, tat, stored, wait, _ = step(self._tat, self._stored, monotonic(), 1.0, 0.0, p)
+            lock.acquire()
+            try:
+                ok, tat, stored, wait, _ = step(self._tat, self._stored, monotonic(), 1, 0.0, p)
                 if ok:
                     self._tat = tat
                     self._stored = stored
+            finally:
+                lock.release()
             if not ok:
                 raise rejected(wait, em)
             return fn(*args, **kwargs)
@@ -923,11 +967,14 @@ class RateLimiter(Policy):
         step = transition
 
         async def rate_limit_wrapper(*args: Any, **kwargs: Any) -> Any:
-            with lock:
-                ok, tat, stored, wait, _ = step(self._tat, self._stored, monotonic(), 1.0, 0.0, p)
+            lock.acquire()
+            try:
+                ok, tat, stored, wait, _ = step(self._tat, self._stored, monotonic(), 1, 0.0, p)
                 if ok:
                     self._tat = tat
                     self._stored = stored
+            finally:
+                lock.release()
             if not ok:
                 raise rejected(wait, em)
             return await fn(*args, **kwargs)

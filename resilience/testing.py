@@ -25,7 +25,7 @@ from collections.abc import Callable
 from concurrent.futures import Future
 from typing import Any
 
-from ._clock import DeadlineScope, _AsyncioDeadline
+from ._clock import DeadlineScope, _TaskDeadline
 from .events import Event
 
 __all__ = ["FakeClock", "RecordingListener"]
@@ -143,10 +143,10 @@ class FakeClock:
     def deadline_scope(self, at: float, /) -> DeadlineScope:
         """Cancel the task when fake time reaches ``at``."""
 
-        def arm(scope: _AsyncioDeadline) -> Callable[[], None]:
-            return self.call_at(at, scope.expire_now)
+        def arm(scope: _TaskDeadline) -> Callable[[], None]:
+            return self.call_at(at, scope.fire)
 
-        return _AsyncioDeadline(at, arm)
+        return _TaskDeadline(at, arm)
 
     def wait_future(self, future: Future[Any], timeout: float, /) -> bool:
         """Wait briefly in real time for a worker; if it is still busy, jump ``timeout`` ahead."""

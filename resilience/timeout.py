@@ -25,8 +25,8 @@ from collections.abc import Awaitable, Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, Literal
 
-from ._clock import Clock, resolve_clock
-from ._deadline import _DEADLINE, tighter
+from ._clock import SYSTEM_CLOCK, Clock, arm_task_deadline, disarm_task_deadline, resolve_clock
+from ._deadline import _DEADLINE, Deadline, tighter
 from ._policy import Emitter, Policy
 from ._types import Duration, positive_int
 from ._types import seconds as _seconds
@@ -172,25 +172,64 @@ class Timeout(Policy):
     def _wrap_async(
         self, fn: Callable[..., Awaitable[Any]], em: Emitter
     ) -> Callable[..., Awaitable[Any]]:
+        from asyncio import CancelledError
+
+        arm, disarm = arm_task_deadline, disarm_task_deadline
+        monotonic = SYSTEM_CLOCK.monotonic
         clock = self._clock
         limit = self.seconds
         expired = self._expired
+
+        if clock is SYSTEM_CLOCK:
+            # the hot path: arm/disarm directly on the loop's shared deadline wheel
+            async def fast_timeout_wrapper(*args: Any, **kwargs: Any) -> Any:
+                at = monotonic() + limit
+                cur = _DEADLINE.get()
+                token = _DEADLINE.set(
+                    cur
+                    if cur is not None and cur.clock is clock and cur.at <= at
+                    else Deadline(at, clock)
+                )
+                entry = arm(at)
+                try:
+                    result = await fn(*args, **kwargs)
+                except CancelledError:
+                    if disarm(entry):
+                        raise expired(em) from None
+                    raise
+                except BaseException as exc:
+                    disarm(entry)
+                    if isinstance(exc, Exception) and monotonic() >= at:
+                        raise expired(em) from exc
+                    raise
+                finally:
+                    _DEADLINE.reset(token)
+                disarm(entry)
+                if monotonic() > at:
+                    raise expired(em)
+                return result
+
+            return fast_timeout_wrapper
 
         async def timeout_wrapper(*args: Any, **kwargs: Any) -> Any:
             at = clock.monotonic() + limit
             token = _DEADLINE.set(tighter(at, clock))
             scope = clock.deadline_scope(at)
+            scope.enter()
             try:
-                async with scope:
-                    result = await fn(*args, **kwargs)
-            except TimeoutError as exc:
-                if scope.expired():
+                result = await fn(*args, **kwargs)
+            except CancelledError:
+                if scope.exit():
                     raise expired(em) from None
-                if clock.monotonic() >= at:
+                raise
+            except BaseException as exc:
+                scope.exit()
+                if isinstance(exc, Exception) and clock.monotonic() >= at:
                     raise expired(em) from exc
                 raise
             finally:
                 _DEADLINE.reset(token)
+            scope.exit()
             if clock.monotonic() > at:
                 raise expired(em)
             return result

@@ -3,13 +3,21 @@
 from __future__ import annotations
 
 import asyncio
+import os
 from collections.abc import Callable, Sequence
 from typing import Any
 
 import pytest
+from hypothesis import settings
 
 import resilience as rs
 from resilience.testing import FakeClock
+
+# CI runs are deterministic: a fixed Hypothesis seed (a failure reproduces on every run, and a
+# landing never depends on luck) and no per-example deadline on a loaded 2-core machine.
+settings.register_profile("ci", derandomize=True, deadline=None, print_blob=True)
+if os.environ.get("CI") == "true":
+    settings.load_profile("ci")
 
 
 @pytest.fixture

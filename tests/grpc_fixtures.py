@@ -25,6 +25,7 @@ class Fail:
     pushback: str | None = None
     after: int = 0
     set_code: bool = False  # report with set_code + return instead of abort
+    raise_exc: bool = False  # raise RuntimeError instead of aborting
 
 
 @dataclass
@@ -45,6 +46,8 @@ class Script:
             self.metadata.append(dict(context.invocation_metadata()))
             self.remaining.append(rs.remaining())
             self.requests.append(requests)
+        if step is not None and step.raise_exc:
+            raise RuntimeError("scripted crash")
         return step
 
     def trailer(self, context: Any, step: Fail) -> None:
@@ -149,9 +152,11 @@ def aio_handlers(script: Script) -> Any:
 
 
 def start_sync_server(
-    script: Script, interceptors: tuple[Any, ...] = (), extra: Any = None
+    script: Script, interceptors: tuple[Any, ...] = (), extra: Any = None, workers: int = 4
 ) -> tuple[grpc.Server, int]:
-    server = grpc.server(futures.ThreadPoolExecutor(max_workers=4), interceptors=list(interceptors))
+    server = grpc.server(
+        futures.ThreadPoolExecutor(max_workers=workers), interceptors=list(interceptors)
+    )
     server.add_generic_rpc_handlers((sync_handlers(script),))
     if extra is not None:
         server.add_generic_rpc_handlers((extra,))
@@ -161,10 +166,12 @@ def start_sync_server(
 
 
 async def start_aio_server(
-    script: Script, interceptors: tuple[Any, ...] = ()
+    script: Script, interceptors: tuple[Any, ...] = (), extra: Any = None
 ) -> tuple[grpc.aio.Server, int]:
     server = grpc.aio.server(interceptors=interceptors)
     server.add_generic_rpc_handlers((aio_handlers(script),))
+    if extra is not None:
+        server.add_generic_rpc_handlers((extra,))
     port = server.add_insecure_port("127.0.0.1:0")
     await server.start()
     return server, port

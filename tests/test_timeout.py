@@ -197,3 +197,63 @@ def test_invalid_configuration(args: tuple[Any, ...], kwargs: dict[str, Any], me
 def test_timedelta_and_keyword() -> None:
     assert rs.Timeout(timedelta(milliseconds=250)).seconds == 0.25
     assert rs.Timeout(seconds=2).seconds == 2.0
+
+
+class TestSystemClockWheel:
+    """The system clock's async path: one shared timer per loop over a lazy deadline heap."""
+
+    async def test_outer_cancellation_is_not_a_timeout(self) -> None:
+        started = asyncio.Event()
+
+        async def work() -> None:
+            started.set()
+            await asyncio.Event().wait()
+
+        task = asyncio.create_task(rs.Timeout(100).acall(work))
+        await started.wait()
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+
+    async def test_dead_entries_are_compacted(self) -> None:
+        from resilience._clock import _wheel_for
+
+        async def quick() -> int:
+            return 1
+
+        policy = rs.Timeout(100)
+        for _ in range(5000):  # never yields to the loop: the timer never fires
+            await policy.acall(quick)
+        wheel = _wheel_for(asyncio.get_running_loop())
+        assert len(wheel.heap) <= 2 * 257
+
+    async def test_many_concurrent_deadlines_fire_in_order(self) -> None:
+        fired: list[int] = []
+
+        async def sleeper(i: int) -> None:
+            try:
+                await asyncio.sleep(10)
+            except asyncio.CancelledError:
+                fired.append(i)
+                raise
+
+        async def run(i: int) -> str:
+            try:
+                await rs.Timeout(0.01 + i * 0.002).acall(sleeper, i)
+            except rs.TimeoutExceededError:
+                return "timeout"
+            return "done"
+
+        results = await asyncio.gather(*[run(i) for i in reversed(range(10))])
+        assert results == ["timeout"] * 10
+        assert fired == list(range(10))
+
+    async def test_nested_timeouts_inner_fires(self) -> None:
+        async def hang() -> None:
+            await asyncio.sleep(10)
+
+        inner = rs.Timeout(0.01, name="inner")
+        outer = rs.Timeout(5, name="outer")
+        with pytest.raises(rs.TimeoutExceededError) as info:
+            await rs.Pipeline(outer, inner).acall(hang)
+        assert info.value.policy == "inner"

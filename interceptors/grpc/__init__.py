@@ -16,8 +16,14 @@ from __future__ import annotations
 from ._aio_client import AsyncResilienceClientInterceptor
 from ._aio_server import AsyncResilienceServerInterceptor
 from ._client import ResilienceClientInterceptor
-from ._common import GrpcRetry, grpc_retry
-from ._server import IDEMPOTENCY_KEY, ResilienceServerInterceptor, idempotency_key
+from ._common import GrpcRetry, grpc_retry, method_key
+from ._server import (
+    IDEMPOTENCY_KEY,
+    REPLAYED_KEY,
+    ResilienceServerInterceptor,
+    default_principal,
+    idempotency_key,
+)
 from ._status import (
     PREVIOUS_ATTEMPTS_KEY,
     PUSHBACK_KEY,
@@ -33,16 +39,19 @@ __all__ = [
     "IDEMPOTENCY_KEY",
     "PREVIOUS_ATTEMPTS_KEY",
     "PUSHBACK_KEY",
+    "REPLAYED_KEY",
     "AsyncResilienceClientInterceptor",
     "AsyncResilienceServerInterceptor",
     "GrpcRetry",
     "ResilienceClientInterceptor",
     "ResilienceServerInterceptor",
     "StatusError",
+    "default_principal",
     "format_pushback",
     "grpc_retry",
     "grpc_retry_after",
     "idempotency_key",
+    "method_key",
     "parse_pushback",
     "retryable",
     "status_for",

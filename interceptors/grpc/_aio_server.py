@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import inspect
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 import grpc
@@ -11,9 +11,24 @@ from grpc import aio
 
 import resilience as rs
 from resilience._clock import Clock, resolve_clock
+from resilience._types import Duration
+from resilience.idempotency import IdempotencyRecords
 
 from ._common import check_pipeline, emitter, method_name
-from ._server import ContextProxy, compose_pipeline, enter_scope, exit_scope, rejection
+from ._server import (
+    _DESERIALIZE_FAILED,
+    _KEY,
+    REPLAYED_KEY,
+    ContextProxy,
+    IdempotencyConfig,
+    _identity,
+    compose_pipeline,
+    enter_scope,
+    exit_scope,
+    refuse_key,
+    rejection,
+    stream_fingerprint,
+)
 from ._status import StatusError
 
 __all__ = ["AsyncResilienceServerInterceptor"]
@@ -67,6 +82,11 @@ def _stream_body(user: Callable[..., Any]) -> Callable[..., Awaitable[Any]]:
     return body
 
 
+async def _replay_stream(messages: list[Any]) -> AsyncIterator[Any]:
+    for message in messages:
+        yield message
+
+
 async def _abort(context: Any, exc: BaseException) -> Any:
     if isinstance(exc, StatusError) and not exc.aborted:
         return exc.response
@@ -78,15 +98,17 @@ async def _abort(context: Any, exc: BaseException) -> Any:
 class AsyncResilienceServerInterceptor(_ServerInterceptor):
     """Serve every RPC through a resilience pipeline (``grpc.aio.server``).
 
-    Behaviour as :class:`ResilienceServerInterceptor`, with one difference: streaming
-    responses are covered whole. The handler's messages are written with ``context.write``
-    inside the pipeline, so a bulkhead slot is held, a ``Timeout`` bounds and the breaker
-    records the entire stream.
+    Behaviour as :class:`ResilienceServerInterceptor` (including ``idempotency=``), with one
+    difference: streaming responses are covered whole. The handler's messages are written with
+    ``context.write`` inside the pipeline, so a bulkhead slot is held, a ``Timeout`` bounds and
+    the breaker records the entire stream.
 
     Args:
         pipeline: a policy or :class:`resilience.Pipeline` (``None``: only deadline propagation).
-        idempotency: hook for an idempotency policy, composed innermost.
-        idempotency_required: reject calls without an ``idempotency-key``.
+        idempotency: an :class:`resilience.IdempotencyRecords`, or a policy composed innermost.
+        idempotency_required: reject unary-response calls without an ``idempotency-key``.
+        idempotency_wait: seconds a duplicate waits for the first call's response.
+        principal: ``callable(context) -> str | None`` scoping the idempotency records.
         clock: time source for the published deadline.
 
     Example:
@@ -99,14 +121,19 @@ class AsyncResilienceServerInterceptor(_ServerInterceptor):
         self,
         *,
         pipeline: rs.Policy | None,
-        idempotency: rs.Policy | None = None,
+        idempotency: IdempotencyRecords | rs.Policy | None = None,
         idempotency_required: bool = False,
+        idempotency_wait: Duration = 0.0,
+        principal: Callable[[Any], str | None] | None = None,
         clock: Clock | None = None,
     ) -> None:
         self.pipeline = check_pipeline(pipeline)
-        self.idempotency = check_pipeline(idempotency)
-        self.idempotency_required = bool(idempotency_required)
-        self._policy = compose_pipeline(self.pipeline, self.idempotency)
+        self._idem = IdempotencyConfig(
+            idempotency, idempotency_required, idempotency_wait, principal
+        )
+        self.idempotency = idempotency
+        self.idempotency_required = self._idem.required
+        self._policy = compose_pipeline(self.pipeline, self._idem.policy)
         self._clock = resolve_clock(clock)
         self._cache: dict[str, tuple[Any, Any]] = {}
 
@@ -133,32 +160,108 @@ class AsyncResilienceServerInterceptor(_ServerInterceptor):
 
     def _wrap(self, handler: Any, method: str) -> Any:
         des, ser = handler.request_deserializer, handler.response_serializer
+        records = self._idem.records is not None
         if handler.unary_unary is not None:
-            run = self._serve(self._compose(_unary_body(handler.unary_unary), method))
-            return grpc.unary_unary_rpc_method_handler(run, des, ser)
+            run = self._compose(_unary_body(handler.unary_unary), method)
+            if records:
+                idem = self._idempotent(run, method, handler, False)
+                return grpc.unary_unary_rpc_method_handler(idem, None, None)
+            return grpc.unary_unary_rpc_method_handler(self._serve(run, method), des, ser)
         if handler.stream_unary is not None:
-            run = self._serve(self._compose(_unary_body(handler.stream_unary), method))
-            return grpc.stream_unary_rpc_method_handler(run, des, ser)
+            run = self._compose(_unary_body(handler.stream_unary), method)
+            if records:
+                idem = self._idempotent(run, method, handler, True)
+                return grpc.stream_unary_rpc_method_handler(idem, None, None)
+            return grpc.stream_unary_rpc_method_handler(self._serve(run, method), des, ser)
         if handler.unary_stream is not None:
-            run = self._serve(self._compose(_stream_body(handler.unary_stream), method))
+            run = self._serve(
+                self._compose(_stream_body(handler.unary_stream), method), method, True
+            )
             return grpc.unary_stream_rpc_method_handler(run, des, ser)
-        run = self._serve(self._compose(_stream_body(handler.stream_stream), method))
+        run = self._serve(self._compose(_stream_body(handler.stream_stream), method), method, True)
         return grpc.stream_stream_rpc_method_handler(run, des, ser)
 
-    def _serve(self, run: Callable[..., Awaitable[Any]]) -> Callable[[Any, Any], Awaitable[Any]]:
-        clock = self._clock
-        idem = self.idempotency is not None
-        required = self.idempotency_required
+    async def _enter(self, context: Any, streaming: bool) -> tuple[Any, Any, Any]:
+        idem = self._idem
+        if streaming and idem.records is not None:
+            tokens = enter_scope(context, self._clock, False, False)
+            error = refuse_key(context)
+            if error is not None:
+                exit_scope(tokens)
+                await context.abort(grpc.StatusCode.INVALID_ARGUMENT, error)
+            return tokens
+        tokens = enter_scope(context, self._clock, idem.enabled, idem.required)
+        if tokens[2] is not None:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, tokens[2])
+        return tokens
+
+    def _serve(
+        self, run: Callable[..., Awaitable[Any]], method: str, streaming: bool = False
+    ) -> Callable[[Any, Any], Awaitable[Any]]:
+        enter = self._enter
 
         async def resilient_handler(request: Any, context: Any) -> Any:
-            tokens = enter_scope(context, clock, idem, required)
-            if tokens[2] is not None:
-                await context.abort(grpc.StatusCode.INVALID_ARGUMENT, tokens[2])
+            tokens = await enter(context, streaming)
             try:
-                return await run(request, _AsyncContextProxy(context))
+                return await run(request, _AsyncContextProxy(context, method))
             except Exception as exc:
                 return await _abort(context, exc)
             finally:
                 exit_scope(tokens)
 
         return resilient_handler
+
+    def _idempotent(
+        self, run: Callable[..., Awaitable[Any]], method: str, handler: Any, stream_req: bool
+    ) -> Callable[[Any, Any], Awaitable[Any]]:
+        """A unary-response behaviour over raw bytes, deduplicated by the idempotency records."""
+        enter, idem = self._enter, self._idem
+        records = idem.records
+        assert records is not None
+        des = handler.request_deserializer or _identity
+        ser = handler.response_serializer or _identity
+
+        async def resilient_idempotent(raw: Any, context: Any) -> Any:
+            tokens = await enter(context, False)
+            try:
+                proxy = _AsyncContextProxy(context, method)
+                messages = [bytes(m) async for m in raw] if stream_req else [bytes(raw)]
+                fingerprint = stream_fingerprint(messages) if stream_req else messages[0]
+                try:
+                    decoded = [des(m) for m in messages]
+                except Exception:
+                    decoded = None
+                if decoded is None:
+                    await context.abort(grpc.StatusCode.INTERNAL, _DESERIALIZE_FAILED)
+                    return None  # pragma: no cover - abort raises
+                request = _replay_stream(decoded) if stream_req else decoded[0]
+
+                async def handle() -> bytes:
+                    response = await run(request, proxy)
+                    if isinstance(response, str):  # as grpc.aio serializes a str response
+                        response = response.encode("utf-8")
+                    out: bytes = ser(response)
+                    return out
+
+                key = _KEY.get()
+                principal = None if key is None else idem.principal_of(context)
+                if key is None or principal is None:
+                    return await handle()
+                out, replayed = await records.arun(
+                    principal=principal,
+                    method=method,
+                    key=key,
+                    fingerprint=fingerprint,
+                    handler=handle,
+                    wait=idem.wait_now(),
+                )
+                if replayed:
+                    context.set_trailing_metadata(((REPLAYED_KEY, "true"),))
+                return out
+            except Exception as exc:
+                response = await _abort(context, exc)
+                return None if response is None else ser(response)
+            finally:
+                exit_scope(tokens)
+
+        return resilient_idempotent

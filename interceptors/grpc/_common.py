@@ -19,7 +19,15 @@ from resilience.events import Listener
 
 from ._status import PREVIOUS_ATTEMPTS_KEY, code_of, grpc_retry_after, pushback_of, retryable
 
-__all__ = ["GrpcRetry", "MAX_ATTEMPTS", "check_pipeline", "emitter", "grpc_retry", "method_name"]
+__all__ = [
+    "GrpcRetry",
+    "MAX_ATTEMPTS",
+    "check_pipeline",
+    "emitter",
+    "grpc_retry",
+    "method_key",
+    "method_name",
+]
 
 #: gRFC A6 caps ``maxAttempts`` at 5.
 MAX_ATTEMPTS = 5
@@ -30,6 +38,30 @@ NOTHING = object()
 def method_name(method: str | bytes) -> str:
     """The RPC method as text (``/package.Service/Method``)."""
     return method.decode() if isinstance(method, bytes) else method
+
+
+def method_key(*args: Any, **kwargs: Any) -> str:
+    """A ``key=`` for keyed policies in an interceptor's pipeline: the RPC's full method name.
+
+    Works in the ``pipeline=`` of every client and server interceptor, e.g. one rate-limit
+    bucket per method: ``rs.RateLimiter("per-method", rate=100, key=method_key)``.
+
+    Example:
+        >>> from types import SimpleNamespace
+        >>> attempt = SimpleNamespace(details=SimpleNamespace(method=b"/shop.Orders/Create"))
+        >>> method_key(attempt)
+        '/shop.Orders/Create'
+    """
+    for arg in args[:2]:
+        details = getattr(arg, "details", None)  # a client attempt
+        method = getattr(details, "method", None)
+        if method is None:
+            method = getattr(arg, "_method", None)  # a server ContextProxy
+        if method:
+            return method_name(method)
+    raise ConfigurationError(
+        "method_key is a key= for policies in the pipeline= of a gRPC interceptor"
+    )
 
 
 def check_pipeline(pipeline: object) -> rs.Policy | None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable, Iterator
 from contextvars import ContextVar
 from typing import TYPE_CHECKING, Any
@@ -11,11 +12,20 @@ import grpc
 import resilience as rs
 from resilience._clock import Clock, resolve_clock
 from resilience._deadline import _DEADLINE, tighter
+from resilience._types import Duration, seconds
+from resilience.errors import ConfigurationError
+from resilience.idempotency import IdempotencyRecords
 
 from ._common import END, check_pipeline, emitter, method_name
 from ._status import StatusError, status_for
 
-__all__ = ["IDEMPOTENCY_KEY", "ResilienceServerInterceptor", "idempotency_key"]
+__all__ = [
+    "IDEMPOTENCY_KEY",
+    "REPLAYED_KEY",
+    "ResilienceServerInterceptor",
+    "default_principal",
+    "idempotency_key",
+]
 
 if TYPE_CHECKING:
     _ServerInterceptor = grpc.ServerInterceptor[Any, Any]
@@ -25,7 +35,14 @@ else:
 #: Metadata carrying the client's idempotency key.
 IDEMPOTENCY_KEY = "idempotency-key"
 _KEY: ContextVar[str | None] = ContextVar("resilience_grpc_idempotency_key", default=None)
+#: Trailing metadata marking a response replayed from an idempotency record.
+REPLAYED_KEY = "idempotent-replayed"
 _NO_DEADLINE = 1e9  # grpc reports ~9.2e18 s remaining when the client set no deadline
+_DESERIALIZE_FAILED = "Exception deserializing request!"  # grpc's own wording
+_STREAM_KEY_REFUSED = (
+    "idempotency-key is not supported on streaming-response methods "
+    "(a response stream cannot be replayed)"
+)
 
 
 def idempotency_key() -> str | None:
@@ -50,6 +67,111 @@ def valid_key(value: object) -> str | None:
     if not all("\x21" <= ch <= "\x7e" for ch in value):
         return None
     return value
+
+
+def _digest(value: str | bytes) -> str:
+    raw = value.encode("utf-8", "surrogatepass") if isinstance(value, str) else bytes(value)
+    return hashlib.sha256(raw).hexdigest()[:32]
+
+
+def default_principal(context: Any) -> str | None:
+    """Who is calling, for scoping idempotency records (the default ``principal=``).
+
+    In order: the TLS peer identities (``context.peer_identities()``, hashed), a hash of the
+    ``authorization`` metadata, else the peer address without its port (``context.peer()``).
+    Behind a proxy or NAT many clients share an address: pass your own ``principal=`` that
+    reads your authentication (and runs after it).
+
+    Example:
+        >>> class Ctx:
+        ...     def peer_identities(self): return None
+        ...     def invocation_metadata(self): return ()
+        ...     def peer(self): return "ipv6:[::1]:51000"
+        >>> default_principal(Ctx())
+        'peer:ipv6:[::1]'
+    """
+    try:
+        identities = context.peer_identities()
+    except Exception:  # pragma: no cover - a context without peer_identities
+        identities = None
+    if identities:
+        return "tls:" + _digest(b"\x00".join(bytes(i) for i in identities))
+    for k, v in context.invocation_metadata() or ():
+        if k == "authorization":
+            return "auth:" + _digest(v)
+    peer = context.peer()
+    if not isinstance(peer, str) or not peer:
+        return None
+    if peer.startswith(("ipv4:", "ipv6:")):
+        peer = peer.rpartition(":")[0]
+    return "peer:" + peer
+
+
+def stream_fingerprint(messages: list[bytes]) -> bytes:
+    """The fingerprint input of a request stream: its serialized messages, length-prefixed."""
+    return b"".join(len(m).to_bytes(8, "big") + m for m in messages)
+
+
+class IdempotencyConfig:
+    """The ``idempotency=`` hook of a server interceptor, resolved at construction."""
+
+    __slots__ = ("policy", "principal", "records", "required", "wait")
+
+    def __init__(
+        self,
+        idempotency: object,
+        required: bool,
+        wait: Duration,
+        principal: Callable[[Any], str | None] | None,
+    ) -> None:
+        self.records: IdempotencyRecords | None = None
+        self.policy: rs.Policy | None = None
+        if isinstance(idempotency, IdempotencyRecords):
+            self.records = idempotency
+        elif idempotency is not None:
+            if not isinstance(idempotency, rs.Policy):
+                raise ConfigurationError(
+                    "idempotency must be an rs.IdempotencyRecords (or a resilience policy), "
+                    f"got {idempotency!r}"
+                )
+            self.policy = idempotency
+        self.required = bool(required)
+        self.wait = seconds(wait, "idempotency_wait")
+        if principal is None:
+            principal = default_principal
+        elif not callable(principal):
+            raise ConfigurationError(
+                f"principal must be a callable(context) -> str | None, got {principal!r}"
+            )
+        self.principal = principal
+
+    @property
+    def enabled(self) -> bool:
+        return self.records is not None or self.policy is not None
+
+    def wait_now(self) -> float:
+        """``wait``, bounded by the time left before the published deadline."""
+        d = _DEADLINE.get()
+        if d is None:
+            return self.wait
+        return max(0.0, min(self.wait, d.remaining()))
+
+    def principal_of(self, context: Any) -> str | None:
+        """The caller's principal (``None``: run without deduplication)."""
+        principal: object = self.principal(context)
+        if principal is not None and (not isinstance(principal, str) or not principal):
+            raise ConfigurationError(
+                f"principal must return a non-empty str or None, got {principal!r}"
+            )
+        return principal
+
+
+def refuse_key(context: Any) -> str | None:
+    """The error for an ``idempotency-key`` sent to a method that cannot be deduplicated."""
+    for k, _ in context.invocation_metadata() or ():
+        if k == IDEMPOTENCY_KEY:
+            return _STREAM_KEY_REFUSED
+    return None
 
 
 def compose_pipeline(pipeline: rs.Policy | None, idempotency: rs.Policy | None) -> rs.Policy | None:
@@ -119,10 +241,11 @@ class ContextProxy:
     a handler that returns after setting a non-OK code counts as a failure too.
     """
 
-    __slots__ = ("_code", "_ctx", "_details")
+    __slots__ = ("_code", "_ctx", "_details", "_method")
 
-    def __init__(self, context: Any) -> None:
+    def __init__(self, context: Any, method: str = "") -> None:
         self._ctx = context
+        self._method = method
         self._code: grpc.StatusCode | None = None
         self._details: str | None = None
 
@@ -200,6 +323,10 @@ def _abort(context: Any, exc: BaseException) -> Any:
     return None  # pragma: no cover - abort raises
 
 
+def _identity(value: Any) -> Any:
+    return value
+
+
 class ResilienceServerInterceptor(_ServerInterceptor):
     """Serve every RPC through a resilience pipeline (sync ``grpc.server``).
 
@@ -222,12 +349,33 @@ class ResilienceServerInterceptor(_ServerInterceptor):
     first-message timeout and outcome); later messages are streamed as they come, still under
     the published deadline. :class:`AsyncResilienceServerInterceptor` covers whole streams.
 
+    Idempotency (``idempotency=rs.IdempotencyRecords(...)``): a unary-response call carrying an
+    ``idempotency-key`` metadata entry (1-255 visible ASCII characters) runs at most once per
+    ``(principal, method, key)``; the record's fingerprint is the serialized request (for a
+    request stream: its messages, buffered, length-prefixed), and the serialized response is
+    stored and replayed byte for byte, with ``idempotent-replayed: true`` trailing metadata.
+    The check runs *outside* the pipeline: replays are not rate limited or refused by an open
+    breaker, and conflicts do not count as breaker failures. Statuses:
+
+    * a duplicate while the first call runs: ``ABORTED`` with ``grpc-retry-pushback-ms`` (or,
+      with ``idempotency_wait > 0``, the duplicate waits that long for the stored response);
+    * the key reused with a different request: ``FAILED_PRECONDITION`` (the record is kept);
+    * a malformed key, or a missing one with ``idempotency_required``: ``INVALID_ARGUMENT``;
+    * the store failing (``on_store_error="closed"``): ``UNAVAILABLE``.
+
+    A handler that fails (exception, ``abort``, non-OK ``set_code``) releases the key: a retry
+    runs again. Streaming-response methods cannot be replayed: a key sent to one is refused with
+    ``INVALID_ARGUMENT``. Passing a policy as ``idempotency=`` instead composes it innermost in
+    the pipeline, with :func:`idempotency_key` returning the metadata key while it runs.
+
     Args:
         pipeline: a policy or :class:`resilience.Pipeline` (``None``: only deadline propagation).
-        idempotency: hook for an idempotency policy, composed innermost; while it runs,
-            :func:`idempotency_key` returns the ``idempotency-key`` metadata. A malformed key
-            (or a missing one with ``idempotency_required``) is ``INVALID_ARGUMENT``.
-        idempotency_required: reject calls without an ``idempotency-key``.
+        idempotency: an :class:`resilience.IdempotencyRecords` (see above), or a policy.
+        idempotency_required: reject unary-response calls without an ``idempotency-key``.
+        idempotency_wait: seconds a duplicate waits for the first call's response (bounded by
+            the call's deadline); default 0: answer ``ABORTED`` at once.
+        principal: ``callable(context) -> str | None`` scoping the records to the caller
+            (default :func:`default_principal`); ``None`` runs the call without deduplication.
         clock: time source for the published deadline.
 
     Example:
@@ -235,21 +383,27 @@ class ResilienceServerInterceptor(_ServerInterceptor):
         >>> import grpc, resilience as rs
         >>> from interceptors.grpc import ResilienceServerInterceptor
         >>> server = grpc.server(futures.ThreadPoolExecutor(2),
-        ...     interceptors=[ResilienceServerInterceptor(pipeline=rs.Timeout(5))])
+        ...     interceptors=[ResilienceServerInterceptor(pipeline=rs.Timeout(5),
+        ...                                               idempotency=rs.IdempotencyRecords())])
     """
 
     def __init__(
         self,
         *,
         pipeline: rs.Policy | None,
-        idempotency: rs.Policy | None = None,
+        idempotency: IdempotencyRecords | rs.Policy | None = None,
         idempotency_required: bool = False,
+        idempotency_wait: Duration = 0.0,
+        principal: Callable[[Any], str | None] | None = None,
         clock: Clock | None = None,
     ) -> None:
         self.pipeline = check_pipeline(pipeline)
-        self.idempotency = check_pipeline(idempotency)
-        self.idempotency_required = bool(idempotency_required)
-        self._policy = compose_pipeline(self.pipeline, self.idempotency)
+        self._idem = IdempotencyConfig(
+            idempotency, idempotency_required, idempotency_wait, principal
+        )
+        self.idempotency = idempotency
+        self.idempotency_required = self._idem.required
+        self._policy = compose_pipeline(self.pipeline, self._idem.policy)
         self._clock = resolve_clock(clock)
         self._cache: dict[str, tuple[Any, Any]] = {}
 
@@ -273,31 +427,46 @@ class ResilienceServerInterceptor(_ServerInterceptor):
         return policy._compose_sync(body, emitter(policy, method))
 
     def _wrap(self, handler: Any, method: str) -> Any:
+        records = self._idem.records is not None
         if handler.unary_unary is not None:
-            unary = self._unary(self._compose(_unary_body(handler.unary_unary), method))
+            run = self._compose(_unary_body(handler.unary_unary), method)
+            if records:
+                return grpc.unary_unary_rpc_method_handler(
+                    self._idempotent(run, method, handler, False), None, None
+                )
             return grpc.unary_unary_rpc_method_handler(
-                unary, handler.request_deserializer, handler.response_serializer
+                self._unary(run, method), handler.request_deserializer, handler.response_serializer
             )
         if handler.stream_unary is not None:
-            unary = self._unary(self._compose(_unary_body(handler.stream_unary), method))
+            run = self._compose(_unary_body(handler.stream_unary), method)
+            if records:
+                return grpc.stream_unary_rpc_method_handler(
+                    self._idempotent(run, method, handler, True), None, None
+                )
             return grpc.stream_unary_rpc_method_handler(
-                unary, handler.request_deserializer, handler.response_serializer
+                self._unary(run, method), handler.request_deserializer, handler.response_serializer
             )
         if handler.unary_stream is not None:
-            stream = self._stream(self._compose(_stream_body(handler.unary_stream), method))
+            stream = self._stream(self._compose(_stream_body(handler.unary_stream), method), method)
             return grpc.unary_stream_rpc_method_handler(
                 stream, handler.request_deserializer, handler.response_serializer
             )
-        stream = self._stream(self._compose(_stream_body(handler.stream_stream), method))
+        stream = self._stream(self._compose(_stream_body(handler.stream_stream), method), method)
         return grpc.stream_stream_rpc_method_handler(
             stream, handler.request_deserializer, handler.response_serializer
         )
 
-    def _enter(self, context: Any) -> tuple[Any, Any, Any]:
+    def _enter(self, context: Any, streaming: bool = False) -> tuple[Any, Any, Any]:
         """Publish the deadline and the idempotency key; returns reset tokens."""
-        tokens = enter_scope(
-            context, self._clock, self.idempotency is not None, self.idempotency_required
-        )
+        idem = self._idem
+        if streaming and idem.records is not None:
+            tokens = enter_scope(context, self._clock, False, False)
+            error = refuse_key(context)
+            if error is not None:
+                exit_scope(tokens)
+                context.abort(grpc.StatusCode.INVALID_ARGUMENT, error)
+            return tokens
+        tokens = enter_scope(context, self._clock, idem.enabled, idem.required)
         if tokens[2] is not None:
             context.abort(grpc.StatusCode.INVALID_ARGUMENT, tokens[2])
         return tokens
@@ -306,13 +475,13 @@ class ResilienceServerInterceptor(_ServerInterceptor):
     def _exit(tokens: tuple[Any, ...]) -> None:
         exit_scope(tokens)
 
-    def _unary(self, run: Callable[..., Any]) -> Callable[[Any, Any], Any]:
+    def _unary(self, run: Callable[..., Any], method: str) -> Callable[[Any, Any], Any]:
         enter, leave = self._enter, self._exit
 
         def resilient_unary(request: Any, context: Any) -> Any:
             tokens = enter(context)
             try:
-                return run(request, ContextProxy(context))
+                return run(request, ContextProxy(context, method))
             except Exception as exc:
                 return _abort(context, exc)
             finally:
@@ -320,13 +489,58 @@ class ResilienceServerInterceptor(_ServerInterceptor):
 
         return resilient_unary
 
-    def _stream(self, run: Callable[..., Any]) -> Callable[[Any, Any], Iterator[Any]]:
+    def _idempotent(
+        self, run: Callable[..., Any], method: str, handler: Any, stream_req: bool
+    ) -> Callable[[Any, Any], Any]:
+        """A unary-response behaviour over raw bytes, deduplicated by the idempotency records."""
+        enter, leave, idem = self._enter, self._exit, self._idem
+        records = idem.records
+        assert records is not None
+        des = handler.request_deserializer or _identity
+        ser = handler.response_serializer or _identity
+
+        def resilient_idempotent(raw: Any, context: Any) -> Any:
+            tokens = enter(context)
+            try:
+                proxy = ContextProxy(context, method)
+                messages = [bytes(m) for m in raw] if stream_req else [bytes(raw)]
+                fingerprint = stream_fingerprint(messages) if stream_req else messages[0]
+                try:
+                    request = iter([des(m) for m in messages]) if stream_req else des(messages[0])
+                except Exception:
+                    request = _DESERIALIZE_FAILED
+                if request is _DESERIALIZE_FAILED:
+                    context.abort(grpc.StatusCode.INTERNAL, _DESERIALIZE_FAILED)
+                key = _KEY.get()
+                principal = None if key is None else idem.principal_of(context)
+                if key is None or principal is None:
+                    return ser(run(request, proxy))
+                out, replayed = records.run(
+                    principal=principal,
+                    method=method,
+                    key=key,
+                    fingerprint=fingerprint,
+                    handler=lambda: ser(run(request, proxy)),
+                    wait=idem.wait_now(),
+                )
+                if replayed:
+                    context.set_trailing_metadata(((REPLAYED_KEY, "true"),))
+                return out
+            except Exception as exc:
+                response = _abort(context, exc)
+                return None if response is None else ser(response)
+            finally:
+                leave(tokens)
+
+        return resilient_idempotent
+
+    def _stream(self, run: Callable[..., Any], method: str) -> Callable[[Any, Any], Iterator[Any]]:
         enter, leave = self._enter, self._exit
 
         def resilient_stream(request: Any, context: Any) -> Iterator[Any]:
-            tokens = enter(context)
+            tokens = enter(context, True)
             try:
-                proxy = ContextProxy(context)
+                proxy = ContextProxy(context, method)
                 try:
                     it, first = run(request, proxy)
                 except Exception as exc:

@@ -6,7 +6,7 @@ raised by a server-side policy     status                    trailing metadata
 ``RateLimitedError``               ``RESOURCE_EXHAUSTED``    ``grpc-retry-pushback-ms``
 ``CircuitOpenError``               ``UNAVAILABLE``           ``grpc-retry-pushback-ms``
 ``BulkheadFullError``              ``UNAVAILABLE``           ``grpc-retry-pushback-ms``
-``IdempotencyInProgressError``     ``ABORTED``
+``IdempotencyInProgressError``     ``ABORTED``               ``grpc-retry-pushback-ms``
 ``IdempotencyKeyReusedError``      ``FAILED_PRECONDITION``
 other ``RejectedError``            ``UNAVAILABLE``           ``grpc-retry-pushback-ms``
 ``TimeoutExceededError``           ``DEADLINE_EXCEEDED``
@@ -59,7 +59,7 @@ Code = grpc.StatusCode
 _TABLE: tuple[tuple[type[BaseException], grpc.StatusCode, bool], ...] = (
     (RateLimitedError, Code.RESOURCE_EXHAUSTED, True),
     (CircuitOpenError, Code.UNAVAILABLE, True),
-    (IdempotencyInProgressError, Code.ABORTED, False),
+    (IdempotencyInProgressError, Code.ABORTED, True),
     (IdempotencyKeyReusedError, Code.FAILED_PRECONDITION, False),
     (IdempotencyConflictError, Code.ABORTED, False),
     (RejectedError, Code.UNAVAILABLE, True),  # bulkhead, adaptive concurrency, ...
