@@ -54,7 +54,7 @@ from ._clock import Clock, resolve_clock
 from ._deadline import _DEADLINE
 from ._degraded import STORE_LOG
 from ._policy import Emitter, Policy
-from ._types import Duration, optional_seconds, positive_int, positive_number, seconds
+from ._types import Duration, optional_seconds, positive_int, positive_number, ratio, seconds
 from .errors import ConfigurationError, RateLimitedError, StoreError
 from .events import CallRejected, Listener, RateLimitWaited, StoreFailed, error_type
 from .stores.base import Store, StoreFullError
@@ -477,8 +477,13 @@ class RateLimiter(Policy):
             returning the bucket key (``None``: the global bucket).
         max_keys: the cap on in-process keyed buckets.
         on_store_error: ``"open"`` (admit; the default), ``"closed"`` (reject) or ``"local"``
-            (decide with this process's own buckets) when the store fails. Counted by a
-            :class:`~resilience.events.StoreFailed` event.
+            (decide with this process's own buckets, sized to its share of the limit) when the
+            store fails. Counted by a :class:`~resilience.events.StoreFailed` event.
+        instances: with a store and ``on_store_error="local"``, how many processes share the
+            limit: during an outage each process enforces ``rate / instances`` (and ``burst /
+            instances``, at least one permit), so the fleet as a whole stays near the limit.
+        local_share: the same as a fraction (``1 / instances``) of the limit, in ``(0, 1]``.
+            ``"local"`` with a store needs one of the two.
         clock: time source; waits sleep on it.
         listeners: event listeners.
 
@@ -514,6 +519,8 @@ class RateLimiter(Policy):
         key: Callable[..., str | None] | None = None,
         max_keys: int = 100_000,
         on_store_error: Literal["open", "closed", "local"] = "open",
+        instances: int | None = None,
+        local_share: float | None = None,
         clock: Clock | None = None,
         listeners: Sequence[Listener] = (),
     ) -> None:
@@ -545,8 +552,30 @@ class RateLimiter(Policy):
                 f"on_store_error must be 'open', 'closed' or 'local', got {on_store_error!r}"
             )
         self.on_store_error = on_store_error
+        if instances is not None and local_share is not None:
+            raise ConfigurationError("give instances or local_share, not both")
+        if instances is not None:
+            local_share = 1.0 / positive_int(instances, "instances")
+        elif local_share is not None:
+            local_share = ratio(local_share, "local_share")
+        if on_store_error == "local" and store is not None and local_share is None:
+            raise ConfigurationError(
+                "on_store_error='local' needs instances= (how many processes share the limit) "
+                "or local_share= (this process's fraction of it, e.g. 0.25)"
+            )
+        self.local_share = local_share
         self._clock = resolve_clock(clock)
         self.params = limit_params(self.rate, self.per, burst, self.warmup, cf)
+        self._local_params = self.params
+        if local_share is not None and local_share < 1.0 and store is not None:
+            b = self.params.burst
+            self._local_params = limit_params(
+                self.rate * local_share,
+                self.per,
+                max(1.0, b * local_share) if self.rate else b,
+                self.warmup,
+                cf,
+            )
         now = self._clock.monotonic()
         self._tat, self._stored = _new_state(now, self.params)
         self._buckets: dict[str, list[float]] = {}
@@ -583,6 +612,7 @@ class RateLimiter(Policy):
             "warning_tokens": p.warning_tokens,
             "max_tokens": p.max_tokens,
             "store": None if self.store is None else type(self.store).__name__,
+            "local_share": self.local_share,
         }
 
     # -- the decision (shared by every entry point) ------------------------------------------
@@ -597,11 +627,12 @@ class RateLimiter(Policy):
         return float(cost)
 
     def _local(
-        self, key: str | None, cost: float, max_wait: float
+        self, key: str | None, cost: float, max_wait: float, p: LimitParams | None = None
     ) -> tuple[bool, float, float, float, int, float]:
         """Decide in process: ``(allowed, wait_or_retry_after, cost_time, taken, remaining,
-        reset_after)``."""
-        p = self.params
+        reset_after)`` (with ``p``: the local share's parameters, during a store outage)."""
+        if p is None:
+            p = self.params
         lock = self._lock
         lock.acquire()
         try:
@@ -706,7 +737,7 @@ class RateLimiter(Policy):
             return None
         if mode == "closed":
             return (False, self.window or 1.0, 0.0, 0.0, 0, 0.0)
-        return self._local(key, cost, max_wait)
+        return self._local(key, cost, max_wait, self._local_params)
 
     def _decide(
         self, key: str | None, cost: float, max_wait: float, em: Emitter

@@ -433,7 +433,8 @@ class BrokenStore:
 @pytest.mark.parametrize(("mode", "allowed"), [("open", True), ("closed", False), ("local", True)])
 def test_store_failure_modes(runner: Runner, clock: FakeClock, mode: str, allowed: bool) -> None:
     rec = RecordingListener()
-    rl = limiter(clock, rate=1, store=BrokenStore(), on_store_error=mode, listeners=[rec])
+    share = {"instances": 1} if mode == "local" else {}
+    rl = limiter(clock, rate=1, store=BrokenStore(), on_store_error=mode, listeners=[rec], **share)
     fn = runner.scripted(["ok"])
     if allowed:
         assert runner.run(rl, fn) == "ok"
@@ -446,6 +447,30 @@ def test_store_failure_modes(runner: Runner, clock: FakeClock, mode: str, allowe
     if mode == "local":  # the local bucket now enforces the limit
         with pytest.raises(rs.RateLimitedError):
             runner.run(rl, fn)
+
+
+@pytest.mark.parametrize("share", [{"instances": 4}, {"local_share": 0.25}])
+def test_local_fallback_enforces_this_process_share(clock: FakeClock, share: Any) -> None:
+    rl = limiter(
+        clock, rate=8, per=60, burst=8, store=BrokenStore(), on_store_error="local", **share
+    )
+    assert [rl.try_acquire(key="k").allowed for _ in range(3)] == [True, True, False]
+    assert rl.try_acquire(key="k").retry_after == 30.0  # 2 permits per minute: one every 30 s
+    clock.advance(30)
+    assert rl.try_acquire(key="k").allowed
+    assert rl.describe()["local_share"] == 0.25
+
+
+def test_local_fallback_needs_a_share(clock: FakeClock) -> None:
+    with pytest.raises(rs.ConfigurationError, match="instances="):
+        limiter(clock, store=BrokenStore(), on_store_error="local")
+    with pytest.raises(rs.ConfigurationError, match="not both"):
+        limiter(clock, store=BrokenStore(), instances=2, local_share=0.5)
+    with pytest.raises(rs.ConfigurationError, match="local_share"):
+        limiter(clock, store=BrokenStore(), on_store_error="local", local_share=1.5)
+    # the in-process limiter (no store) keeps the full limit whatever the share
+    rl = limiter(clock, rate=2, per=60, burst=2, instances=4)
+    assert [rl.try_acquire().allowed for _ in range(3)] == [True, True, False]
 
 
 def test_full_store_denies_instead_of_failing_open(clock: FakeClock) -> None:

@@ -171,3 +171,18 @@ def test_limiter_on_a_killed_redis(own_redis_server: RedisServer, mode: Any, all
     assert decisions == [allowed] * 5
     assert degraded_count(name, mode) == before + 5
     store.close()
+
+
+def test_limiter_local_fallback_uses_its_share(own_redis_server: RedisServer) -> None:
+    name = "rl-killed-local"
+    store = _store(own_redis_server, failure_threshold=2, probe_interval=60)
+    limiter = rs.RateLimiter(
+        name, rate=8, per=60, burst=8, store=store, on_store_error="local", instances=4
+    )
+    assert [limiter.try_acquire("u").allowed for _ in range(3)] == [True] * 3  # shared: 8
+    own_redis_server.kill()
+    before = degraded_count(name, "local")
+    decisions = [limiter.try_acquire("u").allowed for _ in range(5)]
+    assert decisions == [True, True, False, False, False]  # this process's quarter: 2
+    assert degraded_count(name, "local") == before + 5
+    store.close()
