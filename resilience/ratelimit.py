@@ -302,54 +302,91 @@ class _TakeOp:
     __slots__ = ("cost", "key", "max_wait", "p")
 
     BINARY_REPLY: ClassVar[bool] = True
-    LUA: ClassVar[str] = (
-        _LUA_BUCKET
-        + """
-local cost, max_wait = arg1, arg2
-local EPS = 1e-9
-local function transition(tat, stored)
-  if cost <= 0 then return true, tat, stored, 0.0, 0.0 end
-  if interval == INF then return false, tat, stored, INF, 0.0 end
-  if now > tat then
-    if max_tokens ~= 0 then
-      stored = math.min(max_tokens, stored + (now - tat) / cooldown)
-    end
-    tat = now
-  end
-  local wait = tat - now - (burst - cost) * interval
-  if wait > max_wait + EPS then return false, tat, stored, wait, 0.0 end
-  local cost_time = cost * interval
-  if max_tokens ~= 0 then
-    local above = stored - warning
-    if above > 0 then
-      local k = above
-      if cost < above then k = cost end
-      cost_time = cost_time + k * slope * (above - k / 2.0)
-    end
-    if stored > cost then stored = stored - cost else stored = 0.0 end
-  end
-  if not (wait > EPS) then wait = 0.0 end
-  return true, tat + cost_time, stored, wait, cost_time
-end
-local ok, tat2, stored2, wait, cost_time = transition(tat, stored)
-if not ok then
-  local remaining, reset_after = status(tat)
-  if present then
-    local ttl = fresh_at(tat, stored) - now
-    if ttl > 0 then save(tat, stored, ttl) else redis.call('DEL', KEYS[1]) end
-  end
-  return struct.pack('<dddddd', 0, wait, 0, 0, remaining, reset_after)
-end
-local remaining, reset_after = status(tat2)
-local ttl = fresh_at(tat2, stored2) - now
-if ttl <= 0 then
-  if present then redis.call('DEL', KEYS[1]) end
+    # The hot script, flattened (no helper closures, no shared prelude): the same numbers as
+    # _LUA_BUCKET + transition/status/fresh_at, in fewer Lua instructions.
+    LUA_STANDALONE: ClassVar[bool] = True
+    LUA: ClassVar[str] = """
+local now_u, now
+if ARGV[1] ~= '' then
+  now_u = tonumber(ARGV[1])
+  now = now_u / 1000000
 else
-  save(tat2, stored2, ttl)
+  local t = redis.call('TIME')
+  now_u = tonumber(t[1]) * 1000000 + tonumber(t[2])
+  now = (now_u - 1700000000000000) / 1000000
 end
-return struct.pack('<dddddd', 1, wait, cost_time, stored - stored2, remaining, reset_after)
+local interval, burst, warning, max_tokens, slope, cooldown, cost, max_wait =
+  struct.unpack('<dddddddd', ARGV[2])
+local present, tat, stored = false, now, max_tokens
+local raw = redis.pcall('GET', KEYS[1])
+if type(raw) == 'string' and #raw == 24 then
+  local t, s, x = struct.unpack('<ddd', raw)
+  if x > now_u then present, tat, stored = true, t, s end
+end
+local INF = math.huge
+-- transition(tat, stored) on copies: a rejection keeps (and reports on) the stored state
+local ok, tat2, stored2, wait, cost_time = true, tat, stored, 0.0, 0.0
+if cost > 0 then
+  if interval == INF then
+    ok, wait = false, INF
+  else
+    local wt, ws = tat, stored
+    if now > wt then
+      if max_tokens ~= 0 then
+        ws = math.min(max_tokens, ws + (now - wt) / cooldown)
+      end
+      wt = now
+    end
+    wait = wt - now - (burst - cost) * interval
+    if wait > max_wait + 1e-9 then
+      ok = false
+    else
+      cost_time = cost * interval
+      if max_tokens ~= 0 then
+        local above = ws - warning
+        if above > 0 then
+          local k = above
+          if cost < above then k = cost end
+          cost_time = cost_time + k * slope * (above - k / 2.0)
+        end
+        if ws > cost then ws = ws - cost else ws = 0.0 end
+      end
+      if not (wait > 1e-9) then wait = 0.0 end
+      tat2, stored2 = wt + cost_time, ws
+    end
+  end
+end
+local at, as = tat2, stored2
+if not ok then at, as = tat, stored end
+-- status(at)
+local remaining, reset_after
+local backlog = at - now
+if backlog <= 0 then
+  remaining, reset_after = math.floor(burst), 0.0
+elseif interval == INF then
+  remaining, reset_after = 0, 0.0
+else
+  local r = burst - backlog / interval + 1e-6
+  if r > 0 then remaining = math.floor(r) else remaining = 0 end
+  reset_after = backlog
+end
+if ok or present then
+  local ttl = at
+  if max_tokens ~= 0 then ttl = at + (max_tokens - as) * cooldown end
+  ttl = ttl - now
+  if ttl > 0 then
+    local ttl_us = math.ceil(ttl * 1000000)
+    redis.call('SET', KEYS[1], struct.pack('<ddd', at, as, now_u + ttl_us),
+               'PX', math.max(1, math.ceil(ttl_us / 1000)))
+  elseif present then
+    redis.call('DEL', KEYS[1])
+  end
+end
+if ok then
+  return struct.pack('<dddddd', 1, wait, cost_time, stored - stored2, remaining, reset_after)
+end
+return struct.pack('<dddddd', 0, wait, 0, 0, remaining, reset_after)
 """
-    )
 
     def __init__(self, key: str, cost: float, max_wait: float, p: LimitParams) -> None:
         self.key = key

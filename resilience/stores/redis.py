@@ -155,6 +155,9 @@ class RedisOp(Protocol[R_co]):
             ``KEYS`` (see ``KEY_SUFFIXES``) and ``ARGV[1]`` = clock override (``''`` in
             production), ``ARGV[2:]`` = :meth:`lua_args`.
         KEY_SUFFIXES: the suffixes of the entity's Redis keys (default ``("s",)``).
+        LUA_STANDALONE: ``True`` when ``LUA`` does not use the :data:`LUA_NOW` helpers (it is
+            then sent without them: a hot script pays for no unused closures).
+        BINARY_REPLY: ``True`` when the reply is packed binary (never decoded by the client).
     """
 
     key: str
@@ -392,7 +395,7 @@ class RedisStore:
             lua = getattr(cls, "LUA", None)
             if not isinstance(lua, str):
                 raise ConfigurationError(f"{cls.__name__} has no Lua twin; it cannot run on Redis")
-            src = LUA_NOW + lua
+            src = lua if getattr(cls, "LUA_STANDALONE", False) else LUA_NOW + lua
             suffixes = tuple(getattr(cls, "KEY_SUFFIXES", ("s",)))
             # a packed binary reply must not go through the client's decode_responses
             binary = getattr(cls, "BINARY_REPLY", False)
