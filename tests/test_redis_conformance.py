@@ -450,6 +450,28 @@ def run_breaker(store: Any, clock: FakeClock, kind: str, steps: Sequence[Step]) 
     return out
 
 
+async def arun_breaker(store: Any, clock: FakeClock, kind: str, steps: Sequence[Step]) -> list[Any]:
+    b = breaker_of(kind)
+    key = f"cb:conf-{kind}"
+    permits: list[int] = []
+    out: list[Any] = []
+    for step in steps:
+        if isinstance(step, int | float):
+            clock.advance(step)
+            continue
+        if step[0] == "a":
+            res = await store.aapply(_AcquireOp(key, b))
+            if res[0] >= 0:
+                permits.append(res[0])
+        elif step[0] == "r":
+            permit = permits[step[2] % len(permits)] if permits else 0
+            res = await store.aapply(_RecordOp(key, b, permit, step[1]))
+        else:
+            res = await store.aapply(_ManualOp(key, b, step[1]))
+        out.append(normalize(res))
+    return out
+
+
 def breaker_expected(kind: str, steps: Sequence[Step]) -> list[Any]:
     clock = FakeClock(start=1000.0)
     return run_breaker(MemoryStore(clock=clock), clock, kind, steps)
@@ -577,6 +599,15 @@ def test_breaker_ops_conform(make_store: StoreFactory, name: str) -> None:
     kind, steps = BREAKER_SCENARIOS[name]
     clock = FakeClock(start=1000.0)
     assert run_breaker(make_store(clock), clock, kind, steps) == breaker_expected(kind, steps)
+
+
+async def test_breaker_ops_conform_async(make_store: StoreFactory) -> None:
+    for kind, steps in BREAKER_SCENARIOS.values():
+        clock = FakeClock(start=1000.0)
+        store = make_store(clock)
+        assert await arun_breaker(store, clock, kind, steps) == breaker_expected(kind, steps)
+        if isinstance(store, RedisStore):
+            await store.aclose()
 
 
 def test_breaker_reference_is_meaningful() -> None:
