@@ -10,7 +10,9 @@ Redis commands executed per decision (from ``INFO stats``; one round trip = one 
 Compared, in one run: resilience (``RateLimiter`` + ``RedisStore``, one EVALSHA per decision),
 limits (``RedisStorage``, fixed window and sliding window counter), pyrate-limiter
 (``RedisBucket``) and throttled-py (``RedisStore``, GCRA), plus the floor: a raw ``EVALSHA`` of a
-trivial script (``return 1``) from the same redis-py client.
+trivial script (``return 1``) from the same redis-py client (the ratios are to it), and the
+transport floor: the same script pre-packed and sent on a kept connection, the way RedisStore
+sends its scripts with a plain ``redis.Redis`` client.
 
 Usage::
 
@@ -51,6 +53,17 @@ def make_decider(name: str, url: str) -> Callable[[], Any]:
         client = redis.Redis.from_url(url)
         sha = client.script_load("return 1")
         return lambda: client.evalsha(sha, 0)
+    if name == "floor: pre-packed EVALSHA, kept conn":
+        client = redis.Redis.from_url(url)
+        sha = client.script_load("return 1")
+        conn: Any = client.connection_pool.get_connection()
+        cmd = [conn.pack_command("EVALSHA", sha, 0)[0]]
+
+        def raw() -> Any:
+            conn.send_packed_command(cmd)
+            return conn.read_response()
+
+        return raw
     if name == "resilience":
         import resilience as rs
 
@@ -145,6 +158,7 @@ def run(name: str, url: str, procs: int, seconds: float) -> tuple[float, float]:
 
 VARIANTS = [
     "floor: raw EVALSHA",
+    "floor: pre-packed EVALSHA, kept conn",
     "resilience",
     "limits (redis, fixed window)",
     "limits (redis, sliding window counter)",
@@ -217,7 +231,7 @@ def main(argv: list[str] | None = None) -> int:
                     except Exception as exc:  # a peer that is not installed or broke
                         failed[name] = f"{type(exc).__name__}: {exc}"
                         continue
-                    if name.startswith("floor"):
+                    if name == VARIANTS[0]:
                         floor = rate
                     rates[name].append(rate)
                     if floor:

@@ -18,6 +18,12 @@ atomically on the server with the server's clock (``TIME``), so hosts with skewe
   ``probe_interval`` seconds, so a hung Redis costs one timeout, not one per call; each policy
   then applies its ``on_store_error`` decision (limiter ``"open"``, idempotency ``"closed"``,
   breaker ``"local"``).
+* **Hot path**: the rate limiter's and breaker's states are single string values of packed
+  doubles written with ``SET PX`` (a decision is ``TIME``, ``GET``, ``SET`` inside one script;
+  no decimal formatting), their parameters and replies are packed the same way, and with a plain
+  ``redis.Redis`` client the store sends the pre-packed ``EVALSHA`` on a connection it keeps
+  (redis-py's per-command machinery costs more than the round trip), borrowing from the pool
+  under contention. Commands sent this way do not appear in redis-py's own instrumentation.
 * **Clients**: ``redis.Redis``, ``redis.asyncio.Redis``, ``redis.cluster.RedisCluster`` and
   ``redis.asyncio.cluster.RedisCluster``. A store built by :meth:`RedisStore.from_url` serves sync
   and async policies (it creates each client on first use). A store given only a sync client runs
