@@ -239,7 +239,7 @@ class TestSystemClockWheel:
 
         async def run(i: int) -> str:
             try:
-                await rs.Timeout(0.01 + i * 0.002).acall(sleeper, i)
+                await rs.Timeout(0.01 + i * 0.03).acall(sleeper, i)
             except rs.TimeoutExceededError:
                 return "timeout"
             return "done"
