@@ -1,7 +1,8 @@
-"""The storefront demo's short mode runs end to end (real servers on loopback, ~17 s)."""
+"""The storefront demo's short mode runs end to end (real service processes on loopback, ~35 s)."""
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -10,10 +11,11 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def test_storefront_short_mode() -> None:
+def test_storefront_short_mode(tmp_path: Path) -> None:
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    numbers = tmp_path / "numbers.json"
     out = subprocess.run(
-        [sys.executable, "-m", "examples.storefront", "--short", "--no-live"],
+        [sys.executable, "-m", "examples.storefront", "--short", "--no-live", "--json", numbers],
         cwd=ROOT,
         env=env,
         capture_output=True,
@@ -22,15 +24,14 @@ def test_storefront_short_mode() -> None:
         check=False,
     )
     assert out.returncode == 0, out.stderr[-3000:]
-    text = out.stdout
-    assert "=== summary" in text
-    rows = {
-        line[:22].strip(): line[22:].split()
-        for line in text.split("=== summary", 1)[1].splitlines()[1:]
-        if line[:22].strip()
-    }
-    without, with_ = rows["duplicate charges"]
-    assert int(with_) == 0  # Idempotency-Key end to end: nobody is charged twice
-    assert int(without) > 0  # the naive service charges retried orders again
-    assert int(rows["service retries"][1]) > 0
-    assert int(rows["orders"][0]) > 100
+    assert "=== summary" in out.stdout
+    runs = json.loads(numbers.read_text())
+    without, with_ = runs["without policies"], runs["with policies"]
+    assert with_["duplicate_charges"] == 0  # Idempotency-Key end to end: nobody charged twice
+    assert without["duplicate_charges"] > 0  # the naive service charges retried orders again
+    assert with_["p99_ms"] < without["p99_ms"]  # timeouts, breaker and shedding cut the tail
+    assert with_["service_retries"] > 0
+    assert without["orders"] > 100
+    assert with_["orders"] > 100
+    for run in (without, with_):  # every order has exactly one outcome
+        assert run["success"] + run["degraded"] + run["shed"] + run["failed"] == run["orders"]

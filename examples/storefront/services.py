@@ -16,17 +16,13 @@ from typing import Any
 import grpc
 import httpx
 from starlette.applications import Starlette
-from starlette.requests import Request
-from starlette.responses import JSONResponse
+from starlette.requests import ClientDisconnect, Request
+from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 import resilience as rs
 from interceptors.asgi import IdempotencyMiddleware, RateLimitMiddleware, ResilienceMiddleware
-from interceptors.grpc import (
-    AsyncResilienceClientInterceptor,
-    AsyncResilienceServerInterceptor,
-    idempotency_key,
-)
+from interceptors.grpc import AsyncResilienceClientInterceptor, AsyncResilienceServerInterceptor
 from interceptors.httpx import AsyncResilientTransport, http_retry
 
 from .faults import FaultPlan
@@ -34,15 +30,16 @@ from .faults import FaultPlan
 CHARGE = "/shop.Payments/Charge"
 
 
-class Stats:
-    """Counters the live view and the summary read (filled by events and the services)."""
+class OrderStats:
+    """What the order service saw (filled by the policies' events and the handlers)."""
 
     def __init__(self) -> None:
-        self.charges: Counter[str] = Counter()  # order id -> times charged
         self.retries = 0
         self.transitions: list[tuple[float, str, str, str]] = []
         self.breakers: dict[str, str] = {}
         self.degraded = 0
+        self.queued = 0  # requests waiting for the service's capacity
+        self.peak_queued = 0
         self.started = time.monotonic()
 
     def __call__(self, event: rs.events.Event) -> None:
@@ -53,44 +50,86 @@ class Stats:
             self.transitions.append((t, event.policy, event.from_state, event.to_state))
             self.breakers[event.policy] = event.to_state
 
-    @property
-    def duplicate_charges(self) -> int:
-        return sum(n - 1 for n in self.charges.values() if n > 1)
+    def snapshot(self) -> dict[str, Any]:
+        return {
+            "retries": self.retries,
+            "transitions": list(self.transitions),
+            "breakers": dict(self.breakers),
+            "degraded": self.degraded,
+            "peak_queued": self.peak_queued,
+        }
+
+
+class PaymentStats:
+    """The payment processor's books: who was charged how often, and its backlog."""
+
+    def __init__(self) -> None:
+        self.charges: Counter[str] = Counter()  # order id -> times charged
+        self.duplicates = 0
+        self.pending = 0  # calls inside the service (waiting for a worker, hung or working)
+        self.peak_pending = 0
+        self.abandoned = 0  # calls cancelled by their caller's deadline before they finished
+
+    def charge(self, order_id: str) -> int:
+        self.charges[order_id] += 1
+        if self.charges[order_id] > 1:
+            self.duplicates += 1
+        return sum(self.charges.values())
+
+    def snapshot(self) -> dict[str, Any]:
+        return {
+            "charges": sum(self.charges.values()),
+            "duplicate_charges": self.duplicates,
+            "pending": self.pending,
+            "peak_pending": self.peak_pending,
+            "abandoned": self.abandoned,
+        }
+
+    def charged(self) -> list[str]:
+        return list(self.charges)
 
 
 # -- payment: gRPC over raw bytes (generic handlers, no protoc) ----------------------------------
-class _RawBytes:
-    def encode(self, value: bytes) -> bytes:
-        return value
-
-    def decode(self, data: str | bytes) -> bytes:
-        return data if isinstance(data, bytes) else data.encode()
+#: the processor's capacity: this many calls to the card network at once (~100 ms each when
+#: healthy, so ~60 charges/s, twice the normal traffic); further calls queue for a free worker.
+PAYMENT_WORKERS = 6
 
 
-async def start_payment(plan: FaultPlan, stats: Stats, resilient: bool) -> tuple[Any, int]:
+async def start_payment(plan: FaultPlan, stats: PaymentStats, resilient: bool) -> tuple[Any, int]:
+    """The payment service: a finite worker pool in front of the (faulty) card network."""
+    workers = asyncio.Semaphore(PAYMENT_WORKERS)
+
     async def charge(request: bytes, context: Any) -> bytes:
-        effect = plan.effect("payment")
-        if effect.hang_until is not None:
-            # outage: the call hangs until the processor is back, then runs (a backlog).
-            # A caller's deadline cancels it first (grpc cancels the handler), if there is one.
-            await asyncio.sleep(max(0.0, effect.hang_until - time.monotonic()))
-        await asyncio.sleep(effect.delay)
-        if effect.fail:
-            await context.abort(grpc.StatusCode.UNAVAILABLE, "payment processor error")
-        order = json.loads(request)
-        stats.charges[order["order_id"]] += 1  # the side effect
-        return json.dumps({"charge_id": f"ch-{sum(stats.charges.values())}"}).encode()
+        stats.pending += 1
+        stats.peak_pending = max(stats.peak_pending, stats.pending)
+        try:
+            transit = plan.effect("payment").transit
+            if transit:
+                await asyncio.sleep(transit)
+            async with workers:
+                effect = plan.effect("payment")
+                if effect.hang_until is not None:
+                    # outage: the call hangs (holding its worker) until the network is back,
+                    # then runs. A caller's deadline cancels it first, if the caller set one.
+                    await asyncio.sleep(max(0.0, effect.hang_until - time.monotonic()))
+                await asyncio.sleep(effect.delay)
+                if effect.fail:
+                    await context.abort(grpc.StatusCode.UNAVAILABLE, "payment processor error")
+                order = json.loads(request)
+                n = stats.charge(order["order_id"])  # the side effect
+                return json.dumps({"charge_id": f"ch-{n}"}).encode()
+        except asyncio.CancelledError:
+            stats.abandoned += 1
+            raise
+        finally:
+            stats.pending -= 1
 
     interceptors = []
     if resilient:
-        # the payment team's own protection: charge once per idempotency-key
-        idem = rs.Idempotent(
-            key=lambda request, context: idempotency_key(),
-            fingerprint=lambda request, context: request,
-            codec=_RawBytes(),
-            name="payments",
+        # the payment team's own protection: at most one charge per idempotency-key
+        interceptors.append(
+            AsyncResilienceServerInterceptor(pipeline=None, idempotency=rs.IdempotencyRecords())
         )
-        interceptors.append(AsyncResilienceServerInterceptor(pipeline=None, idempotency=idem))
     server = grpc.aio.server(interceptors=interceptors)
     server.add_generic_rpc_handlers(
         [
@@ -128,6 +167,36 @@ def inventory_app(plan: FaultPlan) -> Callable[..., Awaitable[None]]:
 
 
 # -- the order service ---------------------------------------------------------------------------
+#: the order service's capacity: requests handled at once (like a worker or connection pool)
+ORDER_CAPACITY = 64
+
+
+class Capacity:
+    """A server's finite capacity: at most ``limit`` requests run at once, the rest queue.
+
+    Like a thread pool behind a listen backlog, a queued request does not notice that its
+    client gave up: it runs when its turn comes."""
+
+    def __init__(self, app: Any, limit: int, stats: OrderStats) -> None:
+        self.app, self.slots, self.stats = app, asyncio.Semaphore(limit), stats
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        self.stats.queued += 1
+        self.stats.peak_queued = max(self.stats.peak_queued, self.stats.queued)
+        waiting = True
+        try:
+            async with self.slots:
+                waiting = False
+                self.stats.queued -= 1
+                await self.app(scope, receive, send)
+        finally:
+            if waiting:
+                self.stats.queued -= 1
+
+
 class InventoryDown(Exception):
     """The inventory answered with an error status."""
 
@@ -136,12 +205,17 @@ def order_app(
     *,
     payment_port: int,
     inventory_url: str,
-    stats: Stats,
+    stats: OrderStats,
     resilient: bool,
     entry_rate: float,
 ) -> tuple[Any, Callable[[], Awaitable[None]]]:
     """The order service (an ASGI app) and its cleanup: check stock over HTTP, charge over
-    gRPC, answer 201."""
+    gRPC, answer 201.
+
+    Without policies it is the code most services start with: no timeouts, no retries, no
+    idempotency. With policies: an entry rate limit (sheds what it cannot serve), the
+    ``Idempotency-Key`` honoured end to end, a deadline from the client's ``Request-Timeout``,
+    and per-dependency pipelines (retry with a shared budget, breaker, bulkhead, timeout)."""
     if resilient:
         retry_budget = rs.RetryBudget(ratio=0.2, min_per_second=5)
         inventory_pipeline: rs.Policy | None = rs.Pipeline(
@@ -160,12 +234,20 @@ def order_app(
         )
 
         def payment_retryable(exc: BaseException) -> bool:
-            if isinstance(exc, rs.TimeoutExceededError):
+            # an open breaker too: its retry_after (the time to its next probe) is the delay,
+            # and Retry never sleeps past the request's deadline
+            if isinstance(exc, (rs.TimeoutExceededError, rs.CircuitOpenError)):
                 return True
-            codes = (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED)
+            codes = (
+                grpc.StatusCode.UNAVAILABLE,
+                grpc.StatusCode.DEADLINE_EXCEEDED,
+                grpc.StatusCode.ABORTED,  # the same key still in flight at the processor
+            )
             return isinstance(exc, grpc.RpcError) and exc.code() in codes
 
         payment_pipeline: rs.Policy | None = rs.Pipeline(
+            # at most this many orders wait on the payment service at once
+            rs.Bulkhead("payment-calls", max_concurrent=2 * PAYMENT_WORKERS, max_wait=0.2),
             rs.Retry(
                 on=payment_retryable,
                 attempts=3,
@@ -176,14 +258,14 @@ def order_app(
             rs.CircuitBreaker(
                 "payment",
                 failure_ratio=0.5,
-                slow_call_ratio=0.5,
-                slow_call_duration=0.4,
+                slow_call_ratio=0.6,
+                slow_call_duration=0.35,
                 min_calls=10,
-                window=5,
-                open_for=1.5,
+                window=1,
+                open_for=0.5,
                 half_open_calls=3,
             ),
-            rs.Timeout(0.6, name="payment-attempt"),
+            rs.Timeout(0.4, name="payment-attempt"),
             name="payment",
             listeners=[stats],
         )
@@ -212,8 +294,9 @@ def order_app(
         return data
 
     def cached_stock(exc: BaseException) -> dict[str, Any]:
+        # degraded: accept the order on the last known stock level and reconcile later
         stats.degraded += 1
-        return {"available": 1, "degraded": True}  # accept the order, reconcile later
+        return {"available": 1, "degraded": True}
 
     stock_lookup = fetch_stock
     if resilient:
@@ -223,8 +306,11 @@ def order_app(
             name="inventory-fallback",
         )(fetch_stock)
 
-    async def create_order(request: Request) -> JSONResponse:
-        order = await request.json()
+    async def create_order(request: Request) -> Response:
+        try:
+            order = await request.json()
+        except ClientDisconnect:  # queued so long that its client gave up
+            return Response(status_code=499)
         key = request.headers.get("idempotency-key", "")
         try:
             stock = await stock_lookup(order["sku"])
@@ -233,7 +319,7 @@ def order_app(
             metadata = (("idempotency-key", key),) if resilient and key else None
             payload = json.dumps({"order_id": key, "amount": order["amount"]}).encode()
             reply = await charge(payload, metadata=metadata)
-        except rs.CircuitOpenError as exc:
+        except rs.RejectedError as exc:  # breaker open, bulkhead full
             retry_after = str(max(1, round(exc.retry_after or 1)))
             return JSONResponse(
                 {"error": "payment unavailable"}, 503, headers={"retry-after": retry_after}
@@ -248,13 +334,14 @@ def order_app(
         )
 
     app: Any = Starlette(routes=[Route("/orders", create_order, methods=["POST"])])
+    app = Capacity(app, ORDER_CAPACITY, stats)
     if resilient:
-        # innermost first: deadline propagation, idempotency keys, warm-up rate limit at entry
+        # innermost first: the request deadline, then Idempotency-Key (5xx released: the
+        # payment service deduplicates the charge, so a retried order is safe to run again),
+        # then the entry rate limit, sized at twice the normal traffic
         app = ResilienceMiddleware(app, pipeline=rs.Timeout(2.5, name="order-deadline"))
-        app = IdempotencyMiddleware(app, wait=1.5)
-        limiter = rs.RateLimiter(
-            "entry", rate=entry_rate, burst=max(1.0, entry_rate / 5), warmup=2.0, cold_factor=2.0
-        )
+        app = IdempotencyMiddleware(app, wait=1.5, store_errors="never")
+        limiter = rs.RateLimiter("entry", rate=entry_rate, burst=max(1.0, entry_rate / 5))
         app = RateLimitMiddleware(app, limiter=limiter, key=lambda scope: "all")
 
     async def close() -> None:
