@@ -33,6 +33,7 @@ import random
 import sys
 import time
 import uuid
+from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -56,6 +57,7 @@ class Outcomes:
     failed: int = 0  # an error, or no answer, after every attempt
     client_retries: int = 0
     shed_responses: int = 0  # every 429 answer, retried or not
+    lost_answers: int = 0  # answers the balancer lost on the way back (the client retries)
     replays: int = 0  # 201 answers replayed from an idempotency record
     cross_worker_replays: int = 0  # ... by another worker than the one that ran the order
     outcome: dict[str, str] = field(default_factory=dict)  # idempotency key -> final outcome
@@ -87,6 +89,11 @@ def merge_orders(workers: list[dict[str, Any]]) -> dict[str, Any]:
         "degraded": sum(w.get("degraded", 0) for w in workers),
         "peak_queued": max((w.get("peak_queued", 0) for w in workers), default=0),
         "created": [w.get("created", 0) for w in workers],
+        # orders whose handler ran to a 201 more than once (on any workers): the duplicates
+        # that idempotency at the order service should have replayed instead
+        "completed_twice": sum(
+            n - 1 for n in Counter(k for w in workers for k in w.get("created_keys", ())).values()
+        ),
         "store_errors": sum(w.get("store_errors", 0) for w in workers),
         "loop_lag_p99": max((w.get("loop_lag_p99", 0.0) for w in workers), default=0.0),
     }
@@ -128,7 +135,9 @@ class Result:
             "store": self.store,
             "workers": self.workers,
             "orders_by_worker": self.order.get("created", []),
+            "lost_answers": o.lost_answers,
             "replays": o.replays,
+            "orders_completed_twice": self.order.get("completed_twice", 0),
             "cross_worker_replays": o.cross_worker_replays,
             "store_errors": self.order.get("store_errors", 0),
         }
@@ -160,8 +169,10 @@ class Result:
         }
         if self.workers > 1:
             rows["orders per worker"] = " / ".join(map(str, n["orders_by_worker"]))
+            rows["answers lost (LB)"] = str(n["lost_answers"])
             rows["replayed (201)"] = str(n["replays"])
             rows["  by another worker"] = str(n["cross_worker_replays"])
+            rows["orders run twice"] = str(n["orders_completed_twice"])
             rows["store errors"] = str(n["store_errors"])
         return rows
 
@@ -169,9 +180,14 @@ class Result:
 class Balancer:
     """Round-robin over the order workers, per request (so retries move between workers)."""
 
-    def __init__(self, ports: list[int]) -> None:
+    def __init__(self, ports: list[int], lose: float = 0.0, seed: int = 3) -> None:
         self.clients = [Client("127.0.0.1", port) for port in ports]
         self.turn = itertools.cycle(range(len(ports)))
+        self.lose, self.rng = lose, random.Random(seed)
+
+    def lost(self) -> bool:
+        """Whether this answer is lost on its way back (a reset connection at the balancer)."""
+        return self.lose > 0 and self.rng.random() < self.lose
 
     def pick(self) -> tuple[int, Client]:
         i = next(self.turn)
@@ -197,6 +213,10 @@ async def _client_order(lb: Balancer, out: Outcomes, rng: random.Random) -> None
             try:
                 r = await http.post("/orders", body, headers, limit=CLIENT_TIMEOUT)
             except ClientError:
+                await asyncio.sleep(0.1 * (attempt + 1))
+                continue
+            if lb.lost():  # the service answered (and may have charged); the client never knows
+                out.lost_answers += 1
                 await asyncio.sleep(0.1 * (attempt + 1))
                 continue
             if r.status == 201:
@@ -330,6 +350,7 @@ async def run_once(
     live: bool,
     redis: str | None = None,
     prefix: str = "storefront",
+    lose: float = 0.0,
 ) -> Result:
     for role in ("payment", "inventory"):
         services.send(
@@ -370,7 +391,7 @@ async def run_once(
         display = Live(_view(name, plan, out, services), refresh_per_second=8, transient=False)
         display.start()
     last_view = last_print = 0.0
-    lb = Balancer(order_ports)
+    lb = Balancer(order_ports, lose)
     try:
         await asyncio.sleep(max(0.0, t0 - time.monotonic()))
         next_at = time.monotonic()
@@ -448,6 +469,7 @@ async def main_async(args: argparse.Namespace) -> list[Result]:
                     args.live,
                     args.redis,
                     args.prefix,
+                    args.lose,
                 )
             )
         return results
@@ -503,11 +525,23 @@ def main(argv: list[str] | None = None) -> int:
         type=int,
         help="order-service worker processes (default: 2 with --redis, else 1)",
     )
+    parser.add_argument(
+        "--lost-answers",
+        dest="lose",
+        type=float,
+        metavar="FRACTION",
+        help="answers the balancer loses on the way back, so the client retries an order that "
+        "was done (default: 0.03 with several workers, else 0)",
+    )
     args = parser.parse_args(argv)
     if args.workers is None:
         args.workers = 2 if args.redis else 1
     if args.workers < 1:
         parser.error(f"--workers must be at least 1, got {args.workers}")
+    if args.lose is None:
+        args.lose = 0.03 if args.workers > 1 else 0.0
+    if not 0 <= args.lose < 1:
+        parser.error(f"--lost-answers must be in [0, 1), got {args.lose}")
     # a key prefix unique to this demo run: runs never see each other's limits or records
     args.prefix = f"storefront-{uuid.uuid4().hex[:12]}"
     if args.redis:
@@ -530,6 +564,8 @@ def main(argv: list[str] | None = None) -> int:
     print("fault timeline (same for both runs):")
     for f in args.timeline:
         print(f"  {f.start:5.1f}-{f.end:5.1f} s  {f.label}")
+    if args.lose:
+        print(f"  whole run     balancer loses {100 * args.lose:g}% of answers (client retries)")
     started = time.monotonic()
     with contextlib.suppress(KeyboardInterrupt):
         try:

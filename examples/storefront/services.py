@@ -40,7 +40,7 @@ class OrderStats:
         self.degraded = 0
         self.queued = 0  # requests waiting for the service's capacity
         self.peak_queued = 0
-        self.created = 0  # orders this worker's handler answered with 201 (not replays)
+        self.created: list[str] = []  # orders this worker's handler answered 201 (not replays)
         self.store_errors = 0  # shared-store failures the policies fell back from
         self.started = time.monotonic()
 
@@ -61,7 +61,7 @@ class OrderStats:
             "breakers": dict(self.breakers),
             "degraded": self.degraded,
             "peak_queued": self.peak_queued,
-            "created": self.created,
+            "created": len(self.created),
             "store_errors": self.store_errors,
         }
 
@@ -348,7 +348,7 @@ def order_app(
             return JSONResponse({"error": "timed out"}, status_code=504)
         except (grpc.RpcError, InventoryDown, httpx.HTTPError) as exc:
             return JSONResponse({"error": type(exc).__name__}, status_code=502)
-        stats.created += 1
+        stats.created.append(key)
         return JSONResponse(
             {
                 "order_id": key,

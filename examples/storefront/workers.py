@@ -182,6 +182,9 @@ class _Order(_Service):
     def snapshot(self) -> dict[str, Any]:
         return {**self.stats.snapshot(), "loop_lag_p99": self.lag.p99()}
 
+    def final(self) -> dict[str, Any]:
+        return {**self.snapshot(), "created_keys": list(self.stats.created)}
+
     async def stop(self) -> None:
         self.lag_task.cancel()
         self.server.should_exit = True
