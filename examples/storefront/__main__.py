@@ -4,7 +4,6 @@
     python -m examples.storefront --short    # two runs of ~10 s (CI)
     python -m examples.storefront --redis redis://127.0.0.1:6379/0   # 2 order workers, shared
 
-
 Each service runs in its own process on loopback (spawned once, reused by both runs): grpc.aio
 serves the payment service (a processor with a finite worker pool), uvicorn the inventory
 service and the order service (Starlette + the toolkit's ASGI middlewares). This process is the
@@ -13,7 +12,9 @@ timeouts and 5xx with the same key. The faults (``faults.TIMELINE``) are the sam
 
 With ``--redis URL`` the order service runs as ``--workers N`` processes (default 2) behind a
 round-robin balancer (the load generator sends each request to the next worker, so a retry
-often lands on another worker than the first attempt). Each worker builds its own
+often lands on another worker than the first attempt); with several workers the balancer
+also loses 3% of the answers (``--lost-answers``), so clients retry orders that were already
+done, like after a reset connection. Each worker builds its own
 ``RedisStore`` with the same per-run key prefix and passes it to the entry rate limiter (one
 fleet-wide limit), the circuit breakers (one circuit for the fleet) and the idempotency
 middleware (a duplicate is replayed by whichever worker it reaches). Without ``--redis`` the
@@ -168,7 +169,7 @@ class Result:
             "loop lag p99 (order)": f"{n['order_loop_lag_p99_ms']} ms",
         }
         if self.workers > 1:
-            rows["orders per worker"] = " / ".join(map(str, n["orders_by_worker"]))
+            rows["orders run, per worker"] = " / ".join(map(str, n["orders_by_worker"]))
             rows["answers lost (LB)"] = str(n["lost_answers"])
             rows["replayed (201)"] = str(n["replays"])
             rows["  by another worker"] = str(n["cross_worker_replays"])
@@ -574,7 +575,7 @@ def main(argv: list[str] | None = None) -> int:
             if args.redis:
                 _redis_cleanup(args.redis, args.prefix)
         print(f"\n=== summary ({time.monotonic() - started:.0f} s) ===")
-        print(setup + " (the policies' state, with policies)")
+        print(setup)
         print(summary(results))
         print(
             "\nsuccess: a full answer; degraded: an answer on the inventory fallback (stock not "
