@@ -40,6 +40,8 @@ class OrderStats:
         self.degraded = 0
         self.queued = 0  # requests waiting for the service's capacity
         self.peak_queued = 0
+        self.created: list[str] = []  # orders this worker's handler answered 201 (not replays)
+        self.store_errors = 0  # shared-store failures the policies fell back from
         self.started = time.monotonic()
 
     def __call__(self, event: rs.events.Event) -> None:
@@ -49,6 +51,8 @@ class OrderStats:
             t = time.monotonic() - self.started
             self.transitions.append((t, event.policy, event.from_state, event.to_state))
             self.breakers[event.policy] = event.to_state
+        elif isinstance(event, rs.events.StoreFailed):
+            self.store_errors += 1
 
     def snapshot(self) -> dict[str, Any]:
         return {
@@ -57,6 +61,8 @@ class OrderStats:
             "breakers": dict(self.breakers),
             "degraded": self.degraded,
             "peak_queued": self.peak_queued,
+            "created": len(self.created),
+            "store_errors": self.store_errors,
         }
 
 
@@ -208,6 +214,9 @@ def order_app(
     stats: OrderStats,
     resilient: bool,
     entry_rate: float,
+    store: rs.stores.Store | None = None,
+    worker: int = 0,
+    workers: int = 1,
 ) -> tuple[Any, Callable[[], Awaitable[None]]]:
     """The order service (an ASGI app) and its cleanup: check stock over HTTP, charge over
     gRPC, answer 201.
@@ -215,7 +224,14 @@ def order_app(
     Without policies it is the code most services start with: no timeouts, no retries, no
     idempotency. With policies: an entry rate limit (sheds what it cannot serve), the
     ``Idempotency-Key`` honoured end to end, a deadline from the client's ``Request-Timeout``,
-    and per-dependency pipelines (retry with a shared budget, breaker, bulkhead, timeout)."""
+    and per-dependency pipelines (retry with a shared budget, breaker, bulkhead, timeout).
+
+    ``worker`` of ``workers`` order-service processes: with a shared ``store`` (Redis) the
+    entry limit, the breakers and the idempotency records are fleet-wide (one limit, one
+    circuit, a duplicate replayed by whichever worker it reaches); without one each worker
+    keeps its own, with its share of the entry limit. The retry budget and the bulkhead are
+    per process either way (the bulkhead holds this worker's share of the payment calls)."""
+    shared: dict[str, Any] = {} if store is None else {"store": store}
     if resilient:
         retry_budget = rs.RetryBudget(ratio=0.2, min_per_second=5)
         inventory_pipeline: rs.Policy | None = rs.Pipeline(
@@ -227,6 +243,7 @@ def order_app(
                 window=5,
                 open_for=1.5,
                 on_result=lambda r: r.status_code >= 500,
+                **shared,
             ),
             rs.Timeout(0.3, name="inventory-attempt"),
             name="inventory",
@@ -247,7 +264,9 @@ def order_app(
 
         payment_pipeline: rs.Policy | None = rs.Pipeline(
             # at most this many orders wait on the payment service at once
-            rs.Bulkhead("payment-calls", max_concurrent=2 * PAYMENT_WORKERS, max_wait=0.2),
+            rs.Bulkhead(
+                "payment-calls", max_concurrent=-(-2 * PAYMENT_WORKERS // workers), max_wait=0.2
+            ),
             rs.Retry(
                 on=payment_retryable,
                 attempts=3,
@@ -264,6 +283,7 @@ def order_app(
                 window=1,
                 open_for=0.5,
                 half_open_calls=3,
+                **shared,
             ),
             rs.Timeout(0.4, name="payment-attempt"),
             name="payment",
@@ -328,8 +348,14 @@ def order_app(
             return JSONResponse({"error": "timed out"}, status_code=504)
         except (grpc.RpcError, InventoryDown, httpx.HTTPError) as exc:
             return JSONResponse({"error": type(exc).__name__}, status_code=502)
+        stats.created.append(key)
         return JSONResponse(
-            {"order_id": key, **json.loads(reply), "degraded": bool(stock.get("degraded"))},
+            {
+                "order_id": key,
+                **json.loads(reply),
+                "degraded": bool(stock.get("degraded")),
+                "worker": worker,
+            },
             status_code=201,
         )
 
@@ -338,10 +364,21 @@ def order_app(
     if resilient:
         # innermost first: the request deadline, then Idempotency-Key (5xx released: the
         # payment service deduplicates the charge, so a retried order is safe to run again),
-        # then the entry rate limit, sized at twice the normal traffic
+        # then the entry rate limit, sized at 2.5x the normal traffic (fleet-wide with a store;
+        # without one, each worker enforces its share)
         app = ResilienceMiddleware(app, pipeline=rs.Timeout(2.5, name="order-deadline"))
-        app = IdempotencyMiddleware(app, wait=1.5, store_errors="never")
-        limiter = rs.RateLimiter("entry", rate=entry_rate, burst=max(1.0, entry_rate / 5))
+        app = IdempotencyMiddleware(app, wait=1.5, store_errors="never", **shared)
+        if store is None:
+            entry_rate /= workers
+        else:  # Redis down: each worker enforces its share of the limit on its own
+            shared.update(on_store_error="local", instances=workers)
+        limiter = rs.RateLimiter(
+            "entry",
+            rate=entry_rate,
+            burst=max(1.0, entry_rate / 5),
+            listeners=[stats],
+            **shared,
+        )
         app = RateLimitMiddleware(app, limiter=limiter, key=lambda scope: "all")
 
     async def close() -> None:

@@ -1,5 +1,7 @@
 """The service processes: payment, inventory and the order service each run in their own
-process (and event loop), so one busy loop cannot slow the others down.
+process (and event loop), so one busy loop cannot slow the others down. The order service may
+run as several worker processes (roles ``order-0``, ``order-1``, ...), sharing the policies'
+state through Redis when the demo runs with ``--redis``.
 
 Protocol (the parent's pipe in, a shared queue out):
 
@@ -141,18 +143,34 @@ class _Inventory(_Service):
 
 class _Order(_Service):
     async def setup(
-        self, resilient: bool, duration: float, payment_port: int, inventory_port: int, rate: float
+        self,
+        resilient: bool,
+        duration: float,
+        payment_port: int,
+        inventory_port: int,
+        rate: float,
+        worker: int = 0,
+        workers: int = 1,
+        redis: str | None = None,
+        prefix: str = "storefront",
     ) -> None:
+        import resilience as rs
+
         from .services import OrderStats, order_app
 
         self.stats = OrderStats()
         self.lag = LoopLag()
+        # one store per worker process, the same prefix in every worker: shared state
+        self.store = None if redis is None else rs.RedisStore.from_url(redis, prefix=prefix)
         app, self.close = order_app(
             payment_port=payment_port,
             inventory_url=f"http://127.0.0.1:{inventory_port}",
             stats=self.stats,
             resilient=resilient,
             entry_rate=rate * 2.5,
+            store=self.store,
+            worker=worker,
+            workers=workers,
         )
         self.server, self.task, self.port = await serve_http(app)
         self.lag_task = asyncio.ensure_future(self.lag.run())
@@ -164,11 +182,17 @@ class _Order(_Service):
     def snapshot(self) -> dict[str, Any]:
         return {**self.stats.snapshot(), "loop_lag_p99": self.lag.p99()}
 
+    def final(self) -> dict[str, Any]:
+        return {**self.snapshot(), "created_keys": list(self.stats.created)}
+
     async def stop(self) -> None:
         self.lag_task.cancel()
         self.server.should_exit = True
         await self.task
         await self.close()
+        if self.store is not None:
+            await self.store.aclose()
+            self.store.close()
 
 
 _ROLES: dict[str, type[Any]] = {"payment": _Payment, "inventory": _Inventory, "order": _Order}
@@ -195,7 +219,7 @@ async def _child(role: str, ctrl: Connection, out: Any) -> None:
             return
         if msg[0] != "setup":
             continue
-        service = _ROLES[role]()
+        service = _ROLES[role.partition("-")[0]]()
         await service.setup(**msg[1])
         out.put(("ready", role, service.port))
         msg = await inbox.get()
