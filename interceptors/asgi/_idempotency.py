@@ -49,6 +49,8 @@ from resilience._types import Duration, positive_int, seconds
 from resilience.errors import ConfigurationError, StoreError
 from resilience.idempotency import Claim, IdempotencyRecords
 
+from ._common import send_problem
+
 __all__ = ["IdempotencyMiddleware", "default_principal", "parse_idempotency_key"]
 
 Scope = MutableMapping[str, Any]
@@ -161,19 +163,9 @@ async def _send_problem(
     detail: str,
     headers: Iterable[tuple[bytes, bytes]] = (),
 ) -> None:
-    body = _problem_body(status, slug, title, detail)
-    await send(
-        {
-            "type": "http.response.start",
-            "status": status,
-            "headers": [
-                (b"content-type", b"application/problem+json"),
-                (b"content-length", str(len(body)).encode()),
-                *headers,
-            ],
-        }
+    await send_problem(
+        send, status, title, type_=f"{_PROBLEM}#{slug}", detail=detail, headers=headers
     )
-    await send({"type": "http.response.body", "body": body, "more_body": False})
 
 
 def _retry_after(value: float | None) -> list[tuple[bytes, bytes]]:
