@@ -25,11 +25,17 @@ The math (``T = per / rate`` is the stable emission interval, ``B = burst``):
 
 - resync: if ``now > tat``: ``stored = min(max_tokens, stored + (now - tat) / cooldown)``;
   ``tat = now``.
-- ``wait = tat - now - (B - cost) * T`` (the GCRA check "``tat + cost*T - B*T <= now``" written
-  on the backlog *before* this call, so warm-up's dearer permits never block an idle bucket).
+- ``wait = tat - now - tolerance`` with ``tolerance = (B - cost) * T`` (the GCRA check
+  "``tat + cost*T - B*T <= now``" written on the backlog *before* this call, so warm-up's dearer
+  permits never block an idle bucket). With warm-up the burst scales with the temperature: a
+  positive tolerance is multiplied by the warmth ``1 - above / (max_tokens - warning_tokens)``
+  (``above = stored - warning_tokens``, when positive): no burst at all fully cold, all of it
+  warm, so the first second of a cold limiter admits ``rate / cold_factor``, burst included.
 - admitted iff ``wait <= max_wait``: ``tat += cost_time`` where ``cost_time = cost * T`` plus,
-  with warm-up, the trapezoid ``k * slope * (above - k / 2)`` for the ``k`` permits taken above
-  the warning line (``above = stored - warning_tokens``); ``stored = max(0, stored - cost)``.
+  with warm-up, for the ``k`` permits taken above the warning line, the trapezoid ``k * slope *
+  (above - k / 2)`` and the burst they unlock, ``k * (B - 1) * T / (max_tokens -
+  warning_tokens)`` (so under saturation the admitted rate follows the warm-up curve exactly and
+  rises monotonically to ``rate``); ``stored = max(0, stored - cost)``.
 - rejected: nothing changes; ``retry_after = wait`` (after that long the same call is admitted
   without waiting, barring competition).
 
@@ -148,15 +154,24 @@ def transition(
         if p.max_tokens:
             stored = min(p.max_tokens, stored + (now - tat) / p.cooldown)
         tat = now
-    wait = tat - now - (p.burst - cost) * interval
+    tolerance = (p.burst - cost) * interval
+    above = stored - p.warning_tokens if p.max_tokens else 0.0
+    if above > 0 and tolerance > 0:
+        # a cold bucket's burst scales with its temperature: none at all fully cold
+        tolerance *= 1.0 - above / (p.max_tokens - p.warning_tokens)
+    wait = tat - now - tolerance
     if wait > max_wait + EPS:
         return (False, tat, stored, wait, 0.0)
     cost_time = cost * interval
     if p.max_tokens:
-        above = stored - p.warning_tokens
         if above > 0:
             k = cost if cost < above else above
-            cost_time += k * p.slope * (above - k / 2.0)
+            # the trapezoid of the dearer permits, plus the burst they unlock (paid for here,
+            # so the burst grows back with the warmth without raising the admitted rate)
+            cost_time += k * (
+                p.slope * (above - k / 2.0)
+                + (p.burst - 1.0) * interval / (p.max_tokens - p.warning_tokens)
+            )
         stored = stored - cost if stored > cost else 0.0
     return (True, tat + cost_time, stored, wait if wait > EPS else 0.0, cost_time)
 
@@ -337,17 +352,23 @@ if cost > 0 then
       end
       wt = now
     end
-    wait = wt - now - (burst - cost) * interval
+    local tolerance = (burst - cost) * interval
+    local above = 0.0
+    if max_tokens ~= 0 then above = ws - warning end
+    if above > 0 and tolerance > 0 then
+      tolerance = tolerance * (1.0 - above / (max_tokens - warning))
+    end
+    wait = wt - now - tolerance
     if wait > max_wait + 1e-9 then
       ok = false
     else
       cost_time = cost * interval
       if max_tokens ~= 0 then
-        local above = ws - warning
         if above > 0 then
           local k = above
           if cost < above then k = cost end
-          cost_time = cost_time + k * slope * (above - k / 2.0)
+          cost_time = cost_time + k * (slope * (above - k / 2.0)
+            + (burst - 1.0) * interval / (max_tokens - warning))
         end
         if ws > cost then ws = ws - cost else ws = 0.0 end
       end

@@ -261,6 +261,72 @@ def test_warmup_reject_mode_admits_cold_rate(clock: FakeClock) -> None:
     assert 33 <= admitted <= 37
 
 
+def saturated_per_second(rl: rs.RateLimiter, clock: FakeClock, secs: int, step: float) -> list[int]:
+    """Saturating demand (every ``step`` s, take all that is admitted): admissions per second."""
+    out = []
+    polls = round(1 / step)
+    for _ in range(secs):
+        n = 0
+        for _ in range(polls):
+            while rl.try_acquire().allowed:
+                n += 1
+            clock.advance(step)
+        out.append(n)
+    return out
+
+
+def assert_cold_start_ramp(per_second: list[int], rate: float, cold_factor: float) -> None:
+    """The first second admits about ``rate / cold_factor``; then a monotonic ramp to ``rate``."""
+    cold = rate / cold_factor
+    assert cold - 1 <= per_second[0] <= cold * 1.1 + 1, per_second
+    assert all(b >= a for a, b in itertools.pairwise(per_second)), per_second
+    assert max(per_second) <= rate, per_second
+    assert per_second[-1] == rate, per_second
+
+
+@pytest.mark.parametrize(
+    ("rate", "warmup", "cold_factor", "burst"),
+    [(100, 10, 3, None), (100, 10, 3, 250), (100, 3, 4, None), (40, 5, 3, 40)],
+)
+def test_warmup_first_second_is_cold_including_the_burst(
+    clock: FakeClock, rate: float, warmup: float, cold_factor: float, burst: float | None
+) -> None:
+    # Sentinel's WarmUp admits ~rate/cold_factor in the first second; the burst must not add a
+    # second's worth of cold permits on top of it.
+    rl = limiter(clock, rate=rate, warmup=warmup, cold_factor=cold_factor, burst=burst)
+    per_second = saturated_per_second(rl, clock, round(warmup) + 3, 0.001)
+    assert_cold_start_ramp(per_second, rate, cold_factor)
+
+
+def test_warmup_burst_scales_with_temperature(clock: FakeClock) -> None:
+    rl = limiter(clock, rate=100, warmup=10, cold_factor=3)
+
+    def burst_now() -> int:
+        n = 0
+        while rl.try_acquire().allowed:
+            n += 1
+        return n
+
+    assert burst_now() == 1  # fully cold: no burst at all, one permit at the cold spacing
+    saturated_per_second(rl, clock, 12, 0.001)  # now warm
+    clock.advance(1.0)  # the backlog (one burst's worth) drains; barely cooled
+    warm_burst = burst_now()
+    assert 90 <= warm_burst <= 100
+    clock.advance(6.0)  # cooling: about 3/5 of the way back to cold
+    lukewarm = burst_now()
+    assert 1 < lukewarm < warm_burst / 2
+
+
+def test_warmup_plus_pacing_cold_start(clock: FakeClock) -> None:
+    rl = limiter(clock, rate=100, warmup=10, cold_factor=3, burst=20, max_wait=0.2)
+    stamps: list[float] = []
+    while clock.monotonic() < 13.0:
+        rl.acquire()  # saturating: each call waits for its slot
+        stamps.append(clock.monotonic())
+    per_second = [sum(1 for t in stamps if k <= t < k + 1) for k in range(13)]
+    assert_cold_start_ramp(per_second, 100, 3)
+
+
 # -- uniform pacing (bounded queue) -------------------------------------------------------------
 def test_pacing_spaces_calls_exactly(runner: Runner, clock: FakeClock) -> None:
     rl = limiter(clock, rate=10, burst=1, max_wait=1.0)

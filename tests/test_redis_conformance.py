@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 from resilience import backoff
 from resilience.circuit import CircuitBreaker, CircuitState, _AcquireOp, _ManualOp, _RecordOp
 from resilience.idempotency import ClaimOp, CompleteOp, ReleaseOp, RenewOp
-from resilience.ratelimit import LimitParams, _RefundOp, _TakeOp, limit_params
+from resilience.ratelimit import LimitParams, RateLimiter, _RefundOp, _TakeOp, limit_params
 from resilience.stores.memory import MemoryStore
 from resilience.stores.redis import RedisStore
 from resilience.testing import FakeClock
@@ -264,6 +264,7 @@ def test_random_idempotency_sequences_conform(redis_server: RedisServer, steps: 
 BASIC = limit_params(rate=10, per=1.0, burst=3)
 WARM = limit_params(rate=100, per=1.0, burst=1, warmup=2.0, cold_factor=3.0)
 PACED = limit_params(rate=5, per=1.0, burst=1)
+WARM_BURST = limit_params(rate=100, per=1.0, warmup=2.0, cold_factor=3.0)  # burst 100
 ZERO = limit_params(rate=0)
 
 
@@ -296,6 +297,17 @@ RATELIMIT_SCENARIOS: dict[str, list[Step]] = {
         *[take(WARM, max_wait=0.5) for _ in range(5)],
         5,
         take(WARM),
+    ],
+    "warm-up-burst-scales-with-temperature": [
+        *[take(WARM_BURST) for _ in range(3)],  # cold: one permit, no burst
+        0.03,
+        *[take(WARM_BURST) for _ in range(3)],
+        *[x for _ in range(40) for x in (0.05, take(WARM_BURST, cost=2), take(WARM_BURST))],
+        1.2,  # warm, drained, barely cooled
+        *[take(WARM_BURST, cost=5) for _ in range(25)],
+        take(WARM_BURST, cost=3, max_wait=0.5),
+        0.6,
+        take(WARM_BURST, cost=0.5),
     ],
     "pacing-reservations-and-refund": [
         take(PACED, max_wait=1.0),
@@ -340,6 +352,24 @@ def test_ratelimit_reference_is_meaningful() -> None:
     assert res[3][1] == 0.1  # exact retry_after
 
 
+def test_warm_up_burst_scenario_is_meaningful() -> None:
+    res = expected(RATELIMIT_SCENARIOS["warm-up-burst-scales-with-temperature"])
+    assert [r[0] for r in res[:6]] == [True, False, False, True, False, False]
+    assert 5 < sum(r[0] for r in res[86:111]) < 20  # warm again: a burst, not a cold trickle
+
+
+def test_warm_up_cold_start_on_redis(make_store: StoreFactory) -> None:
+    """The limiter itself on a shared store: the first second is cold, then a monotonic ramp."""
+    from .test_ratelimit import assert_cold_start_ramp, saturated_per_second
+
+    clock = FakeClock(start=1000.0)
+    store = make_store(clock)
+    if not isinstance(store, RedisStore):
+        pytest.skip("the memory store runs the same Python (tests/test_ratelimit.py)")
+    rl = RateLimiter("warm", rate=100, warmup=4, cold_factor=3, store=store, clock=clock)
+    assert_cold_start_ramp(saturated_per_second(rl, clock, 6, 0.01), 100, 3)
+
+
 def test_bucket_keys_have_a_ttl_covering_the_state(redis_server: RedisServer) -> None:
     import redis
 
@@ -358,14 +388,14 @@ ratelimit_step = st.one_of(
     st.sampled_from([0, 0.01, 0.05, 0.1, 0.25, 1, 3]),
     st.builds(
         take,
-        st.sampled_from([BASIC, WARM, PACED]),
+        st.sampled_from([BASIC, WARM, PACED, WARM_BURST]),
         st.sampled_from([0, 0.5, 1, 2, 3, 5]),
         st.sampled_from([0.0, 0.2, 1.0]),
         st.sampled_from(["rl:a", "rl:b"]),
     ),
     st.builds(
         give_back,
-        st.sampled_from([BASIC, WARM, PACED]),
+        st.sampled_from([BASIC, WARM, PACED, WARM_BURST]),
         st.sampled_from([0.1, 0.2, 1.0]),
         st.sampled_from([0.0, 1.0]),
         st.sampled_from(["rl:a", "rl:b"]),
