@@ -16,7 +16,7 @@ State layout (indices)::
     TOKEN    generation * 4 + state code (CLOSED 0, OPEN 1, HALF_OPEN 2). A permit *is* the
              token it was granted under; an outcome whose permit differs from the current token
              is stale (it started in an older generation) and decides nothing.
-    UNTIL    OPEN: when probes may start (-1: held open by ``open()``);
+    UNTIL    OPEN: when probes may start (-1: forced open by ``open()``, no timer);
              HALF_OPEN: when outstanding probes time out (-1: no probe outstanding).
     OPENS    consecutive openings since the last close (selects the open duration).
     PERMITS  HALF_OPEN: probe permits not granted yet.

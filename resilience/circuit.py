@@ -57,7 +57,7 @@ __all__ = ["CircuitBreaker", "CircuitMetrics", "CircuitState"]
 
 _US = 1_000_000.0
 _OPEN_TABLE = 32  # dynamic open durations are tabulated for this many consecutive openings
-_HELD_TTL = 7 * 86_400.0  # store TTL of a breaker held open by open()
+_FORCED_TTL = float("inf")  # store TTL of a breaker forced open by open(): none
 _LOCAL = -2  # in store mode, permits from the local fallback are encoded as _LOCAL - token
 _NEVER = float("-inf")
 _UNGUARDED = -1  # in store mode, a call let through unguarded (on_store_error="open")
@@ -95,7 +95,8 @@ class CircuitMetrics:
         stale: outcomes ignored because their call started in an older generation.
         consecutive_opens: openings since the breaker last closed.
         retry_after: seconds until an OPEN breaker admits probes (``None`` otherwise or when
-            held open by ``open()``).
+            forced open by ``open()``).
+        forced: ``True`` when the breaker is forced open by ``open()`` (no timer).
 
     Example:
         >>> import resilience as rs
@@ -117,6 +118,7 @@ class CircuitMetrics:
     stale: int
     consecutive_opens: int
     retry_after: float | None
+    forced: bool = False
 
 
 def _open_table(open_for: object, rnd: RandomLike) -> tuple[int, ...]:
@@ -149,7 +151,8 @@ def _open_table(open_for: object, rnd: RandomLike) -> tuple[int, ...]:
 # below 2**53) followed by its expiry on the script clock, written with SET PX (one GET, one SET
 # per decision). ARGV[2] is the packed configuration (_lua_config), ARGV[3] the operation:
 # 'a' acquire, 'r' record (ARGV[4] permit, ARGV[5] outcome), 'm' manual (ARGV[4] action; 0 =
-# tick). A transition is returned as three integers (-1, -1, -1: none).
+# tick). A transition is returned as three integers (-1, -1, -1: none). A forced-open state
+# (open()) is written without PX and with expiry inf: it never expires.
 _LUA = """
 local now = now_us()
 local c = {struct.unpack('<' .. string.rep('d', #ARGV[2] / 8), ARGV[2])}
@@ -237,10 +240,14 @@ local function evaluate()
   return 0
 end
 local function save()
-  local t = ttl
-  if st[TOKEN] % 4 == 1 and st[UNTIL] < 0 then t = held end
-  st[N + 1] = now + t
-  redis.call('SET', KEYS[1], struct.pack(fmt, unpack(st)), 'PX', math.max(1, math.ceil(t / 1000)))
+  if st[TOKEN] % 4 == 1 and st[UNTIL] < 0 then
+    -- forced open (open()): no timer and no TTL; it lasts until close() or reset()
+    st[N + 1] = math.huge
+    redis.call('SET', KEYS[1], struct.pack(fmt, unpack(st)))
+    return
+  end
+  st[N + 1] = now + ttl
+  redis.call('SET', KEYS[1], struct.pack(fmt, unpack(st)), 'PX', math.max(1, math.ceil(ttl / 1000)))
 end
 local op = ARGV[3]
 if op == 'a' then
@@ -620,7 +627,7 @@ class CircuitBreaker(Policy):
             cfg.half_open_timeout_us,
             cfg.bad_mask,
             round(self._ttl_s * _US),
-            round(_HELD_TTL * _US),
+            0.0,  # unused (a forced-open state has no TTL)
             *open_us,
         )
         self._lock = threading.Lock()
@@ -651,7 +658,7 @@ class CircuitBreaker(Policy):
 
     def _ttl(self, st: list[int]) -> float:
         if st[core.TOKEN] & 3 == core.OPEN and st[core.UNTIL] < 0:
-            return _HELD_TTL
+            return _FORCED_TTL
         return self._ttl_s
 
     def _now(self) -> int:
@@ -673,7 +680,10 @@ class CircuitBreaker(Policy):
             emit(self.listeners, event)
 
     def _rejected(self, retry_us: int, em: Emitter) -> CircuitOpenError:
-        retry_after = None if retry_us < 0 else retry_us / _US
+        # no timer (retry_us < 0) only when forced open: an armed OPEN or a half-open episode
+        # with every probe out always has its deadline set
+        forced = retry_us < 0
+        retry_after = None if forced else retry_us / _US
         if em:
             em.emit(
                 CallRejected(
@@ -683,6 +693,13 @@ class CircuitBreaker(Policy):
                     reason="circuit_open",
                     retry_after=retry_after,
                 )
+            )
+        if forced:
+            return CircuitOpenError(
+                f"circuit breaker {self.name!r} is forced open (by open(); no timer: it stays "
+                "open until close() or reset())",
+                policy=self.name,
+                forced=True,
             )
         return CircuitOpenError(
             f"circuit breaker {self.name!r} is open", policy=self.name, retry_after=retry_after
@@ -1028,10 +1045,17 @@ class CircuitBreaker(Policy):
             stale=stale,
             consecutive_opens=opens,
             retry_after=(until - now) / _US if code == core.OPEN and until >= 0 else None,
+            forced=code == core.OPEN and until < 0,
         )
 
     def open(self) -> None:
-        """Open the breaker and hold it open until :meth:`close` or :meth:`reset`.
+        """Force the breaker open: no timer, no probes, until :meth:`close` or :meth:`reset`.
+
+        A forced open is not a trip: ``open_for`` does not apply, nothing moves it to
+        HALF_OPEN, refused calls get a :class:`~resilience.CircuitOpenError` with ``forced=True``
+        and ``retry_after=None`` (adapters send no ``Retry-After`` and say "forced open" in the
+        problem detail), and ``metrics.forced`` is ``True``. In a store the forced state has
+        **no TTL**: it survives any idle period (see the docs' shared-state section).
 
         Example:
             >>> import resilience as rs
@@ -1040,8 +1064,10 @@ class CircuitBreaker(Policy):
             >>> try:
             ...     breaker.call(print, "never printed")
             ... except rs.CircuitOpenError as exc:
-            ...     print(exc.retry_after)
-            None
+            ...     print(exc.forced, exc.retry_after)
+            True None
+            >>> breaker.metrics.forced
+            True
         """
         self._control(core.M_OPEN)
 

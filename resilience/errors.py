@@ -68,7 +68,33 @@ class RejectedError(ResilienceError):
 
 
 class CircuitOpenError(RejectedError):
-    """The circuit breaker is open (or its half-open probes are all taken)."""
+    """The circuit breaker is open (or its half-open probes are all taken).
+
+    Attributes:
+        forced: ``True`` when the breaker is *forced* open by ``breaker.open()``: it has no
+            timer (``retry_after`` is ``None``) and stays open until ``close()`` or ``reset()``.
+
+    Example:
+        >>> import resilience as rs
+        >>> breaker = rs.CircuitBreaker("db", failure_count=1)
+        >>> breaker.open()
+        >>> try:
+        ...     breaker.call(print, "never printed")
+        ... except rs.CircuitOpenError as exc:
+        ...     print(exc.forced, exc.retry_after)
+        True None
+    """
+
+    def __init__(
+        self,
+        message: str = "",
+        *,
+        policy: str = "",
+        retry_after: float | None = None,
+        forced: bool = False,
+    ) -> None:
+        super().__init__(message, policy=policy, retry_after=retry_after)
+        self.forced = forced
 
 
 class RateLimitedError(RejectedError):

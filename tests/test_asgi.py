@@ -200,6 +200,19 @@ def test_policy_errors_map_to_problem_json(
     assert doc["detail"] == str(error)
 
 
+def test_forced_open_breaker_says_so_in_the_problem_detail(app: TestApp) -> None:
+    breaker = rs.CircuitBreaker("upstream", failure_count=1)
+    breaker.open()
+    mw = ResilienceMiddleware(app, pipeline=rs.Pipeline(breaker))
+    with serve(mw) as url:
+        response = httpx.get(url + "/hello")
+    assert response.status_code == 503
+    assert "retry-after" not in response.headers  # no timer: no promise of a time
+    doc = response.json()
+    assert doc["type"] == "urn:resilience:problem:circuit-open"
+    assert "forced open" in doc["detail"]
+
+
 def test_real_timeout_gives_504_and_cancels_the_app(app: TestApp) -> None:
     permits = Permits()
     mw = ResilienceMiddleware(app, pipeline=rs.Pipeline(permits, rs.Timeout(0.2)))

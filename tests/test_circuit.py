@@ -450,6 +450,42 @@ def test_manual_open_holds_until_close(runner: Runner, clock: FakeClock) -> None
     assert transitions(rec) == [("closed", "open", "manual"), ("open", "closed", "manual")]
 
 
+def test_forced_open_says_so_and_has_no_timer(runner: Runner, clock: FakeClock) -> None:
+    b = cb(clock, failure_count=1, open_for=5)
+    fn = runner.scripted([Boom, "ok"])
+    with pytest.raises(Boom):
+        runner.run(b, fn)
+    with pytest.raises(rs.CircuitOpenError) as tripped:
+        runner.run(b, fn)
+    assert (tripped.value.forced, tripped.value.retry_after) == (False, 5.0)
+    assert b.metrics.forced is False
+    b.open()  # forced open over a tripped one: the timer is gone
+    clock.advance(5)
+    with pytest.raises(rs.CircuitOpenError) as forced:
+        runner.run(b, fn)
+    assert (forced.value.forced, forced.value.retry_after) == (True, None)
+    assert "forced open" in str(forced.value)
+    m = b.metrics
+    assert (m.state, m.forced, m.retry_after) == (rs.CircuitState.OPEN, True, None)
+    b.close()
+    assert b.metrics.forced is False
+
+
+def test_forced_open_in_a_store_never_expires(clock: FakeClock) -> None:
+    store = rs.MemoryStore(clock=clock)
+    a = cb(clock, failure_count=1, store=store)
+    a.open()
+    clock.advance(timedelta(days=365).total_seconds())  # far past any TTL the state had
+    b = cb(clock, failure_count=1, store=store)
+    assert st(b) is rs.CircuitState.OPEN
+    assert b.metrics.forced is True
+    with pytest.raises(rs.CircuitOpenError) as info:
+        b.call(lambda: "never")
+    assert info.value.forced is True
+    b.close()
+    assert a.call(lambda: "ok") == "ok"
+
+
 def test_reset_clears_window_and_counters(runner: Runner, clock: FakeClock) -> None:
     b = cb(clock, failure_count=1)
     feed(runner, b, [Boom, "ok"])

@@ -468,6 +468,20 @@ def test_server_maps_policy_errors_to_statuses(
 
 
 @pytest.mark.parametrize("shape", SHAPES)
+def test_server_says_forced_open_in_status_details(
+    served: Served, script: Script, shape: str
+) -> None:
+    breaker = rs.CircuitBreaker("upstream", failure_count=1)
+    breaker.open()
+    with pytest.raises(grpc.RpcError) as info:
+        served.run(script, {"pipeline": rs.Pipeline(breaker)}, shape)
+    assert info.value.code() == Code.UNAVAILABLE
+    assert "forced open" in (info.value.details() or "")
+    assert "grpc-retry-pushback-ms" not in trailer(info.value)
+    assert script.calls == 0
+
+
+@pytest.mark.parametrize("shape", SHAPES)
 def test_server_pipeline_sees_aborts_as_status_errors(
     served: Served, script: Script, shape: str
 ) -> None:

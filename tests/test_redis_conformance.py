@@ -17,6 +17,7 @@ from hypothesis import strategies as st
 
 from resilience import backoff
 from resilience.circuit import CircuitBreaker, CircuitState, _AcquireOp, _ManualOp, _RecordOp
+from resilience.errors import CircuitOpenError
 from resilience.idempotency import ClaimOp, CompleteOp, ReleaseOp, RenewOp
 from resilience.ratelimit import LimitParams, RateLimiter, _RefundOp, _TakeOp, limit_params
 from resilience.stores.memory import MemoryStore
@@ -665,11 +666,30 @@ def test_breaker_state_is_one_string_with_a_ttl(redis_server: RedisServer) -> No
     assert client.type(key) == b"string"
     assert 0 < client.pttl(key) <= (10 + 5 + 5 + 60) * 1000
     b.open()
-    assert client.pttl(key) > 86_400 * 1000  # held open: kept for a week
+    assert client.pttl(key) == -1  # forced open: no TTL (it lasts until close() or reset())
+    b.close()
+    assert 0 < client.pttl(key) <= (10 + 5 + 5 + 60) * 1000  # an ordinary state again
     client.set(key, b"garbage")  # corrupt: the breaker starts over (closed)
     assert b.state is CircuitState.CLOSED
     client.close()
     store.close()
+
+
+def test_forced_open_survives_any_idle_period(make_store: StoreFactory) -> None:
+    clock = FakeClock(start=1000.0)
+    store = make_store(clock)
+    a = CircuitBreaker("forced", failure_count=1, open_for=5, store=store, clock=clock)
+    a.open()
+    clock.advance(30 * 86_400.0)  # a month with nobody touching it (the old TTL was 7 days)
+    b = CircuitBreaker("forced", failure_count=1, open_for=5, store=store, clock=clock)
+    assert b.state is CircuitState.OPEN
+    m = b.metrics
+    assert (m.state, m.forced, m.retry_after) == (CircuitState.OPEN, True, None)
+    with pytest.raises(CircuitOpenError) as info:
+        b.call(lambda: "never")
+    assert (info.value.forced, info.value.retry_after) == (True, None)
+    a.close()
+    assert b.call(lambda: "ok") == "ok"
 
 
 breaker_step = st.one_of(

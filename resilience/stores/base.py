@@ -34,8 +34,8 @@ class StoreOp(Protocol[R_co]):
 
         Returns:
             ``(new_state, result, ttl)``: ``new_state`` ``None`` deletes the entry; ``ttl`` is
-            seconds until the entry expires (``None``: keep the current expiry, or no expiry
-            for a new entry).
+            seconds until the entry expires (``math.inf``: never; ``None``: keep the current
+            expiry, or no expiry for a new entry).
         """
         ...
 

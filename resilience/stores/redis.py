@@ -8,7 +8,8 @@ atomically on the server with the server's clock (``TIME``), so hosts with skewe
 * **Keys**: ``<prefix>:{<sha256(logical key)[:32]>}:<suffix>``. The user-supplied parts of a key
   (user ids, IPs, routes) are hashed, so keys have a fixed length and cannot inject separators
   or hash tags; every key of one entity shares the hash tag, so multi-key scripts work on Redis
-  Cluster. Every key a script writes gets a TTL. No ``KEYS``/``SCAN`` on hot paths.
+  Cluster. Every key a script writes gets a TTL (except a breaker forced open by ``open()``,
+  which lasts until ``close()``/``reset()``). No ``KEYS``/``SCAN`` on hot paths.
 * **Faults**: ``from_url`` sets short socket timeouts (0.1 s by default) and turns off
   redis-py's automatic command retries: a script that timed out may still have run on the
   server, and re-sending it would apply a non-idempotent decision (a permit, a failure count)
