@@ -48,14 +48,14 @@ import uuid
 from collections.abc import Awaitable, Callable, Collection, Sequence
 from datetime import UTC
 from email.utils import parsedate_to_datetime
-from typing import Any, cast
+from typing import Any
 
 import httpx
 
 from resilience._clock import Clock, RandomLike, resolve_clock
 from resilience._deadline import remaining
 from resilience._policy import Policy
-from resilience._types import positive_number
+from resilience._types import method_names, positive_number, status_codes
 from resilience.backoff import Backoff, exponential
 from resilience.budget import Budget
 from resilience.errors import ConfigurationError, TimeoutExceededError
@@ -213,10 +213,8 @@ def http_retry(
         >>> retry.attempts
         4
     """
-    statuses = frozenset(statuses)
-    methods = frozenset(m.upper() for m in methods)
-    if not all(isinstance(s, int) and 100 <= s <= 599 for s in cast(frozenset[object], statuses)):
-        raise ConfigurationError(f"statuses must be HTTP status codes, got {sorted(statuses)!r}")
+    statuses = status_codes(statuses, "statuses")
+    methods = method_names(methods, "methods")
     if max_retry_after is not None:
         max_retry_after = positive_number(max_retry_after, "max_retry_after", allow_zero=True)
     clk = resolve_clock(clock)
@@ -313,7 +311,7 @@ class _Core:
         self.pipeline = pipeline
         self._per_host = per_host
         self._auto_key = bool(idempotency_key)
-        self._methods = frozenset(m.upper() for m in methods)
+        self._methods = method_names(methods, "methods")
         self._hosts: dict[str, Policy] = {}
         self._ops: dict[tuple[str, str], Any] = {}
         self._lock = threading.Lock()

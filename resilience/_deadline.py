@@ -7,6 +7,7 @@ remaining time on (httpx timeouts, gRPC ``timeout=``). Nested deadlines only eve
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
@@ -92,7 +93,8 @@ def deadline_scope(timeout: Duration, *, clock: Clock | None = None) -> Iterator
     An enclosing tighter deadline wins.
     """
     clk = resolve_clock(clock)
-    d = tighter(clk.monotonic() + seconds(timeout, "timeout"), clk)
+    # runtime input (an inbound header): any non-negative finite timeout, however long
+    d = tighter(clk.monotonic() + seconds(timeout, "timeout", maximum=math.inf), clk)
     token = _DEADLINE.set(d)
     try:
         yield d

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import functools
 import inspect
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar, TypeVar, cast
 
@@ -44,6 +44,8 @@ _NO_EMITTER = Emitter((), None, "")
 
 
 def _check_listeners(listeners: Sequence[Listener]) -> tuple[Listener, ...]:
+    if isinstance(cast(object, listeners), str | bytes) or not isinstance(listeners, Iterable):
+        raise ConfigurationError(f"listeners must be a sequence of callables, got {listeners!r}")
     out = tuple(listeners)
     for listener in out:
         if not callable(listener):

@@ -211,8 +211,8 @@ def schedule(
         >>> [b.delay(n, None, random.Random()) for n in (1, 2, 3, 4)]
         [0.1, 1.0, 5.0, 5.0]
     """
-    if isinstance(steps, str | bytes):
-        raise ConfigurationError("steps must be a sequence of durations")
+    if isinstance(steps, str | bytes) or not isinstance(steps, Iterable):
+        raise ConfigurationError(f"steps must be a sequence of durations, got {steps!r}")
     out = tuple(seconds(s, f"steps[{i}]") for i, s in enumerate(steps))
     if not out:
         raise ConfigurationError("steps must hold at least one delay")

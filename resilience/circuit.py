@@ -41,6 +41,7 @@ from ._clock import Clock, RandomLike, resolve_clock, resolve_random
 from ._degraded import STORE_LOG
 from ._policy import Emitter, Policy
 from ._types import (
+    MAX_SECONDS,
     Duration,
     ExceptionSpec,
     exception_predicate,
@@ -127,10 +128,16 @@ def _open_table(open_for: object, rnd: RandomLike) -> tuple[int, ...]:
         out: list[int] = []
         prev: float | None = None
         for n in range(1, _OPEN_TABLE + 1):
-            d = float(delay(n, prev, rnd))
-            if not d >= 0 or d == float("inf"):
+            try:
+                d = float(delay(n, prev, rnd))
+            except (TypeError, ValueError, OverflowError) as exc:
                 raise ConfigurationError(
-                    f"open_for schedule produced an invalid duration {d!r} for opening {n}"
+                    f"open_for schedule failed for opening {n}: {exc}"
+                ) from None
+            if not 0 <= d <= MAX_SECONDS:  # NaN fails too
+                raise ConfigurationError(
+                    f"open_for schedule produced an invalid duration {d!r} for opening {n}: "
+                    f"open durations must be between 0 and {MAX_SECONDS:g} seconds"
                 )
             prev = d
             out.append(max(1, round(d * _US)))

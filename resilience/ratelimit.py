@@ -60,7 +60,16 @@ from ._clock import Clock, resolve_clock
 from ._deadline import _DEADLINE
 from ._degraded import STORE_LOG
 from ._policy import Emitter, Policy
-from ._types import Duration, optional_seconds, positive_int, positive_number, ratio, seconds
+from ._types import (
+    MAX_SECONDS,
+    MIN_SECONDS,
+    Duration,
+    optional_seconds,
+    positive_int,
+    positive_number,
+    ratio,
+    seconds,
+)
 from .errors import ConfigurationError, RateLimitedError, StoreError
 from .events import CallRejected, Listener, RateLimitWaited, StoreFailed, error_type
 from .stores.base import Store, StoreFullError
@@ -499,6 +508,38 @@ class _Reservation(NamedTuple):
 _decision_new: Callable[[type[Decision], tuple[Any, ...]], Decision] = tuple.__new__
 
 
+def _representable(
+    p: LimitParams, rate: float, per: float, cold_factor: float, what: str
+) -> LimitParams:
+    """``p`` if both stores can represent a bucket with these parameters, else raise.
+
+    The emission interval ``per / rate`` must be between 1 µs (the stores' resolution: a
+    shorter one is lost in the rounding of ``tat``) and ``MAX_SECONDS``, and so must the
+    longest a bucket's state can last: a full backlog of cold permits plus the cool-down,
+    ``burst * interval * (cold_factor + 2) + warmup`` (``burst * interval`` without warm-up).
+    """
+    t = p.interval
+    if t == _INF:
+        return p
+    if not MIN_SECONDS <= t <= MAX_SECONDS:
+        raise ConfigurationError(
+            f"rate {rate:g} per {per:g} s{what} gives an emission interval (per / rate) of "
+            f"{t:g} s; it must be between {MIN_SECONDS:g} and {MAX_SECONDS:g} seconds (at most "
+            f"1,000,000 permits per second, at least one per {MAX_SECONDS:g} s)"
+        )
+    horizon = p.burst * t * ((cold_factor + 2.0) if p.max_tokens else 1.0)
+    if p.max_tokens:
+        horizon += p.cooldown * p.max_tokens
+    if horizon > MAX_SECONDS:
+        raise ConfigurationError(
+            f"burst {p.burst:g} at {t:g} s per permit{what} keeps a bucket's state for up to "
+            f"{horizon:g} s (burst * per / rate"
+            + (" * (cold_factor + 2) + warmup" if p.max_tokens else "")
+            + f"); it must be at most {MAX_SECONDS:g} seconds: lower burst or per, or raise rate"
+        )
+    return p
+
+
 class RateLimiter(Policy):
     """Limit calls to ``rate`` permits per ``per`` seconds (GCRA), with warm-up and pacing.
 
@@ -623,16 +664,24 @@ class RateLimiter(Policy):
             )
         self.local_share = local_share
         self._clock = resolve_clock(clock)
-        self.params = limit_params(self.rate, self.per, burst, self.warmup, cf)
+        self.params = _representable(
+            limit_params(self.rate, self.per, burst, self.warmup, cf), self.rate, self.per, cf, ""
+        )
         self._local_params = self.params
         if local_share is not None and local_share < 1.0 and store is not None:
             b = self.params.burst
-            self._local_params = limit_params(
+            self._local_params = _representable(
+                limit_params(
+                    self.rate * local_share,
+                    self.per,
+                    max(1.0, b * local_share) if self.rate else b,
+                    self.warmup,
+                    cf,
+                ),
                 self.rate * local_share,
                 self.per,
-                max(1.0, b * local_share) if self.rate else b,
-                self.warmup,
                 cf,
+                f" (this process's local share, {local_share:g} of the limit)",
             )
         now = self._clock.monotonic()
         self._tat, self._stored = _new_state(now, self.params)

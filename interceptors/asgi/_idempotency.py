@@ -45,7 +45,14 @@ from collections.abc import Awaitable, Callable, Iterable, MutableMapping
 from typing import Any, Literal
 
 from resilience._clock import Clock
-from resilience._types import Duration, positive_int, seconds
+from resilience._types import (
+    Duration,
+    header_names,
+    method_names,
+    positive_int,
+    seconds,
+    status_codes,
+)
 from resilience.errors import ConfigurationError, StoreError
 from resilience.idempotency import Claim, IdempotencyRecords
 
@@ -231,7 +238,7 @@ class IdempotencyMiddleware:
         self.app = app
         if isinstance(methods, str):
             raise ConfigurationError("methods must be a collection of method names, not a str")
-        self.methods = frozenset(m.upper() for m in methods)
+        self.methods = method_names(methods, "methods")
         if not self.methods:
             raise ConfigurationError("methods must name at least one HTTP method")
         self.required = bool(required)
@@ -243,12 +250,12 @@ class IdempotencyMiddleware:
         self.wait = seconds(wait, "wait")
         self.max_body = positive_int(max_body, "max_body", minimum=0)
         self.max_request_body = positive_int(max_request_body, "max_request_body", minimum=0)
-        extra = {h.lower().encode("latin-1") for h in replay_headers}
+        extra = {h.encode("latin-1") for h in header_names(replay_headers, "replay_headers")}
         forbidden = sorted(h.decode("latin-1") for h in extra & _NEVER_REPLAYED)
         if forbidden:
             raise ConfigurationError(f"replay_headers may not include {forbidden}")
         self.replay_headers = DEFAULT_REPLAY_HEADERS | extra
-        self.release_statuses = frozenset(int(s) for s in release_statuses) | {429, 503}
+        self.release_statuses = status_codes(release_statuses, "release_statuses") | {429, 503}
         if store_errors not in ("ambiguous", "never"):
             raise ConfigurationError(
                 f"store_errors must be 'ambiguous' or 'never', got {store_errors!r}"

@@ -8,6 +8,7 @@ from typing import Any
 from resilience._clock import Clock, resolve_clock
 from resilience._deadline import deadline_scope
 from resilience._policy import Policy
+from resilience._types import header_names
 from resilience.errors import ConfigurationError
 
 from ._common import (
@@ -149,7 +150,11 @@ class ResilienceMiddleware:
         self.pipeline = pipeline
         self._routes = RouteFilter(include, exclude, when)
         self._all_routes = self._routes.everything
+        header_names(deadline_headers, "deadline_headers")  # validates; the order is kept
         self._deadline_headers = tuple(h.lower().encode("latin-1") for h in deadline_headers)
+        for fn, what in ((operation, "operation"), (failure_status, "failure_status")):
+            if fn is not None and not callable(fn):
+                raise ConfigurationError(f"{what} must be a callable or None, got {fn!r}")
         self._operation = operation or _default_operation
         self._failure_status = failure_status or (lambda status: status >= 500)
         self._clock = resolve_clock(clock)

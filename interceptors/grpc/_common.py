@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import AsyncIterator, Callable, Iterator, Sequence
-from typing import Any
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Sequence
+from typing import Any, cast
 
 import grpc
 
@@ -295,7 +295,7 @@ def grpc_retry(
         >>> retry.describe()["attempts"], retry.describe()["codes"]
         (3, ['UNAVAILABLE'])
     """
-    codes = tuple(codes)
+    codes = tuple(codes) if isinstance(cast(object, codes), Iterable) else ()
     if not codes or not all(isinstance(c, grpc.StatusCode) for c in codes):
         raise ConfigurationError(
             f"codes must be a non-empty sequence of grpc.StatusCode, got {codes!r}"
