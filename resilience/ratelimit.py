@@ -203,17 +203,39 @@ def refund(
     return (new_tat, stored)
 
 
-def status(tat: float, now: float, p: LimitParams) -> tuple[int, float]:
+def status(tat: float, now: float, p: LimitParams, stored: float = 0.0) -> tuple[int, float]:
     """``(remaining, reset_after)``: whole permits available now, seconds until the bucket is full.
+
+    With warm-up, ``stored`` is the bucket's stored tokens: a cold bucket's burst is smaller
+    (one permit, fully cold), and ``remaining`` counts what it would admit now (a lower bound:
+    each permit is counted at the current, dearest price).
 
     Example:
         >>> p = limit_params(rate=10, per=1.0, burst=10)
         >>> remaining, reset_after = status(10.3, 10.0, p)
         >>> remaining, round(reset_after, 9)
         (7, 0.3)
+        >>> cold = limit_params(rate=10, per=1.0, burst=10, warmup=10)
+        >>> status(10.0, 10.0, cold, stored=cold.max_tokens), status(10.0, 10.0, cold)
+        ((1, 0.0), (10, 0.0))
     """
     interval = p.interval
     backlog = tat - now
+    if p.max_tokens and interval != _INF:
+        if backlog < 0:  # idle: it has cooled meanwhile
+            stored = min(p.max_tokens, stored - backlog / p.cooldown)
+        above = stored - p.warning_tokens
+        if above > 0:
+            span = p.max_tokens - p.warning_tokens
+            room = (p.burst - 1.0) * interval * (1.0 - above / span)
+            if backlog > 0:
+                room -= backlog
+            else:
+                backlog = 0.0
+            n = room / (interval + p.slope * above) + 1.0 + 1e-6
+            remaining = int(n) if n > 0 else 0
+            limit = int(p.burst)
+            return (remaining if remaining < limit else limit, backlog)
     if backlog <= 0:
         return (int(p.burst), 0.0)
     if interval == _INF:
@@ -284,8 +306,23 @@ local function fresh_at(tat, stored)
   if max_tokens ~= 0 then return tat + (max_tokens - stored) * cooldown end
   return tat
 end
-local function status(tat)
+local function status(tat, stored)
   local backlog = tat - now
+  local above = 0.0
+  if max_tokens ~= 0 and interval ~= INF then
+    local ss = stored
+    if backlog < 0 then ss = math.min(max_tokens, ss - backlog / cooldown) end
+    above = ss - warning
+  end
+  if above > 0 then
+    local room = (burst - 1.0) * interval * (1.0 - above / (max_tokens - warning))
+    if backlog > 0 then room = room - backlog else backlog = 0.0 end
+    local n = room / (interval + slope * above) + 1.0 + 1e-6
+    local r = 0
+    if n > 0 then r = math.floor(n) end
+    if r > math.floor(burst) then r = math.floor(burst) end
+    return r, backlog
+  end
   if backlog <= 0 then return math.floor(burst), 0.0 end
   if interval == INF then return 0, 0.0 end
   local r = burst - backlog / interval + 1e-6
@@ -388,10 +425,23 @@ if cost > 0 then
 end
 local at, as = tat2, stored2
 if not ok then at, as = tat, stored end
--- status(at)
+-- status(at, as)
 local remaining, reset_after
 local backlog = at - now
-if backlog <= 0 then
+local above = 0.0
+if max_tokens ~= 0 and interval ~= INF then
+  local ss = as
+  if backlog < 0 then ss = math.min(max_tokens, ss - backlog / cooldown) end
+  above = ss - warning
+end
+if above > 0 then
+  local room = (burst - 1.0) * interval * (1.0 - above / (max_tokens - warning))
+  if backlog > 0 then room = room - backlog else backlog = 0.0 end
+  local n = room / (interval + slope * above) + 1.0 + 1e-6
+  if n > 0 then remaining = math.floor(n) else remaining = 0 end
+  if remaining > math.floor(burst) then remaining = math.floor(burst) end
+  reset_after = backlog
+elseif backlog <= 0 then
   remaining, reset_after = math.floor(burst), 0.0
 elseif interval == INF then
   remaining, reset_after = 0, 0.0
@@ -433,11 +483,11 @@ return struct.pack('<dddddd', 0, wait, 0, 0, remaining, reset_after)
             tat, stored, now, self.cost, self.max_wait, p
         )
         if not ok:
-            remaining, reset_after = status(tat, now, p)
+            remaining, reset_after = status(tat, now, p, stored)
             ttl = fresh_at(tat, stored, p) - now
             keep = [tat, stored] if state is not None and ttl > 0 else None
             return keep, (False, wait, 0.0, 0.0, remaining, reset_after), ttl if keep else None
-        remaining, reset_after = status(tat2, now, p)
+        remaining, reset_after = status(tat2, now, p, stored2)
         ttl = fresh_at(tat2, stored2, p) - now
         result = (True, wait, cost_time, stored - stored2, remaining, reset_after)
         if ttl <= 0:
@@ -770,9 +820,9 @@ class RateLimiter(Policy):
         finally:
             lock.release()
         if ok:
-            remaining, reset_after = status(tat2, now, p)
+            remaining, reset_after = status(tat2, now, p, stored2)
             return (True, wait, ct, stored - stored2, remaining, reset_after)
-        remaining, reset_after = status(tat, now, p)
+        remaining, reset_after = status(tat, now, p, stored)
         return (False, wait, 0.0, 0.0, remaining, reset_after)
 
     def _make_room(self, now: float) -> bool:

@@ -317,6 +317,20 @@ def test_warmup_burst_scales_with_temperature(clock: FakeClock) -> None:
     assert 1 < lukewarm < warm_burst / 2
 
 
+@pytest.mark.parametrize(("busy", "idle"), [(0, 0), (3, 0.5), (6, 1.0), (12, 1.0), (12, 4.0)])
+def test_warmup_remaining_tells_the_truth(clock: FakeClock, busy: int, idle: float) -> None:
+    # RateLimit headers must not promise a cold limiter's full burst: remaining is what it
+    # would admit right now (a lower bound, close to it)
+    rl = limiter(clock, rate=100, warmup=10, cold_factor=3)
+    saturated_per_second(rl, clock, busy, 0.001)
+    clock.advance(idle)
+    promised = rl.try_acquire(cost=0).remaining  # cost 0: a probe that takes nothing
+    admitted = 0
+    while rl.try_acquire().allowed:
+        admitted += 1
+    assert promised <= admitted <= promised + max(2, promised // 10), (promised, admitted)
+
+
 def test_warmup_plus_pacing_cold_start(clock: FakeClock) -> None:
     rl = limiter(clock, rate=100, warmup=10, cold_factor=3, burst=20, max_wait=0.2)
     stamps: list[float] = []
