@@ -83,7 +83,7 @@ class RetryBudget:
         self.ttl = seconds(ttl, "ttl", allow_zero=False)
         if not 1 <= self.ttl <= 60:
             raise ConfigurationError(f"ttl must be between 1 and 60 seconds, got {ttl!r}")
-        buckets = positive_int(buckets, "buckets")
+        buckets = positive_int(buckets, "buckets", maximum=1000)
         self._clock = resolve_clock(clock)
         self._n = buckets
         self._width = self.ttl / buckets

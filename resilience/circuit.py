@@ -57,6 +57,7 @@ from .stores.base import Store
 __all__ = ["CircuitBreaker", "CircuitMetrics", "CircuitState"]
 
 _US = 1_000_000.0
+_MAX_BUCKETS = 1000  # the state (3 numbers per bucket) is read and written by every decision
 _OPEN_TABLE = 32  # dynamic open durations are tabulated for this many consecutive openings
 _FORCED_TTL = float("inf")  # store TTL of a breaker forced open by open(): none
 _LOCAL = -2  # in store mode, permits from the local fallback are encoded as _LOCAL - token
@@ -579,7 +580,7 @@ class CircuitBreaker(Policy):
             min_calls = 10 if (failure_ratio is not None or slow_call_ratio is not None) else 1
         self.min_calls = positive_int(min_calls, "min_calls")
         self.window = seconds(window, "window", allow_zero=False)
-        self.buckets = positive_int(buckets, "buckets")
+        self.buckets = positive_int(buckets, "buckets", maximum=_MAX_BUCKETS)
         window_us = round(self.window * _US)
         if window_us % self.buckets:
             raise ConfigurationError(

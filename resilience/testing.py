@@ -20,12 +20,14 @@ from __future__ import annotations
 
 import heapq
 import itertools
+import math
 import threading
 from collections.abc import Callable
 from concurrent.futures import Future
 from typing import Any
 
 from ._clock import DeadlineScope, _TaskDeadline
+from .errors import ConfigurationError
 from .events import Event
 
 __all__ = ["FakeClock", "RecordingListener"]
@@ -52,6 +54,14 @@ class FakeClock:
     """
 
     def __init__(self, start: float = 0.0, *, epoch: float = 1_700_000_000.0) -> None:
+        pairs: tuple[tuple[object, str], ...] = ((start, "start"), (epoch, "epoch"))
+        for value, what in pairs:
+            if (
+                isinstance(value, bool)
+                or not isinstance(value, int | float)
+                or not math.isfinite(value)
+            ):
+                raise ConfigurationError(f"{what} must be a finite number, got {value!r}")
         self._now = float(start)
         self._start = float(start)
         self.epoch = float(epoch)
@@ -72,7 +82,7 @@ class FakeClock:
     def advance(self, seconds: float) -> None:
         """Move time forward by ``seconds`` (firing any deadline reached)."""
         if seconds < 0:
-            raise ValueError("a FakeClock cannot go backwards")
+            raise ConfigurationError("a FakeClock cannot go backwards")
         self._advance_to(self._now + seconds)
 
     def set(self, monotonic: float) -> None:
@@ -82,7 +92,7 @@ class FakeClock:
     def _advance_to(self, target: float) -> None:
         with self._lock:
             if target < self._now:
-                raise ValueError("a FakeClock cannot go backwards")
+                raise ConfigurationError("a FakeClock cannot go backwards")
             fire: list[Callable[[], None]] = []
             while self._timers and self._timers[0][0] <= target:
                 _at, seq, cb = heapq.heappop(self._timers)

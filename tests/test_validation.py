@@ -205,7 +205,7 @@ SWEEP: list[tuple[str, Factory, dict[str, list[Any]]]] = [
             "slow_call_ratio": [0, 1.5],
             "min_calls": [v for v in BAD_COUNT if v is not None],
             "window": BAD_POSITIVE_DURATION,
-            "buckets": [*BAD_COUNT, 7],
+            "buckets": [*BAD_COUNT, 7, 1001],
             "open_for": BAD_POSITIVE_DURATION,
             "half_open_calls": BAD_COUNT,
             "half_open_timeout": BAD_POSITIVE_DURATION,
@@ -250,7 +250,7 @@ SWEEP: list[tuple[str, Factory, dict[str, list[Any]]]] = [
             "ratio": [*BAD_NUMBER, 1e4],
             "min_per_second": BAD_NUMBER,
             "ttl": [*BAD_POSITIVE_DURATION, 0.5, 61],
-            "buckets": BAD_COUNT,
+            "buckets": [*BAD_COUNT, 1001],
         },
     ),
     (
@@ -401,6 +401,11 @@ SWEEP: list[tuple[str, Factory, dict[str, list[Any]]]] = [
             "max_elapsed": BAD_DURATION,
             "codes": [[], [5], [grpc.StatusCode.OK], 5],
         },
+    ),
+    (
+        "testing.FakeClock",
+        lambda **kw: FakeClock(**kw),
+        {"start": ["0", math.nan, math.inf, None], "epoch": ["x", math.inf]},
     ),
     (
         "deadline_scope",
