@@ -159,29 +159,36 @@ def transition(
     interval = p.interval
     if interval == _INF:
         return (False, tat, stored, _INF, 0.0)
+    max_tokens = p.max_tokens
+    if not max_tokens:  # no warm-up: plain GCRA
+        if now > tat:
+            tat = now
+        wait = tat - now - (p.burst - cost) * interval
+        if wait > max_wait + EPS:
+            return (False, tat, stored, wait, 0.0)
+        cost_time = cost * interval
+        return (True, tat + cost_time, stored, wait if wait > EPS else 0.0, cost_time)
     if now > tat:
-        if p.max_tokens:
-            stored = min(p.max_tokens, stored + (now - tat) / p.cooldown)
+        stored = min(max_tokens, stored + (now - tat) / p.cooldown)
         tat = now
     tolerance = (p.burst - cost) * interval
-    above = stored - p.warning_tokens if p.max_tokens else 0.0
+    above = stored - p.warning_tokens
     if above > 0 and tolerance > 0:
         # a cold bucket's burst scales with its temperature: none at all fully cold
-        tolerance *= 1.0 - above / (p.max_tokens - p.warning_tokens)
+        tolerance *= 1.0 - above / (max_tokens - p.warning_tokens)
     wait = tat - now - tolerance
     if wait > max_wait + EPS:
         return (False, tat, stored, wait, 0.0)
     cost_time = cost * interval
-    if p.max_tokens:
-        if above > 0:
-            k = cost if cost < above else above
-            # the trapezoid of the dearer permits, plus the burst they unlock (paid for here,
-            # so the burst grows back with the warmth without raising the admitted rate)
-            cost_time += k * (
-                p.slope * (above - k / 2.0)
-                + (p.burst - 1.0) * interval / (p.max_tokens - p.warning_tokens)
-            )
-        stored = stored - cost if stored > cost else 0.0
+    if above > 0:
+        k = cost if cost < above else above
+        # the trapezoid of the dearer permits, plus the burst they unlock (paid for here, so
+        # the burst grows back with the warmth without raising the admitted rate)
+        cost_time += k * (
+            p.slope * (above - k / 2.0)
+            + (p.burst - 1.0) * interval / (max_tokens - p.warning_tokens)
+        )
+    stored = stored - cost if stored > cost else 0.0
     return (True, tat + cost_time, stored, wait if wait > EPS else 0.0, cost_time)
 
 
