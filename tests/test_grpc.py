@@ -164,6 +164,93 @@ def test_client_honours_pushback(
     assert clock.sleeps == sleeps
 
 
+@pytest.mark.parametrize("shape", SHAPES)
+@pytest.mark.parametrize(
+    ("pushback", "calls", "sleeps"),
+    [("250", 2, [0.25]), ("0", 2, []), ("-1", 1, []), ("soon", 1, []), (None, 2, [0.01])],
+)
+def test_pushback_reaches_a_plain_retry(
+    client: Client,
+    script: Script,
+    port: int,
+    clock: FakeClock,
+    shape: str,
+    pushback: str | None,
+    calls: int,
+    sleeps: list[float],
+) -> None:
+    """Not only grpc_retry(): any rs.Retry in the pipeline gets the server's pushback."""
+    script.plan = [Fail(Code.UNAVAILABLE, pushback=pushback), None]
+    rec = RecordingListener()
+    policy = rs.Retry(
+        on=grpc.RpcError,
+        attempts=3,
+        backoff=rs.backoff.constant(0.01),
+        clock=clock,
+        listeners=[rec],
+    )
+    if calls == 2:
+        assert client.run(port, policy, shape) == EXPECTED[shape]
+        (scheduled,) = rec.of(RetryScheduled)
+        assert scheduled.server_directed is (pushback is not None)  # type: ignore[attr-defined]
+    else:  # negative or garbage pushback: do not retry (gRFC A6)
+        with pytest.raises(grpc.RpcError) as info:
+            client.run(port, policy, shape)
+        assert info.value.code() == Code.UNAVAILABLE
+        assert [e.reason for e in rec.of(RetriesExhausted)] == ["pushback"]  # type: ignore[attr-defined]
+    assert script.calls == calls
+    assert clock.sleeps == sleeps
+
+
+def test_pushback_to_a_plain_retry_is_capped_by_the_deadline(
+    client: Client, script: Script, port: int, clock: FakeClock
+) -> None:
+    script.plan = [Fail(Code.UNAVAILABLE, pushback="5000"), None]
+    rec = RecordingListener()
+    policy = rs.Retry(on=grpc.RpcError, attempts=3, clock=clock, listeners=[rec])
+    with rs.deadline_scope(2.0, clock=clock), pytest.raises(grpc.RpcError):
+        client.run(port, policy, "unary_unary")
+    assert [e.reason for e in rec.of(RetriesExhausted)] == ["deadline"]  # type: ignore[attr-defined]
+    assert script.calls == 1
+    assert clock.sleeps == []
+
+
+def test_a_retry_after_hook_beats_the_pushback(
+    client: Client, script: Script, port: int, clock: FakeClock
+) -> None:
+    script.plan = [Fail(Code.UNAVAILABLE, pushback="-1"), None]
+    policy = rs.Retry(on=grpc.RpcError, attempts=3, clock=clock, retry_after=lambda o: 0.125)
+    assert client.run(port, policy, "unary_unary") == b"re:a"
+    assert clock.sleeps == [0.125]
+
+
+def test_a_committed_stream_is_not_retried_by_a_plain_retry(
+    client: Client, script: Script, port: int, clock: FakeClock
+) -> None:
+    script.plan = [Fail(Code.UNAVAILABLE), None]
+    policy = rs.Retry(on=grpc.RpcError, attempts=3, clock=clock)
+    target = f"127.0.0.1:{port}"
+
+    def run() -> Any:
+        if client.mode == "sync":
+            ci = ResilienceClientInterceptor(pipeline=policy, replay_limit=1)
+            with grpc.insecure_channel(target) as raw:
+                return call(grpc.intercept_channel(raw, ci), "stream_unary")
+
+        async def main() -> Any:
+            aci = AsyncResilienceClientInterceptor(pipeline=policy, replay_limit=1)
+            async with grpc.aio.insecure_channel(
+                target, interceptors=aci.channel_interceptors()
+            ) as ch:
+                return await acall(ch, "stream_unary")
+
+        return asyncio.run(main())
+
+    with pytest.raises(grpc.RpcError):
+        run()
+    assert script.calls == 1  # two messages outgrew the replay buffer of one: committed
+
+
 @pytest.mark.parametrize("shape", ["unary_stream", "stream_stream"])
 def test_client_never_retries_after_a_message_arrived(
     client: Client, script: Script, port: int, clock: FakeClock, shape: str

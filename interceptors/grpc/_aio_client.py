@@ -16,11 +16,11 @@ from resilience._types import positive_int
 from ._common import (
     END,
     ReplayBuffer,
+    attempt_failed,
     attempt_metadata,
     attempt_timeout,
     check_pipeline,
     emitter,
-    mark_committed,
     method_name,
     publish_timeout,
 )
@@ -68,8 +68,7 @@ class _Attempts:
         return await self.continuation(d, request)
 
     def failed(self, exc: BaseException) -> None:
-        if self.replay is not None and self.replay.overflowed:
-            mark_committed(exc)
+        attempt_failed(exc, self.replay)
 
 
 async def _unary_attempt(state: _Attempts) -> Any:
