@@ -251,6 +251,17 @@ def test_a_committed_stream_is_not_retried_by_a_plain_retry(
     assert script.calls == 1  # two messages outgrew the replay buffer of one: committed
 
 
+@pytest.mark.parametrize("shape", SHAPES)
+def test_far_off_deadline_is_sent_as_a_timeout_grpcio_accepts(
+    client: Client, script: Script, port: int, clock: FakeClock, shape: str
+) -> None:
+    # grpcio treats a timeout above ~7.4e9 s as already expired (DEADLINE_EXCEEDED at once)
+    with rs.deadline_scope(1e12):
+        assert client.run(port, retry(clock), shape) == EXPECTED[shape]
+    assert client.run(port, retry(clock), shape, timeout=1e12) == EXPECTED[shape]
+    assert script.calls == 2
+
+
 @pytest.mark.parametrize("shape", ["unary_stream", "stream_stream"])
 def test_client_never_retries_after_a_message_arrived(
     client: Client, script: Script, port: int, clock: FakeClock, shape: str
