@@ -694,3 +694,48 @@ def test_doctests() -> None:
     for module in (pkg, _status, _common, _client, _aio_client, _server, _aio_server):
         result = doctest.testmod(module)
         assert result.failed == 0, module.__name__
+
+
+def test_the_status_table_in_the_docs_is_the_code_mapping() -> None:
+    """docs/adapters/grpc.md's server table says what status_for answers (e.g. key reuse)."""
+    import re
+    from pathlib import Path
+
+    from interceptors.grpc import status_for
+
+    doc = (Path(__file__).resolve().parent.parent / "docs/adapters/grpc.md").read_text()
+    section = doc[doc.index("## Server") :]
+    rows = [line for line in section.splitlines() if re.match(r"\| `\w+Error`", line)]
+    checked = {}
+    for row in rows:
+        errors_cell, status_cell, trailer_cell = row.split("|")[1:4]
+        (status,) = re.findall(r"`([A-Z_]+)`", status_cell)
+        for name in re.findall(r"`(\w+Error)`", errors_cell):
+            cls = getattr(rs, name)
+            exc = cls.__new__(cls)
+            exc.retry_after = 1.0
+            mapped = status_for(exc)
+            assert mapped is not None, name
+            assert mapped[0].name == status, name
+            assert bool(mapped[1]) == ("pushback" in trailer_cell), name
+            checked[name] = status
+    assert checked["IdempotencyKeyReusedError"] == "FAILED_PRECONDITION"
+    assert {"RateLimitedError", "CircuitOpenError", "StoreError"} <= set(checked)
+
+
+def test_aio_interceptor_passed_whole_fails_loudly(script: Script, port: int) -> None:
+    """interceptors=[ci] on a grpc.aio channel would guard unary-unary calls only: refuse it."""
+    ci = AsyncResilienceClientInterceptor(pipeline=rs.Retry(on=grpc.RpcError))
+
+    async def main() -> None:
+        whole: Any = [ci]
+        with pytest.raises(ValueError, match="channel_interceptors"):
+            grpc.aio.insecure_channel(f"127.0.0.1:{port}", interceptors=whole)
+        async with grpc.aio.insecure_channel(
+            f"127.0.0.1:{port}", interceptors=ci.channel_interceptors()
+        ) as ch:
+            for shape in SHAPES:  # and channel_interceptors() covers every shape
+                assert await acall(ch, shape) == EXPECTED[shape]
+
+    asyncio.run(main())
+    assert script.calls == 4
