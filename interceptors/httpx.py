@@ -16,8 +16,14 @@ What the transports guarantee:
   When a retry policy asks for an unsafe re-send anyway, the previous outcome is returned or
   raised as is.
 * Each attempt's timeouts are capped by the remaining deadline (:func:`resilience.remaining`,
-  published by ``rs.Timeout`` or an inbound-deadline middleware); an expired deadline raises
+  published by ``rs.Timeout`` or an inbound-deadline middleware) and at 10**8 s (about three
+  years: a far-off deadline never overflows the socket timeout); an expired deadline raises
   :class:`resilience.TimeoutExceededError` without sending.
+* The server's delay hint (``Retry-After`` as seconds or an HTTP-date, else the ``t`` of an
+  exhausted IETF ``RateLimit`` quota; malformed values are ignored) is attached to each
+  response, so *any* :class:`resilience.Retry` in the pipeline, not only :func:`http_retry`,
+  waits as long as the server asked (within the deadline) before retrying that response. A
+  ``retry_after=`` hook given to the ``Retry`` wins.
 * An open circuit breaker in the pipeline raises :class:`resilience.CircuitOpenError` before
   anything is sent.
 * Events carry the operation name ``"<METHOD> <host[:port]>"``. Re-sends are recorded on the
@@ -53,14 +59,14 @@ from typing import Any
 import httpx
 
 from resilience._clock import Clock, RandomLike, resolve_clock
-from resilience._deadline import remaining
+from resilience._deadline import MAX_TIMEOUT, remaining
 from resilience._policy import Policy
 from resilience._types import method_names, positive_number, status_codes
 from resilience.backoff import Backoff, exponential
 from resilience.budget import Budget
 from resilience.errors import ConfigurationError, TimeoutExceededError
 from resilience.events import Listener
-from resilience.retry import Retry, retry_after_attribute
+from resilience.retry import Retry, attach_retry_after, retry_after_attribute
 
 __all__ = [
     "IDEMPOTENT_METHODS",
@@ -70,6 +76,7 @@ __all__ = [
     "http_retry",
     "may_resend",
     "parse_retry_after",
+    "server_delay",
 ]
 
 #: Methods whose requests may be re-sent without an ``Idempotency-Key`` (RFC 9110 §9.2.2).
@@ -167,13 +174,31 @@ def _ratelimit_reset(value: str | None) -> float | None:
     return max(waits) if waits else None
 
 
+def server_delay(headers: httpx.Headers, now: float) -> float | None:
+    """The server's delay hint in response headers, or ``None`` (malformed values are ignored).
+
+    ``Retry-After`` (seconds or an HTTP-date; present exactly once), else the ``t`` of an
+    exhausted IETF ``RateLimit`` quota.
+
+    Example:
+        >>> server_delay(httpx.Headers({"Retry-After": "3"}), now=0.0)
+        3.0
+        >>> server_delay(httpx.Headers({"RateLimit": '"q";r=0;t=7'}), now=0.0)
+        7.0
+        >>> server_delay(httpx.Headers({"Retry-After": "soon"}), now=0.0) is None
+        True
+    """
+    values = headers.get_list("retry-after")
+    delay = parse_retry_after(values[0], now) if len(values) == 1 else None
+    if delay is None:
+        delay = _ratelimit_reset(headers.get("ratelimit"))
+    return delay
+
+
 def _hint_hook(clock: Clock, max_delay: float | None) -> Callable[[object], float | None]:
     def retry_after(outcome: object) -> float | None:
         if isinstance(outcome, httpx.Response):
-            values = outcome.headers.get_list("retry-after")
-            delay = parse_retry_after(values[0], clock.time()) if len(values) == 1 else None
-            if delay is None:
-                delay = _ratelimit_reset(outcome.headers.get("ratelimit"))
+            delay = server_delay(outcome.headers, clock.time())
         else:
             delay = retry_after_attribute(outcome)
         if delay is not None and max_delay is not None and delay > max_delay:
@@ -297,6 +322,7 @@ class _Core:
         per_host: Callable[[str], Policy] | None,
         idempotency_key: bool,
         methods: Collection[str],
+        clock: Clock | None,
     ) -> None:
         if pipeline is not None and not isinstance(pipeline, Policy):
             raise ConfigurationError(
@@ -312,6 +338,7 @@ class _Core:
         self._per_host = per_host
         self._auto_key = bool(idempotency_key)
         self._methods = method_names(methods, "methods")
+        self._clock = resolve_clock(clock)
         self._hosts: dict[str, Policy] = {}
         self._ops: dict[tuple[str, str], Any] = {}
         self._lock = threading.Lock()
@@ -356,6 +383,16 @@ class _Core:
             request.headers["Idempotency-Key"] = str(uuid.uuid4())
         return _Attempts(request)
 
+    def _received(self, att: _Attempts, response: httpx.Response) -> None:
+        """Keep the attempt's response; attach the server's delay hint for any Retry."""
+        response.request = att.request  # transports leave it unset; on_result reads it
+        att.last = response
+        headers = response.headers
+        if "retry-after" in headers or "ratelimit" in headers:
+            delay = server_delay(headers, self._clock.time())
+            if delay is not None:
+                attach_retry_after(response, delay)
+
     def _begin(self, att: _Attempts) -> httpx.Response | None:
         """Start an attempt: check a re-send is safe, apply the deadline.
 
@@ -373,6 +410,7 @@ class _Core:
         if left is not None:
             if left <= 0:
                 raise TimeoutExceededError("the deadline expired before the request was sent")
+            left = min(left, MAX_TIMEOUT)  # a far deadline must not overflow the socket timeout
             base = att.timeout if isinstance(att.timeout, dict) else {}
             request.extensions["timeout"] = {
                 k: left if base.get(k) is None else min(base[k], left)
@@ -395,6 +433,7 @@ class ResilientTransport(_Core, httpx.BaseTransport):
         idempotency_key: add an ``Idempotency-Key`` (a UUID, the same on every attempt) to
             ``POST`` / ``PATCH`` requests that have none, making them safe to re-send.
         methods: methods re-sent without a key.
+        clock: wall-clock source for ``Retry-After`` HTTP-dates.
 
     Example:
         >>> import httpx, resilience as rs
@@ -412,8 +451,9 @@ class ResilientTransport(_Core, httpx.BaseTransport):
         per_host: Callable[[str], Policy] | None = None,
         idempotency_key: bool = False,
         methods: Collection[str] = IDEMPOTENT_METHODS,
+        clock: Clock | None = None,
     ) -> None:
-        super().__init__(pipeline, per_host, idempotency_key, methods)
+        super().__init__(pipeline, per_host, idempotency_key, methods, clock)
         if transport is not None and not isinstance(transport, httpx.BaseTransport):
             raise ConfigurationError(
                 f"transport must be an httpx.BaseTransport, got {transport!r}"
@@ -428,6 +468,7 @@ class ResilientTransport(_Core, httpx.BaseTransport):
     def _make(self, op: str) -> Callable[[_Attempts], httpx.Response]:
         inner = self.transport
         begin = self._begin
+        received = self._received
 
         def attempt(att: _Attempts) -> httpx.Response:
             prev = begin(att)
@@ -440,8 +481,7 @@ class ResilientTransport(_Core, httpx.BaseTransport):
                 if isinstance(exc, httpx.RequestError) and exc._request is None:
                     exc.request = att.request  # the retry predicate reads it
                 raise
-            response.request = att.request  # transports leave it unset; on_result reads it
-            att.last = response
+            received(att, response)
             return response
 
         attempt.__qualname__ = attempt.__name__ = op
@@ -492,8 +532,9 @@ class AsyncResilientTransport(_Core, httpx.AsyncBaseTransport):
         per_host: Callable[[str], Policy] | None = None,
         idempotency_key: bool = False,
         methods: Collection[str] = IDEMPOTENT_METHODS,
+        clock: Clock | None = None,
     ) -> None:
-        super().__init__(pipeline, per_host, idempotency_key, methods)
+        super().__init__(pipeline, per_host, idempotency_key, methods, clock)
         if transport is not None and not isinstance(transport, httpx.AsyncBaseTransport):
             raise ConfigurationError(
                 f"transport must be an httpx.AsyncBaseTransport, got {transport!r}"
@@ -503,6 +544,7 @@ class AsyncResilientTransport(_Core, httpx.AsyncBaseTransport):
     def _make(self, op: str) -> Callable[[_Attempts], Awaitable[httpx.Response]]:
         inner = self.transport
         begin = self._begin
+        received = self._received
 
         async def attempt(att: _Attempts) -> httpx.Response:
             prev = begin(att)
@@ -515,8 +557,7 @@ class AsyncResilientTransport(_Core, httpx.AsyncBaseTransport):
                 if isinstance(exc, httpx.RequestError) and exc._request is None:
                     exc.request = att.request  # the retry predicate reads it
                 raise
-            response.request = att.request  # transports leave it unset; on_result reads it
-            att.last = response
+            received(att, response)
             return response
 
         attempt.__qualname__ = attempt.__name__ = op

@@ -56,6 +56,11 @@ class Deadline:
         return self.clock.monotonic() >= self.at
 
 
+#: The largest timeout (seconds, about three years) adapters hand to a transport: longer ones
+#: overflow (grpcio treats a timeout above ~7e9 s as already expired, a sync socket raises
+#: ``OverflowError`` above ~1e10 s), so a far-off deadline is passed on as this.
+MAX_TIMEOUT = 1e8
+
 _DEADLINE: ContextVar[Deadline | None] = ContextVar("resilience_deadline", default=None)
 
 

@@ -22,19 +22,56 @@ from .budget import Budget
 from .errors import ConfigurationError
 from .events import Listener, RetriesExhausted, RetryScheduled, error_type
 
-__all__ = ["Retry", "retry_after_attribute"]
+__all__ = ["Retry", "attach_retry_after", "retry_after_attribute"]
+
+_HINT = "_resilience_retry_after"  # where adapters attach the server's delay to an outcome
+
+
+def _number(value: object) -> float | None:
+    if isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value):
+        return float(value)
+    return None
+
+
+def attach_retry_after(outcome: object, seconds: float) -> None:
+    """Attach the server's delay hint to an outcome (a response or an exception) for any Retry.
+
+    Adapters call it with what the server said about the outcome just seen (``Retry-After``,
+    an exhausted ``RateLimit`` quota, ``grpc-retry-pushback-ms``): every :class:`Retry` using
+    the default ``retry_after=`` hook then waits exactly that long before retrying it; a
+    negative value means "do not retry". Objects that take no attributes are left alone.
+
+    Example:
+        >>> class Response: ...
+        >>> response = Response()
+        >>> attach_retry_after(response, 1.5)
+        >>> retry_after_attribute(response)
+        1.5
+    """
+    try:
+        setattr(outcome, _HINT, float(seconds))
+    except (AttributeError, TypeError):
+        pass
 
 
 def retry_after_attribute(outcome: object) -> float | None:
-    """The default server-directed delay hook: an exception's ``retry_after`` attribute.
+    """The default server-directed delay hook.
 
-    :class:`resilience.RejectedError` (and many HTTP client errors) carry one. A negative value
-    means "do not retry" (gRPC pushback semantics).
+    The hint an adapter attached with :func:`attach_retry_after` (to a result or an exception),
+    else an exception's ``retry_after`` attribute (:class:`resilience.RejectedError` and many
+    HTTP client errors carry one). A negative value means "do not retry" (gRPC pushback
+    semantics).
+
+    Example:
+        >>> import resilience as rs
+        >>> retry_after_attribute(rs.RateLimitedError(retry_after=0.5))
+        0.5
     """
+    hint = _number(getattr(outcome, _HINT, None))
+    if hint is not None:
+        return hint
     if isinstance(outcome, BaseException):
-        value = getattr(outcome, "retry_after", None)
-        if isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value):
-            return float(value)
+        return _number(getattr(outcome, "retry_after", None))
     return None
 
 
@@ -63,7 +100,9 @@ class Retry(Policy):
         budget: a shared :class:`resilience.RetryBudget` / :class:`resilience.RetryThrottle`.
         on_result: predicate over results that should be retried (e.g. an HTTP 503 response).
         retry_after: hook returning a server-directed delay for an exception or result
-            (``Retry-After``, ``grpc-retry-pushback-ms``); default reads ``exc.retry_after``.
+            (``Retry-After``, ``grpc-retry-pushback-ms``); the default,
+            :func:`retry_after_attribute`, reads the hint the adapters (httpx transports, gRPC
+            client interceptors) attach to every outcome, else ``exc.retry_after``.
         name: policy name in events and metrics.
         clock: time source (sleeps happen on it).
         random: jitter source, a ``random.Random``.

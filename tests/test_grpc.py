@@ -164,6 +164,104 @@ def test_client_honours_pushback(
     assert clock.sleeps == sleeps
 
 
+@pytest.mark.parametrize("shape", SHAPES)
+@pytest.mark.parametrize(
+    ("pushback", "calls", "sleeps"),
+    [("250", 2, [0.25]), ("0", 2, []), ("-1", 1, []), ("soon", 1, []), (None, 2, [0.01])],
+)
+def test_pushback_reaches_a_plain_retry(
+    client: Client,
+    script: Script,
+    port: int,
+    clock: FakeClock,
+    shape: str,
+    pushback: str | None,
+    calls: int,
+    sleeps: list[float],
+) -> None:
+    """Not only grpc_retry(): any rs.Retry in the pipeline gets the server's pushback."""
+    script.plan = [Fail(Code.UNAVAILABLE, pushback=pushback), None]
+    rec = RecordingListener()
+    policy = rs.Retry(
+        on=grpc.RpcError,
+        attempts=3,
+        backoff=rs.backoff.constant(0.01),
+        clock=clock,
+        listeners=[rec],
+    )
+    if calls == 2:
+        assert client.run(port, policy, shape) == EXPECTED[shape]
+        (scheduled,) = rec.of(RetryScheduled)
+        assert scheduled.server_directed is (pushback is not None)  # type: ignore[attr-defined]
+    else:  # negative or garbage pushback: do not retry (gRFC A6)
+        with pytest.raises(grpc.RpcError) as info:
+            client.run(port, policy, shape)
+        assert info.value.code() == Code.UNAVAILABLE
+        assert [e.reason for e in rec.of(RetriesExhausted)] == ["pushback"]  # type: ignore[attr-defined]
+    assert script.calls == calls
+    assert clock.sleeps == sleeps
+
+
+def test_pushback_to_a_plain_retry_is_capped_by_the_deadline(
+    client: Client, script: Script, port: int, clock: FakeClock
+) -> None:
+    script.plan = [Fail(Code.UNAVAILABLE, pushback="5000"), None]
+    rec = RecordingListener()
+    policy = rs.Retry(on=grpc.RpcError, attempts=3, clock=clock, listeners=[rec])
+    with rs.deadline_scope(2.0, clock=clock), pytest.raises(grpc.RpcError):
+        client.run(port, policy, "unary_unary")
+    assert [e.reason for e in rec.of(RetriesExhausted)] == ["deadline"]  # type: ignore[attr-defined]
+    assert script.calls == 1
+    assert clock.sleeps == []
+
+
+def test_a_retry_after_hook_beats_the_pushback(
+    client: Client, script: Script, port: int, clock: FakeClock
+) -> None:
+    script.plan = [Fail(Code.UNAVAILABLE, pushback="-1"), None]
+    policy = rs.Retry(on=grpc.RpcError, attempts=3, clock=clock, retry_after=lambda o: 0.125)
+    assert client.run(port, policy, "unary_unary") == b"re:a"
+    assert clock.sleeps == [0.125]
+
+
+def test_a_committed_stream_is_not_retried_by_a_plain_retry(
+    client: Client, script: Script, port: int, clock: FakeClock
+) -> None:
+    script.plan = [Fail(Code.UNAVAILABLE), None]
+    policy = rs.Retry(on=grpc.RpcError, attempts=3, clock=clock)
+    target = f"127.0.0.1:{port}"
+
+    def run() -> Any:
+        if client.mode == "sync":
+            ci = ResilienceClientInterceptor(pipeline=policy, replay_limit=1)
+            with grpc.insecure_channel(target) as raw:
+                return call(grpc.intercept_channel(raw, ci), "stream_unary")
+
+        async def main() -> Any:
+            aci = AsyncResilienceClientInterceptor(pipeline=policy, replay_limit=1)
+            async with grpc.aio.insecure_channel(
+                target, interceptors=aci.channel_interceptors()
+            ) as ch:
+                return await acall(ch, "stream_unary")
+
+        return asyncio.run(main())
+
+    with pytest.raises(grpc.RpcError):
+        run()
+    assert script.calls == 1  # two messages outgrew the replay buffer of one: committed
+
+
+@pytest.mark.parametrize("shape", SHAPES)
+def test_far_off_deadline_is_sent_as_a_timeout_grpcio_accepts(
+    client: Client, script: Script, port: int, clock: FakeClock, shape: str
+) -> None:
+    # grpcio treats a timeout above ~7.4e9 s as already expired (DEADLINE_EXCEEDED at once)
+    with rs.deadline_scope(1e12):
+        assert client.run(port, retry(clock), shape) == EXPECTED[shape]
+    assert client.run(port, retry(clock), shape, timeout=1e12) == EXPECTED[shape]
+    assert script.calls == 2
+
+
 @pytest.mark.parametrize("shape", ["unary_stream", "stream_stream"])
 def test_client_never_retries_after_a_message_arrived(
     client: Client, script: Script, port: int, clock: FakeClock, shape: str
@@ -610,3 +708,48 @@ def test_doctests() -> None:
     for module in (pkg, _status, _common, _client, _aio_client, _server, _aio_server):
         result = doctest.testmod(module)
         assert result.failed == 0, module.__name__
+
+
+def test_the_status_table_in_the_docs_is_the_code_mapping() -> None:
+    """docs/adapters/grpc.md's server table says what status_for answers (e.g. key reuse)."""
+    import re
+    from pathlib import Path
+
+    from interceptors.grpc import status_for
+
+    doc = (Path(__file__).resolve().parent.parent / "docs/adapters/grpc.md").read_text()
+    section = doc[doc.index("## Server") :]
+    rows = [line for line in section.splitlines() if re.match(r"\| `\w+Error`", line)]
+    checked = {}
+    for row in rows:
+        errors_cell, status_cell, trailer_cell = row.split("|")[1:4]
+        (status,) = re.findall(r"`([A-Z_]+)`", status_cell)
+        for name in re.findall(r"`(\w+Error)`", errors_cell):
+            cls = getattr(rs, name)
+            exc = cls.__new__(cls)
+            exc.retry_after = 1.0
+            mapped = status_for(exc)
+            assert mapped is not None, name
+            assert mapped[0].name == status, name
+            assert bool(mapped[1]) == ("pushback" in trailer_cell), name
+            checked[name] = status
+    assert checked["IdempotencyKeyReusedError"] == "FAILED_PRECONDITION"
+    assert {"RateLimitedError", "CircuitOpenError", "StoreError"} <= set(checked)
+
+
+def test_aio_interceptor_passed_whole_fails_loudly(script: Script, port: int) -> None:
+    """interceptors=[ci] on a grpc.aio channel would guard unary-unary calls only: refuse it."""
+    ci = AsyncResilienceClientInterceptor(pipeline=rs.Retry(on=grpc.RpcError))
+
+    async def main() -> None:
+        whole: Any = [ci]
+        with pytest.raises(ValueError, match="channel_interceptors"):
+            grpc.aio.insecure_channel(f"127.0.0.1:{port}", interceptors=whole)
+        async with grpc.aio.insecure_channel(
+            f"127.0.0.1:{port}", interceptors=ci.channel_interceptors()
+        ) as ch:
+            for shape in SHAPES:  # and channel_interceptors() covers every shape
+                assert await acall(ch, shape) == EXPECTED[shape]
+
+    asyncio.run(main())
+    assert script.calls == 4

@@ -195,6 +195,80 @@ def test_retry_after_beyond_the_cap_gives_up(mode: str, script: Any, clock: Fake
     assert clock.sleeps == []
 
 
+# -- server hints reach any Retry, not only http_retry() ---------------------------------------
+
+
+def plain_retry(clock: FakeClock, **kw: Any) -> rs.Retry:
+    """A Retry knowing nothing about HTTP headers: it must still get the server's hint."""
+    kw.setdefault("backoff", rs.backoff.constant(0.01))
+    return rs.Retry(
+        on=httpx.TransportError,
+        on_result=lambda r: r.status_code in (429, 503),
+        attempts=3,
+        clock=clock,
+        **kw,
+    )
+
+
+@pytest.mark.parametrize(
+    ("headers", "sleeps"),
+    [
+        ({"Retry-After": "1"}, [1.0]),
+        ({"RateLimit": '"default";r=0;t=4'}, [4.0]),
+        ({"Retry-After": "soon"}, [0.01]),  # garbage: ignored, the backoff decides
+        ({"Retry-After": "-3"}, [0.01]),
+        ({}, [0.01]),
+    ],
+)
+def test_plain_retry_honours_the_server_hint(
+    mode: str, script: Any, clock: FakeClock, headers: dict[str, str], sleeps: list[float]
+) -> None:
+    s = script(Reply(503, headers), Reply(200))
+    rec = RecordingListener()
+    response = fetch(mode, plain_retry(clock, listeners=[rec]), "GET", s.url)
+    assert response.status_code == 200
+    assert clock.sleeps == sleeps
+    (scheduled,) = rec.of(RetryScheduled)
+    assert scheduled.delay == sleeps[0]  # type: ignore[attr-defined]
+    assert scheduled.server_directed is (sleeps != [0.01])  # type: ignore[attr-defined]
+
+
+def test_plain_retry_hint_from_an_http_date_uses_the_transport_clock(
+    mode: str, script: Any
+) -> None:
+    clock = FakeClock(epoch=1_700_000_000.0)
+    s = script(Reply(503, {"Retry-After": formatdate(1_700_000_003, usegmt=True)}), Reply(200))
+    response = fetch(mode, plain_retry(clock), "GET", s.url, transport_kw={"clock": clock})
+    assert response.status_code == 200
+    assert clock.sleeps == [3.0]
+
+
+def test_plain_retry_hint_is_capped_by_the_deadline(
+    mode: str, script: Any, clock: FakeClock
+) -> None:
+    s = script(Reply(503, {"Retry-After": "5"}), Reply(200))
+    rec = RecordingListener()
+    with rs.deadline_scope(2.0, clock=clock):
+        response = fetch(mode, plain_retry(clock, listeners=[rec]), "GET", s.url)
+    assert response.status_code == 503  # waiting 5 s would cross the deadline: stop now
+    assert len(s.seen) == 1
+    assert clock.sleeps == []
+    assert [e.reason for e in rec.of(rs.events.RetriesExhausted)] == ["deadline"]  # type: ignore[attr-defined]
+
+
+def test_a_retry_after_hook_given_to_the_retry_wins(
+    mode: str, script: Any, clock: FakeClock
+) -> None:
+    s = script(Reply(503, {"Retry-After": "1"}), Reply(200))
+    policy = plain_retry(clock, retry_after=lambda outcome: 0.25)
+    assert fetch(mode, policy, "GET", s.url).status_code == 200
+    assert clock.sleeps == [0.25]
+    s = script(Reply(503, {"Retry-After": "1"}), Reply(200))
+    clock.sleeps.clear()
+    assert fetch(mode, plain_retry(clock, retry_after=None), "GET", s.url).status_code == 200
+    assert clock.sleeps == [0.01]  # retry_after=None: server hints off
+
+
 def test_statuses_outside_the_list_are_not_retried(
     mode: str, script: Any, clock: FakeClock
 ) -> None:
@@ -478,6 +552,21 @@ def test_attempt_timeouts_come_from_the_remaining_deadline(mode: str, clock: Fak
         {"connect": 1.0, "read": 3.0, "write": 3.0, "pool": 3.0},
         {"connect": 1.0, "read": 2.5, "write": 2.5, "pool": 2.5},
     ]
+
+
+def test_far_off_deadline_is_clamped_to_what_the_socket_accepts(mode: str, script: Any) -> None:
+    s = script(Reply(200))
+    seen: list[dict[str, Any]] = []
+
+    class Spy(Tracking):
+        def _next(self, request: httpx.Request) -> httpx.Response:
+            seen.append(dict(request.extensions["timeout"]))
+            return super()._next(request)
+
+    with rs.deadline_scope(1e12):  # e.g. what an absurd inbound Request-Timeout publishes
+        assert fetch(mode, http_retry(), "GET", s.url).status_code == 200  # no OverflowError
+        assert run_transport(mode, http_retry(), Spy([200])).status_code == 200
+    assert seen == [{"connect": 1e8, "read": 1e8, "write": 1e8, "pool": 1e8}]
 
 
 def test_expired_deadline_sends_nothing(mode: str, clock: FakeClock) -> None:

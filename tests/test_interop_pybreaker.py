@@ -82,3 +82,70 @@ def test_rejects_other_objects() -> None:
     obj: Any = object()
     with pytest.raises(rs.ConfigurationError):
         PyBreaker(obj)
+
+
+@pytest.mark.parametrize("mode", ["sync", "async"])
+def test_one_event_per_transition_across_decorated_functions(mode: str) -> None:
+    legacy = pybreaker.CircuitBreaker(fail_max=2, reset_timeout=60, name="legacy")
+    rec = RecordingListener()
+    pipeline = rs.Pipeline(PyBreaker(legacy), name="p", listeners=[rec])
+
+    def charge() -> None:
+        raise Boom("down")
+
+    def refund() -> str:
+        return "ok"
+
+    async def acharge() -> None:
+        raise Boom("down")
+
+    async def arefund() -> str:
+        return "ok"
+
+    if mode == "sync":
+        guarded_charge, guarded_refund = pipeline(charge), pipeline(refund)
+        assert guarded_refund() == "ok"
+        for _ in range(2):
+            with pytest.raises(Boom):
+                guarded_charge()
+    else:
+        guarded_acharge, guarded_arefund = pipeline(acharge), pipeline(arefund)
+
+        async def main() -> None:
+            assert await guarded_arefund() == "ok"
+            for _ in range(2):
+                with pytest.raises(Boom):
+                    await guarded_acharge()
+
+        asyncio.run(main())
+    changes = [e for e in rec.of(CircuitStateChanged) if isinstance(e, CircuitStateChanged)]
+    assert [(e.from_state, e.to_state, e.pipeline) for e in changes] == [("closed", "open", "p")]
+    assert "charge" in changes[0].operation  # named by the call that tripped the breaker
+
+
+def test_one_event_per_listener_across_policies_sharing_a_breaker() -> None:
+    legacy = pybreaker.CircuitBreaker(fail_max=1, reset_timeout=60, name="shared")
+    rec = RecordingListener()
+    first = PyBreaker(legacy, listeners=[rec])
+    second = PyBreaker(legacy, name="other", listeners=[rec])
+    pipeline = rs.Pipeline(second, name="p", listeners=[rec])
+
+    @pipeline
+    def charge() -> None:
+        raise Boom("down")
+
+    @first
+    def refund() -> str:
+        return "ok"
+
+    assert refund() == "ok"
+    with pytest.raises(Boom):
+        charge()
+    legacy.close()  # a manual transition, outside any call
+    changes = [e for e in rec.of(CircuitStateChanged) if isinstance(e, CircuitStateChanged)]
+    assert [(e.to_state, e.policy, e.pipeline, e.reason) for e in changes] == [
+        ("open", "other", "p", "failure_count"),  # named by the call that tripped it
+        ("closed", "shared", None, "manual"),
+    ]
+    assert "charge" in changes[0].operation
+    assert len(legacy.listeners) == 1  # one bridge, however many policies

@@ -14,6 +14,7 @@ from resilience.__main__ import main
 from resilience.simulate import (
     Scenario,
     SimClock,
+    arrival_times,
     format_summary,
     load_scenario,
     plot,
@@ -105,6 +106,34 @@ def test_policies_cut_the_outage_tail() -> None:
 def test_runs_are_reproducible() -> None:
     s = small()
     assert simulate(s).runs[1].summary() == simulate(s).runs[1].summary()
+
+
+def test_every_pipeline_sees_the_same_arrivals_and_request_draws() -> None:
+    s = small(
+        dependency={"p50": 0.02, "p99": 0.1, "error_rate": 0.3},
+        phases=[],
+        pipelines={
+            "none": [],
+            "retry": [
+                {
+                    "type": "retry",
+                    "attempts": 4,
+                    "backoff": {"kind": "exponential", "initial": 0.01, "jitter": "full"},
+                }
+            ],
+            "none-again": [],
+        },
+    )
+    none, retried, again = simulate(s).runs
+    assert none.arrivals == retried.arrivals == again.arrivals == arrival_times(s)
+    assert len(none.arrivals) > 1000
+    assert [x.offered for x in none.seconds] == [x.offered for x in retried.seconds]
+    assert none.total("offered") == retried.total("offered") == len(none.arrivals)
+    # the same pipeline twice in one scenario (one with retries in between) sees the same run
+    assert none.summary() == again.summary()
+    assert retried.total("retries") > 0
+    assert retried.total("ok") > none.total("ok")
+    assert simulate(s, only=["retry"]).runs[0].arrivals == none.arrivals
 
 
 def test_warmup_ramp_and_rate_phases() -> None:

@@ -298,7 +298,8 @@ def order_app(
     inventory = httpx.AsyncClient(base_url=inventory_url, transport=transport, timeout=None)
     channel_interceptors: list[Any] = []
     if payment_pipeline is not None:
-        channel_interceptors.append(AsyncResilienceClientInterceptor(pipeline=payment_pipeline))
+        client = AsyncResilienceClientInterceptor(pipeline=payment_pipeline)
+        channel_interceptors.extend(client.channel_interceptors())
     channel = grpc.aio.insecure_channel(
         f"127.0.0.1:{payment_port}", interceptors=channel_interceptors
     )

@@ -8,7 +8,7 @@ from typing import Any
 from resilience._clock import Clock, resolve_clock
 from resilience._deadline import deadline_scope
 from resilience._policy import Policy
-from resilience._types import header_names
+from resilience._types import Duration, header_names, optional_seconds
 from resilience.errors import ConfigurationError
 
 from ._common import (
@@ -28,6 +28,8 @@ from ._common import (
 __all__ = ["ResilienceMiddleware", "ServerErrorResponse"]
 
 _MAX_OPERATIONS = 256
+#: Default ``max_deadline``: no client may set a deadline further away than five minutes.
+DEFAULT_MAX_DEADLINE = 300.0
 
 
 class ServerErrorResponse(Exception):
@@ -99,7 +101,10 @@ class ResilienceMiddleware:
     An inbound deadline header (``Request-Timeout`` / ``X-Request-Timeout`` by default, in
     seconds, or the ``grpc-timeout`` form like ``250m``) becomes the request's deadline:
     handlers and outbound adapters see it through :func:`resilience.remaining`. An already
-    expired deadline (``0``) is answered with 504 without running the app.
+    expired deadline (``0``) is answered with 504 without running the app. The client chooses
+    that deadline, so it is clamped to ``max_deadline`` (5 minutes by default): an absurd
+    ``Request-Timeout: 9999999999`` becomes a 5-minute deadline instead of a value outbound
+    transports cannot represent.
 
     Server pipelines must not contain a :class:`resilience.Retry`: a request body can only be
     read once and a response only sent once.
@@ -111,6 +116,9 @@ class ResilienceMiddleware:
         when: a predicate over the ASGI scope, also selecting requests.
         deadline_headers: request headers read as an inbound deadline (first present wins);
             ``()`` disables inbound deadlines.
+        max_deadline: the furthest inbound deadline honoured, in seconds (default 300); a
+            header asking for more gets this. ``None``: no clamp (outbound adapters still cap
+            what they hand to a transport).
         operation: maps the scope to the low-cardinality operation name in events (default:
             the HTTP method); at most 256 distinct names are kept, the rest share ``"HTTP"``.
         failure_status: which response statuses count as failures for the pipeline.
@@ -133,6 +141,7 @@ class ResilienceMiddleware:
         deadline_headers: Sequence[str] = ("request-timeout", "x-request-timeout"),
         operation: Callable[[Scope], str] | None = None,
         failure_status: Callable[[int], bool] | None = None,
+        max_deadline: Duration | None = DEFAULT_MAX_DEADLINE,
         clock: Clock | None = None,
     ) -> None:
         if not isinstance(pipeline, Policy):
@@ -146,6 +155,7 @@ class ResilienceMiddleware:
             )
         if isinstance(deadline_headers, str):
             raise ConfigurationError("deadline_headers must be a sequence of header names")
+        self.max_deadline = optional_seconds(max_deadline, "max_deadline", allow_zero=False)
         self.app = app
         self.pipeline = pipeline
         self._routes = RouteFilter(include, exclude, when)
@@ -199,6 +209,8 @@ class ResilienceMiddleware:
         if timeout is None:
             await self._handle(scope, receive, send)
             return
+        if self.max_deadline is not None and timeout > self.max_deadline:
+            timeout = self.max_deadline
         if timeout <= 0:
             await send_problem(
                 send,

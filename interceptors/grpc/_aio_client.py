@@ -16,11 +16,11 @@ from resilience._types import positive_int
 from ._common import (
     END,
     ReplayBuffer,
+    attempt_failed,
     attempt_metadata,
     attempt_timeout,
     check_pipeline,
     emitter,
-    mark_committed,
     method_name,
     publish_timeout,
 )
@@ -68,8 +68,7 @@ class _Attempts:
         return await self.continuation(d, request)
 
     def failed(self, exc: BaseException) -> None:
-        if self.replay is not None and self.replay.overflowed:
-            mark_committed(exc)
+        attempt_failed(exc, self.replay)
 
 
 async def _unary_attempt(state: _Attempts) -> Any:
@@ -103,6 +102,14 @@ async def _responses(call: Any, first: Any) -> AsyncIterator[Any]:
         yield item
 
 
+class _UnaryUnary(_UnaryUnaryClientInterceptor):
+    def __init__(self, owner: AsyncResilienceClientInterceptor) -> None:
+        self.owner = owner
+
+    async def intercept_unary_unary(self, continuation: Any, details: Any, request: Any) -> Any:
+        return await self.owner.intercept_unary_unary(continuation, details, request)
+
+
 class _UnaryStream(_UnaryStreamClientInterceptor):
     def __init__(self, owner: AsyncResilienceClientInterceptor) -> None:
         self.owner = owner
@@ -127,20 +134,18 @@ class _StreamStream(_StreamStreamClientInterceptor):
         return await self.owner.intercept_stream_stream(continuation, details, request)
 
 
-class AsyncResilienceClientInterceptor(
-    _UnaryUnaryClientInterceptor,
-    _UnaryStreamClientInterceptor,
-    _StreamUnaryClientInterceptor,
-    _StreamStreamClientInterceptor,
-):
+class AsyncResilienceClientInterceptor:
     """Run every attempt of every outgoing RPC through a resilience pipeline (``grpc.aio``).
 
     ``grpc.aio`` channels register an interceptor object for one call shape only (the first
-    interface it implements), so pass :meth:`channel_interceptors` to cover all four::
+    interface it implements), so pass :meth:`channel_interceptors`, one object per shape, to
+    cover all four::
 
         channel = grpc.aio.insecure_channel(target, interceptors=interceptor.channel_interceptors())
 
-    (``interceptors=[interceptor]`` intercepts unary-unary calls only.) Behaviour as
+    ``interceptors=[interceptor]`` fails loudly (grpc raises ``ValueError`` when the channel is
+    created, and type checkers reject it) rather than silently leaving streaming calls
+    unguarded: the interceptor itself implements none of grpc's interfaces. Behaviour as
     :class:`ResilienceClientInterceptor`; streaming-response calls run the pipeline up to the
     first response message in the interceptor's task (grpc runs interceptors in a task of their
     own, so the caller is not blocked and may keep writing requests), then stream the rest.
@@ -168,9 +173,23 @@ class AsyncResilienceClientInterceptor(
         self._clock = resolve_clock(clock)
         self._cache: dict[tuple[Any, bool], Callable[[_Attempts], Awaitable[Any]]] = {}
 
+    def __repr__(self) -> str:
+        # grpc's ValueError for ``interceptors=[interceptor]`` shows this: say what to do
+        return (
+            f"<AsyncResilienceClientInterceptor pipeline={self.pipeline!r}: give grpc.aio "
+            "channels interceptors=interceptor.channel_interceptors(), one per call shape>"
+        )
+
     def channel_interceptors(self) -> list[Any]:
-        """This interceptor once per call shape, for ``grpc.aio`` channels' ``interceptors=``."""
-        return [self, _UnaryStream(self), _StreamUnary(self), _StreamStream(self)]
+        """This interceptor once per call shape, for ``grpc.aio`` channels' ``interceptors=``.
+
+        Example:
+            >>> from interceptors.grpc import AsyncResilienceClientInterceptor
+            >>> shapes = AsyncResilienceClientInterceptor(pipeline=None).channel_interceptors()
+            >>> [type(s).__name__ for s in shapes]
+            ['_UnaryUnary', '_UnaryStream', '_StreamUnary', '_StreamStream']
+        """
+        return [_UnaryUnary(self), _UnaryStream(self), _StreamUnary(self), _StreamStream(self)]
 
     def _composed(self, method: Any, streaming: bool) -> Callable[[_Attempts], Awaitable[Any]]:
         key = (method, streaming)

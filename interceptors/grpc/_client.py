@@ -17,11 +17,11 @@ from ._common import (
     END,
     NOTHING,
     ReplayBuffer,
+    attempt_failed,
     attempt_metadata,
     attempt_timeout,
     check_pipeline,
     emitter,
-    mark_committed,
     method_name,
     publish_timeout,
 )
@@ -91,8 +91,7 @@ class _Attempts:
         return self.continuation(details, request)
 
     def failed(self, exc: BaseException) -> None:
-        if self.replay is not None and self.replay.overflowed:
-            mark_committed(exc)
+        attempt_failed(exc, self.replay)
 
 
 def _unary_attempt(state: _Attempts) -> Any:
@@ -228,8 +227,14 @@ class ResilienceClientInterceptor(
     * Deadlines: the caller's ``timeout=`` is the deadline of the whole call (all attempts); each
       attempt is sent with ``timeout = min(caller's timeout, resilience.remaining())``, so a
       ``Timeout`` in the pipeline, or an inbound deadline published by
-      :class:`ResilienceServerInterceptor`, bounds the outgoing RPC.
+      :class:`ResilienceServerInterceptor`, bounds the outgoing RPC. A timeout grpcio cannot
+      represent (a far-off deadline) is sent as 10**8 s instead of failing at once.
     * Retries carry ``grpc-previous-rpc-attempts`` metadata.
+    * Server pushback reaches *any* :class:`resilience.Retry` in the pipeline (not only
+      :func:`grpc_retry`): ``grpc-retry-pushback-ms`` is attached to the ``grpc.RpcError`` as
+      its delay hint, so a valid value is the exact delay (within the deadline) and a negative
+      or unparseable one stops retrying (gRFC A6). A ``retry_after=`` hook of the ``Retry``
+      wins.
     * Streaming responses: the pipeline covers the call up to its first response message; once a
       message was delivered the call is committed and never retried. The stream starts when the
       caller first uses it (iteration or any ``grpc.Call`` method).

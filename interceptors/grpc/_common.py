@@ -10,12 +10,13 @@ import grpc
 
 import resilience as rs
 from resilience._clock import Clock, RandomLike
-from resilience._deadline import _DEADLINE
+from resilience._deadline import _DEADLINE, MAX_TIMEOUT
 from resilience._policy import Emitter
 from resilience._types import Duration, positive_int
 from resilience.backoff import Backoff, exponential
 from resilience.errors import ConfigurationError
 from resilience.events import Listener
+from resilience.retry import attach_retry_after
 
 from ._status import PREVIOUS_ATTEMPTS_KEY, code_of, grpc_retry_after, pushback_of, retryable
 
@@ -89,11 +90,15 @@ def publish_timeout(timeout: float | None, clock: Clock) -> Any:
 
 
 def attempt_timeout(timeout: float | None) -> float | None:
-    """The ``timeout=`` of one attempt: the time left before the published deadline."""
+    """The ``timeout=`` of one attempt: the time left before the published deadline.
+
+    Capped at ``MAX_TIMEOUT``: grpcio treats a timeout it cannot represent (above ~7e9 s) as
+    already expired, so a far-off deadline must not be passed on as is.
+    """
     d = _DEADLINE.get()
     if d is None:
-        return timeout
-    left = max(0.0, d.remaining())
+        return timeout if timeout is None or timeout <= MAX_TIMEOUT else MAX_TIMEOUT
+    left = min(max(0.0, d.remaining()), MAX_TIMEOUT)
     return left if timeout is None or left < timeout else timeout
 
 
@@ -110,6 +115,23 @@ def mark_committed(exc: BaseException) -> None:
         exc._resilience_committed = True  # type: ignore[attr-defined]
     except AttributeError:  # pragma: no cover - exceptions with __slots__
         pass
+    attach_retry_after(exc, -1.0)  # any Retry: do not retry
+
+
+def attempt_failed(exc: BaseException, replay: ReplayBuffer | None) -> None:
+    """Note what any ``Retry`` in the pipeline must know about a failed attempt.
+
+    A call whose streamed request outgrew the replay buffer is committed (never retried); else
+    the server's ``grpc-retry-pushback-ms`` is attached as the outcome's delay hint (a negative
+    or unparseable value: do not retry, per gRFC A6).
+    """
+    if replay is not None and replay.overflowed:
+        mark_committed(exc)
+        return
+    if isinstance(exc, grpc.RpcError):
+        hint = pushback_of(exc)
+        if hint is not None:
+            attach_retry_after(exc, hint)
 
 
 class ReplayBuffer:

@@ -40,7 +40,10 @@ Example:
 
 from __future__ import annotations
 
+import threading
+import weakref
 from collections.abc import Awaitable, Callable, Sequence
+from contextvars import ContextVar
 from datetime import datetime
 from typing import Any
 
@@ -61,17 +64,112 @@ _REASON = {
 }
 
 
+_MAX_EMITTERS = 64  # per policy: one per pipeline and operation it was composed into
+_MAX_POLICIES = 64  # PyBreaker policies over one pybreaker breaker
+
+# the PyBreaker policy and emitter of the call running through a breaker in this context
+_CALLER: ContextVar[tuple[PyBreaker, Emitter] | None] = ContextVar(
+    "resilience_pybreaker_caller", default=None
+)
+
+
 def _state_name(state: object) -> str:
     name = str(getattr(state, "name", state))
     return _STATE.get(name, name)
+
+
+class _Fanout:
+    """The one listener on a ``pybreaker.CircuitBreaker`` forwarding its state changes.
+
+    One per breaker, whatever the number of :class:`PyBreaker` policies over it and of
+    functions they decorate: each transition reaches every distinct listener exactly once.
+    """
+
+    def __init__(self) -> None:
+        self._policies: list[weakref.ref[PyBreaker]] = []
+        self._lock = threading.Lock()
+
+    def add(self, policy: PyBreaker) -> None:
+        with self._lock:
+            self._policies = [r for r in self._policies if r() is not None]
+            if len(self._policies) < _MAX_POLICIES:
+                self._policies.append(weakref.ref(policy))
+
+    def policies(self) -> list[PyBreaker]:
+        return [p for p in (r() for r in self._policies) if p is not None]
+
+    def state_change(self, cb: Any, old_state: Any, new_state: Any) -> None:
+        frm = _state_name(old_state) if old_state is not None else "closed"
+        to = _state_name(new_state)
+        reason = _REASON.get((frm, to), "manual")
+        policies = self.policies()
+        seen: set[int] = set()
+
+        def send(
+            policy: PyBreaker, listeners: Sequence[Listener], pipeline: str | None, operation: str
+        ) -> None:
+            fresh = []
+            for listener in listeners:
+                if id(listener) not in seen:
+                    seen.add(id(listener))
+                    fresh.append(listener)
+            if not fresh:
+                return
+            emit(
+                fresh,
+                CircuitStateChanged(
+                    policy=policy.name,
+                    pipeline=pipeline,
+                    operation=operation,
+                    from_state=frm,
+                    to_state=to,
+                    reason=reason,
+                ),
+            )
+
+        # the call that caused the transition names it; then every other listener of every
+        # policy and pipeline over this breaker, once each
+        caller = _CALLER.get()
+        if caller is not None and caller[0] in policies:
+            send(caller[0], caller[1].listeners, caller[1].pipeline, caller[1].operation)
+        for policy in policies:
+            send(policy, policy.listeners, None, "")
+            for em in list(policy._emitters):
+                send(policy, em.listeners, em.pipeline, em.operation)
+
+
+_FANOUT_LOCK = threading.Lock()
+
+
+def _fanout(breaker: Any) -> _Fanout:
+    """The fan-out listener of ``breaker``, added on first use."""
+    import pybreaker
+
+    with _FANOUT_LOCK:
+        for listener in breaker.listeners:
+            existing = getattr(listener, "fanout", None)
+            if isinstance(existing, _Fanout):
+                return existing
+        fanout = _Fanout()
+
+        class _Bridge(pybreaker.CircuitBreakerListener):
+            def __init__(self) -> None:
+                self.fanout = fanout
+
+            def state_change(self, cb: Any, old_state: Any, new_state: Any) -> None:
+                self.fanout.state_change(cb, old_state, new_state)
+
+        breaker.add_listener(_Bridge())
+        return fanout
 
 
 class PyBreaker(Policy):
     """A policy running calls through an existing ``pybreaker.CircuitBreaker``.
 
     Args:
-        breaker: the ``pybreaker.CircuitBreaker`` (kept as is; a listener is added to it to
-            forward its state changes as events).
+        breaker: the ``pybreaker.CircuitBreaker`` (kept as is; one listener is added to it to
+            forward its state changes as events: each transition is one event per listener,
+            however many functions or ``PyBreaker`` policies share the breaker).
         name: policy name in events (default: the breaker's name, else ``"pybreaker"``).
         clock: time source for ``retry_after`` (its ``time()``; pybreaker uses wall time).
         listeners: event listeners.
@@ -104,13 +202,7 @@ class PyBreaker(Policy):
         self._error: type[Exception] = pybreaker.CircuitBreakerError
         self._clock = resolve_clock(clock)
         self._emitters: list[Emitter] = []
-        policy = self
-
-        class _Bridge(pybreaker.CircuitBreakerListener):
-            def state_change(self, cb: Any, old_state: Any, new_state: Any) -> None:
-                policy._state_changed(old_state, new_state)
-
-        breaker.add_listener(_Bridge())
+        _fanout(breaker).add(self)
 
     def describe(self) -> dict[str, Any]:
         """Plain data describing the configuration."""
@@ -126,33 +218,12 @@ class PyBreaker(Policy):
         """The pybreaker state as a :class:`resilience.CircuitState`."""
         return CircuitState(_state_name(self.breaker.current_state))
 
-    def _state_changed(self, old_state: Any, new_state: Any) -> None:
-        frm = _state_name(old_state) if old_state is not None else "closed"
-        to = _state_name(new_state)
-        reason = _REASON.get((frm, to), "manual")
-        # events go to this policy's listeners and to those of every pipeline it was composed
-        # into (pybreaker reports transitions outside any one call)
-        targets = [Emitter(self.listeners, None, "")] if self.listeners else []
-        targets += [em for em in self._emitters if em.listeners != self.listeners]
-        for em in targets:
-            emit(
-                em.listeners,
-                CircuitStateChanged(
-                    policy=self.name,
-                    pipeline=em.pipeline,
-                    operation=em.operation,
-                    from_state=frm,
-                    to_state=to,
-                    reason=reason,
-                ),
-            )
-
     def _remember(self, em: Emitter) -> None:
         if (
             em
             and em.listeners != self.listeners
             and em not in self._emitters
-            and len(self._emitters) < 64  # bounded: one per pipeline and operation
+            and len(self._emitters) < _MAX_EMITTERS
         ):
             self._emitters.append(em)
 
@@ -178,9 +249,11 @@ class PyBreaker(Policy):
         self._remember(em)
         breaker = self.breaker
         error = self._error
+        caller = _CALLER
 
         def pybreaker_wrapper(*args: Any, **kwargs: Any) -> Any:
             raised: BaseException | None = None
+            token = caller.set((self, em))
             try:
                 with breaker.calling():
                     try:
@@ -192,6 +265,8 @@ class PyBreaker(Policy):
                 if raised is not None and exc is not raised:
                     raise raised from None
                 raise self._rejected(exc, em) from exc
+            finally:
+                caller.reset(token)
 
         return pybreaker_wrapper
 
@@ -201,9 +276,11 @@ class PyBreaker(Policy):
         self._remember(em)
         breaker = self.breaker
         error = self._error
+        caller = _CALLER
 
         async def pybreaker_wrapper(*args: Any, **kwargs: Any) -> Any:
             raised: BaseException | None = None
+            token = caller.set((self, em))
             try:
                 with breaker.calling():
                     try:
@@ -215,5 +292,7 @@ class PyBreaker(Policy):
                 if raised is not None and exc is not raised:
                     raise raised from None
                 raise self._rejected(exc, em) from exc
+            finally:
+                caller.reset(token)
 
         return pybreaker_wrapper

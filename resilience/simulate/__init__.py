@@ -22,7 +22,15 @@ Example:
 
 from __future__ import annotations
 
-from ._engine import DependencyError, Run, Second, SimulationResult, build_policies, simulate
+from ._engine import (
+    DependencyError,
+    Run,
+    Second,
+    SimulationResult,
+    arrival_times,
+    build_policies,
+    simulate,
+)
 from ._loop import SimClock, run_virtual
 from ._report import format_summary, format_table, plot
 from ._scenario import DependencyState, Phase, Scenario, load_scenario
@@ -36,6 +44,7 @@ __all__ = [
     "Second",
     "SimClock",
     "SimulationResult",
+    "arrival_times",
     "build_policies",
     "format_summary",
     "format_table",

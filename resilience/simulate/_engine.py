@@ -7,6 +7,7 @@ import inspect
 import math
 import random as _random
 from collections.abc import Callable
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -24,7 +25,15 @@ from ..events import CircuitStateChanged, Event, RetryScheduled
 from ._loop import SimClock, run_virtual
 from ._scenario import Scenario
 
-__all__ = ["DependencyError", "Run", "Second", "SimulationResult", "build_policies", "simulate"]
+__all__ = [
+    "DependencyError",
+    "Run",
+    "Second",
+    "SimulationResult",
+    "arrival_times",
+    "build_policies",
+    "simulate",
+]
 
 _CLASSES = {
     "timeout": "Timeout",
@@ -96,12 +105,15 @@ class Run:
         seconds: per-second counters.
         transitions: ``(time, breaker, from, to, reason)`` of every breaker transition.
         latencies: every request's latency (seconds), in end order.
+        arrivals: every request's arrival time (seconds): the same list for every pipeline of a
+            scenario.
     """
 
     name: str
     seconds: list[Second]
     transitions: list[tuple[float, str, str, str, str]]
     latencies: list[float]
+    arrivals: list[float] = field(default_factory=list, repr=False)
 
     def total(self, attr: str) -> int:
         """Sum of a counter over the run (``"ok"``, ``"retries"``...)."""
@@ -251,10 +263,45 @@ class _Recorder:
             )
 
 
-def _run_one(scenario: Scenario, name: str, specs: list[dict[str, Any]]) -> Run:
+def _stream(seed: int, purpose: str) -> _random.Random:
+    """An independent random stream for one purpose (str seeds are hashed with SHA-512)."""
+    return _random.Random(f"resilience.simulate:{seed}:{purpose}")
+
+
+def arrival_times(scenario: Scenario) -> list[float]:
+    """The request arrival times of ``scenario`` (Poisson, following its load): the same for
+    every pipeline, drawn from a random stream of their own.
+
+    Example:
+        >>> from resilience.simulate import Scenario
+        >>> s = Scenario.from_dict({"duration": 10, "load": {"rate": 5}, "pipelines": {"a": []}})
+        >>> times = arrival_times(s)
+        >>> times == arrival_times(s), all(0 < t < 10 for t in times), 20 < len(times) < 80
+        (True, True, True)
+    """
+    rnd = _stream(scenario.seed, "arrivals")
+    out: list[float] = []
+    t = 0.0
+    while True:
+        rate = scenario.rate_at(t)
+        t += rnd.expovariate(rate) if rate > 0 else 0.1
+        if t >= scenario.duration:
+            return out
+        if rate > 0:
+            out.append(t)
+
+
+def _run_one(
+    scenario: Scenario, name: str, specs: list[dict[str, Any]], arrivals: list[float]
+) -> Run:
     clock = SimClock()
-    rnd = _random.Random(scenario.seed)  # arrivals and the dependency
-    policy_rnd = _random.Random(scenario.seed + 1)  # jitter
+    # one stream per purpose, so what a pipeline does (how many attempts, how much jitter)
+    # never shifts the arrivals or the dependency draws another pipeline sees; the dependency
+    # draws of request i come from a stream of its own, the same in every pipeline
+    seeds = _stream(scenario.seed, "dependency")
+    request_seeds = [seeds.getrandbits(64) for _ in arrivals]
+    draws: ContextVar[_random.Random] = ContextVar("simulated_request_draws")
+    policy_rnd = _stream(scenario.seed, "policies")  # jitter
     rec = _Recorder(clock, scenario.duration)
     policies = build_policies(specs, clock, policy_rnd, rec)
     breakers = [p for p in policies if isinstance(p, rs.CircuitBreaker)]
@@ -277,6 +324,7 @@ def _run_one(scenario: Scenario, name: str, specs: list[dict[str, Any]]) -> Run:
             if st.outage == "hang":
                 await asyncio.sleep(st.hang)
                 raise DependencyError("no response")
+            rnd = draws.get()
             latency = rnd.lognormvariate(st.mu, st.sigma) if st.sigma else st.p50
             fail = rnd.random() < st.error_rate
             await asyncio.sleep(latency)
@@ -291,7 +339,8 @@ def _run_one(scenario: Scenario, name: str, specs: list[dict[str, Any]]) -> Run:
     if policies:
         guarded = rs.Pipeline(*policies, name=name)(dependency)
 
-    async def request() -> None:
+    async def request(seed: int) -> None:
+        draws.set(_random.Random(seed))
         t0 = clock.monotonic()
         kind = "failed"
         try:
@@ -322,18 +371,12 @@ def _run_one(scenario: Scenario, name: str, specs: list[dict[str, Any]]) -> Run:
     async def main() -> None:
         tasks: set[asyncio.Task[None]] = set()
         sample = asyncio.ensure_future(sampler())
-        t = 0.0
-        while True:
-            rate = scenario.rate_at(t)
-            t += rnd.expovariate(rate) if rate > 0 else 0.1
-            if t >= scenario.duration:
-                break
+        for t, seed in zip(arrivals, request_seeds, strict=True):
             await asyncio.sleep(t - clock.monotonic())
-            if rate > 0:
-                rec.at().offered += 1
-                task = asyncio.ensure_future(request())
-                tasks.add(task)
-                task.add_done_callback(tasks.discard)
+            rec.at().offered += 1
+            task = asyncio.ensure_future(request(seed))
+            tasks.add(task)
+            task.add_done_callback(tasks.discard)
         await sample
         while tasks:
             await asyncio.gather(*list(tasks))
@@ -342,13 +385,22 @@ def _run_one(scenario: Scenario, name: str, specs: list[dict[str, Any]]) -> Run:
     for sec in rec.seconds:
         lat = sorted(sec.latencies)
         sec.p50, sec.p99 = _percentile(lat, 50), _percentile(lat, 99)
-    return Run(name=name, seconds=rec.seconds, transitions=rec.transitions, latencies=rec.latencies)
+    return Run(
+        name=name,
+        seconds=rec.seconds,
+        transitions=rec.transitions,
+        latencies=rec.latencies,
+        arrivals=list(arrivals),
+    )
 
 
 def simulate(scenario: Scenario, *, only: list[str] | None = None) -> SimulationResult:
     """Run every pipeline of ``scenario`` (or those named in ``only``) on a virtual clock.
 
-    Each pipeline sees the same arrivals and the same dependency behaviour (same seed).
+    Each pipeline sees the same arrival times (:func:`arrival_times`, ``Run.arrivals``), and
+    the n-th request's dependency draws (latency, error) come from a stream of its own, the
+    same in every pipeline: arrivals, dependency and policy jitter use independent seeded
+    streams, so one pipeline's retries or jitter never shift what it is compared against.
 
     Example:
         >>> from resilience.simulate import Scenario, simulate
@@ -364,9 +416,9 @@ def simulate(scenario: Scenario, *, only: list[str] | None = None) -> Simulation
         (True, 0, True)
     """
     names = list(scenario.pipelines) if only is None else only
-    runs = []
     for name in names:
         if name not in scenario.pipelines:
             raise ConfigurationError(f"no pipeline {name!r} in the scenario")
-        runs.append(_run_one(scenario, name, scenario.pipelines[name]))
+    arrivals = arrival_times(scenario)
+    runs = [_run_one(scenario, name, scenario.pipelines[name], arrivals) for name in names]
     return SimulationResult(scenario=scenario, runs=runs)
