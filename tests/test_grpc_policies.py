@@ -16,6 +16,7 @@ from interceptors.grpc import (
     AsyncResilienceServerInterceptor,
     ResilienceServerInterceptor,
     grpc_retry,
+    idempotency_key,
     method_key,
 )
 from resilience.idempotency import ClaimOp
@@ -430,6 +431,91 @@ def test_idempotency_principal_callable(kind: str, script: Script, clock: FakeCl
     serve(kind, script, kw, body, extra=pay.handlers(kind))
 
 
+def _policy(clock: FakeClock, **kw: Any) -> rs.Idempotent:
+    """The ``idempotency=rs.Idempotent(...)`` spelling docs/adapters/grpc.md shows."""
+    return rs.Idempotent(
+        key=lambda request, context: idempotency_key(),
+        fingerprint=lambda request, context: request,
+        clock=clock,
+        **kw,
+    )
+
+
+def test_idempotency_policy_is_scoped_by_caller_and_marks_replays(
+    kind: str, script: Script, clock: FakeClock
+) -> None:
+    pay = Pay()
+    alice = key("k", ("authorization", "Bearer alice"))
+    bob = key("k", ("authorization", "Bearer bob"))
+
+    def body(ch: Any) -> None:
+        assert charge(ch, b"5", alice) == (b"charged 5 #1", {})
+        assert charge(ch, b"5", alice) == (b"charged 5 #1", {REPLAYED_KEY: "true"})
+        # the same key from another caller is another record: never alice's response
+        assert charge(ch, b"5", bob) == (b"charged 5 #2", {})
+        assert charge(ch, b"5", bob) == (b"charged 5 #2", {REPLAYED_KEY: "true"})
+        # and a caller's reuse of its key with another request is refused as before
+        assert status_of(lambda: charge(ch, b"6", bob)).code() == Code.FAILED_PRECONDITION
+
+    kw = {"pipeline": None, "idempotency": _policy(clock)}
+    serve(kind, script, kw, body, extra=pay.handlers(kind))
+    assert pay.executions == 2
+
+
+@pytest.mark.parametrize("spelling", ["records", "policy"])
+def test_idempotency_scope_hook_for_both_spellings(
+    kind: str, script: Script, clock: FakeClock, spelling: str
+) -> None:
+    pay = Pay()
+
+    def tenant(context: Any) -> str | None:
+        return dict(context.invocation_metadata()).get("x-tenant")  # None: no deduplication
+
+    idem = rs.IdempotencyRecords(clock=clock) if spelling == "records" else _policy(clock)
+    kw = {"pipeline": None, "idempotency": idem, "scope": tenant}
+    acme = key("k", ("x-tenant", "acme"), ("authorization", "Bearer alice"))
+
+    def body(ch: Any) -> None:
+        assert charge(ch, b"5", acme) == (b"charged 5 #1", {})
+        # same tenant, another credential: the scope hook decides, so this is a replay
+        same = key("k", ("x-tenant", "acme"), ("authorization", "Bearer bob"))
+        assert charge(ch, b"5", same) == (b"charged 5 #1", {REPLAYED_KEY: "true"})
+        assert charge(ch, b"5", key("k", ("x-tenant", "umbrella")))[0] == b"charged 5 #2"
+        assert charge(ch, b"5", key("k")) == (b"charged 5 #3", {})
+        assert charge(ch, b"5", key("k")) == (b"charged 5 #4", {})
+
+    serve(kind, script, kw, body, extra=pay.handlers(kind))
+
+
+def test_idempotency_policy_scope_does_not_reach_the_handlers_own_records(
+    kind: str, script: Script, clock: FakeClock
+) -> None:
+    """An idempotent function the handler calls keeps one record for every caller."""
+    runs: list[str] = []
+    ship = rs.Idempotent(key=lambda order: order, clock=clock)(lambda order: runs.append(order))
+
+    def sync_ship(request: bytes, context: Any) -> bytes:
+        ship(request.decode())
+        return b"shipped"
+
+    async def aio_ship(request: bytes, context: Any) -> bytes:
+        ship(request.decode())
+        return b"shipped"
+
+    handler = grpc.unary_unary_rpc_method_handler(sync_ship if kind == "sync" else aio_ship)
+    extra = grpc.method_handlers_generic_handler("test.Ship", {"Ship": handler})
+    kw = {"pipeline": None, "idempotency": _policy(clock)}
+
+    def body(ch: Any) -> None:
+        stub = ch.unary_unary("/test.Ship/Ship")
+        for who in ("alice", "bob"):
+            md = key(f"{who}-key", ("authorization", f"Bearer {who}"))
+            assert stub(b"order-1", metadata=md) == b"shipped"
+
+    serve(kind, script, kw, body, extra=extra)
+    assert runs == ["order-1"]
+
+
 def test_idempotency_replays_while_the_breaker_is_open(
     kind: str, script: Script, clock: FakeClock
 ) -> None:
@@ -459,6 +545,10 @@ def test_idempotency_configuration_errors() -> None:
         )
     with pytest.raises(rs.ConfigurationError):
         ResilienceServerInterceptor(pipeline=None, idempotency_wait=-1)
+    with pytest.raises(rs.ConfigurationError):
+        ResilienceServerInterceptor(pipeline=None, scope=str, principal=str)
+    with pytest.raises(rs.ConfigurationError):
+        AsyncResilienceServerInterceptor(pipeline=None, scope="tenant")  # type: ignore[arg-type]
 
 
 # -- rate limiter and bulkhead -----------------------------------------------------------------
