@@ -452,6 +452,13 @@ def _unpack(packed: str) -> str | bytes:
     return packed[1:]
 
 
+def _outcome_size(payload: str) -> int:
+    """The size of a stored outcome as its codec produced it (bytes packed as base64: decoded)."""
+    if payload[1:2] == "b":  # "r" + _pack(bytes): base64 of the codec's bytes
+        return (len(payload) - 2) * 3 // 4
+    return len(payload)
+
+
 def args_fingerprint(args: tuple[Any, ...], kwargs: dict[str, Any]) -> str:
     """The default fingerprint: SHA-256 of the canonical JSON of ``[args, kwargs]``.
 
@@ -759,6 +766,7 @@ class IdempotencyRecords:
         self.max_entries = positive_int(max_entries, "max_entries")
         self.max_response_bytes = positive_int(max_response_bytes, "max_response_bytes", minimum=0)
         self.buffers = BufferBudget(max_buffered_bytes)
+        self._warned_size = False
         if store is None:
             store = MemoryStore(max_entries=self.max_entries, clock=self.clock)
         elif not (
@@ -934,10 +942,12 @@ class IdempotencyRecords:
         if size is None:
             if payload is None:
                 return None
-            size = len(payload)
+            size = _outcome_size(payload)
         if size <= self.max_response_bytes:
             return payload
-        _log.warning(
+        log = _log.debug if self._warned_size else _log.warning
+        self._warned_size = True  # once per records object at warning level, then debug
+        log(
             "resilience: an idempotent outcome of %d bytes is over max_response_bytes=%d and "
             "was not retained; duplicates of %s will be refused, not replayed",
             size,
@@ -1421,7 +1431,8 @@ class Idempotent(Policy):
         if payload is None:
             raise IdempotencyConflictError(
                 "the first call with this idempotency key completed but its result could not be "
-                "stored by the codec; it cannot be replayed",
+                "stored (refused by the codec, or over max_response_bytes: not retained); it "
+                "cannot be replayed",
                 policy=self.name,
             )
         tag, body = payload[:1], payload[1:]

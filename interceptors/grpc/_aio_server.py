@@ -21,6 +21,7 @@ from ._server import (
     REPLAYED_KEY,
     ContextProxy,
     IdempotencyConfig,
+    StreamBuffer,
     _identity,
     compose_pipeline,
     enter_scope,
@@ -241,9 +242,10 @@ class AsyncResilienceServerInterceptor(_ServerInterceptor):
 
         async def resilient_idempotent(raw: Any, context: Any) -> Any:
             tokens = await enter(context, False)
+            buffer = StreamBuffer(records.buffers)
             try:
                 proxy = _AsyncContextProxy(context, method)
-                messages = [bytes(m) async for m in raw] if stream_req else [bytes(raw)]
+                messages = [buffer.take(m) async for m in raw] if stream_req else [bytes(raw)]
                 fingerprint = stream_fingerprint(messages) if stream_req else messages[0]
                 try:
                     decoded = [des(m) for m in messages]
@@ -277,9 +279,11 @@ class AsyncResilienceServerInterceptor(_ServerInterceptor):
                     context.set_trailing_metadata(((REPLAYED_KEY, "true"),))
                 return out
             except Exception as exc:
+                buffer.release()  # before the status goes out
                 response = await _abort(context, exc)
                 return None if response is None else ser(response)
             finally:
+                buffer.release()
                 exit_scope(tokens)
 
         return resilient_idempotent

@@ -13,8 +13,8 @@ import resilience as rs
 from resilience._clock import Clock, resolve_clock
 from resilience._deadline import _DEADLINE, tighter
 from resilience._types import Duration, seconds
-from resilience.errors import ConfigurationError
-from resilience.idempotency import _CALLER, CallerScope, IdempotencyRecords
+from resilience.errors import ConfigurationError, RejectedError
+from resilience.idempotency import _CALLER, BufferBudget, CallerScope, IdempotencyRecords
 
 from ._common import END, check_pipeline, emitter, method_name
 from ._status import StatusError, status_for
@@ -105,6 +105,40 @@ def default_principal(context: Any) -> str | None:
     if peer.startswith(("ipv4:", "ipv6:")):
         peer = peer.rpartition(":")[0]
     return "peer:" + peer
+
+
+_STREAM_TOO_LARGE = "the request stream is larger than the idempotency max_buffered_bytes"
+_BUFFERS_FULL = "too many request bytes are buffered for idempotency right now; retry later"
+
+
+class StreamBuffer:
+    """A request stream's messages, held within the records' :class:`BufferBudget`.
+
+    :meth:`take` reserves each message before it is kept: a stream that can never fit the
+    budget raises ``RESOURCE_EXHAUSTED``, one that does not fit *now* (other calls hold the
+    budget) a :class:`~resilience.RejectedError` (``UNAVAILABLE``, pushback 1 s); nothing more
+    of the stream is read. :meth:`release` returns the bytes when the call is done.
+    """
+
+    __slots__ = ("budget", "held")
+
+    def __init__(self, budget: BufferBudget) -> None:
+        self.budget = budget
+        self.held = 0
+
+    def take(self, message: Any) -> bytes:
+        n = len(message)
+        if not self.budget.reserve(n):
+            if self.held + n > self.budget.limit:
+                raise StatusError(grpc.StatusCode.RESOURCE_EXHAUSTED, _STREAM_TOO_LARGE)
+            raise RejectedError(_BUFFERS_FULL, policy="idempotency", retry_after=1.0)
+        self.held += n
+        return bytes(message)
+
+    def release(self) -> None:
+        if self.held:
+            self.budget.release(self.held)
+            self.held = 0
 
 
 def stream_fingerprint(messages: list[bytes]) -> bytes:
@@ -583,9 +617,10 @@ class ResilienceServerInterceptor(_ServerInterceptor):
 
         def resilient_idempotent(raw: Any, context: Any) -> Any:
             tokens = enter(context)
+            buffer = StreamBuffer(records.buffers)
             try:
                 proxy = ContextProxy(context, method)
-                messages = [bytes(m) for m in raw] if stream_req else [bytes(raw)]
+                messages = [buffer.take(m) for m in raw] if stream_req else [bytes(raw)]
                 fingerprint = stream_fingerprint(messages) if stream_req else messages[0]
                 try:
                     request = iter([des(m) for m in messages]) if stream_req else des(messages[0])
@@ -609,9 +644,11 @@ class ResilienceServerInterceptor(_ServerInterceptor):
                     context.set_trailing_metadata(((REPLAYED_KEY, "true"),))
                 return out
             except Exception as exc:
+                buffer.release()  # before the status goes out
                 response = _abort(context, exc)
                 return None if response is None else ser(response)
             finally:
+                buffer.release()
                 leave(tokens)
 
         return resilient_idempotent
