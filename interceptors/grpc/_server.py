@@ -667,6 +667,8 @@ class ResilienceServerInterceptor(_ServerInterceptor):
                     return
                 if first is END:
                     return
+                if tokens[2] is not None:
+                    _CALLER.set(None)  # the rest of the stream is the handler's own code
                 yield first
                 try:
                     yield from it
