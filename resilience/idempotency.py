@@ -37,7 +37,9 @@ import json
 import logging
 import os
 import threading
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar, Literal, Protocol, TypeGuard
 
@@ -61,6 +63,10 @@ if TYPE_CHECKING:  # pragma: no cover
     import asyncio
 
 __all__ = [
+    "MAX_BUFFERED_BYTES",
+    "MAX_RESPONSE_BYTES",
+    "BufferBudget",
+    "CallerScope",
     "ClaimOp",
     "Claim",
     "Codec",
@@ -70,6 +76,7 @@ __all__ = [
     "JSONCodec",
     "ReleaseOp",
     "RenewOp",
+    "caller_scope",
     "record_key",
 ]
 
@@ -445,6 +452,13 @@ def _unpack(packed: str) -> str | bytes:
     return packed[1:]
 
 
+def _outcome_size(payload: str) -> int:
+    """The size of a stored outcome as its codec produced it (bytes packed as base64: decoded)."""
+    if payload[1:2] == "b":  # "r" + _pack(bytes): base64 of the codec's bytes
+        return (len(payload) - 2) * 3 // 4
+    return len(payload)
+
+
 def args_fingerprint(args: tuple[Any, ...], kwargs: dict[str, Any]) -> str:
     """The default fingerprint: SHA-256 of the canonical JSON of ``[args, kwargs]``.
 
@@ -579,6 +593,104 @@ class _Renewer:
 _RENEWER = _Renewer()
 
 
+# -- what adapters share: the caller's scope and the memory bounds ---------------------------
+#: Largest outcome (serialized response, encoded result) an idempotency record retains, in
+#: bytes; a larger one is recorded as *not retained* (duplicates are refused, not replayed).
+MAX_RESPONSE_BYTES = 1 << 20
+#: Default bound on request bytes buffered for fingerprinting, summed over in-flight requests.
+MAX_BUFFERED_BYTES = 64 << 20
+
+
+@dataclass(slots=True)
+class CallerScope:
+    """The caller an adapter is serving: idempotency records claimed meanwhile are its own.
+
+    Attributes:
+        principal: who is calling (a hash of a credential, a tenant id; never a constant).
+        replayed: set when a record claimed in this scope was replayed (adapters turn it into
+            their replay marker, e.g. ``idempotent-replayed: true`` gRPC trailing metadata).
+    """
+
+    principal: str
+    replayed: bool = False
+
+
+_CALLER: ContextVar[CallerScope | None] = ContextVar("resilience_idempotency_caller", default=None)
+
+
+@contextmanager
+def caller_scope(principal: str) -> Iterator[CallerScope]:
+    """Scope the idempotency records claimed inside the block to ``principal``.
+
+    While it is active, :meth:`IdempotencyRecords.key` (and so every :class:`Idempotent`
+    policy) includes ``principal`` in the store key: the same idempotency key sent by two
+    callers names two records, and one caller's stored outcome is never replayed to another.
+    The gRPC server interceptor enters it around its ``idempotency=`` policy; use it in your
+    own adapters (a queue consumer serving several tenants, an RPC framework).
+
+    Example:
+        >>> import resilience as rs
+        >>> runs = []
+        >>> pay = rs.Idempotent(key=lambda k: k, clock=rs.testing.FakeClock())(
+        ...     lambda k: runs.append(k) or len(runs))
+        >>> with caller_scope("alice"):
+        ...     first = pay("order-1")
+        >>> with caller_scope("alice") as alice:
+        ...     again = pay("order-1")
+        >>> with caller_scope("bob"):
+        ...     other = pay("order-1")
+        >>> first, again, alice.replayed, other
+        (1, 1, True, 2)
+    """
+    value: object = principal
+    if not isinstance(value, str) or not value:
+        raise ConfigurationError(f"principal must be a non-empty str, got {principal!r}")
+    scope = CallerScope(value)
+    token = _CALLER.set(scope)
+    try:
+        yield scope
+    finally:
+        _CALLER.reset(token)
+
+
+class BufferBudget:
+    """A bound on bytes held in memory at once, shared by every request of an adapter.
+
+    Adapters that must read a whole request before deciding (fingerprinting) :meth:`reserve`
+    its bytes as they arrive and :meth:`release` them when the request is done; a reservation
+    that would exceed ``limit`` is refused (answer "busy, retry later" instead of growing).
+    Thread-safe; cheap (one lock, no I/O).
+
+    Example:
+        >>> budget = BufferBudget(100)
+        >>> budget.reserve(60), budget.reserve(60), budget.in_use
+        (True, False, 60)
+        >>> budget.release(60)
+        >>> budget.in_use
+        0
+    """
+
+    __slots__ = ("_lock", "in_use", "limit")
+
+    def __init__(self, limit: int) -> None:
+        self.limit = positive_int(limit, "max_buffered_bytes")
+        self.in_use = 0
+        self._lock = threading.Lock()
+
+    def reserve(self, n: int) -> bool:
+        """Take ``n`` more bytes; ``False`` (nothing taken) when that would exceed ``limit``."""
+        with self._lock:
+            if self.in_use + n > self.limit:
+                return False
+            self.in_use += n
+            return True
+
+    def release(self, n: int) -> None:
+        """Give back ``n`` bytes taken by :meth:`reserve`."""
+        with self._lock:
+            self.in_use = max(0, self.in_use - n)
+
+
 class IdempotencyRecords:
     """The claim / renew / complete / release client shared by every idempotency adapter.
 
@@ -598,7 +710,17 @@ class IdempotencyRecords:
         heartbeat: renew leases while operations run (disable only for operations that always
             finish well within ``lease``: past it, a duplicate may run concurrently).
         max_entries: the cap of the default and ``"local"`` memory stores.
+        max_response_bytes: the largest outcome retained (default :data:`MAX_RESPONSE_BYTES`,
+            1 MiB, for every adapter): a larger one completes the record as *not retained*,
+            and duplicates are refused (``IdempotencyConflictError``; HTTP 409, gRPC
+            ``ABORTED``) instead of replayed. Bounds the memory and Redis bytes per record.
+        max_buffered_bytes: the bound on request bytes adapters buffer for fingerprinting,
+            summed over every in-flight request using these records (:attr:`buffers`, a
+            :class:`BufferBudget`; default :data:`MAX_BUFFERED_BYTES`, 64 MiB).
         clock: time source of the default store, of waits and of the heartbeat.
+
+    Scope: records claimed inside :func:`caller_scope` (the gRPC interceptor enters it for its
+    ``idempotency=`` policy) belong to that caller (:meth:`key`).
 
     gRPC servers use :meth:`run` / :meth:`arun`: the interceptor reads the ``idempotency-key``
     metadata entry, takes the principal from its authentication context (never a constant), the
@@ -634,12 +756,17 @@ class IdempotencyRecords:
         on_store_error: Literal["closed", "open", "local"] = "closed",
         heartbeat: bool = True,
         max_entries: int = 10_000,
+        max_response_bytes: int = MAX_RESPONSE_BYTES,
+        max_buffered_bytes: int = MAX_BUFFERED_BYTES,
         clock: Clock | None = None,
     ) -> None:
         self.clock = resolve_clock(clock)
         self.ttl = seconds(ttl, "ttl", allow_zero=False)
         self.lease = seconds(lease, "lease", allow_zero=False)
         self.max_entries = positive_int(max_entries, "max_entries")
+        self.max_response_bytes = positive_int(max_response_bytes, "max_response_bytes", minimum=0)
+        self.buffers = BufferBudget(max_buffered_bytes)
+        self._warned_size = False
         if store is None:
             store = MemoryStore(max_entries=self.max_entries, clock=self.clock)
         elif not (
@@ -661,8 +788,14 @@ class IdempotencyRecords:
         self._pending: set[asyncio.Task[Any]] = set()
 
     def key(self, *parts: str) -> str:
-        """The store key of a composite key (see :func:`record_key`)."""
-        return record_key(self.namespace, *parts)
+        """The store key of a composite key (see :func:`record_key`).
+
+        Inside :func:`caller_scope` the caller's principal is part of the key.
+        """
+        caller = _CALLER.get()
+        if caller is None:
+            return record_key(self.namespace, *parts)
+        return record_key(self.namespace, "\x00caller", caller.principal, *parts)
 
     # -- store access with the failure policy ------------------------------------------------
     def _local_store(self) -> MemoryStore:
@@ -695,6 +828,9 @@ class IdempotencyRecords:
         if status == "corrupt":
             raise StoreError(f"idempotency record {key!r} is malformed or of an unknown version")
         if status == "replay":
+            caller = _CALLER.get()
+            if caller is not None:
+                caller.replayed = True
             return Claim("replay", key, owner, fence, payload=extra, store=store)
         if status == "in_progress":
             return Claim("in_progress", key, owner, fence, retry_after=float(extra), store=store)
@@ -801,10 +937,34 @@ class IdempotencyRecords:
                 return claim
 
     # -- finishing a claim --------------------------------------------------------------------
-    def complete(self, claim: Claim, payload: str | None) -> bool:
-        """Store the outcome (fenced); False when the claim was lost or the store failed."""
+    def _retained(self, claim: Claim, payload: str | None, size: int | None) -> str | None:
+        """``payload``, or ``None`` (not retained) when it is over ``max_response_bytes``."""
+        if size is None:
+            if payload is None:
+                return None
+            size = _outcome_size(payload)
+        if size <= self.max_response_bytes:
+            return payload
+        log = _log.debug if self._warned_size else _log.warning
+        self._warned_size = True  # once per records object at warning level, then debug
+        log(
+            "resilience: an idempotent outcome of %d bytes is over max_response_bytes=%d and "
+            "was not retained; duplicates of %s will be refused, not replayed",
+            size,
+            self.max_response_bytes,
+            claim.key,
+        )
+        return None
+
+    def complete(self, claim: Claim, payload: str | None, *, size: int | None = None) -> bool:
+        """Store the outcome (fenced); False when the claim was lost or the store failed.
+
+        ``size`` is the outcome's size in bytes as the adapter measures it (default
+        ``len(payload)``); over ``max_response_bytes`` the record is completed as not retained.
+        """
         if claim.status != "claimed":
             return False
+        payload = self._retained(claim, payload, size)
         op = CompleteOp(claim.key, claim.owner, claim.fence, payload, self.ttl)
         try:
             stored: bool = self._apply(claim.store, op)
@@ -820,10 +980,13 @@ class IdempotencyRecords:
             )
         return stored
 
-    async def acomplete(self, claim: Claim, payload: str | None) -> bool:
+    async def acomplete(
+        self, claim: Claim, payload: str | None, *, size: int | None = None
+    ) -> bool:
         """Async :meth:`complete`."""
         if claim.status != "claimed":
             return False
+        payload = self._retained(claim, payload, size)
         op = CompleteOp(claim.key, claim.owner, claim.fence, payload, self.ttl)
         try:
             stored: bool = await self._aapply(claim.store, op)
@@ -949,6 +1112,10 @@ class IdempotencyRecords:
             raise ConfigurationError("principal must be a non-empty string")
         return self.key(principal, method, key), hashlib.sha256(fingerprint).hexdigest()[:32]
 
+    def _packed(self, out: bytes) -> str | None:
+        # a response over the cap is never base64-encoded (the copy would be ~1.33x its size)
+        return _pack(bytes(out)) if len(out) <= self.max_response_bytes else None
+
     @staticmethod
     def _replayed(claim: Claim, key: str) -> bytes:
         if claim.payload is None:
@@ -1003,7 +1170,7 @@ class IdempotencyRecords:
             self.release(claim)
             raise
         beat.stop()
-        self.complete(claim, _pack(bytes(out)))
+        self.complete(claim, self._packed(out), size=len(out))
         return out, False
 
     async def arun(
@@ -1033,7 +1200,7 @@ class IdempotencyRecords:
             await self.arelease(claim)
             raise
         beat.stop()
-        await self.acomplete(claim, _pack(bytes(out)))
+        await self.acomplete(claim, self._packed(out), size=len(out))
         return out, False
 
 
@@ -1264,7 +1431,8 @@ class Idempotent(Policy):
         if payload is None:
             raise IdempotencyConflictError(
                 "the first call with this idempotency key completed but its result could not be "
-                "stored by the codec; it cannot be replayed",
+                "stored (refused by the codec, or over max_response_bytes: not retained); it "
+                "cannot be replayed",
                 policy=self.name,
             )
         tag, body = payload[:1], payload[1:]

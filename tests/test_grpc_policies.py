@@ -16,9 +16,10 @@ from interceptors.grpc import (
     AsyncResilienceServerInterceptor,
     ResilienceServerInterceptor,
     grpc_retry,
+    idempotency_key,
     method_key,
 )
-from resilience.idempotency import ClaimOp
+from resilience.idempotency import MAX_RESPONSE_BYTES, ClaimOp, CompleteOp
 from resilience.stores import MemoryStore
 from resilience.testing import FakeClock
 
@@ -430,6 +431,203 @@ def test_idempotency_principal_callable(kind: str, script: Script, clock: FakeCl
     serve(kind, script, kw, body, extra=pay.handlers(kind))
 
 
+def _policy(clock: FakeClock, **kw: Any) -> rs.Idempotent:
+    """The ``idempotency=rs.Idempotent(...)`` spelling docs/adapters/grpc.md shows."""
+    return rs.Idempotent(
+        key=lambda request, context: idempotency_key(),
+        fingerprint=lambda request, context: request,
+        clock=clock,
+        **kw,
+    )
+
+
+def test_idempotency_policy_is_scoped_by_caller_and_marks_replays(
+    kind: str, script: Script, clock: FakeClock
+) -> None:
+    pay = Pay()
+    alice = key("k", ("authorization", "Bearer alice"))
+    bob = key("k", ("authorization", "Bearer bob"))
+
+    def body(ch: Any) -> None:
+        assert charge(ch, b"5", alice) == (b"charged 5 #1", {})
+        assert charge(ch, b"5", alice) == (b"charged 5 #1", {REPLAYED_KEY: "true"})
+        # the same key from another caller is another record: never alice's response
+        assert charge(ch, b"5", bob) == (b"charged 5 #2", {})
+        assert charge(ch, b"5", bob) == (b"charged 5 #2", {REPLAYED_KEY: "true"})
+        # and a caller's reuse of its key with another request is refused as before
+        assert status_of(lambda: charge(ch, b"6", bob)).code() == Code.FAILED_PRECONDITION
+
+    kw = {"pipeline": None, "idempotency": _policy(clock)}
+    serve(kind, script, kw, body, extra=pay.handlers(kind))
+    assert pay.executions == 2
+
+
+@pytest.mark.parametrize("spelling", ["records", "policy"])
+def test_idempotency_scope_hook_for_both_spellings(
+    kind: str, script: Script, clock: FakeClock, spelling: str
+) -> None:
+    pay = Pay()
+
+    def tenant(context: Any) -> str | None:
+        return dict(context.invocation_metadata()).get("x-tenant")  # None: no deduplication
+
+    idem = rs.IdempotencyRecords(clock=clock) if spelling == "records" else _policy(clock)
+    kw = {"pipeline": None, "idempotency": idem, "scope": tenant}
+    acme = key("k", ("x-tenant", "acme"), ("authorization", "Bearer alice"))
+
+    def body(ch: Any) -> None:
+        assert charge(ch, b"5", acme) == (b"charged 5 #1", {})
+        # same tenant, another credential: the scope hook decides, so this is a replay
+        same = key("k", ("x-tenant", "acme"), ("authorization", "Bearer bob"))
+        assert charge(ch, b"5", same) == (b"charged 5 #1", {REPLAYED_KEY: "true"})
+        assert charge(ch, b"5", key("k", ("x-tenant", "umbrella")))[0] == b"charged 5 #2"
+        assert charge(ch, b"5", key("k")) == (b"charged 5 #3", {})
+        assert charge(ch, b"5", key("k")) == (b"charged 5 #4", {})
+
+    serve(kind, script, kw, body, extra=pay.handlers(kind))
+
+
+def test_idempotency_policy_scope_does_not_reach_the_handlers_own_records(
+    kind: str, script: Script, clock: FakeClock
+) -> None:
+    """An idempotent function the handler calls keeps one record for every caller."""
+    runs: list[str] = []
+    ship = rs.Idempotent(key=lambda order: order, clock=clock)(lambda order: runs.append(order))
+
+    def sync_ship(request: bytes, context: Any) -> bytes:
+        ship(request.decode())
+        return b"shipped"
+
+    async def aio_ship(request: bytes, context: Any) -> bytes:
+        ship(request.decode())
+        return b"shipped"
+
+    handler = grpc.unary_unary_rpc_method_handler(sync_ship if kind == "sync" else aio_ship)
+    extra = grpc.method_handlers_generic_handler("test.Ship", {"Ship": handler})
+    kw = {"pipeline": None, "idempotency": _policy(clock)}
+
+    def body(ch: Any) -> None:
+        stub = ch.unary_unary("/test.Ship/Ship")
+        for who in ("alice", "bob"):
+            md = key(f"{who}-key", ("authorization", f"Bearer {who}"))
+            assert stub(b"order-1", metadata=md) == b"shipped"
+
+    serve(kind, script, kw, body, extra=extra)
+    assert runs == ["order-1"]
+
+
+class PayloadSpy:
+    """A memory store that remembers the payload of every completed record."""
+
+    def __init__(self) -> None:
+        self.inner = MemoryStore()
+        self.payloads: list[str | None] = []
+
+    def apply(self, op: Any) -> Any:
+        if isinstance(op, CompleteOp):
+            self.payloads.append(op.payload)
+        return self.inner.apply(op)
+
+
+class RawBytes:
+    """A codec storing serialized responses as they are (the gRPC docs' policy spelling)."""
+
+    def encode(self, value: bytes) -> bytes:
+        return value
+
+    def decode(self, data: str | bytes) -> bytes:
+        return data if isinstance(data, bytes) else data.encode()
+
+
+@pytest.mark.parametrize("spelling", ["records", "policy"])
+def test_idempotency_response_over_the_cap_is_not_retained(
+    kind: str, script: Script, clock: FakeClock, spelling: str
+) -> None:
+    runs: list[bytes] = []
+    big = b"x" * MAX_RESPONSE_BYTES + b"!"  # one byte over the shared default cap
+
+    def sync_get(request: bytes, context: Any) -> bytes:
+        runs.append(request)
+        return big if request == b"big" else b"small"
+
+    async def aio_get(request: bytes, context: Any) -> bytes:
+        return sync_get(request, context)
+
+    handler = grpc.unary_unary_rpc_method_handler(sync_get if kind == "sync" else aio_get)
+    extra = grpc.method_handlers_generic_handler("test.Big", {"Get": handler})
+    store = PayloadSpy()
+    idem: Any = (
+        rs.IdempotencyRecords(store=store, clock=clock)
+        if spelling == "records"
+        else _policy(clock, codec=RawBytes(), store=store)
+    )
+
+    def body(ch: Any) -> None:
+        get = ch.unary_unary("/test.Big/Get")
+        assert get(b"big", metadata=key("b")) == big  # the first caller gets it whole
+        # a duplicate is refused ("not retained"), never served a stored copy
+        refused = status_of(lambda: get.with_call(b"big", metadata=key("b")))
+        assert refused.code() == Code.ABORTED
+        assert "not retained" in (refused.details() or "")
+        # under the cap: retained and replayed as before
+        assert get.with_call(b"small", metadata=key("s"))[0] == b"small"
+        response, call_ = get.with_call(b"small", metadata=key("s"))
+        assert (response, dict(call_.trailing_metadata())) == (b"small", {REPLAYED_KEY: "true"})
+
+    serve(kind, script, {"pipeline": None, "idempotency": idem}, body, extra=extra)
+    assert runs == [b"big", b"small"]
+    big_payload, small_payload = store.payloads
+    assert big_payload is None  # completed as not retained: nothing of it was stored
+    assert small_payload is not None
+    assert len(small_payload) < 100
+
+
+def test_idempotency_request_streams_are_buffered_within_a_shared_budget(
+    kind: str, script: Script, clock: FakeClock
+) -> None:
+    records = rs.IdempotencyRecords(clock=clock, max_buffered_bytes=1000)
+    started, release = threading.Event(), threading.Event()
+
+    def sync_load(requests: Iterator[bytes], context: Any) -> bytes:
+        got = list(requests)
+        started.set()
+        assert release.wait(10)
+        return b"%d" % sum(map(len, got))
+
+    async def aio_load(requests: Any, context: Any) -> bytes:
+        got = [r async for r in requests]
+        started.set()
+        assert await asyncio.to_thread(release.wait, 10)
+        return b"%d" % sum(map(len, got))
+
+    handler = grpc.stream_unary_rpc_method_handler(sync_load if kind == "sync" else aio_load)
+    extra = grpc.method_handlers_generic_handler("test.Up", {"Load": handler})
+    chunk = b"y" * 300
+
+    def body(ch: Any) -> None:
+        load = ch.stream_unary("/test.Up/Load")
+        release.set()
+        # one stream larger than the whole budget can never be buffered
+        too_big = status_of(lambda: load(iter([chunk] * 4), metadata=key("big")))
+        assert too_big.code() == Code.RESOURCE_EXHAUSTED
+        assert records.buffers.in_use == 0
+        release.clear()
+        first = load.future(iter([chunk, chunk]), metadata=key("k1"))  # holds 600 bytes
+        assert started.wait(10)
+        assert records.buffers.in_use == 600
+        busy = status_of(lambda: load(iter([chunk, chunk]), metadata=key("k2")))
+        assert busy.code() == Code.UNAVAILABLE
+        assert trailer(busy)["grpc-retry-pushback-ms"] == "1000"
+        assert records.buffers.in_use == 600  # the refused stream released what it took
+        release.set()
+        assert first.result(timeout=10) == b"600"
+        assert records.buffers.in_use == 0
+        assert load(iter([chunk, chunk]), metadata=key("k2")) == b"600"  # the retry fits
+
+    serve(kind, script, {"pipeline": None, "idempotency": records}, body, extra=extra)
+    assert records.buffers.in_use == 0
+
+
 def test_idempotency_replays_while_the_breaker_is_open(
     kind: str, script: Script, clock: FakeClock
 ) -> None:
@@ -459,6 +657,10 @@ def test_idempotency_configuration_errors() -> None:
         )
     with pytest.raises(rs.ConfigurationError):
         ResilienceServerInterceptor(pipeline=None, idempotency_wait=-1)
+    with pytest.raises(rs.ConfigurationError):
+        ResilienceServerInterceptor(pipeline=None, scope=str, principal=str)
+    with pytest.raises(rs.ConfigurationError):
+        AsyncResilienceServerInterceptor(pipeline=None, scope="tenant")  # type: ignore[arg-type]
 
 
 # -- rate limiter and bulkhead -----------------------------------------------------------------

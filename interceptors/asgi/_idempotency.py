@@ -14,10 +14,15 @@ Behaviour (draft-ietf-httpapi-idempotency-key-header, Stripe, RELIABILITY.md §2
   the client's socket address. Put authentication *before* this middleware.
 * The request is fingerprinted (SHA-256 of content-type, query string and body, hashed as it
   is read); the body is re-delivered to the app byte-identical with its ``more_body`` framing.
-  A body over ``max_request_body`` (10 MiB) → **413**.
+  A body over ``max_request_body`` (10 MiB; a ``Content-Length`` over it is refused before
+  reading) → **413**. The bodies buffered at once, summed over every in-flight request, stay
+  within ``max_buffered_bytes`` (64 MiB): a request whose next chunk does not fit → **503**
+  with ``Retry-After: 1``, without reading more; its bytes are released at once, and every
+  request's bytes when it completes or its client disconnects.
 * First request: runs; the response streams through unchanged (no buffering), while up to
-  ``max_body`` (1 MiB) of it is captured. The outcome is stored just before the final body
-  chunk is sent, so a retry that sees the response also sees the record.
+  ``max_response_bytes`` (1 MiB, the cap every idempotency adapter shares) of it is captured.
+  The outcome is stored just before the final body chunk is sent, so a retry that sees the
+  response also sees the record.
 * Duplicate while running → **409** with ``Retry-After`` (or, with ``wait > 0``, a wait for
   the replay); same key with a different request → **422**; completed → replay of the status,
   the allow-listed headers and the byte-identical body, plus ``Idempotent-Replayed: true``.
@@ -26,8 +31,8 @@ Behaviour (draft-ietf-httpapi-idempotency-key-header, Stripe, RELIABILITY.md §2
   problem+json). Released (a retry runs again): 429 and 503 from the handler, statuses listed in
   ``release_statuses``, and every response this middleware generates itself.
   ``store_errors="never"`` also releases on 5xx and exceptions (at-least-once).
-* A response larger than ``max_body`` is recorded as *not retained*: a retry gets **409** with
-  problem type ``…#response-not-retained``, never an empty or truncated replay.
+* A response larger than ``max_response_bytes`` is recorded as *not retained*: a retry gets
+  **409** with problem type ``…#response-not-retained``, never an empty or truncated replay.
 * Store failure: ``on_store_error="closed"`` (default) → **503** with ``Retry-After: 1``, the
   app does not run; ``"open"`` → the app runs unprotected, with ``Idempotency-Status:
   unavailable``.
@@ -54,7 +59,12 @@ from resilience._types import (
     status_codes,
 )
 from resilience.errors import ConfigurationError, StoreError
-from resilience.idempotency import Claim, IdempotencyRecords
+from resilience.idempotency import (
+    MAX_BUFFERED_BYTES,
+    MAX_RESPONSE_BYTES,
+    Claim,
+    IdempotencyRecords,
+)
 
 from ._common import send_problem
 
@@ -193,8 +203,12 @@ class IdempotencyMiddleware:
         scope: ``callable(asgi_scope) -> str | None`` giving the principal.
         lease: seconds an in-flight claim lives without renewal (renewed every ``lease / 3``).
         wait: seconds a concurrent duplicate waits for the replay instead of a 409.
-        max_body: largest response body stored for replay (bytes).
+        max_response_bytes: largest response body stored for replay (bytes; default
+            ``MAX_RESPONSE_BYTES``, 1 MiB); over it the response is not retained (a retry: 409).
+        max_body: the older name of ``max_response_bytes``.
         max_request_body: largest request body accepted for fingerprinting (bytes; 413 over).
+        max_buffered_bytes: bound on request bytes buffered at once for fingerprinting, summed
+            over every in-flight request (default 64 MiB; 503 with ``Retry-After`` over it).
         replay_headers: extra response header names replayed (case-insensitive).
         release_statuses: handler statuses that release the key instead of being stored
             (e.g. ``{401, 403, 404, 408, 409, 425}``); 429 and 503 always release.
@@ -224,8 +238,10 @@ class IdempotencyMiddleware:
         scope: Callable[[Scope], str | None] = default_principal,
         lease: Duration = 60,
         wait: Duration = 0.0,
-        max_body: int = 1 << 20,
+        max_response_bytes: int | None = None,
+        max_body: int | None = None,
         max_request_body: int = 10 << 20,
+        max_buffered_bytes: int = MAX_BUFFERED_BYTES,
         replay_headers: Iterable[str] = (),
         release_statuses: Iterable[int] = (),
         store_errors: Literal["ambiguous", "never"] = "ambiguous",
@@ -248,8 +264,18 @@ class IdempotencyMiddleware:
             )
         self.scope_fn = scope
         self.wait = seconds(wait, "wait")
-        self.max_body = positive_int(max_body, "max_body", minimum=0)
+        if max_response_bytes is not None and max_body is not None:
+            raise ConfigurationError("pass max_response_bytes= or its older name max_body=")
+        cap = max_response_bytes if max_response_bytes is not None else max_body
+        self.max_body = positive_int(
+            MAX_RESPONSE_BYTES if cap is None else cap, "max_response_bytes", minimum=0
+        )
         self.max_request_body = positive_int(max_request_body, "max_request_body", minimum=0)
+        if positive_int(max_buffered_bytes, "max_buffered_bytes") < self.max_request_body:
+            raise ConfigurationError(
+                f"max_buffered_bytes ({max_buffered_bytes}) must be at least max_request_body "
+                f"({self.max_request_body}): such a request could never be accepted"
+            )
         extra = {h.encode("latin-1") for h in header_names(replay_headers, "replay_headers")}
         forbidden = sorted(h.decode("latin-1") for h in extra & _NEVER_REPLAYED)
         if forbidden:
@@ -271,8 +297,11 @@ class IdempotencyMiddleware:
             lease=lease,
             namespace=f"idem:{name}",
             on_store_error=on_store_error,
+            max_response_bytes=self.max_body,
+            max_buffered_bytes=max_buffered_bytes,
             clock=clock,
         )
+        self.buffers = self.records.buffers
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope["method"] not in self.methods:
@@ -306,16 +335,39 @@ class IdempotencyMiddleware:
         if principal is None:
             await self.app(scope, receive, send)
             return
+        held = [0]  # request bytes this request holds in the shared buffer budget
+        try:
+            await self._deduplicate(scope, receive, send, principal, key, held)
+        finally:
+            if held[0]:
+                self.buffers.release(held[0])
+
+    async def _too_large(self, send: Send) -> None:
+        await _send_problem(
+            send,
+            413,
+            "request-too-large",
+            "Request body too large",
+            f"an idempotent request body may be at most {self.max_request_body} bytes",
+        )
+
+    async def _deduplicate(
+        self, scope: Scope, receive: Receive, send: Send, principal: str, key: str, held: list[int]
+    ) -> None:
         # read and fingerprint the body; it is re-delivered to the app unchanged
         digest = hashlib.sha256()
         content_type = b""
         for k, v in scope["headers"]:
             if k == b"content-type":
                 content_type = v
+            elif k == b"content-length" and v.isdigit() and int(v) > self.max_request_body:
+                await self._too_large(send)  # refused before reading any of it
+                return
         digest.update(len(content_type).to_bytes(4, "big") + content_type)
         query = scope.get("query_string", b"")
         digest.update(len(query).to_bytes(4, "big") + query)
         buffered: deque[Message] = deque()
+        budget = self.buffers
         total = 0
         while True:
             message = await receive()
@@ -324,14 +376,22 @@ class IdempotencyMiddleware:
             chunk = message.get("body", b"")
             total += len(chunk)
             if total > self.max_request_body:
+                await self._too_large(send)
+                return
+            if chunk and not budget.reserve(len(chunk)):
+                budget.release(held[0])
+                held[0] = 0
+                buffered.clear()
                 await _send_problem(
                     send,
-                    413,
-                    "request-too-large",
-                    "Request body too large",
-                    f"an idempotent request body may be at most {self.max_request_body} bytes",
+                    503,
+                    "buffers-full",
+                    "Too many request bytes buffered",
+                    "too many idempotent request bodies are being read right now; retry later",
+                    _retry_after(1),
                 )
                 return
+            held[0] += len(chunk)
             digest.update(chunk)
             buffered.append(message)
             if not message.get("more_body", False):
@@ -441,12 +501,12 @@ class IdempotencyMiddleware:
         retained = True
         finished = False
 
-        async def finish(payload: str | None, store: bool) -> None:
+        async def finish(payload: str | None, store: bool, size: int | None = None) -> None:
             nonlocal finished
             finished = True
             beat.stop()
             if store:
-                await records.acomplete(claim, payload)
+                await records.acomplete(claim, payload, size=size)
             else:
                 await records.arelease(claim)
 
@@ -475,9 +535,11 @@ class IdempotencyMiddleware:
                     ):
                         await finish(None, store=False)
                     elif retained:
-                        await finish(self._payload(status, headers, b"".join(chunks)), store=True)
+                        body = b"".join(chunks)
+                        chunks.clear()
+                        await finish(self._payload(status, headers, body), True, len(body))
                     else:
-                        await finish(None, store=True)
+                        await finish(None, True, size)
             await send(message)
 
         try:

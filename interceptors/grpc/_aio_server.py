@@ -12,7 +12,7 @@ from grpc import aio
 import resilience as rs
 from resilience._clock import Clock, resolve_clock
 from resilience._types import Duration
-from resilience.idempotency import IdempotencyRecords
+from resilience.idempotency import _CALLER, IdempotencyRecords
 
 from ._common import check_pipeline, emitter, method_name
 from ._server import (
@@ -21,13 +21,16 @@ from ._server import (
     REPLAYED_KEY,
     ContextProxy,
     IdempotencyConfig,
+    StreamBuffer,
     _identity,
     compose_pipeline,
     enter_scope,
     exit_scope,
+    mark_replayed,
     refuse_key,
     rejection,
     stream_fingerprint,
+    unscoped,
 )
 from ._status import StatusError
 
@@ -57,7 +60,12 @@ class _AsyncContextProxy(ContextProxy):
 
 def _unary_body(user: Callable[..., Any]) -> Callable[..., Awaitable[Any]]:
     async def body(request: Any, proxy: ContextProxy) -> Any:
-        result = await user(request, proxy)
+        token = unscoped()
+        try:
+            result = await user(request, proxy)
+        finally:
+            if token is not None:
+                _CALLER.reset(token)
         failed = proxy.failure(result)
         if failed is not None:
             raise failed
@@ -68,13 +76,18 @@ def _unary_body(user: Callable[..., Any]) -> Callable[..., Awaitable[Any]]:
 
 def _stream_body(user: Callable[..., Any]) -> Callable[..., Awaitable[Any]]:
     async def body(request: Any, proxy: ContextProxy) -> None:
-        out = user(request, proxy)
-        if inspect.isasyncgen(out):
-            write = proxy._ctx.write
-            async for message in out:
-                await write(message)
-        else:
-            await out  # a handler writing with context.write
+        token = unscoped()
+        try:
+            out = user(request, proxy)
+            if inspect.isasyncgen(out):
+                write = proxy._ctx.write
+                async for message in out:
+                    await write(message)
+            else:
+                await out  # a handler writing with context.write
+        finally:
+            if token is not None:
+                _CALLER.reset(token)
         failed = proxy.failure(None)
         if failed is not None:
             raise failed
@@ -108,7 +121,9 @@ class AsyncResilienceServerInterceptor(_ServerInterceptor):
         idempotency: an :class:`resilience.IdempotencyRecords`, or a policy composed innermost.
         idempotency_required: reject unary-response calls without an ``idempotency-key``.
         idempotency_wait: seconds a duplicate waits for the first call's response.
-        principal: ``callable(context) -> str | None`` scoping the idempotency records.
+        scope: ``callable(context) -> str | None`` scoping the idempotency records to the
+            caller (default :func:`~interceptors.grpc.default_principal`), for both spellings.
+        principal: the older name of ``scope``.
         clock: time source for the published deadline.
 
     Example:
@@ -124,12 +139,13 @@ class AsyncResilienceServerInterceptor(_ServerInterceptor):
         idempotency: IdempotencyRecords | rs.Policy | None = None,
         idempotency_required: bool = False,
         idempotency_wait: Duration = 0.0,
+        scope: Callable[[Any], str | None] | None = None,
         principal: Callable[[Any], str | None] | None = None,
         clock: Clock | None = None,
     ) -> None:
         self.pipeline = check_pipeline(pipeline)
         self._idem = IdempotencyConfig(
-            idempotency, idempotency_required, idempotency_wait, principal
+            idempotency, idempotency_required, idempotency_wait, principal, scope
         )
         self.idempotency = idempotency
         self.idempotency_required = self._idem.required
@@ -181,7 +197,7 @@ class AsyncResilienceServerInterceptor(_ServerInterceptor):
         run = self._serve(self._compose(_stream_body(handler.stream_stream), method), method, True)
         return grpc.stream_stream_rpc_method_handler(run, des, ser)
 
-    async def _enter(self, context: Any, streaming: bool) -> tuple[Any, Any, Any]:
+    async def _enter(self, context: Any, streaming: bool) -> tuple[Any, Any, Any, Any]:
         idem = self._idem
         if streaming and idem.records is not None:
             tokens = enter_scope(context, self._clock, False, False)
@@ -190,9 +206,9 @@ class AsyncResilienceServerInterceptor(_ServerInterceptor):
                 exit_scope(tokens)
                 await context.abort(grpc.StatusCode.INVALID_ARGUMENT, error)
             return tokens
-        tokens = enter_scope(context, self._clock, idem.enabled, idem.required)
-        if tokens[2] is not None:
-            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, tokens[2])
+        tokens = enter_scope(context, self._clock, idem.enabled, idem.required, idem.scope_hook)
+        if tokens[3] is not None:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, tokens[3])
         return tokens
 
     def _serve(
@@ -203,7 +219,10 @@ class AsyncResilienceServerInterceptor(_ServerInterceptor):
         async def resilient_handler(request: Any, context: Any) -> Any:
             tokens = await enter(context, streaming)
             try:
-                return await run(request, _AsyncContextProxy(context, method))
+                result = await run(request, _AsyncContextProxy(context, method))
+                if not streaming:
+                    mark_replayed(context)
+                return result
             except Exception as exc:
                 return await _abort(context, exc)
             finally:
@@ -223,9 +242,10 @@ class AsyncResilienceServerInterceptor(_ServerInterceptor):
 
         async def resilient_idempotent(raw: Any, context: Any) -> Any:
             tokens = await enter(context, False)
+            buffer = StreamBuffer(records.buffers)
             try:
                 proxy = _AsyncContextProxy(context, method)
-                messages = [bytes(m) async for m in raw] if stream_req else [bytes(raw)]
+                messages = [buffer.take(m) async for m in raw] if stream_req else [bytes(raw)]
                 fingerprint = stream_fingerprint(messages) if stream_req else messages[0]
                 try:
                     decoded = [des(m) for m in messages]
@@ -259,9 +279,11 @@ class AsyncResilienceServerInterceptor(_ServerInterceptor):
                     context.set_trailing_metadata(((REPLAYED_KEY, "true"),))
                 return out
             except Exception as exc:
+                buffer.release()  # before the status goes out
                 response = await _abort(context, exc)
                 return None if response is None else ser(response)
             finally:
+                buffer.release()
                 exit_scope(tokens)
 
         return resilient_idempotent

@@ -13,8 +13,8 @@ import resilience as rs
 from resilience._clock import Clock, resolve_clock
 from resilience._deadline import _DEADLINE, tighter
 from resilience._types import Duration, seconds
-from resilience.errors import ConfigurationError
-from resilience.idempotency import IdempotencyRecords
+from resilience.errors import ConfigurationError, RejectedError
+from resilience.idempotency import _CALLER, BufferBudget, CallerScope, IdempotencyRecords
 
 from ._common import END, check_pipeline, emitter, method_name
 from ._status import StatusError, status_for
@@ -107,6 +107,40 @@ def default_principal(context: Any) -> str | None:
     return "peer:" + peer
 
 
+_STREAM_TOO_LARGE = "the request stream is larger than the idempotency max_buffered_bytes"
+_BUFFERS_FULL = "too many request bytes are buffered for idempotency right now; retry later"
+
+
+class StreamBuffer:
+    """A request stream's messages, held within the records' :class:`BufferBudget`.
+
+    :meth:`take` reserves each message before it is kept: a stream that can never fit the
+    budget raises ``RESOURCE_EXHAUSTED``, one that does not fit *now* (other calls hold the
+    budget) a :class:`~resilience.RejectedError` (``UNAVAILABLE``, pushback 1 s); nothing more
+    of the stream is read. :meth:`release` returns the bytes when the call is done.
+    """
+
+    __slots__ = ("budget", "held")
+
+    def __init__(self, budget: BufferBudget) -> None:
+        self.budget = budget
+        self.held = 0
+
+    def take(self, message: Any) -> bytes:
+        n = len(message)
+        if not self.budget.reserve(n):
+            if self.held + n > self.budget.limit:
+                raise StatusError(grpc.StatusCode.RESOURCE_EXHAUSTED, _STREAM_TOO_LARGE)
+            raise RejectedError(_BUFFERS_FULL, policy="idempotency", retry_after=1.0)
+        self.held += n
+        return bytes(message)
+
+    def release(self) -> None:
+        if self.held:
+            self.budget.release(self.held)
+            self.held = 0
+
+
 def stream_fingerprint(messages: list[bytes]) -> bytes:
     """The fingerprint input of a request stream: its serialized messages, length-prefixed."""
     return b"".join(len(m).to_bytes(8, "big") + m for m in messages)
@@ -123,6 +157,7 @@ class IdempotencyConfig:
         required: bool,
         wait: Duration,
         principal: Callable[[Any], str | None] | None,
+        scope: Callable[[Any], str | None] | None = None,
     ) -> None:
         self.records: IdempotencyRecords | None = None
         self.policy: rs.Policy | None = None
@@ -137,13 +172,17 @@ class IdempotencyConfig:
             self.policy = idempotency
         self.required = bool(required)
         self.wait = seconds(wait, "idempotency_wait")
-        if principal is None:
-            principal = default_principal
-        elif not callable(principal):
+        if scope is not None and principal is not None:
+            raise ConfigurationError("pass scope= or its older name principal=, not both")
+        if scope is None:
+            scope = principal
+        if scope is None:
+            scope = default_principal
+        elif not callable(scope):
             raise ConfigurationError(
-                f"principal must be a callable(context) -> str | None, got {principal!r}"
+                f"scope must be a callable(context) -> str | None, got {scope!r}"
             )
-        self.principal = principal
+        self.principal = scope
 
     @property
     def enabled(self) -> bool:
@@ -161,9 +200,14 @@ class IdempotencyConfig:
         principal: object = self.principal(context)
         if principal is not None and (not isinstance(principal, str) or not principal):
             raise ConfigurationError(
-                f"principal must return a non-empty str or None, got {principal!r}"
+                f"scope must return a non-empty str or None, got {principal!r}"
             )
         return principal
+
+    @property
+    def scope_hook(self) -> Callable[[Any], str | None] | None:
+        """The principal hook :func:`enter_scope` applies (only for a policy ``idempotency=``)."""
+        return self.principal_of if self.policy is not None else None
 
 
 def refuse_key(context: Any) -> str | None:
@@ -208,29 +252,59 @@ def key_check(context: Any, required: bool) -> tuple[str | None, str | None]:
 
 
 def enter_scope(
-    context: Any, clock: Clock, idempotency: bool, required: bool
-) -> tuple[Any, Any, str | None]:
-    """Publish the deadline and the idempotency key: (tokens..., error message or None)."""
+    context: Any,
+    clock: Clock,
+    idempotency: bool,
+    required: bool,
+    scope_of: Callable[[Any], str | None] | None = None,
+) -> tuple[Any, Any, Any, str | None]:
+    """Publish the deadline and the idempotency key: (tokens..., error message or None).
+
+    With ``scope_of`` (an ``idempotency=`` policy), a call carrying a key also enters the
+    caller's :class:`~resilience.idempotency.CallerScope`, so the policy's records are the
+    caller's own; a caller without a principal gets no key (the policy does not deduplicate).
+    """
     dl = deadline_token(context, clock)
     if not idempotency:
-        return dl, None, None
+        return dl, None, None, None
     key, error = key_check(context, required)
+    caller = None
+    if error is None and key is not None and scope_of is not None:
+        try:
+            principal = scope_of(context)
+        except BaseException:
+            if dl is not None:
+                _DEADLINE.reset(dl)
+            raise
+        if principal is None:
+            key = None
+        else:
+            caller = _CALLER.set(CallerScope(principal))
     if error is not None:
         if dl is not None:
             _DEADLINE.reset(dl)
-        return None, None, error
-    return dl, _KEY.set(key), None
+        return None, None, None, error
+    return dl, _KEY.set(key), caller, None
 
 
 def exit_scope(tokens: tuple[Any, ...]) -> None:
     """Undo :func:`enter_scope` (tolerating a generator closed in another context)."""
     try:
+        if tokens[2] is not None:
+            _CALLER.reset(tokens[2])
         if tokens[1] is not None:
             _KEY.reset(tokens[1])
         if tokens[0] is not None:
             _DEADLINE.reset(tokens[0])
     except ValueError:  # pragma: no cover - closed by the garbage collector elsewhere
         pass
+
+
+def mark_replayed(context: Any) -> None:
+    """Add ``idempotent-replayed: true`` when the call's policy replayed a stored outcome."""
+    caller = _CALLER.get()
+    if caller is not None and caller.replayed:
+        context.set_trailing_metadata(((REPLAYED_KEY, "true"),))
 
 
 class ContextProxy:
@@ -287,9 +361,23 @@ def rejection(exc: BaseException) -> tuple[grpc.StatusCode, str, tuple[tuple[str
 
 
 # -- sync -------------------------------------------------------------------------------------
+def unscoped() -> Any:
+    """Leave the caller's idempotency scope for the handler itself (a reset token or None).
+
+    The scope is for the interceptor's ``idempotency=`` policy only: idempotent functions the
+    handler calls keep their own (cross-caller) records.
+    """
+    return None if _CALLER.get() is None else _CALLER.set(None)
+
+
 def _unary_body(user: Callable[..., Any]) -> Callable[[Any, ContextProxy], Any]:
     def body(request: Any, proxy: ContextProxy) -> Any:
-        result = user(request, proxy)
+        token = unscoped()
+        try:
+            result = user(request, proxy)
+        finally:
+            if token is not None:
+                _CALLER.reset(token)
         failed = proxy.failure(result)
         if failed is not None:
             raise failed
@@ -300,11 +388,16 @@ def _unary_body(user: Callable[..., Any]) -> Callable[[Any, ContextProxy], Any]:
 
 def _stream_body(user: Callable[..., Any]) -> Callable[[Any, ContextProxy], Any]:
     def body(request: Any, proxy: ContextProxy) -> Any:
-        it = iter(user(request, proxy))
+        token = unscoped()
         try:
-            first = next(it)
-        except StopIteration:
-            first = END
+            it = iter(user(request, proxy))
+            try:
+                first = next(it)
+            except StopIteration:
+                first = END
+        finally:
+            if token is not None:
+                _CALLER.reset(token)
         failed = proxy.failure(None)
         if failed is not None:
             raise failed
@@ -365,8 +458,26 @@ class ResilienceServerInterceptor(_ServerInterceptor):
 
     A handler that fails (exception, ``abort``, non-OK ``set_code``) releases the key: a retry
     runs again. Streaming-response methods cannot be replayed: a key sent to one is refused with
-    ``INVALID_ARGUMENT``. Passing a policy as ``idempotency=`` instead composes it innermost in
-    the pipeline, with :func:`idempotency_key` returning the metadata key while it runs.
+    ``INVALID_ARGUMENT``. A serialized response over the records' ``max_response_bytes``
+    (1 MiB) is not retained: a duplicate gets ``ABORTED`` ("not retained"), never a replay.
+    A request stream is buffered within the records' :class:`~resilience.idempotency.BufferBudget`
+    (``max_buffered_bytes``, summed over in-flight calls): a stream larger than the whole budget
+    gets ``RESOURCE_EXHAUSTED``, one arriving while the budget is taken ``UNAVAILABLE`` with
+    ``grpc-retry-pushback-ms``; nothing more is read.
+
+    Passing a policy as ``idempotency=`` (e.g. ``rs.Idempotent(key=lambda request, context:
+    idempotency_key(), ...)``) composes it innermost in the pipeline, with
+    :func:`idempotency_key` returning the metadata key while it runs. Its records are scoped to
+    the caller too (the policy runs inside :func:`resilience.idempotency.caller_scope` with the
+    ``scope=`` principal), a replay carries ``idempotent-replayed: true``, and a caller
+    without a principal gets ``idempotency_key() is None`` (no deduplication). The handler
+    itself runs outside that scope: idempotent functions it calls keep their own records.
+
+    Scope: by default :func:`default_principal`, the TLS peer identity, else a hash of the
+    ``authorization`` metadata (never stored raw), else the peer address. Callers with no
+    credentials are therefore scoped by address: anonymous callers behind one address (a
+    proxy, a NAT) share one scope, as the IETF draft allows for unauthenticated clients; pass
+    ``scope=`` reading your authentication when that is not what you want.
 
     Args:
         pipeline: a policy or :class:`resilience.Pipeline` (``None``: only deadline propagation).
@@ -374,8 +485,10 @@ class ResilienceServerInterceptor(_ServerInterceptor):
         idempotency_required: reject unary-response calls without an ``idempotency-key``.
         idempotency_wait: seconds a duplicate waits for the first call's response (bounded by
             the call's deadline); default 0: answer ``ABORTED`` at once.
-        principal: ``callable(context) -> str | None`` scoping the records to the caller
-            (default :func:`default_principal`); ``None`` runs the call without deduplication.
+        scope: ``callable(context) -> str | None`` naming the caller the records are scoped
+            to (default :func:`default_principal`); a ``None`` result runs the call without
+            deduplication.
+        principal: the older name of ``scope``.
         clock: time source for the published deadline.
 
     Example:
@@ -394,12 +507,13 @@ class ResilienceServerInterceptor(_ServerInterceptor):
         idempotency: IdempotencyRecords | rs.Policy | None = None,
         idempotency_required: bool = False,
         idempotency_wait: Duration = 0.0,
+        scope: Callable[[Any], str | None] | None = None,
         principal: Callable[[Any], str | None] | None = None,
         clock: Clock | None = None,
     ) -> None:
         self.pipeline = check_pipeline(pipeline)
         self._idem = IdempotencyConfig(
-            idempotency, idempotency_required, idempotency_wait, principal
+            idempotency, idempotency_required, idempotency_wait, principal, scope
         )
         self.idempotency = idempotency
         self.idempotency_required = self._idem.required
@@ -456,8 +570,8 @@ class ResilienceServerInterceptor(_ServerInterceptor):
             stream, handler.request_deserializer, handler.response_serializer
         )
 
-    def _enter(self, context: Any, streaming: bool = False) -> tuple[Any, Any, Any]:
-        """Publish the deadline and the idempotency key; returns reset tokens."""
+    def _enter(self, context: Any, streaming: bool = False) -> tuple[Any, Any, Any, Any]:
+        """Publish the deadline, the idempotency key and the caller; returns reset tokens."""
         idem = self._idem
         if streaming and idem.records is not None:
             tokens = enter_scope(context, self._clock, False, False)
@@ -466,9 +580,9 @@ class ResilienceServerInterceptor(_ServerInterceptor):
                 exit_scope(tokens)
                 context.abort(grpc.StatusCode.INVALID_ARGUMENT, error)
             return tokens
-        tokens = enter_scope(context, self._clock, idem.enabled, idem.required)
-        if tokens[2] is not None:
-            context.abort(grpc.StatusCode.INVALID_ARGUMENT, tokens[2])
+        tokens = enter_scope(context, self._clock, idem.enabled, idem.required, idem.scope_hook)
+        if tokens[3] is not None:
+            context.abort(grpc.StatusCode.INVALID_ARGUMENT, tokens[3])
         return tokens
 
     @staticmethod
@@ -481,7 +595,9 @@ class ResilienceServerInterceptor(_ServerInterceptor):
         def resilient_unary(request: Any, context: Any) -> Any:
             tokens = enter(context)
             try:
-                return run(request, ContextProxy(context, method))
+                result = run(request, ContextProxy(context, method))
+                mark_replayed(context)
+                return result
             except Exception as exc:
                 return _abort(context, exc)
             finally:
@@ -501,9 +617,10 @@ class ResilienceServerInterceptor(_ServerInterceptor):
 
         def resilient_idempotent(raw: Any, context: Any) -> Any:
             tokens = enter(context)
+            buffer = StreamBuffer(records.buffers)
             try:
                 proxy = ContextProxy(context, method)
-                messages = [bytes(m) for m in raw] if stream_req else [bytes(raw)]
+                messages = [buffer.take(m) for m in raw] if stream_req else [bytes(raw)]
                 fingerprint = stream_fingerprint(messages) if stream_req else messages[0]
                 try:
                     request = iter([des(m) for m in messages]) if stream_req else des(messages[0])
@@ -527,9 +644,11 @@ class ResilienceServerInterceptor(_ServerInterceptor):
                     context.set_trailing_metadata(((REPLAYED_KEY, "true"),))
                 return out
             except Exception as exc:
+                buffer.release()  # before the status goes out
                 response = _abort(context, exc)
                 return None if response is None else ser(response)
             finally:
+                buffer.release()
                 leave(tokens)
 
         return resilient_idempotent
@@ -548,6 +667,8 @@ class ResilienceServerInterceptor(_ServerInterceptor):
                     return
                 if first is END:
                     return
+                if tokens[2] is not None:
+                    _CALLER.set(None)  # the rest of the stream is the handler's own code
                 yield first
                 try:
                     yield from it
