@@ -37,6 +37,7 @@ __all__ = [
     "IdempotentReplay",
     "Listener",
     "RateLimitWaited",
+    "RecordsEvicted",
     "RetriesExhausted",
     "RetryScheduled",
     "StoreFailed",
@@ -154,6 +155,19 @@ class IdempotentReplay(Event):
     """A stored result was replayed for a duplicate call."""
 
     kind: ClassVar[str] = "idempotency_replay"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RecordsEvicted(Event):
+    """A full in-memory store evicted ``count`` completed records before their TTL to make room
+    for this call's new record (oldest completed first; in-progress claims are never evicted).
+
+    A duplicate of an evicted record's key runs again: raise ``max_entries``, shorten ``ttl`` or
+    use a shared store when this happens under normal load.
+    """
+
+    kind: ClassVar[str] = "records_evicted"
+    count: int
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

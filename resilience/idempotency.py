@@ -38,7 +38,7 @@ import logging
 import os
 import threading
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar, Literal, Protocol, TypeGuard
 
 from ._clock import SYSTEM_CLOCK, Clock, resolve_clock
@@ -52,7 +52,14 @@ from .errors import (
     IdempotencyKeyReusedError,
     StoreError,
 )
-from .events import CallRejected, IdempotentReplay, Listener, StoreFailed, error_type
+from .events import (
+    CallRejected,
+    IdempotentReplay,
+    Listener,
+    RecordsEvicted,
+    StoreFailed,
+    error_type,
+)
 from .stores.base import StoreOp
 from .stores.memory import MemoryStore
 from .stores.redis import text, to_us
@@ -94,6 +101,11 @@ def _valid(state: object) -> TypeGuard[dict[str, Any]]:
         and isinstance(state.get("g"), int)
         and isinstance(state.get("lu"), int | float)
     )
+
+
+def _in_progress(state: object) -> bool:
+    """Whether ``state`` is a claim (a memory store never evicts it early)."""
+    return isinstance(state, dict) and state.get("st") == IN_PROGRESS
 
 
 def _owns(state: object, owner: str, fence: int) -> TypeGuard[dict[str, Any]]:
@@ -152,6 +164,8 @@ class ClaimOp:
     owner: str
     lease: float
     ttl: float
+    #: completed records a full memory store evicted to make room for this claim (set by it)
+    evicted: int = field(default=0, compare=False)
 
     LUA: ClassVar[str] = (
         _LUA_RECORD
@@ -198,6 +212,10 @@ return {'claimed', fence + 1, 1}
             return state, ("in_progress", fence, state["lu"] - now), None
         # an orphan: its owner crashed or hung past its lease; take it over with a new fence
         return self._claimed(fence + 1, now), ("claimed", fence + 1, 1), self.ttl + self.lease
+
+    def pinned(self, state: Any, /) -> bool:
+        """Claims are never evicted early by a full memory store (completed records may be)."""
+        return _in_progress(state)
 
     def lua_args(self) -> tuple[int, int, bytes, bytes]:
         """Lease and ttl in µs, fingerprint, owner (the Lua twin's ARGV[2:])."""
@@ -261,6 +279,10 @@ return 1
             return state, False, None
         return {**state, "lu": now + self.lease}, True, self.ttl + self.lease
 
+    def pinned(self, state: Any, /) -> bool:
+        """Claims are never evicted early by a full memory store (completed records may be)."""
+        return _in_progress(state)
+
     def lua_args(self) -> tuple[bytes, int, int, int]:
         """Owner, fence, lease and ttl in µs."""
         return _b(self.owner), self.fence, to_us(self.lease), to_us(self.ttl)
@@ -316,6 +338,10 @@ return 1
             return state, False, None
         return {**state, "st": DONE, "r": self.payload}, True, self.ttl
 
+    def pinned(self, state: Any, /) -> bool:
+        """Claims are never evicted early by a full memory store (completed records may be)."""
+        return _in_progress(state)
+
     def lua_args(self) -> tuple[bytes, int, int, int, bytes]:
         """Owner, fence, ttl in µs, whether a payload is stored, the payload."""
         retained = self.payload is not None
@@ -356,6 +382,10 @@ return 1
         if not _owns(state, self.owner, self.fence):
             return state, False, None
         return None, True, None
+
+    def pinned(self, state: Any, /) -> bool:
+        """Claims are never evicted early by a full memory store (completed records may be)."""
+        return _in_progress(state)
 
     def lua_args(self) -> tuple[bytes, int]:
         """Owner and fence."""
@@ -598,6 +628,13 @@ class IdempotencyRecords:
         heartbeat: renew leases while operations run (disable only for operations that always
             finish well within ``lease``: past it, a duplicate may run concurrently).
         max_entries: the cap of the default and ``"local"`` memory stores.
+        on_full: what the default and ``"local"`` memory stores do with ``max_entries`` records
+            and a new key: ``"evict_oldest"`` (default: evict the oldest *completed* record,
+            never an in-progress claim; a late duplicate of an evicted key runs again, and a
+            :class:`~resilience.events.RecordsEvicted` event is emitted) or ``"deny_new"``
+            (refuse the new key with :class:`~resilience.stores.StoreFullError`, handled by
+            ``on_store_error``). Either way a store whose every record is an in-progress claim
+            refuses new keys. Ignored for a store you pass.
         clock: time source of the default store, of waits and of the heartbeat.
 
     gRPC servers use :meth:`run` / :meth:`arun`: the interceptor reads the ``idempotency-key``
@@ -634,14 +671,20 @@ class IdempotencyRecords:
         on_store_error: Literal["closed", "open", "local"] = "closed",
         heartbeat: bool = True,
         max_entries: int = 10_000,
+        on_full: Literal["evict_oldest", "deny_new"] = "evict_oldest",
         clock: Clock | None = None,
     ) -> None:
         self.clock = resolve_clock(clock)
         self.ttl = seconds(ttl, "ttl", allow_zero=False)
         self.lease = seconds(lease, "lease", allow_zero=False)
         self.max_entries = positive_int(max_entries, "max_entries")
+        if on_full not in ("evict_oldest", "deny_new"):
+            raise ConfigurationError(
+                f"on_full must be 'evict_oldest' or 'deny_new', got {on_full!r}"
+            )
+        self.on_full: Literal["evict_oldest", "deny_new"] = on_full
         if store is None:
-            store = MemoryStore(max_entries=self.max_entries, clock=self.clock)
+            store = self._memory_store()
         elif not (
             callable(getattr(store, "apply", None)) or callable(getattr(store, "aapply", None))
         ):
@@ -655,6 +698,7 @@ class IdempotencyRecords:
             )
         self.on_store_error = on_store_error
         self._local: MemoryStore | None = None
+        self._warned_evict = False
         self.namespace = check_name(namespace)
         self.heartbeat = bool(heartbeat)
         self._fake_timers = callable(getattr(self.clock, "call_at", None))
@@ -665,10 +709,31 @@ class IdempotencyRecords:
         return record_key(self.namespace, *parts)
 
     # -- store access with the failure policy ------------------------------------------------
+    def _memory_store(self) -> MemoryStore:
+        return MemoryStore(max_entries=self.max_entries, on_full=self.on_full, clock=self.clock)
+
     def _local_store(self) -> MemoryStore:
         if self._local is None:
-            self._local = MemoryStore(max_entries=self.max_entries, clock=self.clock)
+            self._local = self._memory_store()
         return self._local
+
+    def _evicted(self, op: ClaimOp, em: Emitter | None, policy: str) -> None:
+        """Report the completed records a full memory store evicted for ``op``."""
+        if not self._warned_evict:
+            self._warned_evict = True
+            _log.warning(
+                "resilience: %s: the memory store is full (%d records); evicting the oldest "
+                "completed records before their ttl: a late duplicate of an evicted key runs "
+                "again (raise max_entries, shorten ttl or share a RedisStore)",
+                policy or self.namespace,
+                self.max_entries,
+            )
+        if em:
+            em.emit(
+                RecordsEvicted(
+                    policy=policy, pipeline=em.pipeline, operation=em.operation, count=op.evicted
+                )
+            )
 
     @staticmethod
     def _apply(store: Any, op: StoreOp[Any]) -> Any:
@@ -726,12 +791,15 @@ class IdempotencyRecords:
         op = ClaimOp(key, fingerprint, owner, self.lease, self.ttl)
         store = self.store
         try:
-            return self._claim_result(key, owner, self._apply(store, op), store)
+            claim = self._claim_result(key, owner, self._apply(store, op), store)
         except StoreError as exc:
             if not self._on_claim_error(exc, em, policy):
                 return Claim("unprotected", key)
-        store = self._local_store()
-        return self._claim_result(key, owner, self._apply(store, op), store)
+            store = self._local_store()
+            claim = self._claim_result(key, owner, self._apply(store, op), store)
+        if op.evicted:
+            self._evicted(op, em, policy)
+        return claim
 
     async def atry_claim(
         self, key: str, fingerprint: str, *, em: Emitter | None = None, policy: str = ""
@@ -741,12 +809,15 @@ class IdempotencyRecords:
         op = ClaimOp(key, fingerprint, owner, self.lease, self.ttl)
         store = self.store
         try:
-            return self._claim_result(key, owner, await self._aapply(store, op), store)
+            claim = self._claim_result(key, owner, await self._aapply(store, op), store)
         except StoreError as exc:
             if not self._on_claim_error(exc, em, policy):
                 return Claim("unprotected", key)
-        store = self._local_store()
-        return self._claim_result(key, owner, self._apply(store, op), store)
+            store = self._local_store()
+            claim = self._claim_result(key, owner, self._apply(store, op), store)
+        if op.evicted:
+            self._evicted(op, em, policy)
+        return claim
 
     def claim(
         self,
@@ -1078,7 +1149,8 @@ class Idempotent(Policy):
     Args:
         key: ``callable(*args, **kwargs) -> str | None`` giving the idempotency key.
         store: a :class:`~resilience.stores.Store` (default: a private
-            ``MemoryStore(max_entries=10_000)``); share a Redis store across processes.
+            ``MemoryStore(max_entries=10_000, on_full="evict_oldest")``); share a Redis store
+            across processes.
         ttl: seconds a completed record is kept (default 24 h).
         lease: seconds a claim stays valid without renewal (default 60).
         wait: seconds a duplicate waits for the first call's outcome (default 0: raise).
@@ -1093,10 +1165,17 @@ class Idempotent(Policy):
             function does not run), ``"open"`` (run unprotected) or ``"local"`` (deduplicate
             within this process only).
         heartbeat: renew the lease while the function runs (default True).
+        max_entries: the cap on records of the default memory store (default 10,000).
+        on_full: when the default memory store holds ``max_entries`` records:
+            ``"evict_oldest"`` (default: evict the oldest completed record, never an
+            in-progress claim, emitting :class:`~resilience.events.RecordsEvicted`; a late
+            duplicate of an evicted key runs again) or ``"deny_new"`` (refuse new keys with a
+            :class:`~resilience.StoreError`, handled by ``on_store_error``).
         name: policy name (events, record namespace).
         clock: time source (waits, leases, TTLs of the default store).
         listeners: event listeners (:class:`~resilience.events.IdempotentReplay`,
-            :class:`~resilience.events.CallRejected`, :class:`~resilience.events.StoreFailed`).
+            :class:`~resilience.events.CallRejected`, :class:`~resilience.events.StoreFailed`,
+            :class:`~resilience.events.RecordsEvicted`).
 
     The first call returns the function's own result; replays return ``codec.decode`` of the
     stored one (with JSON, a tuple comes back as a list): return JSON-native values or pass a
@@ -1137,6 +1216,7 @@ class Idempotent(Policy):
         on_store_error: Literal["closed", "open", "local"] = "closed",
         heartbeat: bool = True,
         max_entries: int = 10_000,
+        on_full: Literal["evict_oldest", "deny_new"] = "evict_oldest",
         name: str = "idempotency",
         clock: Clock | None = None,
         listeners: Sequence[Listener] = (),
@@ -1202,6 +1282,7 @@ class Idempotent(Policy):
             on_store_error=on_store_error,
             heartbeat=heartbeat,
             max_entries=max_entries,
+            on_full=on_full,
             clock=clock,
         )
 
@@ -1215,6 +1296,7 @@ class Idempotent(Policy):
             "wait": self.wait,
             "store_errors": [t.__name__ for t in self.store_errors] or "never",
             "on_store_error": self.records.on_store_error,
+            "on_full": self.records.on_full,
         }
 
     # -- decisions shared by both wrappers ------------------------------------------------------
