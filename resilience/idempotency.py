@@ -1142,9 +1142,12 @@ class Idempotent(Policy):
       after a payment was sent). Other exceptions, and ``BaseException`` such as cancellation,
       always release the claim.
 
-    Records are namespaced by the policy ``name`` and the decorated function's qualified name.
-    Message consumers use the message id as the key (see the module documentation of
-    :mod:`resilience.idempotency`).
+    Records belong to the function that made them: they are namespaced by the policy ``name``
+    and the function's module and qualified name (``"billing:create"``, the same in every
+    process running the same code), so ``billing.create`` and ``refunds.create`` sharing a store
+    never replay each other's results. Functions that must share records name the namespace
+    explicitly (``namespace="orders.create"``). Message consumers use the message id as the key
+    (see the module documentation of :mod:`resilience.idempotency`).
 
     Args:
         key: ``callable(*args, **kwargs) -> str | None`` giving the idempotency key.
@@ -1171,6 +1174,10 @@ class Idempotent(Policy):
             in-progress claim, emitting :class:`~resilience.events.RecordsEvicted`; a late
             duplicate of an evicted key runs again) or ``"deny_new"`` (refuse new keys with a
             :class:`~resilience.StoreError`, handled by ``on_store_error``).
+        namespace: the records' namespace within this policy ``name`` (default ``None``: the
+            decorated function's ``"module:qualname"``). Give the same namespace to functions
+            that must share records; ``namespace=fn.__qualname__`` reads the records written
+            before namespaces included the module.
         name: policy name (events, record namespace).
         clock: time source (waits, leases, TTLs of the default store).
         listeners: event listeners (:class:`~resilience.events.IdempotentReplay`,
@@ -1217,11 +1224,18 @@ class Idempotent(Policy):
         heartbeat: bool = True,
         max_entries: int = 10_000,
         on_full: Literal["evict_oldest", "deny_new"] = "evict_oldest",
+        namespace: str | None = None,
         name: str = "idempotency",
         clock: Clock | None = None,
         listeners: Sequence[Listener] = (),
     ) -> None:
         super().__init__(name=name, listeners=listeners)
+        namespace_: object = namespace
+        if namespace_ is not None and (not isinstance(namespace_, str) or not namespace_):
+            raise ConfigurationError(
+                f"namespace must be a non-empty string (or None), got {namespace!r}"
+            )
+        self.namespace = namespace
         if not callable(key):
             raise ConfigurationError(
                 f"key must be a callable(*args, **kwargs) -> str | None, got {key!r}"
@@ -1297,9 +1311,14 @@ class Idempotent(Policy):
             "store_errors": [t.__name__ for t in self.store_errors] or "never",
             "on_store_error": self.records.on_store_error,
             "on_full": self.records.on_full,
+            "namespace": self.namespace,
         }
 
     # -- decisions shared by both wrappers ------------------------------------------------------
+    def _scope(self, em: Emitter) -> str:
+        """The records' namespace of one decorated function."""
+        return self.namespace or em.function or em.operation or ""
+
     def _prepare(
         self, operation: str, args: tuple[Any, ...], kwargs: dict[str, Any]
     ) -> tuple[str, str] | None:
@@ -1395,7 +1414,7 @@ class Idempotent(Policy):
     # -- wrappers ------------------------------------------------------------------------------
     def _wrap_sync(self, fn: Callable[..., Any], em: Emitter) -> Callable[..., Any]:
         records = self.records
-        prepare, operation, wait, name = self._prepare, em.operation or "", self.wait, self.name
+        prepare, operation, wait, name = self._prepare, self._scope(em), self.wait, self.name
 
         def idempotent_wrapper(*args: Any, **kwargs: Any) -> Any:
             prepared = prepare(operation, args, kwargs)
@@ -1430,7 +1449,7 @@ class Idempotent(Policy):
         self, fn: Callable[..., Awaitable[Any]], em: Emitter
     ) -> Callable[..., Awaitable[Any]]:
         records = self.records
-        prepare, operation, wait, name = self._prepare, em.operation or "", self.wait, self.name
+        prepare, operation, wait, name = self._prepare, self._scope(em), self.wait, self.name
 
         async def idempotent_wrapper(*args: Any, **kwargs: Any) -> Any:
             prepared = prepare(operation, args, kwargs)

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 import resilience as rs
-from resilience._types import qualname
+from resilience._policy import function_identity
 from resilience.events import CallRejected, IdempotentReplay, RecordsEvicted, StoreFailed
 from resilience.idempotency import (
     ClaimOp,
@@ -151,7 +151,7 @@ def test_in_progress_duplicate_is_rejected_with_retry_after(
 
 def _claim_as_other(p: rs.Idempotent, c: Counter, key: str, *args: Any) -> Any:
     """Claim the record a call ``c.fn(*args)`` with ``key`` would use, as another owner."""
-    rkey = p.records.key(qualname(c.fn), key)
+    rkey = p.records.key(function_identity(c.fn), key)
     return p.records.try_claim(rkey, args_fingerprint(args, {}))
 
 
@@ -213,7 +213,7 @@ def test_heartbeat_keeps_the_lease_of_a_long_call(runner: Runner, clock: FakeClo
             probe()
             return "done"
 
-        op = qualname(long_call)
+        op = function_identity(long_call)
 
         assert asyncio.run(p(long_call)("k")) == "done"
     else:
@@ -223,7 +223,7 @@ def test_heartbeat_keeps_the_lease_of_a_long_call(runner: Runner, clock: FakeClo
             probe()
             return "done"
 
-        op = qualname(long_call_sync)
+        op = function_identity(long_call_sync)
 
         assert p(long_call_sync)("k") == "done"
     assert seen == ["in_progress"]
@@ -240,7 +240,7 @@ def test_without_heartbeat_a_long_call_loses_its_lease(clock: FakeClock) -> None
         seen.append(p.records.try_claim(rkey, args_fingerprint((k,), {})).status)
         return "done"
 
-    long_call_qualname = "test_without_heartbeat_a_long_call_loses_its_lease.<locals>.long_call"
+    long_call_qualname = f"{__name__}:{long_call.__qualname__}"
     long_call("k")
     assert seen == ["claimed"]  # the lease lapsed: a duplicate took the record over
 
@@ -424,6 +424,75 @@ def test_records_are_namespaced_by_function(clock: FakeClock) -> None:
         return "two"
 
     assert (one("k"), two("k"), one("k")) == ("one", "two", "one")
+
+
+def _function_in(module: str, source: str, name: str) -> Any:
+    """A function defined in a module called ``module`` (as ``import module`` would)."""
+    namespace: dict[str, Any] = {"__name__": module}
+    exec(source, namespace)
+    return namespace[name]
+
+
+_CREATE = """
+runs = []
+def create(k):
+    runs.append(k)
+    return __name__
+async def acreate(k):
+    return create(k)
+"""
+
+
+def test_same_qualname_in_two_modules_never_shares_records(
+    runner: Runner, clock: FakeClock
+) -> None:
+    """billing.create and refunds.create on one store: each runs, each returns its own."""
+    store = rs.MemoryStore(clock=clock)
+    p = policy(clock, store=store)
+    name = "acreate" if runner.is_async else "create"
+    billing = _function_in("billing", _CREATE, name)
+    refunds = _function_in("refunds", _CREATE, name)
+    assert billing.__qualname__ == refunds.__qualname__ == name
+    assert runner.run(p, billing, "k") == "billing"
+    assert runner.run(p, refunds, "k") == "refunds"  # was "billing", without running
+    assert runner.run(p, billing, "k") == "billing"
+    assert len(store) == 2
+
+
+def test_explicit_namespace_shares_records(runner: Runner, clock: FakeClock) -> None:
+    p = policy(clock, namespace="orders.create")
+    first, second = Counter(runner), Counter(runner, {"run": "second"})
+    assert runner.run(p, first.fn, "k") == {"run": 1}
+    assert runner.run(p, second.fn, "k") == {"run": 1}  # a replay of the first one's record
+    assert (first.n, second.n) == (1, 0)
+    assert p.describe()["namespace"] == "orders.create"
+    with pytest.raises(rs.ConfigurationError, match="namespace"):
+        policy(clock, namespace="")
+
+
+def test_namespace_is_stable_across_processes_and_pipelines(clock: FakeClock) -> None:
+    store = rs.MemoryStore(clock=clock)
+    main = _function_in("__main__", _CREATE, "create")
+    child = _function_in("__mp_main__", _CREATE, "create")  # a spawned multiprocessing child
+    assert function_identity(main) == function_identity(child) == "__main__:create"
+    rs.Idempotent(key=by_first_arg, store=store, clock=clock)(main)("k")
+    # inside a pipeline the record key is the same as for the bare policy
+    wrapped = rs.Pipeline(rs.Retry(on=OSError), rs.Idempotent(key=by_first_arg, store=store))
+    assert wrapped(child)("k") == "__main__"
+    assert child.__globals__["runs"] == []  # replayed: the same record in both "processes"
+    assert list(store._data) == [record_key("idem:idempotency", "__main__:create", "k")]
+
+
+def test_namespace_of_the_old_layout_reads_old_records(clock: FakeClock) -> None:
+    """Records written before the module was part of the namespace stay readable."""
+    store = rs.MemoryStore(clock=clock)
+    old = IdempotencyRecords(store=store, namespace="idem:idempotency", clock=clock)
+    claim = old.claim(old.key("create", "k"), args_fingerprint(("k",), {}))  # the old layout
+    assert old.complete(claim, "r" + "s" + json.dumps("old result"))
+    create = _function_in("billing", _CREATE, "create")
+    p = rs.Idempotent(key=by_first_arg, store=store, namespace="create", clock=clock)
+    assert p(create)("k") == "old result"
+    assert create.__globals__["runs"] == []
 
 
 def test_message_consumer_redeliveries_do_not_repeat_side_effects(
