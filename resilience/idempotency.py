@@ -35,6 +35,7 @@ import hashlib
 import itertools
 import json
 import logging
+import math
 import os
 import threading
 from collections.abc import Awaitable, Callable, Sequence
@@ -529,7 +530,7 @@ class Claim:
 class _Beat:
     """One running claim's lease renewal; :meth:`stop` is idempotent and cheap."""
 
-    __slots__ = ("cancel", "claim", "due", "interval", "records", "stopped")
+    __slots__ = ("cancel", "claim", "due", "ident", "interval", "records", "stopped")
 
     def __init__(self, records: IdempotencyRecords, claim: Claim, interval: float) -> None:
         self.records = records
@@ -537,6 +538,7 @@ class _Beat:
         self.interval = interval
         self.stopped = False
         self.due = 0.0
+        self.ident = 0
         self.cancel: Callable[[], object] | None = None
 
     def stop(self) -> None:
@@ -557,11 +559,21 @@ class _NoBeat:
 _NO_BEAT = _NoBeat()
 
 
+#: the renewer thread wakes at least this often, so a far (or unrepresentable) due time never
+#: blocks it nor overflows the wait
+_RENEWER_MAX_WAIT = 60.0
+
+
 class _Renewer:
     """One daemon thread renewing every running sync claim on a real-time clock.
 
     Registration and removal are O(1) dict operations (no thread or timer per call); the thread
-    sleeps until the earliest due renewal.
+    sleeps until the earliest due renewal (at most :data:`_RENEWER_MAX_WAIT`).
+
+    The thread is shared by every policy of the process, so no single entry can stop it: an
+    entry whose interval cannot be scheduled is refused at registration (logged), an entry
+    whose renewal raises is logged and dropped, and the loop itself survives any error (a dead
+    thread would also be restarted by the next registration).
     """
 
     def __init__(self) -> None:
@@ -569,20 +581,30 @@ class _Renewer:
         self._beats: dict[int, _Beat] = {}
         self._thread: threading.Thread | None = None
         self._wake_at = float("inf")
+        self._seq = itertools.count(1)
 
     def add(self, beat: _Beat) -> None:
         now = SYSTEM_CLOCK.monotonic()
-        beat.due = now + beat.interval
-        ident = id(beat)
+        interval = beat.interval
+        due = now + interval
+        if not (interval > 0 and math.isfinite(due)):
+            _log.warning(
+                "resilience: an idempotency lease renewal every %r s cannot be scheduled; "
+                "this claim's lease is not renewed",
+                interval,
+            )
+            return
+        beat.due = due
+        ident = beat.ident = next(self._seq)
         with self._cond:
             self._beats[ident] = beat
             beat.cancel = lambda: self._remove(ident)
-            if self._thread is None:
+            if self._thread is None or not self._thread.is_alive():
                 self._thread = threading.Thread(
                     target=self._run, name="resilience-idempotency-renewer", daemon=True
                 )
                 self._thread.start()
-            if beat.due < self._wake_at:
+            if due < self._wake_at:
                 self._cond.notify()
 
     def _remove(self, ident: int) -> None:
@@ -591,19 +613,38 @@ class _Renewer:
 
     def _run(self) -> None:  # pragma: no cover - timing dependent; exercised by real-time tests
         while True:
-            with self._cond:
-                now = SYSTEM_CLOCK.monotonic()
-                due = [b for b in self._beats.values() if b.due <= now]
-                if not due:
-                    self._wake_at = min((b.due for b in self._beats.values()), default=now + 60)
-                    self._cond.wait(self._wake_at - now)
-                    self._wake_at = float("inf")
-                    continue
-                for b in due:
-                    b.due = now + b.interval
+            try:
+                self._step()
+            except Exception:  # never let the thread die: every other lease depends on it
+                _log.exception("resilience: the idempotency lease renewer failed; continuing")
+                with self._cond:
+                    self._cond.wait(0.1)
+
+    def _step(self) -> None:  # pragma: no cover - timing dependent
+        with self._cond:
+            now = SYSTEM_CLOCK.monotonic()
+            due = [b for b in self._beats.values() if b.due <= now]
+            if not due:
+                self._wake_at = min((b.due for b in self._beats.values()), default=now + 60)
+                delay = self._wake_at - now
+                if not delay < _RENEWER_MAX_WAIT:  # also catches inf and nan
+                    delay = _RENEWER_MAX_WAIT
+                self._cond.wait(max(delay, 0.0))
+                self._wake_at = float("inf")
+                return
             for b in due:
-                if not b.stopped:
-                    b.records._renew_quietly(b.claim)
+                b.due = now + b.interval
+        for b in due:
+            if b.stopped:
+                continue
+            try:
+                b.records._renew_quietly(b.claim)
+            except Exception:  # one entry's failure is that entry's: drop it, keep the others
+                _log.exception(
+                    "resilience: renewing an idempotency lease raised; that claim's lease is "
+                    "no longer renewed"
+                )
+                self._remove(b.ident)
 
 
 _RENEWER = _Renewer()

@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 
 import resilience as rs
+from resilience import idempotency
 from resilience._policy import function_identity
 from resilience.events import CallRejected, IdempotentReplay, RecordsEvicted, StoreFailed
 from resilience.idempotency import (
@@ -685,6 +686,53 @@ def test_real_time_heartbeat_thread_renews_sync_claims() -> None:
             slow("k")
         assert fut.result(timeout=5) == "slow"
     assert slow("k") == "slow"
+
+
+class RenewalsSeen(rs.MemoryStore):
+    """A memory store that signals every lease renewal it applies."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.renewed = threading.Event()
+
+    def apply(self, op: StoreOp[Any], /) -> Any:
+        out = super().apply(op)
+        if isinstance(op, RenewOp) and out:
+            self.renewed.set()
+        return out
+
+
+def test_one_bad_entry_cannot_disarm_the_shared_renewer(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Entries that bypass construction validation (a lease the thread cannot wait for, a
+    renewal that raises) must not kill the renewer every other policy relies on."""
+    renewer = idempotency._Renewer()
+    monkeypatch.setattr(idempotency, "_RENEWER", renewer)
+    bad = IdempotencyRecords(lease=60)
+    held = bad.claim(bad.key("bad"), "")
+    entries = [
+        idempotency._Beat(bad, held, 1e300 / 3),  # Idempotent(lease=1e300): OverflowError
+        idempotency._Beat(bad, held, float("inf")),
+        idempotency._Beat(bad, held, float("nan")),
+        idempotency._Beat(bad, None, 0.01),  # type: ignore[arg-type]  # its renewal raises
+    ]
+    for entry in entries:
+        renewer.add(entry)
+    store = RenewalsSeen()
+    p = rs.Idempotent(key=lambda k: k, lease=0.3, store=store)
+
+    @p
+    def slow(k: str) -> bool:
+        return store.renewed.wait(5)  # returns once the shared thread renewed this claim
+
+    try:
+        assert slow("k") is True  # was False: the thread had died of the first entry
+        assert renewer._thread is not None
+        assert renewer._thread.is_alive()
+        store.renewed.clear()
+        assert slow("k2") is True  # and it keeps renewing
+    finally:
+        for entry in entries:
+            entry.stop()
 
 
 async def test_real_time_heartbeat_on_the_event_loop() -> None:
