@@ -173,7 +173,7 @@ class RecordsEvicted(Event):
 @dataclass(frozen=True, slots=True, kw_only=True)
 class StoreFailed(Event):
     """The state store failed; ``decision`` says what the policy did (``"open"``, ``"closed"``,
-    ``"local"``)."""
+    ``"local"``; ``"unrecorded"``: an idempotent call ran but its outcome could not be stored)."""
 
     kind: ClassVar[str] = "store_error"
     decision: str

@@ -22,9 +22,13 @@ each in one Lua script)::
 Records and their payloads are plain JSON-compatible data (strings, numbers); outcomes are
 encoded by a codec (JSON by default, never pickle).
 
-Delivery guarantee: exactly-once effects while the store keeps its records; after an owner crash
-(the lease expires) or a loss of the store's data, a retry runs the function again, so functions
-with external side effects should still be transactional or idempotent downstream.
+Delivery guarantee: exactly-once while the store keeps the record (duplicates never run
+concurrently and replay the stored outcome for ``ttl``). A duplicate runs the function again only
+after a failure that is not a stored outcome, an owner crash or hang past its lease, an outcome
+that could not be recorded (reported by :class:`~resilience.IdempotencyOutcomeUnrecordedError`;
+completion is retried while the lease is held), or the loss of the record (``ttl``, early
+eviction from a full memory store, loss of the store's data); so functions with external side
+effects should still be transactional or idempotent downstream.
 """
 
 from __future__ import annotations
@@ -51,6 +55,7 @@ from .errors import (
     IdempotencyConflictError,
     IdempotencyInProgressError,
     IdempotencyKeyReusedError,
+    IdempotencyOutcomeUnrecordedError,
     StoreError,
 )
 from .events import (
@@ -107,6 +112,10 @@ def _valid(state: object) -> TypeGuard[dict[str, Any]]:
 def _in_progress(state: object) -> bool:
     """Whether ``state`` is a claim (a memory store never evicts it early)."""
     return isinstance(state, dict) and state.get("st") == IN_PROGRESS
+
+
+def _done_by(state: object, owner: str, fence: int) -> bool:
+    return _valid(state) and state["st"] == DONE and state["o"] == owner and state["g"] == fence
 
 
 def _owns(state: object, owner: str, fence: int) -> TypeGuard[dict[str, Any]]:
@@ -300,6 +309,9 @@ class CompleteOp:
     ``payload`` ``None`` records a completed call whose outcome was not retained (duplicates
     are refused instead of replayed). The record then lives ``ttl`` seconds.
 
+    Idempotent for its owner: a completion retried after a lost reply finds the record already
+    completed by the same ``(owner, fence)`` and reports it stored (the record is unchanged).
+
     Example:
         >>> claimed = ClaimOp("k", "fp", "me", lease=60.0, ttl=10.0).apply(None, 0.0)[0]
         >>> CompleteOp("k", "zombie", 1, payload="late", ttl=10.0).apply(claimed, 5.0)[1]
@@ -308,6 +320,8 @@ class CompleteOp:
         ...     claimed, 5.0)
         >>> stored, state["st"], state["r"], ttl
         (True, 'd', 'r:42', 10.0)
+        >>> CompleteOp("k", "me", 1, payload="r:42", ttl=10.0).apply(state, 6.0)[1:]
+        (True, None)
     """
 
     key: str
@@ -321,7 +335,9 @@ class CompleteOp:
         + """
 local now = now_us()
 local st, r = record(KEYS[1], now)
-if st ~= 1 or not owned(r, ARGV[2], ARGV[3]) then return 0 end
+if st ~= 1 then return 0 end
+if r[2] == 'd' and r[4] == ARGV[2] and r[5] == ARGV[3] then return 1 end
+if not owned(r, ARGV[2], ARGV[3]) then return 0 end
 redis.call('HSET', KEYS[1], 'st', 'd')
 if ARGV[5] == '1' then
   redis.call('HSET', KEYS[1], 'r', ARGV[6])
@@ -336,6 +352,8 @@ return 1
     def apply(self, state: Any | None, now: float, /) -> tuple[Any | None, bool, float | None]:
         """Pure next-state function."""
         if not _owns(state, self.owner, self.fence):
+            if _done_by(state, self.owner, self.fence):
+                return state, True, None  # a retried completion: already stored
             return state, False, None
         return {**state, "st": DONE, "r": self.payload}, True, self.ttl
 
@@ -515,6 +533,9 @@ class Claim:
         payload: the stored outcome for ``"replay"``.
         retry_after: seconds left on the current owner's lease for ``"in_progress"``.
         takeover: the claim took over an expired one (its owner crashed or hung).
+        lease_until: for ``"claimed"``, until when (on the records' clock) the lease is surely
+            held: the start of the last successful claim or renewal plus ``lease`` (``-inf``
+            once a renewal found the claim lost).
     """
 
     status: ClaimStatus
@@ -525,6 +546,7 @@ class Claim:
     retry_after: float | None = None
     takeover: bool = False
     store: Any = None
+    lease_until: float = float("-inf")
 
 
 class _Beat:
@@ -648,6 +670,11 @@ class _Renewer:
 
 
 _RENEWER = _Renewer()
+
+
+#: the back-off of a completion retried after a store failure (seconds)
+_COMPLETE_FIRST_DELAY = 0.02
+_COMPLETE_MAX_DELAY = 1.0
 
 
 class IdempotencyRecords:
@@ -831,6 +858,7 @@ class IdempotencyRecords:
         owner = _new_owner()
         op = ClaimOp(key, fingerprint, owner, self.lease, self.ttl)
         store = self.store
+        started = self.clock.monotonic()
         try:
             claim = self._claim_result(key, owner, self._apply(store, op), store)
         except StoreError as exc:
@@ -840,6 +868,8 @@ class IdempotencyRecords:
             claim = self._claim_result(key, owner, self._apply(store, op), store)
         if op.evicted:
             self._evicted(op, em, policy)
+        if claim.status == "claimed":
+            claim.lease_until = started + self.lease
         return claim
 
     async def atry_claim(
@@ -849,6 +879,7 @@ class IdempotencyRecords:
         owner = _new_owner()
         op = ClaimOp(key, fingerprint, owner, self.lease, self.ttl)
         store = self.store
+        started = self.clock.monotonic()
         try:
             claim = self._claim_result(key, owner, await self._aapply(store, op), store)
         except StoreError as exc:
@@ -858,6 +889,8 @@ class IdempotencyRecords:
             claim = self._claim_result(key, owner, self._apply(store, op), store)
         if op.evicted:
             self._evicted(op, em, policy)
+        if claim.status == "claimed":
+            claim.lease_until = started + self.lease
         return claim
 
     def claim(
@@ -914,38 +947,86 @@ class IdempotencyRecords:
 
     # -- finishing a claim --------------------------------------------------------------------
     def complete(self, claim: Claim, payload: str | None) -> bool:
-        """Store the outcome (fenced); False when the claim was lost or the store failed."""
+        """Store the outcome (fenced); False when the claim was lost or it could not be stored.
+
+        A store failure is retried (backing off from 20 ms to 1 s) for as long as the claim's
+        lease is surely held (:attr:`Claim.lease_until`, extended by a running heartbeat) and
+        at most one ``lease``: a transient blip never leaves a finished call *in progress*, to
+        be run again by a retry after the lease. Completing twice is harmless (a completion is
+        idempotent for its owner), and a completion after a takeover is refused (fencing).
+        """
+        return self._complete(claim, payload) is True
+
+    async def acomplete(self, claim: Claim, payload: str | None) -> bool:
+        """Async :meth:`complete` (the back-off sleeps on the event loop, never blocking it)."""
+        return await self._acomplete(claim, payload) is True
+
+    def _complete(self, claim: Claim, payload: str | None) -> bool | StoreError:
+        """True: stored; False: the claim was lost; a StoreError: the store kept failing."""
         if claim.status != "claimed":
             return False
         op = CompleteOp(claim.key, claim.owner, claim.fence, payload, self.ttl)
-        try:
-            stored: bool = self._apply(claim.store, op)
-        except StoreError as exc:
-            _log.warning("resilience: could not store an idempotent outcome: %s", exc)
+        clock = self.clock
+        started = clock.monotonic()
+        delay, attempts = _COMPLETE_FIRST_DELAY, 0
+        while True:
+            attempts += 1
+            try:
+                stored: bool = self._apply(claim.store, op)
+            except StoreError as exc:
+                pause = self._complete_pause(claim, started, delay)
+                if pause is None:
+                    return self._unrecorded(exc, attempts, started)
+                clock.sleep(pause)
+                delay = min(delay * 2, _COMPLETE_MAX_DELAY)
+                continue
+            return self._stored(claim, stored)
+
+    async def _acomplete(self, claim: Claim, payload: str | None) -> bool | StoreError:
+        if claim.status != "claimed":
             return False
+        op = CompleteOp(claim.key, claim.owner, claim.fence, payload, self.ttl)
+        clock = self.clock
+        started = clock.monotonic()
+        delay, attempts = _COMPLETE_FIRST_DELAY, 0
+        while True:
+            attempts += 1
+            try:
+                stored: bool = await self._aapply(claim.store, op)
+            except StoreError as exc:
+                pause = self._complete_pause(claim, started, delay)
+                if pause is None:
+                    return self._unrecorded(exc, attempts, started)
+                await clock.asleep(pause)
+                delay = min(delay * 2, _COMPLETE_MAX_DELAY)
+                continue
+            return self._stored(claim, stored)
+
+    def _complete_pause(self, claim: Claim, started: float, delay: float) -> float | None:
+        """How long to wait before the next completion attempt; None: the lease may be gone."""
+        remaining = min(claim.lease_until, started + self.lease) - self.clock.monotonic()
+        if remaining <= 0:
+            return None
+        return min(delay, remaining)
+
+    def _unrecorded(self, exc: StoreError, attempts: int, started: float) -> StoreError:
+        _log.warning(
+            "resilience: could not store an idempotent outcome (%d attempts in %.3g s, while "
+            "the lease was held): %s; the record stays in progress until its lease expires, "
+            "then a duplicate runs again",
+            attempts,
+            self.clock.monotonic() - started,
+            exc,
+        )
+        return exc
+
+    def _stored(self, claim: Claim, stored: bool) -> bool:
         if not stored:
             _log.warning(
                 "resilience: idempotency claim %s was taken over before its outcome was "
                 "stored (lease %.3g s expired); the late outcome was discarded",
                 claim.key,
                 self.lease,
-            )
-        return stored
-
-    async def acomplete(self, claim: Claim, payload: str | None) -> bool:
-        """Async :meth:`complete`."""
-        if claim.status != "claimed":
-            return False
-        op = CompleteOp(claim.key, claim.owner, claim.fence, payload, self.ttl)
-        try:
-            stored: bool = await self._aapply(claim.store, op)
-        except StoreError as exc:
-            _log.warning("resilience: could not store an idempotent outcome: %s", exc)
-            return False
-        if not stored:
-            _log.warning(
-                "resilience: idempotency claim %s was taken over before its outcome was stored",
-                claim.key,
             )
         return stored
 
@@ -969,15 +1050,25 @@ class IdempotencyRecords:
 
     def renew(self, claim: Claim) -> bool:
         """Extend the claim's lease now; False when it is no longer held."""
+        started = self.clock.monotonic()
         op = RenewOp(claim.key, claim.owner, claim.fence, self.lease, self.ttl)
         held: bool = self._apply(claim.store, op)
+        self._renewed(claim, held, started)
         return held
 
     async def arenew(self, claim: Claim) -> bool:
         """Async :meth:`renew`."""
+        started = self.clock.monotonic()
         op = RenewOp(claim.key, claim.owner, claim.fence, self.lease, self.ttl)
         held: bool = await self._aapply(claim.store, op)
+        self._renewed(claim, held, started)
         return held
+
+    def _renewed(self, claim: Claim, held: bool, started: float) -> None:
+        if not held:
+            claim.lease_until = float("-inf")
+        elif started + self.lease > claim.lease_until:
+            claim.lease_until = started + self.lease
 
     def _renew_quietly(self, claim: Claim) -> bool:
         try:
@@ -1170,6 +1261,11 @@ class Idempotent(Policy):
     runs; when its owner crashes or hangs, the claim expires and the next call takes over (runs
     again: at-least-once after a crash). A late result from the expired owner is discarded
     (fencing). Completed records are kept for ``ttl`` seconds after completion.
+
+    Storing the outcome is retried after a store failure while the lease is held (at most one
+    ``lease``), so a store blip never leaves a finished call to be run again. If it still
+    cannot be recorded, the call raises :class:`~resilience.IdempotencyOutcomeUnrecordedError`
+    with the function's result in ``.result`` (a duplicate after the lease would run again).
 
     Which outcomes are stored (``store_errors``):
 
@@ -1452,6 +1548,39 @@ class Idempotent(Policy):
                 return "e" + json.dumps(data, separators=(",", ":"))
         return None
 
+    def _check_recorded(self, recorded: bool | StoreError, outcome: Any, em: Emitter) -> None:
+        """Tell the caller when a finished call's outcome could not be recorded.
+
+        ``outcome`` is the result (raise :class:`~resilience.IdempotencyOutcomeUnrecordedError`
+        carrying it) or the exception being re-raised as a stored outcome (a note is added).
+        """
+        if not isinstance(recorded, StoreError):
+            return
+        if em:
+            em.emit(
+                StoreFailed(
+                    policy=self.name,
+                    pipeline=em.pipeline,
+                    operation=em.operation,
+                    decision="unrecorded",
+                    error_type=error_type(recorded.__cause__ or recorded) or "StoreError",
+                )
+            )
+        lease = self.records.lease
+        if isinstance(outcome, BaseException):
+            outcome.add_note(
+                "resilience: this outcome could not be recorded (the idempotency store failed "
+                f"while the lease was held); a duplicate after the lease ({lease:g} s) runs again"
+            )
+            return
+        raise IdempotencyOutcomeUnrecordedError(
+            f"the call succeeded but its outcome could not be recorded ({recorded}); the record "
+            f"stays in progress and a duplicate after the lease ({lease:g} s) runs the function "
+            "again: the result is in .result",
+            result=outcome,
+            policy=self.name,
+        ) from recorded
+
     # -- wrappers ------------------------------------------------------------------------------
     def _wrap_sync(self, fn: Callable[..., Any], em: Emitter) -> Callable[..., Any]:
         records = self.records
@@ -1473,15 +1602,22 @@ class Idempotent(Policy):
             try:
                 result = fn(*args, **kwargs)
             except BaseException as exc:
-                beat.stop()
                 outcome = self._error_outcome(exc)
                 if outcome is None:
+                    beat.stop()
                     records.release(claim)
                 else:
-                    records.complete(claim, outcome)
+                    try:  # the heartbeat keeps the lease while the completion is retried
+                        recorded = records._complete(claim, outcome)
+                    finally:
+                        beat.stop()
+                    self._check_recorded(recorded, exc, em)
                 raise
-            beat.stop()
-            records.complete(claim, self._encode_result(result))
+            try:
+                recorded = records._complete(claim, self._encode_result(result))
+            finally:
+                beat.stop()
+            self._check_recorded(recorded, result, em)
             return result
 
         return idempotent_wrapper
@@ -1508,15 +1644,22 @@ class Idempotent(Policy):
             try:
                 result = await fn(*args, **kwargs)
             except BaseException as exc:
-                beat.stop()
                 outcome = self._error_outcome(exc)
                 if outcome is None:
+                    beat.stop()
                     await records.arelease(claim)
                 else:
-                    await records.acomplete(claim, outcome)
+                    try:
+                        recorded = await records._acomplete(claim, outcome)
+                    finally:
+                        beat.stop()
+                    self._check_recorded(recorded, exc, em)
                 raise
-            beat.stop()
-            await records.acomplete(claim, self._encode_result(result))
+            try:
+                recorded = await records._acomplete(claim, self._encode_result(result))
+            finally:
+                beat.stop()
+            self._check_recorded(recorded, result, em)
             return result
 
         return idempotent_wrapper

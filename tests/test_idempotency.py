@@ -337,6 +337,65 @@ def test_store_failure_open_and_local(runner: Runner, clock: FakeClock) -> None:
     assert c.n == 3
 
 
+class StallingCompletions:
+    """A memory store whose next ``failures`` completions fail (a store blip at that moment)."""
+
+    def __init__(self, clock: FakeClock, failures: int) -> None:
+        self.inner = rs.MemoryStore(clock=clock)
+        self.failures = failures
+        self.completions = 0
+
+    def apply(self, op: StoreOp[Any]) -> Any:
+        if isinstance(op, CompleteOp):
+            self.completions += 1
+            if self.failures > 0:
+                self.failures -= 1
+                raise ConnectionError("redis stalled")
+        return self.inner.apply(op)
+
+
+def test_a_store_blip_at_completion_never_runs_a_success_twice(
+    runner: Runner, clock: FakeClock
+) -> None:
+    store = StallingCompletions(clock, failures=4)
+    p = policy(clock, store=store, lease=60)
+    c = Counter(runner)
+    assert runner.run(p, c.fn, "k") == {"run": 1}
+    assert store.completions == 5  # retried while the lease was ours, until it was recorded
+    assert clock.monotonic() < 60
+    clock.advance(61)  # past the lease: an unrecorded record would be taken over and rerun
+    assert runner.run(p, c.fn, "k") == {"run": 1}
+    assert c.n == 1  # was 2
+
+
+def test_an_outcome_that_cannot_be_recorded_is_reported(runner: Runner, clock: FakeClock) -> None:
+    rec = RecordingListener()
+    store = StallingCompletions(clock, failures=10**9)
+    p = policy(clock, store=store, lease=60, listeners=[rec])
+    c = Counter(runner)
+    with pytest.raises(rs.IdempotencyOutcomeUnrecordedError) as info:
+        runner.run(p, c.fn, "k")  # was: {"run": 1}, as if it had been recorded
+    assert info.value.result == {"run": 1}  # the caller still gets the call's own result
+    assert info.value.policy == "idempotency"
+    assert not isinstance(info.value, rs.StoreError)  # it ran: a StoreError says it did not
+    assert 0 < clock.monotonic() <= 60  # retried for one lease at most, never forever
+    assert [e.decision for e in rec.of(StoreFailed)] == ["unrecorded"]  # type: ignore[attr-defined]
+    store.failures = 0
+    with pytest.raises(rs.IdempotencyInProgressError):
+        runner.run(p, c.fn, "k")  # still in progress until the lease expires...
+    clock.advance(60)
+    assert runner.run(p, c.fn, "k") == {"run": 2}  # ...then it runs again, as the error said
+
+
+def test_an_unrecorded_error_outcome_says_so(runner: Runner, clock: FakeClock) -> None:
+    store = StallingCompletions(clock, failures=10**9)
+    p = policy(clock, store=store, store_errors=(Boom,))
+    c = Counter(runner, Boom("declined"))
+    with pytest.raises(Boom) as info:
+        runner.run(p, c.fn, "k")
+    assert any("could not be recorded" in note for note in info.value.__notes__)
+
+
 def test_corrupt_record_fails_closed(runner: Runner, clock: FakeClock) -> None:
     store = rs.MemoryStore(clock=clock)
     p = policy(clock, store=store)
