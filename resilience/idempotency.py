@@ -109,11 +109,6 @@ def _valid(state: object) -> TypeGuard[dict[str, Any]]:
     )
 
 
-def _in_progress(state: object) -> bool:
-    """Whether ``state`` is a claim (a memory store never evicts it early)."""
-    return isinstance(state, dict) and state.get("st") == IN_PROGRESS
-
-
 def _done_by(state: object, owner: str, fence: int) -> bool:
     return _valid(state) and state["st"] == DONE and state["o"] == owner and state["g"] == fence
 
@@ -176,6 +171,8 @@ class ClaimOp:
     ttl: float
     #: completed records a full memory store evicted to make room for this claim (set by it)
     evicted: int = field(default=0, compare=False)
+    #: a memory store never evicts a claim early (see :class:`~resilience.MemoryStore`)
+    PINS: ClassVar[bool] = True
 
     LUA: ClassVar[str] = (
         _LUA_RECORD
@@ -223,10 +220,6 @@ return {'claimed', fence + 1, 1}
         # an orphan: its owner crashed or hung past its lease; take it over with a new fence
         return self._claimed(fence + 1, now), ("claimed", fence + 1, 1), self.ttl + self.lease
 
-    def pinned(self, state: Any, /) -> bool:
-        """Claims are never evicted early by a full memory store (completed records may be)."""
-        return _in_progress(state)
-
     def lua_args(self) -> tuple[int, int, bytes, bytes]:
         """Lease and ttl in µs, fingerprint, owner (the Lua twin's ARGV[2:])."""
         return to_us(self.lease), to_us(self.ttl), _b(self.fingerprint), _b(self.owner)
@@ -269,6 +262,8 @@ class RenewOp:
     fence: int
     lease: float
     ttl: float
+    #: a renewed claim stays pinned in a memory store
+    PINS: ClassVar[bool] = True
 
     LUA: ClassVar[str] = (
         _LUA_RECORD
@@ -288,10 +283,6 @@ return 1
         if not _owns(state, self.owner, self.fence):
             return state, False, None
         return {**state, "lu": now + self.lease}, True, self.ttl + self.lease
-
-    def pinned(self, state: Any, /) -> bool:
-        """Claims are never evicted early by a full memory store (completed records may be)."""
-        return _in_progress(state)
 
     def lua_args(self) -> tuple[bytes, int, int, int]:
         """Owner, fence, lease and ttl in µs."""
@@ -357,10 +348,6 @@ return 1
             return state, False, None
         return {**state, "st": DONE, "r": self.payload}, True, self.ttl
 
-    def pinned(self, state: Any, /) -> bool:
-        """Claims are never evicted early by a full memory store (completed records may be)."""
-        return _in_progress(state)
-
     def lua_args(self) -> tuple[bytes, int, int, int, bytes]:
         """Owner, fence, ttl in µs, whether a payload is stored, the payload."""
         retained = self.payload is not None
@@ -401,10 +388,6 @@ return 1
         if not _owns(state, self.owner, self.fence):
             return state, False, None
         return None, True, None
-
-    def pinned(self, state: Any, /) -> bool:
-        """Claims are never evicted early by a full memory store (completed records may be)."""
-        return _in_progress(state)
 
     def lua_args(self) -> tuple[bytes, int]:
         """Owner and fence."""
@@ -602,6 +585,7 @@ class _Renewer:
         self._cond = threading.Condition(threading.Lock())
         self._beats: dict[int, _Beat] = {}
         self._thread: threading.Thread | None = None
+        self._alive = False
         self._wake_at = float("inf")
         self._seq = itertools.count(1)
 
@@ -621,7 +605,8 @@ class _Renewer:
         with self._cond:
             self._beats[ident] = beat
             beat.cancel = lambda: self._remove(ident)
-            if self._thread is None or not self._thread.is_alive():
+            if not self._alive:
+                self._alive = True
                 self._thread = threading.Thread(
                     target=self._run, name="resilience-idempotency-renewer", daemon=True
                 )
@@ -634,13 +619,17 @@ class _Renewer:
             self._beats.pop(ident, None)
 
     def _run(self) -> None:  # pragma: no cover - timing dependent; exercised by real-time tests
-        while True:
-            try:
-                self._step()
-            except Exception:  # never let the thread die: every other lease depends on it
-                _log.exception("resilience: the idempotency lease renewer failed; continuing")
-                with self._cond:
-                    self._cond.wait(0.1)
+        try:
+            while True:
+                try:
+                    self._step()
+                except Exception:  # never let the thread die: every other lease depends on it
+                    _log.exception("resilience: the idempotency lease renewer failed; continuing")
+                    with self._cond:
+                        self._cond.wait(0.1)
+        finally:  # only a BaseException gets here: the next registration starts a new thread
+            with self._cond:
+                self._alive = False
 
     def _step(self) -> None:  # pragma: no cover - timing dependent
         with self._cond:
@@ -967,40 +956,48 @@ class IdempotencyRecords:
             return False
         op = CompleteOp(claim.key, claim.owner, claim.fence, payload, self.ttl)
         clock = self.clock
-        started = clock.monotonic()
+        started = 0.0
         delay, attempts = _COMPLETE_FIRST_DELAY, 0
         while True:
             attempts += 1
             try:
                 stored: bool = self._apply(claim.store, op)
             except StoreError as exc:
+                if attempts == 1:
+                    started = clock.monotonic()
                 pause = self._complete_pause(claim, started, delay)
                 if pause is None:
                     return self._unrecorded(exc, attempts, started)
                 clock.sleep(pause)
                 delay = min(delay * 2, _COMPLETE_MAX_DELAY)
                 continue
-            return self._stored(claim, stored)
+            if not stored:
+                self._lost(claim)
+            return stored
 
     async def _acomplete(self, claim: Claim, payload: str | None) -> bool | StoreError:
         if claim.status != "claimed":
             return False
         op = CompleteOp(claim.key, claim.owner, claim.fence, payload, self.ttl)
         clock = self.clock
-        started = clock.monotonic()
+        started = 0.0
         delay, attempts = _COMPLETE_FIRST_DELAY, 0
         while True:
             attempts += 1
             try:
                 stored: bool = await self._aapply(claim.store, op)
             except StoreError as exc:
+                if attempts == 1:
+                    started = clock.monotonic()
                 pause = self._complete_pause(claim, started, delay)
                 if pause is None:
                     return self._unrecorded(exc, attempts, started)
                 await clock.asleep(pause)
                 delay = min(delay * 2, _COMPLETE_MAX_DELAY)
                 continue
-            return self._stored(claim, stored)
+            if not stored:
+                self._lost(claim)
+            return stored
 
     def _complete_pause(self, claim: Claim, started: float, delay: float) -> float | None:
         """How long to wait before the next completion attempt; None: the lease may be gone."""
@@ -1020,15 +1017,13 @@ class IdempotencyRecords:
         )
         return exc
 
-    def _stored(self, claim: Claim, stored: bool) -> bool:
-        if not stored:
-            _log.warning(
-                "resilience: idempotency claim %s was taken over before its outcome was "
-                "stored (lease %.3g s expired); the late outcome was discarded",
-                claim.key,
-                self.lease,
-            )
-        return stored
+    def _lost(self, claim: Claim) -> None:
+        _log.warning(
+            "resilience: idempotency claim %s was taken over before its outcome was "
+            "stored (lease %.3g s expired); the late outcome was discarded",
+            claim.key,
+            self.lease,
+        )
 
     def release(self, claim: Claim) -> None:
         """Delete the claim so that a retry runs again (fenced; store errors are logged)."""
@@ -1617,7 +1612,8 @@ class Idempotent(Policy):
                 recorded = records._complete(claim, self._encode_result(result))
             finally:
                 beat.stop()
-            self._check_recorded(recorded, result, em)
+            if recorded.__class__ is not bool:
+                self._check_recorded(recorded, result, em)
             return result
 
         return idempotent_wrapper
@@ -1659,7 +1655,8 @@ class Idempotent(Policy):
                 recorded = await records._acomplete(claim, self._encode_result(result))
             finally:
                 beat.stop()
-            self._check_recorded(recorded, result, em)
+            if recorded.__class__ is not bool:
+                self._check_recorded(recorded, result, em)
             return result
 
         return idempotent_wrapper

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 import pytest
 
@@ -76,7 +76,7 @@ def test_invalid_configuration() -> None:
 
 @dataclass
 class Put:
-    """Writes ``value``; entries whose value is ``"running"`` are pinned."""
+    """Writes ``value`` (an unpinned entry)."""
 
     key: str
     value: str
@@ -86,27 +86,34 @@ class Put:
     def apply(self, state: Any | None, now: float) -> tuple[Any | None, str, float | None]:
         return self.value, self.value, self.ttl
 
-    def pinned(self, state: Any) -> bool:
-        return bool(state == "running")
+
+class Run(Put):
+    """Writes a pinned entry (like an in-progress claim)."""
+
+    PINS: ClassVar[bool] = True
+
+
+def run(key: str) -> Run:
+    return Run(key, "running")
 
 
 def test_evict_oldest_never_evicts_pinned_entries(clock: FakeClock) -> None:
     store = rs.MemoryStore(max_entries=3, on_full="evict_oldest", clock=clock)
-    store.apply(Put("a", "running"))
+    store.apply(run("a"))
     store.apply(Put("b", "done"))
     store.apply(Put("c", "done"))
-    op = Put("d", "running")
+    op = run("d")
     store.apply(op)
     assert (op.evicted, store.evicted) == (1, 1)
     assert store.get("b") is None  # the oldest evictable entry went, not the pinned "a"
     assert store.get("a") == "running"
     store.apply(Put("a", "done"))  # no longer pinned: now the newest evictable entry
-    store.apply(Put("e", "running"))
+    store.apply(run("e"))
     assert store.get("c") is None
     assert store.get("a") == "done"
-    store.apply(Put("f", "running"))  # a (done) evicted; d, e, f are all pinned
+    store.apply(run("f"))  # a (done) evicted; d, e, f are all pinned
     with pytest.raises(StoreFullError, match="pinned"):
-        store.apply(Put("g", "running"))
+        store.apply(run("g"))
 
 
 def test_full_store_reclaims_expired_entries_first(clock: FakeClock) -> None:

@@ -16,6 +16,14 @@ R = TypeVar("R")
 __all__ = ["MemoryStore"]
 
 _NO_EXPIRY = float("inf")
+_PINS: dict[type, bool] = {}  # operation class -> its PINS flag (a missed getattr is slow)
+
+
+def _pins(cls: type) -> bool:
+    pins = _PINS.get(cls)
+    if pins is None:
+        pins = _PINS[cls] = bool(getattr(cls, "PINS", False))
+    return pins
 
 
 class MemoryStore:
@@ -29,18 +37,20 @@ class MemoryStore:
     (``on_full="evict_oldest"``, the default of the idempotency stores: completed records in
     the order they completed).
 
-    **Pinned entries.** An operation may define ``pinned(state) -> bool``; an entry whose last
-    written state is pinned (an in-progress idempotency claim) is never evicted early. When
-    every entry is pinned the new key is refused (``StoreFullError``) in both modes.
+    **Pinned entries.** An operation class with ``PINS = True`` pins the entries it creates or
+    gives a new expiry (an idempotency claim, or its renewal): a pinned entry is never evicted
+    early, until an operation without it gives the entry a new expiry (the claim's completion).
+    An operation that leaves an entry's state unchanged keeps its place. When every entry is
+    pinned, a new key is refused (``StoreFullError``) in both modes.
 
     **Eviction reports.** :attr:`evicted` counts the entries evicted before their TTL; an
     operation with an integer ``evicted`` attribute also gets the number of entries evicted to
     make room for it added there (the idempotency policies turn it into an event).
 
-    Every operation is O(1) amortised: entries are kept in the order their expiry was set (which
-    is the expiry order for one TTL), expired entries at the front are dropped first, and a full
-    scan for expired entries hidden behind longer-lived ones runs at most once per
-    ``max_entries`` insertions into a full store.
+    Every operation is O(1) amortised: evictable entries are kept in the order their expiry was
+    set (which is the expiry order for one TTL), expired ones at the front are dropped first,
+    and a full scan for other expired entries (hidden behind longer-lived ones, or pinned) runs
+    at most once per ``max_entries`` insertions into a full store.
 
     Args:
         max_entries: the cap on entries (live, or expired and not yet dropped).
@@ -69,9 +79,8 @@ class MemoryStore:
         self.on_full = on_full
         self.clock = resolve_clock(clock)
         self._data: dict[str, tuple[Any, float]] = {}
-        # the keys in the order their expiry was last set: evictable ones and pinned ones
+        # the evictable keys in the order their expiry was last set (a pinned key is absent)
         self._order: OrderedDict[str, None] = OrderedDict()
-        self._pinned: OrderedDict[str, None] = OrderedDict()
         self._full_inserts = 0  # insertions into a full store since the last scan
         self._lock = threading.Lock()
         #: entries evicted before their TTL to make room for new keys (``on_full="evict_oldest"``)
@@ -83,20 +92,16 @@ class MemoryStore:
     # -- internals (under the lock) -------------------------------------------------------------
     def _drop(self, key: str) -> None:
         del self._data[key]
-        if key in self._order:
-            del self._order[key]
-        else:
-            self._pinned.pop(key, None)
+        self._order.pop(key, None)
 
     def _drop_expired_fronts(self, now: float) -> None:
-        data = self._data
-        for order in (self._order, self._pinned):
-            while order:
-                key = next(iter(order))
-                if data[key][1] > now:
-                    break
-                order.popitem(last=False)
-                del data[key]
+        data, order = self._data, self._order
+        while order:
+            key = next(iter(order))
+            if data[key][1] > now:
+                break
+            order.popitem(last=False)
+            del data[key]
 
     def _scan(self, now: float) -> None:
         """Drop every expired entry (O(n); at most once per ``max_entries`` full insertions)."""
@@ -154,20 +159,25 @@ class MemoryStore:
             if entry is not None:
                 self._drop(key)
             return result
-        if ttl is not None:
-            expires = now + ttl
-        pinned_fn = getattr(op, "pinned", None)
-        pinned = bool(pinned_fn(new_state)) if pinned_fn is not None else False
         if entry is None:
             if len(data) >= self.max_entries:
                 self._make_room(now, op)
-        elif ttl is None and pinned == (key in self._pinned):
-            data[key] = (new_state, expires)  # same expiry, same class: keep its place
+        elif ttl is None:  # the same expiry: the entry keeps its place (and its pin)
+            if new_state is not state:
+                data[key] = (new_state, expires)
             return result
-        else:
-            (self._pinned if key in self._pinned else self._order).pop(key, None)
+        if ttl is not None:
+            expires = now + ttl
         data[key] = (new_state, expires)
-        (self._pinned if pinned else self._order)[key] = None
+        order = self._order
+        cls = type(op)
+        if _PINS[cls] if cls in _PINS else _pins(cls):
+            if entry is not None:
+                order.pop(key, None)
+        elif entry is not None and key in order:
+            order.move_to_end(key)
+        else:
+            order[key] = None
         return result
 
     def get(self, key: str) -> Any | None:
@@ -183,4 +193,3 @@ class MemoryStore:
         with self._lock:
             self._data.clear()
             self._order.clear()
-            self._pinned.clear()
