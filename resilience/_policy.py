@@ -20,18 +20,44 @@ from ._types import P, T, check_name, qualname
 from .errors import ConfigurationError
 from .events import Event, Listener, emit
 
-__all__ = ["Policy", "Emitter"]
+__all__ = ["Policy", "Emitter", "function_identity"]
 
 F = TypeVar("F", bound=Callable[..., Any])
 
 
+def function_identity(fn: object) -> str:
+    """A callable's identity that is the same in every process running the same code.
+
+    ``"module:qualname"`` of the function (of the wrapped function for a
+    :func:`functools.partial`); the ``__mp_main__`` module of a ``multiprocessing`` child is
+    the parent's ``__main__``. Never an ``id()`` or anything that changes between runs.
+
+    Example:
+        >>> import json
+        >>> function_identity(json.dumps)
+        'json:dumps'
+    """
+    while isinstance(fn, functools.partial):
+        fn = fn.func
+    module = getattr(fn, "__module__", None) or type(fn).__module__
+    if module == "__mp_main__":
+        module = "__main__"
+    return f"{module}:{qualname(fn)}"
+
+
 @dataclass(frozen=True, slots=True)
 class Emitter:
-    """Where a wrapped policy's events go: its listeners plus the enclosing pipelines'."""
+    """Where a wrapped policy's events go: its listeners plus the enclosing pipelines'.
+
+    ``function`` is the decorated function's :func:`function_identity` (``""`` when the
+    operation is not a Python function, e.g. an RPC method); ``operation`` is its
+    low-cardinality telemetry name.
+    """
 
     listeners: tuple[Listener, ...]
     pipeline: str | None
     operation: str
+    function: str = ""
 
     def __bool__(self) -> bool:
         return bool(self.listeners)
@@ -85,10 +111,12 @@ class Policy:
     # -- shared machinery --------------------------------------------------------------------
     def _emitter(self, outer: Emitter | None, fn: object) -> Emitter:
         if outer is None:
-            return Emitter(self.listeners, None, qualname(fn))
+            return Emitter(self.listeners, None, qualname(fn), function_identity(fn))
         if not self.listeners:
             return outer
-        return Emitter(self.listeners + outer.listeners, outer.pipeline, outer.operation)
+        return Emitter(
+            self.listeners + outer.listeners, outer.pipeline, outer.operation, outer.function
+        )
 
     def _compose_sync(self, fn: Callable[..., Any], outer: Emitter | None) -> Callable[..., Any]:
         return self._wrap_sync(fn, self._emitter(outer, fn))

@@ -12,7 +12,8 @@
     │       ├── IdempotencyInProgressError
     │       └── IdempotencyKeyReusedError
     ├── TimeoutExceededError (also TimeoutError)
-    └── StoreError
+    ├── StoreError
+    └── IdempotencyOutcomeUnrecordedError   .result: the function's own return value
 
 A policy that gives up re-raises the *user's* exception (with a note attached), never a wrapper.
 The errors here are raised only when a policy itself refuses or aborts a call.
@@ -27,6 +28,7 @@ __all__ = [
     "IdempotencyConflictError",
     "IdempotencyInProgressError",
     "IdempotencyKeyReusedError",
+    "IdempotencyOutcomeUnrecordedError",
     "RateLimitedError",
     "RejectedError",
     "ResilienceError",
@@ -135,3 +137,34 @@ class TimeoutExceededError(ResilienceError, TimeoutError):
 
 class StoreError(ResilienceError):
     """The state store (e.g. Redis) failed; ``__cause__`` holds the backend's error."""
+
+
+class IdempotencyOutcomeUnrecordedError(ResilienceError):
+    """An idempotent call **ran and succeeded**, but its outcome could not be recorded.
+
+    The store kept failing for as long as the claim's lease was held (the completion is retried
+    until then), so the record stays *in progress* and expires with the lease: a duplicate
+    arriving later runs the function again. The call's own result is in :attr:`result`; use it
+    if a possible second execution is acceptable, or reconcile before retrying.
+
+    Not a :class:`StoreError` (which means the function did not run) and not a
+    :class:`RejectedError`: a generic ``Retry(on=StoreError)`` must not repeat a call that
+    already took effect.
+
+    Attributes:
+        result: the function's return value.
+        policy: the name of the idempotency policy.
+
+    Example:
+        >>> import resilience as rs
+        >>> try:
+        ...     raise rs.IdempotencyOutcomeUnrecordedError("not recorded", result={"id": 7})
+        ... except rs.IdempotencyOutcomeUnrecordedError as err:
+        ...     err.result
+        {'id': 7}
+    """
+
+    def __init__(self, message: str = "", *, result: object = None, policy: str = "") -> None:
+        super().__init__(message or "the call succeeded but its outcome could not be recorded")
+        self.result = result
+        self.policy = policy

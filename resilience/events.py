@@ -37,6 +37,7 @@ __all__ = [
     "IdempotentReplay",
     "Listener",
     "RateLimitWaited",
+    "RecordsEvicted",
     "RetriesExhausted",
     "RetryScheduled",
     "StoreFailed",
@@ -157,9 +158,22 @@ class IdempotentReplay(Event):
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class RecordsEvicted(Event):
+    """A full in-memory store evicted ``count`` completed records before their TTL to make room
+    for this call's new record (oldest completed first; in-progress claims are never evicted).
+
+    A duplicate of an evicted record's key runs again: raise ``max_entries``, shorten ``ttl`` or
+    use a shared store when this happens under normal load.
+    """
+
+    kind: ClassVar[str] = "records_evicted"
+    count: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class StoreFailed(Event):
     """The state store failed; ``decision`` says what the policy did (``"open"``, ``"closed"``,
-    ``"local"``)."""
+    ``"local"``; ``"unrecorded"``: an idempotent call ran but its outcome could not be stored)."""
 
     kind: ClassVar[str] = "store_error"
     decision: str

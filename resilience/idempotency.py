@@ -22,9 +22,13 @@ each in one Lua script)::
 Records and their payloads are plain JSON-compatible data (strings, numbers); outcomes are
 encoded by a codec (JSON by default, never pickle).
 
-Delivery guarantee: exactly-once effects while the store keeps its records; after an owner crash
-(the lease expires) or a loss of the store's data, a retry runs the function again, so functions
-with external side effects should still be transactional or idempotent downstream.
+Delivery guarantee: exactly-once while the store keeps the record (duplicates never run
+concurrently and replay the stored outcome for ``ttl``). A duplicate runs the function again only
+after a failure that is not a stored outcome, an owner crash or hang past its lease, an outcome
+that could not be recorded (reported by :class:`~resilience.IdempotencyOutcomeUnrecordedError`;
+completion is retried while the lease is held), or the loss of the record (``ttl``, early
+eviction from a full memory store, loss of the store's data); so functions with external side
+effects should still be transactional or idempotent downstream.
 """
 
 from __future__ import annotations
@@ -35,12 +39,13 @@ import hashlib
 import itertools
 import json
 import logging
+import math
 import os
 import threading
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 from contextlib import contextmanager
 from contextvars import ContextVar
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar, Literal, Protocol, TypeGuard
 
 from ._clock import SYSTEM_CLOCK, Clock, resolve_clock
@@ -52,9 +57,17 @@ from .errors import (
     IdempotencyConflictError,
     IdempotencyInProgressError,
     IdempotencyKeyReusedError,
+    IdempotencyOutcomeUnrecordedError,
     StoreError,
 )
-from .events import CallRejected, IdempotentReplay, Listener, StoreFailed, error_type
+from .events import (
+    CallRejected,
+    IdempotentReplay,
+    Listener,
+    RecordsEvicted,
+    StoreFailed,
+    error_type,
+)
 from .stores.base import StoreOp
 from .stores.memory import MemoryStore
 from .stores.redis import text, to_us
@@ -101,6 +114,10 @@ def _valid(state: object) -> TypeGuard[dict[str, Any]]:
         and isinstance(state.get("g"), int)
         and isinstance(state.get("lu"), int | float)
     )
+
+
+def _done_by(state: object, owner: str, fence: int) -> bool:
+    return _valid(state) and state["st"] == DONE and state["o"] == owner and state["g"] == fence
 
 
 def _owns(state: object, owner: str, fence: int) -> TypeGuard[dict[str, Any]]:
@@ -159,6 +176,10 @@ class ClaimOp:
     owner: str
     lease: float
     ttl: float
+    #: completed records a full memory store evicted to make room for this claim (set by it)
+    evicted: int = field(default=0, compare=False)
+    #: a memory store never evicts a claim early (see :class:`~resilience.MemoryStore`)
+    PINS: ClassVar[bool] = True
 
     LUA: ClassVar[str] = (
         _LUA_RECORD
@@ -248,6 +269,8 @@ class RenewOp:
     fence: int
     lease: float
     ttl: float
+    #: a renewed claim stays pinned in a memory store
+    PINS: ClassVar[bool] = True
 
     LUA: ClassVar[str] = (
         _LUA_RECORD
@@ -284,6 +307,9 @@ class CompleteOp:
     ``payload`` ``None`` records a completed call whose outcome was not retained (duplicates
     are refused instead of replayed). The record then lives ``ttl`` seconds.
 
+    Idempotent for its owner: a completion retried after a lost reply finds the record already
+    completed by the same ``(owner, fence)`` and reports it stored (the record is unchanged).
+
     Example:
         >>> claimed = ClaimOp("k", "fp", "me", lease=60.0, ttl=10.0).apply(None, 0.0)[0]
         >>> CompleteOp("k", "zombie", 1, payload="late", ttl=10.0).apply(claimed, 5.0)[1]
@@ -292,6 +318,8 @@ class CompleteOp:
         ...     claimed, 5.0)
         >>> stored, state["st"], state["r"], ttl
         (True, 'd', 'r:42', 10.0)
+        >>> CompleteOp("k", "me", 1, payload="r:42", ttl=10.0).apply(state, 6.0)[1:]
+        (True, None)
     """
 
     key: str
@@ -305,7 +333,9 @@ class CompleteOp:
         + """
 local now = now_us()
 local st, r = record(KEYS[1], now)
-if st ~= 1 or not owned(r, ARGV[2], ARGV[3]) then return 0 end
+if st ~= 1 then return 0 end
+if r[2] == 'd' and r[4] == ARGV[2] and r[5] == ARGV[3] then return 1 end
+if not owned(r, ARGV[2], ARGV[3]) then return 0 end
 redis.call('HSET', KEYS[1], 'st', 'd')
 if ARGV[5] == '1' then
   redis.call('HSET', KEYS[1], 'r', ARGV[6])
@@ -320,6 +350,8 @@ return 1
     def apply(self, state: Any | None, now: float, /) -> tuple[Any | None, bool, float | None]:
         """Pure next-state function."""
         if not _owns(state, self.owner, self.fence):
+            if _done_by(state, self.owner, self.fence):
+                return state, True, None  # a retried completion: already stored
             return state, False, None
         return {**state, "st": DONE, "r": self.payload}, True, self.ttl
 
@@ -498,6 +530,9 @@ class Claim:
         payload: the stored outcome for ``"replay"``.
         retry_after: seconds left on the current owner's lease for ``"in_progress"``.
         takeover: the claim took over an expired one (its owner crashed or hung).
+        lease_until: for ``"claimed"``, until when (on the records' clock) the lease is surely
+            held: the start of the last successful claim or renewal plus ``lease`` (``-inf``
+            once a renewal found the claim lost).
     """
 
     status: ClaimStatus
@@ -508,12 +543,13 @@ class Claim:
     retry_after: float | None = None
     takeover: bool = False
     store: Any = None
+    lease_until: float = float("-inf")
 
 
 class _Beat:
     """One running claim's lease renewal; :meth:`stop` is idempotent and cheap."""
 
-    __slots__ = ("cancel", "claim", "due", "interval", "records", "stopped")
+    __slots__ = ("cancel", "claim", "due", "ident", "interval", "records", "stopped")
 
     def __init__(self, records: IdempotencyRecords, claim: Claim, interval: float) -> None:
         self.records = records
@@ -521,6 +557,7 @@ class _Beat:
         self.interval = interval
         self.stopped = False
         self.due = 0.0
+        self.ident = 0
         self.cancel: Callable[[], object] | None = None
 
     def stop(self) -> None:
@@ -541,32 +578,54 @@ class _NoBeat:
 _NO_BEAT = _NoBeat()
 
 
+#: the renewer thread wakes at least this often, so a far (or unrepresentable) due time never
+#: blocks it nor overflows the wait
+_RENEWER_MAX_WAIT = 60.0
+
+
 class _Renewer:
     """One daemon thread renewing every running sync claim on a real-time clock.
 
     Registration and removal are O(1) dict operations (no thread or timer per call); the thread
-    sleeps until the earliest due renewal.
+    sleeps until the earliest due renewal (at most :data:`_RENEWER_MAX_WAIT`).
+
+    The thread is shared by every policy of the process, so no single entry can stop it: an
+    entry whose interval cannot be scheduled is refused at registration (logged), an entry
+    whose renewal raises is logged and dropped, and the loop itself survives any error (a dead
+    thread would also be restarted by the next registration).
     """
 
     def __init__(self) -> None:
         self._cond = threading.Condition(threading.Lock())
         self._beats: dict[int, _Beat] = {}
         self._thread: threading.Thread | None = None
+        self._alive = False
         self._wake_at = float("inf")
+        self._seq = itertools.count(1)
 
     def add(self, beat: _Beat) -> None:
         now = SYSTEM_CLOCK.monotonic()
-        beat.due = now + beat.interval
-        ident = id(beat)
+        interval = beat.interval
+        due = now + interval
+        if not (interval > 0 and math.isfinite(due)):
+            _log.warning(
+                "resilience: an idempotency lease renewal every %r s cannot be scheduled; "
+                "this claim's lease is not renewed",
+                interval,
+            )
+            return
+        beat.due = due
+        ident = beat.ident = next(self._seq)
         with self._cond:
             self._beats[ident] = beat
             beat.cancel = lambda: self._remove(ident)
-            if self._thread is None:
+            if not self._alive:
+                self._alive = True
                 self._thread = threading.Thread(
                     target=self._run, name="resilience-idempotency-renewer", daemon=True
                 )
                 self._thread.start()
-            if beat.due < self._wake_at:
+            if due < self._wake_at:
                 self._cond.notify()
 
     def _remove(self, ident: int) -> None:
@@ -574,20 +633,43 @@ class _Renewer:
             self._beats.pop(ident, None)
 
     def _run(self) -> None:  # pragma: no cover - timing dependent; exercised by real-time tests
-        while True:
+        try:
+            while True:
+                try:
+                    self._step()
+                except Exception:  # never let the thread die: every other lease depends on it
+                    _log.exception("resilience: the idempotency lease renewer failed; continuing")
+                    with self._cond:
+                        self._cond.wait(0.1)
+        finally:  # only a BaseException gets here: the next registration starts a new thread
             with self._cond:
-                now = SYSTEM_CLOCK.monotonic()
-                due = [b for b in self._beats.values() if b.due <= now]
-                if not due:
-                    self._wake_at = min((b.due for b in self._beats.values()), default=now + 60)
-                    self._cond.wait(self._wake_at - now)
-                    self._wake_at = float("inf")
-                    continue
-                for b in due:
-                    b.due = now + b.interval
+                self._alive = False
+
+    def _step(self) -> None:  # pragma: no cover - timing dependent
+        with self._cond:
+            now = SYSTEM_CLOCK.monotonic()
+            due = [b for b in self._beats.values() if b.due <= now]
+            if not due:
+                self._wake_at = min((b.due for b in self._beats.values()), default=now + 60)
+                delay = self._wake_at - now
+                if not delay < _RENEWER_MAX_WAIT:  # also catches inf and nan
+                    delay = _RENEWER_MAX_WAIT
+                self._cond.wait(max(delay, 0.0))
+                self._wake_at = float("inf")
+                return
             for b in due:
-                if not b.stopped:
-                    b.records._renew_quietly(b.claim)
+                b.due = now + b.interval
+        for b in due:
+            if b.stopped:
+                continue
+            try:
+                b.records._renew_quietly(b.claim)
+            except Exception:  # one entry's failure is that entry's: drop it, keep the others
+                _log.exception(
+                    "resilience: renewing an idempotency lease raised; that claim's lease is "
+                    "no longer renewed"
+                )
+                self._remove(b.ident)
 
 
 _RENEWER = _Renewer()
@@ -691,6 +773,11 @@ class BufferBudget:
             self.in_use = max(0, self.in_use - n)
 
 
+#: the back-off of a completion retried after a store failure (seconds)
+_COMPLETE_FIRST_DELAY = 0.02
+_COMPLETE_MAX_DELAY = 1.0
+
+
 class IdempotencyRecords:
     """The claim / renew / complete / release client shared by every idempotency adapter.
 
@@ -717,6 +804,13 @@ class IdempotencyRecords:
         max_buffered_bytes: the bound on request bytes adapters buffer for fingerprinting,
             summed over every in-flight request using these records (:attr:`buffers`, a
             :class:`BufferBudget`; default :data:`MAX_BUFFERED_BYTES`, 64 MiB).
+        on_full: what the default and ``"local"`` memory stores do with ``max_entries`` records
+            and a new key: ``"evict_oldest"`` (default: evict the oldest *completed* record,
+            never an in-progress claim; a late duplicate of an evicted key runs again, and a
+            :class:`~resilience.events.RecordsEvicted` event is emitted) or ``"deny_new"``
+            (refuse the new key with :class:`~resilience.stores.StoreFullError`, handled by
+            ``on_store_error``). Either way a store whose every record is an in-progress claim
+            refuses new keys. Ignored for a store you pass.
         clock: time source of the default store, of waits and of the heartbeat.
 
     Scope: records claimed inside :func:`caller_scope` (the gRPC interceptor enters it for its
@@ -758,6 +852,7 @@ class IdempotencyRecords:
         max_entries: int = 10_000,
         max_response_bytes: int = MAX_RESPONSE_BYTES,
         max_buffered_bytes: int = MAX_BUFFERED_BYTES,
+        on_full: Literal["evict_oldest", "deny_new"] = "evict_oldest",
         clock: Clock | None = None,
     ) -> None:
         self.clock = resolve_clock(clock)
@@ -767,8 +862,13 @@ class IdempotencyRecords:
         self.max_response_bytes = positive_int(max_response_bytes, "max_response_bytes", minimum=0)
         self.buffers = BufferBudget(max_buffered_bytes)
         self._warned_size = False
+        if on_full not in ("evict_oldest", "deny_new"):
+            raise ConfigurationError(
+                f"on_full must be 'evict_oldest' or 'deny_new', got {on_full!r}"
+            )
+        self.on_full: Literal["evict_oldest", "deny_new"] = on_full
         if store is None:
-            store = MemoryStore(max_entries=self.max_entries, clock=self.clock)
+            store = self._memory_store()
         elif not (
             callable(getattr(store, "apply", None)) or callable(getattr(store, "aapply", None))
         ):
@@ -782,6 +882,7 @@ class IdempotencyRecords:
             )
         self.on_store_error = on_store_error
         self._local: MemoryStore | None = None
+        self._warned_evict = False
         self.namespace = check_name(namespace)
         self.heartbeat = bool(heartbeat)
         self._fake_timers = callable(getattr(self.clock, "call_at", None))
@@ -798,10 +899,31 @@ class IdempotencyRecords:
         return record_key(self.namespace, "\x00caller", caller.principal, *parts)
 
     # -- store access with the failure policy ------------------------------------------------
+    def _memory_store(self) -> MemoryStore:
+        return MemoryStore(max_entries=self.max_entries, on_full=self.on_full, clock=self.clock)
+
     def _local_store(self) -> MemoryStore:
         if self._local is None:
-            self._local = MemoryStore(max_entries=self.max_entries, clock=self.clock)
+            self._local = self._memory_store()
         return self._local
+
+    def _evicted(self, op: ClaimOp, em: Emitter | None, policy: str) -> None:
+        """Report the completed records a full memory store evicted for ``op``."""
+        if not self._warned_evict:
+            self._warned_evict = True
+            _log.warning(
+                "resilience: %s: the memory store is full (%d records); evicting the oldest "
+                "completed records before their ttl: a late duplicate of an evicted key runs "
+                "again (raise max_entries, shorten ttl or share a RedisStore)",
+                policy or self.namespace,
+                self.max_entries,
+            )
+        if em:
+            em.emit(
+                RecordsEvicted(
+                    policy=policy, pipeline=em.pipeline, operation=em.operation, count=op.evicted
+                )
+            )
 
     @staticmethod
     def _apply(store: Any, op: StoreOp[Any]) -> Any:
@@ -861,13 +983,19 @@ class IdempotencyRecords:
         owner = _new_owner()
         op = ClaimOp(key, fingerprint, owner, self.lease, self.ttl)
         store = self.store
+        started = self.clock.monotonic()
         try:
-            return self._claim_result(key, owner, self._apply(store, op), store)
+            claim = self._claim_result(key, owner, self._apply(store, op), store)
         except StoreError as exc:
             if not self._on_claim_error(exc, em, policy):
                 return Claim("unprotected", key)
-        store = self._local_store()
-        return self._claim_result(key, owner, self._apply(store, op), store)
+            store = self._local_store()
+            claim = self._claim_result(key, owner, self._apply(store, op), store)
+        if op.evicted:
+            self._evicted(op, em, policy)
+        if claim.status == "claimed":
+            claim.lease_until = started + self.lease
+        return claim
 
     async def atry_claim(
         self, key: str, fingerprint: str, *, em: Emitter | None = None, policy: str = ""
@@ -876,13 +1004,19 @@ class IdempotencyRecords:
         owner = _new_owner()
         op = ClaimOp(key, fingerprint, owner, self.lease, self.ttl)
         store = self.store
+        started = self.clock.monotonic()
         try:
-            return self._claim_result(key, owner, await self._aapply(store, op), store)
+            claim = self._claim_result(key, owner, await self._aapply(store, op), store)
         except StoreError as exc:
             if not self._on_claim_error(exc, em, policy):
                 return Claim("unprotected", key)
-        store = self._local_store()
-        return self._claim_result(key, owner, self._apply(store, op), store)
+            store = self._local_store()
+            claim = self._claim_result(key, owner, self._apply(store, op), store)
+        if op.evicted:
+            self._evicted(op, em, policy)
+        if claim.status == "claimed":
+            claim.lease_until = started + self.lease
+        return claim
 
     def claim(
         self,
@@ -957,48 +1091,104 @@ class IdempotencyRecords:
         return None
 
     def complete(self, claim: Claim, payload: str | None, *, size: int | None = None) -> bool:
-        """Store the outcome (fenced); False when the claim was lost or the store failed.
+        """Store the outcome (fenced); False when the claim was lost or it could not be stored.
 
+        A store failure is retried (backing off from 20 ms to 1 s) for as long as the claim's
+        lease is surely held (:attr:`Claim.lease_until`, extended by a running heartbeat) and
+        at most one ``lease``: a transient blip never leaves a finished call *in progress*, to
+        be run again by a retry after the lease. Completing twice is harmless (a completion is
+        idempotent for its owner), and a completion after a takeover is refused (fencing).
         ``size`` is the outcome's size in bytes as the adapter measures it (default
         ``len(payload)``); over ``max_response_bytes`` the record is completed as not retained.
         """
-        if claim.status != "claimed":
-            return False
-        payload = self._retained(claim, payload, size)
-        op = CompleteOp(claim.key, claim.owner, claim.fence, payload, self.ttl)
-        try:
-            stored: bool = self._apply(claim.store, op)
-        except StoreError as exc:
-            _log.warning("resilience: could not store an idempotent outcome: %s", exc)
-            return False
-        if not stored:
-            _log.warning(
-                "resilience: idempotency claim %s was taken over before its outcome was "
-                "stored (lease %.3g s expired); the late outcome was discarded",
-                claim.key,
-                self.lease,
-            )
-        return stored
+        return self._complete(claim, payload, size) is True
 
     async def acomplete(
         self, claim: Claim, payload: str | None, *, size: int | None = None
     ) -> bool:
-        """Async :meth:`complete`."""
+        """Async :meth:`complete` (the back-off sleeps on the event loop, never blocking it)."""
+        return await self._acomplete(claim, payload, size) is True
+
+    def _complete(
+        self, claim: Claim, payload: str | None, size: int | None = None
+    ) -> bool | StoreError:
+        """True: stored; False: the claim was lost; a StoreError: the store kept failing."""
         if claim.status != "claimed":
             return False
         payload = self._retained(claim, payload, size)
         op = CompleteOp(claim.key, claim.owner, claim.fence, payload, self.ttl)
-        try:
-            stored: bool = await self._aapply(claim.store, op)
-        except StoreError as exc:
-            _log.warning("resilience: could not store an idempotent outcome: %s", exc)
+        clock = self.clock
+        started = 0.0
+        delay, attempts = _COMPLETE_FIRST_DELAY, 0
+        while True:
+            attempts += 1
+            try:
+                stored: bool = self._apply(claim.store, op)
+            except StoreError as exc:
+                if attempts == 1:
+                    started = clock.monotonic()
+                pause = self._complete_pause(claim, started, delay)
+                if pause is None:
+                    return self._unrecorded(exc, attempts, started)
+                clock.sleep(pause)
+                delay = min(delay * 2, _COMPLETE_MAX_DELAY)
+                continue
+            if not stored:
+                self._lost(claim)
+            return stored
+
+    async def _acomplete(
+        self, claim: Claim, payload: str | None, size: int | None = None
+    ) -> bool | StoreError:
+        if claim.status != "claimed":
             return False
-        if not stored:
-            _log.warning(
-                "resilience: idempotency claim %s was taken over before its outcome was stored",
-                claim.key,
-            )
-        return stored
+        payload = self._retained(claim, payload, size)
+        op = CompleteOp(claim.key, claim.owner, claim.fence, payload, self.ttl)
+        clock = self.clock
+        started = 0.0
+        delay, attempts = _COMPLETE_FIRST_DELAY, 0
+        while True:
+            attempts += 1
+            try:
+                stored: bool = await self._aapply(claim.store, op)
+            except StoreError as exc:
+                if attempts == 1:
+                    started = clock.monotonic()
+                pause = self._complete_pause(claim, started, delay)
+                if pause is None:
+                    return self._unrecorded(exc, attempts, started)
+                await clock.asleep(pause)
+                delay = min(delay * 2, _COMPLETE_MAX_DELAY)
+                continue
+            if not stored:
+                self._lost(claim)
+            return stored
+
+    def _complete_pause(self, claim: Claim, started: float, delay: float) -> float | None:
+        """How long to wait before the next completion attempt; None: the lease may be gone."""
+        remaining = min(claim.lease_until, started + self.lease) - self.clock.monotonic()
+        if remaining <= 0:
+            return None
+        return min(delay, remaining)
+
+    def _unrecorded(self, exc: StoreError, attempts: int, started: float) -> StoreError:
+        _log.warning(
+            "resilience: could not store an idempotent outcome (%d attempts in %.3g s, while "
+            "the lease was held): %s; the record stays in progress until its lease expires, "
+            "then a duplicate runs again",
+            attempts,
+            self.clock.monotonic() - started,
+            exc,
+        )
+        return exc
+
+    def _lost(self, claim: Claim) -> None:
+        _log.warning(
+            "resilience: idempotency claim %s was taken over before its outcome was "
+            "stored (lease %.3g s expired); the late outcome was discarded",
+            claim.key,
+            self.lease,
+        )
 
     def release(self, claim: Claim) -> None:
         """Delete the claim so that a retry runs again (fenced; store errors are logged)."""
@@ -1020,15 +1210,25 @@ class IdempotencyRecords:
 
     def renew(self, claim: Claim) -> bool:
         """Extend the claim's lease now; False when it is no longer held."""
+        started = self.clock.monotonic()
         op = RenewOp(claim.key, claim.owner, claim.fence, self.lease, self.ttl)
         held: bool = self._apply(claim.store, op)
+        self._renewed(claim, held, started)
         return held
 
     async def arenew(self, claim: Claim) -> bool:
         """Async :meth:`renew`."""
+        started = self.clock.monotonic()
         op = RenewOp(claim.key, claim.owner, claim.fence, self.lease, self.ttl)
         held: bool = await self._aapply(claim.store, op)
+        self._renewed(claim, held, started)
         return held
+
+    def _renewed(self, claim: Claim, held: bool, started: float) -> None:
+        if not held:
+            claim.lease_until = float("-inf")
+        elif started + self.lease > claim.lease_until:
+            claim.lease_until = started + self.lease
 
     def _renew_quietly(self, claim: Claim) -> bool:
         try:
@@ -1226,6 +1426,11 @@ class Idempotent(Policy):
     again: at-least-once after a crash). A late result from the expired owner is discarded
     (fencing). Completed records are kept for ``ttl`` seconds after completion.
 
+    Storing the outcome is retried after a store failure while the lease is held (at most one
+    ``lease``), so a store blip never leaves a finished call to be run again. If it still
+    cannot be recorded, the call raises :class:`~resilience.IdempotencyOutcomeUnrecordedError`
+    with the function's result in ``.result`` (a duplicate after the lease would run again).
+
     Which outcomes are stored (``store_errors``):
 
     * results are always stored;
@@ -1238,14 +1443,18 @@ class Idempotent(Policy):
       after a payment was sent). Other exceptions, and ``BaseException`` such as cancellation,
       always release the claim.
 
-    Records are namespaced by the policy ``name`` and the decorated function's qualified name.
-    Message consumers use the message id as the key (see the module documentation of
-    :mod:`resilience.idempotency`).
+    Records belong to the function that made them: they are namespaced by the policy ``name``
+    and the function's module and qualified name (``"billing:create"``, the same in every
+    process running the same code), so ``billing.create`` and ``refunds.create`` sharing a store
+    never replay each other's results. Functions that must share records name the namespace
+    explicitly (``namespace="orders.create"``). Message consumers use the message id as the key
+    (see the module documentation of :mod:`resilience.idempotency`).
 
     Args:
         key: ``callable(*args, **kwargs) -> str | None`` giving the idempotency key.
         store: a :class:`~resilience.stores.Store` (default: a private
-            ``MemoryStore(max_entries=10_000)``); share a Redis store across processes.
+            ``MemoryStore(max_entries=10_000, on_full="evict_oldest")``); share a Redis store
+            across processes.
         ttl: seconds a completed record is kept (default 24 h).
         lease: seconds a claim stays valid without renewal (default 60).
         wait: seconds a duplicate waits for the first call's outcome (default 0: raise).
@@ -1260,10 +1469,21 @@ class Idempotent(Policy):
             function does not run), ``"open"`` (run unprotected) or ``"local"`` (deduplicate
             within this process only).
         heartbeat: renew the lease while the function runs (default True).
+        max_entries: the cap on records of the default memory store (default 10,000).
+        on_full: when the default memory store holds ``max_entries`` records:
+            ``"evict_oldest"`` (default: evict the oldest completed record, never an
+            in-progress claim, emitting :class:`~resilience.events.RecordsEvicted`; a late
+            duplicate of an evicted key runs again) or ``"deny_new"`` (refuse new keys with a
+            :class:`~resilience.StoreError`, handled by ``on_store_error``).
+        namespace: the records' namespace within this policy ``name`` (default ``None``: the
+            decorated function's ``"module:qualname"``). Give the same namespace to functions
+            that must share records; ``namespace=fn.__qualname__`` reads the records written
+            before namespaces included the module.
         name: policy name (events, record namespace).
         clock: time source (waits, leases, TTLs of the default store).
         listeners: event listeners (:class:`~resilience.events.IdempotentReplay`,
-            :class:`~resilience.events.CallRejected`, :class:`~resilience.events.StoreFailed`).
+            :class:`~resilience.events.CallRejected`, :class:`~resilience.events.StoreFailed`,
+            :class:`~resilience.events.RecordsEvicted`).
 
     The first call returns the function's own result; replays return ``codec.decode`` of the
     stored one (with JSON, a tuple comes back as a list): return JSON-native values or pass a
@@ -1304,11 +1524,19 @@ class Idempotent(Policy):
         on_store_error: Literal["closed", "open", "local"] = "closed",
         heartbeat: bool = True,
         max_entries: int = 10_000,
+        on_full: Literal["evict_oldest", "deny_new"] = "evict_oldest",
+        namespace: str | None = None,
         name: str = "idempotency",
         clock: Clock | None = None,
         listeners: Sequence[Listener] = (),
     ) -> None:
         super().__init__(name=name, listeners=listeners)
+        namespace_: object = namespace
+        if namespace_ is not None and (not isinstance(namespace_, str) or not namespace_):
+            raise ConfigurationError(
+                f"namespace must be a non-empty string (or None), got {namespace!r}"
+            )
+        self.namespace = namespace
         if not callable(key):
             raise ConfigurationError(
                 f"key must be a callable(*args, **kwargs) -> str | None, got {key!r}"
@@ -1369,6 +1597,7 @@ class Idempotent(Policy):
             on_store_error=on_store_error,
             heartbeat=heartbeat,
             max_entries=max_entries,
+            on_full=on_full,
             clock=clock,
         )
 
@@ -1382,9 +1611,15 @@ class Idempotent(Policy):
             "wait": self.wait,
             "store_errors": [t.__name__ for t in self.store_errors] or "never",
             "on_store_error": self.records.on_store_error,
+            "on_full": self.records.on_full,
+            "namespace": self.namespace,
         }
 
     # -- decisions shared by both wrappers ------------------------------------------------------
+    def _scope(self, em: Emitter) -> str:
+        """The records' namespace of one decorated function."""
+        return self.namespace or em.function or em.operation or ""
+
     def _prepare(
         self, operation: str, args: tuple[Any, ...], kwargs: dict[str, Any]
     ) -> tuple[str, str] | None:
@@ -1478,10 +1713,43 @@ class Idempotent(Policy):
                 return "e" + json.dumps(data, separators=(",", ":"))
         return None
 
+    def _check_recorded(self, recorded: bool | StoreError, outcome: Any, em: Emitter) -> None:
+        """Tell the caller when a finished call's outcome could not be recorded.
+
+        ``outcome`` is the result (raise :class:`~resilience.IdempotencyOutcomeUnrecordedError`
+        carrying it) or the exception being re-raised as a stored outcome (a note is added).
+        """
+        if not isinstance(recorded, StoreError):
+            return
+        if em:
+            em.emit(
+                StoreFailed(
+                    policy=self.name,
+                    pipeline=em.pipeline,
+                    operation=em.operation,
+                    decision="unrecorded",
+                    error_type=error_type(recorded.__cause__ or recorded) or "StoreError",
+                )
+            )
+        lease = self.records.lease
+        if isinstance(outcome, BaseException):
+            outcome.add_note(
+                "resilience: this outcome could not be recorded (the idempotency store failed "
+                f"while the lease was held); a duplicate after the lease ({lease:g} s) runs again"
+            )
+            return
+        raise IdempotencyOutcomeUnrecordedError(
+            f"the call succeeded but its outcome could not be recorded ({recorded}); the record "
+            f"stays in progress and a duplicate after the lease ({lease:g} s) runs the function "
+            "again: the result is in .result",
+            result=outcome,
+            policy=self.name,
+        ) from recorded
+
     # -- wrappers ------------------------------------------------------------------------------
     def _wrap_sync(self, fn: Callable[..., Any], em: Emitter) -> Callable[..., Any]:
         records = self.records
-        prepare, operation, wait, name = self._prepare, em.operation or "", self.wait, self.name
+        prepare, operation, wait, name = self._prepare, self._scope(em), self.wait, self.name
 
         def idempotent_wrapper(*args: Any, **kwargs: Any) -> Any:
             prepared = prepare(operation, args, kwargs)
@@ -1499,15 +1767,23 @@ class Idempotent(Policy):
             try:
                 result = fn(*args, **kwargs)
             except BaseException as exc:
-                beat.stop()
                 outcome = self._error_outcome(exc)
                 if outcome is None:
+                    beat.stop()
                     records.release(claim)
                 else:
-                    records.complete(claim, outcome)
+                    try:  # the heartbeat keeps the lease while the completion is retried
+                        recorded = records._complete(claim, outcome)
+                    finally:
+                        beat.stop()
+                    self._check_recorded(recorded, exc, em)
                 raise
-            beat.stop()
-            records.complete(claim, self._encode_result(result))
+            try:
+                recorded = records._complete(claim, self._encode_result(result))
+            finally:
+                beat.stop()
+            if recorded.__class__ is not bool:
+                self._check_recorded(recorded, result, em)
             return result
 
         return idempotent_wrapper
@@ -1516,7 +1792,7 @@ class Idempotent(Policy):
         self, fn: Callable[..., Awaitable[Any]], em: Emitter
     ) -> Callable[..., Awaitable[Any]]:
         records = self.records
-        prepare, operation, wait, name = self._prepare, em.operation or "", self.wait, self.name
+        prepare, operation, wait, name = self._prepare, self._scope(em), self.wait, self.name
 
         async def idempotent_wrapper(*args: Any, **kwargs: Any) -> Any:
             prepared = prepare(operation, args, kwargs)
@@ -1534,15 +1810,23 @@ class Idempotent(Policy):
             try:
                 result = await fn(*args, **kwargs)
             except BaseException as exc:
-                beat.stop()
                 outcome = self._error_outcome(exc)
                 if outcome is None:
+                    beat.stop()
                     await records.arelease(claim)
                 else:
-                    await records.acomplete(claim, outcome)
+                    try:
+                        recorded = await records._acomplete(claim, outcome)
+                    finally:
+                        beat.stop()
+                    self._check_recorded(recorded, exc, em)
                 raise
-            beat.stop()
-            await records.acomplete(claim, self._encode_result(result))
+            try:
+                recorded = await records._acomplete(claim, self._encode_result(result))
+            finally:
+                beat.stop()
+            if recorded.__class__ is not bool:
+                self._check_recorded(recorded, result, em)
             return result
 
         return idempotent_wrapper

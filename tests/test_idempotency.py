@@ -11,8 +11,9 @@ from typing import Any
 import pytest
 
 import resilience as rs
-from resilience._types import qualname
-from resilience.events import CallRejected, IdempotentReplay, StoreFailed
+from resilience import idempotency
+from resilience._policy import function_identity
+from resilience.events import CallRejected, IdempotentReplay, RecordsEvicted, StoreFailed
 from resilience.idempotency import (
     ClaimOp,
     CompleteOp,
@@ -151,7 +152,7 @@ def test_in_progress_duplicate_is_rejected_with_retry_after(
 
 def _claim_as_other(p: rs.Idempotent, c: Counter, key: str, *args: Any) -> Any:
     """Claim the record a call ``c.fn(*args)`` with ``key`` would use, as another owner."""
-    rkey = p.records.key(qualname(c.fn), key)
+    rkey = p.records.key(function_identity(c.fn), key)
     return p.records.try_claim(rkey, args_fingerprint(args, {}))
 
 
@@ -213,7 +214,7 @@ def test_heartbeat_keeps_the_lease_of_a_long_call(runner: Runner, clock: FakeClo
             probe()
             return "done"
 
-        op = qualname(long_call)
+        op = function_identity(long_call)
 
         assert asyncio.run(p(long_call)("k")) == "done"
     else:
@@ -223,7 +224,7 @@ def test_heartbeat_keeps_the_lease_of_a_long_call(runner: Runner, clock: FakeClo
             probe()
             return "done"
 
-        op = qualname(long_call_sync)
+        op = function_identity(long_call_sync)
 
         assert p(long_call_sync)("k") == "done"
     assert seen == ["in_progress"]
@@ -240,7 +241,7 @@ def test_without_heartbeat_a_long_call_loses_its_lease(clock: FakeClock) -> None
         seen.append(p.records.try_claim(rkey, args_fingerprint((k,), {})).status)
         return "done"
 
-    long_call_qualname = "test_without_heartbeat_a_long_call_loses_its_lease.<locals>.long_call"
+    long_call_qualname = f"{__name__}:{long_call.__qualname__}"
     long_call("k")
     assert seen == ["claimed"]  # the lease lapsed: a duplicate took the record over
 
@@ -336,6 +337,65 @@ def test_store_failure_open_and_local(runner: Runner, clock: FakeClock) -> None:
     assert c.n == 3
 
 
+class StallingCompletions:
+    """A memory store whose next ``failures`` completions fail (a store blip at that moment)."""
+
+    def __init__(self, clock: FakeClock, failures: int) -> None:
+        self.inner = rs.MemoryStore(clock=clock)
+        self.failures = failures
+        self.completions = 0
+
+    def apply(self, op: StoreOp[Any]) -> Any:
+        if isinstance(op, CompleteOp):
+            self.completions += 1
+            if self.failures > 0:
+                self.failures -= 1
+                raise ConnectionError("redis stalled")
+        return self.inner.apply(op)
+
+
+def test_a_store_blip_at_completion_never_runs_a_success_twice(
+    runner: Runner, clock: FakeClock
+) -> None:
+    store = StallingCompletions(clock, failures=4)
+    p = policy(clock, store=store, lease=60)
+    c = Counter(runner)
+    assert runner.run(p, c.fn, "k") == {"run": 1}
+    assert store.completions == 5  # retried while the lease was ours, until it was recorded
+    assert clock.monotonic() < 60
+    clock.advance(61)  # past the lease: an unrecorded record would be taken over and rerun
+    assert runner.run(p, c.fn, "k") == {"run": 1}
+    assert c.n == 1  # was 2
+
+
+def test_an_outcome_that_cannot_be_recorded_is_reported(runner: Runner, clock: FakeClock) -> None:
+    rec = RecordingListener()
+    store = StallingCompletions(clock, failures=10**9)
+    p = policy(clock, store=store, lease=60, listeners=[rec])
+    c = Counter(runner)
+    with pytest.raises(rs.IdempotencyOutcomeUnrecordedError) as info:
+        runner.run(p, c.fn, "k")  # was: {"run": 1}, as if it had been recorded
+    assert info.value.result == {"run": 1}  # the caller still gets the call's own result
+    assert info.value.policy == "idempotency"
+    assert not isinstance(info.value, rs.StoreError)  # it ran: a StoreError says it did not
+    assert 0 < clock.monotonic() <= 60  # retried for one lease at most, never forever
+    assert [e.decision for e in rec.of(StoreFailed)] == ["unrecorded"]  # type: ignore[attr-defined]
+    store.failures = 0
+    with pytest.raises(rs.IdempotencyInProgressError):
+        runner.run(p, c.fn, "k")  # still in progress until the lease expires...
+    clock.advance(60)
+    assert runner.run(p, c.fn, "k") == {"run": 2}  # ...then it runs again, as the error said
+
+
+def test_an_unrecorded_error_outcome_says_so(runner: Runner, clock: FakeClock) -> None:
+    store = StallingCompletions(clock, failures=10**9)
+    p = policy(clock, store=store, store_errors=(Boom,))
+    c = Counter(runner, Boom("declined"))
+    with pytest.raises(Boom) as info:
+        runner.run(p, c.fn, "k")
+    assert any("could not be recorded" in note for note in info.value.__notes__)
+
+
 def test_corrupt_record_fails_closed(runner: Runner, clock: FakeClock) -> None:
     store = rs.MemoryStore(clock=clock)
     p = policy(clock, store=store)
@@ -348,14 +408,68 @@ def test_corrupt_record_fails_closed(runner: Runner, clock: FakeClock) -> None:
     assert c.n == 1
 
 
-def test_full_store_fails_closed(runner: Runner, clock: FakeClock) -> None:
-    p = policy(clock, max_entries=2)
+def test_full_store_evicts_the_oldest_completed_record(runner: Runner, clock: FakeClock) -> None:
+    """A full default store never denies service: the oldest completed record makes room."""
+    rec = RecordingListener()
+    p = policy(clock, max_entries=2, listeners=[rec])
+    c = Counter(runner)
+    runner.run(p, c.fn, "a")
+    clock.advance(1)
+    runner.run(p, c.fn, "b")
+    assert runner.run(p, c.fn, "c") == {"run": 3}  # was StoreError (503 over HTTP) for a day
+    assert [e.count for e in rec.of(RecordsEvicted)] == [1]  # type: ignore[attr-defined]
+    assert runner.run(p, c.fn, "b") == {"run": 2}  # the newer records are kept
+    assert runner.run(p, c.fn, "c") == {"run": 3}
+    # the documented trade-off: a late duplicate of the evicted key runs again
+    assert runner.run(p, c.fn, "a") == {"run": 4}
+    assert c.n == 4
+
+
+def test_full_store_deny_new_is_configurable(runner: Runner, clock: FakeClock) -> None:
+    p = policy(clock, max_entries=2, on_full="deny_new")
     c = Counter(runner)
     runner.run(p, c.fn, "a")
     runner.run(p, c.fn, "b")
     with pytest.raises(rs.StoreError):
         runner.run(p, c.fn, "c")
     assert c.n == 2
+    assert p.describe()["on_full"] == "deny_new"
+    with pytest.raises(rs.ConfigurationError, match="on_full"):
+        policy(clock, on_full="drop")
+
+
+def test_full_store_never_evicts_an_in_progress_claim(clock: FakeClock) -> None:
+    records = IdempotencyRecords(max_entries=2, clock=clock)
+    running = records.claim(records.key("a"), "")
+    assert running.status == "claimed"
+    done = records.claim(records.key("b"), "")
+    assert records.complete(done, "r1")
+    # full: c evicts the completed b, never the running a
+    other = records.claim(records.key("c"), "")
+    assert other.status == "claimed"
+    assert records.claim(records.key("a"), "").status == "in_progress"
+    # every record is now an in-progress claim: a new key is refused, honestly
+    with pytest.raises(rs.StoreError, match="in-progress"):
+        records.claim(records.key("d"), "")
+    assert records.complete(running, "r0")
+    assert records.claim(records.key("d"), "").status == "claimed"  # a (done) made room
+    assert records.complete(other, "r2")
+    assert records.claim(records.key("a"), "").status == "claimed"  # gone: runs again
+
+
+def test_eviction_keeps_every_operation_constant_time(clock: FakeClock) -> None:
+    """10x more keys than the cap: every call succeeds, the store stays at its cap."""
+    store = rs.MemoryStore(max_entries=100, on_full="evict_oldest", clock=clock)
+    p = policy(clock, store=store)
+
+    @p
+    def op(k: str) -> str:
+        return k
+
+    assert [op(f"k{i}") for i in range(1000)] == [f"k{i}" for i in range(1000)]
+    assert len(store) == 100
+    assert store.evicted == 900
+    assert op("k999") == "k999"
 
 
 def test_records_are_namespaced_by_function(clock: FakeClock) -> None:
@@ -370,6 +484,75 @@ def test_records_are_namespaced_by_function(clock: FakeClock) -> None:
         return "two"
 
     assert (one("k"), two("k"), one("k")) == ("one", "two", "one")
+
+
+def _function_in(module: str, source: str, name: str) -> Any:
+    """A function defined in a module called ``module`` (as ``import module`` would)."""
+    namespace: dict[str, Any] = {"__name__": module}
+    exec(source, namespace)
+    return namespace[name]
+
+
+_CREATE = """
+runs = []
+def create(k):
+    runs.append(k)
+    return __name__
+async def acreate(k):
+    return create(k)
+"""
+
+
+def test_same_qualname_in_two_modules_never_shares_records(
+    runner: Runner, clock: FakeClock
+) -> None:
+    """billing.create and refunds.create on one store: each runs, each returns its own."""
+    store = rs.MemoryStore(clock=clock)
+    p = policy(clock, store=store)
+    name = "acreate" if runner.is_async else "create"
+    billing = _function_in("billing", _CREATE, name)
+    refunds = _function_in("refunds", _CREATE, name)
+    assert billing.__qualname__ == refunds.__qualname__ == name
+    assert runner.run(p, billing, "k") == "billing"
+    assert runner.run(p, refunds, "k") == "refunds"  # was "billing", without running
+    assert runner.run(p, billing, "k") == "billing"
+    assert len(store) == 2
+
+
+def test_explicit_namespace_shares_records(runner: Runner, clock: FakeClock) -> None:
+    p = policy(clock, namespace="orders.create")
+    first, second = Counter(runner), Counter(runner, {"run": "second"})
+    assert runner.run(p, first.fn, "k") == {"run": 1}
+    assert runner.run(p, second.fn, "k") == {"run": 1}  # a replay of the first one's record
+    assert (first.n, second.n) == (1, 0)
+    assert p.describe()["namespace"] == "orders.create"
+    with pytest.raises(rs.ConfigurationError, match="namespace"):
+        policy(clock, namespace="")
+
+
+def test_namespace_is_stable_across_processes_and_pipelines(clock: FakeClock) -> None:
+    store = rs.MemoryStore(clock=clock)
+    main = _function_in("__main__", _CREATE, "create")
+    child = _function_in("__mp_main__", _CREATE, "create")  # a spawned multiprocessing child
+    assert function_identity(main) == function_identity(child) == "__main__:create"
+    rs.Idempotent(key=by_first_arg, store=store, clock=clock)(main)("k")
+    # inside a pipeline the record key is the same as for the bare policy
+    wrapped = rs.Pipeline(rs.Retry(on=OSError), rs.Idempotent(key=by_first_arg, store=store))
+    assert wrapped(child)("k") == "__main__"
+    assert child.__globals__["runs"] == []  # replayed: the same record in both "processes"
+    assert list(store._data) == [record_key("idem:idempotency", "__main__:create", "k")]
+
+
+def test_namespace_of_the_old_layout_reads_old_records(clock: FakeClock) -> None:
+    """Records written before the module was part of the namespace stay readable."""
+    store = rs.MemoryStore(clock=clock)
+    old = IdempotencyRecords(store=store, namespace="idem:idempotency", clock=clock)
+    claim = old.claim(old.key("create", "k"), args_fingerprint(("k",), {}))  # the old layout
+    assert old.complete(claim, "r" + "s" + json.dumps("old result"))
+    create = _function_in("billing", _CREATE, "create")
+    p = rs.Idempotent(key=by_first_arg, store=store, namespace="create", clock=clock)
+    assert p(create)("k") == "old result"
+    assert create.__globals__["runs"] == []
 
 
 def test_message_consumer_redeliveries_do_not_repeat_side_effects(
@@ -562,6 +745,53 @@ def test_real_time_heartbeat_thread_renews_sync_claims() -> None:
             slow("k")
         assert fut.result(timeout=5) == "slow"
     assert slow("k") == "slow"
+
+
+class RenewalsSeen(rs.MemoryStore):
+    """A memory store that signals every lease renewal it applies."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.renewed = threading.Event()
+
+    def apply(self, op: StoreOp[Any], /) -> Any:
+        out = super().apply(op)
+        if isinstance(op, RenewOp) and out:
+            self.renewed.set()
+        return out
+
+
+def test_one_bad_entry_cannot_disarm_the_shared_renewer(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Entries that bypass construction validation (a lease the thread cannot wait for, a
+    renewal that raises) must not kill the renewer every other policy relies on."""
+    renewer = idempotency._Renewer()
+    monkeypatch.setattr(idempotency, "_RENEWER", renewer)
+    bad = IdempotencyRecords(lease=60)
+    held = bad.claim(bad.key("bad"), "")
+    entries = [
+        idempotency._Beat(bad, held, 1e300 / 3),  # Idempotent(lease=1e300): OverflowError
+        idempotency._Beat(bad, held, float("inf")),
+        idempotency._Beat(bad, held, float("nan")),
+        idempotency._Beat(bad, None, 0.01),  # type: ignore[arg-type]  # its renewal raises
+    ]
+    for entry in entries:
+        renewer.add(entry)
+    store = RenewalsSeen()
+    p = rs.Idempotent(key=lambda k: k, lease=0.3, store=store)
+
+    @p
+    def slow(k: str) -> bool:
+        return store.renewed.wait(5)  # returns once the shared thread renewed this claim
+
+    try:
+        assert slow("k") is True  # was False: the thread had died of the first entry
+        assert renewer._thread is not None
+        assert renewer._thread.is_alive()
+        store.renewed.clear()
+        assert slow("k2") is True  # and it keeps renewing
+    finally:
+        for entry in entries:
+            entry.stop()
 
 
 async def test_real_time_heartbeat_on_the_event_loop() -> None:

@@ -104,3 +104,25 @@ def test_standalone_spans_outside_any_span(otel: Any, clock: FakeClock) -> None:
     (span,) = exporter.get_finished_spans()
     assert span.name == "resilience.timeout"
     assert dict(span.attributes or {})["resilience.timeout"] == 1.0
+
+
+def test_early_evictions_become_a_metric(otel: Any, clock: FakeClock) -> None:
+    listener, _exporter, reader, _tp = otel
+    policy = rs.Idempotent(
+        key=lambda k: k, max_entries=2, name="orders", clock=clock, listeners=[listener]
+    )
+
+    @policy
+    def create(k: str) -> str:
+        return k
+
+    for k in "abcde":
+        create(k)
+    (point,) = _points(reader, "resilience.records.evicted")
+    assert point.value == 3
+    assert dict(point.attributes) == {"resilience.policy": "orders"}
+    events = [
+        p for p in _points(reader, "resilience.events")
+        if p.attributes["resilience.event"] == "records_evicted"
+    ]  # fmt: skip
+    assert sum(p.value for p in events) == 3

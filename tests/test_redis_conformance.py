@@ -160,6 +160,14 @@ IDEMPOTENCY_SCENARIOS: dict[str, list[Step]] = {
         120,
         claim("b"),
     ],
+    "a-retried-completion-is-idempotent-for-its-owner": [
+        claim("a"),
+        complete("a", 1, "s1"),
+        complete("a", 1, "s1"),  # the reply of the first one was lost: stored
+        complete("b", 1, "s2"),  # another owner: refused
+        claim("c"),  # replays the first outcome
+        complete("a", 2, "s3"),  # another fence: refused
+    ],
     "keys-are-independent": [
         claim("a", key="k1"),
         claim("a", key="k2"),
@@ -199,6 +207,8 @@ def test_expected_results_are_meaningful() -> None:
         True,
         ("replay", 2, None),
     ]
+    retried = expected(IDEMPOTENCY_SCENARIOS["a-retried-completion-is-idempotent-for-its-owner"])
+    assert retried == [("claimed", 1, 0), True, True, False, ("replay", 1, "s1"), False]
 
 
 def test_corrupt_records_fail_closed_on_redis(redis_server: RedisServer) -> None:

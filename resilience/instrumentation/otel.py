@@ -12,6 +12,8 @@ instrument                           kind         attributes
 ``resilience.ratelimit.wait``        histogram    ``resilience.policy``, ``resilience.pipeline``
 ``resilience.circuit.state``         gauge        ``resilience.policy``; 0 closed, 1 open,
                                                   2 half-open
+``resilience.records.evicted``       counter      ``resilience.policy``, ``resilience.pipeline``;
+                                                  records evicted early by a full memory store
 ===================================  ===========  =========================================
 
 Every event is also added as a span event named ``resilience.<kind>`` to the current span (the
@@ -34,6 +36,7 @@ from ..events import (
     CircuitStateChanged,
     Event,
     RateLimitWaited,
+    RecordsEvicted,
     RetryScheduled,
 )
 
@@ -99,6 +102,11 @@ class OpenTelemetry:
         self._wait = meter.create_histogram(
             "resilience.ratelimit.wait", unit="s", description="Time waited for a permit"
         )
+        self._evicted = meter.create_counter(
+            "resilience.records.evicted",
+            unit="{record}",
+            description="Records evicted before their TTL by a full in-memory store",
+        )
         self._states: dict[str, int] = {}
         self._lock = threading.Lock()
         meter.create_observable_gauge(
@@ -127,6 +135,8 @@ class OpenTelemetry:
             self._retry_delay.record(event.delay, metric_attrs)
         elif isinstance(event, RateLimitWaited):
             self._wait.record(event.wait, metric_attrs)
+        elif isinstance(event, RecordsEvicted):
+            self._evicted.add(event.count, metric_attrs)
         elif isinstance(event, CircuitStateChanged):
             with self._lock:
                 self._states[event.policy] = _STATE_VALUE.get(event.to_state, -1)
