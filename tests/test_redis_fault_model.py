@@ -288,6 +288,19 @@ def test_after_an_outage_the_store_is_used_again_within_100_ms(
     assert time.monotonic() - back < 0.1
 
 
+@pytest.mark.redis
+async def test_a_burst_of_concurrent_async_decisions_is_not_an_outage(
+    redis_server: RedisServer,
+) -> None:
+    store = _store(redis_server)
+    seen: list[Event] = []
+    limiter = rs.RateLimiter("fm-burst", rate=10_000, store=store, listeners=[seen.append])
+    decisions = await asyncio.gather(*[limiter.atry_acquire() for _ in range(300)])
+    assert all(d.allowed for d in decisions)
+    assert not [e for e in seen if isinstance(e, StoreFailed)]  # they queued for a connection
+    await store.aclose()
+
+
 # -- 3. the event loop never blocks on Redis ---------------------------------------------------
 async def _max_loop_lag(during: Any) -> float:
     """Run ``during()`` while a ticker records the longest gap between its ticks."""

@@ -478,7 +478,15 @@ class RedisStore:
             return AsyncRedisCluster.from_url(self._url, **kwargs)
         import redis.asyncio
 
-        return redis.asyncio.Redis.from_url(self._url, **kwargs)
+        if kwargs.get("single_connection_client") or "connection_pool_class" in kwargs:
+            return redis.asyncio.Redis.from_url(self._url, **kwargs)
+        # a burst of concurrent decisions is not an outage: past max_connections they queue
+        # for a connection (up to socket_timeout) instead of failing (redis-py's default pool
+        # raises "Too many connections" past 100)
+        kwargs.setdefault("max_connections", 32)  # per event loop; more only adds connects
+        kwargs.setdefault("timeout", kwargs.get("socket_timeout"))
+        pool = redis.asyncio.BlockingConnectionPool.from_url(self._url, **kwargs)
+        return redis.asyncio.Redis.from_pool(pool)
 
     def _loop_client(self) -> _LoopClient | None:
         """The running loop's client state: the given async client's, or (``from_url``) a
