@@ -9,15 +9,21 @@ atomically on the server with the server's clock (``TIME``), so hosts with skewe
   (user ids, IPs, routes) are hashed, so keys have a fixed length and cannot inject separators
   or hash tags; every key of one entity shares the hash tag, so multi-key scripts work on Redis
   Cluster. Every key a script writes gets a TTL. No ``KEYS``/``SCAN`` on hot paths.
-* **Faults**: ``from_url`` sets short socket timeouts (0.1 s by default) and turns off
-  redis-py's automatic command retries: a script that timed out may still have run on the
-  server, and re-sending it would apply a non-idempotent decision (a permit, a failure count)
-  twice and multiply the latency bound; the policy's ``on_store_error`` decides instead.
-  Backend errors become :class:`resilience.StoreError` at this boundary. An internal breaker
-  opens after ``failure_threshold`` consecutive failures and then fails fast (no network wait) for
-  ``probe_interval`` seconds, so a hung Redis costs one timeout, not one per call; each policy
-  then applies its ``on_store_error`` decision (limiter ``"open"``, idempotency ``"closed"``,
-  breaker ``"local"``).
+* **Faults** (the table in ``docs/redis.md``): ``from_url`` sets bounded socket timeouts (0.25 s
+  per reply, 0.1 s per connect by default) and turns off redis-py's automatic command retries: a
+  script that timed out may still have run on the server, and re-sending it would apply a
+  non-idempotent decision (a permit, a failure count) twice and multiply the latency bound; the
+  policy's ``on_store_error`` decides instead. Backend errors become
+  :class:`resilience.StoreError` at this boundary. An internal breaker fails fast (no network
+  wait) after ``failure_threshold`` failures *in a row* (each from a call that began after the
+  previous one failed, so one slow moment that times out many concurrent calls counts once);
+  then a single probe at a time tries Redis every ``probe_interval`` (50 ms) and the first that
+  reaches it ends the fail-fast. A script error or an unparsable reply (a poisoned key, a bug)
+  is that key's :class:`~resilience.StoreError` only: it never counts toward the fail-fast. Each
+  policy then applies its ``on_store_error`` decision (limiter ``"open"``, idempotency
+  ``"closed"``, breaker ``"local"``). The Lua twins treat an undecodable state (NaN, out of
+  range, another type) as absent and delete it; the policy emits
+  ``StoreFailed(decision="reset")``.
 * **Hot path**: the rate limiter's and breaker's states are single string values of packed
   doubles written with ``SET PX`` (a decision is ``TIME``, ``GET``, ``SET`` inside one script;
   no decimal formatting), their parameters and replies are packed the same way, and with a plain
@@ -26,8 +32,13 @@ atomically on the server with the server's clock (``TIME``), so hosts with skewe
   under contention. Commands sent this way do not appear in redis-py's own instrumentation.
 * **Clients**: ``redis.Redis``, ``redis.asyncio.Redis``, ``redis.cluster.RedisCluster`` and
   ``redis.asyncio.cluster.RedisCluster``. A store built by :meth:`RedisStore.from_url` serves sync
-  and async policies (it creates each client on first use). A store given only a sync client runs
-  async operations in a worker thread; one given only an async client cannot serve sync code.
+  and async policies: one sync client, and one async client per event loop (asyncio connections
+  belong to the loop that opened them; each is closed when its loop shuts down, and past 32
+  connections per loop, calls queue for one). A store given only a sync client runs async
+  operations in a worker thread; one given only an async client cannot serve sync code, and
+  from another event loop its calls fail with :class:`~resilience.StoreError`. From async code
+  nothing blocks the loop: give-backs (a cancelled call's permit, a waiter's reservation) run
+  as tasks (:meth:`RedisStore.apply_soon`).
 """
 
 from __future__ import annotations
