@@ -226,6 +226,7 @@ def test_fail_fast_probes_one_caller_at_a_time_and_recovers_at_once() -> None:
 def test_store_defaults_are_forgiving_and_recover_quickly() -> None:
     store = RedisStore.from_url("redis://127.0.0.1:1/0")
     assert store._client_kwargs["socket_timeout"] == 0.25
+    assert store._client_kwargs["socket_connect_timeout"] == 0.25
     assert store._breaker.threshold == 3
     assert store._breaker.interval <= 0.1
 
@@ -406,6 +407,7 @@ def test_one_store_serves_consecutive_event_loops(redis_server: RedisServer) -> 
     # a second asyncio.run (a test suite, a CLI) with the same store: its own connections
     assert [asyncio.run(take()) for _ in range(4)] == [True, True, True, False]  # shared state
     assert not [e for e in seen if isinstance(e, StoreFailed)]  # never degraded
+    assert not store._loops  # each loop's client was closed and forgotten when it shut down
 
 
 @pytest.mark.redis

@@ -10,7 +10,7 @@ atomically on the server with the server's clock (``TIME``), so hosts with skewe
   or hash tags; every key of one entity shares the hash tag, so multi-key scripts work on Redis
   Cluster. Every key a script writes gets a TTL. No ``KEYS``/``SCAN`` on hot paths.
 * **Faults** (the table in ``docs/redis.md``): ``from_url`` sets bounded socket timeouts (0.25 s
-  per reply, 0.1 s per connect by default) and turns off redis-py's automatic command retries: a
+  per reply and per connect by default) and turns off redis-py's automatic command retries: a
   script that timed out may still have run on the server, and re-sending it would apply a
   non-idempotent decision (a permit, a failure count) twice and multiply the latency bound; the
   policy's ``on_store_error`` decides instead. Backend errors become
@@ -33,7 +33,7 @@ atomically on the server with the server's clock (``TIME``), so hosts with skewe
 * **Clients**: ``redis.Redis``, ``redis.asyncio.Redis``, ``redis.cluster.RedisCluster`` and
   ``redis.asyncio.cluster.RedisCluster``. A store built by :meth:`RedisStore.from_url` serves sync
   and async policies: one sync client, and one async client per event loop (asyncio connections
-  belong to the loop that opened them; each is closed when its loop shuts down, and past 32
+  belong to the loop that opened them; each is closed when its loop shuts down, and past 16
   connections per loop, calls queue for one). A store given only a sync client runs async
   operations in a worker thread; one given only an async client cannot serve sync code, and
   from another event loop its calls fail with :class:`~resilience.StoreError`. From async code
@@ -253,8 +253,8 @@ class _Breaker:
             if probe or epoch == self.epoch:
                 self.epoch += 1
                 self.failures += 1
-            if self.failures >= self.threshold:
-                self.next_probe = self.clock.monotonic() + self.interval
+                if self.failures >= self.threshold:
+                    self.next_probe = self.clock.monotonic() + self.interval
 
     def abandon(self) -> None:
         """The probe ended without an answer either way (cancelled): let another call probe."""
@@ -311,13 +311,15 @@ class _LoopClient:
         self.closer: Any = None
 
 
-async def _close_at_loop_shutdown(client: Any) -> AsyncIterator[None]:
+async def _close_at_loop_shutdown(client: Any, forget: Callable[[], object]) -> AsyncIterator[None]:
     """An async generator whose ``finally`` closes ``client``: ``asyncio.run`` (and pytest's
     loops) close every live async generator while the loop still runs, so the client's
-    connections are closed on their own loop before it is closed."""
+    connections are closed on their own loop before it is closed; ``forget`` then drops the
+    loop's entry (the client's pool refers to its loop)."""
     try:
         yield None
     finally:
+        forget()
         try:
             await client.aclose()
         except Exception:  # pragma: no cover - best effort at shutdown
@@ -410,7 +412,7 @@ class RedisStore:
         prefix: str = "resilience",
         cluster: bool = False,
         socket_timeout: float = 0.25,
-        socket_connect_timeout: float = 0.1,
+        socket_connect_timeout: float = 0.25,
         failure_threshold: int = 3,
         probe_interval: float = 0.05,
         clock: Clock | None = None,
@@ -419,7 +421,7 @@ class RedisStore:
         """A store whose sync and async clients are created from ``url`` on first use (one
         async client per event loop).
 
-        Socket timeouts are bounded (0.25 s per reply and 0.1 s per connect by default) so a
+        Socket timeouts are bounded (0.25 s per reply and per connect by default) so a
         hung Redis cannot hang callers. ``cluster=True`` makes Redis Cluster clients.
         """
         url_: object = url
@@ -494,7 +496,7 @@ class RedisStore:
         # a burst of concurrent decisions is not an outage: past max_connections they queue
         # for a connection (up to socket_timeout) instead of failing (redis-py's default pool
         # raises "Too many connections" past 100)
-        kwargs.setdefault("max_connections", 32)  # per event loop; more only adds connects
+        kwargs.setdefault("max_connections", 16)  # per event loop; more only adds connects
         kwargs.setdefault("timeout", kwargs.get("socket_timeout"))
         pool = redis.asyncio.BlockingConnectionPool.from_url(self._url, **kwargs)
         return redis.asyncio.Redis.from_pool(pool)
@@ -660,7 +662,10 @@ class RedisStore:
         client = entry.client
         if entry.closer is None and client is not self._async:
             # close this loop's connections when the loop shuts down (asyncio.run, pytest)
-            entry.closer = _close_at_loop_shutdown(client)
+            import asyncio
+
+            loop = asyncio.get_running_loop()
+            entry.closer = _close_at_loop_shutdown(client, lambda: self._loops.pop(loop, None))
             await entry.closer.__anext__()
         if entry.ready or not callable(getattr(client, "initialize", None)):
             return client
