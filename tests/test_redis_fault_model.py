@@ -110,6 +110,31 @@ async def test_script_errors_stay_with_their_key(redis_server: RedisServer) -> N
     await store.aclose()
 
 
+@dataclass
+class Write(_Op):
+    key: str
+    LUA: ClassVar[str] = "return redis.call('SET', KEYS[1], '1')"
+
+    def lua_args(self) -> list[str]:
+        return []
+
+    def parse(self, reply: Any) -> Any:
+        return reply
+
+
+@pytest.mark.redis
+def test_errors_about_the_server_still_count_as_failures(own_redis_server: RedisServer) -> None:
+    store = _store(own_redis_server, failure_threshold=3, probe_interval=60)
+    assert store.apply(Ping("k")) == 1
+    own_redis_server.cli("config", "set", "maxmemory-policy", "noeviction")
+    own_redis_server.cli("config", "set", "maxmemory", "1")  # every write: OOM, from a script
+    for _ in range(3):
+        with pytest.raises(rs.StoreError, match="OutOfMemoryError"):
+            store.apply(Write("k"))
+    with pytest.raises(rs.StoreError, match="failing fast"):
+        store.apply(Ping("k"))  # OOM is about the server, not one key
+
+
 @pytest.mark.redis
 def test_a_poisoned_limiter_key_heals_and_spares_other_policies(
     redis_server: RedisServer,
