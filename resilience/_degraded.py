@@ -11,10 +11,16 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 from ._clock import SYSTEM_CLOCK, Clock
+from .events import Listener, StoreFailed, emit
 
-__all__ = ["DegradedLog", "STORE_LOG", "degraded_count"]
+if TYPE_CHECKING:
+    from ._policy import Emitter
+
+__all__ = ["DegradedLog", "RESET", "STORE_LOG", "degraded_count", "state_reset"]
 
 _log = logging.getLogger("resilience")
 
@@ -74,3 +80,36 @@ def degraded_count(policy: str, decision: str) -> int:
         0
     """
     return STORE_LOG.counts.get((policy, decision), 0)
+
+
+#: The ``decision`` of a :class:`~resilience.events.StoreFailed` event for an entity whose
+#: stored state could not be decoded (corrupted, poisoned, written by an incompatible version):
+#: the store treated it as absent and rewrote it; only that key was affected.
+RESET = "reset"
+
+
+def state_reset(policy: str, em: Emitter | None, listeners: Sequence[Listener] = ()) -> None:
+    """Count, log (bounded) and emit one undecodable state that the store rewrote as fresh.
+
+    Example:
+        >>> seen = []
+        >>> state_reset("cb:payments-example", None, [seen.append])
+        >>> seen[0].decision, degraded_count("cb:payments-example", RESET)
+        ('reset', 1)
+    """
+    STORE_LOG.record(policy, RESET, "undecodable state, treated as absent and rewritten")
+    if em:
+        em.emit(
+            StoreFailed(
+                policy=policy,
+                pipeline=em.pipeline,
+                operation=em.operation,
+                decision=RESET,
+                error_type="corrupt_state",
+            )
+        )
+    elif listeners:
+        emit(
+            listeners,
+            StoreFailed(policy=policy, decision=RESET, error_type="corrupt_state"),
+        )

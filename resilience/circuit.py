@@ -38,7 +38,7 @@ from typing import Any, ClassVar, Literal
 
 from . import _circuit_core as core
 from ._clock import Clock, RandomLike, resolve_clock, resolve_random
-from ._degraded import STORE_LOG
+from ._degraded import STORE_LOG, state_reset
 from ._policy import Emitter, Policy
 from ._types import (
     MAX_SECONDS,
@@ -52,7 +52,7 @@ from ._types import (
 )
 from .errors import CircuitOpenError, ConfigurationError, StoreError
 from .events import CallRejected, CircuitStateChanged, Listener, StoreFailed, emit, error_type
-from .stores.base import Store
+from .stores.base import Store, apply_soon
 
 __all__ = ["CircuitBreaker", "CircuitMetrics", "CircuitState"]
 
@@ -160,7 +160,9 @@ def _open_table(open_for: object, rnd: RandomLike) -> tuple[int, ...]:
 # per decision). ARGV[2] is the packed configuration (_lua_config), ARGV[3] the operation:
 # 'a' acquire, 'r' record (ARGV[4] permit, ARGV[5] outcome), 'm' manual (ARGV[4] action; 0 =
 # tick). A transition is returned as three integers (-1, -1, -1: none). A forced-open state
-# (open()) is written without PX and with expiry inf: it never expires.
+# (open()) is written without PX and with expiry inf: it never expires. Every reply ends with
+# ``reset``: 1 when the stored state was undecodable (NaN, out of range, a half-open state with
+# no permit and no timeout, another type...): it was treated as absent and deleted.
 _LUA = """
 local now = now_us()
 local c = {struct.unpack('<' .. string.rep('d', #ARGV[2] / 8), ARGV[2])}
@@ -177,11 +179,39 @@ local function fdiv(a, b)
   return q
 end
 local st
+local reset = 0  -- 1: the stored state was undecodable (treated as absent, deleted, reported)
+local function valid()
+  -- integers (NaN, infinities and fractions fail v % 1 == 0); only UNTIL and LAST may be < 0
+  for i = 1, N do
+    local v = st[i]
+    if v % 1 ~= 0 or (v < 0 and i ~= UNTIL and i ~= LAST) then return false end
+  end
+  local code, u, cur = st[TOKEN] % 4, st[UNTIL], st[CUR]
+  if code == 3 or u < -1 or cur < 12 or cur >= N or (cur - 12) % 3 ~= 0 then return false end
+  if st[LAST] > fdiv(now, bus) + nb then return false end
+  if code == 2 and u < 0 and st[PERMITS] <= 0 then return false end  -- no permit, no timeout
+  if code ~= 0 and u >= 0 then
+    local longest = hot
+    for i = 12, 11 + nopen do
+      if c[i] > longest then longest = c[i] end
+    end
+    if u > now + longest then return false end
+  end
+  return true
+end
 local raw = redis.pcall('GET', KEYS[1])
 if type(raw) == 'string' and #raw == 8 * (N + 1) then
   st = {struct.unpack(fmt, raw)}
-  if st[N + 1] <= now then st = nil else st[N + 1], st[N + 2] = nil, nil end
+  if st[N + 1] <= now then
+    st = nil
+  else
+    st[N + 1], st[N + 2] = nil, nil
+    if not valid() then st, reset = nil, 1 end
+  end
+elseif raw then
+  reset = 1  -- another type or length
 end
+if reset == 1 then redis.call('DEL', KEYS[1]) end
 if not st then
   st = {0, -1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 12}
   for i = RING, N do st[i] = 0 end
@@ -264,19 +294,19 @@ if op == 'a' then
   local code = tok % 4
   if code == 0 then
     if tf >= 0 then save() end
-    return {tok, 0, tf, tt, tr}
+    return {tok, 0, tf, tt, tr, reset}
   end
   if code == 2 and st[PERMITS] > 0 then
     st[PERMITS] = st[PERMITS] - 1
     if st[UNTIL] < 0 then st[UNTIL] = now + hot end
     save()
-    return {tok, 0, tf, tt, tr}
+    return {tok, 0, tf, tt, tr, reset}
   end
   st[REJ] = st[REJ] + 1
   save()
   local u = st[UNTIL]
   if u >= 0 then u = u - now end
-  return {-1, u, tf, tt, tr}
+  return {-1, u, tf, tt, tr, reset}
 end
 if op == 'r' then
   local permit, outcome = tonumber(ARGV[4]), tonumber(ARGV[5])
@@ -286,11 +316,11 @@ if op == 'r' then
       st[STALE] = st[STALE] + 1
       save()
     end
-    return {tf, tt, tr}
+    return {tf, tt, tr, reset}
   end
   local code = tok % 4
   if code == 0 then
-    if outcome == -1 then return {tf, tt, tr} end
+    if outcome == -1 then return {tf, tt, tr, reset} end
     local e = fdiv(now, bus)
     if e > st[LAST] then roll(e) end
     local i = st[CUR] + 1
@@ -321,10 +351,10 @@ if op == 'r' then
       if st[PASSED] >= hoc then go(0, 5) end
     end
   else
-    return {tf, tt, tr}
+    return {tf, tt, tr, reset}
   end
   save()
-  return {tf, tt, tr}
+  return {tf, tt, tr, reset}
 end
 local action = tonumber(ARGV[4])
 local code = st[TOKEN] % 4
@@ -347,7 +377,7 @@ if code == 0 then
 end
 save()
 return {tf, tt, tr, code, st[CALLS], st[FAILS], st[SLOW], st[REJ], st[STALE], st[OPENS],
-        st[UNTIL], now}
+        st[UNTIL], now, reset}
 """
 
 
@@ -358,12 +388,13 @@ def _transition_of(f: int, t: int, r: int) -> core.Transition | None:
 class _AcquireOp:
     """StoreOp: :func:`resilience._circuit_core.acquire` on the stored state."""
 
-    __slots__ = ("breaker", "key")
+    __slots__ = ("breaker", "key", "reset")
     LUA: ClassVar[str] = _LUA
 
     def __init__(self, key: str, breaker: CircuitBreaker) -> None:
         self.key = key
         self.breaker = breaker
+        self.reset = False  # set by parse: the stored state was undecodable and was rewritten
 
     def apply(
         self, state: Any | None, now: float, /
@@ -381,15 +412,16 @@ class _AcquireOp:
         return (self.breaker._lua_config, "a")
 
     def parse(self, reply: Any) -> tuple[int, int, core.Transition | None]:
-        """``[permit, retry_after_us, from, to, reason]``."""
-        permit, retry_us, f, t, r = reply
+        """``[permit, retry_after_us, from, to, reason, reset]``."""
+        permit, retry_us, f, t, r, reset = reply
+        self.reset = reset == 1
         return int(permit), int(retry_us), _transition_of(int(f), int(t), int(r))
 
 
 class _RecordOp:
     """StoreOp: :func:`resilience._circuit_core.record` on the stored state."""
 
-    __slots__ = ("breaker", "key", "outcome", "permit")
+    __slots__ = ("breaker", "key", "outcome", "permit", "reset")
     LUA: ClassVar[str] = _LUA
 
     def __init__(self, key: str, breaker: CircuitBreaker, permit: int, outcome: int) -> None:
@@ -397,6 +429,7 @@ class _RecordOp:
         self.breaker = breaker
         self.permit = permit
         self.outcome = outcome
+        self.reset = False
 
     def apply(
         self, state: Any | None, now: float, /
@@ -414,8 +447,9 @@ class _RecordOp:
         return (self.breaker._lua_config, "r", self.permit, self.outcome)
 
     def parse(self, reply: Any) -> core.Transition | None:
-        """``[from, to, reason]`` (``-1``: no transition)."""
-        f, t, r = reply
+        """``[from, to, reason, reset]`` (``-1``: no transition)."""
+        f, t, r, reset = reply
+        self.reset = reset == 1
         return _transition_of(int(f), int(t), int(r))
 
 
@@ -423,13 +457,14 @@ class _ManualOp:
     """StoreOp: :func:`resilience._circuit_core.manual` (``action`` 0: only :func:`tick`),
     returning the transition and a :func:`resilience._circuit_core.snapshot`."""
 
-    __slots__ = ("action", "breaker", "key")
+    __slots__ = ("action", "breaker", "key", "reset")
     LUA: ClassVar[str] = _LUA
 
     def __init__(self, key: str, breaker: CircuitBreaker, action: int) -> None:
         self.key = key
         self.breaker = breaker
         self.action = action
+        self.reset = False
 
     def apply(
         self, state: Any | None, now: float, /
@@ -448,8 +483,9 @@ class _ManualOp:
         return (self.breaker._lua_config, "m", self.action)
 
     def parse(self, reply: Any) -> tuple[core.Transition | None, tuple[int, ...]]:
-        """``[from, to, reason, *snapshot, now]``."""
-        f, t, r, *snap = reply
+        """``[from, to, reason, *snapshot, now, reset]``."""
+        f, t, r, *snap, reset = reply
+        self.reset = reset == 1
         return _transition_of(int(f), int(t), int(r)), tuple(int(v) for v in snap)
 
 
@@ -778,22 +814,28 @@ class CircuitBreaker(Policy):
 
     def _acquire_store(self, em: Emitter) -> int:
         assert self.store is not None
+        op = _AcquireOp(self._key, self)
         try:
-            result = self.store.apply(_AcquireOp(self._key, self))
+            result = self.store.apply(op)
         except StoreError as exc:
             return self._store_fallback(exc, em)
+        if op.reset:
+            state_reset(self.name, em, self.listeners)
         return self._store_decide(result, em)
 
     async def _aacquire_store(self, em: Emitter) -> int:
         store = self.store
         assert store is not None
+        op = _AcquireOp(self._key, self)
         try:
             if hasattr(store, "aapply"):
-                result = await store.aapply(_AcquireOp(self._key, self))
+                result = await store.aapply(op)
             else:
-                result = store.apply(_AcquireOp(self._key, self))
+                result = store.apply(op)
         except StoreError as exc:
             return self._store_fallback(exc, em)
+        if op.reset:
+            state_reset(self.name, em, self.listeners)
         return self._store_decide(result, em)
 
     def _record_store(self, permit: int, outcome: int, em: Emitter) -> None:
@@ -803,11 +845,14 @@ class CircuitBreaker(Policy):
             self._record_local(_LOCAL - permit, outcome, em)
             return
         assert self.store is not None
+        op = _RecordOp(self._key, self, permit, outcome)
         try:
-            tr = self.store.apply(_RecordOp(self._key, self, permit, outcome))
+            tr = self.store.apply(op)
         except StoreError as exc:
             self._store_failed(exc, em)
             return
+        if op.reset:
+            state_reset(self.name, em, self.listeners)
         if tr is not None:
             self._transition(tr, em)
 
@@ -817,13 +862,26 @@ class CircuitBreaker(Policy):
             self._record_store(permit, outcome, em)
             return
         assert store is not None
+        op = _RecordOp(self._key, self, permit, outcome)
         try:
-            tr = await store.aapply(_RecordOp(self._key, self, permit, outcome))
+            tr = await store.aapply(op)
         except StoreError as exc:
             self._store_failed(exc, em)
             return
+        if op.reset:
+            state_reset(self.name, em, self.listeners)
         if tr is not None:
             self._transition(tr, em)
+
+    def _release_soon(self, permit: int, em: Emitter) -> None:
+        """Give a permit back from async code: never awaited, never blocking the event loop."""
+        if permit == _UNGUARDED or permit <= _LOCAL:
+            self._record_store(permit, core.RELEASE, em)  # no store involved
+            return
+        if not permit & 3:
+            return  # a CLOSED permit: nothing to give back (the Lua twin writes nothing either)
+        op = _RecordOp(self._key, self, permit, core.RELEASE)
+        apply_soon(self.store, op, lambda exc: self._store_failed(exc, em))
 
     # -- wrappers -----------------------------------------------------------------------------
     # The in-process wrappers take no lock to get a permit in CLOSED (core.acquire is read-only
@@ -990,8 +1048,8 @@ class CircuitBreaker(Policy):
                 outcome = self._outcome(exc, None, start, mono())
                 if outcome == core.RELEASE:
                     # cancelled: give the permit back without awaiting (we may be cancelled
-                    # again); an in-process store answers synchronously anyway
-                    self._record_store(permit, outcome, em)
+                    # again) and without blocking the loop on the store
+                    self._release_soon(permit, em)
                 else:
                     await self._arecord_store(permit, outcome, em)
                 raise
@@ -1005,8 +1063,11 @@ class CircuitBreaker(Policy):
         """Run a manual action (0: just the time-driven transitions); return a snapshot."""
         tr: core.Transition | None
         if self.store is not None:
+            op = _ManualOp(self._key, self, action)
             try:
-                tr, snap = self.store.apply(_ManualOp(self._key, self, action))
+                tr, snap = self.store.apply(op)
+                if op.reset:
+                    state_reset(self.name, None, self.listeners)
             except StoreError as exc:
                 self._store_failed(exc, None)
                 if self.on_store_error != "local":

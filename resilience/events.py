@@ -173,7 +173,9 @@ class RecordsEvicted(Event):
 @dataclass(frozen=True, slots=True, kw_only=True)
 class StoreFailed(Event):
     """The state store failed; ``decision`` says what the policy did (``"open"``, ``"closed"``,
-    ``"local"``; ``"unrecorded"``: an idempotent call ran but its outcome could not be stored)."""
+    ``"local"``; ``"unrecorded"``: an idempotent call ran but its outcome could not be stored;
+    ``"reset"``: the entity's stored state could not be decoded (corrupted, poisoned), so it was
+    treated as absent and rewritten, ``error_type="corrupt_state"``)."""
 
     kind: ClassVar[str] = "store_error"
     decision: str

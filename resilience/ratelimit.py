@@ -58,7 +58,7 @@ from typing import Any, ClassVar, Literal, NamedTuple, cast
 
 from ._clock import Clock, resolve_clock
 from ._deadline import _DEADLINE
-from ._degraded import STORE_LOG
+from ._degraded import STORE_LOG, state_reset
 from ._policy import Emitter, Policy
 from ._types import (
     MAX_SECONDS,
@@ -72,7 +72,7 @@ from ._types import (
 )
 from .errors import ConfigurationError, RateLimitedError, StoreError
 from .events import CallRejected, Listener, RateLimitWaited, StoreFailed, error_type
-from .stores.base import Store, StoreFullError
+from .stores.base import Store, StoreFullError, apply_soon
 
 __all__ = [
     "Decision",
@@ -339,15 +339,24 @@ end
 local function save(tat, stored, ttl)
   local ttl_us = math.ceil(ttl * 1000000)
   redis.call('SET', KEYS[1], struct.pack('<ddd', tat, stored, now_u + ttl_us),
-             'PX', math.max(1, math.ceil(ttl_us / 1000)))
+             'PX', math.max(1, math.min(1e13, math.ceil(ttl_us / 1000))))
 end
-local present, tat, stored = false, now, max_tokens
+local present, tat, stored, reset = false, now, max_tokens, 0
 local raw = redis.pcall('GET', KEYS[1])
 if type(raw) == 'string' and #raw == 24 then
   local t, s, x = struct.unpack('<ddd', raw)
-  if x > now_u then present, tat, stored = true, t, s end
+  if x > now_u then
+    if t - now < 1e9 and now - t < 1e9 and s >= 0 and s < 1e15 then
+      present, tat, stored = true, t, s
+    else
+      reset = 1  -- NaN, infinite or absurd: undecodable
+    end
+  end
+elseif raw then
+  reset = 1  -- another type or length
 end
--- absent, expired or malformed: the fresh state (SET overwrites whatever is there)
+-- absent, expired or undecodable: the fresh state (an undecodable value is deleted)
+if reset == 1 then redis.call('DEL', KEYS[1]) end
 """
 
 
@@ -367,7 +376,7 @@ class _TakeOp:
     Result: ``(allowed, wait_or_retry_after, cost_time, taken, remaining, reset_after)``.
     """
 
-    __slots__ = ("cost", "key", "max_wait", "p")
+    __slots__ = ("cost", "key", "max_wait", "p", "reset")
 
     BINARY_REPLY: ClassVar[bool] = True
     # The hot script, flattened (no helper closures, no shared prelude): the same numbers as
@@ -385,12 +394,21 @@ else
 end
 local interval, burst, warning, max_tokens, slope, cooldown, cost, max_wait =
   struct.unpack('<dddddddd', ARGV[2])
-local present, tat, stored = false, now, max_tokens
+local present, tat, stored, reset = false, now, max_tokens, 0
 local raw = redis.pcall('GET', KEYS[1])
 if type(raw) == 'string' and #raw == 24 then
   local t, s, x = struct.unpack('<ddd', raw)
-  if x > now_u then present, tat, stored = true, t, s end
+  if x > now_u then
+    if t - now < 1e9 and now - t < 1e9 and s >= 0 and s < 1e15 then
+      present, tat, stored = true, t, s
+    else
+      reset = 1  -- NaN, infinite or absurd: undecodable (reported: ok + 2)
+    end
+  end
+elseif raw then
+  reset = 1  -- another type or length
 end
+if reset == 1 then redis.call('DEL', KEYS[1]) end
 local INF = math.huge
 -- transition(tat, stored) on copies: a rejection keeps (and reports on) the stored state
 local ok, tat2, stored2, wait, cost_time = true, tat, stored, 0.0, 0.0
@@ -464,15 +482,16 @@ if ok or present then
   if ttl > 0 then
     local ttl_us = math.ceil(ttl * 1000000)
     redis.call('SET', KEYS[1], struct.pack('<ddd', at, as, now_u + ttl_us),
-               'PX', math.max(1, math.ceil(ttl_us / 1000)))
+               'PX', math.max(1, math.min(1e13, math.ceil(ttl_us / 1000))))
   elseif present then
     redis.call('DEL', KEYS[1])
   end
 end
 if ok then
-  return struct.pack('<dddddd', 1, wait, cost_time, stored - stored2, remaining, reset_after)
+  return struct.pack('<dddddd', 1 + 2 * reset, wait, cost_time, stored - stored2, remaining,
+                     reset_after)
 end
-return struct.pack('<dddddd', 0, wait, 0, 0, remaining, reset_after)
+return struct.pack('<dddddd', 2 * reset, wait, 0, 0, remaining, reset_after)
 """
 
     def __init__(self, key: str, cost: float, max_wait: float, p: LimitParams) -> None:
@@ -480,6 +499,7 @@ return struct.pack('<dddddd', 0, wait, 0, 0, remaining, reset_after)
         self.cost = cost
         self.max_wait = max_wait
         self.p = p
+        self.reset = False  # set by parse: the stored state was undecodable and was rewritten
 
     def apply(
         self, state: Any | None, now: float, /
@@ -506,8 +526,12 @@ return struct.pack('<dddddd', 0, wait, 0, 0, remaining, reset_after)
         return (_packed(self.p, self.cost, self.max_wait),)
 
     def parse(self, reply: Any) -> tuple[bool, float, float, float, int, float]:
-        """The Lua reply: six packed doubles (one bulk string, no decimal parsing)."""
+        """The Lua reply: six packed doubles (one bulk string, no decimal parsing); the first is
+        ``allowed``, plus 2 when the stored state was undecodable (treated as absent)."""
         ok, wait, cost_time, taken, remaining, reset_after = _REPLY.unpack(reply)
+        if ok >= 2.0:
+            self.reset = True
+            ok -= 2.0
         return (ok == 1.0, wait, cost_time, taken, int(remaining), reset_after)
 
 
@@ -859,28 +883,36 @@ class RateLimiter(Policy):
     ) -> tuple[bool, float, float, float, int, float] | None:
         """Decide through the store; ``None`` means "store failed, admit" (fail open)."""
         store = cast(Store, self.store)
+        op = _TakeOp(self._store_key(key), cost, max_wait, self.params)
         try:
-            return store.apply(_TakeOp(self._store_key(key), cost, max_wait, self.params))
+            result = store.apply(op)
         except StoreFullError:
             return (False, self.window or 1.0, 0.0, 0.0, 0, 0.0)
         except StoreError as exc:
             return self._store_failed(exc, key, cost, max_wait, em)
+        if op.reset:
+            state_reset(self.name, em, self.listeners)
+        return result
 
     async def _avia_store(
         self, key: str | None, cost: float, max_wait: float, em: Emitter
     ) -> tuple[bool, float, float, float, int, float] | None:
         store: Any = self.store
         op = _TakeOp(self._store_key(key), cost, max_wait, self.params)
+        result: tuple[bool, float, float, float, int, float]
         try:
             aapply = getattr(store, "aapply", None)
             if aapply is not None:
-                result: tuple[bool, float, float, float, int, float] = await aapply(op)
-                return result
-            return cast(tuple[bool, float, float, float, int, float], store.apply(op))
+                result = await aapply(op)
+            else:
+                result = store.apply(op)
         except StoreFullError:
             return (False, self.window or 1.0, 0.0, 0.0, 0, 0.0)
         except StoreError as exc:
             return self._store_failed(exc, key, cost, max_wait, em)
+        if op.reset:
+            state_reset(self.name, em, self.listeners)
+        return result
 
     def _store_failed(
         self, exc: StoreError, key: str | None, cost: float, max_wait: float, em: Emitter
@@ -933,6 +965,14 @@ class RateLimiter(Policy):
                     entry[0], entry[1] = refund(
                         entry[0], entry[1], now, res.cost_time, res.taken, p
                     )
+
+    def _agive_back(self, res: _Reservation) -> None:
+        """:meth:`_give_back` from async code: never awaited, never blocking the event loop."""
+        if res.via_store:
+            op = _RefundOp(self._store_key(res.key), res.cost_time, res.taken, self.params)
+            apply_soon(self.store, op)  # on failure the slot simply stays consumed
+            return
+        self._give_back(res)
 
     def _max_wait(self) -> float:
         """``max_wait`` capped by the current deadline (never sleep past it)."""
@@ -1100,7 +1140,7 @@ class RateLimiter(Policy):
             try:
                 await self._clock.asleep(wait)
             except BaseException:
-                self._give_back(res)
+                self._agive_back(res)
                 raise
         return self._decision(r, wait)
 

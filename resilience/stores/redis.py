@@ -10,15 +10,21 @@ atomically on the server with the server's clock (``TIME``), so hosts with skewe
   or hash tags; every key of one entity shares the hash tag, so multi-key scripts work on Redis
   Cluster. Every key a script writes gets a TTL (except a breaker forced open by ``open()``,
   which lasts until ``close()``/``reset()``). No ``KEYS``/``SCAN`` on hot paths.
-* **Faults**: ``from_url`` sets short socket timeouts (0.1 s by default) and turns off
-  redis-py's automatic command retries: a script that timed out may still have run on the
-  server, and re-sending it would apply a non-idempotent decision (a permit, a failure count)
-  twice and multiply the latency bound; the policy's ``on_store_error`` decides instead.
-  Backend errors become :class:`resilience.StoreError` at this boundary. An internal breaker
-  opens after ``failure_threshold`` consecutive failures and then fails fast (no network wait) for
-  ``probe_interval`` seconds, so a hung Redis costs one timeout, not one per call; each policy
-  then applies its ``on_store_error`` decision (limiter ``"open"``, idempotency ``"closed"``,
-  breaker ``"local"``).
+* **Faults** (the table in ``docs/redis.md``): ``from_url`` sets bounded socket timeouts (0.25 s
+  per reply and per connect by default) and turns off redis-py's automatic command retries: a
+  script that timed out may still have run on the server, and re-sending it would apply a
+  non-idempotent decision (a permit, a failure count) twice and multiply the latency bound; the
+  policy's ``on_store_error`` decides instead. Backend errors become
+  :class:`resilience.StoreError` at this boundary. An internal breaker fails fast (no network
+  wait) after ``failure_threshold`` failures *in a row* (each from a call that began after the
+  previous one failed, so one slow moment that times out many concurrent calls counts once);
+  then a single probe at a time tries Redis every ``probe_interval`` (50 ms) and the first that
+  reaches it ends the fail-fast. A script error or an unparsable reply (a poisoned key, a bug)
+  is that key's :class:`~resilience.StoreError` only: it never counts toward the fail-fast. Each
+  policy then applies its ``on_store_error`` decision (limiter ``"open"``, idempotency
+  ``"closed"``, breaker ``"local"``). The Lua twins treat an undecodable state (NaN, out of
+  range, another type) as absent and delete it; the policy emits
+  ``StoreFailed(decision="reset")``.
 * **Hot path**: the rate limiter's and breaker's states are single string values of packed
   doubles written with ``SET PX`` (a decision is ``TIME``, ``GET``, ``SET`` inside one script;
   no decimal formatting), their parameters and replies are packed the same way, and with a plain
@@ -27,16 +33,23 @@ atomically on the server with the server's clock (``TIME``), so hosts with skewe
   under contention. Commands sent this way do not appear in redis-py's own instrumentation.
 * **Clients**: ``redis.Redis``, ``redis.asyncio.Redis``, ``redis.cluster.RedisCluster`` and
   ``redis.asyncio.cluster.RedisCluster``. A store built by :meth:`RedisStore.from_url` serves sync
-  and async policies (it creates each client on first use). A store given only a sync client runs
-  async operations in a worker thread; one given only an async client cannot serve sync code.
+  and async policies: one sync client, and one async client per event loop (asyncio connections
+  belong to the loop that opened them; each is closed when its loop shuts down, and past 16
+  connections per loop, calls queue for one). A store given only a sync client runs async
+  operations in a worker thread; one given only an async client cannot serve sync code, and
+  from another event loop its calls fail with :class:`~resilience.StoreError`. From async code
+  nothing blocks the loop: give-backs (a cancelled call's permit, a waiter's reservation) run
+  as tasks (:meth:`RedisStore.apply_soon`).
 """
 
 from __future__ import annotations
 
 import hashlib
 import os
+import sys
 import threading
-from collections.abc import Sequence
+import weakref
+from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any, ClassVar, Protocol, TypeVar, cast, runtime_checkable
 
 from .._clock import Clock, resolve_clock
@@ -180,36 +193,138 @@ class RedisOp(Protocol[R_co]):
 
 
 class _Breaker:
-    """Consecutive-failure breaker around the backend (thread-safe, tiny)."""
+    """The store's fail-fast breaker around the backend (thread-safe, tiny).
+
+    * **An outage, not a slow reply.** Only sequential evidence counts: a failure is counted
+      when its call started after the previous counted failure (``epoch`` unchanged since the
+      call began), so calls that time out together in one slow moment count once, and
+      ``threshold`` counted failures in a row (no success in between) open the breaker.
+    * **Quick recovery.** While open, every call fails fast except one probe at a time, admitted
+      ``interval`` seconds after the last failure; the first probe that reaches the backend
+      closes the breaker.
+    * Per-key errors (a script error, an unparsable reply) prove the backend answers: they close
+      it too and are never counted.
+    """
+
+    __slots__ = (
+        "clock",
+        "epoch",
+        "failures",
+        "interval",
+        "lock",
+        "next_probe",
+        "probing",
+        "threshold",
+    )
 
     def __init__(self, threshold: int, interval: float, clock: Clock) -> None:
         self.threshold = threshold
         self.interval = interval
         self.clock = clock
-        self.failures = 0
-        self.open_until = float("-inf")
+        self.failures = 0  # counted failures in a row (the hot path reads only this)
+        self.epoch = 0  # bumped by every counted failure
+        self.probing = False
+        self.next_probe = float("-inf")
         self.lock = threading.Lock()
 
-    def check(self) -> None:
-        if self.failures >= self.threshold:
-            now = self.clock.monotonic()
-            with self.lock:
-                if now < self.open_until:
-                    raise StoreError("redis store unavailable (failing fast after errors)")
-                # one caller probes; the others keep failing fast until it reports
-                self.open_until = now + self.interval
+    def check(self) -> bool:
+        """Whether this call is the probe; raises :class:`StoreError` when failing fast."""
+        if self.failures < self.threshold:
+            return False
+        now = self.clock.monotonic()
+        with self.lock:
+            if self.failures < self.threshold:
+                return False
+            if self.probing or now < self.next_probe:
+                raise StoreError("redis store unavailable (failing fast after errors)")
+            self.probing = True
+        return True
 
     def success(self) -> None:
-        if self.failures:
-            with self.lock:
-                self.failures = 0
-                self.open_until = float("-inf")
-
-    def failure(self) -> None:
         with self.lock:
-            self.failures += 1
-            if self.failures >= self.threshold:
-                self.open_until = self.clock.monotonic() + self.interval
+            self.failures = 0
+            self.probing = False
+            self.next_probe = float("-inf")
+
+    def failure(self, epoch: int, probe: bool) -> None:
+        """A backend failure of a call that began at ``epoch`` (``probe``: it was the probe)."""
+        with self.lock:
+            if probe:
+                self.probing = False
+            if probe or epoch == self.epoch:
+                self.epoch += 1
+                self.failures += 1
+                if self.failures >= self.threshold:
+                    self.next_probe = self.clock.monotonic() + self.interval
+
+    def abandon(self) -> None:
+        """The probe ended without an answer either way (cancelled): let another call probe."""
+        with self.lock:
+            self.probing = False
+
+
+#: Error codes of replies that describe the server's state, not one key's script: they count
+#: as backend failures. (redis-py maps some to subclasses of ``ResponseError``; the rest keep
+#: their code at the start of the message.)
+_SERVER_STATE_CODES = (
+    "BUSY",
+    "CLUSTERDOWN",
+    "LOADING",
+    "MASTERDOWN",
+    "MISCONF",
+    "NOAUTH",
+    "NOPERM",
+    "NOREPLICAS",
+    "OOM",
+    "READONLY",
+    "TRYAGAIN",
+    "UNBLOCKED",
+)
+
+
+def _is_key_error(exc: BaseException) -> bool:
+    """Whether ``exc`` is a deterministic error of one key's script (not a backend failure).
+
+    A script that raises (a poisoned value it cannot represent, a wrong type, a bug) fails the
+    same way on every retry and on any other connection, and says nothing about the server's
+    health; ``OOM``, ``READONLY``, ``BUSY``... do.
+    """
+    errors = _errors()
+    return type(exc) is errors.ResponseError and not str(exc).startswith(_SERVER_STATE_CODES)
+
+
+def _key_error(op: Any, exc: BaseException) -> StoreError:
+    return StoreError(
+        f"redis store: the operation on {op.key!r} failed ({type(exc).__name__}: {exc}); "
+        "the store keeps serving other keys"
+    )
+
+
+class _LoopClient:
+    """The async client of one event loop (see :meth:`RedisStore._loop_client`)."""
+
+    __slots__ = ("client", "closer", "init_lock", "ready")
+
+    def __init__(self, client: Any) -> None:
+        self.client = client
+        self.ready = False
+        self.init_lock: Any = None
+        self.closer: Any = None
+
+
+async def _close_at_loop_shutdown(client: Any, forget: Callable[[], object]) -> AsyncIterator[None]:
+    """An async generator whose ``finally`` closes ``client``: ``asyncio.run`` (and pytest's
+    loops) close every live async generator while the loop still runs, so the client's
+    connections are closed on their own loop before it is closed; ``forget`` then drops the
+    loop's entry (the client's pool refers to its loop)."""
+    try:
+        yield None
+    finally:
+        forget()
+        try:
+            await client.aclose()
+        except Exception:  # pragma: no cover - best effort at shutdown
+            pass
 
 
 def _is_async_client(client: Any) -> bool:
@@ -226,8 +341,10 @@ class RedisStore:
         client: a sync or async redis-py client (standalone or cluster), or ``None`` with
             ``from_url``.
         prefix: the first part of every key this store writes.
-        failure_threshold: consecutive backend failures that make the store fail fast.
-        probe_interval: how long it fails fast before one call probes the backend again.
+        failure_threshold: backend failures in a row (calls that began after the previous
+            failure, with no success in between) that make the store fail fast.
+        probe_interval: while failing fast, how long after the last failure one call (a
+            single probe at a time) tries the backend again; its success ends the fail-fast.
         clock: inject a clock **for tests only**: its ``monotonic()`` is sent to the scripts as
             "now" instead of the server's ``TIME``.
 
@@ -243,8 +360,8 @@ class RedisStore:
         client: Any = None,
         *,
         prefix: str = "resilience",
-        failure_threshold: int = 5,
-        probe_interval: float = 1.0,
+        failure_threshold: int = 3,
+        probe_interval: float = 0.05,
         clock: Clock | None = None,
         _url: str | None = None,
         _client_kwargs: dict[str, Any] | None = None,
@@ -258,7 +375,7 @@ class RedisStore:
             raise ConfigurationError("RedisStore needs a redis client (or use RedisStore.from_url)")
         self.prefix = prefix
         self._sync: Any = None
-        self._async: Any = None
+        self._async: Any = None  # a given async client (from_url: one per event loop)
         if client is not None:
             if _is_async_client(client):
                 self._async = client
@@ -278,8 +395,10 @@ class RedisStore:
         self._shas: dict[type, _Script] = {}
         self._key_cache: dict[str, tuple[tuple[str, ...], list[str]]] = {}
         self._lock = threading.Lock()
-        self._async_ready = False
-        self._async_init_lock: Any = None
+        self._given = _LoopClient(self._async)  # the given async client's init state
+        # event loop -> its _LoopClient (weak: a finished loop's entry goes with the loop)
+        self._loops: weakref.WeakKeyDictionary[Any, _LoopClient] = weakref.WeakKeyDictionary()
+        self._background: set[Any] = set()  # apply_soon tasks (strong references)
         self._pool: Any = False  # the direct path's pool (False: not decided yet; see apply)
         self._pool_args: tuple[str, ...] = ()
         self._conn: Any = None  # the direct path's kept connection
@@ -293,17 +412,18 @@ class RedisStore:
         *,
         prefix: str = "resilience",
         cluster: bool = False,
-        socket_timeout: float = 0.1,
-        socket_connect_timeout: float = 0.1,
-        failure_threshold: int = 5,
-        probe_interval: float = 1.0,
+        socket_timeout: float = 0.25,
+        socket_connect_timeout: float = 0.25,
+        failure_threshold: int = 3,
+        probe_interval: float = 0.05,
         clock: Clock | None = None,
         **client_kwargs: Any,
     ) -> RedisStore:
-        """A store whose sync and async clients are created from ``url`` on first use.
+        """A store whose sync and async clients are created from ``url`` on first use (one
+        async client per event loop).
 
-        Socket timeouts are bounded (0.1 s by default) so a hung Redis cannot hang callers.
-        ``cluster=True`` makes Redis Cluster clients.
+        Socket timeouts are bounded (0.25 s per reply and per connect by default) so a
+        hung Redis cannot hang callers. ``cluster=True`` makes Redis Cluster clients.
         """
         url_: object = url
         if not isinstance(url_, str) or not url_.startswith(("redis://", "rediss://", "unix://")):
@@ -358,27 +478,56 @@ class RedisStore:
                         self._sync = redis.Redis.from_url(self._url, **kwargs)
         return self._sync
 
-    def async_client(self) -> Any:
-        """The async client (created from the URL on first use), or ``None`` if only a sync
-        client was given."""
-        if self._async is None and self._url is not None:
+    def _new_async_client(self) -> Any:
+        assert self._url is not None
+        cluster, kwargs = self._kwargs()
+        if "retry" not in kwargs:
+            from redis.asyncio.retry import Retry as AsyncRetry
+            from redis.backoff import NoBackoff
+
+            kwargs["retry"] = AsyncRetry(NoBackoff(), 0)
+        if cluster:
+            from redis.asyncio.cluster import RedisCluster as AsyncRedisCluster
+
+            return AsyncRedisCluster.from_url(self._url, **kwargs)
+        import redis.asyncio
+
+        if kwargs.get("single_connection_client") or "connection_pool_class" in kwargs:
+            return redis.asyncio.Redis.from_url(self._url, **kwargs)
+        # a burst of concurrent decisions is not an outage: past max_connections they queue
+        # for a connection (up to socket_timeout) instead of failing (redis-py's default pool
+        # raises "Too many connections" past 100)
+        kwargs.setdefault("max_connections", 16)  # per event loop; more only adds connects
+        kwargs.setdefault("timeout", kwargs.get("socket_timeout"))
+        pool = redis.asyncio.BlockingConnectionPool.from_url(self._url, **kwargs)
+        return redis.asyncio.Redis.from_pool(pool)
+
+    def _loop_client(self) -> _LoopClient | None:
+        """The running loop's client state: the given async client's, or (``from_url``) a
+        client of this loop's own (asyncio connections belong to the loop that opened them)."""
+        if self._async is not None:
+            return self._given
+        if self._url is None:
+            return None
+        import asyncio
+
+        loop = asyncio.get_running_loop()
+        entry = self._loops.get(loop)
+        if entry is None:
             with self._lock:
-                if self._async is None:
-                    cluster, kwargs = self._kwargs()
-                    if "retry" not in kwargs:
-                        from redis.asyncio.retry import Retry as AsyncRetry
-                        from redis.backoff import NoBackoff
+                entry = self._loops.get(loop)
+                if entry is None:
+                    for old in [lp for lp in self._loops if lp.is_closed()]:
+                        del self._loops[old]  # a loop closed without shutdown_asyncgens
+                    entry = self._loops[loop] = _LoopClient(self._new_async_client())
+        return entry
 
-                        kwargs["retry"] = AsyncRetry(NoBackoff(), 0)
-                    if cluster:
-                        from redis.asyncio.cluster import RedisCluster as AsyncRedisCluster
-
-                        self._async = AsyncRedisCluster.from_url(self._url, **kwargs)
-                    else:
-                        import redis.asyncio
-
-                        self._async = redis.asyncio.Redis.from_url(self._url, **kwargs)
-        return self._async
+    def async_client(self) -> Any:
+        """The async client for the running event loop (``from_url``: created on first use in
+        each loop, closed when that loop shuts down), the given async client, or ``None`` if
+        only a sync client was given."""
+        entry = self._loop_client()
+        return None if entry is None else entry.client
 
     # -- keys ---------------------------------------------------------------------------------
     def redis_key(self, key: str, suffix: str = "s") -> str:
@@ -421,11 +570,13 @@ class RedisStore:
     # -- apply --------------------------------------------------------------------------------
     def apply(self, op: StoreOp[R], /) -> R:
         """Run ``op``'s Lua twin: one ``EVALSHA`` round trip (plus one ``EVAL`` after
-        ``NOSCRIPT``). Raises :class:`~resilience.StoreError` when Redis fails."""
+        ``NOSCRIPT``). Raises :class:`~resilience.StoreError` when Redis fails (or when this
+        key's script fails: such an error stays with the key and never makes the store fail
+        fast)."""
         args, src, options = self._call(op)
         breaker = self._breaker
-        if breaker.failures:
-            breaker.check()
+        epoch = breaker.epoch
+        probe = breaker.check() if breaker.failures else False
         client = self._sync or self.sync_client()
         pool = self._pool if self._pool is not False else self._direct_pool(client)
         try:
@@ -438,11 +589,25 @@ class RedisStore:
                 args[0] = src
                 reply = client.execute_command("EVAL", *args, **options)
         except (_errors().RedisError, OSError) as exc:
-            breaker.failure()
+            if _is_key_error(exc):
+                breaker.success()  # the server answered
+                raise _key_error(op, exc) from exc
+            breaker.failure(epoch, probe)
             raise StoreError(f"redis store failed: {type(exc).__name__}: {exc}") from exc
+        except BaseException:
+            if probe:
+                breaker.abandon()
+            raise
         if breaker.failures:
             breaker.success()
-        return cast("RedisOp[R]", op).parse(reply)
+        return cast(R, self._parse(op, reply))
+
+    @staticmethod
+    def _parse(op: Any, reply: Any) -> Any:
+        try:
+            return cast("RedisOp[Any]", op).parse(reply)
+        except Exception as exc:  # a reply this op cannot read: this key's problem
+            raise _key_error(op, exc) from exc
 
     def _direct_pool(self, client: Any) -> Any:
         """The connection pool of a plain ``redis.Redis`` client (the direct path), else None.
@@ -490,35 +655,53 @@ class RedisStore:
             pool.release(conn)
 
     async def _ready_async_client(self) -> Any:
-        """The async client, initialized once (redis-py's async cluster client races when many
-        coroutines make its first request concurrently)."""
-        client = self._async or self.async_client()
-        if client is None or self._async_ready or not callable(getattr(client, "initialize", None)):
+        """The running loop's async client, initialized once per loop (redis-py's async cluster
+        client races when many coroutines make its first request concurrently)."""
+        entry = self._loop_client()
+        if entry is None:
+            return None
+        client = entry.client
+        if entry.closer is None and client is not self._async:
+            # close this loop's connections when the loop shuts down (asyncio.run, pytest)
+            import asyncio
+
+            loop = asyncio.get_running_loop()
+            entry.closer = _close_at_loop_shutdown(client, lambda: self._loops.pop(loop, None))
+            await entry.closer.__anext__()
+        if entry.ready or not callable(getattr(client, "initialize", None)):
             return client
         import asyncio
 
-        if self._async_init_lock is None:
-            self._async_init_lock = asyncio.Lock()
-        async with self._async_init_lock:
-            if not self._async_ready:
+        if entry.init_lock is None:
+            entry.init_lock = asyncio.Lock()
+        async with entry.init_lock:
+            if not entry.ready:
+                breaker = self._breaker
+                epoch = breaker.epoch
+                probe = breaker.check() if breaker.failures else False
                 try:
                     await client.initialize()
                 except Exception as exc:
-                    self._breaker.failure()
+                    breaker.failure(epoch, probe)
                     raise StoreError(f"redis store failed: {type(exc).__name__}: {exc}") from exc
-                self._async_ready = True
+                except BaseException:
+                    if probe:
+                        breaker.abandon()
+                    raise
+                entry.ready = True
         return client
 
     async def aapply(self, op: StoreOp[R], /) -> R:
-        """The async twin of :meth:`apply`."""
+        """The async twin of :meth:`apply` (never blocks the event loop; from any event loop)."""
         client = await self._ready_async_client()
         if client is None:
             import asyncio
 
             return await asyncio.to_thread(self.apply, op)
         args, src, options = self._call(op)
-        if self._breaker.failures:
-            self._breaker.check()
+        breaker = self._breaker
+        epoch = breaker.epoch
+        probe = breaker.check() if breaker.failures else False
         try:
             try:
                 reply = await client.execute_command("EVALSHA", *args, **options)
@@ -526,11 +709,74 @@ class RedisStore:
                 args[0] = src
                 reply = await client.execute_command("EVAL", *args, **options)
         except (_errors().RedisError, OSError) as exc:
-            self._breaker.failure()
+            if _is_key_error(exc):
+                breaker.success()
+                raise _key_error(op, exc) from exc
+            breaker.failure(epoch, probe)
             raise StoreError(f"redis store failed: {type(exc).__name__}: {exc}") from exc
-        if self._breaker.failures:
-            self._breaker.success()
-        return cast("RedisOp[R]", op).parse(reply)
+        except RuntimeError as exc:  # a given async client used from another event loop
+            if probe:
+                breaker.abandon()
+            raise StoreError(
+                f"redis store: the async client cannot be used from this event loop ({exc}); "
+                "build the store with RedisStore.from_url to get one client per event loop"
+            ) from exc
+        except BaseException:
+            if probe:
+                breaker.abandon()
+            raise
+        if breaker.failures:
+            breaker.success()
+        return cast(R, self._parse(op, reply))
+
+    def apply_soon(
+        self, op: StoreOp[Any], /, on_error: Callable[[StoreError], object] | None = None
+    ) -> None:
+        """Run ``op`` without waiting for its result: on a running event loop as a task (the
+        loop never blocks on Redis, and a cancelled caller need not await), else inline.
+
+        For operations whose result nobody needs (giving back a permit or a reservation, a
+        cleanup); ``on_error`` receives the :class:`~resilience.StoreError` if one is raised.
+
+        Example:
+            >>> import resilience as rs
+            >>> class Touch:
+            ...     key = "k"
+            ...     LUA = "return 1"
+            ...     def lua_args(self): return []
+            ...     def parse(self, reply): return reply
+            >>> store = rs.RedisStore.from_url("redis://127.0.0.1:1/0")  # nothing listens
+            >>> errors = []
+            >>> store.apply_soon(Touch(), on_error=errors.append)  # no running loop: inline
+            >>> type(errors[0]).__name__
+            'StoreError'
+        """
+        asyncio = sys.modules.get("asyncio")
+        loop = None
+        if asyncio is not None:
+            try:
+                loop = asyncio.get_running_loop()
+            except RuntimeError:
+                loop = None
+        if loop is None:
+            try:
+                self.apply(op)
+            except StoreError as exc:
+                if on_error is not None:
+                    on_error(exc)
+            return
+        task = loop.create_task(self._apply_quietly(op, on_error))
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    async def _apply_quietly(
+        self, op: StoreOp[Any], on_error: Callable[[StoreError], object] | None
+    ) -> None:
+        try:
+            await self.aapply(op)
+        except StoreError as exc:
+            if on_error is not None:
+                on_error(exc)
 
     def close(self) -> None:
         """Close the sync client (if this store created it)."""
@@ -542,9 +788,19 @@ class RedisStore:
             self._sync.close()
 
     async def aclose(self) -> None:
-        """Close the async client (if this store created it)."""
-        if self._async is not None and self._url is not None:
-            await self._async.aclose()
+        """Close the running loop's async client (if this store created it); every loop's
+        client is also closed when its loop shuts down."""
+        if self._url is None:
+            return
+        import asyncio
+
+        entry = self._loops.pop(asyncio.get_running_loop(), None)
+        if entry is not None:
+            closer, entry.closer = entry.closer, None
+            if closer is not None:
+                await closer.aclose()  # its finally closes the client
+            else:
+                await entry.client.aclose()
 
     def __repr__(self) -> str:
         return f"RedisStore(prefix={self.prefix!r}, url={self._url!r})"
