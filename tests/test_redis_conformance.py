@@ -370,13 +370,11 @@ def test_warm_up_burst_scenario_is_meaningful() -> None:
 
 
 def test_warm_up_cold_start_on_redis(make_store: StoreFactory) -> None:
-    """The limiter itself on a shared store: the first second is cold, then a monotonic ramp."""
+    """The limiter itself on every store: the first second is cold, then a monotonic ramp."""
     from .test_ratelimit import assert_cold_start_ramp, saturated_per_second
 
     clock = FakeClock(start=1000.0)
     store = make_store(clock)
-    if not isinstance(store, RedisStore):
-        pytest.skip("the memory store runs the same Python (tests/test_ratelimit.py)")
     rl = RateLimiter("warm", rate=100, warmup=4, cold_factor=3, store=store, clock=clock)
     assert_cold_start_ramp(saturated_per_second(rl, clock, 6, 0.01), 100, 3)
 
