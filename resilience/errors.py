@@ -57,7 +57,17 @@ class RejectedError(ResilienceError):
     Attributes:
         policy: name of the policy that refused the call.
         retry_after: seconds after which a new attempt may succeed, when known.
+
+    A refusal raised by a policy of a composition (a :class:`resilience.Pipeline`, or
+    decorators stacked on one function) is *that composition's own*: the policies around the
+    refusing one do not count it as a failure of the dependency (breakers, retry budgets,
+    adaptive concurrency) and rate limiters refund the permits it took. A ``RejectedError``
+    raised by the protected function itself (constructed by user code, or a refusal escaping
+    another, separate composition called inside it) is an ordinary exception to them.
     """
+
+    #: The composition that raised this refusal (set by the refusing policy; ``None``: none).
+    _chain: object = None
 
     def __init__(
         self, message: str = "", *, policy: str = "", retry_after: float | None = None

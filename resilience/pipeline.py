@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
-from ._policy import Emitter, Policy
+from ._policy import Emitter, Policy, chain_of
 from ._types import qualname
 from .errors import ConfigurationError
 from .events import Listener
@@ -71,8 +71,9 @@ class Pipeline(Policy):
 
     def _emitter(self, outer: Emitter | None, fn: object) -> Emitter:
         if outer is None:
-            return Emitter(self.listeners, self.name, qualname(fn))
-        return Emitter(self.listeners + outer.listeners, outer.pipeline, outer.operation)
+            return Emitter(self.listeners, self.name, qualname(fn), chain_of(fn))
+        chain = outer.chain if outer.chain is not None else chain_of(fn)
+        return Emitter(self.listeners + outer.listeners, outer.pipeline, outer.operation, chain)
 
     def _wrap_sync(self, fn: Callable[..., Any], em: Emitter) -> Callable[..., Any]:
         for p in reversed(self.policies):

@@ -53,7 +53,7 @@ from typing import Any, ClassVar, Literal, NamedTuple, cast
 from ._clock import Clock, resolve_clock
 from ._deadline import _DEADLINE
 from ._degraded import STORE_LOG
-from ._policy import Emitter, Policy
+from ._policy import Emitter, Policy, refusal
 from ._types import Duration, optional_seconds, positive_int, positive_number, ratio, seconds
 from .errors import ConfigurationError, RateLimitedError, StoreError
 from .events import CallRejected, Listener, RateLimitWaited, StoreFailed, error_type
@@ -835,7 +835,7 @@ class RateLimiter(Policy):
             if ra is not None
             else f"rate limiter {self.name!r}: rate is 0, every call is rejected"
         )
-        return RateLimitedError(msg, policy=self.name, retry_after=ra)
+        return refusal(RateLimitedError(msg, policy=self.name, retry_after=ra), em)
 
     def _waited(self, wait: float, em: Emitter) -> None:
         if em:
