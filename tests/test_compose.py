@@ -2,6 +2,7 @@
 
 1. A breaker (and a retry budget, adaptive concurrency) never learns from a refusal raised by a
    policy inside it: a local 429 is not a failure of the dependency.
+2. A refused call spends nothing: outer rate limiters refund the permits it took.
 """
 
 from __future__ import annotations
@@ -224,3 +225,178 @@ def test_adaptive_concurrency_takes_no_sample_from_inner_refusals(
         _refuse(runner, pipeline, _ok(runner))  # refused at once: RTT 0
     assert ac.long_rtt == 1.0
     assert ac.in_flight == 0
+
+
+# -- item 2: a refused call spends nothing ---------------------------------------------------
+def test_inner_limit_refusal_refunds_the_outer_limiter(runner: Runner, clock: FakeClock) -> None:
+    per_second = rs.RateLimiter("per-second", rate=10, clock=clock)
+    per_day = rs.RateLimiter("per-day", rate=3, per=86400, clock=clock)
+    pipeline = rs.Pipeline(per_second, per_day)
+    refused_by = []
+    for _ in range(12):  # one instant: 3 admitted, then the daily limit refuses
+        try:
+            runner.run(pipeline, _ok(runner))
+        except rs.RateLimitedError as exc:
+            refused_by.append(exc.policy)
+    assert refused_by == ["per-day"] * 9  # never the per-second limit
+    assert _remaining(per_second) == 7  # only the 3 calls that ran were charged
+
+
+def test_one_users_refusals_do_not_drain_a_shared_per_ip_limit(
+    runner: Runner, clock: FakeClock
+) -> None:
+    per_ip = rs.RateLimiter("ip", rate=5, per=60, clock=clock, key=lambda ip, user: ip)
+    per_user = rs.RateLimiter("user", rate=1, per=3600, clock=clock, key=lambda ip, user: user)
+    pipeline = rs.Pipeline(per_ip, per_user)
+    fn = runner.wrap(lambda: "ok")
+
+    def call(user: str) -> str:
+        if runner.is_async:
+            return str(asyncio.run(pipeline.acall(fn, "10.0.0.1", user)))
+        return str(pipeline.call(fn, "10.0.0.1", user))
+
+    assert call("mallory") == "ok"
+    for _ in range(20):
+        with pytest.raises(rs.RateLimitedError) as info:
+            call("mallory")
+        assert info.value.policy == "user"
+    assert call("alice") == "ok"  # the shared per-IP budget was not burned by mallory
+    assert _remaining(per_ip, "10.0.0.1") == 3
+
+
+@pytest.mark.parametrize("inner", ["bulkhead", "breaker", "adaptive"])
+def test_any_inner_refusal_refunds(runner: Runner, clock: FakeClock, inner: str) -> None:
+    outer = rs.RateLimiter("outer", rate=5, per=60, clock=clock)
+    pipeline = rs.Pipeline(outer, _inner_refusers(clock)[inner])
+    for _ in range(10):
+        _refuse(runner, pipeline, _ok(runner))
+    assert _remaining(outer) == 5
+
+
+def test_a_paced_limiter_gives_the_refused_call_its_slot_back(
+    runner: Runner, clock: FakeClock
+) -> None:
+    pacer = rs.RateLimiter("pacer", rate=4, burst=1, max_wait=1.0, clock=clock)
+    daily = rs.RateLimiter("daily", rate=1, per=86400, clock=clock)
+    daily.try_acquire()
+    pipeline = rs.Pipeline(pacer, daily)
+    for _ in range(5):
+        _refuse(runner, pipeline, _ok(runner))
+    assert clock.monotonic() == 0.0  # nobody queued behind the refused calls' slots
+    assert pacer.acquire().waited == 0.0
+
+
+@pytest.mark.parametrize("keyed", [False, True])
+def test_a_warm_up_limiter_is_left_as_it_was(runner: Runner, keyed: bool) -> None:
+    # A cold warm-up limiter charges a refused call a dear permit (3 intervals) and a stored
+    # token; the refund gives both back, so it behaves exactly like one that saw no call.
+    clocks = (FakeClock(), FakeClock())
+    used, untouched = (
+        rs.RateLimiter("w", rate=10, warmup=10, clock=c, key=(lambda: "k") if keyed else None)
+        for c in clocks
+    )
+    daily = rs.RateLimiter("daily", rate=1, per=86400, clock=clocks[0])
+    daily.try_acquire()
+    for _ in range(5):
+        _refuse(runner, rs.Pipeline(used, daily), _ok(runner))
+    traces = []
+    for limiter, c in zip((used, untouched), clocks, strict=True):
+        trace = []
+        for _ in range(12):
+            d = limiter.try_acquire(key="k" if keyed else None)
+            trace.append((d.allowed, d.remaining, round(d.retry_after, 6), round(d.reset_after, 6)))
+            c.advance(0.05)
+        traces.append(trace)
+    assert traces[0] == traces[1]
+    assert [t[0] for t in traces[0]].count(False) > 0  # the trace does reach the cold limit
+
+
+def test_failures_and_timeouts_are_not_refunded(runner: Runner, clock: FakeClock) -> None:
+    outer = rs.RateLimiter("outer", rate=5, per=60, clock=clock)
+    with pytest.raises(ValueError, match="boom"):
+        runner.run(outer, runner.scripted([ValueError("boom")]))
+    with pytest.raises(rs.TimeoutExceededError):
+        runner.run(
+            rs.Pipeline(outer, rs.Timeout(1, clock=clock)), runner.scripted([Step("late", 2.0)])
+        )
+    with pytest.raises(rs.RateLimitedError):  # raised by the function: it ran
+        runner.run(outer, runner.scripted([rs.RateLimitedError(policy="remote")]))
+    assert _remaining(outer) == 2
+
+
+def test_retry_inside_an_outer_limiter(runner: Runner, clock: FakeClock) -> None:
+    outer = rs.RateLimiter("outer", rate=5, per=60, clock=clock)
+    inner = rs.RateLimiter("inner", rate=1, per=3600, clock=clock)
+    retry = rs.Retry(
+        on=(ConnectionError, rs.RateLimitedError),
+        attempts=3,
+        backoff=rs.backoff.constant(0),
+        retry_after=None,
+        clock=clock,
+    )
+    pipeline = rs.Pipeline(outer, retry, inner)
+    # The first attempt runs and fails, the next two are refused: the call did reach the
+    # dependency, so the outer limiter keeps its permit.
+    with pytest.raises(rs.RateLimitedError):
+        runner.run(pipeline, runner.scripted([ConnectionError]))
+    assert _remaining(outer) == 4
+    # Every attempt refused: nothing ran, the outer permit comes back.
+    with pytest.raises(rs.RateLimitedError):
+        runner.run(pipeline, _ok(runner))
+    assert _remaining(outer) == 4
+
+
+# -- item 2 on Redis: the refund is one round trip of the Lua twin ---------------------------
+def _scripts_run(client: Any) -> int:
+    stats = client.info("commandstats")
+    return sum(int(stats.get(f"cmdstat_{c}", {}).get("calls", 0)) for c in ("evalsha", "eval"))
+
+
+def _redis_pipeline(url: str, clock: FakeClock) -> tuple[rs.Pipeline, rs.RateLimiter, Any]:
+    import uuid
+
+    from resilience.stores.redis import RedisStore
+
+    store = RedisStore.from_url(url, prefix=f"cmp{uuid.uuid4().hex[:8]}", clock=clock)
+    per_ip = rs.RateLimiter("ip", rate=5, per=60, store=store, key=lambda ip, user: ip)
+    per_user = rs.RateLimiter(
+        "user", rate=1, per=3600, store=store, key=lambda ip, user: user, clock=clock
+    )
+    return rs.Pipeline(per_ip, per_user), per_ip, store
+
+
+def test_redis_refund_is_one_round_trip(redis_server: Any) -> None:
+    import redis
+
+    clock = FakeClock(start=1000.0)
+    pipeline, per_ip, store = _redis_pipeline(redis_server.url, clock)
+    client = redis.Redis.from_url(redis_server.url)
+    assert pipeline.call(lambda ip, user: "ok", "10.0.0.1", "mallory") == "ok"
+    before = 0
+    for n in range(10):
+        if n == 1:  # the scripts are loaded by now (a first EVALSHA is followed by an EVAL)
+            before = _scripts_run(client)
+        with pytest.raises(rs.RateLimitedError) as info:
+            pipeline.call(lambda ip, user: "ok", "10.0.0.1", "mallory")
+        assert info.value.policy == "user"
+    assert _scripts_run(client) - before == 27  # per refusal: outer take, inner take, refund
+    assert pipeline.call(lambda ip, user: "ok", "10.0.0.1", "alice") == "ok"
+    assert _remaining(per_ip, "10.0.0.1") == 3  # only mallory's and alice's real calls
+    store.close()
+
+
+async def test_redis_refund_async(redis_server: Any) -> None:
+    clock = FakeClock(start=1000.0)
+    pipeline, per_ip, store = _redis_pipeline(redis_server.url, clock)
+
+    async def ok(ip: str, user: str) -> str:
+        return "ok"
+
+    assert await pipeline.acall(ok, "10.0.0.2", "mallory") == "ok"
+    for _ in range(10):
+        with pytest.raises(rs.RateLimitedError):
+            await pipeline.acall(ok, "10.0.0.2", "mallory")
+    assert await pipeline.acall(ok, "10.0.0.2", "alice") == "ok"
+    assert (await per_ip.atry_acquire(key="10.0.0.2", cost=0)).remaining == 3
+    await store.aclose()
+    store.close()
