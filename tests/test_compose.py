@@ -400,3 +400,25 @@ async def test_redis_refund_async(redis_server: Any) -> None:
     assert (await per_ip.atry_acquire(key="10.0.0.2", cost=0)).remaining == 3
     await store.aclose()
     store.close()
+
+
+# -- through an adapter: ResilienceMiddleware on a real uvicorn server -----------------------
+def test_middleware_answers_429_without_opening_its_breaker_or_spending_outer_permits() -> None:
+    import httpx
+
+    from interceptors.asgi import ResilienceMiddleware
+
+    from ._asgi_apps import TestApp
+    from ._server import serve
+
+    clock = FakeClock()
+    breaker = rs.CircuitBreaker("api", failure_ratio=0.5, min_calls=4, clock=clock)
+    per_minute = rs.RateLimiter("per-minute", rate=100, per=60, clock=clock)
+    per_second = rs.RateLimiter("per-second", rate=2, clock=clock)
+    mw = ResilienceMiddleware(TestApp(), pipeline=rs.Pipeline(breaker, per_minute, per_second))
+    with serve(mw) as url, httpx.Client(base_url=url, timeout=10) as client:
+        statuses = [client.get("/hello").status_code for _ in range(12)]
+    assert statuses == [200, 200] + [429] * 10
+    assert breaker.state is rs.CircuitState.CLOSED
+    assert (breaker.metrics.calls, breaker.metrics.failures) == (2, 0)
+    assert _remaining(per_minute) == 98
