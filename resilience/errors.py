@@ -20,6 +20,8 @@ The errors here are raised only when a policy itself refuses or aborts a call.
 
 from __future__ import annotations
 
+from typing import Any
+
 __all__ = [
     "BulkheadFullError",
     "CircuitOpenError",
@@ -68,6 +70,12 @@ class RejectedError(ResilienceError):
 
     #: The composition that raised this refusal (set by the refusing policy; ``None``: none).
     _chain: object = None
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Pickle like any exception, without the composition token (a live callable that
+        # means nothing in another process and may not pickle).
+        state = {k: v for k, v in self.__dict__.items() if k != "_chain"}
+        return (self.__class__, self.args, state or None)
 
     def __init__(
         self, message: str = "", *, policy: str = "", retry_after: float | None = None

@@ -422,3 +422,15 @@ def test_middleware_answers_429_without_opening_its_breaker_or_spending_outer_pe
     assert breaker.state is rs.CircuitState.CLOSED
     assert (breaker.metrics.calls, breaker.metrics.failures) == (2, 0)
     assert _remaining(per_minute) == 98
+
+
+def test_a_stamped_refusal_still_pickles(clock: FakeClock) -> None:
+    import pickle
+
+    limiter = rs.RateLimiter("x", rate=1, per=60, clock=clock)
+    limiter.try_acquire()
+    with pytest.raises(rs.RateLimitedError) as info:
+        limiter.call(lambda: "a local function: not picklable")
+    copy = pickle.loads(pickle.dumps(info.value))
+    assert type(copy) is rs.RateLimitedError
+    assert (copy.policy, copy.retry_after, str(copy)) == ("x", 60.0, str(info.value))
