@@ -796,8 +796,8 @@ class CircuitBreaker(Policy):
         return self._store_decide(result, em)
 
     def _record_store(self, permit: int, outcome: int, em: Emitter) -> None:
-        if permit == _UNGUARDED:
-            return
+        if permit == _UNGUARDED or (outcome == core.RELEASE and permit >= 0 and not permit & 3):
+            return  # unguarded, or an ignored outcome in CLOSED: nothing to record (no round trip)
         if permit <= _LOCAL:
             self._record_local(_LOCAL - permit, outcome, em)
             return
@@ -812,7 +812,12 @@ class CircuitBreaker(Policy):
 
     async def _arecord_store(self, permit: int, outcome: int, em: Emitter) -> None:
         store = self.store
-        if permit == _UNGUARDED or permit <= _LOCAL or not hasattr(store, "aapply"):
+        if (
+            permit == _UNGUARDED
+            or permit <= _LOCAL
+            or (outcome == core.RELEASE and not permit & 3)
+            or not hasattr(store, "aapply")
+        ):
             self._record_store(permit, outcome, em)
             return
         assert store is not None

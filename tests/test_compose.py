@@ -434,3 +434,21 @@ def test_a_stamped_refusal_still_pickles(clock: FakeClock) -> None:
     copy = pickle.loads(pickle.dumps(info.value))
     assert type(copy) is rs.RateLimitedError
     assert (copy.policy, copy.retry_after, str(copy)) == ("x", 60.0, str(info.value))
+
+
+def test_a_shared_breaker_spends_no_round_trip_on_an_inner_refusal(
+    runner: Runner, clock: FakeClock
+) -> None:
+    ops: list[str] = []
+
+    class Counting(rs.MemoryStore):
+        def apply(self, op: Any, /) -> Any:
+            ops.append(type(op).__name__)
+            return super().apply(op)  # aapply() runs this too
+
+    breaker = rs.CircuitBreaker("dep", failure_count=1, store=Counting(clock=clock), clock=clock)
+    limiter = rs.RateLimiter("dep", rate=1, per=3600, clock=clock)
+    limiter.try_acquire()
+    for _ in range(3):
+        _refuse(runner, rs.Pipeline(breaker, limiter), _ok(runner))
+    assert ops == ["_AcquireOp"] * 3  # the permit only: nothing to record in CLOSED
