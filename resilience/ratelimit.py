@@ -54,7 +54,7 @@ from typing import Any, ClassVar, Literal, NamedTuple, cast
 from ._clock import Clock, resolve_clock
 from ._deadline import _DEADLINE
 from ._degraded import STORE_LOG
-from ._policy import Emitter, Policy, own_refusal, refusal
+from ._policy import Emitter, Policy, own_refusal
 from ._types import Duration, optional_seconds, positive_int, positive_number, ratio, seconds
 from .errors import ConfigurationError, RateLimitedError, RejectedError, StoreError
 from .events import CallRejected, Listener, RateLimitWaited, StoreFailed, error_type
@@ -856,7 +856,9 @@ class RateLimiter(Policy):
             if ra is not None
             else f"rate limiter {self.name!r}: rate is 0, every call is rejected"
         )
-        return refusal(RateLimitedError(msg, policy=self.name, retry_after=ra), em)
+        exc = RateLimitedError(msg, policy=self.name, retry_after=ra)
+        exc._chain = em.chain  # refusal(), inlined on this hot path
+        return exc
 
     def _waited(self, wait: float, em: Emitter) -> None:
         if em:

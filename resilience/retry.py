@@ -262,7 +262,10 @@ class Retry(Policy):
         budget = self.budget
         refund = self._refund
         chain = em.chain
-        ran = exc is None or not own_refusal(exc, chain)  # an attempt reached the dependency
+        # own_refusal() of the latest attempt, inlined in this loop; ran: an attempt reached
+        # the dependency
+        refused = isinstance(exc, RejectedError) and exc._chain is chain and chain is not None
+        ran = not refused
         sleep = self._clock.sleep
         attempt = 1
         delay: float | None = None
@@ -270,7 +273,7 @@ class Retry(Policy):
             delay = self._next_delay(exc, result, attempt, start, delay, em)
             if delay is None:
                 if exc is not None:
-                    if own_refusal(exc, chain):
+                    if refused:
                         if ran:
                             spent(cast(RejectedError, exc))
                         elif refund is not None:
@@ -283,7 +286,8 @@ class Retry(Policy):
             try:
                 result = fn(*args, **kwargs)
             except Exception as e:
-                if own_refusal(e, chain):
+                refused = isinstance(e, RejectedError) and e._chain is chain and chain is not None
+                if refused:
                     if refund is not None:
                         refund(retry=True)  # this retry never reached the dependency
                 else:
@@ -345,7 +349,10 @@ class Retry(Policy):
         budget = self.budget
         refund = self._refund
         chain = em.chain
-        ran = exc is None or not own_refusal(exc, chain)  # an attempt reached the dependency
+        # own_refusal() of the latest attempt, inlined in this loop; ran: an attempt reached
+        # the dependency
+        refused = isinstance(exc, RejectedError) and exc._chain is chain and chain is not None
+        ran = not refused
         asleep = self._clock.asleep
         attempt = 1
         delay: float | None = None
@@ -353,7 +360,7 @@ class Retry(Policy):
             delay = self._next_delay(exc, result, attempt, start, delay, em)
             if delay is None:
                 if exc is not None:
-                    if own_refusal(exc, chain):
+                    if refused:
                         if ran:
                             spent(cast(RejectedError, exc))
                         elif refund is not None:
@@ -366,7 +373,8 @@ class Retry(Policy):
             try:
                 result = await fn(*args, **kwargs)
             except Exception as e:
-                if own_refusal(e, chain):
+                refused = isinstance(e, RejectedError) and e._chain is chain and chain is not None
+                if refused:
                     if refund is not None:
                         refund(retry=True)  # this retry never reached the dependency
                 else:
