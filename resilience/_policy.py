@@ -128,11 +128,11 @@ class Policy:
     # -- shared machinery --------------------------------------------------------------------
     def _emitter(self, outer: Emitter | None, fn: object) -> Emitter:
         if outer is None:
-            return Emitter(self.listeners, None, qualname(fn), chain_of(fn))
+            return Emitter(self.listeners, None, qualname(fn), chain=chain_of(fn))
         if not self.listeners:
             return outer
         return Emitter(
-            self.listeners + outer.listeners, outer.pipeline, outer.operation, outer.chain
+            self.listeners + outer.listeners, outer.pipeline, outer.operation, chain=outer.chain
         )
 
     def _compose_sync(self, fn: Callable[..., Any], outer: Emitter | None) -> Callable[..., Any]:

@@ -71,9 +71,11 @@ class Pipeline(Policy):
 
     def _emitter(self, outer: Emitter | None, fn: object) -> Emitter:
         if outer is None:
-            return Emitter(self.listeners, self.name, qualname(fn), chain_of(fn))
+            return Emitter(self.listeners, self.name, qualname(fn), chain=chain_of(fn))
         chain = outer.chain if outer.chain is not None else chain_of(fn)
-        return Emitter(self.listeners + outer.listeners, outer.pipeline, outer.operation, chain)
+        return Emitter(
+            self.listeners + outer.listeners, outer.pipeline, outer.operation, chain=chain
+        )
 
     def _wrap_sync(self, fn: Callable[..., Any], em: Emitter) -> Callable[..., Any]:
         for p in reversed(self.policies):
