@@ -13,16 +13,28 @@ from __future__ import annotations
 import functools
 import inspect
 from collections.abc import Awaitable, Callable, Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, ClassVar, TypeVar, cast
 
 from ._types import P, T, check_name, qualname
-from .errors import ConfigurationError
+from .errors import ConfigurationError, RejectedError
 from .events import Event, Listener, emit
 
-__all__ = ["Policy", "Emitter", "function_identity"]
+__all__ = [
+    "Emitter",
+    "Policy",
+    "chain_of",
+    "function_identity",
+    "own_refusal",
+    "refusal",
+    "spent",
+]
 
 F = TypeVar("F", bound=Callable[..., Any])
+R = TypeVar("R", bound=RejectedError)
+
+#: The attribute linking a decorated function to its composition (see :func:`chain_of`).
+_CHAIN_ATTR = "__resilience_chain__"
 
 
 def function_identity(fn: object) -> str:
@@ -52,12 +64,16 @@ class Emitter:
     ``function`` is the decorated function's :func:`function_identity` (``""`` when the
     operation is not a Python function, e.g. an RPC method); ``operation`` is its
     low-cardinality telemetry name.
+    ``chain`` identifies the composition the policy is part of (every policy of one pipeline,
+    and policies stacked on one function, share it): a refusal stamped with it by
+    :func:`refusal` is recognised by the policies around it (:func:`own_refusal`).
     """
 
     listeners: tuple[Listener, ...]
     pipeline: str | None
     operation: str
     function: str = ""
+    chain: object = field(default=None, compare=False)
 
     def __bool__(self) -> bool:
         return bool(self.listeners)
@@ -67,6 +83,41 @@ class Emitter:
 
 
 _NO_EMITTER = Emitter((), None, "")
+
+
+def chain_of(fn: object) -> object:
+    """The composition token of policies wrapping ``fn``: the innermost protected callable.
+
+    A function decorated by a policy carries the token of its composition, so a policy applied
+    on top of it (another decorator, or ``.call`` on the decorated function) joins the same
+    composition; any other callable starts a new one.
+    """
+    return getattr(fn, _CHAIN_ATTR, fn)
+
+
+def refusal(exc: R, em: Emitter) -> R:
+    """Stamp a refusal raised by a policy's wrapper with its composition (``em.chain``).
+
+    The policies around it then know the call was refused before it reached the protected
+    function: breakers and budgets do not learn from it, outer limiters refund its permits.
+    """
+    exc._chain = em.chain
+    return exc
+
+
+def spent(exc: RejectedError) -> None:
+    """Unstamp a refusal that ends a call which already reached the protected function (an
+    earlier attempt of a :class:`resilience.Retry` ran): for the policies around, it is that
+    call's outcome, not a refused call (outer limiters keep their permits)."""
+    exc._chain = None
+
+
+def own_refusal(exc: BaseException, chain: object) -> bool:
+    """Whether ``exc`` is a refusal by a policy of the composition ``chain`` (see
+    :func:`refusal`): a :class:`~resilience.RejectedError` raised by a policy inside the
+    caller, before the protected function ran. A ``RejectedError`` raised by the protected
+    function itself (an inner call's refusal, or one it constructed) is not."""
+    return chain is not None and isinstance(exc, RejectedError) and exc._chain is chain
 
 
 def _check_listeners(listeners: Sequence[Listener]) -> tuple[Listener, ...]:
@@ -111,11 +162,17 @@ class Policy:
     # -- shared machinery --------------------------------------------------------------------
     def _emitter(self, outer: Emitter | None, fn: object) -> Emitter:
         if outer is None:
-            return Emitter(self.listeners, None, qualname(fn), function_identity(fn))
+            return Emitter(
+                self.listeners, None, qualname(fn), function_identity(fn), chain=chain_of(fn)
+            )
         if not self.listeners:
             return outer
         return Emitter(
-            self.listeners + outer.listeners, outer.pipeline, outer.operation, outer.function
+            self.listeners + outer.listeners,
+            outer.pipeline,
+            outer.operation,
+            outer.function,
+            chain=outer.chain,
         )
 
     def _compose_sync(self, fn: Callable[..., Any], outer: Emitter | None) -> Callable[..., Any]:
@@ -146,7 +203,9 @@ class Policy:
                 async def awrapped(*args: Any, **kwargs: Any) -> Any:
                     return await fn(*args, **kwargs)
 
-            return cast(Callable[P, T], functools.wraps(fn)(awrapped))
+            awrapped = functools.wraps(fn)(awrapped)
+            setattr(awrapped, _CHAIN_ATTR, chain_of(fn))  # stacked decorators: one composition
+            return cast(Callable[P, T], awrapped)
         if inspect.isgeneratorfunction(fn) or inspect.isasyncgenfunction(fn):
             raise ConfigurationError(
                 f"{type(self).__name__} cannot decorate generator functions ({qualname(fn)}): "
@@ -158,7 +217,9 @@ class Policy:
             def wrapped(*args: Any, **kwargs: Any) -> Any:
                 return fn(*args, **kwargs)
 
-        return cast(Callable[P, T], functools.wraps(fn)(wrapped))
+        wrapped = functools.wraps(fn)(wrapped)
+        setattr(wrapped, _CHAIN_ATTR, chain_of(fn))
+        return cast(Callable[P, T], wrapped)
 
     def call(self, fn: Callable[P, T], /, *args: P.args, **kwargs: P.kwargs) -> T:
         """Run ``fn(*args, **kwargs)`` (a sync function) under this policy.

@@ -25,7 +25,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 from ._clock import Clock, resolve_clock
-from ._policy import Emitter, Policy
+from ._policy import Emitter, Policy, own_refusal, refusal
 from ._types import positive_int, positive_number, ratio
 from .errors import BulkheadFullError, ConfigurationError
 from .events import CallRejected, Listener
@@ -68,7 +68,9 @@ class AdaptiveConcurrency(Policy):
     Use it on a server (or in front of a fragile dependency) to shed load before queues build
     up: a call beyond the current :attr:`limit` of in-flight calls is rejected at once with
     :class:`~resilience.BulkheadFullError`. Every completed call (success or exception; not a
-    cancellation) feeds its round-trip time to the limit.
+    cancellation, and not a refusal by a policy inside this one, e.g. an inner rate limiter's
+    :class:`~resilience.RateLimitedError`: it never reached the downstream) feeds its
+    round-trip time to the limit.
 
     Args:
         name: the policy's name.
@@ -221,8 +223,12 @@ class AdaptiveConcurrency(Policy):
                     reason="concurrency_limit",
                 )
             )
-        return BulkheadFullError(
-            f"adaptive concurrency {self.name!r}: limit {self.limit} reached", policy=self.name
+        return refusal(
+            BulkheadFullError(
+                f"adaptive concurrency {self.name!r}: limit {self.limit} reached",
+                policy=self.name,
+            ),
+            em,
         )
 
     # -- wrappers -----------------------------------------------------------------------------
@@ -230,6 +236,7 @@ class AdaptiveConcurrency(Policy):
         acquire = self.try_acquire
         release = self.release
         rejected = self._rejected
+        chain = em.chain
 
         def adaptive_wrapper(*args: Any, **kwargs: Any) -> Any:
             start = acquire()
@@ -237,8 +244,8 @@ class AdaptiveConcurrency(Policy):
                 raise rejected(em)
             try:
                 result = fn(*args, **kwargs)
-            except Exception:
-                release(start)
+            except Exception as exc:
+                release(start, sample=not own_refusal(exc, chain))
                 raise
             except BaseException:
                 release(start, sample=False)
@@ -254,6 +261,7 @@ class AdaptiveConcurrency(Policy):
         acquire = self.try_acquire
         release = self.release
         rejected = self._rejected
+        chain = em.chain
 
         async def adaptive_wrapper(*args: Any, **kwargs: Any) -> Any:
             start = acquire()
@@ -261,8 +269,8 @@ class AdaptiveConcurrency(Policy):
                 raise rejected(em)
             try:
                 result = await fn(*args, **kwargs)
-            except Exception:
-                release(start)
+            except Exception as exc:
+                release(start, sample=not own_refusal(exc, chain))
                 raise
             except BaseException:
                 release(start, sample=False)

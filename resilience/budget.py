@@ -13,6 +13,11 @@ Two budgets share one small protocol (``deposit`` per call, ``record`` per outco
 
 Budgets are shared objects: pass one instance to every retry policy (or transport) that calls the
 same dependency.
+
+Budgets learn only from attempts that reached the dependency. An attempt refused by a policy
+inside the retry (an inner rate limiter, bulkhead or breaker) records no outcome, and
+:meth:`RetryBudget.refund` gives back what it took: the retry it withdrew, or the call's deposit
+when no attempt of the call got through.
 """
 
 from __future__ import annotations
@@ -43,6 +48,10 @@ class Budget(Protocol):
     def try_withdraw(self) -> bool:
         """Take the permission for one retry; ``False`` means do not retry."""
         ...
+
+    # Optional (a budget without it keeps what refused attempts took):
+    # ``refund(*, retry: bool) -> None`` gives back a refused attempt's retry (``retry=True``)
+    # or the deposit of a call none of whose attempts got through (``retry=False``).
 
 
 class RetryBudget:
@@ -128,6 +137,31 @@ class RetryBudget:
             self._retries[slot] += 1
             return True
 
+    def refund(self, *, retry: bool = False) -> None:
+        """Give back what a refused attempt took: the retry it withdrew (``retry=True``), or the
+        deposit of a call none of whose attempts reached the dependency (``retry=False``).
+
+        Taken from the newest bucket still counting one (nothing once it has expired), so a
+        refused call neither pays for nor earns retries.
+
+        Example:
+            >>> import resilience as rs
+            >>> budget = rs.RetryBudget(ratio=1, min_per_second=0, clock=rs.testing.FakeClock())
+            >>> budget.deposit()
+            >>> budget.refund()  # that call was refused before reaching the dependency
+            >>> budget.snapshot()["calls"], budget.try_withdraw()
+            (0, False)
+        """
+        with self._lock:
+            counts = self._retries if retry else self._calls
+            idx = math.floor(self._clock.monotonic() / self._width)
+            n = self._n
+            for back in range(n):
+                slot = (idx - back) % n
+                if self._epoch[slot] == idx - back and counts[slot] > 0:
+                    counts[slot] -= 1
+                    return
+
     def snapshot(self) -> dict[str, float]:
         """Calls and retries counted in the window."""
         with self._lock:
@@ -186,6 +220,9 @@ class RetryThrottle:
     def try_withdraw(self) -> bool:
         """A retry is allowed only while tokens > ``max_tokens / 2`` (it costs nothing itself)."""
         return self._tokens > self.max_tokens / 2
+
+    def refund(self, *, retry: bool = False) -> None:
+        """Nothing to give back: a refused attempt records no outcome and took no token."""
 
     def __repr__(self) -> str:
         return f"RetryThrottle(max_tokens={self.max_tokens!r}, token_ratio={self.token_ratio!r})"

@@ -10,7 +10,7 @@ from typing import Any
 
 from ._clock import Clock, resolve_clock
 from ._deadline import _DEADLINE
-from ._policy import Emitter, Policy
+from ._policy import Emitter, Policy, refusal
 from ._types import Duration, positive_int, seconds
 from .errors import BulkheadFullError
 from .events import BulkheadRejected, Listener, RateLimitWaited
@@ -168,8 +168,11 @@ class Bulkhead(Policy):
                     reason="bulkhead_full",
                 )
             )
-        return BulkheadFullError(
-            f"bulkhead {self.name!r}: all {self.max_concurrent} slots busy", policy=self.name
+        return refusal(
+            BulkheadFullError(
+                f"bulkhead {self.name!r}: all {self.max_concurrent} slots busy", policy=self.name
+            ),
+            em,
         )
 
     def _waited(self, start: float, em: Emitter) -> None:

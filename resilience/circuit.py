@@ -25,6 +25,13 @@ Pinned rules (see :mod:`resilience._circuit_core` for the state machine itself):
 * **What counts.** An exception matching ``on`` (default: any :class:`Exception`) or a result
   matching ``on_result`` is a failure; any other exception (and ``CancelledError``,
   ``KeyboardInterrupt``...) records nothing and releases the permit.
+* **Our own refusals do not count.** A :class:`resilience.RejectedError` raised by a policy
+  *inside* the breaker's composition (an inner rate limiter, bulkhead, adaptive concurrency or
+  breaker, in the same :class:`resilience.Pipeline` or stacked on the same function) never
+  reached the dependency: it records nothing (neither failure nor success, nor slow) and
+  releases the permit, like an ignored exception. A ``RejectedError`` raised by the protected
+  function itself (e.g. a client library's refusal) is an ordinary exception, matched against
+  ``on``. ``count_rejections=True`` counts inner refusals too (matched against ``on``).
 """
 
 from __future__ import annotations
@@ -39,7 +46,7 @@ from typing import Any, ClassVar, Literal
 from . import _circuit_core as core
 from ._clock import Clock, RandomLike, resolve_clock, resolve_random
 from ._degraded import STORE_LOG, state_reset
-from ._policy import Emitter, Policy
+from ._policy import Emitter, Policy, own_refusal, refusal
 from ._types import (
     MAX_SECONDS,
     Duration,
@@ -518,6 +525,12 @@ class CircuitBreaker(Policy):
         on: exception types or predicate counted as failures (default :class:`Exception`);
             other exceptions are not recorded and release a half-open permit.
         on_result: predicate over results that count as failures (e.g. an HTTP 503 response).
+        count_rejections: also count refusals raised by policies inside the breaker (an inner
+            rate limiter's :class:`~resilience.RateLimitedError`, a bulkhead's
+            :class:`~resilience.BulkheadFullError`, an inner breaker's
+            :class:`~resilience.CircuitOpenError`) as outcomes, matched against ``on``. Default
+            ``False``: they never reached the dependency, so they record nothing and release
+            the permit.
         store: ``None`` (the default: per-process state, fastest) or a
             :class:`resilience.stores.Store` to share the state (key ``"cb:<name>"``);
             constructing a breaker never writes to it. With a :class:`resilience.RedisStore`
@@ -580,6 +593,7 @@ class CircuitBreaker(Policy):
         half_open_timeout: Duration | None = None,
         on: ExceptionSpec = Exception,
         on_result: Callable[[Any], bool] | None = None,
+        count_rejections: bool = False,
         store: Store | None = None,
         on_store_error: Literal["local", "open", "closed"] = "local",
         clock: Clock | None = None,
@@ -634,6 +648,9 @@ class CircuitBreaker(Policy):
         )
         self._on = exception_predicate(on, "on")
         self._on_result = None if on_result is None else result_predicate(on_result, "on_result")
+        if not isinstance(count_rejections, bool):
+            raise ConfigurationError(f"count_rejections must be a bool, got {count_rejections!r}")
+        self.count_rejections = count_rejections
         if store is not None and not callable(getattr(store, "apply", None)):
             raise ConfigurationError(f"store must be a resilience.stores.Store, got {store!r}")
         self.store = store
@@ -693,6 +710,7 @@ class CircuitBreaker(Policy):
             "open_for": self.open_for if isinstance(self.open_for, float) else repr(self.open_for),
             "half_open_calls": self.half_open_calls,
             "half_open_timeout": self.half_open_timeout,
+            "count_rejections": self.count_rejections,
             "store": None if self.store is None else type(self.store).__name__,
         }
 
@@ -739,14 +757,20 @@ class CircuitBreaker(Policy):
                 )
             )
         if forced:
-            return CircuitOpenError(
-                f"circuit breaker {self.name!r} is forced open (by open(); no timer: it stays "
-                "open until close() or reset())",
-                policy=self.name,
-                forced=True,
+            return refusal(
+                CircuitOpenError(
+                    f"circuit breaker {self.name!r} is forced open (by open(); no timer: it "
+                    "stays open until close() or reset())",
+                    policy=self.name,
+                    forced=True,
+                ),
+                em,
             )
-        return CircuitOpenError(
-            f"circuit breaker {self.name!r} is open", policy=self.name, retry_after=retry_after
+        return refusal(
+            CircuitOpenError(
+                f"circuit breaker {self.name!r} is open", policy=self.name, retry_after=retry_after
+            ),
+            em,
         )
 
     def _store_failed(self, exc: BaseException, em: Emitter | None) -> None:
@@ -805,10 +829,13 @@ class CircuitBreaker(Policy):
         if mode == "open":
             return _UNGUARDED
         if mode == "closed":
-            raise CircuitOpenError(
-                f"circuit breaker {self.name!r}: state store unavailable",
-                policy=self.name,
-                retry_after=None,
+            raise refusal(
+                CircuitOpenError(
+                    f"circuit breaker {self.name!r}: state store unavailable",
+                    policy=self.name,
+                    retry_after=None,
+                ),
+                em,
             ) from exc
         return _LOCAL - self._acquire_local(em)
 
@@ -839,8 +866,8 @@ class CircuitBreaker(Policy):
         return self._store_decide(result, em)
 
     def _record_store(self, permit: int, outcome: int, em: Emitter) -> None:
-        if permit == _UNGUARDED:
-            return
+        if permit == _UNGUARDED or (outcome == core.RELEASE and permit >= 0 and not permit & 3):
+            return  # unguarded, or an ignored outcome in CLOSED: nothing to record (no round trip)
         if permit <= _LOCAL:
             self._record_local(_LOCAL - permit, outcome, em)
             return
@@ -858,7 +885,12 @@ class CircuitBreaker(Policy):
 
     async def _arecord_store(self, permit: int, outcome: int, em: Emitter) -> None:
         store = self.store
-        if permit == _UNGUARDED or permit <= _LOCAL or not hasattr(store, "aapply"):
+        if (
+            permit == _UNGUARDED
+            or permit <= _LOCAL
+            or (outcome == core.RELEASE and not permit & 3)
+            or not hasattr(store, "aapply")
+        ):
             self._record_store(permit, outcome, em)
             return
         assert store is not None
@@ -998,15 +1030,23 @@ class CircuitBreaker(Policy):
     def _settle_local(self, permit: int, exc: BaseException, start: float, em: Emitter) -> None:
         """Record the outcome of a call that raised ``exc`` in the local state."""
         end = self._clock.monotonic()
-        outcome = self._outcome(exc, None, start, end)
+        outcome = self._outcome(exc, None, start, end, em.chain)
         if outcome == core.RELEASE and not permit & 3:
             return  # an ignored outcome in CLOSED: nothing to record or give back
         self._record_local(permit, outcome, em, end)
 
-    def _outcome(self, exc: BaseException | None, result: object, start: float, end: float) -> int:
-        """The outcome bits of a finished call (``RELEASE`` when it must not be recorded)."""
+    def _outcome(
+        self, exc: BaseException | None, result: object, start: float, end: float, chain: object
+    ) -> int:
+        """The outcome bits of a finished call (``RELEASE`` when it must not be recorded).
+
+        ``chain``: the breaker's composition; a refusal by a policy inside it is released
+        unless ``count_rejections``.
+        """
         if exc is not None:
-            if not (isinstance(exc, Exception) and self._on(exc)):
+            if not (isinstance(exc, Exception) and self._on(exc)) or (
+                not self.count_rejections and own_refusal(exc, chain)
+            ):
                 return core.RELEASE
             outcome = core.FAILURE
         elif self._on_result is not None and self._on_result(result):
@@ -1020,6 +1060,7 @@ class CircuitBreaker(Policy):
 
     def _wrap_sync_store(self, fn: Callable[..., Any], em: Emitter) -> Callable[..., Any]:
         mono = self._clock.monotonic
+        chain = em.chain
 
         def store_circuit_wrapper(*args: Any, **kwargs: Any) -> Any:
             permit = self._acquire_store(em)
@@ -1027,9 +1068,9 @@ class CircuitBreaker(Policy):
             try:
                 result = fn(*args, **kwargs)
             except BaseException as exc:
-                self._record_store(permit, self._outcome(exc, None, start, mono()), em)
+                self._record_store(permit, self._outcome(exc, None, start, mono(), chain), em)
                 raise
-            self._record_store(permit, self._outcome(None, result, start, mono()), em)
+            self._record_store(permit, self._outcome(None, result, start, mono(), chain), em)
             return result
 
         return store_circuit_wrapper
@@ -1038,6 +1079,7 @@ class CircuitBreaker(Policy):
         self, fn: Callable[..., Awaitable[Any]], em: Emitter
     ) -> Callable[..., Awaitable[Any]]:
         mono = self._clock.monotonic
+        chain = em.chain
 
         async def store_circuit_wrapper(*args: Any, **kwargs: Any) -> Any:
             permit = await self._aacquire_store(em)
@@ -1045,7 +1087,7 @@ class CircuitBreaker(Policy):
             try:
                 result = await fn(*args, **kwargs)
             except BaseException as exc:
-                outcome = self._outcome(exc, None, start, mono())
+                outcome = self._outcome(exc, None, start, mono(), chain)
                 if outcome == core.RELEASE:
                     # cancelled: give the permit back without awaiting (we may be cancelled
                     # again) and without blocking the loop on the store
@@ -1053,7 +1095,7 @@ class CircuitBreaker(Policy):
                 else:
                     await self._arecord_store(permit, outcome, em)
                 raise
-            await self._arecord_store(permit, self._outcome(None, result, start, mono()), em)
+            await self._arecord_store(permit, self._outcome(None, result, start, mono(), chain), em)
             return result
 
         return store_circuit_wrapper

@@ -21,6 +21,8 @@ The errors here are raised only when a policy itself refuses or aborts a call.
 
 from __future__ import annotations
 
+from typing import Any
+
 __all__ = [
     "BulkheadFullError",
     "CircuitOpenError",
@@ -59,7 +61,23 @@ class RejectedError(ResilienceError):
     Attributes:
         policy: name of the policy that refused the call.
         retry_after: seconds after which a new attempt may succeed, when known.
+
+    A refusal raised by a policy of a composition (a :class:`resilience.Pipeline`, or
+    decorators stacked on one function) is *that composition's own*: the policies around the
+    refusing one do not count it as a failure of the dependency (breakers, retry budgets,
+    adaptive concurrency) and rate limiters refund the permits it took. A ``RejectedError``
+    raised by the protected function itself (constructed by user code, or a refusal escaping
+    another, separate composition called inside it) is an ordinary exception to them.
     """
+
+    #: The composition that raised this refusal (set by the refusing policy; ``None``: none).
+    _chain: object = None
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Pickle like any exception, without the composition token (a live callable that
+        # means nothing in another process and may not pickle).
+        state = {k: v for k, v in self.__dict__.items() if k != "_chain"}
+        return (self.__class__, self.args, state or None)
 
     def __init__(
         self, message: str = "", *, policy: str = "", retry_after: float | None = None

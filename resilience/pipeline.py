@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
-from ._policy import Emitter, Policy, function_identity
+from ._policy import Emitter, Policy, chain_of, function_identity
 from ._types import qualname
 from .errors import ConfigurationError
 from .events import Listener
@@ -71,9 +71,16 @@ class Pipeline(Policy):
 
     def _emitter(self, outer: Emitter | None, fn: object) -> Emitter:
         if outer is None:
-            return Emitter(self.listeners, self.name, qualname(fn), function_identity(fn))
+            return Emitter(
+                self.listeners, self.name, qualname(fn), function_identity(fn), chain=chain_of(fn)
+            )
+        chain = outer.chain if outer.chain is not None else chain_of(fn)
         return Emitter(
-            self.listeners + outer.listeners, outer.pipeline, outer.operation, outer.function
+            self.listeners + outer.listeners,
+            outer.pipeline,
+            outer.operation,
+            outer.function,
+            chain=chain,
         )
 
     def _wrap_sync(self, fn: Callable[..., Any], em: Emitter) -> Callable[..., Any]:

@@ -18,8 +18,9 @@ The state of one bucket is two numbers, ``[tat, stored]``: the *theoretical arri
 instant the bucket's backlog drains; ``tat <= now`` means "idle") and, with warm-up, the *stored
 tokens* (Guava's ``storedPermits``: high = cold). Every decision is the pure function
 :func:`transition` ``(tat, stored, now, cost, max_wait, params) → (allowed, tat', stored', wait,
-cost_time)``; a cancelled waiter gives its reservation back with :func:`refund`. The Redis store
-mirrors these two functions in Lua, number for number.
+cost_time)``; a cancelled waiter, or a call refused by a policy inside the limiter, gives its
+reservation back with :func:`refund`. The Redis store mirrors these two functions in Lua, number
+for number.
 
 The math (``T = per / rate`` is the stable emission interval, ``B = burst``):
 
@@ -59,7 +60,7 @@ from typing import Any, ClassVar, Literal, NamedTuple, cast
 from ._clock import Clock, resolve_clock
 from ._deadline import _DEADLINE
 from ._degraded import STORE_LOG, state_reset
-from ._policy import Emitter, Policy
+from ._policy import Emitter, Policy, own_refusal
 from ._types import (
     MAX_SECONDS,
     MIN_SECONDS,
@@ -70,7 +71,7 @@ from ._types import (
     ratio,
     seconds,
 )
-from .errors import ConfigurationError, RateLimitedError, StoreError
+from .errors import ConfigurationError, RateLimitedError, RejectedError, StoreError
 from .events import CallRejected, Listener, RateLimitWaited, StoreFailed, error_type
 from .stores.base import Store, StoreFullError, apply_soon
 
@@ -636,6 +637,15 @@ class RateLimiter(Policy):
     (later callers queue behind it) and sleeps on the clock until the slot; a waiter that is
     cancelled (or interrupted) gives its reservation back.
 
+    A refused call spends nothing: when a policy *inside* the limiter (a second limiter, a
+    bulkhead, an open breaker, in the same :class:`resilience.Pipeline` or stacked on the same
+    function) refuses the call with a :class:`~resilience.RejectedError`, the permits it took
+    here are refunded: the bucket's backlog rolls back by the call's cost (never below "now",
+    so time that already passed is not given back twice; other calls' permits are untouched),
+    and a warm-up limiter gets its stored tokens back. With a store this is one more round
+    trip. Failures, timeouts and a ``RejectedError`` raised by the protected function itself
+    keep the permit: the call did run.
+
     Memory: in-process keyed state holds at most ``max_keys`` buckets. A bucket that is full
     again (idle long enough) is dropped when room is needed; when every bucket is still active,
     a *new* key is denied (``retry_after`` = time until the first bucket can be dropped) and
@@ -966,13 +976,24 @@ class RateLimiter(Policy):
                         entry[0], entry[1], now, res.cost_time, res.taken, p
                     )
 
-    def _agive_back(self, res: _Reservation) -> None:
+    def _give_back_soon(self, res: _Reservation) -> None:
         """:meth:`_give_back` from async code: never awaited, never blocking the event loop."""
         if res.via_store:
             op = _RefundOp(self._store_key(res.key), res.cost_time, res.taken, self.params)
             apply_soon(self.store, op)  # on failure the slot simply stays consumed
             return
         self._give_back(res)
+
+    async def _agive_back(self, res: _Reservation) -> None:
+        """:meth:`_give_back`, awaiting the store's round trip when it is async."""
+        aapply = getattr(self.store, "aapply", None) if res.via_store else None
+        if aapply is None:
+            self._give_back(res)
+            return
+        try:
+            await aapply(_RefundOp(self._store_key(res.key), res.cost_time, res.taken, self.params))
+        except StoreError:
+            pass  # the slot simply stays consumed; the store is failing anyway
 
     def _max_wait(self) -> float:
         """``max_wait`` capped by the current deadline (never sleep past it)."""
@@ -1002,7 +1023,9 @@ class RateLimiter(Policy):
             if ra is not None
             else f"rate limiter {self.name!r}: rate is 0, every call is rejected"
         )
-        return RateLimitedError(msg, policy=self.name, retry_after=ra)
+        exc = RateLimitedError(msg, policy=self.name, retry_after=ra)
+        exc._chain = em.chain  # refusal(), inlined on this hot path
+        return exc
 
     def _waited(self, wait: float, em: Emitter) -> None:
         if em:
@@ -1106,9 +1129,21 @@ class RateLimiter(Policy):
         return await self._acquire_async(key, self._check_cost(cost), self._em)
 
     def _acquire_sync(self, key: str | None, cost: float, em: Emitter) -> Decision:
+        r = self._take_sync(key, cost, em)
+        return self._decision(r, 0.0 if r is None else r[1])
+
+    async def _acquire_async(self, key: str | None, cost: float, em: Emitter) -> Decision:
+        r = await self._take_async(key, cost, em)
+        return self._decision(r, 0.0 if r is None else r[1])
+
+    def _take_sync(
+        self, key: str | None, cost: float, em: Emitter
+    ) -> tuple[bool, float, float, float, int, float] | None:
+        """Take (waiting up to ``max_wait``) or raise: the admitted decision (``None``: failed
+        open), whose ``cost_time`` and ``taken`` are what a refund gives back."""
         r = self._decide(key, cost, self._max_wait(), em)
         if r is None:
-            return self._decision(r)
+            return r
         if not r[0]:
             raise self._rejected(r[1], em)
         wait = r[1]
@@ -1120,9 +1155,11 @@ class RateLimiter(Policy):
             except BaseException:
                 self._give_back(res)
                 raise
-        return self._decision(r, wait)
+        return r
 
-    async def _acquire_async(self, key: str | None, cost: float, em: Emitter) -> Decision:
+    async def _take_async(
+        self, key: str | None, cost: float, em: Emitter
+    ) -> tuple[bool, float, float, float, int, float] | None:
         mw = self._max_wait()
         r: tuple[bool, float, float, float, int, float] | None
         if self.store is None:
@@ -1130,7 +1167,7 @@ class RateLimiter(Policy):
         else:
             r = await self._avia_store(key, cost, mw, em)
         if r is None:
-            return self._decision(r)
+            return r
         if not r[0]:
             raise self._rejected(r[1], em)
         wait = r[1]
@@ -1140,23 +1177,36 @@ class RateLimiter(Policy):
             try:
                 await self._clock.asleep(wait)
             except BaseException:
-                self._agive_back(res)
+                self._give_back_soon(res)
                 raise
-        return self._decision(r, wait)
+        return r
 
     # -- policy wrappers ----------------------------------------------------------------------
     def _fast_path_ok(self) -> bool:
         return self.store is None and self._key is None and not self.max_wait
 
+    # A call refused by a policy inside this one (its own composition's RejectedError, see
+    # resilience._policy.own_refusal) never reached the protected function: its permit is given
+    # back (the pure refund(): the TAT rolls back by the call's cost_time, never below now, and
+    # warm-up's stored tokens come back), through the store in one round trip when shared.
+    # The except clauses cost nothing on the happy path.
     def _wrap_sync(self, fn: Callable[..., Any], em: Emitter) -> Callable[..., Any]:
+        chain = em.chain
+        give_back = self._give_back
         if not self._fast_path_ok():
             keyfn = self._key
-            acquire = self._acquire_sync
+            take = self._take_sync
+            via_store = self.store is not None
 
             def rate_limit_wrapper_slow(*args: Any, **kwargs: Any) -> Any:
                 key = None if keyfn is None else keyfn(*args, **kwargs)
-                acquire(key, 1.0, em)
-                return fn(*args, **kwargs)
+                r = take(key, 1.0, em)
+                try:
+                    return fn(*args, **kwargs)
+                except RejectedError as exc:
+                    if r is not None and own_refusal(exc, chain):
+                        give_back(_Reservation(key, r[2], r[3], via_store))
+                    raise
 
             return rate_limit_wrapper_slow
 
@@ -1169,7 +1219,8 @@ class RateLimiter(Policy):
         def rate_limit_wrapper(*args: Any, **kwargs: Any) -> Any:
             lock.acquire()
             try:
-                ok, tat, stored, wait, _ = step(self._tat, self._stored, monotonic(), 1, 0.0, p)
+                s0 = self._stored
+                ok, tat, stored, wait, ct = step(self._tat, s0, monotonic(), 1, 0.0, p)
                 if ok:
                     self._tat = tat
                     self._stored = stored
@@ -1177,21 +1228,34 @@ class RateLimiter(Policy):
                 lock.release()
             if not ok:
                 raise rejected(wait, em)
-            return fn(*args, **kwargs)
+            try:
+                return fn(*args, **kwargs)
+            except RejectedError as exc:
+                if own_refusal(exc, chain):
+                    give_back(_Reservation(None, ct, s0 - stored, False))
+                raise
 
         return rate_limit_wrapper
 
     def _wrap_async(
         self, fn: Callable[..., Awaitable[Any]], em: Emitter
     ) -> Callable[..., Awaitable[Any]]:
+        chain = em.chain
         if not self._fast_path_ok():
             keyfn = self._key
-            acquire = self._acquire_async
+            take = self._take_async
+            agive_back = self._agive_back
+            via_store = self.store is not None
 
             async def rate_limit_wrapper_slow(*args: Any, **kwargs: Any) -> Any:
                 key = None if keyfn is None else keyfn(*args, **kwargs)
-                await acquire(key, 1.0, em)
-                return await fn(*args, **kwargs)
+                r = await take(key, 1.0, em)
+                try:
+                    return await fn(*args, **kwargs)
+                except RejectedError as exc:
+                    if r is not None and own_refusal(exc, chain):
+                        await agive_back(_Reservation(key, r[2], r[3], via_store))
+                    raise
 
             return rate_limit_wrapper_slow
 
@@ -1200,11 +1264,13 @@ class RateLimiter(Policy):
         p = self.params
         rejected = self._rejected
         step = transition
+        give_back = self._give_back
 
         async def rate_limit_wrapper(*args: Any, **kwargs: Any) -> Any:
             lock.acquire()
             try:
-                ok, tat, stored, wait, _ = step(self._tat, self._stored, monotonic(), 1, 0.0, p)
+                s0 = self._stored
+                ok, tat, stored, wait, ct = step(self._tat, s0, monotonic(), 1, 0.0, p)
                 if ok:
                     self._tat = tat
                     self._stored = stored
@@ -1212,6 +1278,11 @@ class RateLimiter(Policy):
                 lock.release()
             if not ok:
                 raise rejected(wait, em)
-            return await fn(*args, **kwargs)
+            try:
+                return await fn(*args, **kwargs)
+            except RejectedError as exc:
+                if own_refusal(exc, chain):
+                    give_back(_Reservation(None, ct, s0 - stored, False))
+                raise
 
         return rate_limit_wrapper

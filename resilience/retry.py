@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import math
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Any
+from typing import Any, cast
 
 from ._clock import Clock, RandomLike, resolve_clock, resolve_random
 from ._deadline import _DEADLINE
-from ._policy import Emitter, Policy
+from ._policy import Emitter, Policy, own_refusal, spent
 from ._types import (
     Duration,
     ExceptionSpec,
@@ -19,7 +19,7 @@ from ._types import (
 )
 from .backoff import Backoff, exponential
 from .budget import Budget
-from .errors import ConfigurationError
+from .errors import ConfigurationError, RejectedError
 from .events import Listener, RetriesExhausted, RetryScheduled, error_type
 
 __all__ = ["Retry", "attach_retry_after", "retry_after_attribute"]
@@ -91,6 +91,14 @@ class Retry(Policy):
     number (a negative number means "do not retry"), else the ``backoff``'s; it never crosses
     the deadline or ``max_elapsed``: a retry that would is not attempted.
 
+    An attempt refused by a policy inside the retry (an inner rate limiter, bulkhead or breaker
+    raising :class:`resilience.RejectedError`) never reached the dependency: it is retried
+    only if ``on`` matches it, but the ``budget`` does not learn from it (no failure is
+    recorded, and a :class:`resilience.RetryBudget` gets back the retry it took, or the call's
+    deposit when no attempt of the call reached the dependency). A refusal that ends a call
+    after an earlier attempt did reach the dependency is that call's outcome: outer policies
+    treat it as an ordinary exception (outer rate limiters keep their permits).
+
     Args:
         on: exception type(s) or predicate deciding which exceptions are retried.
         attempts: total attempts including the first (>= 1).
@@ -157,6 +165,7 @@ class Retry(Policy):
                 f"budget must be a RetryBudget or RetryThrottle, got {budget!r}"
             )
         self.budget = budget
+        self._refund: Callable[..., None] | None = getattr(budget, "refund", None)
         self._on_result = None if on_result is None else result_predicate(on_result, "on_result")
         if retry_after is not None and not callable(retry_after):
             raise ConfigurationError(f"retry_after must be a callable or None, got {retry_after!r}")
@@ -255,6 +264,7 @@ class Retry(Policy):
         timed = self.max_elapsed is not None
         clock = self._clock
         slow = self._sync_slow
+        chain = em.chain
 
         def retry_wrapper(*args: Any, **kwargs: Any) -> Any:
             start = clock.monotonic() if timed else 0.0
@@ -263,7 +273,7 @@ class Retry(Policy):
             try:
                 result = fn(*args, **kwargs)
             except Exception as exc:
-                if budget is not None:
+                if budget is not None and not own_refusal(exc, chain):
                     budget.record(False)
                 first: BaseException | None = exc
                 result = None
@@ -289,6 +299,12 @@ class Retry(Policy):
     ) -> Any:
         on_result = self._on_result
         budget = self.budget
+        refund = self._refund
+        chain = em.chain
+        # own_refusal() of the latest attempt, inlined in this loop; ran: an attempt reached
+        # the dependency
+        refused = isinstance(exc, RejectedError) and exc._chain is chain and chain is not None
+        ran = not refused
         sleep = self._clock.sleep
         attempt = 1
         delay: float | None = None
@@ -296,6 +312,11 @@ class Retry(Policy):
             delay = self._next_delay(exc, result, attempt, start, delay, em)
             if delay is None:
                 if exc is not None:
+                    if refused:
+                        if ran:
+                            spent(cast(RejectedError, exc))
+                        elif refund is not None:
+                            refund(retry=False)  # no attempt reached the dependency
                     raise exc
                 return result
             if delay > 0:
@@ -304,11 +325,18 @@ class Retry(Policy):
             try:
                 result = fn(*args, **kwargs)
             except Exception as e:
-                if budget is not None:
-                    budget.record(False)
+                refused = isinstance(e, RejectedError) and e._chain is chain and chain is not None
+                if refused:
+                    if refund is not None:
+                        refund(retry=True)  # this retry never reached the dependency
+                else:
+                    ran = True
+                    if budget is not None:
+                        budget.record(False)
                 exc, result = e, None
             else:
                 exc = None
+                ran = True
                 if on_result is None or not on_result(result):
                     if budget is not None:
                         budget.record(True)
@@ -323,6 +351,7 @@ class Retry(Policy):
         timed = self.max_elapsed is not None
         clock = self._clock
         slow = self._async_slow
+        chain = em.chain
 
         async def retry_wrapper(*args: Any, **kwargs: Any) -> Any:
             start = clock.monotonic() if timed else 0.0
@@ -331,7 +360,7 @@ class Retry(Policy):
             try:
                 result = await fn(*args, **kwargs)
             except Exception as exc:
-                if budget is not None:
+                if budget is not None and not own_refusal(exc, chain):
                     budget.record(False)
                 first: BaseException | None = exc
                 result = None
@@ -357,6 +386,12 @@ class Retry(Policy):
     ) -> Any:
         on_result = self._on_result
         budget = self.budget
+        refund = self._refund
+        chain = em.chain
+        # own_refusal() of the latest attempt, inlined in this loop; ran: an attempt reached
+        # the dependency
+        refused = isinstance(exc, RejectedError) and exc._chain is chain and chain is not None
+        ran = not refused
         asleep = self._clock.asleep
         attempt = 1
         delay: float | None = None
@@ -364,6 +399,11 @@ class Retry(Policy):
             delay = self._next_delay(exc, result, attempt, start, delay, em)
             if delay is None:
                 if exc is not None:
+                    if refused:
+                        if ran:
+                            spent(cast(RejectedError, exc))
+                        elif refund is not None:
+                            refund(retry=False)  # no attempt reached the dependency
                     raise exc
                 return result
             if delay > 0:
@@ -372,11 +412,18 @@ class Retry(Policy):
             try:
                 result = await fn(*args, **kwargs)
             except Exception as e:
-                if budget is not None:
-                    budget.record(False)
+                refused = isinstance(e, RejectedError) and e._chain is chain and chain is not None
+                if refused:
+                    if refund is not None:
+                        refund(retry=True)  # this retry never reached the dependency
+                else:
+                    ran = True
+                    if budget is not None:
+                        budget.record(False)
                 exc, result = e, None
             else:
                 exc = None
+                ran = True
                 if on_result is None or not on_result(result):
                     if budget is not None:
                         budget.record(True)
