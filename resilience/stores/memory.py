@@ -8,7 +8,7 @@ from typing import Any, Literal, TypeVar
 from .._clock import Clock, resolve_clock
 from .._types import positive_int
 from ..errors import ConfigurationError
-from .base import StoreFullError, StoreOp
+from .base import StoreFullError, StoreOp, ttl_us
 
 R = TypeVar("R")
 
@@ -20,8 +20,10 @@ _NO_EXPIRY = float("inf")
 class MemoryStore:
     """A bounded in-process store (the default for every policy).
 
-    Entries expire after the TTL their operation gives them; expired entries are dropped when
-    touched and swept when the store is full. With ``max_entries`` live entries, a *new* key is
+    Entries expire after the TTL their operation gives them, decided in whole microseconds
+    exactly like the Redis store (:func:`~resilience.stores.base.ttl_us`: rounded up, so an entry
+    never expires before its logical end); expired entries are dropped when touched and swept
+    when the store is full. With ``max_entries`` live entries, a *new* key is
     refused with :class:`~resilience.stores.StoreFullError` (``on_full="deny_new"``, the default:
     an attacker rotating keys cannot evict active users' state) or evicts the least recently
     created entry (``on_full="evict_oldest"``).
@@ -52,7 +54,7 @@ class MemoryStore:
             )
         self.on_full = on_full
         self.clock = resolve_clock(clock)
-        self._data: dict[str, tuple[Any, float]] = {}
+        self._data: dict[str, tuple[Any, float]] = {}  # state, expiry (µs of the clock)
         self._lock = threading.Lock()
         self._last_sweep = float("-inf")
 
@@ -60,7 +62,8 @@ class MemoryStore:
         return len(self._data)
 
     def _sweep(self, now: float) -> None:
-        dead = [k for k, (_, exp) in self._data.items() if exp <= now]
+        now_us = round(now * 1_000_000)
+        dead = [k for k, (_, exp) in self._data.items() if exp <= now_us]
         for k in dead:
             del self._data[k]
         self._last_sweep = now
@@ -78,8 +81,9 @@ class MemoryStore:
     def _apply_locked(self, op: StoreOp[R], now: float) -> R:
         data = self._data
         key = op.key
+        now_us = round(now * 1_000_000)  # the instant the Redis store sends its scripts
         entry = data.get(key)
-        if entry is not None and entry[1] <= now:
+        if entry is not None and entry[1] <= now_us:
             del data[key]
             entry = None
         if entry is None:
@@ -92,7 +96,7 @@ class MemoryStore:
                 del data[key]
             return result
         if ttl is not None:
-            expires = now + ttl
+            expires = _NO_EXPIRY if ttl == _NO_EXPIRY else now_us + ttl_us(ttl)
         if entry is None and len(data) >= self.max_entries:
             self._sweep(now)
             if len(data) >= self.max_entries:
@@ -108,7 +112,7 @@ class MemoryStore:
         """The live state of ``key`` (for tests and snapshots)."""
         with self._lock:
             entry = self._data.get(key)
-            if entry is None or entry[1] <= self.clock.monotonic():
+            if entry is None or entry[1] <= round(self.clock.monotonic() * 1_000_000):
                 return None
             return entry[0]
 
