@@ -338,7 +338,7 @@ local function status(tat, stored)
   return 0, backlog
 end
 local function save(tat, stored, ttl)
-  local ttl_us = math.ceil(ttl * 1000000)
+  local ttl_us = math.ceil(ttl * 1000000 - 0.001)  -- stores.base.ttl_us
   redis.call('SET', KEYS[1], struct.pack('<ddd', tat, stored, now_u + ttl_us),
              'PX', math.max(1, math.min(1e13, math.ceil(ttl_us / 1000))))
 end
@@ -481,7 +481,7 @@ if ok or present then
   if max_tokens ~= 0 then ttl = at + (max_tokens - as) * cooldown end
   ttl = ttl - now
   if ttl > 0 then
-    local ttl_us = math.ceil(ttl * 1000000)
+    local ttl_us = math.ceil(ttl * 1000000 - 0.001)  -- stores.base.ttl_us
     redis.call('SET', KEYS[1], struct.pack('<ddd', at, as, now_u + ttl_us),
                'PX', math.max(1, math.min(1e13, math.ceil(ttl_us / 1000))))
   elseif present then

@@ -136,9 +136,9 @@ def test_refusing_new_keys_does_not_scan_the_store_each_time(
     scans: list[int] = []
     original = store._scan
 
-    def counting(now: float) -> None:
+    def counting(now_us: int) -> None:
         scans.append(len(store))
-        original(now)
+        original(now_us)
 
     monkeypatch.setattr(store, "_scan", counting)
     for i in range(1000):

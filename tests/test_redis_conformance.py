@@ -12,7 +12,7 @@ from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from resilience import backoff
@@ -338,6 +338,26 @@ RATELIMIT_SCENARIOS: dict[str, list[Step]] = {
         0.125,
         take(BASIC, cost=0.5),
     ],
+    # One key, two parameter sets: the second take sees whether the first state expired. It
+    # expires exactly at its logical end (fresh_at), never before, on every store, even when the
+    # end is a float like 1000.1 + 0.1 or 0.3 s and the clock gets there in several steps.
+    "expiry-boundary-one-key-two-limits": [
+        take(PACED, 0.5, key="rl:a"),
+        0.1,  # exactly the end: a fresh (cold) bucket
+        take(WARM, 0.5, key="rl:a"),
+        take(PACED, 0.5, key="rl:b"),
+        0.099999,  # 1 µs before the end: the live (warm) state
+        take(WARM, 0.5, key="rl:b"),
+        take(PACED, 0.5, key="rl:c"),
+        0.05,
+        0.05,
+        take(WARM, 0.5, key="rl:c"),
+        take(BASIC, 3, key="rl:d"),  # 0.3 s of backlog
+        0.1,
+        0.1,
+        0.1,
+        take(WARM, 0.5, key="rl:d"),
+    ],
 }
 
 
@@ -361,6 +381,12 @@ def test_ratelimit_reference_is_meaningful() -> None:
     res = expected(RATELIMIT_SCENARIOS["gcra-burst-deny-refill"])
     assert [r[0] for r in res] == [True, True, True, False, False, True, False, True, True, False]
     assert res[3][1] == 0.1  # exact retry_after
+
+
+def test_expiry_boundary_scenario_is_meaningful() -> None:
+    res = expected(RATELIMIT_SCENARIOS["expiry-boundary-one-key-two-limits"])
+    # the WARM takes: a fresh bucket is cold and spends half a stored token, a live one has none
+    assert [res[i][3] for i in (1, 3, 5, 7)] == [0.5, 0.0, 0.5, 0.5]
 
 
 def test_warm_up_burst_scenario_is_meaningful() -> None:
@@ -418,6 +444,7 @@ ratelimit_step = st.one_of(
     suppress_health_check=[HealthCheck.function_scoped_fixture],
 )
 @given(steps=st.lists(ratelimit_step, max_size=30))
+@example(steps=[take(PACED, 0.5, key="rl:a"), 0.1, take(WARM, 0.5, key="rl:a")])
 def test_random_ratelimit_sequences_conform(redis_server: RedisServer, steps: list[Step]) -> None:
     clock = FakeClock(start=1000.0)
     store = RedisStore.from_url(

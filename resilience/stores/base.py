@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from typing import Any, Protocol, TypeVar, runtime_checkable
 
@@ -10,7 +11,23 @@ from ..errors import StoreError
 R = TypeVar("R")
 R_co = TypeVar("R_co", covariant=True)
 
-__all__ = ["AsyncStore", "Store", "StoreFullError", "StoreOp"]
+__all__ = ["AsyncStore", "Store", "StoreFullError", "StoreOp", "ttl_us"]
+
+
+def ttl_us(ttl: float) -> int:
+    """A TTL in whole microseconds, the unit every store decides expiry in.
+
+    Rounded *up*, so an entry never expires before its logical end, but float noise below a
+    nanosecond (the rate limiter's ``EPS``) does not count: ``0.3`` s is 300000 µs, not 300001
+    (``0.3 * 1e6`` is ``300000.00000000006``). An entry written at ``now_us`` with ``ttl`` is
+    live while the clock reads less than ``now_us + ttl_us(ttl)``; the Lua twins compute
+    ``math.ceil(ttl * 1000000 - 0.001)`` for the same number.
+
+    Example:
+        >>> ttl_us(0.3), ttl_us(0.1000000000000227), ttl_us(0.0000015), ttl_us(2.5e-10)
+        (300000, 100000, 2, 0)
+    """
+    return math.ceil(ttl * 1_000_000 - 0.001)
 
 
 class StoreFullError(StoreError):

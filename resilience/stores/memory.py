@@ -9,7 +9,7 @@ from typing import Any, Literal, TypeVar
 from .._clock import Clock, resolve_clock
 from .._types import positive_int
 from ..errors import ConfigurationError
-from .base import StoreFullError, StoreOp
+from .base import StoreFullError, StoreOp, ttl_us
 
 R = TypeVar("R")
 
@@ -29,8 +29,10 @@ def _pins(cls: type) -> bool:
 class MemoryStore:
     """A bounded in-process store (the default for every policy).
 
-    Entries expire after the TTL their operation gives them; an expired entry is dropped when
-    touched, or when room is needed. With ``max_entries`` live entries, a *new* key is either
+    Entries expire after the TTL their operation gives them, decided in whole microseconds
+    exactly like the Redis store (:func:`~resilience.stores.base.ttl_us`: rounded up, so an entry
+    never expires before its logical end); an expired entry is dropped when touched, or when
+    room is needed. With ``max_entries`` live entries, a *new* key is either
     refused with :class:`~resilience.stores.StoreFullError` (``on_full="deny_new"``, the default
     for state such as limiter buckets: an attacker rotating keys cannot reset active users'
     state) or makes room by evicting the entry whose expiry was set longest ago
@@ -78,7 +80,7 @@ class MemoryStore:
             )
         self.on_full = on_full
         self.clock = resolve_clock(clock)
-        self._data: dict[str, tuple[Any, float]] = {}
+        self._data: dict[str, tuple[Any, float]] = {}  # state, expiry (µs of the clock)
         # the evictable keys in the order their expiry was last set (a pinned key is absent)
         self._order: OrderedDict[str, None] = OrderedDict()
         self._full_inserts = 0  # insertions into a full store since the last scan
@@ -94,29 +96,29 @@ class MemoryStore:
         del self._data[key]
         self._order.pop(key, None)
 
-    def _drop_expired_fronts(self, now: float) -> None:
+    def _drop_expired_fronts(self, now_us: int) -> None:
         data, order = self._data, self._order
         while order:
             key = next(iter(order))
-            if data[key][1] > now:
+            if data[key][1] > now_us:
                 break
             order.popitem(last=False)
             del data[key]
 
-    def _scan(self, now: float) -> None:
+    def _scan(self, now_us: int) -> None:
         """Drop every expired entry (O(n); at most once per ``max_entries`` full insertions)."""
         self._full_inserts = 0
-        for key in [k for k, (_, exp) in self._data.items() if exp <= now]:
+        for key in [k for k, (_, exp) in self._data.items() if exp <= now_us]:
             self._drop(key)
 
-    def _make_room(self, now: float, op: Any) -> None:
+    def _make_room(self, now_us: int, op: Any) -> None:
         data, cap = self._data, self.max_entries
-        self._drop_expired_fronts(now)
+        self._drop_expired_fronts(now_us)
         if len(data) < cap:
             return
         self._full_inserts += 1
         if self._full_inserts >= cap:
-            self._scan(now)
+            self._scan(now_us)
             if len(data) < cap:
                 return
         if self.on_full == "evict_oldest" and self._order:
@@ -147,7 +149,8 @@ class MemoryStore:
         data = self._data
         key = op.key
         entry = data.get(key)
-        if entry is not None and entry[1] <= now:
+        now_us = round(now * 1_000_000)  # the instant the Redis store sends its scripts
+        if entry is not None and entry[1] <= now_us:
             self._drop(key)
             entry = None
         if entry is None:
@@ -161,13 +164,13 @@ class MemoryStore:
             return result
         if entry is None:
             if len(data) >= self.max_entries:
-                self._make_room(now, op)
+                self._make_room(now_us, op)
         elif ttl is None:  # the same expiry: the entry keeps its place (and its pin)
             if new_state is not state:
                 data[key] = (new_state, expires)
             return result
         if ttl is not None:
-            expires = now + ttl
+            expires = _NO_EXPIRY if ttl == _NO_EXPIRY else now_us + ttl_us(ttl)
         data[key] = (new_state, expires)
         order = self._order
         cls = type(op)
@@ -184,7 +187,7 @@ class MemoryStore:
         """The live state of ``key`` (for tests and snapshots)."""
         with self._lock:
             entry = self._data.get(key)
-            if entry is None or entry[1] <= self.clock.monotonic():
+            if entry is None or entry[1] <= round(self.clock.monotonic() * 1_000_000):
                 return None
             return entry[0]
 
