@@ -6,9 +6,14 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 from resilience._clock import Clock, resolve_clock
-from resilience._deadline import deadline_scope
+from resilience._deadline import (
+    DEFAULT_MAX_DEADLINE,
+    check_max_deadline,
+    clamp_inbound,
+    deadline_scope,
+)
 from resilience._policy import Policy
-from resilience._types import Duration, header_names, optional_seconds
+from resilience._types import Duration, header_names
 from resilience.errors import ConfigurationError
 
 from ._common import (
@@ -28,8 +33,6 @@ from ._common import (
 __all__ = ["ResilienceMiddleware", "ServerErrorResponse"]
 
 _MAX_OPERATIONS = 256
-#: Default ``max_deadline``: no client may set a deadline further away than five minutes.
-DEFAULT_MAX_DEADLINE = 300.0
 
 
 class ServerErrorResponse(Exception):
@@ -155,7 +158,7 @@ class ResilienceMiddleware:
             )
         if isinstance(deadline_headers, str):
             raise ConfigurationError("deadline_headers must be a sequence of header names")
-        self.max_deadline = optional_seconds(max_deadline, "max_deadline", allow_zero=False)
+        self.max_deadline = check_max_deadline(max_deadline)
         self.app = app
         self.pipeline = pipeline
         self._routes = RouteFilter(include, exclude, when)
@@ -209,8 +212,7 @@ class ResilienceMiddleware:
         if timeout is None:
             await self._handle(scope, receive, send)
             return
-        if self.max_deadline is not None and timeout > self.max_deadline:
-            timeout = self.max_deadline
+        timeout = clamp_inbound(timeout, self.max_deadline)
         if timeout <= 0:
             await send_problem(
                 send,
