@@ -117,6 +117,11 @@ class AsyncResilienceServerInterceptor(_ServerInterceptor):
     ``context.write`` inside the pipeline, so a bulkhead slot is held, a ``Timeout`` bounds and
     the breaker records the entire stream.
 
+    With an ``idempotency=`` *policy* on a streaming-response method, the policy's outcome is
+    the completed stream (its messages were written, not returned), so a duplicate of a
+    completed call does not run the handler: it ends ``OK`` with no messages and the trailing
+    metadata ``idempotent-replayed: true``, which tells it apart from an empty first run.
+
     Args:
         pipeline: a policy or :class:`resilience.Pipeline` (``None``: only deadline propagation).
         idempotency: an :class:`resilience.IdempotencyRecords`, or a policy composed innermost.
@@ -227,8 +232,7 @@ class AsyncResilienceServerInterceptor(_ServerInterceptor):
             tokens = await enter(context, streaming)
             try:
                 result = await run(request, _AsyncContextProxy(context, method))
-                if not streaming:
-                    mark_replayed(context)
+                mark_replayed(context)  # a stream's trailing metadata goes out after its messages
                 return result
             except Exception as exc:
                 return await _abort(context, exc)

@@ -485,6 +485,12 @@ class ResilienceServerInterceptor(_ServerInterceptor):
     ``scope=`` principal), a replay carries ``idempotent-replayed: true``, and a caller
     without a principal gets ``idempotency_key() is None`` (no deduplication). The handler
     itself runs outside that scope: idempotent functions it calls keep their own records.
+    On a streaming-response method the policy's outcome is the live response iterator (the
+    sync server streams after the pipeline returned), which no codec can store: the record is
+    *not retained* and a duplicate gets ``ABORTED``, never a replay, so there is no
+    ``idempotent-replayed`` marker to send. (Storing "completed" instead would be wrong: when
+    the policy records its outcome the rest of the stream has not run and may still fail.
+    The aio interceptor covers whole streams and does mark their replays.)
 
     Scope: by default :func:`default_principal`, the TLS peer identity, else a hash of the
     ``authorization`` metadata (never stored raw), else the peer address. Callers with no
