@@ -13,7 +13,7 @@ from contextlib import contextmanager
 from contextvars import ContextVar
 
 from ._clock import Clock, resolve_clock
-from ._types import Duration, seconds
+from ._types import Duration, optional_seconds, seconds
 
 __all__ = ["Deadline", "deadline", "deadline_scope", "remaining"]
 
@@ -60,6 +60,31 @@ class Deadline:
 #: overflow (grpcio treats a timeout above ~7e9 s as already expired, a sync socket raises
 #: ``OverflowError`` above ~1e10 s), so a far-off deadline is passed on as this.
 MAX_TIMEOUT = 1e8
+
+#: Default ``max_deadline`` of the server adapters (ASGI middleware, gRPC server interceptors):
+#: no client may set a deadline further away than five minutes.
+DEFAULT_MAX_DEADLINE = 300.0
+
+
+def check_max_deadline(value: Duration | None) -> float | None:
+    """Validate a server adapter's ``max_deadline=`` (seconds > 0, or ``None``: no clamp)."""
+    return optional_seconds(value, "max_deadline", allow_zero=False)
+
+
+def clamp_inbound(timeout: float, max_deadline: float | None) -> float:
+    """The timeout a server publishes for a client-chosen ``timeout``: at most ``max_deadline``.
+
+    The client picks its deadline, so a server adapter never lets it reach further than
+    ``max_deadline`` (a validated :func:`check_max_deadline` value; ``None``: unclamped).
+
+    Example:
+        >>> clamp_inbound(1e12, 300.0), clamp_inbound(2.5, 300.0), clamp_inbound(1e12, None)
+        (300.0, 2.5, 1000000000000.0)
+    """
+    if max_deadline is not None and timeout > max_deadline:
+        return max_deadline
+    return timeout
+
 
 _DEADLINE: ContextVar[Deadline | None] = ContextVar("resilience_deadline", default=None)
 

@@ -19,7 +19,8 @@ from interceptors.asgi import (
     ServerErrorResponse,
     TrustedProxies,
 )
-from interceptors.asgi._common import format_retry_after, parse_timeout
+from interceptors.asgi._common import format_retry_after, header, parse_timeout
+from resilience.testing import FakeClock
 
 from ._asgi_apps import FakeLimiter, Permits, Reject, TestApp
 from ._server import serve
@@ -283,7 +284,9 @@ def test_absurd_request_timeout_never_breaks_an_outbound_grpc_call(
     from .grpc_fixtures import UU, Script, start_sync_server
 
     script = Script()
-    server, port = start_sync_server(script, (ResilienceServerInterceptor(pipeline=None),))
+    # the payment server does not clamp, so it reports the deadline the call carried
+    payment = ResilienceServerInterceptor(pipeline=None, max_deadline=None)
+    server, port = start_sync_server(script, (payment,))
     breaker = rs.CircuitBreaker("payment", failure_count=3)
     client = AsyncResilienceClientInterceptor(pipeline=rs.Pipeline(breaker, grpc_retry()))
 
@@ -553,3 +556,71 @@ def test_problem_body_is_valid_json(guarded: httpx.Client) -> None:
     response = guarded.get("/hello", headers={"X-Request-Timeout": "0"})
     assert json.loads(response.content)["status"] == 504
     assert int(response.headers["content-length"]) == len(response.content)
+
+
+# -- an rs.Idempotent in the pipeline is scoped by caller --------------------------------------
+class Orders:
+    """An app creating orders; it calls its own idempotent ``ship`` (one record for everyone)."""
+
+    def __init__(self, clock: FakeClock) -> None:
+        self.runs = 0
+        self.shipped: list[str] = []
+        self.ship = rs.Idempotent(key=lambda order: order, clock=clock)(self.shipped.append)
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        self.runs += 1
+        self.ship("order-1")
+        body = b"order #%d" % self.runs
+        await send({"type": "http.response.start", "status": 201, "headers": []})
+        await send({"type": "http.response.body", "body": body})
+
+
+def _by_key(clock: FakeClock) -> rs.Idempotent:
+    def key(scope: Any, receive: Any, send: Any) -> str | None:
+        raw = header(scope, b"idempotency-key")
+        return None if raw is None else raw.decode()
+
+    return rs.Idempotent(key=key, fingerprint=None, clock=clock)
+
+
+def test_idempotent_in_the_pipeline_is_scoped_by_caller(clock: FakeClock) -> None:
+    orders = Orders(clock)
+    mw = ResilienceMiddleware(orders, pipeline=rs.Pipeline(rs.Timeout(10), _by_key(clock)))
+
+    def post(client: httpx.Client, who: str) -> httpx.Response:
+        headers = {"Idempotency-Key": "k", "Authorization": f"Bearer {who}"}
+        return client.post("/orders", headers=headers)
+
+    with serve(mw) as url, httpx.Client(base_url=url, timeout=10) as client:
+        first = post(client, "alice")
+        assert (first.status_code, first.content) == (201, b"order #1")
+        # the same key from another caller is its own record: bob's request runs
+        second = post(client, "bob")
+        assert (second.status_code, second.content) == (201, b"order #2")
+        # alice's duplicate does not run; the policy kept no response to replay: a 409 says so
+        dup = post(client, "alice")
+        assert (dup.status_code, dup.headers["idempotent-replayed"]) == (409, "true")
+        assert dup.json()["type"] == "urn:resilience:problem:idempotency#response-not-retained"
+    assert orders.runs == 2
+    assert orders.shipped == ["order-1"]  # the app's own records are not scoped by caller
+
+
+def test_idempotent_in_the_pipeline_scope_hook(clock: FakeClock) -> None:
+    orders = Orders(clock)
+
+    def tenant(scope: Any) -> str | None:
+        raw = header(scope, b"x-tenant")
+        return None if raw is None else raw.decode()
+
+    mw = ResilienceMiddleware(orders, pipeline=_by_key(clock), scope=tenant)
+    with serve(mw) as url, httpx.Client(base_url=url, timeout=10) as client:
+        acme = {"Idempotency-Key": "k", "X-Tenant": "acme"}
+        assert client.post("/", headers=acme).content == b"order #1"
+        same = client.post("/", headers={**acme, "Authorization": "Bearer other"})
+        assert same.status_code == 409  # the same tenant: the hook decides, a duplicate
+        assert orders.runs == 1
+        # no principal: never deduplicated, not even with itself
+        for n in (2, 3):
+            assert client.post("/", headers={"Idempotency-Key": "k"}).content == b"order #%d" % n
+    with pytest.raises(rs.ConfigurationError, match="scope"):
+        ResilienceMiddleware(orders, pipeline=_by_key(clock), scope="tenant")  # type: ignore[arg-type]

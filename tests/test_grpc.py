@@ -457,6 +457,99 @@ def test_deadline_propagates_from_client_timeout_through_a_relay(
     assert unbounded is None
 
 
+def clamp_relay(port_box: list[int], kind: str, seen: list[float | None]) -> Any:
+    """``/test.Proxy/Relay`` for a ``kind`` server: records ``rs.remaining()``, calls Unary."""
+
+    def relay(request: bytes, context: Any) -> bytes:
+        seen.append(rs.remaining())
+        interceptor = ResilienceClientInterceptor(pipeline=None)
+        with grpc.insecure_channel(f"127.0.0.1:{port_box[0]}") as raw:
+            ch: Any = grpc.intercept_channel(raw, interceptor)
+            return bytes(ch.unary_unary(UU)(request))
+
+    async def arelay(request: bytes, context: Any) -> bytes:
+        seen.append(rs.remaining())
+        interceptor = AsyncResilienceClientInterceptor(pipeline=None)
+        async with grpc.aio.insecure_channel(
+            f"127.0.0.1:{port_box[0]}", interceptors=interceptor.channel_interceptors()
+        ) as channel:
+            ch: Any = channel
+            return bytes(await ch.unary_unary(UU)(request))
+
+    handler = grpc.unary_unary_rpc_method_handler(relay if kind == "sync" else arelay)
+    return grpc.method_handlers_generic_handler("test.Proxy", {"Relay": handler})
+
+
+@pytest.mark.parametrize("kind", ["sync", "aio"])
+@pytest.mark.parametrize("max_deadline", [None, 2.0])  # None: the default (300 s)
+def test_server_clamps_a_client_chosen_deadline_to_max_deadline(
+    kind: str, script: Script, max_deadline: float | None
+) -> None:
+    """A client's absurd deadline (grpc-timeout ~27000H) is published as at most max_deadline."""
+    limit = 300.0 if max_deadline is None else max_deadline
+    kw: dict[str, Any] = {"pipeline": None}
+    if max_deadline is not None:
+        kw["max_deadline"] = max_deadline
+    seen: list[float | None] = []
+    box: list[int] = []
+
+    def calls(port: int) -> list[bytes]:
+        with grpc.insecure_channel(f"127.0.0.1:{port}") as plain:
+            ch: Any = plain
+            relay = ch.unary_unary("/test.Proxy/Relay")
+            # grpcio sends these as its largest grpc-timeout; the outbound call still works
+            out = [relay(b"far", timeout=t) for t in (1e8, 5e9)]
+            return [*out, relay(b"near", timeout=1.0), ch.unary_unary(UU)(b"none")]
+
+    if kind == "sync":
+        interceptor: Any = ResilienceServerInterceptor(**kw)
+        server, port = start_sync_server(script, (interceptor,), clamp_relay(box, kind, seen))
+        box.append(port)
+        try:
+            results = calls(port)
+        finally:
+            server.stop(None)
+    else:
+
+        async def main() -> list[bytes]:
+            interceptor = AsyncResilienceServerInterceptor(**kw)
+            server, port = await start_aio_server(
+                script, (interceptor,), clamp_relay(box, kind, seen)
+            )
+            box.append(port)
+            try:
+                return await asyncio.to_thread(calls, port)
+            finally:
+                await server.stop(None)
+
+        results = asyncio.run(main())
+    assert results == [b"re:far", b"re:far", b"re:near", b"re:none"]
+    far1, far2, near = seen
+    for left in (far1, far2):
+        assert left is not None
+        assert limit - 1.0 < left <= limit  # clamped, not ~9.7e7 s
+    assert near is not None
+    assert 0.0 < near <= 1.1  # a shorter deadline is the client's own
+    # the outbound calls carried the clamped deadline on (the same server published it again)
+    inner_far1, inner_far2, inner_near, unbounded = script.remaining
+    for left in (inner_far1, inner_far2):
+        assert left is not None
+        assert left <= limit
+    assert inner_near is not None
+    assert inner_near <= 1.1
+    assert unbounded is None  # no client deadline: still none
+
+
+@pytest.mark.parametrize("cls", [ResilienceServerInterceptor, AsyncResilienceServerInterceptor])
+def test_server_max_deadline_is_validated(cls: Any) -> None:
+    assert cls(pipeline=None).max_deadline == 300.0
+    assert cls(pipeline=None, max_deadline=None).max_deadline is None
+    assert cls(pipeline=None, max_deadline=0.5).max_deadline == 0.5
+    for bad in (0, -1, float("nan"), float("inf"), "300", True):
+        with pytest.raises(rs.ConfigurationError, match="max_deadline"):
+            cls(pipeline=None, max_deadline=bad)
+
+
 # -- server ------------------------------------------------------------------------------------
 class Gate(rs.Policy):
     """A tiny local policy: rejects with ``reject`` if set, records every outcome."""

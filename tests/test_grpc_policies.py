@@ -23,7 +23,7 @@ from resilience.idempotency import MAX_RESPONSE_BYTES, ClaimOp, CompleteOp
 from resilience.stores import MemoryStore
 from resilience.testing import FakeClock
 
-from .grpc_fixtures import US, Code, Fail, Script, start_aio_server, start_sync_server
+from .grpc_fixtures import SS, US, Code, Fail, Script, start_aio_server, start_sync_server
 from .test_grpc import EXPECTED, SHAPES, Client, call, trailer
 
 CHARGE, BATCH = "/test.Pay/Charge", "/test.Pay/Batch"
@@ -750,3 +750,39 @@ def test_server_bulkhead_answers_unavailable(kind: str, script: Script) -> None:
 
     serve(kind, script, {"pipeline": bulkhead}, body, extra=pay.handlers(kind))
     assert pay.executions == 2
+
+
+@pytest.mark.parametrize("shape", ["unary_stream", "stream_stream"])
+def test_idempotency_policy_on_a_response_stream_marks_the_replay(
+    kind: str, script: Script, clock: FakeClock, shape: str
+) -> None:
+    """aio replays a completed stream as an empty one, marked; sync cannot store a stream."""
+    alice = key("k", ("authorization", "Bearer alice"))
+    bob = key("k", ("authorization", "Bearer bob"))
+    policy = rs.Idempotent(
+        key=lambda request, context: idempotency_key(), fingerprint=None, clock=clock
+    )
+
+    def stream(ch: Any, md: Any) -> tuple[list[bytes], dict[str, Any]]:
+        if shape == "unary_stream":
+            call_ = ch.unary_stream(US)(b"a", metadata=md)
+        else:
+            call_ = ch.stream_stream(SS)(iter([b"a", b"b"]), metadata=md)
+        messages = list(call_)
+        assert call_.code() == Code.OK
+        return messages, dict(call_.trailing_metadata() or ())
+
+    def body(ch: Any) -> None:
+        assert stream(ch, alice) == (EXPECTED[shape], {})  # the first run: no marker
+        if kind == "aio":
+            # the handler does not run again: no messages, and the marker says why
+            assert stream(ch, alice) == ([], {REPLAYED_KEY: "true"})
+        else:
+            refused = status_of(lambda: stream(ch, alice))
+            assert refused.code() == Code.ABORTED
+            assert "not retained" in (refused.details() or "")
+            assert REPLAYED_KEY not in trailer(refused)
+        assert stream(ch, bob) == (EXPECTED[shape], {})  # another caller's record: it runs
+
+    serve(kind, script, {"pipeline": None, "idempotency": policy}, body)
+    assert script.calls == 2

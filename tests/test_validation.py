@@ -17,6 +17,7 @@ import resilience as rs
 from interceptors.asgi import IdempotencyMiddleware, RateLimitMiddleware, ResilienceMiddleware
 from interceptors.grpc import (
     AsyncResilienceClientInterceptor,
+    AsyncResilienceServerInterceptor,
     ResilienceClientInterceptor,
     ResilienceServerInterceptor,
     grpc_retry,
@@ -362,6 +363,8 @@ SWEEP: list[tuple[str, Factory, dict[str, list[Any]]]] = [
             "operation": [5],
             "failure_status": [5],
             "include": [["x"]],
+            "max_deadline": BAD_POSITIVE_DURATION,
+            "scope": [5, None],
         },
     ),
     (
@@ -383,7 +386,18 @@ SWEEP: list[tuple[str, Factory, dict[str, list[Any]]]] = [
     (
         "ResilienceServerInterceptor",
         lambda **kw: ResilienceServerInterceptor(**{"pipeline": None, **kw}),
-        {"idempotency_wait": BAD_DURATION, "idempotency": [5], "principal": [5], "pipeline": [5]},
+        {
+            "idempotency_wait": BAD_DURATION,
+            "idempotency": [5],
+            "principal": [5],
+            "pipeline": [5],
+            "max_deadline": BAD_POSITIVE_DURATION,
+        },
+    ),
+    (
+        "AsyncResilienceServerInterceptor",
+        lambda **kw: AsyncResilienceServerInterceptor(**{"pipeline": None, **kw}),
+        {"idempotency_wait": BAD_DURATION, "max_deadline": BAD_POSITIVE_DURATION},
     ),
     (
         "AsyncResilienceClientInterceptor",

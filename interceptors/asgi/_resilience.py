@@ -2,14 +2,21 @@
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 from resilience._clock import Clock, resolve_clock
-from resilience._deadline import deadline_scope
+from resilience._deadline import (
+    DEFAULT_MAX_DEADLINE,
+    check_max_deadline,
+    clamp_inbound,
+    deadline_scope,
+)
 from resilience._policy import Policy
-from resilience._types import Duration, header_names, optional_seconds
+from resilience._types import Duration, header_names
 from resilience.errors import ConfigurationError
+from resilience.idempotency import _CALLER, CallerScope
 
 from ._common import (
     PROBLEM_BASE,
@@ -24,12 +31,15 @@ from ._common import (
     parse_timeout,
     send_problem,
 )
+from ._idempotency import default_principal
 
 __all__ = ["ResilienceMiddleware", "ServerErrorResponse"]
 
 _MAX_OPERATIONS = 256
-#: Default ``max_deadline``: no client may set a deadline further away than five minutes.
-DEFAULT_MAX_DEADLINE = 300.0
+_NOT_REPLAYABLE = (
+    "a request with this idempotency key already completed; an Idempotent policy does not "
+    "store the response (IdempotencyMiddleware replays responses)"
+)
 
 
 class ServerErrorResponse(Exception):
@@ -69,10 +79,10 @@ class _Responder:
         await self.send(message)
 
 
-def _contains_retry(description: dict[str, Any]) -> bool:
-    if description.get("kind") == "retry":
+def _contains(description: dict[str, Any], kind: str) -> bool:
+    if description.get("kind") == kind:
         return True
-    return any(_contains_retry(p) for p in description.get("policies", ()))
+    return any(_contains(p, kind) for p in description.get("policies", ()))
 
 
 def _default_operation(scope: Scope) -> str:
@@ -109,6 +119,17 @@ class ResilienceMiddleware:
     Server pipelines must not contain a :class:`resilience.Retry`: a request body can only be
     read once and a response only sent once.
 
+    An :class:`resilience.Idempotent` in the pipeline is scoped by caller: it runs inside
+    :func:`resilience.idempotency.caller_scope` with the ``scope=`` principal (by default a hash
+    of the ``Authorization`` header, else the client address, as for
+    :class:`IdempotencyMiddleware`), so the same key sent by two callers names two records and
+    one caller's outcome is never replayed to another. A request whose ``scope`` is ``None`` is
+    not deduplicated (its records are its own). The app itself runs outside that scope:
+    idempotent functions it calls keep their own records. The policy stores the outcome of the
+    wrapped call, not the response, so a duplicate of a completed request is answered 409
+    ``…idempotency#response-not-retained`` with ``Idempotent-Replayed: true`` (the app does
+    not run); use :class:`IdempotencyMiddleware` to replay responses.
+
     Args:
         app: the ASGI application.
         pipeline: the policies (a :class:`resilience.Pipeline` or a single policy).
@@ -122,6 +143,9 @@ class ResilienceMiddleware:
         operation: maps the scope to the low-cardinality operation name in events (default:
             the HTTP method); at most 256 distinct names are kept, the rest share ``"HTTP"``.
         failure_status: which response statuses count as failures for the pipeline.
+        scope: ``callable(asgi_scope) -> str | None`` naming the caller an ``rs.Idempotent`` in
+            the pipeline is scoped to (default: the one :class:`IdempotencyMiddleware` uses);
+            only called when the pipeline contains one.
         clock: time source of the inbound deadline.
 
     Example:
@@ -142,26 +166,34 @@ class ResilienceMiddleware:
         operation: Callable[[Scope], str] | None = None,
         failure_status: Callable[[int], bool] | None = None,
         max_deadline: Duration | None = DEFAULT_MAX_DEADLINE,
+        scope: Callable[[Scope], str | None] = default_principal,
         clock: Clock | None = None,
     ) -> None:
         if not isinstance(pipeline, Policy):
             raise ConfigurationError(
                 f"pipeline must be a resilience policy or Pipeline, got {pipeline!r}"
             )
-        if _contains_retry(pipeline.describe()):
+        description = pipeline.describe()
+        if _contains(description, "retry"):
             raise ConfigurationError(
                 "a server pipeline cannot contain a Retry: the request body is read once and "
                 "the response sent once; retry on the client side instead"
             )
         if isinstance(deadline_headers, str):
             raise ConfigurationError("deadline_headers must be a sequence of header names")
-        self.max_deadline = optional_seconds(max_deadline, "max_deadline", allow_zero=False)
+        self.max_deadline = check_max_deadline(max_deadline)
         self.app = app
         self.pipeline = pipeline
         self._routes = RouteFilter(include, exclude, when)
         self._all_routes = self._routes.everything
         header_names(deadline_headers, "deadline_headers")  # validates; the order is kept
         self._deadline_headers = tuple(h.lower().encode("latin-1") for h in deadline_headers)
+        if not callable(scope):
+            raise ConfigurationError(
+                f"scope must be a callable(asgi_scope) -> str | None, got {scope!r}"
+            )
+        self.scope_fn = scope
+        self._scoped = _contains(description, "idempotency")
         for fn, what in ((operation, "operation"), (failure_status, "failure_status")):
             if fn is not None and not callable(fn):
                 raise ConfigurationError(f"{what} must be a callable or None, got {fn!r}")
@@ -183,7 +215,13 @@ class ResilienceMiddleware:
         failed = self._failure_status
 
         async def run(scope: Scope, receive: Receive, responder: _Responder) -> None:
-            await app(scope, receive, responder)
+            # the caller's scope is for the pipeline's Idempotent, not for the app's own records
+            token = None if _CALLER.get() is None else _CALLER.set(None)
+            try:
+                await app(scope, receive, responder)
+            finally:
+                if token is not None:
+                    _CALLER.reset(token)
             if responder.started and failed(responder.status):
                 raise ServerErrorResponse(responder.status)
 
@@ -209,8 +247,7 @@ class ResilienceMiddleware:
         if timeout is None:
             await self._handle(scope, receive, send)
             return
-        if self.max_deadline is not None and timeout > self.max_deadline:
-            timeout = self.max_deadline
+        timeout = clamp_inbound(timeout, self.max_deadline)
         if timeout <= 0:
             await send_problem(
                 send,
@@ -223,10 +260,32 @@ class ResilienceMiddleware:
         with deadline_scope(timeout, clock=self._clock):
             await self._handle(scope, receive, send)
 
+    def _caller(self, scope: Scope) -> CallerScope:
+        """The caller scope of an ``rs.Idempotent`` in the pipeline (own one without principal)."""
+        principal: object = self.scope_fn(scope)
+        if principal is None:  # not deduplicated: a scope no other request shares
+            return CallerScope("\x00request:" + uuid.uuid4().hex)
+        if not isinstance(principal, str) or not principal:
+            raise ConfigurationError(
+                f"scope must return a non-empty str or None, got {principal!r}"
+            )
+        return CallerScope(principal)
+
     async def _handle(self, scope: Scope, receive: Receive, send: Send) -> None:
         responder = _Responder(send)
+        caller = self._caller(scope) if self._scoped else None
+        token = None if caller is None else _CALLER.set(caller)
         try:
             await self._guarded(self._operation(scope))(scope, receive, responder)
+            if caller is not None and caller.replayed and not responder.started:
+                await send_problem(
+                    send,
+                    409,
+                    "Response not retained",
+                    type_=PROBLEM_BASE + "idempotency#response-not-retained",
+                    detail=_NOT_REPLAYABLE,
+                    headers=[(b"idempotent-replayed", b"true")],
+                )
         except ServerErrorResponse:
             if not responder.started:  # pragma: no cover - raised only after a start
                 raise
@@ -240,3 +299,6 @@ class ResilienceMiddleware:
             await send_problem(
                 send, status, title, type_=type_, detail=str(exc) or None, headers=headers
             )
+        finally:
+            if token is not None:
+                _CALLER.reset(token)

@@ -11,6 +11,7 @@ from grpc import aio
 
 import resilience as rs
 from resilience._clock import Clock, resolve_clock
+from resilience._deadline import DEFAULT_MAX_DEADLINE, check_max_deadline
 from resilience._types import Duration
 from resilience.idempotency import _CALLER, IdempotencyRecords
 
@@ -116,6 +117,11 @@ class AsyncResilienceServerInterceptor(_ServerInterceptor):
     ``context.write`` inside the pipeline, so a bulkhead slot is held, a ``Timeout`` bounds and
     the breaker records the entire stream.
 
+    With an ``idempotency=`` *policy* on a streaming-response method, the policy's outcome is
+    the completed stream (its messages were written, not returned), so a duplicate of a
+    completed call does not run the handler: it ends ``OK`` with no messages and the trailing
+    metadata ``idempotent-replayed: true``, which tells it apart from an empty first run.
+
     Args:
         pipeline: a policy or :class:`resilience.Pipeline` (``None``: only deadline propagation).
         idempotency: an :class:`resilience.IdempotencyRecords`, or a policy composed innermost.
@@ -124,6 +130,8 @@ class AsyncResilienceServerInterceptor(_ServerInterceptor):
         scope: ``callable(context) -> str | None`` scoping the idempotency records to the
             caller (default :func:`~interceptors.grpc.default_principal`), for both spellings.
         principal: the older name of ``scope``.
+        max_deadline: the furthest inbound deadline honoured, in seconds (default 300; ``None``:
+            no clamp), as for :class:`~interceptors.grpc.ResilienceServerInterceptor`.
         clock: time source for the published deadline.
 
     Example:
@@ -141,9 +149,11 @@ class AsyncResilienceServerInterceptor(_ServerInterceptor):
         idempotency_wait: Duration = 0.0,
         scope: Callable[[Any], str | None] | None = None,
         principal: Callable[[Any], str | None] | None = None,
+        max_deadline: Duration | None = DEFAULT_MAX_DEADLINE,
         clock: Clock | None = None,
     ) -> None:
         self.pipeline = check_pipeline(pipeline)
+        self.max_deadline = check_max_deadline(max_deadline)
         self._idem = IdempotencyConfig(
             idempotency, idempotency_required, idempotency_wait, principal, scope
         )
@@ -200,13 +210,15 @@ class AsyncResilienceServerInterceptor(_ServerInterceptor):
     async def _enter(self, context: Any, streaming: bool) -> tuple[Any, Any, Any, Any]:
         idem = self._idem
         if streaming and idem.records is not None:
-            tokens = enter_scope(context, self._clock, False, False)
+            tokens = enter_scope(context, self._clock, False, False, None, self.max_deadline)
             error = refuse_key(context)
             if error is not None:
                 exit_scope(tokens)
                 await context.abort(grpc.StatusCode.INVALID_ARGUMENT, error)
             return tokens
-        tokens = enter_scope(context, self._clock, idem.enabled, idem.required, idem.scope_hook)
+        tokens = enter_scope(
+            context, self._clock, idem.enabled, idem.required, idem.scope_hook, self.max_deadline
+        )
         if tokens[3] is not None:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, tokens[3])
         return tokens
@@ -220,8 +232,7 @@ class AsyncResilienceServerInterceptor(_ServerInterceptor):
             tokens = await enter(context, streaming)
             try:
                 result = await run(request, _AsyncContextProxy(context, method))
-                if not streaming:
-                    mark_replayed(context)
+                mark_replayed(context)  # a stream's trailing metadata goes out after its messages
                 return result
             except Exception as exc:
                 return await _abort(context, exc)

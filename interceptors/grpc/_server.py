@@ -11,7 +11,13 @@ import grpc
 
 import resilience as rs
 from resilience._clock import Clock, resolve_clock
-from resilience._deadline import _DEADLINE, tighter
+from resilience._deadline import (
+    _DEADLINE,
+    DEFAULT_MAX_DEADLINE,
+    check_max_deadline,
+    clamp_inbound,
+    tighter,
+)
 from resilience._types import Duration, seconds
 from resilience.errors import ConfigurationError, RejectedError
 from resilience.idempotency import _CALLER, BufferBudget, CallerScope, IdempotencyRecords
@@ -227,12 +233,16 @@ def compose_pipeline(pipeline: rs.Policy | None, idempotency: rs.Policy | None) 
     return rs.Pipeline(pipeline, idempotency, name=pipeline.name)
 
 
-def deadline_token(context: Any, clock: Clock) -> Any:
-    """Publish the inbound deadline (``context.time_remaining()``); a reset token or ``None``."""
+def deadline_token(context: Any, clock: Clock, max_deadline: float | None = None) -> Any:
+    """Publish the inbound deadline (``context.time_remaining()``, clamped to ``max_deadline``).
+
+    Returns a reset token, or ``None`` when the client set no deadline.
+    """
     left = context.time_remaining()
     if left is None or left > _NO_DEADLINE:
         return None
-    return _DEADLINE.set(tighter(clock.monotonic() + max(0.0, left), clock))
+    left = clamp_inbound(max(0.0, left), max_deadline)
+    return _DEADLINE.set(tighter(clock.monotonic() + left, clock))
 
 
 def key_check(context: Any, required: bool) -> tuple[str | None, str | None]:
@@ -257,6 +267,7 @@ def enter_scope(
     idempotency: bool,
     required: bool,
     scope_of: Callable[[Any], str | None] | None = None,
+    max_deadline: float | None = None,
 ) -> tuple[Any, Any, Any, str | None]:
     """Publish the deadline and the idempotency key: (tokens..., error message or None).
 
@@ -264,7 +275,7 @@ def enter_scope(
     caller's :class:`~resilience.idempotency.CallerScope`, so the policy's records are the
     caller's own; a caller without a principal gets no key (the policy does not deduplicate).
     """
-    dl = deadline_token(context, clock)
+    dl = deadline_token(context, clock, max_deadline)
     if not idempotency:
         return dl, None, None, None
     key, error = key_check(context, required)
@@ -427,7 +438,9 @@ class ResilienceServerInterceptor(_ServerInterceptor):
 
     * publishes the client's deadline (``context.time_remaining()``) as the handler's deadline,
       so ``resilience.remaining()`` and outbound calls through
-      :class:`ResilienceClientInterceptor` see it (deadline propagation);
+      :class:`ResilienceClientInterceptor` see it (deadline propagation). The client chooses
+      that deadline, so it is clamped to ``max_deadline`` (5 minutes by default): a
+      ``grpc-timeout`` of ``99999999H`` becomes a 5-minute deadline;
     * runs the handler through ``pipeline`` (events name the RPC method as operation);
     * turns policy errors into statuses (see :mod:`interceptors.grpc._status`):
       ``RateLimitedError`` → ``RESOURCE_EXHAUSTED``, ``CircuitOpenError`` /
@@ -472,6 +485,12 @@ class ResilienceServerInterceptor(_ServerInterceptor):
     ``scope=`` principal), a replay carries ``idempotent-replayed: true``, and a caller
     without a principal gets ``idempotency_key() is None`` (no deduplication). The handler
     itself runs outside that scope: idempotent functions it calls keep their own records.
+    On a streaming-response method the policy's outcome is the live response iterator (the
+    sync server streams after the pipeline returned), which no codec can store: the record is
+    *not retained* and a duplicate gets ``ABORTED``, never a replay, so there is no
+    ``idempotent-replayed`` marker to send. (Storing "completed" instead would be wrong: when
+    the policy records its outcome the rest of the stream has not run and may still fail.
+    The aio interceptor covers whole streams and does mark their replays.)
 
     Scope: by default :func:`default_principal`, the TLS peer identity, else a hash of the
     ``authorization`` metadata (never stored raw), else the peer address. Callers with no
@@ -489,6 +508,9 @@ class ResilienceServerInterceptor(_ServerInterceptor):
             to (default :func:`default_principal`); a ``None`` result runs the call without
             deduplication.
         principal: the older name of ``scope``.
+        max_deadline: the furthest inbound deadline honoured, in seconds (default 300); a
+            client asking for more gets this. ``None``: no clamp (outbound adapters still cap
+            what they hand to a transport).
         clock: time source for the published deadline.
 
     Example:
@@ -509,9 +531,11 @@ class ResilienceServerInterceptor(_ServerInterceptor):
         idempotency_wait: Duration = 0.0,
         scope: Callable[[Any], str | None] | None = None,
         principal: Callable[[Any], str | None] | None = None,
+        max_deadline: Duration | None = DEFAULT_MAX_DEADLINE,
         clock: Clock | None = None,
     ) -> None:
         self.pipeline = check_pipeline(pipeline)
+        self.max_deadline = check_max_deadline(max_deadline)
         self._idem = IdempotencyConfig(
             idempotency, idempotency_required, idempotency_wait, principal, scope
         )
@@ -574,13 +598,15 @@ class ResilienceServerInterceptor(_ServerInterceptor):
         """Publish the deadline, the idempotency key and the caller; returns reset tokens."""
         idem = self._idem
         if streaming and idem.records is not None:
-            tokens = enter_scope(context, self._clock, False, False)
+            tokens = enter_scope(context, self._clock, False, False, None, self.max_deadline)
             error = refuse_key(context)
             if error is not None:
                 exit_scope(tokens)
                 context.abort(grpc.StatusCode.INVALID_ARGUMENT, error)
             return tokens
-        tokens = enter_scope(context, self._clock, idem.enabled, idem.required, idem.scope_hook)
+        tokens = enter_scope(
+            context, self._clock, idem.enabled, idem.required, idem.scope_hook, self.max_deadline
+        )
         if tokens[3] is not None:
             context.abort(grpc.StatusCode.INVALID_ARGUMENT, tokens[3])
         return tokens
