@@ -213,7 +213,7 @@ async def test_concurrent_duplicate_is_409_then_replayed(app: App) -> None:
         r3 = await c.post("/orders", content=b"x", headers=h)
     assert dup.status_code == 409
     assert dup.headers["retry-after"] == "60"
-    assert dup.json()["type"].endswith("#in-progress")
+    assert dup.json()["type"] == "urn:resilience:problem:idempotency#in-progress"
     assert r1.status_code == 201
     assert r3.headers["idempotent-replayed"] == "true"
     assert app.runs == 1

@@ -1,4 +1,4 @@
-"""Shared ASGI plumbing: problem+json responses, the error→status table, ``Retry-After``,
+"""Shared ASGI plumbing: problem+json responses (of :mod:`interceptors.errors`), ``Retry-After``,
 client addresses behind trusted proxies, route selection and inbound deadlines.
 
 Everything here is private to :mod:`interceptors.asgi`; the middlewares import from it so that
@@ -14,15 +14,8 @@ import re
 from collections.abc import Awaitable, Callable, Iterable, MutableMapping, Sequence
 from typing import Any, TypeAlias, cast
 
-from resilience.errors import (
-    BulkheadFullError,
-    CircuitOpenError,
-    ConfigurationError,
-    IdempotencyInProgressError,
-    IdempotencyKeyReusedError,
-    RateLimitedError,
-    TimeoutExceededError,
-)
+from interceptors.errors import PROBLEM_BASE, ErrorMapping, classify
+from resilience.errors import ConfigurationError, ResilienceError
 
 Scope: TypeAlias = MutableMapping[str, Any]
 Message: TypeAlias = MutableMapping[str, Any]
@@ -32,9 +25,8 @@ ASGIApp: TypeAlias = Callable[[Scope, Receive, Send], Awaitable[None]]
 Headers: TypeAlias = list[tuple[bytes, bytes]]
 
 __all__ = [
-    "ASGIApp",
-    "ERROR_STATUS",
     "PROBLEM_BASE",
+    "ASGIApp",
     "Headers",
     "Message",
     "Receive",
@@ -42,35 +34,26 @@ __all__ = [
     "Scope",
     "Send",
     "TrustedProxies",
-    "error_status",
     "format_retry_after",
     "header",
     "parse_timeout",
+    "refusal_row",
     "send_problem",
+    "send_refusal",
 ]
 
 # -- errors → HTTP --------------------------------------------------------------------------
 
-#: The one table mapping policy errors to HTTP responses: ``(status, title, problem type)``.
-#: Subclasses come before their bases (the first ``isinstance`` match wins).
-ERROR_STATUS: tuple[tuple[type[BaseException], int, str, str], ...] = (
-    (RateLimitedError, 429, "Too Many Requests", "rate-limited"),
-    (CircuitOpenError, 503, "Service Unavailable", "circuit-open"),
-    (BulkheadFullError, 503, "Service Unavailable", "bulkhead-full"),
-    (TimeoutExceededError, 504, "Gateway Timeout", "timeout"),
-    (IdempotencyInProgressError, 409, "Conflict", "idempotency-in-progress"),
-    (IdempotencyKeyReusedError, 422, "Unprocessable Content", "idempotency-key-reused"),
-)
-
-PROBLEM_BASE = "urn:resilience:problem:"
+# The status, title and problem type of every policy error come from the one table shared
+# with the gRPC interceptors: :data:`interceptors.errors.ERROR_TABLE`.
 
 
-def error_status(exc: BaseException) -> tuple[int, str, str] | None:
-    """``(status, title, problem type URI)`` for a policy error, or ``None`` if not ours."""
-    for cls, status, title, slug in ERROR_STATUS:
-        if isinstance(exc, cls):
-            return status, title, PROBLEM_BASE + slug
-    return None
+def refusal_row(error: type[ResilienceError]) -> ErrorMapping:
+    """The table row of an error class the table maps (a middleware answering it directly)."""
+    row = classify(error)
+    if row is None:  # pragma: no cover - a programming error caught by the tests
+        raise LookupError(f"{error.__name__} is not in interceptors.errors.ERROR_TABLE")
+    return row
 
 
 def format_retry_after(seconds: float | None) -> bytes | None:
@@ -108,6 +91,19 @@ async def send_problem(
     out.extend(headers)
     await send({"type": "http.response.start", "status": status, "headers": out})
     await send({"type": "http.response.body", "body": body, "more_body": False})
+
+
+async def send_refusal(
+    send: Send,
+    row: ErrorMapping,
+    *,
+    detail: str | None = None,
+    headers: Iterable[tuple[bytes, bytes]] = (),
+) -> None:
+    """Send the problem+json response of a table row (status, title and problem type)."""
+    await send_problem(
+        send, row.http_status, row.title, type_=row.problem_type, detail=detail, headers=headers
+    )
 
 
 def header(scope: Scope, name: bytes) -> bytes | None:

@@ -58,7 +58,12 @@ from resilience._types import (
     seconds,
     status_codes,
 )
-from resilience.errors import ConfigurationError, StoreError
+from resilience.errors import (
+    ConfigurationError,
+    IdempotencyInProgressError,
+    IdempotencyKeyReusedError,
+    StoreError,
+)
 from resilience.idempotency import (
     MAX_BUFFERED_BYTES,
     MAX_RESPONSE_BYTES,
@@ -66,7 +71,7 @@ from resilience.idempotency import (
     IdempotencyRecords,
 )
 
-from ._common import send_problem
+from ._common import refusal_row, send_problem, send_refusal
 
 __all__ = ["IdempotencyMiddleware", "default_principal", "parse_idempotency_key"]
 
@@ -77,6 +82,10 @@ Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 _PROBLEM = "urn:resilience:problem:idempotency"
+# Refusals that are resilience errors answer per the shared table (interceptors.errors).
+_IN_PROGRESS = refusal_row(IdempotencyInProgressError)
+_KEY_REUSED = refusal_row(IdempotencyKeyReusedError)
+_STORE_UNAVAILABLE = refusal_row(StoreError)
 #: Response headers a replay may carry (never Set-Cookie, Authorization, hop-by-hop or Date).
 DEFAULT_REPLAY_HEADERS = frozenset(
     {b"content-type", b"content-language", b"location", b"etag", b"link", b"cache-control"}
@@ -408,13 +417,11 @@ class IdempotencyMiddleware:
         try:
             claim = await records.aclaim(rkey, digest.hexdigest()[:32], wait=self.wait)
         except StoreError:
-            await _send_problem(
+            await send_refusal(
                 send,
-                503,
-                "store-unavailable",
-                "Idempotency store unavailable",
-                "the request was not processed; retry later",
-                _retry_after(1),
+                _STORE_UNAVAILABLE,
+                detail="the request was not processed; retry later",
+                headers=_retry_after(1),
             )
             return
         status = claim.status
@@ -423,21 +430,17 @@ class IdempotencyMiddleware:
         elif status == "replay":
             await self._replay(claim, send)
         elif status == "in_progress":
-            await _send_problem(
+            await send_refusal(
                 send,
-                409,
-                "in-progress",
-                "Request in progress",
-                "a request with this Idempotency-Key is still being processed",
-                _retry_after(claim.retry_after),
+                _IN_PROGRESS,
+                detail="a request with this Idempotency-Key is still being processed",
+                headers=_retry_after(claim.retry_after),
             )
         elif status == "reused":
-            await _send_problem(
+            await send_refusal(
                 send,
-                422,
-                "key-reused",
-                "Idempotency-Key reused",
-                "this Idempotency-Key was already used with a different request",
+                _KEY_REUSED,
+                detail="this Idempotency-Key was already used with a different request",
             )
         else:  # unprotected: the store failed and on_store_error="open"
 
@@ -469,13 +472,11 @@ class IdempotencyMiddleware:
             headers = [(k.encode("latin-1"), v.encode("latin-1")) for k, v in data["h"]]
             body = base64.b64decode(data["b"], validate=True)
         except (ValueError, KeyError, TypeError, binascii.Error):
-            await _send_problem(
+            await send_refusal(
                 send,
-                503,
-                "store-unavailable",
-                "Idempotency record unreadable",
-                "the stored response could not be read; the request was not processed",
-                _retry_after(1),
+                _STORE_UNAVAILABLE,
+                detail="the stored response could not be read; the request was not processed",
+                headers=_retry_after(1),
             )
             return
         headers.append((b"content-length", str(len(body)).encode()))

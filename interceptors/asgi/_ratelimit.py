@@ -7,10 +7,9 @@ import math
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any, Protocol, cast
 
-from resilience.errors import ConfigurationError
+from resilience.errors import ConfigurationError, RateLimitedError
 
 from ._common import (
-    PROBLEM_BASE,
     ASGIApp,
     Headers,
     Message,
@@ -21,10 +20,13 @@ from ._common import (
     Send,
     TrustedProxies,
     format_retry_after,
-    send_problem,
+    refusal_row,
+    send_refusal,
 )
 
 __all__ = ["RateLimitMiddleware"]
+
+_RATE_LIMITED = refusal_row(RateLimitedError)
 
 
 class Decision(Protocol):
@@ -178,11 +180,9 @@ class RateLimitMiddleware:
             headers = self._fields(decision, after or b"0")
             if after is not None:
                 headers.append((b"retry-after", after))
-            await send_problem(
+            await send_refusal(
                 send,
-                429,
-                "Too Many Requests",
-                type_=PROBLEM_BASE + "rate-limited",
+                _RATE_LIMITED,
                 detail="the client's request quota is exhausted",
                 headers=headers,
             )

@@ -6,6 +6,7 @@ import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
+from interceptors.errors import classify, retry_delay
 from resilience._clock import Clock, resolve_clock
 from resilience._deadline import (
     DEFAULT_MAX_DEADLINE,
@@ -15,7 +16,7 @@ from resilience._deadline import (
 )
 from resilience._policy import Policy
 from resilience._types import Duration, header_names
-from resilience.errors import ConfigurationError
+from resilience.errors import ConfigurationError, TimeoutExceededError
 from resilience.idempotency import _CALLER, CallerScope
 
 from ._common import (
@@ -26,10 +27,11 @@ from ._common import (
     RouteFilter,
     Scope,
     Send,
-    error_status,
     format_retry_after,
     parse_timeout,
+    refusal_row,
     send_problem,
+    send_refusal,
 )
 from ._idempotency import default_principal
 
@@ -93,11 +95,12 @@ def _default_operation(scope: Scope) -> str:
 class ResilienceMiddleware:
     """Run each HTTP request through a server-side pipeline (pure ASGI).
 
-    Policy refusals become problem+json responses: ``RateLimitedError`` → 429,
-    ``CircuitOpenError`` / ``BulkheadFullError`` → 503, ``TimeoutExceededError`` → 504, with
-    ``Retry-After`` when the error carries ``retry_after``. ``lifespan``, ``websocket`` and
-    unknown scopes pass through untouched, as do requests not selected by ``include`` /
-    ``exclude`` / ``when``.
+    Policy refusals become problem+json responses per :data:`interceptors.errors.ERROR_TABLE`
+    (the table the gRPC interceptors use): ``RateLimitedError`` → 429, ``CircuitOpenError`` /
+    ``BulkheadFullError`` / ``StoreError`` → 503, ``TimeoutExceededError`` → 504, idempotency
+    conflicts → 409 / 422, with ``Retry-After`` when the error carries ``retry_after``.
+    ``lifespan``, ``websocket`` and unknown scopes pass through untouched, as do requests not
+    selected by ``include`` / ``exclude`` / ``when``.
 
     Streaming responses are forwarded message by message (never buffered). Once the response
     has started, the status can no longer change: an exception raised after that point (the
@@ -249,11 +252,9 @@ class ResilienceMiddleware:
             return
         timeout = clamp_inbound(timeout, self.max_deadline)
         if timeout <= 0:
-            await send_problem(
+            await send_refusal(
                 send,
-                504,
-                "Gateway Timeout",
-                type_=PROBLEM_BASE + "timeout",
+                refusal_row(TimeoutExceededError),
                 detail="the request's deadline had already expired",
             )
             return
@@ -290,15 +291,12 @@ class ResilienceMiddleware:
             if not responder.started:  # pragma: no cover - raised only after a start
                 raise
         except Exception as exc:
-            mapped = error_status(exc)
-            if mapped is None or responder.started:
+            row = classify(exc)
+            if row is None or responder.started:
                 raise
-            status, title, type_ = mapped
-            retry_after = format_retry_after(getattr(exc, "retry_after", None))
+            retry_after = format_retry_after(retry_delay(row, exc))
             headers = [(b"retry-after", retry_after)] if retry_after is not None else []
-            await send_problem(
-                send, status, title, type_=type_, detail=str(exc) or None, headers=headers
-            )
+            await send_refusal(send, row, detail=str(exc) or None, headers=headers)
         finally:
             if token is not None:
                 _CALLER.reset(token)

@@ -1,17 +1,11 @@
-"""The one mapping between resilience errors and gRPC status codes, and pushback metadata.
+"""gRPC statuses of resilience errors, and pushback metadata.
 
-=================================  ========================  =================================
-raised by a server-side policy     status                    trailing metadata
-=================================  ========================  =================================
-``RateLimitedError``               ``RESOURCE_EXHAUSTED``    ``grpc-retry-pushback-ms``
-``CircuitOpenError``               ``UNAVAILABLE``           ``grpc-retry-pushback-ms``
-``BulkheadFullError``              ``UNAVAILABLE``           ``grpc-retry-pushback-ms``
-``IdempotencyInProgressError``     ``ABORTED``               ``grpc-retry-pushback-ms``
-``IdempotencyKeyReusedError``      ``FAILED_PRECONDITION``
-other ``RejectedError``            ``UNAVAILABLE``           ``grpc-retry-pushback-ms``
-``TimeoutExceededError``           ``DEADLINE_EXCEEDED``
-``StoreError``                     ``UNAVAILABLE``
-=================================  ========================  =================================
+A policy error is answered with the status of its row in :data:`interceptors.errors.ERROR_TABLE`,
+the table the ASGI middlewares read too (``RateLimitedError`` → ``RESOURCE_EXHAUSTED``,
+``CircuitOpenError`` / ``BulkheadFullError`` / ``StoreError`` → ``UNAVAILABLE``,
+``IdempotencyInProgressError`` → ``ABORTED``, ``IdempotencyKeyReusedError`` →
+``FAILED_PRECONDITION``, ``TimeoutExceededError`` → ``DEADLINE_EXCEEDED``, ...); rows that send
+a retry delay put the error's ``retry_after`` in ``grpc-retry-pushback-ms``.
 
 Pushback (gRFC A6): ``grpc-retry-pushback-ms`` holds a signed 32-bit integer; a negative or
 unparseable value means "do not retry", a valid one "retry after exactly that delay".
@@ -25,16 +19,7 @@ from typing import Any
 
 import grpc
 
-from resilience.errors import (
-    CircuitOpenError,
-    IdempotencyConflictError,
-    IdempotencyInProgressError,
-    IdempotencyKeyReusedError,
-    RateLimitedError,
-    RejectedError,
-    StoreError,
-    TimeoutExceededError,
-)
+from interceptors.errors import ERROR_TABLE, classify, retry_delay
 from resilience.retry import retry_after_attribute
 
 __all__ = [
@@ -55,17 +40,12 @@ _INT32_MAX = 2**31 - 1
 
 Code = grpc.StatusCode
 
-#: (exception type, status code, send pushback) — the first matching row wins.
-_TABLE: tuple[tuple[type[BaseException], grpc.StatusCode, bool], ...] = (
-    (RateLimitedError, Code.RESOURCE_EXHAUSTED, True),
-    (CircuitOpenError, Code.UNAVAILABLE, True),
-    (IdempotencyInProgressError, Code.ABORTED, True),
-    (IdempotencyKeyReusedError, Code.FAILED_PRECONDITION, False),
-    (IdempotencyConflictError, Code.ABORTED, False),
-    (RejectedError, Code.UNAVAILABLE, True),  # bulkhead, adaptive concurrency, ...
-    (TimeoutExceededError, Code.DEADLINE_EXCEEDED, False),
-    (StoreError, Code.UNAVAILABLE, False),
-)
+#: The gRPC status of each row of the shared table, resolved once (by name: a misspelt name
+#: fails at import).
+_BY_NAME: dict[str, grpc.StatusCode] = {code.name: code for code in grpc.StatusCode}
+_CODES: dict[str, grpc.StatusCode] = {
+    row.grpc_status: _BY_NAME[row.grpc_status] for row in ERROR_TABLE
+}
 
 
 class StatusError(grpc.RpcError):
@@ -236,10 +216,11 @@ def status_for(exc: BaseException) -> tuple[grpc.StatusCode, tuple[tuple[str, st
         >>> status_for(KeyError()) is None
         True
     """
-    for cls, code, pushback in _TABLE:
-        if isinstance(exc, cls):
-            after = getattr(exc, "retry_after", None)
-            if pushback and isinstance(after, int | float) and not isinstance(after, bool):
-                return code, ((PUSHBACK_KEY, format_pushback(float(after))),)
-            return code, ()
-    return None
+    row = classify(exc)
+    if row is None:
+        return None
+    code = _CODES[row.grpc_status]
+    after = retry_delay(row, exc)
+    if after is None:
+        return code, ()
+    return code, ((PUSHBACK_KEY, format_pushback(after)),)
