@@ -347,7 +347,7 @@ def _doc_rows(page: str, start: str) -> list[list[str]]:
 
 def test_the_asgi_docs_table_is_the_table() -> None:
     seen = set()
-    for errors_cell, status_cell, type_cell in _doc_rows("asgi.md", "## Refusals"):
+    for errors_cell, status_cell, type_cell, delay_cell in _doc_rows("asgi.md", "## Refusals"):
         (status,) = re.findall(r"\b(\d{3})\b", status_cell)
         (type_,) = re.findall(r"`(urn:[^`]+)`", type_cell)
         for name in re.findall(r"`(\w+Error)`", errors_cell):
@@ -355,6 +355,7 @@ def test_the_asgi_docs_table_is_the_table() -> None:
             assert row is not None, name
             assert (int(status), type_) == (row.http_status, row.problem_type), name
             assert row.title in status_cell, name
+            assert ("yes" in delay_cell) == row.retry_delay, name
             seen.add(getattr(rs, name))
     assert seen == {row.error for row in ERROR_TABLE}
 
