@@ -7,7 +7,7 @@ from typing import Any
 
 from resilience._clock import Clock, resolve_clock
 from resilience._deadline import deadline_scope
-from resilience._policy import Policy
+from resilience._policy import Policy, refused_by_policy
 from resilience._types import Duration, header_names, optional_seconds
 from resilience.errors import ConfigurationError
 
@@ -21,6 +21,7 @@ from ._common import (
     Send,
     error_status,
     format_retry_after,
+    mark_refused,
     parse_timeout,
     send_problem,
 )
@@ -234,6 +235,8 @@ class ResilienceMiddleware:
             mapped = error_status(exc)
             if mapped is None or responder.started:
                 raise
+            if refused_by_policy(exc):  # enclosing RateLimitMiddlewares refund this request
+                mark_refused(scope, exc)
             status, title, type_ = mapped
             retry_after = format_retry_after(getattr(exc, "retry_after", None))
             headers = [(b"retry-after", retry_after)] if retry_after is not None else []
