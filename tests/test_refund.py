@@ -26,10 +26,12 @@ from interceptors.asgi import RateLimitMiddleware, ResilienceMiddleware
 from interceptors.asgi._common import Receive, Scope, Send
 from interceptors.grpc import ResilienceClientInterceptor, grpc_retry
 from resilience.errors import StoreError
+from resilience.events import CallRejected
 from resilience.testing import FakeClock
 
 from ._asgi_apps import TestApp, respond
 from ._server import serve
+from .conftest import Runner
 from .grpc_fixtures import UU, Code, Fail, Script, start_sync_server
 
 IP = "127.0.0.1"  # the client address uvicorn reports for our loopback requests
@@ -57,9 +59,11 @@ def test_refund_gives_one_decision_back_once(clock: FakeClock) -> None:
     first, second = limiter.try_acquire(key="a"), limiter.try_acquire(key="a")
     refused = limiter.try_acquire(key="a")
     assert (first.allowed, second.allowed, refused.allowed) == (True, True, False)
-    assert refused.permit is None and not limiter.refund(refused)  # it took nothing
+    assert refused.permit is None
+    assert not limiter.refund(refused)
     assert limiter.refund(second)
-    assert second.permit is not None and second.permit.refunded
+    assert second.permit is not None
+    assert second.permit.refunded
     assert not limiter.refund(second)  # idempotent: no extra permit
     assert not limiter.refund(second.permit)
     assert _remaining(limiter, "a") == 1
@@ -89,7 +93,9 @@ def test_a_refunded_warm_up_limiter_is_left_as_it_was(clock: FakeClock) -> None:
     limiter, twin = make(), make()
     for _ in range(3):
         d = limiter.try_acquire(key="k")
-        assert d.allowed and d.permit is not None and d.permit.taken > 0
+        assert d.allowed
+        assert d.permit is not None
+        assert d.permit.taken > 0
         assert limiter.refund(d)
     assert [limiter.try_acquire(key="k")[:6] for _ in range(8)] == [
         twin.try_acquire(key="k")[:6] for _ in range(8)
@@ -121,7 +127,8 @@ def test_refund_checks_what_it_is_given(clock: FakeClock) -> None:
         b.refund(d)
     with pytest.raises(rs.ConfigurationError, match="Decision"):
         a.refund("not a decision")  # type: ignore[arg-type]
-    assert d.permit is not None and not d.permit.refunded
+    assert d.permit is not None
+    assert not d.permit.refunded
     assert a.try_acquire(cost=0).permit is None  # cost 0 takes nothing
 
 
@@ -148,7 +155,8 @@ def test_a_permit_taken_locally_during_an_outage_goes_back_locally(clock: FakeCl
     shared = limiter.try_acquire(key="k")
     store.down = True
     local = limiter.try_acquire(key="k")  # the local share: one permit
-    assert local.allowed and not limiter.try_acquire(key="k").allowed
+    assert local.allowed
+    assert not limiter.try_acquire(key="k").allowed
     store.down = False
     store.ops.clear()
     assert limiter.refund(local)
@@ -156,7 +164,8 @@ def test_a_permit_taken_locally_during_an_outage_goes_back_locally(clock: FakeCl
     store.down = True
     assert limiter.try_acquire(key="k").allowed  # the local bucket got it back
     store.down = False
-    assert limiter.refund(shared) and store.ops[-1] == "_RefundOp"
+    assert limiter.refund(shared)
+    assert store.ops[-1] == "_RefundOp"
     assert _remaining(limiter, "k") == 2
 
 
@@ -195,6 +204,28 @@ async def test_redis_arefund(redis_server: Any) -> None:
     assert not (await limiter.atry_acquire(key="a")).allowed
     await store.aclose()
     store.close()
+
+
+@pytest.mark.parametrize("keyed", [False, True])
+def test_a_late_inner_refusal_refunds_only_what_is_left_of_the_permit(
+    runner: Runner, clock: FakeClock, keyed: bool
+) -> None:
+    """Inside a composition too: time passes before the inner policy refuses (a queue wait),
+    and another caller takes a permit meanwhile; the refund must not give that one away."""
+    key = (lambda: "k") if keyed else None
+    outer = rs.RateLimiter("outer", rate=5, per=10, key=key, clock=clock)  # a permit = 2 s
+    k = "k" if keyed else None
+
+    def meanwhile(event: object) -> None:
+        if isinstance(event, CallRejected):
+            clock.advance(3.0)  # the refused call's 2 s of backlog have elapsed
+            assert outer.try_acquire(key=k).allowed  # someone else's permit
+
+    inner = rs.RateLimiter("inner", rate=1, per=3600, clock=clock, listeners=[meanwhile])
+    inner.try_acquire()
+    with pytest.raises(rs.RateLimitedError):
+        runner.run(rs.Pipeline(outer, inner), runner.wrap(lambda: "ok"))
+    assert _remaining(outer, k) == 4  # the other caller's permit is still spent
 
 
 # -- RateLimitMiddleware on a real uvicorn server ----------------------------------------------
@@ -342,7 +373,8 @@ def grpc_port() -> Iterator[tuple[Script, int]]:
 def _unary(port: int, pipeline: rs.Policy) -> Any:
     interceptor = ResilienceClientInterceptor(pipeline=pipeline)
     with grpc.insecure_channel(f"127.0.0.1:{port}") as raw:
-        return grpc.intercept_channel(raw, interceptor).unary_unary(UU)(b"a", timeout=10)
+        channel: Any = grpc.intercept_channel(raw, interceptor)
+        return channel.unary_unary(UU)(b"a", timeout=10)
 
 
 def _aio_unary(port: int, pipeline: rs.Policy) -> Any:
@@ -353,7 +385,8 @@ def _aio_unary(port: int, pipeline: rs.Policy) -> Any:
         async with grpc.aio.insecure_channel(
             f"127.0.0.1:{port}", interceptors=interceptor.channel_interceptors()
         ) as channel:
-            return await channel.unary_unary(UU)(b"a", timeout=10)
+            method: Any = channel.unary_unary(UU)  # type: ignore[call-arg]
+            return await method(b"a", timeout=10)
 
     return asyncio.run(main())
 
@@ -366,9 +399,7 @@ def test_grpc_retry_budget_is_refunded_by_local_refusals(
     run = _unary if mode == "sync" else _aio_unary
     budget = rs.RetryBudget(ratio=1, min_per_second=0, clock=clock)
     limiter = rs.RateLimiter("local", rate=1, per=3600, clock=clock)
-    retry = grpc_retry(
-        attempts=3, throttle=budget, backoff=rs.backoff.constant(0.1), clock=clock
-    )
+    retry = grpc_retry(attempts=3, throttle=budget, backoff=rs.backoff.constant(0.1), clock=clock)
     pipeline = rs.Pipeline(retry, limiter)
     # attempt 1 reaches the server (UNAVAILABLE); the retry it withdrew is refused locally
     script.plan = [Fail(Code.UNAVAILABLE)]
