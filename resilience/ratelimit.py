@@ -697,11 +697,14 @@ class RateLimiter(Policy):
     A refused call spends nothing: when a policy *inside* the limiter (a second limiter, a
     bulkhead, an open breaker, in the same :class:`resilience.Pipeline` or stacked on the same
     function) refuses the call with a :class:`~resilience.RejectedError`, the permits it took
-    here are refunded: the bucket's backlog rolls back by the call's cost (never below "now",
-    so time that already passed is not given back twice; other calls' permits are untouched),
-    and a warm-up limiter gets its stored tokens back. With a store this is one more round
-    trip. Failures, timeouts and a ``RejectedError`` raised by the protected function itself
-    keep the permit: the call did run.
+    here are refunded: the bucket's backlog rolls back by what is left of the call's cost
+    (never below "now", so time that already passed is not given back twice; other calls'
+    permits are untouched), and a warm-up limiter gets its stored tokens back. With a store
+    this is one more round trip. Failures, timeouts and a ``RejectedError`` raised by the
+    protected function itself keep the permit: the call did run. Callers outside a composition
+    that took permits with :meth:`try_acquire` / :meth:`acquire` give them back with
+    :meth:`refund` / :meth:`arefund` (e.g. ``RateLimitMiddleware``, when a policy further in
+    refused the request).
 
     Memory: in-process keyed state holds at most ``max_keys`` buckets. A bucket that is full
     again (idle long enough) is dropped when room is needed; when every bucket is still active,
