@@ -643,6 +643,9 @@ class _LocalResult(tuple):  # type: ignore[type-arg]
     __slots__ = ()
 
 
+#: ``object.__new__``: a :class:`Permit` whose slots :meth:`RateLimiter._decision` fills.
+_permit_new: Callable[[type[Permit]], Permit] = object.__new__
+
 #: ``tuple.__new__`` builds a :class:`Decision` without running its Python-level ``__new__``.
 _decision_new: Callable[[type[Decision], tuple[Any, ...]], Decision] = tuple.__new__
 
@@ -1118,11 +1121,16 @@ class RateLimiter(Policy):
             return _decision_new(Decision, (True, 0.0, limit, limit, 0.0, 0.0, None))
         ok, wait, ct, taken, remaining, reset_after = r
         if ok:
-            permit = (
-                Permit(self, key, ct, taken, self._via(r), t0 + reset_after)
-                if ct or taken
-                else None
-            )
+            permit: Permit | None = None
+            if ct or taken:  # Permit(...) without its __init__ frame (this is the hot path)
+                permit = _permit_new(Permit)
+                permit._owner = self
+                permit.key = key
+                permit.cost_time = ct
+                permit.taken = taken
+                permit.via_store = self.store is not None and r.__class__ is not _LocalResult
+                permit.end = t0 + reset_after
+                permit._refunded = False
             return _decision_new(
                 Decision,
                 (
