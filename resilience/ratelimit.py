@@ -326,8 +326,8 @@ class Decision(NamedTuple):
         limit: the quota, ``burst`` permits (``RateLimit-Policy: q=``).
         reset_after: seconds until the bucket is full again (``RateLimit: t=``).
         waited: seconds the caller waited (or must wait) for its slot (pacing).
-        permit: what the check took (``None`` when it took nothing: refused, ``cost=0`` or
-            admitted without a store because the store failed open); pass the decision to
+        permit: what the check took (``None`` when it took nothing: refused, ``cost=0``, or
+            admitted because the store failed open); pass the decision to
             :meth:`RateLimiter.refund` to give it back when the work was refused elsewhere.
 
     Example:

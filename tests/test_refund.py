@@ -348,6 +348,27 @@ def test_redis_outer_limiter_refunds_in_one_round_trip(redis_server: Any) -> Non
     store.close()
 
 
+def test_a_duck_typed_limiter_with_a_sync_refund(clock: FakeClock) -> None:
+    real = rs.RateLimiter("per-ip", rate=2, per=3600, clock=clock)
+
+    class SyncOnly:
+        name = "per-ip"
+
+        def try_acquire(self, *, key: str, cost: int = 1) -> rs.Decision:
+            return real.try_acquire(key=key, cost=cost)
+
+        def refund(self, decision: rs.Decision) -> bool:
+            return real.refund(decision)
+
+    guarded = ResilienceMiddleware(
+        TestApp(), pipeline=rs.RateLimiter("inner", rate=1, per=3600, clock=clock)
+    )
+    with serve(RateLimitMiddleware(guarded, limiter=SyncOnly())) as url:
+        statuses = [r.status_code for r in _get(url, ["/hello"] * 5)]
+    assert statuses == [200] + [429] * 4
+    assert _remaining(real, IP) == 1
+
+
 def test_a_limiter_without_refund_still_works(clock: FakeClock) -> None:
     from ._asgi_apps import FakeLimiter
 
