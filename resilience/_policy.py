@@ -27,6 +27,7 @@ __all__ = [
     "function_identity",
     "own_refusal",
     "refusal",
+    "refused_by_policy",
     "spent",
 ]
 
@@ -118,6 +119,14 @@ def own_refusal(exc: BaseException, chain: object) -> bool:
     caller, before the protected function ran. A ``RejectedError`` raised by the protected
     function itself (an inner call's refusal, or one it constructed) is not."""
     return chain is not None and isinstance(exc, RejectedError) and exc._chain is chain
+
+
+def refused_by_policy(exc: BaseException) -> bool:
+    """Whether ``exc`` is a refusal stamped by some policy's wrapper (of any composition): the
+    work it guarded never ran. For callers outside every composition (an adapter that took
+    permits itself) deciding whether to give them back; :func:`spent` unstamps a refusal that
+    ends a call which did run."""
+    return isinstance(exc, RejectedError) and exc._chain is not None
 
 
 def _check_listeners(listeners: Sequence[Listener]) -> tuple[Listener, ...]:

@@ -78,6 +78,7 @@ from .stores.base import Store, StoreFullError, apply_soon
 __all__ = [
     "Decision",
     "LimitParams",
+    "Permit",
     "RateLimiter",
     "fresh_at",
     "limit_params",
@@ -270,6 +271,51 @@ def _new_state(now: float, p: LimitParams) -> tuple[float, float]:
     return (now, p.max_tokens)
 
 
+class Permit:
+    """What one admitted check took from its bucket: :meth:`RateLimiter.refund` gives it back.
+
+    Opaque; found on :attr:`Decision.permit`. It remembers the bucket (``key``), the backlog
+    the check added and the warm-up tokens it took, so a refund gives back exactly that (never
+    more), through the store the permits came from, and at most once (``refunded``).
+
+    Example:
+        >>> import resilience as rs
+        >>> limiter = rs.RateLimiter("api", rate=5, clock=rs.testing.FakeClock())
+        >>> permit = limiter.try_acquire(key="alice").permit
+        >>> permit.key, permit.refunded
+        ('alice', False)
+    """
+
+    __slots__ = ("_owner", "_refunded", "cost_time", "end", "key", "taken", "via_store")
+
+    def __init__(
+        self,
+        owner: RateLimiter,
+        key: str | None,
+        cost_time: float,
+        taken: float,
+        via_store: bool,
+        end: float,
+    ) -> None:
+        self._owner = owner
+        self.key = key
+        self.cost_time = cost_time
+        self.taken = taken
+        self.via_store = via_store
+        #: When (on the limiter's clock, at the latest) this permit's share of the backlog ends.
+        self.end = end
+        self._refunded = False
+
+    @property
+    def refunded(self) -> bool:
+        """Whether the permits were given back (a permit is refunded at most once)."""
+        return self._refunded
+
+    def __repr__(self) -> str:
+        state = "refunded" if self.refunded else "held"
+        return f"<Permit of {self._owner.name!r} key={self.key!r} {state}>"
+
+
 class Decision(NamedTuple):
     """The outcome of one rate-limit check (enough for the IETF ``RateLimit`` fields).
 
@@ -280,6 +326,9 @@ class Decision(NamedTuple):
         limit: the quota, ``burst`` permits (``RateLimit-Policy: q=``).
         reset_after: seconds until the bucket is full again (``RateLimit: t=``).
         waited: seconds the caller waited (or must wait) for its slot (pacing).
+        permit: what the check took (``None`` when it took nothing: refused, ``cost=0``, or
+            admitted because the store failed open); pass the decision to
+            :meth:`RateLimiter.refund` to give it back when the work was refused elsewhere.
 
     Example:
         >>> import resilience as rs
@@ -295,6 +344,7 @@ class Decision(NamedTuple):
     limit: int
     reset_after: float
     waited: float = 0.0
+    permit: Permit | None = None
 
 
 # -- the Lua twins (RedisStore): transition / refund / status / fresh_at number for number -------
@@ -586,6 +636,16 @@ class _Reservation(NamedTuple):
     via_store: bool
 
 
+class _LocalResult(tuple):  # type: ignore[type-arg]
+    """A decision taken in process while the store failed (``on_store_error="local"``): its
+    permits come from this process's buckets, and a refund goes back there, not to the store."""
+
+    __slots__ = ()
+
+
+#: ``object.__new__``: a :class:`Permit` whose slots :meth:`RateLimiter._decision` fills.
+_permit_new: Callable[[type[Permit]], Permit] = object.__new__
+
 #: ``tuple.__new__`` builds a :class:`Decision` without running its Python-level ``__new__``.
 _decision_new: Callable[[type[Decision], tuple[Any, ...]], Decision] = tuple.__new__
 
@@ -640,11 +700,14 @@ class RateLimiter(Policy):
     A refused call spends nothing: when a policy *inside* the limiter (a second limiter, a
     bulkhead, an open breaker, in the same :class:`resilience.Pipeline` or stacked on the same
     function) refuses the call with a :class:`~resilience.RejectedError`, the permits it took
-    here are refunded: the bucket's backlog rolls back by the call's cost (never below "now",
-    so time that already passed is not given back twice; other calls' permits are untouched),
-    and a warm-up limiter gets its stored tokens back. With a store this is one more round
-    trip. Failures, timeouts and a ``RejectedError`` raised by the protected function itself
-    keep the permit: the call did run.
+    here are refunded: the bucket's backlog rolls back by what is left of the call's cost
+    (never below "now", so time that already passed is not given back twice; other calls'
+    permits are untouched), and a warm-up limiter gets its stored tokens back. With a store
+    this is one more round trip. Failures, timeouts and a ``RejectedError`` raised by the
+    protected function itself keep the permit: the call did run. Callers outside a composition
+    that took permits with :meth:`try_acquire` / :meth:`acquire` give them back with
+    :meth:`refund` / :meth:`arefund` (e.g. ``RateLimitMiddleware``, when a policy further in
+    refused the request).
 
     Memory: in-process keyed state holds at most ``max_keys`` buckets. A bucket that is full
     again (idle long enough) is dropped when room is needed; when every bucket is still active,
@@ -943,7 +1006,10 @@ class RateLimiter(Policy):
             return None
         if mode == "closed":
             return (False, self.window or 1.0, 0.0, 0.0, 0, 0.0)
-        return self._local(key, cost, max_wait, self._local_params)
+        return cast(
+            tuple[bool, float, float, float, int, float],
+            _LocalResult(self._local(key, cost, max_wait, self._local_params)),
+        )
 
     def _decide(
         self, key: str | None, cost: float, max_wait: float, em: Emitter
@@ -952,17 +1018,20 @@ class RateLimiter(Policy):
             return self._local(key, cost, max_wait)
         return self._via_store(key, cost, max_wait, em)
 
-    def _give_back(self, res: _Reservation) -> None:
-        """Return a reservation (a waiter gave up)."""
+    def _give_back(self, res: _Reservation) -> bool:
+        """Return a reservation (a waiter gave up, a policy inside refused); ``False`` when the
+        store failed (the slot simply stays consumed)."""
         if res.via_store:
             try:
                 cast(Store, self.store).apply(
                     _RefundOp(self._store_key(res.key), res.cost_time, res.taken, self.params)
                 )
             except StoreError:
-                pass  # the slot simply stays consumed; the store is failing anyway
-            return
-        p = self.params
+                return False  # the store is failing anyway
+            return True
+        # in process: this limiter's own buckets, or (with a store) the local share it used
+        # while the store failed
+        p = self._local_params
         with self._lock:
             now = self._clock.monotonic()
             if res.key is None:
@@ -975,6 +1044,7 @@ class RateLimiter(Policy):
                     entry[0], entry[1] = refund(
                         entry[0], entry[1], now, res.cost_time, res.taken, p
                     )
+        return True
 
     def _give_back_soon(self, res: _Reservation) -> None:
         """:meth:`_give_back` from async code: never awaited, never blocking the event loop."""
@@ -984,16 +1054,20 @@ class RateLimiter(Policy):
             return
         self._give_back(res)
 
-    async def _agive_back(self, res: _Reservation) -> None:
+    async def _agive_back(self, res: _Reservation) -> bool:
         """:meth:`_give_back`, awaiting the store's round trip when it is async."""
         aapply = getattr(self.store, "aapply", None) if res.via_store else None
         if aapply is None:
-            self._give_back(res)
-            return
+            return self._give_back(res)
         try:
             await aapply(_RefundOp(self._store_key(res.key), res.cost_time, res.taken, self.params))
         except StoreError:
-            pass  # the slot simply stays consumed; the store is failing anyway
+            return False  # the slot simply stays consumed; the store is failing anyway
+        return True
+
+    def _via(self, r: tuple[Any, ...]) -> bool:
+        """Whether decision ``r``'s permits came from the store (not from the local fallback)."""
+        return self.store is not None and type(r) is not _LocalResult
 
     def _max_wait(self) -> float:
         """``max_wait`` capped by the current deadline (never sleep past it)."""
@@ -1036,18 +1110,120 @@ class RateLimiter(Policy):
             )
 
     def _decision(
-        self, r: tuple[bool, float, float, float, int, float] | None, waited: float = 0.0
+        self,
+        r: tuple[bool, float, float, float, int, float] | None,
+        key: str | None,
+        t0: float,
+        waited: float = 0.0,
     ) -> Decision:
         limit = self._limit
-        if r is None:  # failed open
-            return _decision_new(Decision, (True, 0.0, limit, limit, 0.0, 0.0))
-        ok, wait, _ct, _taken, remaining, reset_after = r
+        if r is None:  # failed open: nothing taken
+            return _decision_new(Decision, (True, 0.0, limit, limit, 0.0, 0.0, None))
+        ok, wait, ct, taken, remaining, reset_after = r
         if ok:
+            permit: Permit | None = None
+            if ct or taken:  # Permit(...) without its __init__ frame (this is the hot path)
+                permit = _permit_new(Permit)
+                permit._owner = self
+                permit.key = key
+                permit.cost_time = ct
+                permit.taken = taken
+                permit.via_store = self.store is not None and r.__class__ is not _LocalResult
+                permit.end = t0 + reset_after
+                permit._refunded = False
             return _decision_new(
                 Decision,
-                (True, 0.0, remaining, limit, reset_after, round(waited, 9) if waited else 0.0),
+                (
+                    True,
+                    0.0,
+                    remaining,
+                    limit,
+                    reset_after,
+                    round(waited, 9) if waited else 0.0,
+                    permit,
+                ),
             )
-        return _decision_new(Decision, (False, round(wait, 9), remaining, limit, reset_after, 0.0))
+        return _decision_new(
+            Decision, (False, round(wait, 9), remaining, limit, reset_after, 0.0, None)
+        )
+
+    def _claim(self, decision: Decision | Permit) -> _Reservation | None:
+        """The reservation a refund gives back, claimed once (``None``: nothing to give)."""
+        permit = decision if isinstance(decision, Permit) else getattr(decision, "permit", 0)
+        if permit is None:
+            return None
+        if not isinstance(permit, Permit):
+            raise ConfigurationError(
+                f"refund() takes a Decision returned by this limiter, got {decision!r}"
+            )
+        if permit._owner is not self:
+            raise ConfigurationError(
+                f"this permit was taken from rate limiter {permit._owner.name!r}, not from "
+                f"{self.name!r}: refund it there"
+            )
+        with self._lock:
+            if permit._refunded:
+                return None
+            permit._refunded = True
+        ct = self._outstanding(permit.cost_time, permit.end)
+        return _Reservation(permit.key, ct, permit.taken, permit.via_store)
+
+    def _outstanding(self, cost_time: float, end: float) -> float:
+        """What a refund rolls the backlog back by: the part of a permit's ``cost_time`` that
+        has not elapsed yet (the backlog is first come, first served: the permit's share of it
+        ends at ``end``, and time that passed since is not given back twice)."""
+        left = end - self._clock.monotonic()
+        if left >= cost_time:
+            return cost_time
+        return left if left > 0 else 0.0
+
+    # -- refunds (callers outside a composition) ------------------------------------------------
+    def refund(self, decision: Decision | Permit) -> bool:
+        """Give back what an admitted check took, when the work it admitted was refused elsewhere.
+
+        For callers that take permits themselves (:meth:`try_acquire`, :meth:`acquire`) and
+        then learn the work never ran, e.g. a policy further in refused it (inside a
+        composition the limiter refunds on its own). The bucket's backlog rolls back by the
+        check's own cost, never below "now" (time that passed is not handed out twice; permits
+        taken since stay taken) and a warm-up limiter gets its stored tokens back: never more
+        than the check took. With a store this is one round trip, to the store the permits
+        came from. A decision is refunded at most once.
+
+        Returns:
+            ``True`` when the permits were given back; ``False`` when there was nothing to give
+            (the decision was refused, took nothing, or was already refunded) or the store
+            failed (the permits stay spent).
+
+        Raises:
+            ConfigurationError: ``decision`` did not come from this limiter.
+
+        Example:
+            >>> import resilience as rs
+            >>> limiter = rs.RateLimiter("ip", rate=1, per=60, clock=rs.testing.FakeClock())
+            >>> d = limiter.try_acquire(key="10.0.0.1")
+            >>> limiter.refund(d), limiter.refund(d)  # the second one gives nothing
+            (True, False)
+            >>> limiter.try_acquire(key="10.0.0.1").allowed
+            True
+        """
+        res = self._claim(decision)
+        return res is not None and self._give_back(res)
+
+    async def arefund(self, decision: Decision | Permit) -> bool:
+        """Async :meth:`refund`: with a Redis store the round trip is awaited.
+
+        Example:
+            >>> import asyncio, resilience as rs
+            >>> limiter = rs.RateLimiter("ip", rate=1, per=60, clock=rs.testing.FakeClock())
+            >>> async def main() -> tuple[bool, bool]:
+            ...     d = await limiter.atry_acquire(key="10.0.0.1")
+            ...     await limiter.arefund(d)
+            ...     return d.allowed, (await limiter.atry_acquire(key="10.0.0.1")).allowed
+            >>> asyncio.run(main())
+            (True, True)
+        """
+        res = self._claim(decision)
+        return res is not None and await self._agive_back(res)
 
     # -- keyed API ----------------------------------------------------------------------------
     def try_acquire(self, key: str | None = None, cost: float = 1) -> Decision:
@@ -1067,6 +1243,7 @@ class RateLimiter(Policy):
         """
         if cost.__class__ is not int or not 0 <= cost <= self._max_cost:  # type: ignore[unreachable, unused-ignore]
             cost = self._check_cost(cost)
+        t0 = self._clock.monotonic()
         r: tuple[bool, float, float, float, int, float] | None
         if self.store is None:
             r = self._local(key, cost, 0.0)
@@ -1074,7 +1251,7 @@ class RateLimiter(Policy):
             r = self._via_store(key, cost, 0.0, self._em)
         if r is not None and not r[0] and self._em:
             self._rejected(r[1], self._em)
-        return self._decision(r)
+        return self._decision(r, key, t0)
 
     async def atry_acquire(self, key: str | None = None, cost: float = 1) -> Decision:
         """Async :meth:`try_acquire` (never waits); with a Redis store the round trip is awaited
@@ -1089,6 +1266,7 @@ class RateLimiter(Policy):
             [True, False]
         """
         cost = self._check_cost(cost)
+        t0 = self._clock.monotonic()
         r: tuple[bool, float, float, float, int, float] | None
         if self.store is None:
             r = self._local(key, cost, 0.0)
@@ -1096,7 +1274,7 @@ class RateLimiter(Policy):
             r = await self._avia_store(key, cost, 0.0, self._em)
         if r is not None and not r[0] and self._em:
             self._rejected(r[1], self._em)
-        return self._decision(r)
+        return self._decision(r, key, t0)
 
     def acquire(self, key: str | None = None, cost: float = 1) -> Decision:
         """Take ``cost`` permits, sleeping up to ``max_wait`` for them, or raise.
@@ -1129,12 +1307,14 @@ class RateLimiter(Policy):
         return await self._acquire_async(key, self._check_cost(cost), self._em)
 
     def _acquire_sync(self, key: str | None, cost: float, em: Emitter) -> Decision:
+        t0 = self._clock.monotonic()
         r = self._take_sync(key, cost, em)
-        return self._decision(r, 0.0 if r is None else r[1])
+        return self._decision(r, key, t0, 0.0 if r is None else r[1])
 
     async def _acquire_async(self, key: str | None, cost: float, em: Emitter) -> Decision:
+        t0 = self._clock.monotonic()
         r = await self._take_async(key, cost, em)
-        return self._decision(r, 0.0 if r is None else r[1])
+        return self._decision(r, key, t0, 0.0 if r is None else r[1])
 
     def _take_sync(
         self, key: str | None, cost: float, em: Emitter
@@ -1149,7 +1329,7 @@ class RateLimiter(Policy):
         wait = r[1]
         if wait > 0:
             self._waited(wait, em)
-            res = _Reservation(key, r[2], r[3], self.store is not None)
+            res = _Reservation(key, r[2], r[3], self._via(r))
             try:
                 self._clock.sleep(wait)
             except BaseException:
@@ -1173,7 +1353,7 @@ class RateLimiter(Policy):
         wait = r[1]
         if wait > 0:
             self._waited(wait, em)
-            res = _Reservation(key, r[2], r[3], self.store is not None)
+            res = _Reservation(key, r[2], r[3], self._via(r))
             try:
                 await self._clock.asleep(wait)
             except BaseException:
@@ -1187,25 +1367,30 @@ class RateLimiter(Policy):
 
     # A call refused by a policy inside this one (its own composition's RejectedError, see
     # resilience._policy.own_refusal) never reached the protected function: its permit is given
-    # back (the pure refund(): the TAT rolls back by the call's cost_time, never below now, and
-    # warm-up's stored tokens come back), through the store in one round trip when shared.
+    # back (the pure refund(): the TAT rolls back by what is left of the call's cost_time (its
+    # share of the first-come-first-served backlog ends at t0 + reset_after), never below now,
+    # and warm-up's stored tokens come back), through the store in one round trip when shared.
     # The except clauses cost nothing on the happy path.
     def _wrap_sync(self, fn: Callable[..., Any], em: Emitter) -> Callable[..., Any]:
         chain = em.chain
         give_back = self._give_back
+        outstanding = self._outstanding
         if not self._fast_path_ok():
             keyfn = self._key
             take = self._take_sync
-            via_store = self.store is not None
+            via = self._via
+            monotonic = self._clock.monotonic
 
             def rate_limit_wrapper_slow(*args: Any, **kwargs: Any) -> Any:
                 key = None if keyfn is None else keyfn(*args, **kwargs)
+                t0 = monotonic()
                 r = take(key, 1.0, em)
                 try:
                     return fn(*args, **kwargs)
                 except RejectedError as exc:
                     if r is not None and own_refusal(exc, chain):
-                        give_back(_Reservation(key, r[2], r[3], via_store))
+                        ct = outstanding(r[2], t0 + r[5])
+                        give_back(_Reservation(key, ct, r[3], via(r)))
                     raise
 
             return rate_limit_wrapper_slow
@@ -1232,7 +1417,7 @@ class RateLimiter(Policy):
                 return fn(*args, **kwargs)
             except RejectedError as exc:
                 if own_refusal(exc, chain):
-                    give_back(_Reservation(None, ct, s0 - stored, False))
+                    give_back(_Reservation(None, outstanding(ct, tat), s0 - stored, False))
                 raise
 
         return rate_limit_wrapper
@@ -1245,16 +1430,20 @@ class RateLimiter(Policy):
             keyfn = self._key
             take = self._take_async
             agive_back = self._agive_back
-            via_store = self.store is not None
+            via = self._via
+            monotonic = self._clock.monotonic
+            outstanding = self._outstanding
 
             async def rate_limit_wrapper_slow(*args: Any, **kwargs: Any) -> Any:
                 key = None if keyfn is None else keyfn(*args, **kwargs)
+                t0 = monotonic()
                 r = await take(key, 1.0, em)
                 try:
                     return await fn(*args, **kwargs)
                 except RejectedError as exc:
                     if r is not None and own_refusal(exc, chain):
-                        await agive_back(_Reservation(key, r[2], r[3], via_store))
+                        ct = outstanding(r[2], t0 + r[5])
+                        await agive_back(_Reservation(key, ct, r[3], via(r)))
                     raise
 
             return rate_limit_wrapper_slow
@@ -1265,6 +1454,7 @@ class RateLimiter(Policy):
         rejected = self._rejected
         step = transition
         give_back = self._give_back
+        outstanding = self._outstanding
 
         async def rate_limit_wrapper(*args: Any, **kwargs: Any) -> Any:
             lock.acquire()
@@ -1282,7 +1472,7 @@ class RateLimiter(Policy):
                 return await fn(*args, **kwargs)
             except RejectedError as exc:
                 if own_refusal(exc, chain):
-                    give_back(_Reservation(None, ct, s0 - stored, False))
+                    give_back(_Reservation(None, outstanding(ct, tat), s0 - stored, False))
                 raise
 
         return rate_limit_wrapper

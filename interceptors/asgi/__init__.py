@@ -9,7 +9,7 @@ Example:
 
 from __future__ import annotations
 
-from ._common import RouteFilter, TrustedProxies, parse_timeout
+from ._common import RouteFilter, TrustedProxies, mark_refused, parse_timeout
 from ._idempotency import IdempotencyMiddleware
 from ._ratelimit import RateLimitMiddleware
 from ._resilience import ResilienceMiddleware, ServerErrorResponse
@@ -21,5 +21,6 @@ __all__ = [
     "RouteFilter",
     "ServerErrorResponse",
     "TrustedProxies",
+    "mark_refused",
     "parse_timeout",
 ]

@@ -33,9 +33,11 @@ __all__ = [
     "RouteFilter",
     "Scope",
     "Send",
+    "REFUSALS_KEY",
     "TrustedProxies",
     "format_retry_after",
     "header",
+    "mark_refused",
     "parse_timeout",
     "refusal_row",
     "send_problem",
@@ -46,6 +48,33 @@ __all__ = [
 
 # The status, title and problem type of every policy error come from the one table shared
 # with the gRPC interceptors: :data:`interceptors.errors.ERROR_TABLE`.
+
+# -- refusals reported outwards -------------------------------------------------------------
+
+#: The ASGI scope key through which a middleware learns that a request it let through was
+#: refused by a resilience policy further in: a list, put there by :class:`RateLimitMiddleware`
+#: (shared by every middleware and by shallow copies of the scope); a refusal appends to it.
+REFUSALS_KEY = "resilience.refusals"
+
+
+def mark_refused(scope: Scope, exc: BaseException | None = None) -> None:
+    """Report that a resilience policy refused this request before its work ran.
+
+    Call it when answering a refusal yourself (e.g. a framework exception handler turning a
+    :class:`resilience.RejectedError` stamped by a policy into a 429 / 503): an enclosing
+    :class:`~interceptors.asgi.RateLimitMiddleware` then refunds the permits the request took
+    from it. :class:`~interceptors.asgi.ResilienceMiddleware` and ``RateLimitMiddleware`` call
+    it for their own refusals. Without an enclosing limiter it does nothing.
+
+    Example:
+        >>> scope = {"type": "http", REFUSALS_KEY: []}
+        >>> mark_refused(scope)
+        >>> len(scope[REFUSALS_KEY])
+        1
+    """
+    refusals = scope.get(REFUSALS_KEY)
+    if refusals is not None:
+        refusals.append(exc)
 
 
 def refusal_row(error: type[ResilienceError]) -> ErrorMapping:

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 import math
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any, Protocol, cast
 
+from resilience._policy import refused_by_policy
 from resilience.errors import ConfigurationError, RateLimitedError
 
 from ._common import (
+    REFUSALS_KEY,
     ASGIApp,
     Headers,
     Message,
@@ -20,6 +23,7 @@ from ._common import (
     Send,
     TrustedProxies,
     format_retry_after,
+    mark_refused,
     refusal_row,
     send_refusal,
 )
@@ -65,10 +69,19 @@ class RateLimitMiddleware:
     A key of ``None`` means "no principal": the request is not limited. ``lifespan``,
     ``websocket`` and unknown scopes pass through untouched.
 
+    A refused request spends nothing: when a resilience policy *inside* (a
+    :class:`~interceptors.asgi.ResilienceMiddleware` whose limiter, bulkhead or breaker
+    answers 429 / 503, an inner ``RateLimitMiddleware``, or a refusal stamped by a policy that
+    escapes the app) refuses a request this middleware admitted, its permits are given back
+    with the limiter's ``refund`` (one round trip with a Redis store), so one client's refused
+    requests do not drain a budget it shares with others (e.g. per IP). Inner middlewares report
+    refusals through the scope (see :func:`~interceptors.asgi.mark_refused`); a 429 or 503
+    the application chose itself keeps the permit.
+
     The limiter is anything with ``try_acquire(key=..., cost=...)`` (or an awaitable
     ``atry_acquire``, preferred when present) returning a decision with ``.allowed``,
-    ``.retry_after`` and ``.remaining`` (and optionally ``.limit``), like
-    :class:`resilience.RateLimiter`.
+    ``.retry_after`` and ``.remaining`` (and optionally ``.limit``), and optionally
+    ``refund(decision)`` (or an awaitable ``arefund``), like :class:`resilience.RateLimiter`.
 
     Args:
         app: the ASGI application.
@@ -112,6 +125,14 @@ class RateLimitMiddleware:
             raise ConfigurationError(
                 f"limiter must provide try_acquire(key=..., cost=...), got {limiter!r}"
             )
+        arefund = getattr(limiter, "arefund", None)
+        refund = getattr(limiter, "refund", None)
+        self._refund: Callable[[Any], Any] | None = None
+        self._refund_async = False
+        if arefund is not None and inspect.iscoroutinefunction(arefund):
+            self._refund, self._refund_async = arefund, True
+        elif callable(refund):
+            self._refund, self._refund_async = refund, inspect.iscoroutinefunction(refund)
         if key is not None and not callable(key):
             raise ConfigurationError(f"key must be a callable of the ASGI scope, got {key!r}")
         if not callable(cost) and (
@@ -176,6 +197,7 @@ class RateLimitMiddleware:
         if self._async:
             decision = await decision
         if not decision.allowed:
+            mark_refused(scope)  # a policy inside the enclosing limiters refused
             after = format_retry_after(decision.retry_after)
             headers = self._fields(decision, after or b"0")
             if after is not None:
@@ -187,15 +209,36 @@ class RateLimitMiddleware:
                 headers=headers,
             )
             return
-        if not self._headers:
-            await self.app(scope, receive, send)
+        app_send = send
+        if self._headers:
+            fields = self._fields(decision, None)
+
+            async def send_with_fields(message: Message) -> None:
+                if message["type"] == "http.response.start":
+                    message = dict(message)
+                    message["headers"] = [*message.get("headers", ()), *fields]
+                await send(message)
+
+            app_send = send_with_fields
+        if self._refund is None:
+            await self.app(scope, receive, app_send)
             return
-        fields = self._fields(decision, None)
+        refusals = scope.get(REFUSALS_KEY)
+        if refusals is None:
+            refusals = scope[REFUSALS_KEY] = []
+        before = len(refusals)
+        try:
+            await self.app(scope, receive, app_send)
+        except Exception as exc:
+            if refused_by_policy(exc) or len(refusals) > before:
+                with contextlib.suppress(Exception):  # never mask the app's exception
+                    await self._give_back(decision)
+            raise
+        if len(refusals) > before:
+            await self._give_back(decision)
 
-        async def send_with_fields(message: Message) -> None:
-            if message["type"] == "http.response.start":
-                message = dict(message)
-                message["headers"] = [*message.get("headers", ()), *fields]
-            await send(message)
-
-        await self.app(scope, receive, send_with_fields)
+    async def _give_back(self, decision: Any) -> None:
+        """Refund ``decision``: a policy further in refused the request it admitted."""
+        result = cast(Callable[[Any], Any], self._refund)(decision)
+        if self._refund_async:
+            await result

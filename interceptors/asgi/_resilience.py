@@ -14,7 +14,7 @@ from resilience._deadline import (
     clamp_inbound,
     deadline_scope,
 )
-from resilience._policy import Policy
+from resilience._policy import Policy, refused_by_policy
 from resilience._types import Duration, header_names
 from resilience.errors import ConfigurationError, TimeoutExceededError
 from resilience.idempotency import _CALLER, CallerScope
@@ -28,6 +28,7 @@ from ._common import (
     Scope,
     Send,
     format_retry_after,
+    mark_refused,
     parse_timeout,
     refusal_row,
     send_problem,
@@ -294,6 +295,8 @@ class ResilienceMiddleware:
             row = classify(exc)
             if row is None or responder.started:
                 raise
+            if refused_by_policy(exc):  # enclosing RateLimitMiddlewares refund this request
+                mark_refused(scope, exc)
             retry_after = format_retry_after(retry_delay(row, exc))
             headers = [(b"retry-after", retry_after)] if retry_after is not None else []
             await send_refusal(send, row, detail=str(exc) or None, headers=headers)

@@ -201,13 +201,20 @@ class ReplayBuffer:
 
 
 class _ThrottleGate:
-    """A budget view of a :class:`resilience.RetryThrottle` whose outcomes are recorded per A6."""
+    """A budget view of a :class:`resilience.RetryThrottle` whose outcomes are recorded per A6.
+
+    Everything but outcomes goes to the throttle, refunds included: an attempt refused by a
+    policy inside the retry (a local limiter, bulkhead or open breaker) gives back what it took.
+    """
 
     def __init__(self, throttle: rs.RetryThrottle | rs.RetryBudget) -> None:
         self.throttle = throttle
 
     def deposit(self) -> None:
         self.throttle.deposit()
+
+    def refund(self, *, retry: bool = False) -> None:
+        self.throttle.refund(retry=retry)
 
     def record(self, success: bool) -> None:
         """Outcomes are recorded by :class:`GrpcRetry` with the status code in hand."""
