@@ -71,7 +71,7 @@ def test_state_machine_is_pure_and_json_representable() -> None:
     taken: Any
     renewed, held, _ = RenewOp("k", "a", 1, lease=60.0, ttl=100.0).apply(state, 50.0)
     assert held
-    assert renewed["lu"] == 110.0
+    assert renewed["lu"] == 110_000_000
     # takeover after the lease, with a new fence
     taken, res, _ = ClaimOp("k", "fp", "b", lease=60.0, ttl=100.0).apply(renewed, 111.0)
     assert res == ("claimed", 2, 1)
