@@ -50,7 +50,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Literal, Protocol, TypeGuard
 
 from ._clock import SYSTEM_CLOCK, Clock, resolve_clock
 from ._degraded import STORE_LOG
-from ._policy import Emitter, Policy
+from ._policy import Emitter, Policy, refusal
 from ._types import Duration, check_name, positive_int, seconds
 from .errors import (
     ConfigurationError,
@@ -1655,6 +1655,8 @@ class Idempotent(Policy):
         )
 
     def _refuse(self, claim: Claim, em: Emitter) -> IdempotencyConflictError:
+        """The conflict refusing a duplicate, stamped as this composition's own refusal (the
+        function did not run: breakers and budgets around ignore it, outer limiters refund)."""
         if em:
             em.emit(
                 CallRejected(
@@ -1666,13 +1668,19 @@ class Idempotent(Policy):
                 )
             )
         if claim.status == "reused":
-            return IdempotencyKeyReusedError(
-                "idempotency key reused with different arguments", policy=self.name
+            return refusal(
+                IdempotencyKeyReusedError(
+                    "idempotency key reused with different arguments", policy=self.name
+                ),
+                em,
             )
-        return IdempotencyInProgressError(
-            "a call with this idempotency key is still running",
-            policy=self.name,
-            retry_after=claim.retry_after,
+        return refusal(
+            IdempotencyInProgressError(
+                "a call with this idempotency key is still running",
+                policy=self.name,
+                retry_after=claim.retry_after,
+            ),
+            em,
         )
 
     def _replay(self, claim: Claim, em: Emitter) -> Any:
@@ -1682,11 +1690,14 @@ class Idempotent(Policy):
             )
         payload = claim.payload
         if payload is None:
-            raise IdempotencyConflictError(
-                "the first call with this idempotency key completed but its result could not be "
-                "stored (refused by the codec, or over max_response_bytes: not retained); it "
-                "cannot be replayed",
-                policy=self.name,
+            raise refusal(  # the function does not run: a refusal, like a conflict
+                IdempotencyConflictError(
+                    "the first call with this idempotency key completed but its result could "
+                    "not be stored (refused by the codec, or over max_response_bytes: not "
+                    "retained); it cannot be replayed",
+                    policy=self.name,
+                ),
+                em,
             )
         tag, body = payload[:1], payload[1:]
         if tag == "r":
