@@ -534,7 +534,9 @@ class IdempotencyMiddleware:
             for message in pending:
                 await send(message)
 
-        async def finish(payload: str | None, store: bool, size: int | None = None) -> bool:
+        async def finish(
+            payload: str | None, store: bool, size: int | None = None, told: bool = False
+        ) -> bool:
             """Complete (or release) the claim; False when the outcome could not be recorded."""
             nonlocal finished
             finished = True
@@ -548,7 +550,7 @@ class IdempotencyMiddleware:
                 beat.stop()
             if recorded is True:
                 return True
-            self._unrecorded(scope, recorded, streamed=held is None)
+            self._unrecorded(scope, recorded, told=told and held is not None)
             return False
 
         async def capture(message: Message) -> None:
@@ -580,7 +582,8 @@ class IdempotencyMiddleware:
                     elif retained:
                         body = b"".join(chunks)
                         chunks.clear()
-                        recorded = await finish(self._payload(status, headers, body), True, size)
+                        payload = self._payload(status, headers, body)
+                        recorded = await finish(payload, True, size, told=True)
                         if held is not None:  # else its start went out already (an extension)
                             held.append(message)
                             await flush(unrecorded=not recorded)
@@ -610,7 +613,7 @@ class IdempotencyMiddleware:
         """Whether a response with ``status`` releases the key instead of being stored."""
         return status in self.release_statuses or (status >= 500 and self.store_errors == "never")
 
-    def _unrecorded(self, scope: Scope, recorded: bool | StoreError, *, streamed: bool) -> None:
+    def _unrecorded(self, scope: Scope, recorded: bool | StoreError, *, told: bool) -> None:
         """A finished response whose outcome could not be recorded: log it and emit an event
         (a claim taken over after its lease was already logged by the records)."""
         if not isinstance(recorded, StoreError):
@@ -621,9 +624,9 @@ class IdempotencyMiddleware:
             scope.get("method"),
             scope.get("path"),
             recorded,
-            "the response was streamed, so the client was not told"
-            if streamed
-            else "the response carries Idempotency-Outcome: unrecorded",
+            "the response carries Idempotency-Outcome: unrecorded"
+            if told
+            else "its response had started (streamed), so the client was not told",
             self.records.lease,
         )
         if self.listeners:
