@@ -694,3 +694,10 @@ async def test_released_responses_are_not_held(app: App) -> None:
     assert r.status_code == again.status_code == 503
     assert "idempotency-outcome" not in r.headers  # released (not a stored outcome)
     assert app.runs == 2
+
+
+def test_listeners_are_validated(app: App) -> None:
+    with pytest.raises(rs.ConfigurationError):
+        IdempotencyMiddleware(app.app, listeners=[42])  # type: ignore[list-item]
+    with pytest.raises(rs.ConfigurationError):
+        IdempotencyMiddleware(app.app, listeners="print")  # type: ignore[arg-type]
