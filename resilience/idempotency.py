@@ -50,7 +50,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Literal, Protocol, TypeGuard
 
 from ._clock import SYSTEM_CLOCK, Clock, resolve_clock
 from ._degraded import STORE_LOG
-from ._policy import Emitter, Policy
+from ._policy import Emitter, Policy, refusal
 from ._types import Duration, check_name, positive_int, seconds
 from .errors import (
     ConfigurationError,
@@ -68,9 +68,9 @@ from .events import (
     StoreFailed,
     error_type,
 )
-from .stores.base import StoreOp
+from .stores.base import StoreOp, ttl_us
 from .stores.memory import MemoryStore
-from .stores.redis import text, to_us
+from .stores.redis import text
 
 if TYPE_CHECKING:  # pragma: no cover
     import asyncio
@@ -112,7 +112,7 @@ def _valid(state: object) -> TypeGuard[dict[str, Any]]:
         and isinstance(state.get("fp"), str)
         and isinstance(state.get("o"), str)
         and isinstance(state.get("g"), int)
-        and isinstance(state.get("lu"), int | float)
+        and type(state.get("lu")) is int
     )
 
 
@@ -149,6 +149,16 @@ def _b(value: str) -> bytes:
     return value.encode("utf-8", "surrogatepass")
 
 
+def _lease_end(now: float, lease: float) -> int:
+    """The lease end (integer µs of the store clock) of a claim or renewal at ``now``."""
+    return round(now * 1_000_000) + ttl_us(lease)
+
+
+def _record_ttl(ttl: float, lease: float) -> float:
+    """A claimed record's TTL in seconds, whole µs as the Lua twin's ``ttl + lease`` (µs)."""
+    return (ttl_us(ttl) + ttl_us(lease)) / 1_000_000
+
+
 # -- the pure operations ---------------------------------------------------------------------
 @dataclass(slots=True)
 class ClaimOp:
@@ -158,11 +168,16 @@ class ClaimOp:
     (``None`` when the outcome was not retained), the seconds left on the owner's lease for
     ``"in_progress"``, ``1`` for a takeover of an expired claim and ``0`` otherwise.
 
+    The lease is decided in whole microseconds exactly like the Lua twin (and like every store
+    decides expiry, see :func:`~resilience.stores.base.ttl_us`): a claim or renewal at ``now``
+    holds the lease while the clock reads less than ``round(now * 1e6) + ttl_us(lease)`` µs,
+    so both stores agree on the instant a lease ends whatever the float noise of the clock.
+
     Example:
         >>> op = ClaimOp("k", "fp", "owner-1", lease=60.0, ttl=3600.0)
         >>> state, result, ttl = op.apply(None, 0.0)
         >>> result, state["st"], state["lu"], ttl
-        (('claimed', 1, 0), 'p', 60.0, 3660.0)
+        (('claimed', 1, 0), 'p', 60000000, 3660.0)
         >>> ClaimOp("k", "fp", "owner-2", lease=60.0, ttl=3600.0).apply(state, 10.0)[1]
         ('in_progress', 1, 50.0)
         >>> ClaimOp("k", "other", "owner-2", lease=60.0, ttl=3600.0).apply(state, 10.0)[1]
@@ -214,7 +229,7 @@ return {'claimed', fence + 1, 1}
     def apply(self, state: Any | None, now: float, /) -> tuple[Any | None, Any, float | None]:
         """Pure next-state function."""
         if state is None:
-            return self._claimed(1, now), ("claimed", 1, 0), self.ttl + self.lease
+            return self._claimed(1, now), ("claimed", 1, 0), _record_ttl(self.ttl, self.lease)
         if not _valid(state):
             return state, ("corrupt", 0, 0), None
         fence = state["g"]
@@ -222,14 +237,16 @@ return {'claimed', fence + 1, 1}
             return state, ("reused", fence, 0), None
         if state["st"] == DONE:
             return state, ("replay", fence, state.get("r")), None
-        if state["lu"] > now:
-            return state, ("in_progress", fence, state["lu"] - now), None
+        now_us = round(now * 1_000_000)
+        if state["lu"] > now_us:
+            return state, ("in_progress", fence, (state["lu"] - now_us) / 1_000_000), None
         # an orphan: its owner crashed or hung past its lease; take it over with a new fence
-        return self._claimed(fence + 1, now), ("claimed", fence + 1, 1), self.ttl + self.lease
+        claimed = self._claimed(fence + 1, now)
+        return claimed, ("claimed", fence + 1, 1), _record_ttl(self.ttl, self.lease)
 
     def lua_args(self) -> tuple[int, int, bytes, bytes]:
         """Lease and ttl in µs, fingerprint, owner (the Lua twin's ARGV[2:])."""
-        return to_us(self.lease), to_us(self.ttl), _b(self.fingerprint), _b(self.owner)
+        return ttl_us(self.lease), ttl_us(self.ttl), _b(self.fingerprint), _b(self.owner)
 
     def parse(self, reply: Any) -> tuple[str, int, Any]:
         """The Lua reply as :meth:`apply`'s result."""
@@ -247,7 +264,7 @@ return {'claimed', fence + 1, 1}
             "fp": self.fingerprint,
             "o": self.owner,
             "g": fence,
-            "lu": now + self.lease,
+            "lu": _lease_end(now, self.lease),
         }
 
 
@@ -259,7 +276,7 @@ class RenewOp:
         >>> claimed = ClaimOp("k", "fp", "me", lease=60.0, ttl=10.0).apply(None, 0.0)[0]
         >>> state, held, _ = RenewOp("k", "me", 1, lease=60.0, ttl=10.0).apply(claimed, 30.0)
         >>> held, state["lu"]
-        (True, 90.0)
+        (True, 90000000)
         >>> RenewOp("k", "someone-else", 1, lease=60.0, ttl=10.0).apply(claimed, 30.0)[1]
         False
     """
@@ -289,11 +306,12 @@ return 1
         """Pure next-state function."""
         if not _owns(state, self.owner, self.fence):
             return state, False, None
-        return {**state, "lu": now + self.lease}, True, self.ttl + self.lease
+        renewed = {**state, "lu": _lease_end(now, self.lease)}
+        return renewed, True, _record_ttl(self.ttl, self.lease)
 
     def lua_args(self) -> tuple[bytes, int, int, int]:
         """Owner, fence, lease and ttl in µs."""
-        return _b(self.owner), self.fence, to_us(self.lease), to_us(self.ttl)
+        return _b(self.owner), self.fence, ttl_us(self.lease), ttl_us(self.ttl)
 
     def parse(self, reply: Any) -> bool:
         """Whether the claim is still held."""
@@ -358,7 +376,7 @@ return 1
     def lua_args(self) -> tuple[bytes, int, int, int, bytes]:
         """Owner, fence, ttl in µs, whether a payload is stored, the payload."""
         retained = self.payload is not None
-        return _b(self.owner), self.fence, to_us(self.ttl), int(retained), _b(self.payload or "")
+        return _b(self.owner), self.fence, ttl_us(self.ttl), int(retained), _b(self.payload or "")
 
     def parse(self, reply: Any) -> bool:
         """Whether the outcome was stored."""
@@ -1637,6 +1655,8 @@ class Idempotent(Policy):
         )
 
     def _refuse(self, claim: Claim, em: Emitter) -> IdempotencyConflictError:
+        """The conflict refusing a duplicate, stamped as this composition's own refusal (the
+        function did not run: breakers and budgets around ignore it, outer limiters refund)."""
         if em:
             em.emit(
                 CallRejected(
@@ -1648,13 +1668,19 @@ class Idempotent(Policy):
                 )
             )
         if claim.status == "reused":
-            return IdempotencyKeyReusedError(
-                "idempotency key reused with different arguments", policy=self.name
+            return refusal(
+                IdempotencyKeyReusedError(
+                    "idempotency key reused with different arguments", policy=self.name
+                ),
+                em,
             )
-        return IdempotencyInProgressError(
-            "a call with this idempotency key is still running",
-            policy=self.name,
-            retry_after=claim.retry_after,
+        return refusal(
+            IdempotencyInProgressError(
+                "a call with this idempotency key is still running",
+                policy=self.name,
+                retry_after=claim.retry_after,
+            ),
+            em,
         )
 
     def _replay(self, claim: Claim, em: Emitter) -> Any:
@@ -1664,11 +1690,14 @@ class Idempotent(Policy):
             )
         payload = claim.payload
         if payload is None:
-            raise IdempotencyConflictError(
-                "the first call with this idempotency key completed but its result could not be "
-                "stored (refused by the codec, or over max_response_bytes: not retained); it "
-                "cannot be replayed",
-                policy=self.name,
+            raise refusal(  # the function does not run: a refusal, like a conflict
+                IdempotencyConflictError(
+                    "the first call with this idempotency key completed but its result could "
+                    "not be stored (refused by the codec, or over max_response_bytes: not "
+                    "retained); it cannot be replayed",
+                    policy=self.name,
+                ),
+                em,
             )
         tag, body = payload[:1], payload[1:]
         if tag == "r":

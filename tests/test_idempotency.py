@@ -71,7 +71,7 @@ def test_state_machine_is_pure_and_json_representable() -> None:
     taken: Any
     renewed, held, _ = RenewOp("k", "a", 1, lease=60.0, ttl=100.0).apply(state, 50.0)
     assert held
-    assert renewed["lu"] == 110.0
+    assert renewed["lu"] == 110_000_000
     # takeover after the lease, with a new fence
     taken, res, _ = ClaimOp("k", "fp", "b", lease=60.0, ttl=100.0).apply(renewed, 111.0)
     assert res == ("claimed", 2, 1)
@@ -849,3 +849,83 @@ async def test_records_arun_for_rpc(clock: FakeClock) -> None:
     assert await records.arun(handler=handler, **args) == (b"resp", False)
     assert await records.arun(handler=handler, **args) == (b"resp", True)
     assert len(calls) == 1
+
+
+# -- conflicts are the composition's own refusals (issue 11 item 1) ----------------------------
+def _conflict_pipeline(clock: FakeClock) -> tuple[rs.Pipeline, rs.RateLimiter, rs.CircuitBreaker]:
+    outer_limit = rs.RateLimiter("outer", rate=50, per=60, clock=clock)
+    breaker = rs.CircuitBreaker("dep", failure_count=1, clock=clock)
+    idem = rs.Idempotent(key=lambda order, amount: order, clock=clock)
+    return rs.Pipeline(outer_limit, breaker, idem), outer_limit, breaker
+
+
+def _duplicates() -> list[tuple[str, int, type[BaseException]]]:
+    return (
+        [("o1", 1, rs.IdempotencyInProgressError)] * 20  # while the first call runs
+        + [("o2", 2, rs.IdempotencyKeyReusedError)] * 5  # other arguments, same key
+        + [("o3", 1, rs.IdempotencyConflictError)] * 5  # the first outcome was not retained
+    )
+
+
+def _check_refusals_spent_nothing(
+    refusals: list[BaseException], outer_limit: rs.RateLimiter, breaker: rs.CircuitBreaker
+) -> None:
+    expected = [t for _, _, t in _duplicates()]
+    assert [type(e) for e in refusals] == expected  # never CircuitOpenError
+    assert breaker.state is rs.CircuitState.CLOSED
+    m = breaker.metrics
+    assert (m.calls, m.failures) == (3, 0)  # only the three first calls count
+    assert outer_limit.try_acquire(cost=0).remaining == 47  # the refused calls were refunded
+
+
+def test_idempotency_conflicts_leave_the_breaker_closed_and_are_refunded(clock: FakeClock) -> None:
+    pipeline, outer_limit, breaker = _conflict_pipeline(clock)
+    started, release = threading.Event(), threading.Event()
+
+    def charge(order: str, amount: int) -> Any:
+        if order == "o1":
+            started.set()
+            assert release.wait(10)
+        return {amount} if order == "o3" else {"amount": amount}  # a set: not retained
+
+    first = threading.Thread(target=pipeline.call, args=(charge, "o1", 1))
+    first.start()
+    assert started.wait(10)
+    assert pipeline.call(charge, "o2", 1) == {"amount": 1}
+    assert pipeline.call(charge, "o3", 1) == {1}
+    refusals: list[BaseException] = []
+    for order, amount, _ in _duplicates():
+        try:
+            pipeline.call(charge, order, amount)
+        except rs.RejectedError as exc:
+            refusals.append(exc)
+    release.set()
+    first.join(10)
+    _check_refusals_spent_nothing(refusals, outer_limit, breaker)
+
+
+async def test_idempotency_conflicts_leave_the_breaker_closed_and_are_refunded_async(
+    clock: FakeClock,
+) -> None:
+    pipeline, outer_limit, breaker = _conflict_pipeline(clock)
+    started, release = asyncio.Event(), asyncio.Event()
+
+    async def charge(order: str, amount: int) -> Any:
+        if order == "o1":
+            started.set()
+            await release.wait()
+        return {amount} if order == "o3" else {"amount": amount}
+
+    first = asyncio.create_task(pipeline.acall(charge, "o1", 1))
+    await started.wait()
+    assert await pipeline.acall(charge, "o2", 1) == {"amount": 1}
+    assert await pipeline.acall(charge, "o3", 1) == {1}
+    refusals: list[BaseException] = []
+    for order, amount, _ in _duplicates():
+        try:
+            await pipeline.acall(charge, order, amount)
+        except rs.RejectedError as exc:
+            refusals.append(exc)
+    release.set()
+    await first
+    _check_refusals_spent_nothing(refusals, outer_limit, breaker)

@@ -1,19 +1,28 @@
-"""Idempotent on a real redis-server that stalls (SIGSTOP / SIGCONT) while an outcome is stored."""
+"""Idempotent and IdempotencyMiddleware (on uvicorn) with a real redis-server that stalls
+(SIGSTOP / SIGCONT) while an outcome is stored."""
 
 from __future__ import annotations
 
 import asyncio
 import threading
+import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
+import httpx
 import pytest
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
 
 import resilience as rs
+from interceptors.asgi import IdempotencyMiddleware
 from resilience.stores.redis import RedisStore
 from resilience.testing import FakeClock
 
+from ._server import serve
 from .redis_servers import RedisServer
 
 pytestmark = pytest.mark.redis
@@ -123,3 +132,61 @@ def test_a_stall_longer_than_the_lease_is_reported(own_redis_server: RedisServer
     finally:
         own_redis_server.resume()
         store.close()
+
+
+# -- over HTTP: IdempotencyMiddleware on a real uvicorn server -------------------------------
+def _payments(on_run: Callable[[], None]) -> tuple[Starlette, list[int]]:
+    runs: list[int] = []
+
+    async def pay(request: Request) -> Response:
+        runs.append(1)
+        on_run()  # the store stalls right as the response (and its outcome) is complete
+        return JSONResponse({"paid": len(runs)}, status_code=201)
+
+    return Starlette(routes=[Route("/pay", pay, methods=["POST"])]), runs
+
+
+def test_http_a_redis_stall_at_completion_holds_the_response_until_recorded(
+    own_redis_server: RedisServer, stall: Stall
+) -> None:
+    clock = FakeClock(start=1000.0)
+    store = _store(own_redis_server, clock)
+    app, runs = _payments(stall.start)
+    h = {"Idempotency-Key": "pay-1"}
+    try:
+        mw = IdempotencyMiddleware(app, store=store, lease=30)
+        with serve(mw) as url, httpx.Client(base_url=url, timeout=30) as c:
+            began = time.monotonic()
+            first = c.post("/pay", headers=h)
+            waited = time.monotonic() - began
+            assert stall.resumed.wait(10)
+            clock.advance(31)  # past the lease: an in-progress record would be taken over
+            again = c.post("/pay", headers=h)
+    finally:
+        store.close()
+    assert first.status_code == 201
+    assert "idempotency-outcome" not in first.headers  # it was recorded, after the stall
+    assert waited >= STALL * 0.8  # the response waited for its record
+    assert again.headers["idempotent-replayed"] == "true"
+    assert again.json() == first.json() == {"paid": 1}
+    assert runs == [1]
+
+
+def test_http_a_stall_longer_than_the_lease_is_told_by_a_header(
+    own_redis_server: RedisServer,
+) -> None:
+    """Redis stops as the handler returns and stays stopped past the lease (1 s): the response
+    goes out with ``Idempotency-Outcome: unrecorded`` instead of pretending."""
+    store = RedisStore.from_url(own_redis_server.url, prefix=f"h{uuid.uuid4().hex[:10]}")
+    app, runs = _payments(own_redis_server.pause)
+    try:
+        mw = IdempotencyMiddleware(app, store=store, lease=1)
+        with serve(mw) as url, httpx.Client(base_url=url, timeout=30) as c:
+            r = c.post("/pay", headers={"Idempotency-Key": "pay-2"})
+    finally:
+        own_redis_server.resume()
+        store.close()
+    assert r.status_code == 201
+    assert r.json() == {"paid": 1}
+    assert r.headers["idempotency-outcome"] == "unrecorded"
+    assert runs == [1]

@@ -149,3 +149,22 @@ def test_one_event_per_listener_across_policies_sharing_a_breaker() -> None:
     ]
     assert "charge" in changes[0].operation
     assert len(legacy.listeners) == 1  # one bridge, however many policies
+
+
+def test_an_open_pybreaker_is_our_own_refusal(runner: Runner, clock: FakeClock) -> None:
+    # issue 11 item 1: the policies around a PyBreaker ignore its CircuitOpenError (the call
+    # never reached the function): the outer breaker stays closed, the outer limiter refunds
+    legacy = pybreaker.CircuitBreaker(fail_max=1, reset_timeout=600)
+    legacy.open()
+    outer_limit = rs.RateLimiter("outer", rate=5, per=60, clock=clock)
+    outer_breaker = rs.CircuitBreaker("outer", failure_count=1, clock=clock)
+    policy = rs.Pipeline(outer_limit, outer_breaker, PyBreaker(legacy))
+    fn = runner.scripted(["ok"])
+    for _ in range(10):
+        with pytest.raises(rs.CircuitOpenError) as info:
+            runner.run(policy, fn)
+        assert info.value.policy == "pybreaker"
+    assert runner.calls == []
+    assert outer_breaker.state is rs.CircuitState.CLOSED
+    assert outer_breaker.metrics.calls == 0
+    assert outer_limit.try_acquire(cost=0).remaining == 5

@@ -133,6 +133,16 @@ IDEMPOTENCY_SCENARIOS: dict[str, list[Step]] = {
         complete("b", 2, None),
         claim("c"),
     ],
+    # float noise: 1000.1 + 0.2 + 29.9 + 0.1 is not exactly the lease end (1000.3 + 30) in
+    # floats, but it is in whole µs, where both stores decide: the lease has ended
+    "lease-ends-at-the-same-microsecond": [
+        0.1,
+        0.2,
+        claim("a"),
+        29.9,
+        0.1,
+        claim("b"),
+    ],
     "release-then-rerun": [
         claim("a"),
         release("b", 1),
@@ -207,6 +217,8 @@ def test_expected_results_are_meaningful() -> None:
         True,
         ("replay", 2, None),
     ]
+    boundary = expected(IDEMPOTENCY_SCENARIOS["lease-ends-at-the-same-microsecond"])
+    assert boundary == [("claimed", 1, 0), ("claimed", 2, 1)]
     retried = expected(IDEMPOTENCY_SCENARIOS["a-retried-completion-is-idempotent-for-its-owner"])
     assert retried == [("claimed", 1, 0), True, True, False, ("replay", 1, "s1"), False]
 
@@ -252,6 +264,26 @@ idempotency_step = st.one_of(
     st.builds(complete, owners, fences, st.sampled_from([None, "s1", "b" + "QUJD"])),
     st.builds(release, owners, fences),
 )
+#: fractional clock steps: a whole number of seconds ``n`` taken as ``f`` then ``n - f``, so
+#: the clock lands on a lease end or an expiry by a different float path than ``now + lease``
+split_advance = st.builds(
+    lambda n, f, first: [f, n - f] if first else [n - f, f],
+    st.sampled_from([LEASE, TTL, TTL + LEASE, 10]),
+    st.sampled_from([0.3, 1.3, 0.1, 0.9, 0.7]),
+    st.booleans(),
+)
+idempotency_item = st.one_of(
+    idempotency_step.map(lambda step: [step]),
+    split_advance,
+    # a claim, then a duplicate probing the lease end (or the record's expiry) reached by a
+    # noisy float path
+    st.builds(
+        lambda c, a, d: [c, *a, d],
+        st.builds(claim, owners),
+        split_advance,
+        st.builds(claim, owners),
+    ),
+)
 
 
 @settings(
@@ -259,8 +291,14 @@ idempotency_step = st.one_of(
     deadline=None,
     suppress_health_check=[HealthCheck.function_scoped_fixture],
 )
-@given(steps=st.lists(idempotency_step, max_size=25))
-def test_random_idempotency_sequences_conform(redis_server: RedisServer, steps: list[Step]) -> None:
+@given(items=st.lists(idempotency_item, max_size=20))
+@example(items=[[claim("a")], [29.9], [0.1], [claim("b")]])
+@example(items=[[claim("a")], [9.9, 0.1], [renew("a", 1)], [29.9, 0.1], [claim("b")]])
+def test_random_idempotency_sequences_conform(
+    redis_server: RedisServer, items: list[list[Step]]
+) -> None:
+    # the clock starts at a fractional instant with float noise (1000.1 + 0.2 != 1000.3)
+    steps: list[Step] = [0.1, 0.2, *(step for item in items for step in item)]
     clock = FakeClock(start=1000.0)
     store = RedisStore.from_url(
         redis_server.url, prefix=f"prop{uuid.uuid4().hex[:12]}", clock=clock

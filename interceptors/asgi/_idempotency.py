@@ -19,10 +19,15 @@ Behaviour (draft-ietf-httpapi-idempotency-key-header, Stripe, RELIABILITY.md §2
   within ``max_buffered_bytes`` (64 MiB): a request whose next chunk does not fit → **503**
   with ``Retry-After: 1``, without reading more; its bytes are released at once, and every
   request's bytes when it completes or its client disconnects.
-* First request: runs; the response streams through unchanged (no buffering), while up to
-  ``max_response_bytes`` (1 MiB, the cap every idempotency adapter shares) of it is captured.
-  The outcome is stored just before the final body chunk is sent, so a retry that sees the
-  response also sees the record.
+* First request: runs. A response within ``max_response_bytes`` (1 MiB, the cap every
+  idempotency adapter shares), which is buffered for storing anyway, is held (its
+  ``http.response.start`` too) until its outcome is stored, with the completion retries while
+  the lease is held, and then sent unchanged; if the outcome could not be recorded it carries
+  ``Idempotency-Outcome: unrecorded`` (the request ran; a retry after the lease runs it
+  again). A larger response streams through unchanged and its outcome (not retained) is
+  stored just before the final body chunk is sent; a failure to store it is only logged and
+  emitted (``StoreFailed(decision="unrecorded")``). Either way a retry that sees the response
+  also sees the record (when it could be stored).
 * Duplicate while running → **409** with ``Retry-After`` (or, with ``wait > 0``, a wait for
   the replay); same key with a different request → **422**; completed → replay of the status,
   the allow-listed headers and the byte-identical body, plus ``Idempotent-Replayed: true``.
@@ -42,14 +47,17 @@ from __future__ import annotations
 
 import base64
 import binascii
+import contextlib
 import hashlib
 import json
+import logging
 import math
 from collections import deque
-from collections.abc import Awaitable, Callable, Iterable, MutableMapping
+from collections.abc import Awaitable, Callable, Iterable, MutableMapping, Sequence
 from typing import Any, Literal
 
 from resilience._clock import Clock
+from resilience._policy import _check_listeners
 from resilience._types import (
     Duration,
     header_names,
@@ -64,6 +72,7 @@ from resilience.errors import (
     IdempotencyKeyReusedError,
     StoreError,
 )
+from resilience.events import Listener, StoreFailed, emit, error_type
 from resilience.idempotency import (
     MAX_BUFFERED_BYTES,
     MAX_RESPONSE_BYTES,
@@ -107,6 +116,10 @@ _NEVER_REPLAYED = frozenset(
     }
 )
 _MAX_HEADER = 8192
+#: Added to a held (retained) response whose outcome could not be recorded.
+UNRECORDED_HEADER = b"idempotency-outcome"
+_UNRECORDED = (UNRECORDED_HEADER, b"unrecorded")
+_log = logging.getLogger("resilience")
 
 
 def parse_idempotency_key(raw: bytes) -> str | None:
@@ -224,8 +237,10 @@ class IdempotencyMiddleware:
         store_errors: ``"ambiguous"`` (default: store 5xx and exceptions, at-most-once) or
             ``"never"`` (release them, at-least-once).
         on_store_error: ``"closed"`` (503) or ``"open"`` (run unprotected).
-        name: namespace of the records in the store.
+        name: namespace of the records in the store (and the ``policy`` of its events).
         clock: time source of the default store, leases and waits.
+        listeners: event listeners (:class:`~resilience.events.StoreFailed` with
+            ``decision="unrecorded"`` for an outcome that could not be recorded).
 
     Example:
         >>> async def app(scope, receive, send):
@@ -257,6 +272,7 @@ class IdempotencyMiddleware:
         on_store_error: Literal["closed", "open"] = "closed",
         name: str = "http",
         clock: Clock | None = None,
+        listeners: Sequence[Listener] = (),
     ) -> None:
         if not callable(app):
             raise ConfigurationError(f"app must be an ASGI callable, got {app!r}")
@@ -311,6 +327,8 @@ class IdempotencyMiddleware:
             clock=clock,
         )
         self.buffers = self.records.buffers
+        self.name = name
+        self.listeners = _check_listeners(listeners)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope["method"] not in self.methods:
@@ -501,18 +519,43 @@ class IdempotencyMiddleware:
         size = 0
         retained = True
         finished = False
+        # a response that will be retained is held (its start and body) until its outcome is
+        # recorded, so the start can say when it could not be; None: messages pass through
+        held: list[Message] | None = None
 
-        async def finish(payload: str | None, store: bool, size: int | None = None) -> None:
+        async def flush(unrecorded: bool = False) -> None:
+            nonlocal held
+            pending, held = held, None
+            if not pending:
+                return
+            if unrecorded:
+                start = dict(pending[0])
+                start["headers"] = [*start.get("headers", ()), _UNRECORDED]
+                pending[0] = start
+            for message in pending:
+                await send(message)
+
+        async def finish(
+            payload: str | None, store: bool, size: int | None = None, told: bool = False
+        ) -> bool:
+            """Complete (or release) the claim; False when the outcome could not be recorded."""
             nonlocal finished
             finished = True
-            beat.stop()
-            if store:
-                await records.acomplete(claim, payload, size=size)
-            else:
+            if not store:
+                beat.stop()
                 await records.arelease(claim)
+                return True
+            try:  # the heartbeat keeps the lease while the completion is retried
+                recorded = await records._acomplete(claim, payload, size)
+            finally:
+                beat.stop()
+            if recorded is True:
+                return True
+            self._unrecorded(scope, recorded, told=told and held is not None)
+            return False
 
         async def capture(message: Message) -> None:
-            nonlocal status, headers, size, retained
+            nonlocal status, headers, size, retained, held
             kind = message["type"]
             if kind == "http.response.start" and not finished:
                 status = int(message["status"])
@@ -521,26 +564,38 @@ class IdempotencyMiddleware:
                     for k, v in message.get("headers", ())
                     if k.lower() in allowed
                 ]
+                if not self._releases(status):
+                    held = [message]
+                    return
             elif kind == "http.response.body" and not finished and status:
                 chunk = message.get("body", b"")
                 if retained:
                     size += len(chunk)
-                    if size > max_body:
+                    if size > max_body:  # streamed through from here on, not retained
                         retained = False
                         chunks.clear()
+                        await flush()
                     elif chunk:
                         chunks.append(chunk)
                 if not message.get("more_body", False):
-                    if status in self.release_statuses or (
-                        status >= 500 and self.store_errors == "never"
-                    ):
+                    if self._releases(status):
                         await finish(None, store=False)
                     elif retained:
                         body = b"".join(chunks)
                         chunks.clear()
-                        await finish(self._payload(status, headers, body), True, len(body))
+                        payload = self._payload(status, headers, body)
+                        recorded = await finish(payload, True, size, told=True)
+                        if held is not None:  # else its start went out already (an extension)
+                            held.append(message)
+                            await flush(unrecorded=not recorded)
+                            return
                     else:
                         await finish(None, True, size)
+                elif held is not None:
+                    held.append(message)
+                    return
+            elif held is not None:  # anything else (an extension): keep the order, stop holding
+                await flush()
             await send(message)
 
         try:
@@ -548,12 +603,47 @@ class IdempotencyMiddleware:
         except BaseException:
             if not finished:
                 await self._abandoned(finish, status)
+            with contextlib.suppress(Exception):  # what the app sent before it failed
+                await flush()
             raise
         if not finished:  # the app returned without completing a response
             await self._abandoned(finish, status)
+        await flush()
+
+    def _releases(self, status: int) -> bool:
+        """Whether a response with ``status`` releases the key instead of being stored."""
+        return status in self.release_statuses or (status >= 500 and self.store_errors == "never")
+
+    def _unrecorded(self, scope: Scope, recorded: bool | StoreError, *, told: bool) -> None:
+        """A finished response whose outcome could not be recorded: log it and emit an event
+        (a claim taken over after its lease was already logged by the records)."""
+        if not isinstance(recorded, StoreError):
+            return
+        _log.warning(
+            "resilience: the outcome of %s %s (Idempotency-Key) could not be recorded (%s); %s; "
+            "a retry after the lease (%g s) runs the request again",
+            scope.get("method"),
+            scope.get("path"),
+            recorded,
+            "the response carries Idempotency-Outcome: unrecorded"
+            if told
+            else "its response had started (streamed), so the client was not told",
+            self.records.lease,
+        )
+        if self.listeners:
+            emit(
+                self.listeners,
+                StoreFailed(
+                    policy=self.name,
+                    pipeline=None,
+                    operation=str(scope.get("method", "HTTP")),
+                    decision="unrecorded",
+                    error_type=error_type(recorded.__cause__ or recorded) or "StoreError",
+                ),
+            )
 
     async def _abandoned(
-        self, finish: Callable[[str | None, bool], Awaitable[None]], status: int
+        self, finish: Callable[[str | None, bool], Awaitable[bool]], status: int
     ) -> None:
         """The handler raised (or returned) before completing its response."""
         if self.store_errors == "never":

@@ -48,7 +48,7 @@ from datetime import datetime
 from typing import Any
 
 from .._clock import Clock, resolve_clock
-from .._policy import Emitter, Policy
+from .._policy import Emitter, Policy, refusal
 from ..circuit import CircuitState
 from ..errors import CircuitOpenError, ConfigurationError
 from ..events import CallRejected, CircuitStateChanged, Listener, emit
@@ -243,7 +243,8 @@ class PyBreaker(Policy):
                     retry_after=retry_after,
                 )
             )
-        return CircuitOpenError(str(exc), policy=self.name, retry_after=retry_after)
+        # our own refusal: the policies around ignore it (breakers, budgets), limiters refund
+        return refusal(CircuitOpenError(str(exc), policy=self.name, retry_after=retry_after), em)
 
     def _wrap_sync(self, fn: Callable[..., Any], em: Emitter) -> Callable[..., Any]:
         self._remember(em)
