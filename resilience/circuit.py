@@ -149,7 +149,9 @@ def _open_table(open_for: object, rnd: RandomLike) -> tuple[int, ...]:
 # below 2**53) followed by its expiry on the script clock, written with SET PX (one GET, one SET
 # per decision). ARGV[2] is the packed configuration (_lua_config), ARGV[3] the operation:
 # 'a' acquire, 'r' record (ARGV[4] permit, ARGV[5] outcome), 'm' manual (ARGV[4] action; 0 =
-# tick). A transition is returned as three integers (-1, -1, -1: none).
+# tick). The last three arguments of every operation are core.flush's pending successes
+# (permit, count, stale), recorded before the operation. A transition is returned as three
+# integers (-1, -1, -1: none).
 _LUA = """
 local now = now_us()
 local c = {struct.unpack('<' .. string.rep('d', #ARGV[2] / 8), ARGV[2])}
@@ -242,40 +244,16 @@ local function save()
   st[N + 1] = now + t
   redis.call('SET', KEYS[1], struct.pack(fmt, unpack(st)), 'PX', math.max(1, math.ceil(t / 1000)))
 end
-local op = ARGV[3]
-if op == 'a' then
-  tick()
-  local tok = st[TOKEN]
-  local code = tok % 4
-  if code == 0 then
-    if tf >= 0 then save() end
-    return {tok, 0, tf, tt, tr}
-  end
-  if code == 2 and st[PERMITS] > 0 then
-    st[PERMITS] = st[PERMITS] - 1
-    if st[UNTIL] < 0 then st[UNTIL] = now + hot end
-    save()
-    return {tok, 0, tf, tt, tr}
-  end
-  st[REJ] = st[REJ] + 1
-  save()
-  local u = st[UNTIL]
-  if u >= 0 then u = u - now end
-  return {-1, u, tf, tt, tr}
-end
-if op == 'r' then
-  local permit, outcome = tonumber(ARGV[4]), tonumber(ARGV[5])
+local function rec(permit, outcome)  -- core.record; true when the state changed
   local tok = st[TOKEN]
   if permit ~= tok then
-    if outcome ~= -1 then
-      st[STALE] = st[STALE] + 1
-      save()
-    end
-    return {tf, tt, tr}
+    if outcome == -1 then return false end
+    st[STALE] = st[STALE] + 1
+    return true
   end
   local code = tok % 4
   if code == 0 then
-    if outcome == -1 then return {tf, tt, tr} end
+    if outcome == -1 then return false end
     local e = fdiv(now, bus)
     if e > st[LAST] then roll(e) end
     local i = st[CUR] + 1
@@ -295,7 +273,9 @@ if op == 'r' then
       local reason = evaluate()
       if reason ~= 0 then go(1, reason) end
     end
-  elseif code == 2 then
+    return true
+  end
+  if code == 2 then
     if outcome == -1 then
       st[PERMITS] = st[PERMITS] + 1
       if st[PERMITS] + st[PASSED] >= hoc then st[UNTIL] = -1 end
@@ -305,10 +285,44 @@ if op == 'r' then
       st[PASSED] = st[PASSED] + 1
       if st[PASSED] >= hoc then go(0, 5) end
     end
-  else
-    return {tf, tt, tr}
+    return true
   end
+  return false
+end
+-- core.flush: the last three arguments are successes reported late (permit, count, stale)
+local na = #ARGV
+local ptok, pn, ps = tonumber(ARGV[na - 2]), tonumber(ARGV[na - 1]), tonumber(ARGV[na])
+local dirty = false
+if ps > 0 then
+  st[STALE] = st[STALE] + ps
+  dirty = true
+end
+for _ = 1, pn do
+  if rec(ptok, 0) then dirty = true end
+end
+local op = ARGV[3]
+if op == 'a' then
+  tick()
+  local tok = st[TOKEN]
+  local code = tok % 4
+  if code == 0 then
+    if tf >= 0 or dirty then save() end
+    return {tok, 0, tf, tt, tr}
+  end
+  if code == 2 and st[PERMITS] > 0 then
+    st[PERMITS] = st[PERMITS] - 1
+    if st[UNTIL] < 0 then st[UNTIL] = now + hot end
+    save()
+    return {tok, 0, tf, tt, tr}
+  end
+  st[REJ] = st[REJ] + 1
   save()
+  local u = st[UNTIL]
+  if u >= 0 then u = u - now end
+  return {-1, u, tf, tt, tr}
+end
+if op == 'r' then
+  if rec(tonumber(ARGV[4]), tonumber(ARGV[5])) or dirty then save() end
   return {tf, tt, tr}
 end
 local action = tonumber(ARGV[4])
@@ -340,15 +354,27 @@ def _transition_of(f: int, t: int, r: int) -> core.Transition | None:
     return None if f < 0 else (f, t, r)
 
 
-class _AcquireOp:
-    """StoreOp: :func:`resilience._circuit_core.acquire` on the stored state."""
+_NO_PENDING = (-1, 0, 0)
 
-    __slots__ = ("breaker", "key")
+
+def _last(first: core.Transition | None, then: core.Transition | None) -> core.Transition | None:
+    """The transition a script reports: the operation's, else the flush's (the last one)."""
+    return first if then is None else then
+
+
+class _AcquireOp:
+    """StoreOp: :func:`resilience._circuit_core.flush` of ``pending``, then
+    :func:`resilience._circuit_core.acquire`, on the stored state."""
+
+    __slots__ = ("breaker", "key", "pending")
     LUA: ClassVar[str] = _LUA
 
-    def __init__(self, key: str, breaker: CircuitBreaker) -> None:
+    def __init__(
+        self, key: str, breaker: CircuitBreaker, pending: tuple[int, int, int] = _NO_PENDING
+    ) -> None:
         self.key = key
         self.breaker = breaker
+        self.pending = pending
 
     def apply(
         self, state: Any | None, now: float, /
@@ -356,14 +382,17 @@ class _AcquireOp:
         b = self.breaker
         old = b._fresh() if state is None else state
         st = list(old)
-        result = core.acquire(st, b._cfg, round(now * _US))
-        if st == old:  # CLOSED: read-only (the Lua twin writes nothing either)
+        now_us = round(now * _US)
+        flushed = core.flush(st, b._cfg, now_us, self.pending)
+        permit, retry_us, tr = core.acquire(st, b._cfg, now_us)
+        result = (permit, retry_us, _last(flushed, tr))
+        if st == old:  # CLOSED, nothing flushed: read-only (the Lua twin writes nothing either)
             return state, result, None
         return st, result, b._ttl(st)
 
-    def lua_args(self) -> tuple[bytes, str]:
-        """The packed configuration and the operation code."""
-        return (self.breaker._lua_config, "a")
+    def lua_args(self) -> tuple[bytes, str, int, int, int]:
+        """The packed configuration, the operation code and the pending successes."""
+        return (self.breaker._lua_config, "a", *self.pending)
 
     def parse(self, reply: Any) -> tuple[int, int, core.Transition | None]:
         """``[permit, retry_after_us, from, to, reason]``."""
@@ -374,14 +403,22 @@ class _AcquireOp:
 class _RecordOp:
     """StoreOp: :func:`resilience._circuit_core.record` on the stored state."""
 
-    __slots__ = ("breaker", "key", "outcome", "permit")
+    __slots__ = ("breaker", "key", "outcome", "pending", "permit")
     LUA: ClassVar[str] = _LUA
 
-    def __init__(self, key: str, breaker: CircuitBreaker, permit: int, outcome: int) -> None:
+    def __init__(
+        self,
+        key: str,
+        breaker: CircuitBreaker,
+        permit: int,
+        outcome: int,
+        pending: tuple[int, int, int] = _NO_PENDING,
+    ) -> None:
         self.key = key
         self.breaker = breaker
         self.permit = permit
         self.outcome = outcome
+        self.pending = pending
 
     def apply(
         self, state: Any | None, now: float, /
@@ -389,14 +426,17 @@ class _RecordOp:
         b = self.breaker
         old = b._fresh() if state is None else state
         st = list(old)
-        result = core.record(st, b._cfg, round(now * _US), self.permit, self.outcome)
+        now_us = round(now * _US)
+        flushed = core.flush(st, b._cfg, now_us, self.pending)
+        result = _last(flushed, core.record(st, b._cfg, now_us, self.permit, self.outcome))
         if st == old:  # nothing recorded (a released permit in CLOSED): keep the entry as is
             return state, result, None
         return st, result, b._ttl(st)
 
-    def lua_args(self) -> tuple[bytes, str, int, int]:
-        """The packed configuration, the operation code, the permit and the outcome."""
-        return (self.breaker._lua_config, "r", self.permit, self.outcome)
+    def lua_args(self) -> tuple[bytes, str, int, int, int, int, int]:
+        """The packed configuration, the operation code, the permit, the outcome and the
+        pending successes."""
+        return (self.breaker._lua_config, "r", self.permit, self.outcome, *self.pending)
 
     def parse(self, reply: Any) -> core.Transition | None:
         """``[from, to, reason]`` (``-1``: no transition)."""
@@ -408,13 +448,20 @@ class _ManualOp:
     """StoreOp: :func:`resilience._circuit_core.manual` (``action`` 0: only :func:`tick`),
     returning the transition and a :func:`resilience._circuit_core.snapshot`."""
 
-    __slots__ = ("action", "breaker", "key")
+    __slots__ = ("action", "breaker", "key", "pending")
     LUA: ClassVar[str] = _LUA
 
-    def __init__(self, key: str, breaker: CircuitBreaker, action: int) -> None:
+    def __init__(
+        self,
+        key: str,
+        breaker: CircuitBreaker,
+        action: int,
+        pending: tuple[int, int, int] = _NO_PENDING,
+    ) -> None:
         self.key = key
         self.breaker = breaker
         self.action = action
+        self.pending = pending
 
     def apply(
         self, state: Any | None, now: float, /
@@ -422,15 +469,18 @@ class _ManualOp:
         b = self.breaker
         st = b._fresh() if state is None else list(state)
         now_us = round(now * _US)
+        flushed = core.flush(st, b._cfg, now_us, self.pending)
         if self.action:
             tr = core.manual(st, b._cfg, now_us, self.action)
         else:
             tr = core.tick(st, b._cfg, now_us)
+        tr = _last(flushed, tr)
         return st, (tr, (*core.snapshot(st, b._cfg, now_us), now_us)), b._ttl(st)
 
-    def lua_args(self) -> tuple[bytes, str, int]:
-        """The packed configuration, the operation code and the action."""
-        return (self.breaker._lua_config, "m", self.action)
+    def lua_args(self) -> tuple[bytes, str, int, int, int, int]:
+        """The packed configuration, the operation code, the action and the pending
+        successes."""
+        return (self.breaker._lua_config, "m", self.action, *self.pending)
 
     def parse(self, reply: Any) -> tuple[core.Transition | None, tuple[int, ...]]:
         """``[from, to, reason, *snapshot, now]``."""
@@ -473,8 +523,10 @@ class CircuitBreaker(Policy):
             every process using the same Redis and name shares one window, one state and the
             half-open permits: outcomes from all processes count toward the thresholds, an open
             circuit is open everywhere, and exactly ``half_open_calls`` probes run fleet-wide (a
-            probe whose process died holds its permit only until ``half_open_timeout``). Each
-            call then costs two round trips (permit, outcome). **Trade-off:** a shared breaker
+            probe whose process died holds its permit only until ``half_open_timeout``). A
+            successful call in the CLOSED state costs one round trip: its success is reported
+            with this process's next operation on the breaker (a failure, a slow call and every
+            half-open outcome are sent at once). **Trade-off:** a shared breaker
             sees the dependency's health sooner and avoids a probe storm from every instance,
             but one bad node (its own network or configuration failing its calls) can open the
             circuit for the whole fleet. Share it when failures come from the dependency; keep
@@ -626,6 +678,8 @@ class CircuitBreaker(Policy):
         self._lock = threading.Lock()
         self._st = core.initial_state(self._cfg)
         self._edge = [_NEVER]  # see _wrap_sync
+        self._pending = _NO_PENDING  # store mode: successes not reported yet (see _pend)
+        self._pending_lock = threading.Lock()
 
     def describe(self) -> dict[str, Any]:
         """Plain data describing the configuration."""
@@ -751,10 +805,35 @@ class CircuitBreaker(Policy):
             ) from exc
         return _LOCAL - self._acquire_local(em)
 
+    # One round trip per call in CLOSED: the success of a call admitted in the CLOSED state is
+    # not sent on its own; it is reported with this process's next operation on the breaker
+    # (its next permit request, a failure, or a state/metrics read), recorded at that time by
+    # core.flush exactly as core.record would. Failures, slow calls and every HALF_OPEN outcome
+    # are sent at once (the half-open permits stay counted on the server). Pending successes of
+    # an operation that fails are dropped (the script may have run: never count them twice).
+    def _pend(self, permit: int) -> None:
+        """A CLOSED-state call admitted with ``permit`` succeeded: report it later."""
+        with self._pending_lock:
+            tok, n, stale = self._pending
+            if not n or permit == tok:
+                self._pending = (permit, n + 1, stale)
+            elif permit > tok:  # a newer generation: the older successes are stale
+                self._pending = (permit, 1, stale + n)
+            else:
+                self._pending = (tok, n, stale + 1)
+
+    def _take_pending(self) -> tuple[int, int, int]:
+        pending = self._pending
+        if pending is _NO_PENDING:
+            return pending
+        with self._pending_lock:
+            pending, self._pending = self._pending, _NO_PENDING
+        return pending
+
     def _acquire_store(self, em: Emitter) -> int:
         assert self.store is not None
         try:
-            result = self.store.apply(_AcquireOp(self._key, self))
+            result = self.store.apply(_AcquireOp(self._key, self, self._take_pending()))
         except StoreError as exc:
             return self._store_fallback(exc, em)
         return self._store_decide(result, em)
@@ -762,14 +841,24 @@ class CircuitBreaker(Policy):
     async def _aacquire_store(self, em: Emitter) -> int:
         store = self.store
         assert store is not None
+        op = _AcquireOp(self._key, self, self._take_pending())
         try:
             if hasattr(store, "aapply"):
-                result = await store.aapply(_AcquireOp(self._key, self))
+                result = await store.aapply(op)
             else:
-                result = store.apply(_AcquireOp(self._key, self))
+                result = store.apply(op)
         except StoreError as exc:
             return self._store_fallback(exc, em)
         return self._store_decide(result, em)
+
+    def _record_later(self, permit: int, outcome: int) -> bool:
+        """True when the outcome needs no round trip now (see _pend)."""
+        if permit & 3 != core.CLOSED:
+            return False
+        if outcome == core.SUCCESS:
+            self._pend(permit)
+            return True
+        return outcome == core.RELEASE  # nothing to record in CLOSED
 
     def _record_store(self, permit: int, outcome: int, em: Emitter) -> None:
         if permit == _UNGUARDED:
@@ -777,9 +866,12 @@ class CircuitBreaker(Policy):
         if permit <= _LOCAL:
             self._record_local(_LOCAL - permit, outcome, em)
             return
+        if self._record_later(permit, outcome):
+            return
         assert self.store is not None
+        op = _RecordOp(self._key, self, permit, outcome, self._take_pending())
         try:
-            tr = self.store.apply(_RecordOp(self._key, self, permit, outcome))
+            tr = self.store.apply(op)
         except StoreError as exc:
             self._store_failed(exc, em)
             return
@@ -791,9 +883,12 @@ class CircuitBreaker(Policy):
         if permit == _UNGUARDED or permit <= _LOCAL or not hasattr(store, "aapply"):
             self._record_store(permit, outcome, em)
             return
+        if self._record_later(permit, outcome):
+            return
         assert store is not None
+        op = _RecordOp(self._key, self, permit, outcome, self._take_pending())
         try:
-            tr = await store.aapply(_RecordOp(self._key, self, permit, outcome))
+            tr = await store.aapply(op)
         except StoreError as exc:
             self._store_failed(exc, em)
             return
@@ -980,8 +1075,11 @@ class CircuitBreaker(Policy):
         """Run a manual action (0: just the time-driven transitions); return a snapshot."""
         tr: core.Transition | None
         if self.store is not None:
+            pending = self._take_pending()
+            if action not in (0, core.M_OPEN):
+                pending = _NO_PENDING  # close/reset start a new window: drop older successes
             try:
-                tr, snap = self.store.apply(_ManualOp(self._key, self, action))
+                tr, snap = self.store.apply(_ManualOp(self._key, self, action, pending))
             except StoreError as exc:
                 self._store_failed(exc, None)
                 if self.on_store_error != "local":
