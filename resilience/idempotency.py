@@ -153,6 +153,7 @@ class ClaimOp:
     lease: float
     ttl: float
 
+    DURABLE: ClassVar[bool] = True  # RedisStore(wait_replicas=N) waits for replicas
     LUA: ClassVar[str] = (
         _LUA_RECORD
         + """
@@ -242,6 +243,7 @@ class RenewOp:
     lease: float
     ttl: float
 
+    DURABLE: ClassVar[bool] = True  # RedisStore(wait_replicas=N) waits for replicas
     LUA: ClassVar[str] = (
         _LUA_RECORD
         + """
@@ -293,6 +295,7 @@ class CompleteOp:
     payload: str | None
     ttl: float
 
+    DURABLE: ClassVar[bool] = True  # RedisStore(wait_replicas=N) waits for replicas
     LUA: ClassVar[str] = (
         _LUA_RECORD
         + """

@@ -25,9 +25,12 @@ atomically on the server with the server's clock (``TIME``), so hosts with skewe
   (redis-py's per-command machinery costs more than the round trip), borrowing from the pool
   under contention. Commands sent this way do not appear in redis-py's own instrumentation.
 * **Clients**: ``redis.Redis``, ``redis.asyncio.Redis``, ``redis.cluster.RedisCluster`` and
-  ``redis.asyncio.cluster.RedisCluster``. A store built by :meth:`RedisStore.from_url` serves sync
-  and async policies (it creates each client on first use). A store given only a sync client runs
-  async operations in a worker thread; one given only an async client cannot serve sync code.
+  ``redis.asyncio.cluster.RedisCluster``; ``from_url`` also takes a ``redis+sentinel://`` URL
+  (clients of the master Sentinel names, following failovers). The writes of ``DURABLE``
+  operations can wait for replica acknowledgements (``wait_replicas``). A store built by
+  :meth:`RedisStore.from_url` serves sync and async policies (it creates each client on
+  first use). A store given only a sync client runs async operations in a worker thread; one
+  given only an async client cannot serve sync code.
 """
 
 from __future__ import annotations
@@ -46,7 +49,7 @@ from .base import StoreOp
 R = TypeVar("R")
 R_co = TypeVar("R_co", covariant=True)
 
-__all__ = ["LUA_NOW", "RedisOp", "RedisStore", "text", "to_us"]
+__all__ = ["LUA_NOW", "RedisOp", "RedisStore", "parse_sentinel_url", "text", "to_us"]
 
 #: Lua prelude prepended to every script:
 #:
@@ -164,6 +167,9 @@ class RedisOp(Protocol[R_co]):
         LUA_STANDALONE: ``True`` when ``LUA`` does not use the :data:`LUA_NOW` helpers (it is
             then sent without them: a hot script pays for no unused closures).
         BINARY_REPLY: ``True`` when the reply is packed binary (never decoded by the client).
+        DURABLE: ``True`` when losing the write in a failover would break the policy's promise
+            (idempotency records): with ``wait_replicas=N`` the store then waits for N replicas
+            to acknowledge it (``WAIT``) before returning.
     """
 
     key: str
@@ -218,6 +224,101 @@ def _is_async_client(client: Any) -> bool:
     return execute is not None and inspect.iscoroutinefunction(execute)
 
 
+_SENTINEL_SCHEMES = ("redis+sentinel://", "rediss+sentinel://")
+_SENTINEL_QUERY = ("sentinel_username", "sentinel_password")
+
+
+def parse_sentinel_url(url: str) -> tuple[list[tuple[str, int]], str, dict[str, Any]]:
+    """``(sentinels, service name, options)`` of a Sentinel URL (see :meth:`RedisStore.from_url`).
+
+    The form is ``redis+sentinel://[[user]:password@]host[:port][,host[:port]...]/service[/db]``
+    ``[?sentinel_username=...&sentinel_password=...]`` (``rediss+sentinel://``: TLS to the
+    master). The credentials and ``db`` are the master's; the sentinels' own credentials, if
+    any, are the query options. The default sentinel port is 26379.
+
+    Example:
+        >>> parse_sentinel_url("redis+sentinel://:pw@10.0.0.1,10.0.0.2:26380/shop/2")
+        ([('10.0.0.1', 26379), ('10.0.0.2', 26380)], 'shop', {'password': 'pw', 'db': 2})
+    """
+    from urllib.parse import parse_qsl, unquote, urlsplit
+
+    def bad(why: str) -> ConfigurationError:
+        return ConfigurationError(
+            f"invalid Sentinel URL {url!r}: {why} (expected redis+sentinel://[[user]:password@]"
+            "host[:port][,host[:port]...]/service_name[/db])"
+        )
+
+    parts = urlsplit(url)
+    userinfo, _, hostlist = parts.netloc.rpartition("@")
+    options: dict[str, Any] = {}
+    if userinfo:
+        user, _, password = userinfo.partition(":")
+        if user:
+            options["username"] = unquote(user)
+        if password:
+            options["password"] = unquote(password)
+    sentinels: list[tuple[str, int]] = []
+    for item in hostlist.split(","):
+        host, port = item, "26379"
+        if item.startswith("["):  # [IPv6]:port
+            host, _, rest = item[1:].partition("]")
+            if rest:
+                if not rest.startswith(":"):
+                    raise bad(f"bad host {item!r}")
+                port = rest[1:]
+        elif ":" in item:
+            host, _, port = item.rpartition(":")
+        if not host or not port.isdigit() or not 0 < int(port) < 65536:
+            raise bad(f"bad sentinel address {item!r}")
+        sentinels.append((host, int(port)))
+    path = [unquote(p) for p in parts.path.split("/")[1:]]
+    if not path or not path[0] or len(path) > 2:
+        raise bad("the path must be /service_name or /service_name/db")
+    if len(path) == 2:
+        if not path[1].isdigit():
+            raise bad(f"db must be a number, got {path[1]!r}")
+        options["db"] = int(path[1])
+    for name, value in parse_qsl(parts.query, keep_blank_values=True):
+        if name not in _SENTINEL_QUERY:
+            raise bad(f"unknown option {name!r} (pass client options as keyword arguments)")
+        options[name] = value
+    if url.startswith("rediss+"):
+        options["ssl"] = True
+    return sentinels, path[0], options
+
+
+def _sentinel_client(
+    url: str, kwargs: dict[str, Any], *, asynchronous: bool
+) -> tuple[Any, list[Any]]:
+    """A client of the master that Sentinel names for the URL's service, and the clients of
+    the sentinels (to close with it).
+
+    Its connection pool asks the sentinels for the master's address whenever it connects, and
+    drops its connections when the address changes, so the client follows failovers.
+    """
+    sentinels, service, options = parse_sentinel_url(url)
+    connection = {**options, **kwargs}
+    sentinel_kwargs: dict[str, Any] = {
+        k: v for k, v in connection.items() if k in ("socket_timeout", "socket_connect_timeout")
+    }
+    for name in _SENTINEL_QUERY:
+        if name in connection:
+            sentinel_kwargs[name.removeprefix("sentinel_")] = connection.pop(name)
+    sentinel_kwargs.update(connection.pop("sentinel_kwargs", None) or {})
+    if asynchronous:
+        import redis.asyncio
+        from redis.asyncio.sentinel import Sentinel as AsyncSentinel
+
+        manager: Any = cast(Any, AsyncSentinel)(sentinels, sentinel_kwargs=sentinel_kwargs)
+        client = manager.master_for(service, redis_class=redis.asyncio.Redis, **connection)
+        return client, list(manager.sentinels)
+    import redis
+    from redis.sentinel import Sentinel
+
+    manager = cast(Any, Sentinel)(sentinels, sentinel_kwargs=sentinel_kwargs)
+    return manager.master_for(service, redis_class=redis.Redis, **connection), manager.sentinels
+
+
 class RedisStore:
     """Shared state in Redis or Redis Cluster.
 
@@ -227,6 +328,15 @@ class RedisStore:
         prefix: the first part of every key this store writes.
         failure_threshold: consecutive backend failures that make the store fail fast.
         probe_interval: how long it fails fast before one call probes the backend again.
+        wait_replicas: ``0`` (default) or the number of replicas that must acknowledge the
+            writes of ``DURABLE`` operations (idempotency claims, renewals and outcomes)
+            before the store returns: the script and a ``WAIT wait_replicas wait_timeout`` go
+            in one round trip, and a write not acknowledged in time raises
+            :class:`~resilience.StoreError` (the policy's ``on_store_error`` applies: by default
+            an idempotent call is refused rather than risk running twice after a failover).
+            Rate-limit and breaker decisions never wait.
+        wait_timeout: the longest a durable write waits for its acknowledgements (seconds;
+            shorter than ``socket_timeout``).
         clock: inject a clock **for tests only**: its ``monotonic()`` is sent to the scripts as
             "now" instead of the server's ``TIME``.
 
@@ -244,6 +354,8 @@ class RedisStore:
         prefix: str = "resilience",
         failure_threshold: int = 5,
         probe_interval: float = 1.0,
+        wait_replicas: int = 0,
+        wait_timeout: float = 0.05,
         clock: Clock | None = None,
         _url: str | None = None,
         _client_kwargs: dict[str, Any] | None = None,
@@ -267,6 +379,8 @@ class RedisStore:
                 raise ConfigurationError(f"client must be a redis-py client, got {client!r}")
         self._url = _url
         self._client_kwargs = _client_kwargs or {}
+        self._sentinels_sync: list[Any] = []  # with a Sentinel URL: the sentinels' clients
+        self._sentinels_async: list[Any] = []
         self._injected_clock = clock is not None
         self._clock = resolve_clock(clock)
         self._breaker = _Breaker(
@@ -274,6 +388,9 @@ class RedisStore:
             seconds(probe_interval, "probe_interval", allow_zero=False),
             self._clock,
         )
+        self.wait_replicas = positive_int(wait_replicas, "wait_replicas", minimum=0)
+        self.wait_timeout = seconds(wait_timeout, "wait_timeout", allow_zero=False)
+        self._wait_ms = max(1, round(self.wait_timeout * 1000))
         self._shas: dict[type, _Script] = {}
         self._key_cache: dict[str, tuple[tuple[str, ...], list[str]]] = {}
         self._lock = threading.Lock()
@@ -296,31 +413,64 @@ class RedisStore:
         socket_connect_timeout: float = 0.1,
         failure_threshold: int = 5,
         probe_interval: float = 1.0,
+        wait_replicas: int = 0,
+        wait_timeout: float = 0.05,
         clock: Clock | None = None,
         **client_kwargs: Any,
     ) -> RedisStore:
         """A store whose sync and async clients are created from ``url`` on first use.
 
         Socket timeouts are bounded (0.1 s by default) so a hung Redis cannot hang callers.
-        ``cluster=True`` makes Redis Cluster clients.
+        ``cluster=True`` makes Redis Cluster clients. A Sentinel URL,
+        ``redis+sentinel://[[user]:password@]host[:port][,host[:port]...]/service_name[/db]``
+        (``rediss+sentinel://`` for TLS to the master; the sentinels' own credentials as
+        ``?sentinel_username=...&sentinel_password=...``; see :func:`parse_sentinel_url`),
+        makes clients of the master the sentinels name: they ask the sentinels again when a
+        connection fails, so they follow a failover. Other keyword arguments go to the redis-py
+        client (``sentinel_kwargs=`` to the sentinel connections, with a Sentinel URL).
+
+        Example:
+            >>> import resilience as rs
+            >>> store = rs.RedisStore.from_url(
+            ...     "redis+sentinel://127.0.0.1:26379,127.0.0.1:26380/shop", wait_replicas=1
+            ... )
+            >>> store.wait_replicas
+            1
         """
         url_: object = url
-        if not isinstance(url_, str) or not url_.startswith(("redis://", "rediss://", "unix://")):
-            raise ConfigurationError(f"url must be a redis:// URL, got {url!r}")
+        schemes = ("redis://", "rediss://", "unix://", *_SENTINEL_SCHEMES)
+        if not isinstance(url_, str) or not url_.startswith(schemes):
+            raise ConfigurationError(
+                "url must be a redis:// URL (or rediss://, unix://, redis+sentinel://), "
+                f"got {url!r}"
+            )
+        sentinel = url_.startswith(_SENTINEL_SCHEMES)
+        if sentinel:
+            if cluster:
+                raise ConfigurationError("a Sentinel URL cannot be used with cluster=True")
+            parse_sentinel_url(url_)  # a bad URL fails here, not on first use
         kwargs = {
             "socket_timeout": seconds(socket_timeout, "socket_timeout", allow_zero=False),
             "socket_connect_timeout": seconds(
                 socket_connect_timeout, "socket_connect_timeout", allow_zero=False
             ),
             "_cluster": cluster,
+            "_sentinel": sentinel,
             **client_kwargs,
         }
+        if wait_replicas and seconds(wait_timeout, "wait_timeout") >= kwargs["socket_timeout"]:
+            raise ConfigurationError(
+                f"wait_timeout ({wait_timeout!r} s) must be shorter than socket_timeout "
+                f"({socket_timeout!r} s): the reply of a durable write includes the wait"
+            )
         return cls(
             None,
             prefix=prefix,
             failure_threshold=failure_threshold,
             probe_interval=probe_interval,
             clock=clock,
+            wait_replicas=wait_replicas,
+            wait_timeout=wait_timeout,
             _url=url,
             _client_kwargs=kwargs,
         )
@@ -329,7 +479,12 @@ class RedisStore:
     def _kwargs(self) -> tuple[bool, dict[str, Any]]:
         kwargs = dict(self._client_kwargs)
         cluster = bool(kwargs.pop("_cluster", False))
+        kwargs.pop("_sentinel", None)
         return cluster, kwargs
+
+    @property
+    def _sentinel(self) -> bool:
+        return bool(self._client_kwargs.get("_sentinel"))
 
     def sync_client(self) -> Any:
         """The sync client (created from the URL on first use)."""
@@ -347,7 +502,11 @@ class RedisStore:
                         from redis.retry import Retry
 
                         kwargs["retry"] = Retry(NoBackoff(), 0)
-                    if cluster:
+                    if self._sentinel:
+                        self._sync, self._sentinels_sync = _sentinel_client(
+                            self._url, kwargs, asynchronous=False
+                        )
+                    elif cluster:
                         from redis.cluster import RedisCluster
 
                         self._sync = RedisCluster.from_url(self._url, **kwargs)
@@ -369,7 +528,11 @@ class RedisStore:
                         from redis.backoff import NoBackoff
 
                         kwargs["retry"] = AsyncRetry(NoBackoff(), 0)
-                    if cluster:
+                    if self._sentinel:
+                        self._async, self._sentinels_async = _sentinel_client(
+                            self._url, kwargs, asynchronous=True
+                        )
+                    elif cluster:
                         from redis.asyncio.cluster import RedisCluster as AsyncRedisCluster
 
                         self._async = AsyncRedisCluster.from_url(self._url, **kwargs)
@@ -426,6 +589,8 @@ class RedisStore:
         if breaker.failures:
             breaker.check()
         client = self._sync or self.sync_client()
+        if self.wait_replicas and getattr(type(op), "DURABLE", False):
+            return cast("RedisOp[R]", op).parse(self._durable(client, args, src, options))
         pool = self._pool if self._pool is not False else self._direct_pool(client)
         try:
             try:
@@ -442,6 +607,81 @@ class RedisStore:
         if breaker.failures:
             breaker.success()
         return cast("RedisOp[R]", op).parse(reply)
+
+    # -- durable writes (wait_replicas) ---------------------------------------------------------
+    # The script and a WAIT are pipelined on one connection (WAIT counts the replicas that have
+    # this connection's writes; it cannot run inside a script). On a cluster the WAIT is sent to
+    # the node that owns the key; if the topology changed meanwhile (the script was redirected),
+    # the write counts as unacknowledged.
+    def _durable_pipeline(
+        self, client: Any, command: str, args: list[Any], options: dict[str, Any]
+    ) -> tuple[Any, Any]:
+        node = None
+        if callable(getattr(client, "get_node_from_key", None)):  # a cluster client
+            node = client.get_node_from_key(args[2])
+            pipe = client.pipeline()
+            pipe.execute_command(command, *args, **options)
+            pipe.execute_command("WAIT", self.wait_replicas, self._wait_ms, target_nodes=node)
+        else:
+            pipe = client.pipeline(transaction=False)
+            pipe.execute_command(command, *args, **options)
+            pipe.execute_command("WAIT", self.wait_replicas, self._wait_ms)
+        return pipe, node
+
+    def _durable_reply(self, client: Any, args: list[Any], node: Any, replies: list[Any]) -> Any:
+        reply, acked = replies
+        if isinstance(reply, BaseException):
+            raise reply
+        if isinstance(acked, BaseException):
+            raise acked
+        if node is not None and client.get_node_from_key(args[2]).name != node.name:
+            acked = -1  # redirected: the WAIT went to the previous owner of the key
+        if int(acked) < self.wait_replicas:
+            raise StoreError(
+                f"redis store: write not acknowledged by {self.wait_replicas} replica(s) within "
+                f"{self._wait_ms} ms (a failover could lose it)"
+            )
+        return reply
+
+    def _durable(self, client: Any, args: list[Any], src: str, options: dict[str, Any]) -> Any:
+        """Run the script, then WAIT for ``wait_replicas`` replicas (pipelined: one round trip).
+        An unacknowledged write raises :class:`StoreError` (the server answered: the store
+        does not start failing fast)."""
+        breaker = self._breaker
+        try:
+            pipe, node = self._durable_pipeline(client, "EVALSHA", args, options)
+            replies = pipe.execute(raise_on_error=False)
+            if isinstance(replies[0], _errors().NoScriptError):
+                args[0] = src
+                pipe, node = self._durable_pipeline(client, "EVAL", args, options)
+                replies = pipe.execute(raise_on_error=False)
+            reply = self._durable_reply(client, args, node, replies)
+        except (_errors().RedisError, OSError) as exc:
+            breaker.failure()
+            raise StoreError(f"redis store failed: {type(exc).__name__}: {exc}") from exc
+        if breaker.failures:
+            breaker.success()
+        return reply
+
+    async def _adurable(
+        self, client: Any, args: list[Any], src: str, options: dict[str, Any]
+    ) -> Any:
+        """The async twin of :meth:`_durable`."""
+        breaker = self._breaker
+        try:
+            pipe, node = self._durable_pipeline(client, "EVALSHA", args, options)
+            replies = await pipe.execute(raise_on_error=False)
+            if isinstance(replies[0], _errors().NoScriptError):
+                args[0] = src
+                pipe, node = self._durable_pipeline(client, "EVAL", args, options)
+                replies = await pipe.execute(raise_on_error=False)
+            reply = self._durable_reply(client, args, node, replies)
+        except (_errors().RedisError, OSError) as exc:
+            breaker.failure()
+            raise StoreError(f"redis store failed: {type(exc).__name__}: {exc}") from exc
+        if breaker.failures:
+            breaker.success()
+        return reply
 
     def _direct_pool(self, client: Any) -> Any:
         """The connection pool of a plain ``redis.Redis`` client (the direct path), else None.
@@ -518,6 +758,8 @@ class RedisStore:
         args, src, options = self._call(op)
         if self._breaker.failures:
             self._breaker.check()
+        if self.wait_replicas and getattr(type(op), "DURABLE", False):
+            return cast("RedisOp[R]", op).parse(await self._adurable(client, args, src, options))
         try:
             try:
                 reply = await client.execute_command("EVALSHA", *args, **options)
@@ -539,11 +781,15 @@ class RedisStore:
             self._conn = None
         if self._sync is not None and self._url is not None:
             self._sync.close()
+        for sentinel in self._sentinels_sync:
+            sentinel.close()
 
     async def aclose(self) -> None:
         """Close the async client (if this store created it)."""
         if self._async is not None and self._url is not None:
             await self._async.aclose()
+        for sentinel in self._sentinels_async:
+            await sentinel.aclose()
 
     def __repr__(self) -> str:
         return f"RedisStore(prefix={self.prefix!r}, url={self._url!r})"
