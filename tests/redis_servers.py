@@ -125,7 +125,11 @@ class RedisServer:
     def cli(self, *args: str) -> str:
         assert REDIS_CLI is not None
         out = subprocess.run(
-            [REDIS_CLI, "-p", str(self.port), *args], capture_output=True, text=True, check=True
+            [REDIS_CLI, "-p", str(self.port), *args],
+            capture_output=True,
+            text=True,
+            check=True,
+            timeout=10,  # never hang on a paused server
         )
         return out.stdout.strip()
 
@@ -287,6 +291,14 @@ class ClusterWithReplicas:
                 if lo.isdigit() and int(lo) <= slot <= int(hi or lo):
                     return True
         return False
+
+    def replica_of(self, master: RedisServer) -> RedisServer:
+        """The live replica of ``master``."""
+        myid = master.cli("cluster", "myid")
+        for n in self.alive():
+            if n is not master and _info(n, "replication").get("master_port") == str(master.port):
+                return n
+        raise RuntimeError(f"master {master.port} ({myid}) has no live replica")
 
     def healthy(self) -> bool:
         """Every live node sees ``cluster_state:ok`` and every master has a synced replica."""

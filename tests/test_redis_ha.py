@@ -19,7 +19,7 @@ import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 import pytest
 import redis
@@ -135,6 +135,72 @@ def test_idempotency_records_wait_for_a_replica() -> None:
         replica.resume()
         for s in (master, replica):
             s.kill()
+
+
+@dataclass
+class DurableIncr:
+    """A durable counter (``DURABLE``: the store waits for replicas when asked to)."""
+
+    key: str
+    DURABLE: ClassVar[bool] = True
+    LUA: ClassVar[str] = """
+local v = redis.call('INCR', KEYS[1])
+redis.call('PEXPIRE', KEYS[1], 60000)
+return v
+"""
+
+    def apply(self, state: Any | None, now: float) -> tuple[Any | None, int, float | None]:
+        value = (state or 0) + 1
+        return value, value, 60.0
+
+    def lua_args(self) -> list[str]:
+        return []
+
+    def parse(self, reply: Any) -> int:
+        return int(reply)
+
+
+def test_cluster_durable_writes_wait_for_their_shards_replica(
+    redis_cluster_with_replicas: ClusterWithReplicas,
+) -> None:
+    cluster = redis_cluster_with_replicas
+    store = rs.RedisStore.from_url(
+        cluster.url,
+        cluster=True,
+        prefix=f"dc{uuid.uuid4().hex[:8]}",
+        socket_timeout=0.5,
+        wait_replicas=1,
+        wait_timeout=0.2,
+    )
+    owner = cluster.owner(store.redis_key("k"))
+    replica = cluster.replica_of(owner)
+    elsewhere = cluster.replica_of(next(m for m in cluster.masters() if m is not owner))
+    assert store.apply(DurableIncr("k")) == 1
+    elsewhere.pause()  # another shard's replica: no effect on "k"
+    try:
+        assert [store.apply(DurableIncr("k")) for _ in range(3)] == [2, 3, 4]
+    finally:
+        elsewhere.resume()
+    replica.pause()
+    try:
+        with pytest.raises(rs.StoreError, match="not acknowledged"):
+            store.apply(DurableIncr("k"))
+    finally:
+        replica.resume()
+
+    async def run_async() -> None:
+        assert await store.aapply(DurableIncr("k")) == 6
+        replica.pause()
+        try:
+            with pytest.raises(rs.StoreError, match="not acknowledged"):
+                await store.aapply(DurableIncr("k"))
+        finally:
+            replica.resume()
+        assert await store.aapply(DurableIncr("k")) == 8  # unacknowledged writes still applied
+        await store.aclose()
+
+    asyncio.run(run_async())
+    store.close()
 
 
 # -- the drill ----------------------------------------------------------------------------------
