@@ -85,7 +85,7 @@ def test_durable_write_options_are_validated() -> None:
     with pytest.raises(rs.ConfigurationError):
         rs.RedisStore.from_url("redis+sentinel://h1/shop", cluster=True)
     with pytest.raises(rs.ConfigurationError):  # the reply includes the wait
-        rs.RedisStore.from_url("redis://127.0.0.1:1/0", wait_replicas=1, wait_timeout=0.1)
+        rs.RedisStore.from_url("redis://127.0.0.1:1/0", wait_replicas=1, wait_timeout=0.25)
     with pytest.raises(rs.ConfigurationError):
         rs.RedisStore.from_url("redis://127.0.0.1:1/0", wait_replicas=-1)
     with pytest.raises(rs.ConfigurationError):
