@@ -94,3 +94,34 @@ def test_half_open_outcomes_are_not_deferred(redis_server: RedisServer) -> None:
     a.call(lambda: None)  # the probe's success closes the breaker for everybody at once
     assert b.state is rs.CircuitState.CLOSED
     store.close()
+
+
+def test_pending_successes_with_a_corrupted_state_and_a_forced_open(
+    redis_server: RedisServer,
+) -> None:
+    """The three features of the breaker script on one key: the pending successes ride on the
+    operation that finds the stored state undecodable (reset reported once, the successes
+    counted on the fresh state), and on open(), whose forced state is saved without a TTL."""
+    client = redis.Redis.from_url(redis_server.url)
+    prefix = f"rtc{uuid.uuid4().hex[:8]}"
+    seen = rs.testing.RecordingListener()
+    store, breaker = _breaker(redis_server.url, prefix, failure_ratio=0.5, listeners=[seen])
+    breaker.call(lambda: None)
+    breaker.call(lambda: None)  # its success is pending
+    assert breaker.metrics.calls == 2  # the read reported it
+    breaker.call(lambda: None)
+    breaker.call(lambda: None)  # two more successes of this generation, the last pending
+    key = store.redis_key(breaker._key)
+    client.set(key, b"\xff" * 8, px=60_000)  # undecodable: another length
+    assert breaker.metrics.calls == 1  # a fresh state, plus the pending success
+    assert [e.decision for e in seen.events if isinstance(e, rs.events.StoreFailed)] == ["reset"]
+    breaker.call(lambda: None)  # pending again
+    breaker.open()  # M_OPEN keeps it: recorded, then held open
+    m = breaker.metrics
+    assert (m.state, m.forced, m.calls) == (rs.CircuitState.OPEN, True, 2)
+    assert client.pttl(key) == -1  # forced open: saved without PX
+    assert [e.decision for e in seen.events if isinstance(e, rs.events.StoreFailed)] == [
+        "reset"
+    ]  # said once
+    client.close()
+    store.close()

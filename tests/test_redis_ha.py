@@ -203,6 +203,51 @@ def test_cluster_durable_writes_wait_for_their_shards_replica(
     store.close()
 
 
+# -- Sentinel async clients: one per event loop ---------------------------------------------------
+def test_sentinel_async_client_per_loop_closed_with_its_sentinels(
+    redis_sentinel: SentinelDeployment,
+) -> None:
+    """Each event loop gets its own Sentinel-backed async client with its own sentinel
+    connections; a burst past the pool size queues instead of failing; both close when the loop
+    shuts down (a store serves consecutive ``asyncio.run`` calls)."""
+    store = rs.RedisStore.from_url(
+        redis_sentinel.url, prefix=f"ha{uuid.uuid4().hex[:8]}", socket_timeout=2.0
+    )
+    entries: list[Any] = []
+
+    async def burst() -> None:
+        limiter = rs.RateLimiter(
+            "per-loop", rate=1000, burst=200, store=store, on_store_error="closed"
+        )
+        decisions = await asyncio.gather(*(limiter.atry_acquire("u") for _ in range(64)))
+        assert all(d.allowed for d in decisions)  # 64 > 16 connections: they queued
+        entry = store._loops[asyncio.get_running_loop()]
+        assert entry.sentinels, "the loop's client asks its own sentinels"
+        pool = entry.client.connection_pool
+        assert pool.max_connections == 16
+        assert len(pool._in_use_connections) + len(pool._available_connections) <= 16
+        entries.append(entry)
+
+    asyncio.run(burst())
+    asyncio.run(burst())  # a new loop: a new client (the first one's connections are closed)
+    first, second = entries
+    assert first.client is not second.client
+    assert first.sentinels[0] is not second.sentinels[0]
+    assert not list(store._loops), "closed loops forgot their clients"
+    for entry in entries:
+        conns = [
+            c
+            for client in (entry.client, *entry.sentinels)
+            for c in (
+                *client.connection_pool._available_connections,
+                *client.connection_pool._in_use_connections,
+            )
+        ]
+        assert conns
+        assert not any(c.is_connected for c in conns)
+    store.close()
+
+
 # -- the drill ----------------------------------------------------------------------------------
 @dataclass
 class Drill:
