@@ -257,7 +257,7 @@ class Drill:
     stop: threading.Event = field(default_factory=threading.Event)
     limiter: list[tuple[float, bool, bool]] = field(default_factory=list)  # t, allowed, shared
     breaker: list[tuple[float, bool]] = field(default_factory=list)  # t, shared
-    idem: list[tuple[float, bool]] = field(default_factory=list)  # t, ok
+    idem: list[tuple[float, float, bool]] = field(default_factory=list)  # t, duration, ok
     runs: dict[str, int] = field(default_factory=dict)
     attempted: list[str] = field(default_factory=list)
     errors: list[BaseException] = field(default_factory=list)
@@ -316,12 +316,14 @@ class Drill:
                 order = f"order-{i}"
                 i += 1
                 self.attempted.append(order)
+                began = time.monotonic()
                 try:
                     run_once(order)
                     ok = True
                 except (rs.StoreError, rs.IdempotencyInProgressError):
                     ok = False
-                self.idem.append((time.monotonic(), ok))
+                now = time.monotonic()
+                self.idem.append((now, now - began, ok))
                 time.sleep(0.005)
 
         threads = [
@@ -414,8 +416,11 @@ def run_drill(
             raise AssertionError(f"idempotent calls still refused after the failover ({order})")
     assert drill.runs, "no idempotent call ran"
     assert max(drill.runs.values()) == 1, {k: v for k, v in drill.runs.items() if v > 1}
-    refused = sum(1 for _, ok in drill.idem if not ok)
-    assert refused > 0  # the failover did hit idempotent calls
+    refused = sum(1 for _, _, ok in drill.idem if not ok)
+    # a call that claimed just before the kill retries its completion while its lease is held:
+    # it returns once the new master takes the outcome (ran once: checked above)
+    rode_through = sum(1 for _, took, ok in drill.idem if ok and took > 0.5)
+    assert refused + rode_through > 0  # the failover did hit idempotent calls
     measured.update(
         admitted=admitted,
         limit=limit,
@@ -423,6 +428,7 @@ def run_drill(
         replayed=len(ran_before) - held,
         held=held,
         refused=refused,
+        rode_through=rode_through,
     )
     print(f"\n{name} failover drill: " + ", ".join(f"{k}={v:.2f}" for k, v in measured.items()))
     # every key has a TTL (SCAN in the test only)
