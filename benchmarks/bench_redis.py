@@ -1,13 +1,15 @@
-"""Shared rate limiting on a local Redis: decisions/s and round trips per decision.
+"""Shared rate limiting and circuit breaking on a local Redis: decisions/s and round trips.
 
 Starts its own ``redis-server`` on a free loopback port (stopped at the end), then for each
 limiter and for 1 and 4 client processes (spawned) runs decisions against one shared key for a
 fixed time, in interleaved rounds (each round runs every variant once, so a noisy neighbour
 hits them alike), and reports the medians of decisions/s (summed over processes) and of the
 per-round ratio to the floor, and the
-Redis commands executed per decision (from ``INFO stats``; one round trip = one command here).
+round trips per decision (requests the server read, ``total_reads_processed`` of ``INFO stats``).
 
 Compared, in one run: resilience (``RateLimiter`` + ``RedisStore``, one EVALSHA per decision),
+the shared circuit breaker (``CircuitBreaker(store=RedisStore)``, successful calls in the closed
+state: one call is one decision),
 limits (``RedisStorage``, fixed window and sliding window counter), pyrate-limiter
 (``RedisBucket``) and throttled-py (``RedisStore``, GCRA), plus the floor: a raw ``EVALSHA`` of a
 trivial script (``return 1``) from the same redis-py client (the ratios are to it), and the
@@ -45,6 +47,10 @@ def _free_port() -> int:
         return port
 
 
+def _noop() -> None:
+    return None
+
+
 def make_decider(name: str, url: str) -> Callable[[], Any]:
     """A zero-argument callable that takes one rate-limit decision on the shared key."""
     import redis
@@ -72,6 +78,14 @@ def make_decider(name: str, url: str) -> Callable[[], Any]:
         )
         try_acquire = limiter.try_acquire
         return lambda: try_acquire(KEY)
+    if name == "resilience breaker (shared, closed)":
+        import resilience as rs
+
+        breaker = rs.CircuitBreaker(
+            "bench", failure_ratio=0.5, store=rs.RedisStore.from_url(url, socket_timeout=1.0)
+        )
+        call = breaker.call
+        return lambda: call(_noop)
     if name.startswith("limits"):
         from limits import RateLimitItemPerSecond
         from limits.storage import RedisStorage
@@ -125,12 +139,13 @@ def _worker(name: str, url: str, seconds: float, barrier: Any, out: Any) -> None
     out.put(n)
 
 
-def _commands(client: Any) -> int:
-    return int(client.info("stats")["total_commands_processed"])
+def _round_trips(client: Any) -> int:
+    """Requests the server has read so far (a pipelined batch read at once counts once)."""
+    return int(client.info("stats")["total_reads_processed"])
 
 
 def run(name: str, url: str, procs: int, seconds: float) -> tuple[float, float]:
-    """``(decisions/s summed over processes, Redis commands per decision)``."""
+    """``(decisions/s summed over processes, round trips per decision)``."""
     import redis
 
     client = redis.Redis.from_url(url)
@@ -144,11 +159,11 @@ def run(name: str, url: str, procs: int, seconds: float) -> tuple[float, float]:
     for p in ps:
         p.start()
     barrier.wait(timeout=120)
-    before = _commands(client)
+    before = _round_trips(client)
     t0 = time.perf_counter()
     counts = [out.get(timeout=120) for _ in range(procs)]
     elapsed = time.perf_counter() - t0
-    after = _commands(client) - 1  # the INFO command itself
+    after = _round_trips(client) - 1  # the INFO command itself
     for p in ps:
         p.join(timeout=30)
     client.close()
@@ -160,6 +175,7 @@ VARIANTS = [
     "floor: raw EVALSHA",
     "floor: pre-packed EVALSHA, kept conn",
     "resilience",
+    "resilience breaker (shared, closed)",
     "limits (redis, fixed window)",
     "limits (redis, sliding window counter)",
     "pyrate-limiter (redis bucket)",
@@ -216,7 +232,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"redis-server {port}, {os.cpu_count()} CPUs, {args.seconds:g} s per run, one key")
         for procs in [int(p) for p in args.procs.split(",")]:
             print(f"\n{procs} client process(es), median of {args.rounds} interleaved rounds")
-            print(f"{'limiter':42} {'decisions/s':>12} {'vs floor':>9} {'cmds/decision':>14}")
+            print(f"{'variant':42} {'decisions/s':>12} {'vs floor':>9} {'round trips':>12}")
             rates: dict[str, list[float]] = {name: [] for name in variants}
             ratios: dict[str, list[float]] = {name: [] for name in variants}
             cmds: dict[str, float] = {}
@@ -243,7 +259,7 @@ def main(argv: list[str] | None = None) -> int:
                 ratio = f"{statistics.median(ratios[name]):8.0%}" if ratios[name] else "       -"
                 print(
                     f"{name:42} {statistics.median(rates[name]):12,.0f} {ratio:>9} "
-                    f"{cmds[name]:14.2f}",
+                    f"{cmds[name]:12.2f}",
                     flush=True,
                 )
     finally:

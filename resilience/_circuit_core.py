@@ -49,6 +49,7 @@ __all__ = [
     "HALF_OPEN",
     "Config",
     "acquire",
+    "flush",
     "initial_state",
     "manual",
     "record",
@@ -260,6 +261,26 @@ def record(st: list[int], cfg: Config, now: int, permit: int, outcome: int) -> T
         if st[PASSED] >= cfg.half_open_calls:
             return _goto(st, cfg, now, CLOSED, R_PROBES_SUCCEEDED)
     return None
+
+
+def flush(st: list[int], cfg: Config, now: int, pending: tuple[int, int, int]) -> Transition | None:
+    """Record successes reported late: ``pending = (permit, successes, stale)``.
+
+    A shared breaker reports the successes of CLOSED-state calls with its next operation (one
+    round trip per call instead of two): ``successes`` calls admitted with ``permit`` succeeded,
+    and ``stale`` more succeeded with permits of older generations. Each success is recorded
+    at ``now`` exactly as :func:`record` would (a success can trip the breaker, when it brings
+    the window to ``min_calls``); the last transition is returned.
+    """
+    permit, successes, stale = pending
+    if stale:
+        st[STALE] += stale
+    tr = None
+    for _ in range(successes):
+        t = record(st, cfg, now, permit, SUCCESS)
+        if t is not None:
+            tr = t
+    return tr
 
 
 def manual(st: list[int], cfg: Config, now: int, action: int) -> Transition | None:

@@ -166,10 +166,14 @@ def _open_table(open_for: object, rnd: RandomLike) -> tuple[int, ...]:
 # below 2**53) followed by its expiry on the script clock, written with SET PX (one GET, one SET
 # per decision). ARGV[2] is the packed configuration (_lua_config), ARGV[3] the operation:
 # 'a' acquire, 'r' record (ARGV[4] permit, ARGV[5] outcome), 'm' manual (ARGV[4] action; 0 =
-# tick). A transition is returned as three integers (-1, -1, -1: none). A forced-open state
-# (open()) is written without PX and with expiry inf: it never expires. Every reply ends with
-# ``reset``: 1 when the stored state was undecodable (NaN, out of range, a half-open state with
-# no permit and no timeout, another type...): it was treated as absent and deleted.
+# tick). The last three arguments of every operation are core.flush's pending successes
+# (permit, count, stale), recorded (rec(), core.record's twin) before the operation. A
+# transition is returned as three integers (-1, -1, -1: none); with pending successes it is the
+# operation's, else the flush's last. A forced-open state (open()) is written without PX and
+# with expiry inf: it never expires. Every reply ends with ``reset``: 1 when the stored state
+# was undecodable (NaN, out of range, a half-open state with no permit and no timeout, another
+# type...): it was treated as absent and deleted (the pending successes are then recorded on
+# the fresh state).
 _LUA = """
 local now = now_us()
 local c = {struct.unpack('<' .. string.rep('d', #ARGV[2] / 8), ARGV[2])}
@@ -294,40 +298,16 @@ local function save()
   st[N + 1] = now + ttl
   redis.call('SET', KEYS[1], struct.pack(fmt, unpack(st)), 'PX', math.max(1, math.ceil(ttl / 1000)))
 end
-local op = ARGV[3]
-if op == 'a' then
-  tick()
-  local tok = st[TOKEN]
-  local code = tok % 4
-  if code == 0 then
-    if tf >= 0 then save() end
-    return {tok, 0, tf, tt, tr, reset}
-  end
-  if code == 2 and st[PERMITS] > 0 then
-    st[PERMITS] = st[PERMITS] - 1
-    if st[UNTIL] < 0 then st[UNTIL] = now + hot end
-    save()
-    return {tok, 0, tf, tt, tr, reset}
-  end
-  st[REJ] = st[REJ] + 1
-  save()
-  local u = st[UNTIL]
-  if u >= 0 then u = u - now end
-  return {-1, u, tf, tt, tr, reset}
-end
-if op == 'r' then
-  local permit, outcome = tonumber(ARGV[4]), tonumber(ARGV[5])
+local function rec(permit, outcome)  -- core.record; true when the state changed
   local tok = st[TOKEN]
   if permit ~= tok then
-    if outcome ~= -1 then
-      st[STALE] = st[STALE] + 1
-      save()
-    end
-    return {tf, tt, tr, reset}
+    if outcome == -1 then return false end
+    st[STALE] = st[STALE] + 1
+    return true
   end
   local code = tok % 4
   if code == 0 then
-    if outcome == -1 then return {tf, tt, tr, reset} end
+    if outcome == -1 then return false end
     local e = fdiv(now, bus)
     if e > st[LAST] then roll(e) end
     local i = st[CUR] + 1
@@ -347,7 +327,9 @@ if op == 'r' then
       local reason = evaluate()
       if reason ~= 0 then go(1, reason) end
     end
-  elseif code == 2 then
+    return true
+  end
+  if code == 2 then
     if outcome == -1 then
       st[PERMITS] = st[PERMITS] + 1
       if st[PERMITS] + st[PASSED] >= hoc then st[UNTIL] = -1 end
@@ -357,10 +339,44 @@ if op == 'r' then
       st[PASSED] = st[PASSED] + 1
       if st[PASSED] >= hoc then go(0, 5) end
     end
-  else
-    return {tf, tt, tr, reset}
+    return true
   end
+  return false
+end
+-- core.flush: the last three arguments are successes reported late (permit, count, stale)
+local na = #ARGV
+local ptok, pn, ps = tonumber(ARGV[na - 2]), tonumber(ARGV[na - 1]), tonumber(ARGV[na])
+local dirty = false
+if ps > 0 then
+  st[STALE] = st[STALE] + ps
+  dirty = true
+end
+for _ = 1, pn do
+  if rec(ptok, 0) then dirty = true end
+end
+local op = ARGV[3]
+if op == 'a' then
+  tick()
+  local tok = st[TOKEN]
+  local code = tok % 4
+  if code == 0 then
+    if tf >= 0 or dirty then save() end
+    return {tok, 0, tf, tt, tr, reset}
+  end
+  if code == 2 and st[PERMITS] > 0 then
+    st[PERMITS] = st[PERMITS] - 1
+    if st[UNTIL] < 0 then st[UNTIL] = now + hot end
+    save()
+    return {tok, 0, tf, tt, tr, reset}
+  end
+  st[REJ] = st[REJ] + 1
   save()
+  local u = st[UNTIL]
+  if u >= 0 then u = u - now end
+  return {-1, u, tf, tt, tr, reset}
+end
+if op == 'r' then
+  if rec(tonumber(ARGV[4]), tonumber(ARGV[5])) or dirty then save() end
   return {tf, tt, tr, reset}
 end
 local action = tonumber(ARGV[4])
@@ -392,15 +408,27 @@ def _transition_of(f: int, t: int, r: int) -> core.Transition | None:
     return None if f < 0 else (f, t, r)
 
 
-class _AcquireOp:
-    """StoreOp: :func:`resilience._circuit_core.acquire` on the stored state."""
+_NO_PENDING = (-1, 0, 0)
 
-    __slots__ = ("breaker", "key", "reset")
+
+def _last(first: core.Transition | None, then: core.Transition | None) -> core.Transition | None:
+    """The transition a script reports: the operation's, else the flush's (the last one)."""
+    return first if then is None else then
+
+
+class _AcquireOp:
+    """StoreOp: :func:`resilience._circuit_core.flush` of ``pending``, then
+    :func:`resilience._circuit_core.acquire`, on the stored state."""
+
+    __slots__ = ("breaker", "key", "pending", "reset")
     LUA: ClassVar[str] = _LUA
 
-    def __init__(self, key: str, breaker: CircuitBreaker) -> None:
+    def __init__(
+        self, key: str, breaker: CircuitBreaker, pending: tuple[int, int, int] = _NO_PENDING
+    ) -> None:
         self.key = key
         self.breaker = breaker
+        self.pending = pending
         self.reset = False  # set by parse: the stored state was undecodable and was rewritten
 
     def apply(
@@ -409,14 +437,17 @@ class _AcquireOp:
         b = self.breaker
         old = b._fresh() if state is None else state
         st = list(old)
-        result = core.acquire(st, b._cfg, round(now * _US))
-        if st == old:  # CLOSED: read-only (the Lua twin writes nothing either)
+        now_us = round(now * _US)
+        flushed = core.flush(st, b._cfg, now_us, self.pending)
+        permit, retry_us, tr = core.acquire(st, b._cfg, now_us)
+        result = (permit, retry_us, _last(flushed, tr))
+        if st == old:  # CLOSED, nothing flushed: read-only (the Lua twin writes nothing either)
             return state, result, None
         return st, result, b._ttl(st)
 
-    def lua_args(self) -> tuple[bytes, str]:
-        """The packed configuration and the operation code."""
-        return (self.breaker._lua_config, "a")
+    def lua_args(self) -> tuple[bytes, str, int, int, int]:
+        """The packed configuration, the operation code and the pending successes."""
+        return (self.breaker._lua_config, "a", *self.pending)
 
     def parse(self, reply: Any) -> tuple[int, int, core.Transition | None]:
         """``[permit, retry_after_us, from, to, reason, reset]``."""
@@ -428,14 +459,22 @@ class _AcquireOp:
 class _RecordOp:
     """StoreOp: :func:`resilience._circuit_core.record` on the stored state."""
 
-    __slots__ = ("breaker", "key", "outcome", "permit", "reset")
+    __slots__ = ("breaker", "key", "outcome", "pending", "permit", "reset")
     LUA: ClassVar[str] = _LUA
 
-    def __init__(self, key: str, breaker: CircuitBreaker, permit: int, outcome: int) -> None:
+    def __init__(
+        self,
+        key: str,
+        breaker: CircuitBreaker,
+        permit: int,
+        outcome: int,
+        pending: tuple[int, int, int] = _NO_PENDING,
+    ) -> None:
         self.key = key
         self.breaker = breaker
         self.permit = permit
         self.outcome = outcome
+        self.pending = pending
         self.reset = False
 
     def apply(
@@ -444,14 +483,17 @@ class _RecordOp:
         b = self.breaker
         old = b._fresh() if state is None else state
         st = list(old)
-        result = core.record(st, b._cfg, round(now * _US), self.permit, self.outcome)
+        now_us = round(now * _US)
+        flushed = core.flush(st, b._cfg, now_us, self.pending)
+        result = _last(flushed, core.record(st, b._cfg, now_us, self.permit, self.outcome))
         if st == old:  # nothing recorded (a released permit in CLOSED): keep the entry as is
             return state, result, None
         return st, result, b._ttl(st)
 
-    def lua_args(self) -> tuple[bytes, str, int, int]:
-        """The packed configuration, the operation code, the permit and the outcome."""
-        return (self.breaker._lua_config, "r", self.permit, self.outcome)
+    def lua_args(self) -> tuple[bytes, str, int, int, int, int, int]:
+        """The packed configuration, the operation code, the permit, the outcome and the
+        pending successes."""
+        return (self.breaker._lua_config, "r", self.permit, self.outcome, *self.pending)
 
     def parse(self, reply: Any) -> core.Transition | None:
         """``[from, to, reason, reset]`` (``-1``: no transition)."""
@@ -464,13 +506,20 @@ class _ManualOp:
     """StoreOp: :func:`resilience._circuit_core.manual` (``action`` 0: only :func:`tick`),
     returning the transition and a :func:`resilience._circuit_core.snapshot`."""
 
-    __slots__ = ("action", "breaker", "key", "reset")
+    __slots__ = ("action", "breaker", "key", "pending", "reset")
     LUA: ClassVar[str] = _LUA
 
-    def __init__(self, key: str, breaker: CircuitBreaker, action: int) -> None:
+    def __init__(
+        self,
+        key: str,
+        breaker: CircuitBreaker,
+        action: int,
+        pending: tuple[int, int, int] = _NO_PENDING,
+    ) -> None:
         self.key = key
         self.breaker = breaker
         self.action = action
+        self.pending = pending
         self.reset = False
 
     def apply(
@@ -479,15 +528,18 @@ class _ManualOp:
         b = self.breaker
         st = b._fresh() if state is None else list(state)
         now_us = round(now * _US)
+        flushed = core.flush(st, b._cfg, now_us, self.pending)
         if self.action:
             tr = core.manual(st, b._cfg, now_us, self.action)
         else:
             tr = core.tick(st, b._cfg, now_us)
+        tr = _last(flushed, tr)
         return st, (tr, (*core.snapshot(st, b._cfg, now_us), now_us)), b._ttl(st)
 
-    def lua_args(self) -> tuple[bytes, str, int]:
-        """The packed configuration, the operation code and the action."""
-        return (self.breaker._lua_config, "m", self.action)
+    def lua_args(self) -> tuple[bytes, str, int, int, int, int]:
+        """The packed configuration, the operation code, the action and the pending
+        successes."""
+        return (self.breaker._lua_config, "m", self.action, *self.pending)
 
     def parse(self, reply: Any) -> tuple[core.Transition | None, tuple[int, ...]]:
         """``[from, to, reason, *snapshot, now, reset]``."""
@@ -537,8 +589,10 @@ class CircuitBreaker(Policy):
             every process using the same Redis and name shares one window, one state and the
             half-open permits: outcomes from all processes count toward the thresholds, an open
             circuit is open everywhere, and exactly ``half_open_calls`` probes run fleet-wide (a
-            probe whose process died holds its permit only until ``half_open_timeout``). Each
-            call then costs two round trips (permit, outcome). **Trade-off:** a shared breaker
+            probe whose process died holds its permit only until ``half_open_timeout``). A
+            successful call in the CLOSED state costs one round trip: its success is reported
+            with this process's next operation on the breaker (a failure, a slow call and every
+            half-open outcome are sent at once). **Trade-off:** a shared breaker
             sees the dependency's health sooner and avoids a probe storm from every instance,
             but one bad node (its own network or configuration failing its calls) can open the
             circuit for the whole fleet. Share it when failures come from the dependency; keep
@@ -694,6 +748,8 @@ class CircuitBreaker(Policy):
         self._lock = threading.Lock()
         self._st = core.initial_state(self._cfg)
         self._edge = [_NEVER]  # see _wrap_sync
+        self._pending = _NO_PENDING  # store mode: successes not reported yet (see _pend)
+        self._pending_lock = threading.Lock()
 
     def describe(self) -> dict[str, Any]:
         """Plain data describing the configuration."""
@@ -839,9 +895,34 @@ class CircuitBreaker(Policy):
             ) from exc
         return _LOCAL - self._acquire_local(em)
 
+    # One round trip per call in CLOSED: the success of a call admitted in the CLOSED state is
+    # not sent on its own; it is reported with this process's next operation on the breaker
+    # (its next permit request, a failure, or a state/metrics read), recorded at that time by
+    # core.flush exactly as core.record would. Failures, slow calls and every HALF_OPEN outcome
+    # are sent at once (the half-open permits stay counted on the server). Pending successes of
+    # an operation that fails are dropped (the script may have run: never count them twice).
+    def _pend(self, permit: int) -> None:
+        """A CLOSED-state call admitted with ``permit`` succeeded: report it later."""
+        with self._pending_lock:
+            tok, n, stale = self._pending
+            if not n or permit == tok:
+                self._pending = (permit, n + 1, stale)
+            elif permit > tok:  # a newer generation: the older successes are stale
+                self._pending = (permit, 1, stale + n)
+            else:
+                self._pending = (tok, n, stale + 1)
+
+    def _take_pending(self) -> tuple[int, int, int]:
+        pending = self._pending
+        if pending is _NO_PENDING:
+            return pending
+        with self._pending_lock:
+            pending, self._pending = self._pending, _NO_PENDING
+        return pending
+
     def _acquire_store(self, em: Emitter) -> int:
         assert self.store is not None
-        op = _AcquireOp(self._key, self)
+        op = _AcquireOp(self._key, self, self._take_pending())
         try:
             result = self.store.apply(op)
         except StoreError as exc:
@@ -853,7 +934,7 @@ class CircuitBreaker(Policy):
     async def _aacquire_store(self, em: Emitter) -> int:
         store = self.store
         assert store is not None
-        op = _AcquireOp(self._key, self)
+        op = _AcquireOp(self._key, self, self._take_pending())
         try:
             if hasattr(store, "aapply"):
                 result = await store.aapply(op)
@@ -865,14 +946,25 @@ class CircuitBreaker(Policy):
             state_reset(self.name, em, self.listeners)
         return self._store_decide(result, em)
 
+    def _record_later(self, permit: int, outcome: int) -> bool:
+        """True when the outcome needs no round trip now (see _pend)."""
+        if permit & 3 != core.CLOSED:
+            return False
+        if outcome == core.SUCCESS:
+            self._pend(permit)
+            return True
+        return outcome == core.RELEASE  # nothing to record in CLOSED
+
     def _record_store(self, permit: int, outcome: int, em: Emitter) -> None:
         if permit == _UNGUARDED or (outcome == core.RELEASE and permit >= 0 and not permit & 3):
             return  # unguarded, or an ignored outcome in CLOSED: nothing to record (no round trip)
         if permit <= _LOCAL:
             self._record_local(_LOCAL - permit, outcome, em)
             return
+        if self._record_later(permit, outcome):
+            return
         assert self.store is not None
-        op = _RecordOp(self._key, self, permit, outcome)
+        op = _RecordOp(self._key, self, permit, outcome, self._take_pending())
         try:
             tr = self.store.apply(op)
         except StoreError as exc:
@@ -893,8 +985,10 @@ class CircuitBreaker(Policy):
         ):
             self._record_store(permit, outcome, em)
             return
+        if self._record_later(permit, outcome):
+            return
         assert store is not None
-        op = _RecordOp(self._key, self, permit, outcome)
+        op = _RecordOp(self._key, self, permit, outcome, self._take_pending())
         try:
             tr = await store.aapply(op)
         except StoreError as exc:
@@ -1105,7 +1199,10 @@ class CircuitBreaker(Policy):
         """Run a manual action (0: just the time-driven transitions); return a snapshot."""
         tr: core.Transition | None
         if self.store is not None:
-            op = _ManualOp(self._key, self, action)
+            pending = self._take_pending()
+            if action not in (0, core.M_OPEN):
+                pending = _NO_PENDING  # close/reset start a new window: drop older successes
+            op = _ManualOp(self._key, self, action, pending)
             try:
                 tr, snap = self.store.apply(op)
                 if op.reset:

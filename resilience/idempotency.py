@@ -196,6 +196,7 @@ class ClaimOp:
     #: a memory store never evicts a claim early (see :class:`~resilience.MemoryStore`)
     PINS: ClassVar[bool] = True
 
+    DURABLE: ClassVar[bool] = True  # RedisStore(wait_replicas=N) waits for replicas
     LUA: ClassVar[str] = (
         _LUA_RECORD
         + """
@@ -289,6 +290,7 @@ class RenewOp:
     #: a renewed claim stays pinned in a memory store
     PINS: ClassVar[bool] = True
 
+    DURABLE: ClassVar[bool] = True  # RedisStore(wait_replicas=N) waits for replicas
     LUA: ClassVar[str] = (
         _LUA_RECORD
         + """
@@ -346,6 +348,7 @@ class CompleteOp:
     payload: str | None
     ttl: float
 
+    DURABLE: ClassVar[bool] = True  # RedisStore(wait_replicas=N) waits for replicas
     LUA: ClassVar[str] = (
         _LUA_RECORD
         + """

@@ -113,6 +113,20 @@ def runner(request: pytest.FixtureRequest, clock: FakeClock) -> Runner:
     return Runner(request.param, clock)
 
 
-from .redis_servers import own_redis_server, redis_cluster, redis_server  # noqa: E402
+from .redis_servers import (  # noqa: E402
+    own_redis_server,
+    redis_cluster,
+    redis_cluster_with_replicas,
+    redis_sentinel,
+    redis_server,
+)
 
-__all__ = ["Runner", "Step", "own_redis_server", "redis_cluster", "redis_server"]
+__all__ = [
+    "Runner",
+    "Step",
+    "own_redis_server",
+    "redis_cluster",
+    "redis_cluster_with_replicas",
+    "redis_sentinel",
+    "redis_server",
+]

@@ -497,7 +497,9 @@ def test_random_ratelimit_sequences_conform(redis_server: RedisServer, steps: li
 # -- circuit breaker --------------------------------------------------------------------------
 # A breaker step: ("a",) acquire; ("r", outcome, j) record the j-th permit granted so far (mod
 # their number; 0 before any) with outcome bits (0 success, 1 failure, 2 slow, -1 release);
-# ("m", action) manual action (0: tick + snapshot, 1 open, 2 close, 3 reset); or seconds.
+# ("m", action) manual action (0: tick + snapshot, 1 open, 2 close, 3 reset); ("p", j, n, s):
+# the next operation also reports n late successes of the j-th permit and s stale ones
+# (core.flush); or seconds.
 BREAKERS = {
     "ratio": {
         "failure_ratio": 0.5,
@@ -537,19 +539,24 @@ def run_breaker(store: Any, clock: FakeClock, kind: str, steps: Sequence[Step]) 
     key = f"cb:conf-{kind}"
     permits: list[int] = []
     out: list[Any] = []
+    pending = (-1, 0, 0)
     for step in steps:
         if isinstance(step, int | float):
             clock.advance(step)
             continue
+        if step[0] == "p":
+            pending = (permits[step[1] % len(permits)] if permits else 0, step[2], step[3])
+            continue
         if step[0] == "a":
-            res = store.apply(_AcquireOp(key, b))
+            res = store.apply(_AcquireOp(key, b, pending))
             if res[0] >= 0:
                 permits.append(res[0])
         elif step[0] == "r":
             permit = permits[step[2] % len(permits)] if permits else 0
-            res = store.apply(_RecordOp(key, b, permit, step[1]))
+            res = store.apply(_RecordOp(key, b, permit, step[1], pending))
         else:
-            res = store.apply(_ManualOp(key, b, step[1]))
+            res = store.apply(_ManualOp(key, b, step[1], pending))
+        pending = (-1, 0, 0)
         out.append(normalize(res))
     return out
 
@@ -559,19 +566,24 @@ async def arun_breaker(store: Any, clock: FakeClock, kind: str, steps: Sequence[
     key = f"cb:conf-{kind}"
     permits: list[int] = []
     out: list[Any] = []
+    pending = (-1, 0, 0)
     for step in steps:
         if isinstance(step, int | float):
             clock.advance(step)
             continue
+        if step[0] == "p":
+            pending = (permits[step[1] % len(permits)] if permits else 0, step[2], step[3])
+            continue
         if step[0] == "a":
-            res = await store.aapply(_AcquireOp(key, b))
+            res = await store.aapply(_AcquireOp(key, b, pending))
             if res[0] >= 0:
                 permits.append(res[0])
         elif step[0] == "r":
             permit = permits[step[2] % len(permits)] if permits else 0
-            res = await store.aapply(_RecordOp(key, b, permit, step[1]))
+            res = await store.aapply(_RecordOp(key, b, permit, step[1], pending))
         else:
-            res = await store.aapply(_ManualOp(key, b, step[1]))
+            res = await store.aapply(_ManualOp(key, b, step[1], pending))
+        pending = (-1, 0, 0)
         out.append(normalize(res))
     return out
 
@@ -672,6 +684,34 @@ BREAKER_SCENARIOS: dict[str, tuple[str, list[Step]]] = {
             TICK,
         ],
     ),
+    "late-successes": (
+        "ratio",
+        [
+            A,
+            rec(1),
+            A,
+            rec(1),
+            A,
+            ("p", -1, 1, 0),
+            A,  # one late success: 3 calls, 2 failed (below min_calls)
+            ("p", -1, 1, 2),
+            TICK,  # the 4th call (a success) reaches min_calls: 2/4 failed, opens
+            ("p", 0, 3, 0),
+            A,  # late successes of an older generation are stale
+            5,
+            A,
+            ("p", 0, 1, 0),
+            A,  # a success of generation 0 is stale now; probe 2 granted
+            rec(0, -2),
+            rec(0, -1),  # both probes succeeded: closed
+            A,
+            ("p", -1, 2, 1),
+            rec(1),
+            ("p", -1, 1, 0),
+            ("m", 3),  # reset: the pending success is dropped by the breaker, recorded here
+            TICK,
+        ],
+    ),
     "slow-calls": (
         "slow",
         [
@@ -712,6 +752,16 @@ async def test_breaker_ops_conform_async(make_store: StoreFactory) -> None:
         assert await arun_breaker(store, clock, kind, steps) == breaker_expected(kind, steps)
         if isinstance(store, RedisStore):
             await store.aclose()
+
+
+def test_late_successes_reference_is_meaningful() -> None:
+    res = breaker_expected(*BREAKER_SCENARIOS["late-successes"])
+    transition, snap = res[6]
+    assert transition == (0, 1, 1)  # a late success brought the window to min_calls: opens
+    assert snap[1:3] == (4, 2)  # 4 calls, 2 failed
+    assert snap[5] == 2  # 2 stale successes
+    assert res[7][0] == -1  # open: refused
+    assert res[11] == (2, 0, 5)  # probes succeeded: closed
 
 
 def test_breaker_reference_is_meaningful() -> None:
@@ -771,6 +821,9 @@ breaker_step = st.one_of(
     st.just(A),
     st.builds(rec, st.sampled_from([0, 0, 1, 1, 2, 3, -1]), st.integers(-3, 3)),
     st.builds(lambda a: ("m", a), st.sampled_from([0, 0, 0, 1, 2, 3])),
+    st.builds(
+        lambda j, n, s: ("p", j, n, s), st.integers(-3, 3), st.integers(0, 3), st.integers(0, 2)
+    ),
 )
 
 

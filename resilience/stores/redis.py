@@ -32,14 +32,17 @@ atomically on the server with the server's clock (``TIME``), so hosts with skewe
   (redis-py's per-command machinery costs more than the round trip), borrowing from the pool
   under contention. Commands sent this way do not appear in redis-py's own instrumentation.
 * **Clients**: ``redis.Redis``, ``redis.asyncio.Redis``, ``redis.cluster.RedisCluster`` and
-  ``redis.asyncio.cluster.RedisCluster``. A store built by :meth:`RedisStore.from_url` serves sync
-  and async policies: one sync client, and one async client per event loop (asyncio connections
-  belong to the loop that opened them; each is closed when its loop shuts down, and past 16
-  connections per loop, calls queue for one). A store given only a sync client runs async
-  operations in a worker thread; one given only an async client cannot serve sync code, and
-  from another event loop its calls fail with :class:`~resilience.StoreError`. From async code
-  nothing blocks the loop: give-backs (a cancelled call's permit, a waiter's reservation) run
-  as tasks (:meth:`RedisStore.apply_soon`).
+  ``redis.asyncio.cluster.RedisCluster``; ``from_url`` also takes a ``redis+sentinel://`` URL
+  (clients of the master Sentinel names, following failovers). The writes of ``DURABLE``
+  operations can wait for replica acknowledgements (``wait_replicas``). A store built by
+  :meth:`RedisStore.from_url` serves sync and async policies: one sync client, and one async
+  client per event loop (asyncio connections belong to the loop that opened them; each is
+  closed when its loop shuts down, with its own sentinel connections for a Sentinel URL, and
+  past 16 connections per loop, calls queue for one). A store given only a sync client runs
+  async operations in a worker thread; one given only an async client cannot serve sync code,
+  and from another event loop its calls fail with :class:`~resilience.StoreError`. From async
+  code nothing blocks the loop: give-backs (a cancelled call's permit, a waiter's reservation)
+  run as tasks (:meth:`RedisStore.apply_soon`).
 """
 
 from __future__ import annotations
@@ -61,7 +64,7 @@ from .base import StoreOp
 R = TypeVar("R")
 R_co = TypeVar("R_co", covariant=True)
 
-__all__ = ["LUA_NOW", "RedisOp", "RedisStore", "text", "to_us"]
+__all__ = ["LUA_NOW", "RedisOp", "RedisStore", "parse_sentinel_url", "text", "to_us"]
 
 #: Lua prelude prepended to every script:
 #:
@@ -101,6 +104,7 @@ def text(value: Any) -> str:
 
 
 _KEY_CACHE_SIZE = 10_000
+_UNACKED = object()  # a durable write's reply when too few replicas acknowledged it
 
 
 def _resp(args: list[Any]) -> bytes:
@@ -148,6 +152,9 @@ class RedisOp(Protocol[R_co]):
         LUA_STANDALONE: ``True`` when ``LUA`` does not use the :data:`LUA_NOW` helpers (it is
             then sent without them: a hot script pays for no unused closures).
         BINARY_REPLY: ``True`` when the reply is packed binary (never decoded by the client).
+        DURABLE: ``True`` when losing the write in a failover would break the policy's promise
+            (idempotency records): with ``wait_replicas=N`` the store then waits for N replicas
+            to acknowledge it (``WAIT``) before returning.
     """
 
     key: str
@@ -271,28 +278,41 @@ def _key_error(op: Any, exc: BaseException) -> StoreError:
 
 
 class _LoopClient:
-    """The async client of one event loop (see :meth:`RedisStore._loop_client`)."""
+    """The async client of one event loop (see :meth:`RedisStore._loop_client`), and with a
+    Sentinel URL the clients of its sentinels (closed with it)."""
 
-    __slots__ = ("client", "closer", "init_lock", "ready")
+    __slots__ = ("client", "closer", "init_lock", "ready", "sentinels")
 
-    def __init__(self, client: Any) -> None:
+    def __init__(self, client: Any, sentinels: Sequence[Any] = ()) -> None:
         self.client = client
+        self.sentinels = list(sentinels)
         self.ready = False
         self.init_lock: Any = None
         self.closer: Any = None
 
 
-async def _close_at_loop_shutdown(client: Any, forget: Callable[[], object]) -> AsyncIterator[None]:
-    """An async generator whose ``finally`` closes ``client``: ``asyncio.run`` (and pytest's
-    loops) close every live async generator while the loop still runs, so the client's
-    connections are closed on their own loop before it is closed; ``forget`` then drops the
-    loop's entry (the client's pool refers to its loop)."""
+async def _aclose_all(client: Any, sentinels: Sequence[Any]) -> None:
+    """Close an async client, then the sentinel clients it asked for the master."""
+    try:
+        await client.aclose()
+    finally:
+        for sentinel in sentinels:
+            await sentinel.aclose()
+
+
+async def _close_at_loop_shutdown(
+    client: Any, sentinels: Sequence[Any], forget: Callable[[], object]
+) -> AsyncIterator[None]:
+    """An async generator whose ``finally`` closes ``client`` (and its ``sentinels``):
+    ``asyncio.run`` (and pytest's loops) close every live async generator while the loop still
+    runs, so the client's connections are closed on their own loop before it is closed;
+    ``forget`` then drops the loop's entry (the client's pool refers to its loop)."""
     try:
         yield None
     finally:
         forget()
         try:
-            await client.aclose()
+            await _aclose_all(client, sentinels)
         except Exception:  # pragma: no cover - best effort at shutdown
             pass
 
@@ -302,6 +322,119 @@ def _is_async_client(client: Any) -> bool:
 
     execute = getattr(client, "execute_command", None)
     return execute is not None and inspect.iscoroutinefunction(execute)
+
+
+_SENTINEL_SCHEMES = ("redis+sentinel://", "rediss+sentinel://")
+_SENTINEL_QUERY = ("sentinel_username", "sentinel_password")
+
+
+def parse_sentinel_url(url: str) -> tuple[list[tuple[str, int]], str, dict[str, Any]]:
+    """``(sentinels, service name, options)`` of a Sentinel URL (see :meth:`RedisStore.from_url`).
+
+    The form is ``redis+sentinel://[[user]:password@]host[:port][,host[:port]...]/service[/db]``
+    ``[?sentinel_username=...&sentinel_password=...]`` (``rediss+sentinel://``: TLS to the
+    master). The credentials and ``db`` are the master's; the sentinels' own credentials, if
+    any, are the query options. The default sentinel port is 26379.
+
+    Example:
+        >>> parse_sentinel_url("redis+sentinel://:pw@10.0.0.1,10.0.0.2:26380/shop/2")
+        ([('10.0.0.1', 26379), ('10.0.0.2', 26380)], 'shop', {'password': 'pw', 'db': 2})
+    """
+    from urllib.parse import parse_qsl, unquote, urlsplit
+
+    def bad(why: str) -> ConfigurationError:
+        return ConfigurationError(
+            f"invalid Sentinel URL {url!r}: {why} (expected redis+sentinel://[[user]:password@]"
+            "host[:port][,host[:port]...]/service_name[/db])"
+        )
+
+    parts = urlsplit(url)
+    userinfo, _, hostlist = parts.netloc.rpartition("@")
+    options: dict[str, Any] = {}
+    if userinfo:
+        user, _, password = userinfo.partition(":")
+        if user:
+            options["username"] = unquote(user)
+        if password:
+            options["password"] = unquote(password)
+    sentinels: list[tuple[str, int]] = []
+    for item in hostlist.split(","):
+        host, port = item, "26379"
+        if item.startswith("["):  # [IPv6]:port
+            host, _, rest = item[1:].partition("]")
+            if rest:
+                if not rest.startswith(":"):
+                    raise bad(f"bad host {item!r}")
+                port = rest[1:]
+        elif ":" in item:
+            host, _, port = item.rpartition(":")
+        if not host or not port.isdigit() or not 0 < int(port) < 65536:
+            raise bad(f"bad sentinel address {item!r}")
+        sentinels.append((host, int(port)))
+    path = [unquote(p) for p in parts.path.split("/")[1:]]
+    if not path or not path[0] or len(path) > 2:
+        raise bad("the path must be /service_name or /service_name/db")
+    if len(path) == 2:
+        if not path[1].isdigit():
+            raise bad(f"db must be a number, got {path[1]!r}")
+        options["db"] = int(path[1])
+    for name, value in parse_qsl(parts.query, keep_blank_values=True):
+        if name not in _SENTINEL_QUERY:
+            raise bad(f"unknown option {name!r} (pass client options as keyword arguments)")
+        options[name] = value
+    if url.startswith("rediss+"):
+        options["ssl"] = True
+    return sentinels, path[0], options
+
+
+def _sentinel_client(
+    url: str, kwargs: dict[str, Any], *, asynchronous: bool
+) -> tuple[Any, list[Any]]:
+    """A client of the master that Sentinel names for the URL's service, and the clients of
+    the sentinels (to close with it).
+
+    Its connection pool asks the sentinels for the master's address whenever it connects, and
+    drops its connections when the address changes, so the client follows failovers.
+    """
+    sentinels, service, options = parse_sentinel_url(url)
+    connection = {**options, **kwargs}
+    sentinel_kwargs: dict[str, Any] = {
+        k: v for k, v in connection.items() if k in ("socket_timeout", "socket_connect_timeout")
+    }
+    for name in _SENTINEL_QUERY:
+        if name in connection:
+            sentinel_kwargs[name.removeprefix("sentinel_")] = connection.pop(name)
+    sentinel_kwargs.update(connection.pop("sentinel_kwargs", None) or {})
+    if asynchronous:
+        import redis.asyncio
+        from redis.asyncio.sentinel import Sentinel as AsyncSentinel
+
+        manager: Any = cast(Any, AsyncSentinel)(sentinels, sentinel_kwargs=sentinel_kwargs)
+        client = manager.master_for(service, redis_class=redis.asyncio.Redis, **connection)
+        return client, list(manager.sentinels)
+    import redis
+    from redis.sentinel import Sentinel
+
+    manager = cast(Any, Sentinel)(sentinels, sentinel_kwargs=sentinel_kwargs)
+    return manager.master_for(service, redis_class=redis.Redis, **connection), manager.sentinels
+
+
+_BLOCKING_SENTINEL_POOL: Any = None
+
+
+def _blocking_sentinel_pool() -> Any:
+    """redis-py's async Sentinel pool, queueing for a connection past ``max_connections`` (up
+    to ``timeout``) like ``BlockingConnectionPool`` instead of raising "Too many connections"."""
+    global _BLOCKING_SENTINEL_POOL
+    if _BLOCKING_SENTINEL_POOL is None:
+        from redis.asyncio import BlockingConnectionPool
+        from redis.asyncio.sentinel import SentinelConnectionPool
+
+        class BlockingSentinelConnectionPool(SentinelConnectionPool, BlockingConnectionPool):
+            pass
+
+        _BLOCKING_SENTINEL_POOL = BlockingSentinelConnectionPool
+    return _BLOCKING_SENTINEL_POOL
 
 
 class RedisStore:
@@ -315,6 +448,16 @@ class RedisStore:
             failure, with no success in between) that make the store fail fast.
         probe_interval: while failing fast, how long after the last failure one call (a
             single probe at a time) tries the backend again; its success ends the fail-fast.
+        wait_replicas: ``0`` (default) or the number of replicas that must acknowledge the
+            writes of ``DURABLE`` operations (idempotency claims, renewals and outcomes)
+            before the store returns: the script and a ``WAIT wait_replicas wait_timeout`` go
+            in one round trip, and a write not acknowledged in time raises
+            :class:`~resilience.StoreError` (the policy's ``on_store_error`` applies: by default
+            an idempotent call is refused rather than risk running twice after a failover).
+            The server answered, so an unacknowledged write never makes the store fail fast.
+            Rate-limit and breaker decisions never wait.
+        wait_timeout: the longest a durable write waits for its acknowledgements (seconds;
+            shorter than ``socket_timeout``).
         clock: inject a clock **for tests only**: its ``monotonic()`` is sent to the scripts as
             "now" instead of the server's ``TIME``.
 
@@ -332,6 +475,8 @@ class RedisStore:
         prefix: str = "resilience",
         failure_threshold: int = 3,
         probe_interval: float = 0.05,
+        wait_replicas: int = 0,
+        wait_timeout: float = 0.05,
         clock: Clock | None = None,
         _url: str | None = None,
         _client_kwargs: dict[str, Any] | None = None,
@@ -355,6 +500,7 @@ class RedisStore:
                 raise ConfigurationError(f"client must be a redis-py client, got {client!r}")
         self._url = _url
         self._client_kwargs = _client_kwargs or {}
+        self._sentinels_sync: list[Any] = []  # with a Sentinel URL: the sync sentinels' clients
         self._injected_clock = clock is not None
         self._clock = resolve_clock(clock)
         self._breaker = _Breaker(
@@ -362,6 +508,9 @@ class RedisStore:
             seconds(probe_interval, "probe_interval", allow_zero=False),
             self._clock,
         )
+        self.wait_replicas = positive_int(wait_replicas, "wait_replicas", minimum=0)
+        self.wait_timeout = seconds(wait_timeout, "wait_timeout", allow_zero=False)
+        self._wait_ms = max(1, round(self.wait_timeout * 1000))
         self._shas: dict[type, _Script] = {}
         self._key_cache: dict[str, tuple[tuple[str, ...], list[str]]] = {}
         self._lock = threading.Lock()
@@ -386,6 +535,8 @@ class RedisStore:
         socket_connect_timeout: float = 0.25,
         failure_threshold: int = 3,
         probe_interval: float = 0.05,
+        wait_replicas: int = 0,
+        wait_timeout: float = 0.05,
         clock: Clock | None = None,
         **client_kwargs: Any,
     ) -> RedisStore:
@@ -393,25 +544,57 @@ class RedisStore:
         async client per event loop).
 
         Socket timeouts are bounded (0.25 s per reply and per connect by default) so a
-        hung Redis cannot hang callers. ``cluster=True`` makes Redis Cluster clients.
+        hung Redis cannot hang callers. ``cluster=True`` makes Redis Cluster clients. A Sentinel
+        URL, ``redis+sentinel://[[user]:password@]host[:port][,host[:port]...]/service_name[/db]``
+        (``rediss+sentinel://`` for TLS to the master; the sentinels' own credentials as
+        ``?sentinel_username=...&sentinel_password=...``; see :func:`parse_sentinel_url`),
+        makes clients of the master the sentinels name: they ask the sentinels again when a
+        connection fails, so they follow a failover (each event loop's async client has its own
+        sentinel connections, closed with it). Other keyword arguments go to the redis-py
+        client (``sentinel_kwargs=`` to the sentinel connections, with a Sentinel URL).
+
+        Example:
+            >>> import resilience as rs
+            >>> store = rs.RedisStore.from_url(
+            ...     "redis+sentinel://127.0.0.1:26379,127.0.0.1:26380/shop", wait_replicas=1
+            ... )
+            >>> store.wait_replicas
+            1
         """
         url_: object = url
-        if not isinstance(url_, str) or not url_.startswith(("redis://", "rediss://", "unix://")):
-            raise ConfigurationError(f"url must be a redis:// URL, got {url!r}")
+        schemes = ("redis://", "rediss://", "unix://", *_SENTINEL_SCHEMES)
+        if not isinstance(url_, str) or not url_.startswith(schemes):
+            raise ConfigurationError(
+                "url must be a redis:// URL (or rediss://, unix://, redis+sentinel://), "
+                f"got {url!r}"
+            )
+        sentinel = url_.startswith(_SENTINEL_SCHEMES)
+        if sentinel:
+            if cluster:
+                raise ConfigurationError("a Sentinel URL cannot be used with cluster=True")
+            parse_sentinel_url(url_)  # a bad URL fails here, not on first use
         kwargs = {
             "socket_timeout": seconds(socket_timeout, "socket_timeout", allow_zero=False),
             "socket_connect_timeout": seconds(
                 socket_connect_timeout, "socket_connect_timeout", allow_zero=False
             ),
             "_cluster": cluster,
+            "_sentinel": sentinel,
             **client_kwargs,
         }
+        if wait_replicas and seconds(wait_timeout, "wait_timeout") >= kwargs["socket_timeout"]:
+            raise ConfigurationError(
+                f"wait_timeout ({wait_timeout!r} s) must be shorter than socket_timeout "
+                f"({socket_timeout!r} s): the reply of a durable write includes the wait"
+            )
         return cls(
             None,
             prefix=prefix,
             failure_threshold=failure_threshold,
             probe_interval=probe_interval,
             clock=clock,
+            wait_replicas=wait_replicas,
+            wait_timeout=wait_timeout,
             _url=url,
             _client_kwargs=kwargs,
         )
@@ -420,7 +603,12 @@ class RedisStore:
     def _kwargs(self) -> tuple[bool, dict[str, Any]]:
         kwargs = dict(self._client_kwargs)
         cluster = bool(kwargs.pop("_cluster", False))
+        kwargs.pop("_sentinel", None)
         return cluster, kwargs
+
+    @property
+    def _sentinel(self) -> bool:
+        return bool(self._client_kwargs.get("_sentinel"))
 
     def sync_client(self) -> Any:
         """The sync client (created from the URL on first use)."""
@@ -438,7 +626,11 @@ class RedisStore:
                         from redis.retry import Retry
 
                         kwargs["retry"] = Retry(NoBackoff(), 0)
-                    if cluster:
+                    if self._sentinel:
+                        self._sync, self._sentinels_sync = _sentinel_client(
+                            self._url, kwargs, asynchronous=False
+                        )
+                    elif cluster:
                         from redis.cluster import RedisCluster
 
                         self._sync = RedisCluster.from_url(self._url, **kwargs)
@@ -448,7 +640,8 @@ class RedisStore:
                         self._sync = redis.Redis.from_url(self._url, **kwargs)
         return self._sync
 
-    def _new_async_client(self) -> Any:
+    def _new_async_client(self) -> tuple[Any, list[Any]]:
+        """A new async client for one event loop, and (Sentinel URL) its sentinels' clients."""
         assert self._url is not None
         cluster, kwargs = self._kwargs()
         if "retry" not in kwargs:
@@ -459,18 +652,26 @@ class RedisStore:
         if cluster:
             from redis.asyncio.cluster import RedisCluster as AsyncRedisCluster
 
-            return AsyncRedisCluster.from_url(self._url, **kwargs)
+            return AsyncRedisCluster.from_url(self._url, **kwargs), []
         import redis.asyncio
 
-        if kwargs.get("single_connection_client") or "connection_pool_class" in kwargs:
-            return redis.asyncio.Redis.from_url(self._url, **kwargs)
-        # a burst of concurrent decisions is not an outage: past max_connections they queue
-        # for a connection (up to socket_timeout) instead of failing (redis-py's default pool
-        # raises "Too many connections" past 100)
-        kwargs.setdefault("max_connections", 16)  # per event loop; more only adds connects
-        kwargs.setdefault("timeout", kwargs.get("socket_timeout"))
+        blocking = (
+            not kwargs.get("single_connection_client") and "connection_pool_class" not in kwargs
+        )
+        if blocking:
+            # a burst of concurrent decisions is not an outage: past max_connections they queue
+            # for a connection (up to socket_timeout) instead of failing (redis-py's default
+            # pool raises "Too many connections" past 100)
+            kwargs.setdefault("max_connections", 16)  # per event loop; more only adds connects
+            kwargs.setdefault("timeout", kwargs.get("socket_timeout"))
+        if self._sentinel:
+            if blocking:
+                kwargs["connection_pool_class"] = _blocking_sentinel_pool()
+            return _sentinel_client(self._url, kwargs, asynchronous=True)
+        if not blocking:
+            return redis.asyncio.Redis.from_url(self._url, **kwargs), []
         pool = redis.asyncio.BlockingConnectionPool.from_url(self._url, **kwargs)
-        return redis.asyncio.Redis.from_pool(pool)
+        return redis.asyncio.Redis.from_pool(pool), []
 
     def _loop_client(self) -> _LoopClient | None:
         """The running loop's client state: the given async client's, or (``from_url``) a
@@ -489,7 +690,7 @@ class RedisStore:
                 if entry is None:
                     for old in [lp for lp in self._loops if lp.is_closed()]:
                         del self._loops[old]  # a loop closed without shutdown_asyncgens
-                    entry = self._loops[loop] = _LoopClient(self._new_async_client())
+                    entry = self._loops[loop] = _LoopClient(*self._new_async_client())
         return entry
 
     def async_client(self) -> Any:
@@ -548,6 +749,8 @@ class RedisStore:
         epoch = breaker.epoch
         probe = breaker.check() if breaker.failures else False
         client = self._sync or self.sync_client()
+        if self.wait_replicas and getattr(type(op), "DURABLE", False):
+            return cast(R, self._durable(op, client, args, src, options, epoch, probe))
         pool = self._pool if self._pool is not False else self._direct_pool(client)
         try:
             try:
@@ -578,6 +781,124 @@ class RedisStore:
             return cast("RedisOp[Any]", op).parse(reply)
         except Exception as exc:  # a reply this op cannot read: this key's problem
             raise _key_error(op, exc) from exc
+
+    # -- durable writes (wait_replicas) ---------------------------------------------------------
+    # The script and a WAIT are pipelined on one connection (WAIT counts the replicas that have
+    # this connection's writes; it cannot run inside a script). On a cluster the WAIT is sent to
+    # the node that owns the key; if the topology changed meanwhile (the script was redirected),
+    # the write counts as unacknowledged.
+    def _durable_pipeline(
+        self, client: Any, command: str, args: list[Any], options: dict[str, Any]
+    ) -> tuple[Any, Any]:
+        node = None
+        if callable(getattr(client, "get_node_from_key", None)):  # a cluster client
+            node = client.get_node_from_key(args[2])
+            pipe = client.pipeline()
+            pipe.execute_command(command, *args, **options)
+            pipe.execute_command("WAIT", self.wait_replicas, self._wait_ms, target_nodes=node)
+        else:
+            pipe = client.pipeline(transaction=False)
+            pipe.execute_command(command, *args, **options)
+            pipe.execute_command("WAIT", self.wait_replicas, self._wait_ms)
+        return pipe, node
+
+    def _durable_reply(self, client: Any, args: list[Any], node: Any, replies: list[Any]) -> Any:
+        """The script's reply, or :data:`_UNACKED` when too few replicas acknowledged it."""
+        reply, acked = replies
+        if isinstance(reply, BaseException):
+            raise reply
+        if isinstance(acked, BaseException):
+            raise acked
+        if node is not None and client.get_node_from_key(args[2]).name != node.name:
+            acked = -1  # redirected: the WAIT went to the previous owner of the key
+        return reply if int(acked) >= self.wait_replicas else _UNACKED
+
+    def _unacked(self, op: Any) -> StoreError:
+        return StoreError(
+            f"redis store: the write of {op.key!r} was not acknowledged by {self.wait_replicas} "
+            f"replica(s) within {self._wait_ms} ms (a failover could lose it)"
+        )
+
+    def _durable(
+        self,
+        op: Any,
+        client: Any,
+        args: list[Any],
+        src: str,
+        options: dict[str, Any],
+        epoch: int,
+        probe: bool,
+    ) -> Any:
+        """Run the script, then WAIT for ``wait_replicas`` replicas (pipelined: one round trip),
+        with :meth:`apply`'s fault model. An unacknowledged write raises :class:`StoreError`
+        (the server answered: the store does not start failing fast)."""
+        breaker = self._breaker
+        try:
+            pipe, node = self._durable_pipeline(client, "EVALSHA", args, options)
+            replies = pipe.execute(raise_on_error=False)
+            if isinstance(replies[0], _errors().NoScriptError):
+                args[0] = src
+                pipe, node = self._durable_pipeline(client, "EVAL", args, options)
+                replies = pipe.execute(raise_on_error=False)
+            reply = self._durable_reply(client, args, node, replies)
+        except (_errors().RedisError, OSError) as exc:
+            if _is_key_error(exc):
+                breaker.success()  # the server answered
+                raise _key_error(op, exc) from exc
+            breaker.failure(epoch, probe)
+            raise StoreError(f"redis store failed: {type(exc).__name__}: {exc}") from exc
+        except BaseException:
+            if probe:
+                breaker.abandon()
+            raise
+        if breaker.failures:
+            breaker.success()
+        if reply is _UNACKED:
+            raise self._unacked(op)
+        return self._parse(op, reply)
+
+    async def _adurable(
+        self,
+        op: Any,
+        client: Any,
+        args: list[Any],
+        src: str,
+        options: dict[str, Any],
+        epoch: int,
+        probe: bool,
+    ) -> Any:
+        """The async twin of :meth:`_durable`."""
+        breaker = self._breaker
+        try:
+            pipe, node = self._durable_pipeline(client, "EVALSHA", args, options)
+            replies = await pipe.execute(raise_on_error=False)
+            if isinstance(replies[0], _errors().NoScriptError):
+                args[0] = src
+                pipe, node = self._durable_pipeline(client, "EVAL", args, options)
+                replies = await pipe.execute(raise_on_error=False)
+            reply = self._durable_reply(client, args, node, replies)
+        except (_errors().RedisError, OSError) as exc:
+            if _is_key_error(exc):
+                breaker.success()
+                raise _key_error(op, exc) from exc
+            breaker.failure(epoch, probe)
+            raise StoreError(f"redis store failed: {type(exc).__name__}: {exc}") from exc
+        except RuntimeError as exc:  # a given async client used from another event loop
+            if probe:
+                breaker.abandon()
+            raise StoreError(
+                f"redis store: the async client cannot be used from this event loop ({exc}); "
+                "build the store with RedisStore.from_url to get one client per event loop"
+            ) from exc
+        except BaseException:
+            if probe:
+                breaker.abandon()
+            raise
+        if breaker.failures:
+            breaker.success()
+        if reply is _UNACKED:
+            raise self._unacked(op)
+        return self._parse(op, reply)
 
     def _direct_pool(self, client: Any) -> Any:
         """The connection pool of a plain ``redis.Redis`` client (the direct path), else None.
@@ -636,7 +957,9 @@ class RedisStore:
             import asyncio
 
             loop = asyncio.get_running_loop()
-            entry.closer = _close_at_loop_shutdown(client, lambda: self._loops.pop(loop, None))
+            entry.closer = _close_at_loop_shutdown(
+                client, entry.sentinels, lambda: self._loops.pop(loop, None)
+            )
             await entry.closer.__anext__()
         if entry.ready or not callable(getattr(client, "initialize", None)):
             return client
@@ -672,6 +995,8 @@ class RedisStore:
         breaker = self._breaker
         epoch = breaker.epoch
         probe = breaker.check() if breaker.failures else False
+        if self.wait_replicas and getattr(type(op), "DURABLE", False):
+            return cast(R, await self._adurable(op, client, args, src, options, epoch, probe))
         try:
             try:
                 reply = await client.execute_command("EVALSHA", *args, **options)
@@ -756,10 +1081,13 @@ class RedisStore:
             self._conn = None
         if self._sync is not None and self._url is not None:
             self._sync.close()
+        for sentinel in self._sentinels_sync:
+            sentinel.close()
 
     async def aclose(self) -> None:
-        """Close the running loop's async client (if this store created it); every loop's
-        client is also closed when its loop shuts down."""
+        """Close the running loop's async client (if this store created it) and, with a
+        Sentinel URL, its sentinel connections; every loop's client is also closed when its
+        loop shuts down."""
         if self._url is None:
             return
         import asyncio
@@ -768,9 +1096,9 @@ class RedisStore:
         if entry is not None:
             closer, entry.closer = entry.closer, None
             if closer is not None:
-                await closer.aclose()  # its finally closes the client
+                await closer.aclose()  # its finally closes the client and its sentinels
             else:
-                await entry.client.aclose()
+                await _aclose_all(entry.client, entry.sentinels)
 
     def __repr__(self) -> str:
         return f"RedisStore(prefix={self.prefix!r}, url={self._url!r})"
