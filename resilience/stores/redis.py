@@ -80,6 +80,10 @@ __all__ = ["LUA_NOW", "RedisOp", "RedisStore", "parse_sentinel_url", "text", "to
 #: * ``expire(key, now, ttl_us)``: set the expiry field and the key's ``PEXPIRE`` (``>= 1 ms``).
 LUA_NOW = script("resilience.stores", "prelude.lua")
 
+#: The longest an async call queues for one of its loop's connections (``from_url`` stores;
+#: ``timeout=`` overrides it), when that is longer than ``socket_timeout``.
+POOL_WAIT = 1.0
+
 
 def to_us(value: float) -> int:
     """Seconds as integer microseconds (rounded), the unit every Lua twin works in.
@@ -660,10 +664,11 @@ class RedisStore:
         )
         if blocking:
             # a burst of concurrent decisions is not an outage: past max_connections they queue
-            # for a connection (up to socket_timeout) instead of failing (redis-py's default
-            # pool raises "Too many connections" past 100)
+            # for a connection instead of failing (redis-py's default pool raises "Too many
+            # connections" past 100). The queue wait is bounded separately from the reply
+            # timeout: waiting behind 300 healthy decisions on a busy loop is not a slow Redis.
             kwargs.setdefault("max_connections", 16)  # per event loop; more only adds connects
-            kwargs.setdefault("timeout", kwargs.get("socket_timeout"))
+            kwargs.setdefault("timeout", max(POOL_WAIT, kwargs.get("socket_timeout") or 0.0))
         if self._sentinel:
             if blocking:
                 kwargs["connection_pool_class"] = _blocking_sentinel_pool()
