@@ -153,7 +153,7 @@ class _DeadlineWheel:
     the loop would keep every finished loop (and its tasks) alive.
     """
 
-    __slots__ = ("__weakref__", "dead", "handle", "handle_at", "heap", "ref", "same_clock", "seq")
+    __slots__ = ("dead", "handle", "handle_at", "heap", "ref", "same_clock", "seq")
 
     def __init__(self, loop: Any) -> None:
         import asyncio
