@@ -25,7 +25,7 @@ from __future__ import annotations
 from typing import Any
 
 from . import backoff, events, instrumentation, testing
-from ._clock import Clock, SystemClock
+from ._clock import Clock, DeadlineClock, SystemClock
 from ._deadline import Deadline, deadline, deadline_scope, remaining
 from ._policy import Policy
 from .adaptive import AdaptiveConcurrency
@@ -67,6 +67,7 @@ __all__ = [
     "Clock",
     "ConfigurationError",
     "Deadline",
+    "DeadlineClock",
     "Decision",
     "Fallback",
     "IdempotencyConflictError",

@@ -1,23 +1,50 @@
 """Clocks: the only module (besides :mod:`resilience.testing`) that reads time or sleeps.
 
-Every time-dependent policy takes ``clock=``. A clock provides two readings (``monotonic`` for
-durations and deadlines, ``time`` for wall-clock headers), sync and async sleeps on the same
-timeline, and an async deadline scope that cancels the awaiting task when the deadline passes.
+Every time-dependent policy takes ``clock=``. What a policy may ask of it is split by need, and
+each capability is a small protocol checked *in full* when the policy is built, so a clock that
+lacks a method is refused with :class:`~resilience.ConfigurationError` naming every missing one
+(never an ``AttributeError`` at call time, never a method probed for with ``getattr`` later):
+
+* :class:`Clock` -- what every policy needs: two readings (``monotonic()`` for durations and
+  deadlines, ``time()`` for wall-clock headers) and sync/async sleeps on the same timeline.
+* :class:`DeadlineClock` -- a :class:`Clock` that can also *wait against a deadline*: cancel the
+  awaiting task when ``monotonic()`` reaches it (``deadline_scope``), and wait for a worker
+  thread's future up to a timeout (``wait_future``). :class:`~resilience.Timeout` and
+  :class:`~resilience.Bulkhead` need it.
+* :class:`TimerClock` -- a clock that runs callbacks on its own timeline (``call_at``), like
+  :class:`~resilience.testing.FakeClock`; idempotency lease renewals follow such a clock, and
+  fall back to real-time renewal otherwise (a plain :class:`Clock` is read, not scheduled on).
+
+:class:`SystemClock` is a :class:`DeadlineClock` on real time. Its async deadlines share one
+timer per event loop (a lazy heap, :class:`_DeadlineWheel`) -- a fraction of the cost of one
+``asyncio.timeout`` per call. That per-loop state lives in a :class:`weakref.WeakKeyDictionary`
+keyed by the loop (plus a one-entry cache of the last wheel), never in attributes patched onto
+the loop, and the wheel holds no strong reference to its loop, so a finished loop is freed.
 """
 
 from __future__ import annotations
 
 import heapq
 import random as _random
+import threading
 import time as _time
+import weakref
 from collections.abc import Callable
 from concurrent.futures import Future
-from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, cast, runtime_checkable
 
 if TYPE_CHECKING:  # pragma: no cover
     from types import TracebackType
 
-__all__ = ["Clock", "SystemClock", "SYSTEM_CLOCK", "DEFAULT_RANDOM", "RandomLike"]
+__all__ = [
+    "Clock",
+    "DeadlineClock",
+    "TimerClock",
+    "SystemClock",
+    "SYSTEM_CLOCK",
+    "DEFAULT_RANDOM",
+    "RandomLike",
+]
 
 
 class RandomLike(Protocol):
@@ -116,29 +143,43 @@ class _DeadlineWheel:
 
     An entry is a list ``[alive, task, cancelling_at_arm, fired, wheel]``. Arming is a heap push
     (the loop's timer only moves when the new deadline is the earliest); disarming marks the entry
-    dead; dead entries are dropped when the timer fires or when they outnumber the live ones.
-    Compared with one ``asyncio.timeout`` per call (a timer handle created and cancelled, two
-    coroutine calls) this costs a fraction, and cancelled handles never pile up in the loop.
+    dead and drops its task; dead entries are dropped when the timer fires or when they outnumber
+    the live ones. Compared with one ``asyncio.timeout`` per call (a timer handle created and
+    cancelled, two coroutine calls) this costs a fraction, and cancelled handles never pile up in
+    the loop.
+
+    The wheel reaches its loop and its pending timer handle only through weak references: the
+    registry (:data:`_wheels`) is keyed weakly by the loop, so a strong path from the wheel back to
+    the loop would keep every finished loop (and its tasks) alive.
     """
 
-    __slots__ = ("dead", "handle", "handle_at", "heap", "loop", "same_clock", "seq")
+    __slots__ = ("dead", "handle", "handle_at", "heap", "ref", "same_clock", "seq")
 
     def __init__(self, loop: Any) -> None:
         import asyncio
 
-        self.loop = loop
+        self.ref: Callable[[], Any]
+        try:
+            self.ref = weakref.ref(loop)
+        except TypeError:  # pragma: no cover - a loop that refuses weak references
+            self.ref = lambda: loop
         self.heap: list[tuple[float, int, list[Any]]] = []
-        self.handle: Any = None
+        self.handle: Callable[[], Any] = _never  # a weak reference to the pending TimerHandle
         self.handle_at = float("inf")
         self.dead = 0
         self.seq = 0
         # the default loops read time.monotonic(): no conversion needed
         self.same_clock = type(loop).time is asyncio.BaseEventLoop.time
 
-    def _schedule(self, loop_at: float) -> None:
-        if self.handle is not None:
-            self.handle.cancel()
-        self.handle = self.loop.call_at(loop_at, self._fire)
+    def _schedule(self, loop: Any, loop_at: float) -> None:
+        handle = self.handle()
+        if handle is not None:
+            handle.cancel()
+        handle = loop.call_at(loop_at, self._fire)
+        try:
+            self.handle = weakref.ref(handle)
+        except TypeError:  # pragma: no cover - a loop whose handles refuse weak references
+            self.handle = lambda: handle
         self.handle_at = loop_at
 
     def _compact(self) -> None:
@@ -147,10 +188,13 @@ class _DeadlineWheel:
         self.dead = 0
 
     def _fire(self) -> None:
-        self.handle = None
+        self.handle = _never
         self.handle_at = float("inf")
+        loop = self.ref()
+        if loop is None:  # pragma: no cover - a callback of a loop that is gone
+            return
         heap = self.heap
-        now = self.loop.time() + 1e-6
+        now = loop.time() + 1e-6
         while heap and heap[0][0] <= now:
             entry = heapq.heappop(heap)[2]
             if entry[0]:
@@ -166,10 +210,25 @@ class _DeadlineWheel:
             self.dead -= 1
         self.dead = max(self.dead, 0)
         if heap:
-            self._schedule(heap[0][0])
+            self._schedule(loop, heap[0][0])
 
 
-_wheel_cache: list[Any] = [None, None]  # [loop, wheel] of the last loop used
+class _NoWheel:
+    """The empty one-entry cache: matches no loop."""
+
+    __slots__ = ()
+
+    @staticmethod
+    def ref() -> None:
+        return None
+
+
+#: every loop's wheel, keyed weakly by the loop (no attribute is ever set on a loop)
+_wheels: weakref.WeakKeyDictionary[Any, _DeadlineWheel] = weakref.WeakKeyDictionary()
+_wheels_lock = threading.Lock()
+#: the wheel used last: one object read atomically (its ``ref()`` names its loop), so threads
+#: running different loops can never pair one loop with another loop's wheel
+_last_wheel: Any = _NoWheel()
 
 
 def _get_running_loop() -> Any:
@@ -181,12 +240,16 @@ def _get_running_loop() -> Any:
 
 
 def _wheel_for(loop: Any) -> _DeadlineWheel:
-    wheel = getattr(loop, "_resilience_deadline_wheel", None) or _DeadlineWheel(loop)
-    try:
-        loop._resilience_deadline_wheel = wheel
-    except AttributeError:  # a loop class with __slots__: keep only the one-entry cache
-        pass
-    _wheel_cache[0], _wheel_cache[1] = loop, wheel
+    """The wheel of ``loop`` (created on first use), which becomes the one-entry cache."""
+    global _last_wheel
+    with _wheels_lock:
+        try:
+            wheel = _wheels.get(loop)
+            if wheel is None:
+                wheel = _wheels[loop] = _DeadlineWheel(loop)
+        except TypeError:  # pragma: no cover - a loop that refuses weak references: cache only
+            wheel = _DeadlineWheel(loop)
+    _last_wheel = wheel
     return wheel
 
 
@@ -196,7 +259,9 @@ def arm_task_deadline(at: float) -> list[Any]:
     Returns the entry to pass to :func:`disarm_task_deadline`. Must run inside an asyncio task.
     """
     loop = _get_running_loop()
-    wheel: _DeadlineWheel = _wheel_cache[1] if _wheel_cache[0] is loop else _wheel_for(loop)
+    wheel: _DeadlineWheel = _last_wheel
+    if wheel.ref() is not loop:
+        wheel = _wheel_for(loop)
     task = _current_task()
     if task is None:
         raise RuntimeError("a deadline must be armed inside an asyncio task")
@@ -205,7 +270,7 @@ def arm_task_deadline(at: float) -> list[Any]:
     wheel.seq += 1
     heapq.heappush(wheel.heap, (loop_at, wheel.seq, entry))
     if loop_at < wheel.handle_at:
-        wheel._schedule(loop_at)
+        wheel._schedule(loop, loop_at)
     return entry
 
 
@@ -217,6 +282,7 @@ def disarm_task_deadline(entry: list[Any]) -> bool:
     """
     if entry[0]:
         entry[0] = False
+        entry[1] = None  # a dead entry waiting in the heap must not keep its task (and loop)
         wheel: _DeadlineWheel = entry[4]
         wheel.dead += 1
         if wheel.dead > 256 and wheel.dead * 2 > len(wheel.heap):
@@ -224,7 +290,8 @@ def disarm_task_deadline(entry: list[Any]) -> bool:
         return False
     if entry[3]:
         entry[3] = False
-        return bool(entry[1].uncancel() <= entry[2])
+        task, entry[1] = entry[1], None
+        return bool(task.uncancel() <= entry[2])
     return False
 
 
@@ -271,7 +338,11 @@ class _WheelDeadline:
 
 @runtime_checkable
 class Clock(Protocol):
-    """The time source every policy takes as ``clock=``.
+    """The time source every policy takes as ``clock=``: two readings and two sleeps.
+
+    Every method is required and checked when a policy is built: a clock missing one is refused
+    with :class:`~resilience.ConfigurationError`. Policies that also wait against a deadline
+    (:class:`~resilience.Timeout`, :class:`~resilience.Bulkhead`) need a :class:`DeadlineClock`.
 
     Example:
         >>> import resilience as rs
@@ -297,13 +368,71 @@ class Clock(Protocol):
         """Suspend the calling task for ``seconds``."""
         ...
 
+
+@runtime_checkable
+class DeadlineClock(Clock, Protocol):
+    """A :class:`Clock` that can also wait against a deadline on its own timeline.
+
+    :class:`~resilience.Timeout` and :class:`~resilience.Bulkhead` need it (to cancel an awaiting
+    task, and to stop waiting for a worker thread or a free slot, when the deadline passes).
+    :class:`SystemClock` and :class:`~resilience.testing.FakeClock` are both deadline clocks.
+
+    Example:
+        >>> import resilience as rs
+        >>> isinstance(rs.SystemClock(), rs.DeadlineClock)
+        True
+        >>> class Readings:  # a plain Clock: fine for Retry, refused by Timeout
+        ...     def monotonic(self): return 0.0
+        ...     def time(self): return 0.0
+        ...     def sleep(self, s): pass
+        ...     async def asleep(self, s): pass
+        >>> rs.Retry(on=OSError, clock=Readings()).name
+        'retry'
+        >>> try:
+        ...     rs.Timeout(1, clock=Readings())
+        ... except rs.ConfigurationError as exc:
+        ...     print(str(exc).split("; ")[1])
+        Readings lacks deadline_scope() and wait_future()
+    """
+
     def deadline_scope(self, at: float, /) -> DeadlineScope:
-        """An async context manager raising ``TimeoutError`` when ``monotonic()`` passes ``at``."""
+        """A scope cancelling the current task when ``monotonic()`` reaches ``at``."""
         ...
 
     def wait_future(self, future: Future[Any], timeout: float, /) -> bool:
-        """Wait up to ``timeout`` seconds for ``future``; return whether it is done."""
+        """Wait up to ``timeout`` seconds (this clock's) for ``future``; return if it is done."""
         ...
+
+
+@runtime_checkable
+class TimerClock(Protocol):
+    """A clock that runs callbacks when its own time reaches them (e.g. a fake clock).
+
+    Idempotency lease renewals are scheduled with ``call_at`` on such a clock; on any other
+    clock they run on a real-time background timer.
+    """
+
+    def call_at(self, at: float, callback: Callable[[], None], /) -> Callable[[], None]:
+        """Run ``callback`` when ``monotonic()`` reaches ``at``; return a cancel function."""
+        ...
+
+
+_CLOCK_METHODS = ("monotonic", "time", "sleep", "asleep")
+_DEADLINE_METHODS = (*_CLOCK_METHODS, "deadline_scope", "wait_future")
+
+
+def _check_methods(clock: object, kind: str, methods: tuple[str, ...]) -> None:
+    missing = [m for m in methods if not callable(getattr(clock, m, None))]
+    if missing:
+        from .errors import ConfigurationError
+
+        named = [f"{m}()" for m in missing]
+        lacks = named[0] if len(named) == 1 else ", ".join(named[:-1]) + " and " + named[-1]
+        what = type(clock).__name__
+        raise ConfigurationError(
+            f"clock must provide {', '.join(m + '()' for m in methods)} (a {kind}); "
+            f"{what} lacks {lacks}"
+        )
 
 
 def _never() -> None:
@@ -319,7 +448,7 @@ def _current_task() -> Any:
 
 
 class SystemClock:
-    """The real clock: :func:`time.monotonic`, :func:`time.time`, real sleeps.
+    """The real clock, a :class:`DeadlineClock`: :func:`time.monotonic`, :func:`time.time`, sleeps.
 
     Example:
         >>> import resilience as rs
@@ -360,18 +489,19 @@ DEFAULT_RANDOM: RandomLike = _random.Random()
 
 
 def resolve_clock(clock: Clock | None) -> Clock:
-    """Return ``clock`` or the system clock, checking the protocol."""
+    """Return ``clock`` or the system clock, checking every :class:`Clock` method."""
     if clock is None:
         return SYSTEM_CLOCK
-    from .errors import ConfigurationError
-
-    for attr in ("monotonic", "time", "sleep", "asleep"):
-        if not callable(getattr(clock, attr, None)):
-            raise ConfigurationError(
-                f"clock must provide monotonic(), time(), sleep() and asleep(); "
-                f"{clock!r} has no {attr}()"
-            )
+    _check_methods(clock, "Clock", _CLOCK_METHODS)
     return clock
+
+
+def resolve_deadline_clock(clock: Clock | None) -> DeadlineClock:
+    """Return ``clock`` or the system clock, checking every :class:`DeadlineClock` method."""
+    if clock is None:
+        return SYSTEM_CLOCK
+    _check_methods(clock, "DeadlineClock", _DEADLINE_METHODS)
+    return cast("DeadlineClock", clock)
 
 
 def resolve_random(rnd: RandomLike | None) -> RandomLike:

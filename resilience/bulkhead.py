@@ -8,7 +8,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from concurrent.futures import Future
 from typing import Any
 
-from ._clock import Clock, resolve_clock
+from ._clock import DeadlineClock, resolve_deadline_clock
 from ._deadline import _DEADLINE
 from ._policy import Emitter, Policy, refusal
 from ._types import Duration, positive_int, seconds
@@ -53,7 +53,7 @@ class Bulkhead(Policy):
         name: the bulkhead's name (events, metrics).
         max_concurrent: concurrent calls allowed (>= 1).
         max_wait: seconds a caller may wait for a slot (0: reject at once).
-        clock: time source for waits.
+        clock: time source for waits, a :class:`~resilience.DeadlineClock` (checked in full here).
         listeners: event listeners (:class:`~resilience.events.BulkheadRejected`,
             :class:`~resilience.events.RateLimitWaited` for a call that waited).
 
@@ -75,13 +75,13 @@ class Bulkhead(Policy):
         *,
         max_concurrent: int,
         max_wait: Duration = 0.0,
-        clock: Clock | None = None,
+        clock: DeadlineClock | None = None,
         listeners: Sequence[Listener] = (),
     ) -> None:
         super().__init__(name=name, listeners=listeners)
         self.max_concurrent = positive_int(max_concurrent, "max_concurrent")
         self.max_wait = seconds(max_wait, "max_wait")
-        self._clock = resolve_clock(clock)
+        self._clock = resolve_deadline_clock(clock)
         self._lock = threading.Lock()
         self._in_use = 0
         self._waiters: deque[_Waiter] = deque()

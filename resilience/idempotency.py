@@ -48,7 +48,7 @@ from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar, Literal, Protocol, TypeGuard
 
-from ._clock import SYSTEM_CLOCK, Clock, resolve_clock
+from ._clock import SYSTEM_CLOCK, Clock, TimerClock, resolve_clock
 from ._degraded import STORE_LOG
 from ._policy import Emitter, Policy, refusal
 from ._types import Duration, check_name, positive_int, seconds
@@ -906,7 +906,8 @@ class IdempotencyRecords:
         self._warned_evict = False
         self.namespace = check_name(namespace)
         self.heartbeat = bool(heartbeat)
-        self._fake_timers = callable(getattr(self.clock, "call_at", None))
+        # a clock with its own timers (a FakeClock) drives renewals; others renew in real time
+        self._fake_timers = isinstance(self.clock, TimerClock)
         self._pending: set[asyncio.Task[Any]] = set()
 
     def key(self, *parts: str) -> str:

@@ -1,4 +1,4 @@
-"""Test helpers: a fake clock on which sleeps take no real time, and a recording listener.
+"""Test helpers: a fake clock that never reads or waits on real time, and a recording listener.
 
 Example:
     >>> import resilience as rs
@@ -32,15 +32,20 @@ from .events import Event
 
 __all__ = ["FakeClock", "RecordingListener"]
 
-_REAL_GRACE = 0.5  # real seconds a FakeClock waits for a worker thread before declaring a timeout
-
 
 class FakeClock:
     """A manually driven clock; ``sleep``/``asleep`` advance it instantly and are recorded.
 
+    It is a full :class:`~resilience.DeadlineClock` (and a :class:`~resilience._clock.TimerClock`)
+    that never reads nor waits on real time: time moves only when something calls
+    :meth:`advance`, :meth:`set`, :meth:`sleep` or :meth:`asleep`.
+
     Async deadlines (``rs.Timeout`` on coroutines) fire when fake time reaches them: an async
     sleep that would cross an armed deadline stops there and the waiting task is cancelled, so a
-    timeout test finishes instantly and the fake time reads exactly the deadline.
+    timeout test finishes instantly and the fake time reads exactly the deadline. A thread
+    waiting for a worker (``rs.Timeout(sync="thread")``, a sync ``rs.Bulkhead`` waiter) waits
+    until the worker is done or fake time reaches its deadline, so a test whose worker blocks
+    must move the time itself (from the worker, or from another thread).
 
     Args:
         start: initial ``monotonic()`` reading.
@@ -67,6 +72,8 @@ class FakeClock:
         self.epoch = float(epoch)
         self.sleeps: list[float] = []
         self._lock = threading.RLock()
+        self._moved = threading.Condition(self._lock)  # notified when time moves or a wait starts
+        self._waiting = 0
         self._timers: list[tuple[float, int, Callable[[], None]]] = []
         self._cancelled: set[int] = set()
         self._seq = itertools.count()
@@ -101,6 +108,7 @@ class FakeClock:
                     continue
                 fire.append(cb)
             self._now = target
+            self._moved.notify_all()
         for cb in fire:
             cb()
 
@@ -159,14 +167,61 @@ class FakeClock:
         return _TaskDeadline(at, arm)
 
     def wait_future(self, future: Future[Any], timeout: float, /) -> bool:
-        """Wait briefly in real time for a worker; if it is still busy, jump ``timeout`` ahead."""
-        from concurrent.futures import wait
+        """Wait until ``future`` is done or fake time passes ``timeout`` seconds from now.
 
-        done, _ = wait([future], timeout=_REAL_GRACE)
-        if done:
-            return True
-        self.advance(max(0.0, timeout))
-        return future.done()
+        Never waits on real time: it blocks until the worker finishes or something advances the
+        clock (the worker's own ``sleep``, or another thread). Returns ``False`` when the time
+        ran out first, even if the worker then finished in the same instant.
+
+        Example:
+            >>> from concurrent.futures import Future
+            >>> clock, done, busy = FakeClock(), Future(), Future()
+            >>> done.set_result("ok")
+            >>> clock.wait_future(done, 2.0), clock.wait_future(busy, 0.0)
+            (True, False)
+        """
+        with self._moved:
+            until = self._now + max(0.0, timeout)
+        future.add_done_callback(self._wake)
+        with self._moved:
+            self._waiting += 1
+            self._moved.notify_all()
+            try:
+                while True:
+                    if self._now > until:  # the work took longer than the timeout
+                        return False
+                    if future.done():
+                        return True
+                    if self._now >= until:
+                        return False
+                    self._moved.wait()
+            finally:
+                self._waiting -= 1
+
+    def _wake(self, _future: Future[Any]) -> None:
+        with self._moved:
+            self._moved.notify_all()
+
+    def advance_when_waiting(self, seconds: float, *, waiters: int = 1) -> None:
+        """Block until ``waiters`` threads wait in :meth:`wait_future`, then :meth:`advance`.
+
+        The deterministic way to time out a thread blocked on this clock (a sync
+        ``rs.Bulkhead`` waiter, a ``sync="thread"`` timeout): run it on a helper thread.
+
+        Example:
+            >>> import threading
+            >>> from concurrent.futures import Future
+            >>> clock = FakeClock()
+            >>> mover = threading.Thread(target=clock.advance_when_waiting, args=(3,))
+            >>> mover.start()
+            >>> clock.wait_future(Future(), 3.0), clock.monotonic()
+            (False, 3.0)
+            >>> mover.join()
+        """
+        with self._moved:
+            while self._waiting < waiters:
+                self._moved.wait()
+        self.advance(seconds)
 
 
 class RecordingListener:

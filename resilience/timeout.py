@@ -25,7 +25,13 @@ from collections.abc import Awaitable, Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, Literal
 
-from ._clock import SYSTEM_CLOCK, Clock, arm_task_deadline, disarm_task_deadline, resolve_clock
+from ._clock import (
+    SYSTEM_CLOCK,
+    DeadlineClock,
+    arm_task_deadline,
+    disarm_task_deadline,
+    resolve_deadline_clock,
+)
 from ._deadline import _DEADLINE, Deadline, tighter
 from ._policy import Emitter, Policy
 from ._types import Duration, positive_int
@@ -44,7 +50,7 @@ class Timeout(Policy):
         sync: ``"cooperative"`` (default) or ``"thread"``; see the module documentation.
         max_workers: size of the worker pool for ``sync="thread"``.
         name: policy name in events and metrics.
-        clock: time source.
+        clock: time source, a :class:`~resilience.DeadlineClock` (checked in full here).
         listeners: event listeners.
 
     Example:
@@ -68,7 +74,7 @@ class Timeout(Policy):
         sync: Literal["cooperative", "thread"] = "cooperative",
         max_workers: int = 32,
         name: str = "timeout",
-        clock: Clock | None = None,
+        clock: DeadlineClock | None = None,
         listeners: Sequence[Listener] = (),
     ) -> None:
         super().__init__(name=name, listeners=listeners)
@@ -77,7 +83,7 @@ class Timeout(Policy):
             raise ConfigurationError(f"sync must be 'cooperative' or 'thread', got {sync!r}")
         self.sync = sync
         self.max_workers = positive_int(max_workers, "max_workers")
-        self._clock = resolve_clock(clock)
+        self._clock = resolve_deadline_clock(clock)
         self._pool: ThreadPoolExecutor | None = None
         self._slots = threading.BoundedSemaphore(self.max_workers)
         self._pool_lock = threading.Lock()
@@ -163,6 +169,8 @@ class Timeout(Policy):
                 slots.release()
                 raise
             if not clock.wait_future(fut, max(0.0, at - clock.monotonic())):
+                raise self._expired(em)
+            if clock.monotonic() > at:  # done, but past the deadline: late, like cooperative
                 raise self._expired(em)
             return fut.result()
 

@@ -190,7 +190,11 @@ def test_sync_waiter_times_out_on_fake_clock() -> None:
         with pytest.raises(rs.BulkheadFullError):
             bh.call(lambda: None)
 
+    # the fake clock never moves by itself: once the waiter blocks, let 2 fake seconds pass
+    mover = threading.Thread(target=clock.advance_when_waiting, args=(2,))
+    mover.start()
     bh.call(outer)
+    mover.join()
     assert clock.monotonic() == 2.0
     assert bh.in_use == 0
     assert bh.queued == 0

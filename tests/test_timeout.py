@@ -138,16 +138,28 @@ class TestThreadMode:
     def test_blocked_worker_times_out_on_time(self, clock: FakeClock) -> None:
         gate = threading.Event()
         policy = rs.Timeout(2, sync="thread", max_workers=2, clock=clock)
+
+        def stuck() -> None:  # two fake seconds of work, then blocked for good
+            clock.advance(2)
+            gate.wait()
+
         try:
             with pytest.raises(rs.TimeoutExceededError):
-                policy.call(gate.wait)
-            assert clock.monotonic() == pytest.approx(2.0)
+                policy.call(stuck)
+            assert clock.monotonic() == 2.0
         finally:
             gate.set()
 
     def test_result_and_deadline_in_worker(self, clock: FakeClock) -> None:
         policy = rs.Timeout(3, sync="thread", clock=clock)
         assert policy.call(lambda: rs.remaining()) == 3.0
+
+    def test_worker_slower_than_the_limit_times_out(self, clock: FakeClock) -> None:
+        # the worker finishes, but 5 fake seconds after a 2 s limit: a late result is discarded
+        policy = rs.Timeout(2, sync="thread", clock=clock)
+        with pytest.raises(rs.TimeoutExceededError):
+            policy.call(lambda: clock.sleep(5))
+        assert clock.monotonic() == 5.0
 
     def test_worker_exception_propagates(self, clock: FakeClock) -> None:
         policy = rs.Timeout(3, sync="thread", clock=clock)
@@ -157,9 +169,14 @@ class TestThreadMode:
     def test_over_subscription_is_rejected_at_once(self, clock: FakeClock) -> None:
         gate = threading.Event()
         policy = rs.Timeout(2, sync="thread", max_workers=1, clock=clock)
+
+        def stuck() -> None:
+            clock.advance(2)
+            gate.wait()
+
         try:
             with pytest.raises(rs.TimeoutExceededError):
-                policy.call(gate.wait)  # occupies the only worker
+                policy.call(stuck)  # occupies the only worker
             t = clock.monotonic()
             with pytest.raises(rs.TimeoutExceededError, match="workers are busy"):
                 policy.call(lambda: None)
