@@ -27,10 +27,7 @@ from resilience.stores import StoreOp
 from resilience.testing import FakeClock, RecordingListener
 
 from .conftest import Runner
-
-
-class Boom(Exception):
-    pass
+from .helpers import Boom
 
 
 def by_first_arg(*args: Any, **kwargs: Any) -> str:
