@@ -42,8 +42,10 @@ def test_a_hand_edited_table_fails_the_check_and_write_restores_it(tmp_path: Pat
     shutil.copy(DOC, doc)
     text = doc.read_text(encoding="utf-8")
     body = text.split("<!-- bench:retry -->\n", 1)[1].split("<!-- /bench -->", 1)[0]
-    row = body.splitlines()[2]  # the first data row
-    doc.write_text(text.replace(row, row.replace("|", "| 0.01 µs |", 2)[:-1]), encoding="utf-8")
+    row = body.splitlines()[2]  # the first data row: success path, sync
+    edited = row.replace(" µs |", "9 µs |", 1)  # one number changed by hand
+    assert edited != row
+    doc.write_text(text.replace(row, edited), encoding="utf-8")
     assert report.main(["--check", str(doc)]) == 1
     assert report.main(["--write", str(doc)]) == 0
     assert doc.read_text(encoding="utf-8") == text
