@@ -42,7 +42,7 @@ unit: $(STAMP)
 
 test: lint types unit
 
-# Skips the tests marked slow (the two storefront runs, ...); CI runs `make test`, i.e. all.
+# Skips the tests marked slow (storefront and multi-process runs); CI runs `make test`, i.e. all.
 test-fast: $(STAMP)
 	$(BIN)/python -m pytest -m "not slow"
 
