@@ -5,7 +5,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo demo-short demo-basics simulate test lint types unit bench bench-quick clean
+.PHONY: demo demo-short demo-basics simulate test test-fast lint types unit bench bench-quick bench-docs clean
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "Python 3.11+ is required"'
@@ -42,8 +42,17 @@ unit: $(STAMP)
 
 test: lint types unit
 
+# Skips the tests marked slow (storefront and multi-process runs); CI runs `make test`, i.e. all.
+test-fast: $(STAMP)
+	$(BIN)/python -m pytest -m "not slow"
+
+# Writes benchmarks/results/micro.json; `make bench-docs` then regenerates the tables of
+# docs/benchmarks.md from it (tests/test_benchmarks_report.py checks they match).
 bench: $(STAMP)
-	$(BIN)/python -m benchmarks
+	$(BIN)/python -m benchmarks --json benchmarks/results/micro.json
+
+bench-docs: $(STAMP)
+	$(BIN)/python -m benchmarks.report --write docs/benchmarks.md
 
 bench-quick: $(STAMP)
 	$(BIN)/python -m benchmarks --quick

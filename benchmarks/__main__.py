@@ -1,21 +1,25 @@
 """Run the benchmarks: ``python -m benchmarks [--quick] [--only GROUP ...] [--json FILE]``.
 
 Prints, per group, each library's per-call overhead over a bare call (median and min over the
-repeats, in µs) and its ratio to ours (``x ours`` > 1 means slower than resilience).
+repeats, in µs) and its ratio to ours (``x ours`` > 1 means slower than resilience). With
+``--json FILE`` the results are also written as JSON (see :func:`to_json`); ``make bench``
+writes ``benchmarks/results/micro.json``, from which ``python -m benchmarks.report`` generates
+the tables of ``docs/benchmarks.md``.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import platform
 import sys
 from collections import OrderedDict
 from dataclasses import asdict
+from typing import Any
 
 from ._harness import Result, run_case
 from ._registry import all_cases, select
+from ._results import run_info, write_results
 
 
 def _fmt(v: float) -> str:
@@ -41,6 +45,17 @@ def print_table(results: list[Result]) -> None:
                 f"| {r.name:<28} | {_fmt(r.overhead_median)}   | {_fmt(r.overhead_min)}| "
                 f"{ratio:>6} | {note}"
             )
+
+
+def to_json(results: list[Result], *, repeats: int, quick: bool) -> dict[str, Any]:
+    """What ``--json`` writes: the run's settings and one entry per case (:class:`Result` fields,
+    times in seconds)."""
+    return {**run_info(repeats=repeats, quick=quick), "results": [asdict(r) for r in results]}
+
+
+def write_json(path: str, doc: dict[str, Any]) -> None:
+    """Write a :func:`to_json` document to ``path``."""
+    write_results(path, {k: v for k, v in doc.items() if k != "results"}, doc["results"])
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -69,8 +84,8 @@ def main(argv: list[str] | None = None) -> int:
         )
     print_table(results)
     if args.json:
-        with open(args.json, "w") as f:
-            json.dump([asdict(r) for r in results], f, indent=1)
+        write_json(args.json, to_json(results, repeats=repeats, quick=args.quick))
+        print(f"# results written to {args.json}", file=sys.stderr)
     return 0
 
 

@@ -1,12 +1,13 @@
 """Unary gRPC calls per second with and without the resilience interceptors (sync, loopback).
 
-Run: ``python -m benchmarks.bench_grpc [--calls N] [--rounds R]``. Two real ``grpc.server``
-instances on 127.0.0.1 (port 0) live for the whole run, one plain and one with our server
-interceptor, and every configuration keeps its own warmed-up channel. Each round times a block
-of ``N`` sequential unary-unary calls (raw bytes) per configuration, in an order rotated every
-round so that no configuration always runs first or last; the ratio to ``bare`` is taken
-*within* each round (both blocks ran seconds apart, under the same machine load) and the median
-of those per-round ratios is reported, with its spread.
+Run: ``python -m benchmarks.bench_grpc [--calls N] [--rounds R] [--json FILE]``. Two real
+``grpc.server`` instances on 127.0.0.1 (port 0) live for the whole run, one plain and one with
+our server interceptor, and every configuration keeps its own warmed-up channel. Each round
+times a block of ``N`` sequential unary-unary calls (raw bytes) per configuration, in an order
+rotated every round so that no configuration always runs first or last; the ratio to ``bare``
+is taken *within* each round (both blocks ran seconds apart, under the same machine load) and
+the median of those per-round ratios is reported, with its spread. ``--json`` also writes them
+(``benchmarks/results/grpc.json`` feeds the gRPC table of ``docs/benchmarks.md``).
 
 Configurations:
 
@@ -34,6 +35,8 @@ import grpc
 
 import resilience as rs
 from interceptors.grpc import ResilienceClientInterceptor, ResilienceServerInterceptor, grpc_retry
+
+from ._results import run_info, write_results
 
 METHOD = "/bench.Svc/Echo"
 CONFIGS = ("bare", "noop", "client", "server", "both")
@@ -119,6 +122,7 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--calls", type=int, default=1000, help="calls per block")
     parser.add_argument("--rounds", type=int, default=21)
+    parser.add_argument("--json", help="also write the results to this file (benchmarks.report)")
     args = parser.parse_args(argv)
     samples = run(args.calls, args.rounds)
     bare = samples["bare"]
@@ -127,6 +131,7 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
         "configurations interleaved; ratio = per-round calls/s / bare, median [quartiles]"
     )
     ratios_out: dict[str, float] = {}
+    rows: list[dict[str, object]] = []
     for c in CONFIGS:
         ratios = [s / b for s, b in zip(samples[c], bare, strict=True)]
         ratio = statistics.median(ratios)
@@ -137,6 +142,11 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
             f"  {c:7s} {rate:8.0f} calls/s ({1e6 / rate:6.1f} us/call)"
             f"   {ratio:6.3f} x bare [{lo:.3f}, {hi:.3f}]"
         )
+        rows.append(
+            {"config": c, "calls_per_s": rate, "ratio": ratio, "ratio_q1": lo, "ratio_q3": hi}
+        )
+    if args.json:
+        write_results(args.json, run_info(calls=args.calls, rounds=args.rounds), rows)
     return ratios_out
 
 

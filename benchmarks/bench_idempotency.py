@@ -7,7 +7,8 @@
 * *first run*: every call has a fresh key (claim, heartbeat registration, complete);
 * *replay*: every call repeats one key (one claim that finds the stored result).
 
-It reports the median µs per call over the rounds.
+It reports the median µs per call over the rounds (``--json FILE`` also writes them:
+``benchmarks/results/idempotency.json`` feeds the idempotency table of ``docs/benchmarks.md``).
 
 ``--mode evict``: ``--keys`` distinct keys (default 1,000,000) through one ``Idempotent`` with
 the default store (``max_entries=10_000``): how many calls succeed, the per-call cost of the
@@ -17,7 +18,7 @@ first and of the last 10,000 calls, and the peak RSS (``resource.getrusage``) af
 Usage::
 
     python -m benchmarks.bench_idempotency [--mode calls|evict] [--calls 2000] [--rounds 3]
-        [--keys 1000000] [--no-redis]
+        [--keys 1000000] [--no-redis] [--json FILE]
 """
 
 from __future__ import annotations
@@ -36,6 +37,8 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
+
+from ._results import run_info, write_results
 
 
 def _free_port() -> int:
@@ -99,7 +102,8 @@ def _time_calls(fn: Callable[[str], Any], keys: list[str]) -> float:
     return (time.perf_counter() - t0) / len(keys)
 
 
-def run_calls(calls: int, rounds: int, use_redis: bool) -> None:
+def run_calls(calls: int, rounds: int, use_redis: bool) -> dict[str, float]:
+    """Print and return the median seconds per call of each ``"<store>: <case>"``."""
     import resilience as rs
 
     with _redis_server() if use_redis else _no_server() as url:
@@ -122,8 +126,10 @@ def run_calls(calls: int, rounds: int, use_redis: bool) -> None:
                 results.setdefault(f"{name}: replay", []).append(replay)
         print(f"{calls} sync calls per round, median of {rounds} interleaved rounds")
         print(f"{'case':24} {'µs/call':>9}")
-        for name, samples in results.items():
-            print(f"{name:24} {statistics.median(samples) * 1e6:9.1f}", flush=True)
+        medians = {name: statistics.median(samples) for name, samples in results.items()}
+        for name, median in medians.items():
+            print(f"{name:24} {median * 1e6:9.1f}", flush=True)
+        return medians
 
 
 @contextmanager
@@ -179,12 +185,16 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--keys", type=int, default=1_000_000)
     ap.add_argument("--no-redis", action="store_true")
+    ap.add_argument("--json", help="also write the --mode calls results to this file")
     args = ap.parse_args(argv)
     print(f"Python {sys.version.split()[0]}, {os.cpu_count()} CPUs")
     if args.mode == "evict":
         run_evict(args.keys)
     else:
-        run_calls(args.calls, args.rounds, not args.no_redis)
+        medians = run_calls(args.calls, args.rounds, not args.no_redis)
+        if args.json:
+            rows = [{"name": name, "seconds_per_call": v} for name, v in medians.items()]
+            write_results(args.json, run_info(calls=args.calls, rounds=args.rounds), rows)
     return 0
 
 

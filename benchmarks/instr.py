@@ -4,6 +4,8 @@
 baseline loop at two lengths under callgrind and reports
 ``((I(case, n2) - I(case, n1)) - (I(base, n2) - I(base, n1))) / (n2 - n1)``: the instructions a
 call costs over a bare call, with interpreter start-up and imports cancelled out.
+``--json FILE`` also writes the counts (``python -m benchmarks.report`` reads
+``benchmarks/results/instr.json`` for the instruction rows of ``docs/benchmarks.md``).
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from dataclasses import asdict
 
 from ._harness import BARE_SETUP, Case, _build
 from ._registry import all_cases, select
+from ._results import run_info, write_results
 
 N1, N2 = 2_000, 12_000
 
@@ -82,15 +85,23 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.instr", description=__doc__)
     parser.add_argument("--only", nargs="*")
     parser.add_argument("--name", nargs="*")
+    parser.add_argument("--json", help="also write the counts to this file")
     args = parser.parse_args(argv)
     print("| group | library | instructions / call over bare |")
     print("|---|---|---:|")
+    rows: list[dict[str, object]] = []
     for case in select(all_cases(), args.only, args.name):
+        count: float | None = None
+        error: str | None = None
         try:
-            value = f"{per_call(case) / 1000:.1f} k"
+            count = per_call(case)
+            value = f"{count / 1000:.1f} k"
         except (subprocess.CalledProcessError, RuntimeError) as exc:
-            value = f"error: {exc}"
+            error = value = f"error: {exc}"
         print(f"| {case.group} | {case.name} | {value} |", flush=True)
+        rows.append({"group": case.group, "name": case.name, "instructions": count, "error": error})
+    if args.json:
+        write_results(args.json, run_info(), rows)
     return 0
 
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import threading
 from collections.abc import Iterator
 from typing import Any
 
@@ -24,16 +23,7 @@ from resilience.testing import FakeClock
 
 from ._asgi_apps import FakeLimiter, Permits, Reject, TestApp
 from ._server import serve
-
-
-def wait_until(predicate: Any, timeout: float = 5.0) -> bool:
-    """Poll ``predicate`` (for effects in the server thread); no fixed sleeps."""
-    event = threading.Event()
-    for _ in range(int(timeout / 0.01)):
-        if predicate():
-            return True
-        event.wait(0.01)
-    return bool(predicate())
+from .helpers import wait_until
 
 
 @pytest.fixture

@@ -13,10 +13,7 @@ from resilience.events import CallRejected, CircuitStateChanged
 from resilience.testing import FakeClock, RecordingListener
 
 from .conftest import Runner, Step
-
-
-class Boom(Exception):
-    pass
+from .helpers import Boom, BrokenStore
 
 
 def cb(clock: FakeClock, **kw: Any) -> rs.CircuitBreaker:
@@ -584,11 +581,6 @@ def test_store_and_in_process_follow_the_same_rules(runner: Runner, clock: FakeC
         feed(runner, local, [step])
         feed(runner, shared, [step])
         assert local.metrics == shared.metrics
-
-
-class BrokenStore:
-    def apply(self, op: Any, /) -> Any:
-        raise rs.StoreError("down")
 
 
 @pytest.mark.parametrize("mode", ["local", "open", "closed"])

@@ -27,10 +27,7 @@ from resilience.stores import StoreOp
 from resilience.testing import FakeClock, RecordingListener
 
 from .conftest import Runner
-
-
-class Boom(Exception):
-    pass
+from .helpers import Boom
 
 
 def by_first_arg(*args: Any, **kwargs: Any) -> str:
@@ -669,10 +666,6 @@ def test_100_concurrent_threads_conflict_without_wait() -> None:
     with ThreadPoolExecutor(max_workers=100) as pool:
         futures = [pool.submit(call) for _ in range(100)]
         # every caller but the owner gets its answer while the owner is blocked
-        outcomes = []
-        for f in futures:
-            if f.done() or not runs:
-                pass
         while sum(f.done() for f in futures) < 99:
             threading.Event().wait(0.01)
         release.set()
@@ -685,15 +678,26 @@ def test_100_concurrent_threads_conflict_without_wait() -> None:
 async def test_100_concurrent_tasks_execute_once() -> None:
     release = asyncio.Event()
     runs: list[int] = []
+    keyed = 0
+    all_keyed = asyncio.Event()
 
-    @rs.Idempotent(key=lambda k: k, wait=10)
+    def key(k: str) -> str:
+        # the memory store claims without suspending: once the 100th call has its key, every
+        # call has claimed or is waiting on the first one's claim
+        nonlocal keyed
+        keyed += 1
+        if keyed == 100:
+            all_keyed.set()
+        return k
+
+    @rs.Idempotent(key=key, wait=10)
     async def work(k: str) -> list[int]:
         runs.append(1)
         await release.wait()
         return [1, 2, 3]
 
     tasks = [asyncio.create_task(work("same")) for _ in range(100)]
-    await asyncio.sleep(0.05)
+    await asyncio.wait_for(all_keyed.wait(), 5)
     release.set()
     results = await asyncio.gather(*tasks)
     assert len(runs) == 1
@@ -701,6 +705,7 @@ async def test_100_concurrent_tasks_execute_once() -> None:
 
     conflicts = 0
     release2 = asyncio.Event()
+    all_refused = asyncio.Event()
 
     @rs.Idempotent(key=lambda k: k)
     async def work2(k: str) -> str:
@@ -714,10 +719,12 @@ async def test_100_concurrent_tasks_execute_once() -> None:
             return await work2("other")
         except rs.IdempotencyInProgressError:
             conflicts += 1
+            if conflicts == 99:
+                all_refused.set()
             return "conflict"
 
     tasks2 = [asyncio.create_task(call()) for _ in range(100)]
-    await asyncio.sleep(0.05)
+    await asyncio.wait_for(all_refused.wait(), 5)  # every duplicate refused while the first runs
     release2.set()
     out = await asyncio.gather(*tasks2)
     assert runs.count(2) == 1
@@ -801,11 +808,11 @@ async def test_real_time_heartbeat_on_the_event_loop() -> None:
     @p
     async def slow(k: str) -> str:
         runs.append(1)
-        await asyncio.sleep(0.6)
+        await asyncio.sleep(0.6)  # real time on purpose: a call longer than its 0.3 s lease
         return "slow"
 
     task = asyncio.create_task(slow("k"))
-    await asyncio.sleep(0.45)
+    await asyncio.sleep(0.45)  # real time past the first lease (the renewer must have run)
     with pytest.raises(rs.IdempotencyInProgressError):
         await slow("k")
     assert await task == "slow"

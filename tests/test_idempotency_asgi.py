@@ -386,9 +386,10 @@ async def test_expired_key_executes_again(app: App) -> None:
 # -- a real server -----------------------------------------------------------------------------
 @pytest.fixture
 def server(app: App) -> Iterator[tuple[str, App, IdempotencyMiddleware]]:
-    slow = Starlette(routes=[Route("/pay", _slow_pay(app), methods=["POST"])])
-    mw = IdempotencyMiddleware(slow, wait=10)
-    config = uvicorn.Config(mw, host="127.0.0.1", port=0, log_level="warning", lifespan="on")
+    arrivals = _Arrivals(expected=100)
+    slow = Starlette(routes=[Route("/pay", _slow_pay(app, arrivals), methods=["POST"])])
+    mw = arrivals.inner = IdempotencyMiddleware(slow, wait=10)
+    config = uvicorn.Config(arrivals, host="127.0.0.1", port=0, log_level="warning", lifespan="on")
     srv = uvicorn.Server(config)
     thread = threading.Thread(target=srv.run, daemon=True)
     thread.start()
@@ -405,10 +406,29 @@ def server(app: App) -> Iterator[tuple[str, App, IdempotencyMiddleware]]:
         thread.join(10)
 
 
-def _slow_pay(app: App) -> Any:
+class _Arrivals:
+    """An ASGI wrapper in front of the middleware counting the HTTP requests that reached the
+    server; ``all_in`` is set once ``expected`` have."""
+
+    def __init__(self, expected: int) -> None:
+        self.inner: Any = None
+        self.expected = expected
+        self.count = 0
+        self.all_in = asyncio.Event()
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] == "http":
+            self.count += 1
+            if self.count >= self.expected:
+                self.all_in.set()
+        await self.inner(scope, receive, send)
+
+
+def _slow_pay(app: App, arrivals: _Arrivals) -> Any:
     async def pay(request: Request) -> Response:
         app.runs += 1
-        await asyncio.sleep(0.2)  # every duplicate arrives while the first one runs
+        # the first run lasts until every duplicate has reached the server (no timed sleep)
+        await asyncio.wait_for(arrivals.all_in.wait(), 10)
         return JSONResponse({"paid": await request.json(), "run": app.runs})
 
     return pay
@@ -432,9 +452,10 @@ async def test_100_concurrent_http_duplicates_execute_once(
 
 
 async def test_real_server_conflicts_without_wait(app: App) -> None:
-    slow = Starlette(routes=[Route("/pay", _slow_pay(app), methods=["POST"])])
-    mw = IdempotencyMiddleware(slow)
-    config = uvicorn.Config(mw, host="127.0.0.1", port=0, log_level="warning")
+    arrivals = _Arrivals(expected=100)
+    slow = Starlette(routes=[Route("/pay", _slow_pay(app, arrivals), methods=["POST"])])
+    arrivals.inner = IdempotencyMiddleware(slow)
+    config = uvicorn.Config(arrivals, host="127.0.0.1", port=0, log_level="warning")
     srv = uvicorn.Server(config)
     task = asyncio.create_task(srv.serve())
     for _ in range(500):
@@ -457,8 +478,8 @@ async def test_real_server_conflicts_without_wait(app: App) -> None:
         srv.should_exit = True
         await task
     codes = sorted(r.status_code for r in responses)
-    assert codes.count(200) + codes.count(409) == 100
-    assert codes.count(200) >= 1
+    assert codes.count(200) == 1  # every duplicate arrived while the first one ran
+    assert codes.count(409) == 99
     assert app.runs == 2  # one for the anonymous-IP principal, one for bob
     assert other_user.status_code == 200
     assert "idempotent-replayed" not in other_user.headers

@@ -14,10 +14,7 @@ from resilience.interop.pybreaker import PyBreaker
 from resilience.testing import FakeClock, RecordingListener
 
 from .conftest import Runner
-
-
-class Boom(Exception):
-    pass
+from .helpers import Boom
 
 
 def test_rejects_with_circuit_open_error_and_events(runner: Runner, clock: FakeClock) -> None:

@@ -18,6 +18,7 @@ from resilience.stores import MemoryStore, StoreFullError
 from resilience.testing import FakeClock, RecordingListener
 
 from .conftest import Runner
+from .helpers import BrokenStore
 
 
 class ManualClock(FakeClock):
@@ -503,11 +504,6 @@ def test_store_pacing_and_refund(clock: FakeClock) -> None:
         assert rl.try_acquire().retry_after == pytest.approx(0.1)
 
     asyncio.run(main())
-
-
-class BrokenStore:
-    def apply(self, op: Any, /) -> Any:
-        raise rs.StoreError("redis down")
 
 
 @pytest.mark.parametrize(("mode", "allowed"), [("open", True), ("closed", False), ("local", True)])

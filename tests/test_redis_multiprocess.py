@@ -30,10 +30,15 @@ def _idempotent_worker(url: str, prefix: str, barrier: Any, results: Any) -> Non
     @rs.Idempotent(key=lambda order: order, store=store, wait=10, lease=5)
     def charge(order: str) -> dict[str, Any]:
         n = int(counter.incr(f"{prefix}:executions"))
-        real_time.sleep(0.2)  # long enough for the others to find it in progress
+        # the one execution lasts until every process has made its call (no timed sleep)
+        deadline = real_time.monotonic() + 30
+        while int(counter.get(f"{prefix}:calling") or 0) < PROCESSES:
+            assert real_time.monotonic() < deadline, "the other processes never called"
+            real_time.sleep(0.01)  # polling interval only
         return {"order": order, "execution": n}
 
     barrier.wait(timeout=30)
+    counter.incr(f"{prefix}:calling")
     for _ in range(5):
         results.put(charge("order-1"))
     counter.close()
@@ -70,6 +75,7 @@ def _limiter_worker(url: str, prefix: str, barrier: Any, results: Any) -> None:
     store.close()
 
 
+@pytest.mark.slow  # ~6 s here: four spawned interpreters
 def test_four_processes_share_one_limiter(redis_server: RedisServer) -> None:
     ctx = multiprocessing.get_context("spawn")
     prefix = f"mpl{uuid.uuid4().hex[:10]}"
@@ -157,6 +163,7 @@ def _breaker_worker(
     store.close()
 
 
+@pytest.mark.slow  # ~6 s here: four spawned interpreters
 def test_four_processes_share_one_breaker(redis_server: RedisServer) -> None:
     import time as real_time
 

@@ -15,10 +15,7 @@ from resilience.events import RetriesExhausted, RetryScheduled
 from resilience.testing import FakeClock, RecordingListener
 
 from .conftest import Runner, Step
-
-
-class Boom(Exception):
-    pass
+from .helpers import Boom
 
 
 def retry(clock: FakeClock, **kw: Any) -> rs.Retry:
@@ -202,7 +199,7 @@ def test_events_and_failsafe_listeners(runner: Runner, clock: FakeClock) -> None
     scheduled, exhausted = rec.events
     assert isinstance(scheduled, RetryScheduled)
     assert (scheduled.policy, scheduled.attempt, scheduled.delay) == ("fetch", 1, 1.0)
-    assert scheduled.error_type == "tests.test_retry.Boom"
+    assert scheduled.error_type == "tests.helpers.Boom"
     assert isinstance(exhausted, RetriesExhausted)
     assert (exhausted.attempts, exhausted.reason) == (2, "attempts")
 

@@ -10,7 +10,11 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from .redis_servers import RedisServer
+
+pytestmark = pytest.mark.slow  # ~35 s each; skip locally with `pytest -m "not slow"`
 
 ROOT = Path(__file__).resolve().parent.parent
 
