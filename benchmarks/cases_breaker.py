@@ -1,6 +1,6 @@
 """Circuit breakers, closed-state success path, sync and async, vs peers.
 
-Peers are configured as in PERF-BASELINE.md: pybreaker ``CircuitBreaker(fail_max=5,
+Peers are configured alike (five failures, 60 s open): pybreaker ``CircuitBreaker(fail_max=5,
 reset_timeout=60)`` (sync only: its async path needs Tornado), circuitbreaker ``circuit(5, 60)``,
 aiobreaker ``fail_max=5`` / 60 s, purgatory in-memory factory (threshold 5, ttl 60). A floor
 case shows what a decorator with one ``threading.Lock`` acquisition and one clock read costs.

@@ -1,6 +1,6 @@
 """The policy base: decorator, ``.call``/``.acall`` and composition.
 
-Design ("permit-and-record primitives", STYLE.md §3): every policy keeps its decisions in plain
+Design ("permit-and-record primitives"): every policy keeps its decisions in plain
 methods shared by sync and async callers (what to do after a failure, whether a permit is
 granted, how an outcome is recorded) and provides two thin wrappers, ``_wrap_sync`` and
 ``_wrap_async``, that drive those decisions around the next inner callable. Wrappers are built

@@ -1,6 +1,6 @@
 """Adaptive concurrency: a latency-driven concurrency limit (Netflix Gradient2) for load shedding.
 
-The limit follows the ratio of a long-term RTT average to the latest RTT (FEATURES.md §4.12)::
+The limit follows the ratio of a long-term RTT average to the latest RTT::
 
     gradient  = max(0.5, min(1.0, tolerance * long_rtt / rtt))
     new_limit = limit * gradient + queue_size

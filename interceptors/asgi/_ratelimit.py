@@ -34,7 +34,7 @@ _RATE_LIMITED = refusal_row(RateLimitedError)
 
 
 class Decision(Protocol):
-    """What ``limiter.try_acquire`` returns (see API.md)."""
+    """What ``limiter.try_acquire`` returns."""
 
     @property
     def allowed(self) -> bool: ...  # pragma: no cover - protocol
