@@ -291,3 +291,15 @@ def test_the_decoder_refuses_malformed_envelopes() -> None:
     ):
         with pytest.raises(ValueError, match="unreadable stored outcome"):
             StoredOutcome.decode(bad)
+
+
+def test_a_v1_result_with_fields_after_the_value_is_read_whole() -> None:
+    """The replay's fast path reads only the value; a v1 envelope carrying more falls back."""
+    store = Writer(lambda _: '{"v":1,"kind":"result","json":{"a":[1]},"later":true}')
+
+    @rs.Idempotent(key=lambda k: k, store=store, clock=FakeClock())
+    def op(k: str) -> dict[str, Any]:
+        return {"first": True}
+
+    assert op("k") == {"first": True}
+    assert op("k") == {"a": [1]}

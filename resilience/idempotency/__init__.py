@@ -42,9 +42,10 @@ from ._outcome import OUTCOME_VERSION, StoredOutcome
 from ._policy import Idempotent
 from ._records import IdempotencyRecords
 from ._scope import (
-    _CALLER as _CALLER,  # the active CallerScope: adapters entering a caller's scope set it
+    _CALLER as _CALLER,  # the adapters' import before CURRENT_CALLER was public
 )
 from ._scope import (
+    CURRENT_CALLER,
     MAX_BUFFERED_BYTES,
     MAX_RESPONSE_BYTES,
     BufferBudget,
@@ -57,6 +58,7 @@ __all__ = [
     "MAX_RESPONSE_BYTES",
     "OUTCOME_VERSION",
     "BufferBudget",
+    "CURRENT_CALLER",
     "CallerScope",
     "Claim",
     "ClaimOp",

@@ -37,6 +37,9 @@ OutcomeKind = Literal["result", "error", "http", "grpc"]
 
 _JSON = JSONCodec()
 _HEAD = '{"v":1,"kind":'
+#: How a :class:`JSONCodec` result's envelope starts: what follows is the value, then ``}``
+#: (the policy's replay reads just the value: one parse, as many instructions as before v1).
+JSON_RESULT = _HEAD + '"result","json":'
 
 
 def _b64(data: bytes) -> str:
@@ -59,7 +62,7 @@ def encode_result(codec: Codec, value: Any) -> tuple[str, int]:
     """
     data = codec.encode(value)
     if type(codec) is JSONCodec and isinstance(data, str):
-        return f'{_HEAD}"result","json":{data}}}', len(data)
+        return f"{JSON_RESULT}{data}}}", len(data)
     if isinstance(data, bytes):
         return f'{_HEAD}"result","b64":"{_b64(data)}"}}', len(data)
     if isinstance(data, str):

@@ -19,7 +19,7 @@ from ..errors import (
     StoreError,
 )
 from ..events import CallRejected, IdempotentReplay, Listener, StoreFailed, error_type
-from ._codec import Codec
+from ._codec import Codec, JSONCodec
 from ._options import (
     check_codec,
     check_key,
@@ -28,12 +28,13 @@ from ._options import (
     fingerprint_of,
     qualified,
 )
-from ._outcome import StoredOutcome, encode_result
+from ._outcome import JSON_RESULT, StoredOutcome, encode_result
 from ._records import Claim, IdempotencyRecords
 
 __all__ = ["Idempotent"]
 
 _log = logging.getLogger("resilience")
+_JSON_AT = len(JSON_RESULT)
 
 
 class Idempotent(Policy):
@@ -258,6 +259,11 @@ class Idempotent(Policy):
                 em,
             )
         try:
+            if payload.startswith(JSON_RESULT) and type(self.codec) is JSONCodec:
+                try:
+                    return json.loads(payload[_JSON_AT:-1])
+                except ValueError:
+                    pass  # more than the value (a later v1 field?): read it whole below
             outcome = StoredOutcome.decode(payload)
             if outcome.kind == "result":
                 return outcome.result(self.codec)

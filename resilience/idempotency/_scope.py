@@ -16,6 +16,7 @@ __all__ = [
     "MAX_RESPONSE_BYTES",
     "BufferBudget",
     "CallerScope",
+    "CURRENT_CALLER",
     "caller_scope",
 ]
 
@@ -40,8 +41,15 @@ class CallerScope:
     replayed: bool = False
 
 
-#: The active :class:`CallerScope` (adapters that enter or leave a caller's scope set it).
-_CALLER: ContextVar[CallerScope | None] = ContextVar("resilience_idempotency_caller", default=None)
+#: The :class:`CallerScope` being served (``None`` outside any). :func:`caller_scope` is the way
+#: in for a block; an adapter whose caller's scope spans callbacks (a server interceptor entering
+#: it per request and leaving it before the handler's own streaming code) sets and resets this
+#: variable itself: ``token = CURRENT_CALLER.set(CallerScope(principal))``, then
+#: ``CURRENT_CALLER.reset(token)``.
+CURRENT_CALLER: ContextVar[CallerScope | None] = ContextVar(
+    "resilience_idempotency_caller", default=None
+)
+_CALLER = CURRENT_CALLER  # the name the adapters imported before it was public
 
 
 @contextmanager
