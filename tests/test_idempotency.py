@@ -11,7 +11,6 @@ from typing import Any
 import pytest
 
 import resilience as rs
-from resilience import idempotency
 from resilience._policy import function_identity
 from resilience.events import CallRejected, IdempotentReplay, RecordsEvicted, StoreFailed
 from resilience.idempotency import (
@@ -20,6 +19,7 @@ from resilience.idempotency import (
     IdempotencyRecords,
     ReleaseOp,
     RenewOp,
+    _renewer,
     args_fingerprint,
     record_key,
 )
@@ -771,15 +771,15 @@ class RenewalsSeen(rs.MemoryStore):
 def test_one_bad_entry_cannot_disarm_the_shared_renewer(monkeypatch: pytest.MonkeyPatch) -> None:
     """Entries that bypass construction validation (a lease the thread cannot wait for, a
     renewal that raises) must not kill the renewer every other policy relies on."""
-    renewer = idempotency._Renewer()
-    monkeypatch.setattr(idempotency, "_RENEWER", renewer)
+    renewer = _renewer._Renewer()
+    monkeypatch.setattr(_renewer, "_RENEWER", renewer)
     bad = IdempotencyRecords(lease=60)
     held = bad.claim(bad.key("bad"), "")
     entries = [
-        idempotency._Beat(bad, held, 1e300 / 3),  # Idempotent(lease=1e300): OverflowError
-        idempotency._Beat(bad, held, float("inf")),
-        idempotency._Beat(bad, held, float("nan")),
-        idempotency._Beat(bad, None, 0.01),  # type: ignore[arg-type]  # its renewal raises
+        _renewer._Beat(bad, held, 1e300 / 3),  # Idempotent(lease=1e300): OverflowError
+        _renewer._Beat(bad, held, float("inf")),
+        _renewer._Beat(bad, held, float("nan")),
+        _renewer._Beat(bad, None, 0.01),  # type: ignore[arg-type]  # its renewal raises
     ]
     for entry in entries:
         renewer.add(entry)

@@ -45,8 +45,6 @@ Behaviour (draft-ietf-httpapi-idempotency-key-header, as Stripe does it):
 
 from __future__ import annotations
 
-import base64
-import binascii
 import contextlib
 import hashlib
 import json
@@ -78,6 +76,7 @@ from resilience.idempotency import (
     MAX_RESPONSE_BYTES,
     Claim,
     IdempotencyRecords,
+    StoredOutcome,
 )
 
 from ._common import refusal_row, send_problem, send_refusal
@@ -485,11 +484,12 @@ class IdempotencyMiddleware:
             )
             return
         try:
-            data = json.loads(claim.payload)
-            status = int(data["s"])
-            headers = [(k.encode("latin-1"), v.encode("latin-1")) for k, v in data["h"]]
-            body = base64.b64decode(data["b"], validate=True)
-        except (ValueError, KeyError, TypeError, binascii.Error):
+            stored = StoredOutcome.decode(claim.payload)
+            if stored.kind != "http" or not isinstance(stored.body, bytes):
+                raise ValueError(f"a {stored.kind!r} outcome, not an HTTP response")
+            status, body = stored.status, stored.body
+            headers = [(k.encode("latin-1"), v.encode("latin-1")) for k, v in stored.headers]
+        except ValueError:  # also a header that is not latin-1 (UnicodeEncodeError)
             await send_refusal(
                 send,
                 _STORE_UNAVAILABLE,
@@ -503,10 +503,7 @@ class IdempotencyMiddleware:
         await send({"type": "http.response.body", "body": body, "more_body": False})
 
     def _payload(self, status: int, headers: list[tuple[str, str]], body: bytes) -> str:
-        return json.dumps(
-            {"s": status, "h": headers, "b": base64.b64encode(body).decode("ascii")},
-            separators=(",", ":"),
-        )
+        return StoredOutcome("http", body, status=status, headers=tuple(headers)).encode()
 
     async def _run(self, claim: Claim, scope: Scope, receive: Receive, send: Send) -> None:
         records = self.records
