@@ -24,7 +24,8 @@ Example:
 
 from __future__ import annotations
 
-from ._core import EPS, fresh_at, refund, status, transition
+from ._core import EPS as EPS  # the float slack of admission checks
+from ._core import fresh_at, refund, status, transition
 from ._decision import Decision, Permit
 from ._limiter import RateLimiter
 from ._options import LimitParams, limit_params
@@ -33,7 +34,6 @@ from ._options import LimitParams, limit_params
 from ._store import _RefundOp, _TakeOp  # noqa: F401
 
 __all__ = [
-    "EPS",
     "Decision",
     "LimitParams",
     "Permit",

@@ -52,9 +52,10 @@ from __future__ import annotations
 
 import math
 
-from ._options import LimitParams, limit_params
+from ._options import LimitParams
+from ._options import limit_params as limit_params  # the examples use it
 
-__all__ = ["EPS", "fresh_at", "limit_params", "new_state", "refund", "status", "transition"]
+__all__ = ["EPS", "fresh_at", "new_state", "refund", "status", "transition"]
 
 #: Float slack (seconds) in admission checks, so sums of intervals that are exactly on the
 #: boundary are not rejected over rounding noise.
