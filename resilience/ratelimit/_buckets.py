@@ -1,0 +1,420 @@
+"""The limiter's decision machinery, shared by every entry point of :class:`RateLimiter`.
+
+:class:`Buckets` holds the in-process buckets (one global bucket plus at most ``max_keys``
+keyed ones), asks the store instead when there is one (and falls back per ``on_store_error``
+when it fails), takes with a wait (pacing) or raises, builds :class:`Decision` / :class:`Permit`
+and gives reservations back. Every number comes from the pure core (:mod:`._core`).
+
+Example:
+    >>> import resilience as rs
+    >>> limiter = rs.RateLimiter("api", rate=1, clock=rs.testing.FakeClock())
+    >>> isinstance(limiter, Buckets), limiter.try_acquire().allowed
+    (True, True)
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+from collections.abc import Callable
+from typing import Any, Literal, cast
+
+from .._clock import Clock
+from .._deadline import _DEADLINE
+from .._degraded import STORE_LOG, state_reset
+from .._policy import Emitter, Policy
+from ..errors import ConfigurationError, RateLimitedError, StoreError
+from ..events import CallRejected, RateLimitWaited, StoreFailed, error_type
+from ..stores.base import Store, StoreFullError, apply_soon
+from ._core import EPS, fresh_at, new_state, refund, status, transition
+from ._decision import Decision, LocalResult, Permit, Reservation, decision_new, permit_new
+from ._options import LimitParams
+from ._store import _RefundOp, _TakeOp
+
+__all__ = ["Buckets", "Result"]
+
+_INF = math.inf
+
+#: A check's outcome: ``(allowed, wait_or_retry_after, cost_time, taken, remaining,
+#: reset_after)``; ``None`` where it may be means "the store failed, admit" (fail open).
+Result = tuple[bool, float, float, float, int, float]
+
+
+class Buckets(Policy):
+    """The state and decisions behind :class:`~resilience.RateLimiter` (its base class)."""
+
+    rate: float
+    max_wait: float
+    store: Store | None
+    _key: Callable[..., str | None] | None
+    max_keys: int
+    on_store_error: Literal["open", "closed", "local"]
+    params: LimitParams
+    _local_params: LimitParams
+    _clock: Clock
+
+    def _init_buckets(self) -> None:
+        """The in-process state: the global bucket, the keyed ones, the lock."""
+        now = self._clock.monotonic()
+        self._tat, self._stored = new_state(now, self.params)
+        self._buckets: dict[str, list[float]] = {}
+        self._next_sweep = -_INF
+        self._lock = threading.Lock()
+        self._em = Emitter(self.listeners, None, "")
+        self._limit = int(self.params.burst)
+        self._max_cost = self.params.burst if self.rate else _INF
+
+    @property
+    def window(self) -> float:
+        """Seconds a drained bucket takes to refill (``RateLimit-Policy: w=``)."""
+        p = self.params
+        return 0.0 if p.interval == _INF else p.burst * p.interval
+
+    def _check_cost(self, cost: object) -> float:
+        if isinstance(cost, bool) or not isinstance(cost, int | float) or not cost >= 0:
+            raise ConfigurationError(f"cost must be a number >= 0, got {cost!r}")
+        if self.rate and cost > self.params.burst:
+            raise ConfigurationError(
+                f"cost {cost!r} exceeds burst {self.params.burst:g} of rate limiter "
+                f"{self.name!r}: it could never be admitted (raise burst or split the call)"
+            )
+        return float(cost)
+
+    def _local(
+        self, key: str | None, cost: float, max_wait: float, p: LimitParams | None = None
+    ) -> Result:
+        """Decide in process: ``(allowed, wait_or_retry_after, cost_time, taken, remaining,
+        reset_after)`` (with ``p``: the local share's parameters, during a store outage)."""
+        if p is None:
+            p = self.params
+        lock = self._lock
+        lock.acquire()
+        try:
+            now = self._clock.monotonic()
+            if key is None:
+                tat, stored = self._tat, self._stored
+                ok, tat2, stored2, wait, ct = transition(tat, stored, now, cost, max_wait, p)
+                if ok:
+                    self._tat = tat2
+                    self._stored = stored2
+            else:
+                buckets = self._buckets
+                entry = buckets.get(key)
+                if entry is None:
+                    if len(buckets) >= self.max_keys and not self._make_room(now):
+                        retry = max(EPS, self._next_sweep - now)
+                        return (False, retry, 0.0, 0.0, 0, 0.0)
+                    tat, stored = new_state(now, p)
+                else:
+                    tat, stored = entry
+                ok, tat2, stored2, wait, ct = transition(tat, stored, now, cost, max_wait, p)
+                if ok:
+                    if entry is None:
+                        buckets[key] = [tat2, stored2]
+                    else:
+                        entry[0] = tat2
+                        entry[1] = stored2
+        finally:
+            lock.release()
+        if ok:
+            remaining, reset_after = status(tat2, now, p, stored2)
+            return (True, wait, ct, stored - stored2, remaining, reset_after)
+        remaining, reset_after = status(tat, now, p, stored)
+        return (False, wait, 0.0, 0.0, remaining, reset_after)
+
+    def _make_room(self, now: float) -> bool:
+        """Drop buckets that are full again; whether a new key now fits (lock held)."""
+        if now < self._next_sweep:
+            return False
+        p = self.params
+        buckets = self._buckets
+        earliest = _INF
+        dead = []
+        for k, (tat, stored) in buckets.items():
+            at = fresh_at(tat, stored, p)
+            if at <= now:
+                dead.append(k)
+            elif at < earliest:
+                earliest = at
+        for k in dead:
+            del buckets[k]
+        self._next_sweep = earliest if not dead else -_INF
+        return len(buckets) < self.max_keys
+
+    def _store_key(self, key: str | None) -> str:
+        return f"rl:{self.name}" if key is None else f"rl:{self.name}:{key}"
+
+    def _via_store(
+        self, key: str | None, cost: float, max_wait: float, em: Emitter
+    ) -> Result | None:
+        """Decide through the store; ``None`` means "store failed, admit" (fail open)."""
+        store = cast(Store, self.store)
+        op = _TakeOp(self._store_key(key), cost, max_wait, self.params)
+        try:
+            result = store.apply(op)
+        except StoreFullError:
+            return (False, self.window or 1.0, 0.0, 0.0, 0, 0.0)
+        except StoreError as exc:
+            return self._store_failed(exc, key, cost, max_wait, em)
+        if op.reset:
+            state_reset(self.name, em, self.listeners)
+        return result
+
+    async def _avia_store(
+        self, key: str | None, cost: float, max_wait: float, em: Emitter
+    ) -> Result | None:
+        store: Any = self.store
+        op = _TakeOp(self._store_key(key), cost, max_wait, self.params)
+        result: Result
+        try:
+            aapply = getattr(store, "aapply", None)
+            if aapply is not None:
+                result = await aapply(op)
+            else:
+                result = store.apply(op)
+        except StoreFullError:
+            return (False, self.window or 1.0, 0.0, 0.0, 0, 0.0)
+        except StoreError as exc:
+            return self._store_failed(exc, key, cost, max_wait, em)
+        if op.reset:
+            state_reset(self.name, em, self.listeners)
+        return result
+
+    def _store_failed(
+        self, exc: StoreError, key: str | None, cost: float, max_wait: float, em: Emitter
+    ) -> Result | None:
+        mode = self.on_store_error
+        STORE_LOG.record(self.name, mode, f"{exc}")
+        if em:
+            em.emit(
+                StoreFailed(
+                    policy=self.name,
+                    pipeline=em.pipeline,
+                    operation=em.operation,
+                    decision=mode,
+                    error_type=error_type(exc) or "",
+                )
+            )
+        if mode == "open":
+            return None
+        if mode == "closed":
+            return (False, self.window or 1.0, 0.0, 0.0, 0, 0.0)
+        return cast(
+            Result,
+            LocalResult(self._local(key, cost, max_wait, self._local_params)),
+        )
+
+    def _decide(self, key: str | None, cost: float, max_wait: float, em: Emitter) -> Result | None:
+        if self.store is None:
+            return self._local(key, cost, max_wait)
+        return self._via_store(key, cost, max_wait, em)
+
+    def _give_back(self, res: Reservation) -> bool:
+        """Return a reservation (a waiter gave up, a policy inside refused); ``False`` when the
+        store failed (the slot simply stays consumed)."""
+        if res.via_store:
+            try:
+                cast(Store, self.store).apply(
+                    _RefundOp(self._store_key(res.key), res.cost_time, res.taken, self.params)
+                )
+            except StoreError:
+                return False  # the store is failing anyway
+            return True
+        # in process: this limiter's own buckets, or (with a store) the local share it used
+        # while the store failed
+        p = self._local_params
+        with self._lock:
+            now = self._clock.monotonic()
+            if res.key is None:
+                self._tat, self._stored = refund(
+                    self._tat, self._stored, now, res.cost_time, res.taken, p
+                )
+            else:
+                entry = self._buckets.get(res.key)
+                if entry is not None:
+                    entry[0], entry[1] = refund(
+                        entry[0], entry[1], now, res.cost_time, res.taken, p
+                    )
+        return True
+
+    def _give_back_soon(self, res: Reservation) -> None:
+        """:meth:`_give_back` from async code: never awaited, never blocking the event loop."""
+        if res.via_store:
+            op = _RefundOp(self._store_key(res.key), res.cost_time, res.taken, self.params)
+            apply_soon(self.store, op)  # on failure the slot simply stays consumed
+            return
+        self._give_back(res)
+
+    async def _agive_back(self, res: Reservation) -> bool:
+        """:meth:`_give_back`, awaiting the store's round trip when it is async."""
+        aapply = getattr(self.store, "aapply", None) if res.via_store else None
+        if aapply is None:
+            return self._give_back(res)
+        try:
+            await aapply(_RefundOp(self._store_key(res.key), res.cost_time, res.taken, self.params))
+        except StoreError:
+            return False  # the slot simply stays consumed; the store is failing anyway
+        return True
+
+    def _via(self, r: tuple[Any, ...]) -> bool:
+        """Whether decision ``r``'s permits came from the store (not from the local fallback)."""
+        return self.store is not None and type(r) is not LocalResult
+
+    def _max_wait(self) -> float:
+        """``max_wait`` capped by the current deadline (never sleep past it)."""
+        mw = self.max_wait
+        if mw:
+            dl = _DEADLINE.get()
+            if dl is not None:
+                left = dl.remaining()
+                if left < mw:
+                    return left if left > 0 else 0.0
+        return mw
+
+    def _rejected(self, retry_after: float, em: Emitter) -> RateLimitedError:
+        ra: float | None = None if retry_after == _INF else round(retry_after, 9)
+        if em:
+            em.emit(
+                CallRejected(
+                    policy=self.name,
+                    pipeline=em.pipeline,
+                    operation=em.operation,
+                    reason="rate_limited",
+                    retry_after=ra,
+                )
+            )
+        msg = (
+            f"rate limiter {self.name!r}: limit reached, retry after {ra:.3f} s"
+            if ra is not None
+            else f"rate limiter {self.name!r}: rate is 0, every call is rejected"
+        )
+        exc = RateLimitedError(msg, policy=self.name, retry_after=ra)
+        exc._chain = em.chain  # refusal(), inlined on this hot path
+        return exc
+
+    def _waited(self, wait: float, em: Emitter) -> None:
+        if em:
+            em.emit(
+                RateLimitWaited(
+                    policy=self.name, pipeline=em.pipeline, operation=em.operation, wait=wait
+                )
+            )
+
+    def _decision(
+        self,
+        r: Result | None,
+        key: str | None,
+        t0: float,
+        waited: float = 0.0,
+    ) -> Decision:
+        limit = self._limit
+        if r is None:  # failed open: nothing taken
+            return decision_new(Decision, (True, 0.0, limit, limit, 0.0, 0.0, None))
+        ok, wait, ct, taken, remaining, reset_after = r
+        if ok:
+            permit: Permit | None = None
+            if ct or taken:  # Permit(...) without its __init__ frame (this is the hot path)
+                permit = permit_new(Permit)
+                permit._owner = self
+                permit.key = key
+                permit.cost_time = ct
+                permit.taken = taken
+                permit.via_store = self.store is not None and r.__class__ is not LocalResult
+                permit.end = t0 + reset_after
+                permit._refunded = False
+            return decision_new(
+                Decision,
+                (
+                    True,
+                    0.0,
+                    remaining,
+                    limit,
+                    reset_after,
+                    round(waited, 9) if waited else 0.0,
+                    permit,
+                ),
+            )
+        return decision_new(
+            Decision, (False, round(wait, 9), remaining, limit, reset_after, 0.0, None)
+        )
+
+    def _claim(self, decision: Decision | Permit) -> Reservation | None:
+        """The reservation a refund gives back, claimed once (``None``: nothing to give)."""
+        permit = decision if isinstance(decision, Permit) else getattr(decision, "permit", 0)
+        if permit is None:
+            return None
+        if not isinstance(permit, Permit):
+            raise ConfigurationError(
+                f"refund() takes a Decision returned by this limiter, got {decision!r}"
+            )
+        if permit._owner is not self:
+            raise ConfigurationError(
+                f"this permit was taken from rate limiter {permit._owner.name!r}, not from "
+                f"{self.name!r}: refund it there"
+            )
+        with self._lock:
+            if permit._refunded:
+                return None
+            permit._refunded = True
+        ct = self._outstanding(permit.cost_time, permit.end)
+        return Reservation(permit.key, ct, permit.taken, permit.via_store)
+
+    def _outstanding(self, cost_time: float, end: float) -> float:
+        """What a refund rolls the backlog back by: the part of a permit's ``cost_time`` that
+        has not elapsed yet (the backlog is first come, first served: the permit's share of it
+        ends at ``end``, and time that passed since is not given back twice)."""
+        left = end - self._clock.monotonic()
+        if left >= cost_time:
+            return cost_time
+        return left if left > 0 else 0.0
+
+    def _acquire_sync(self, key: str | None, cost: float, em: Emitter) -> Decision:
+        t0 = self._clock.monotonic()
+        r = self._take_sync(key, cost, em)
+        return self._decision(r, key, t0, 0.0 if r is None else r[1])
+
+    async def _acquire_async(self, key: str | None, cost: float, em: Emitter) -> Decision:
+        t0 = self._clock.monotonic()
+        r = await self._take_async(key, cost, em)
+        return self._decision(r, key, t0, 0.0 if r is None else r[1])
+
+    def _take_sync(self, key: str | None, cost: float, em: Emitter) -> Result | None:
+        """Take (waiting up to ``max_wait``) or raise: the admitted decision (``None``: failed
+        open), whose ``cost_time`` and ``taken`` are what a refund gives back."""
+        r = self._decide(key, cost, self._max_wait(), em)
+        if r is None:
+            return r
+        if not r[0]:
+            raise self._rejected(r[1], em)
+        wait = r[1]
+        if wait > 0:
+            self._waited(wait, em)
+            res = Reservation(key, r[2], r[3], self._via(r))
+            try:
+                self._clock.sleep(wait)
+            except BaseException:
+                self._give_back(res)
+                raise
+        return r
+
+    async def _take_async(self, key: str | None, cost: float, em: Emitter) -> Result | None:
+        mw = self._max_wait()
+        r: Result | None
+        if self.store is None:
+            r = self._local(key, cost, mw)
+        else:
+            r = await self._avia_store(key, cost, mw, em)
+        if r is None:
+            return r
+        if not r[0]:
+            raise self._rejected(r[1], em)
+        wait = r[1]
+        if wait > 0:
+            self._waited(wait, em)
+            res = Reservation(key, r[2], r[3], self._via(r))
+            try:
+                await self._clock.asleep(wait)
+            except BaseException:
+                self._give_back_soon(res)
+                raise
+        return r

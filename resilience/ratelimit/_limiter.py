@@ -1,0 +1,317 @@
+"""The rate limiter policy: :class:`RateLimiter`, its keyed API and its refunds.
+
+The math lives in :mod:`._core` (pure functions, mirrored in Lua), the options in
+:mod:`._options`, the store operations in :mod:`._store`, the decision machinery in
+:mod:`._buckets` and the decorator wrappers in :mod:`._wrappers`.
+
+Example:
+    >>> import resilience as rs
+    >>> rs.RateLimiter("api", rate=3, clock=rs.testing.FakeClock()).try_acquire().remaining
+    2
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any, Literal
+
+from .._clock import Clock, resolve_clock
+from .._policy import Emitter
+from .._types import Duration
+from ..events import Listener
+from ..stores.base import Store
+from ._buckets import Buckets, Result
+from ._decision import Decision, Permit
+from ._options import options
+from ._wrappers import wrap_async, wrap_sync
+
+__all__ = ["RateLimiter"]
+
+
+class RateLimiter(Buckets):
+    """Limit calls to ``rate`` permits per ``per`` seconds (GCRA), with warm-up and pacing.
+
+    As a decorator (or in a :class:`resilience.Pipeline`) each call takes one permit from the
+    global bucket, or from the bucket of ``key(*args, **kwargs)`` when ``key=`` is given. Keyed
+    checks: :meth:`try_acquire` (never waits), :meth:`acquire` / :meth:`aacquire` (wait up to
+    ``max_wait``, else raise :class:`~resilience.RateLimitedError`).
+
+    A call whose permit is not available within ``max_wait`` (and before the current
+    :func:`resilience.deadline`) is rejected at once, is never charged, and raises
+    :class:`~resilience.RateLimitedError` with ``retry_after``: the exact seconds after which
+    the same call would be admitted. With ``max_wait > 0`` an admitted call *reserves* its slot
+    (later callers queue behind it) and sleeps on the clock until the slot; a waiter that is
+    cancelled (or interrupted) gives its reservation back.
+
+    A refused call spends nothing: when a policy *inside* the limiter (a second limiter, a
+    bulkhead, an open breaker, in the same :class:`resilience.Pipeline` or stacked on the same
+    function) refuses the call with a :class:`~resilience.RejectedError`, the permits it took
+    here are refunded: the bucket's backlog rolls back by what is left of the call's cost
+    (never below "now", so time that already passed is not given back twice; other calls'
+    permits are untouched), and a warm-up limiter gets its stored tokens back. With a store
+    this is one more round trip. Failures, timeouts and a ``RejectedError`` raised by the
+    protected function itself keep the permit: the call did run. Callers outside a composition
+    that took permits with :meth:`try_acquire` / :meth:`acquire` give them back with
+    :meth:`refund` / :meth:`arefund` (e.g. ``RateLimitMiddleware``, when a policy further in
+    refused the request).
+
+    Memory: in-process keyed state holds at most ``max_keys`` buckets. A bucket that is full
+    again (idle long enough) is dropped when room is needed; when every bucket is still active,
+    a *new* key is denied (``retry_after`` = time until the first bucket can be dropped) and
+    active keys keep their state, so flooding distinct keys never resets anyone's limit.
+
+    Args:
+        name: the limiter's name (events, metrics, store keys).
+        rate: permits per ``per`` seconds (``0`` rejects every call of non-zero cost).
+        per: the period in seconds (float or timedelta).
+        burst: the bucket size in permits; default ``max(1, rate)``. ``burst=1`` with
+            ``max_wait > 0`` is uniform pacing.
+        warmup: seconds of saturation a cold limiter takes to reach ``rate`` (Sentinel/Guava
+            warm-up); ``None`` disables warm-up.
+        cold_factor: a cold limiter admits ``rate / cold_factor`` (must be > 1).
+        max_wait: seconds a call may wait for its slot (0: reject at once).
+        store: a :class:`resilience.stores.Store` sharing state (e.g. Redis); ``None`` keeps
+            the state in this process.
+        key: for decorator use, a callable receiving the call's ``*args, **kwargs`` and
+            returning the bucket key (``None``: the global bucket).
+        max_keys: the cap on in-process keyed buckets.
+        on_store_error: ``"open"`` (admit; the default), ``"closed"`` (reject) or ``"local"``
+            (decide with this process's own buckets, sized to its share of the limit) when the
+            store fails. Counted by a :class:`~resilience.events.StoreFailed` event.
+        instances: with a store and ``on_store_error="local"``, how many processes share the
+            limit: during an outage each process enforces ``rate / instances`` (and ``burst /
+            instances``, at least one permit), so the fleet as a whole stays near the limit.
+        local_share: the same as a fraction (``1 / instances``) of the limit, in ``(0, 1]``.
+            ``"local"`` with a store needs one of the two.
+        clock: time source; waits sleep on it.
+        listeners: event listeners.
+
+    Example:
+        >>> import resilience as rs
+        >>> clock = rs.testing.FakeClock()
+        >>> limiter = rs.RateLimiter("api", rate=2, per=1.0, clock=clock)
+        >>> @limiter
+        ... def ping() -> str:
+        ...     return "pong"
+        >>> ping(), ping()
+        ('pong', 'pong')
+        >>> try:
+        ...     ping()
+        ... except rs.RateLimitedError as exc:
+        ...     exc.retry_after
+        0.5
+    """
+
+    kind = "rate_limiter"
+
+    def __init__(
+        self,
+        name: str,
+        *,
+        rate: float,
+        per: Duration = 1.0,
+        burst: float | None = None,
+        warmup: Duration | None = None,
+        cold_factor: float = 3.0,
+        max_wait: Duration = 0.0,
+        store: Store | None = None,
+        key: Callable[..., str | None] | None = None,
+        max_keys: int = 100_000,
+        on_store_error: Literal["open", "closed", "local"] = "open",
+        instances: int | None = None,
+        local_share: float | None = None,
+        clock: Clock | None = None,
+        listeners: Sequence[Listener] = (),
+    ) -> None:
+        super().__init__(name=name, listeners=listeners)
+        o = options(
+            rate=rate,
+            per=per,
+            burst=burst,
+            warmup=warmup,
+            cold_factor=cold_factor,
+            max_wait=max_wait,
+            store=store,
+            key=key,
+            max_keys=max_keys,
+            on_store_error=on_store_error,
+            instances=instances,
+            local_share=local_share,
+        )
+        self.rate = o.rate
+        self.per = o.per
+        self.burst = o.burst
+        self.warmup = o.warmup
+        self.cold_factor = o.cold_factor
+        self.max_wait = o.max_wait
+        self.store = o.store
+        self._key = o.key
+        self.max_keys = o.max_keys
+        self.on_store_error = o.on_store_error
+        self.local_share = o.local_share
+        self._clock = resolve_clock(clock)
+        self.params = o.params
+        self._local_params = o.local_params
+        self._init_buckets()
+
+    # -- public facts -------------------------------------------------------------------------
+    @property
+    def quota(self) -> int:
+        """Permits per window (``RateLimit-Policy: q=``): the bucket size."""
+        return self._limit
+
+    def describe(self) -> dict[str, Any]:
+        """Plain data describing the configuration."""
+        p = self.params
+        return {
+            "kind": self.kind,
+            "name": self.name,
+            "rate": self.rate,
+            "per": self.per,
+            "burst": p.burst,
+            "warmup": self.warmup,
+            "cold_factor": self.cold_factor,
+            "max_wait": self.max_wait,
+            "warning_tokens": p.warning_tokens,
+            "max_tokens": p.max_tokens,
+            "store": None if self.store is None else type(self.store).__name__,
+            "local_share": self.local_share,
+        }
+
+    # -- refunds (callers outside a composition) ------------------------------------------------
+    def refund(self, decision: Decision | Permit) -> bool:
+        """Give back what an admitted check took, when the work it admitted was refused elsewhere.
+
+        For callers that take permits themselves (:meth:`try_acquire`, :meth:`acquire`) and
+        then learn the work never ran, e.g. a policy further in refused it (inside a
+        composition the limiter refunds on its own). The bucket's backlog rolls back by the
+        check's own cost, never below "now" (time that passed is not handed out twice; permits
+        taken since stay taken) and a warm-up limiter gets its stored tokens back: never more
+        than the check took. With a store this is one round trip, to the store the permits
+        came from. A decision is refunded at most once.
+
+        Returns:
+            ``True`` when the permits were given back; ``False`` when there was nothing to give
+            (the decision was refused, took nothing, or was already refunded) or the store
+            failed (the permits stay spent).
+
+        Raises:
+            ConfigurationError: ``decision`` did not come from this limiter.
+
+        Example:
+            >>> import resilience as rs
+            >>> limiter = rs.RateLimiter("ip", rate=1, per=60, clock=rs.testing.FakeClock())
+            >>> d = limiter.try_acquire(key="10.0.0.1")
+            >>> limiter.refund(d), limiter.refund(d)  # the second one gives nothing
+            (True, False)
+            >>> limiter.try_acquire(key="10.0.0.1").allowed
+            True
+        """
+        res = self._claim(decision)
+        return res is not None and self._give_back(res)
+
+    async def arefund(self, decision: Decision | Permit) -> bool:
+        """Async :meth:`refund`: with a Redis store the round trip is awaited.
+
+        Example:
+            >>> import asyncio, resilience as rs
+            >>> limiter = rs.RateLimiter("ip", rate=1, per=60, clock=rs.testing.FakeClock())
+            >>> async def main() -> tuple[bool, bool]:
+            ...     d = await limiter.atry_acquire(key="10.0.0.1")
+            ...     await limiter.arefund(d)
+            ...     return d.allowed, (await limiter.atry_acquire(key="10.0.0.1")).allowed
+            >>> asyncio.run(main())
+            (True, True)
+        """
+        res = self._claim(decision)
+        return res is not None and await self._agive_back(res)
+
+    # -- keyed API ----------------------------------------------------------------------------
+    def try_acquire(self, key: str | None = None, cost: float = 1) -> Decision:
+        """Take ``cost`` permits from ``key``'s bucket if available now (never waits).
+
+        Raises:
+            ConfigurationError: ``cost`` exceeds ``burst`` (nothing is charged).
+
+        Example:
+            >>> import resilience as rs
+            >>> limiter = rs.RateLimiter("api", rate=10, clock=rs.testing.FakeClock())
+            >>> limiter.try_acquire(key="bob", cost=10).remaining
+            0
+            >>> d = limiter.try_acquire(key="bob")
+            >>> d.allowed, d.retry_after
+            (False, 0.1)
+        """
+        if cost.__class__ is not int or not 0 <= cost <= self._max_cost:  # type: ignore[unreachable, unused-ignore]
+            cost = self._check_cost(cost)
+        t0 = self._clock.monotonic()
+        r: Result | None
+        if self.store is None:
+            r = self._local(key, cost, 0.0)
+        else:
+            r = self._via_store(key, cost, 0.0, self._em)
+        if r is not None and not r[0] and self._em:
+            self._rejected(r[1], self._em)
+        return self._decision(r, key, t0)
+
+    async def atry_acquire(self, key: str | None = None, cost: float = 1) -> Decision:
+        """Async :meth:`try_acquire` (never waits); with a Redis store the round trip is awaited
+        instead of blocking the event loop.
+
+        Example:
+            >>> import asyncio, resilience as rs
+            >>> limiter = rs.RateLimiter("api", rate=1, clock=rs.testing.FakeClock())
+            >>> async def main() -> list[bool]:
+            ...     return [(await limiter.atry_acquire(key="k")).allowed for _ in range(2)]
+            >>> asyncio.run(main())
+            [True, False]
+        """
+        cost = self._check_cost(cost)
+        t0 = self._clock.monotonic()
+        r: Result | None
+        if self.store is None:
+            r = self._local(key, cost, 0.0)
+        else:
+            r = await self._avia_store(key, cost, 0.0, self._em)
+        if r is not None and not r[0] and self._em:
+            self._rejected(r[1], self._em)
+        return self._decision(r, key, t0)
+
+    def acquire(self, key: str | None = None, cost: float = 1) -> Decision:
+        """Take ``cost`` permits, sleeping up to ``max_wait`` for them, or raise.
+
+        Raises:
+            RateLimitedError: no slot within ``max_wait`` (or before the current deadline).
+            ConfigurationError: ``cost`` exceeds ``burst``.
+
+        Example:
+            >>> import resilience as rs
+            >>> clock = rs.testing.FakeClock()
+            >>> pacer = rs.RateLimiter("pacer", rate=4, burst=1, max_wait=1.0, clock=clock)
+            >>> [pacer.acquire().waited for _ in range(3)], clock.monotonic()
+            ([0.0, 0.25, 0.25], 0.5)
+        """
+        return self._acquire_sync(key, self._check_cost(cost), self._em)
+
+    async def aacquire(self, key: str | None = None, cost: float = 1) -> Decision:
+        """Async :meth:`acquire`: awaits the slot on the clock (cancellation returns it).
+
+        Example:
+            >>> import asyncio, resilience as rs
+            >>> clock = rs.testing.FakeClock()
+            >>> pacer = rs.RateLimiter("pacer", rate=2, burst=1, max_wait=1.0, clock=clock)
+            >>> async def main() -> list[float]:
+            ...     return [(await pacer.aacquire()).waited for _ in range(3)]
+            >>> asyncio.run(main())
+            [0.0, 0.5, 0.5]
+        """
+        return await self._acquire_async(key, self._check_cost(cost), self._em)
+
+    # -- policy wrappers (see ._wrappers) -----------------------------------------------------
+    def _wrap_sync(self, fn: Callable[..., Any], em: Emitter) -> Callable[..., Any]:
+        return wrap_sync(self, fn, em)
+
+    def _wrap_async(
+        self, fn: Callable[..., Awaitable[Any]], em: Emitter
+    ) -> Callable[..., Awaitable[Any]]:
+        return wrap_async(self, fn, em)

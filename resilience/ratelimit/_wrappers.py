@@ -1,0 +1,146 @@
+"""The limiter as a decorator: the wrappers built once per decorated function or pipeline.
+
+The fast path (in process, global bucket, no waiting) runs :func:`transition` under the
+limiter's lock with everything bound as locals; every other configuration goes through
+:meth:`Buckets._take_sync` / :meth:`Buckets._take_async`. A call refused by a policy inside this
+one (its own composition's :class:`~resilience.RejectedError`, see
+:func:`resilience._policy.own_refusal`) never reached the protected function: its permit is
+given back (the pure refund(): the TAT rolls back by what is left of the call's cost_time (its
+share of the first-come-first-served backlog ends at ``t0 + reset_after``), never below now,
+and warm-up's stored tokens come back), through the store in one round trip when shared. The
+except clauses cost nothing on the happy path.
+
+Example:
+    >>> import resilience as rs
+    >>> limiter = rs.RateLimiter("api", rate=1, clock=rs.testing.FakeClock())
+    >>> wrapped = wrap_sync(limiter, lambda: "ok", limiter._em)
+    >>> wrapped()
+    'ok'
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from .._policy import Emitter, own_refusal
+from ..errors import RejectedError
+from ._buckets import Buckets
+from ._core import transition
+from ._decision import Reservation
+
+__all__ = ["fast_path_ok", "wrap_async", "wrap_sync"]
+
+
+def fast_path_ok(limiter: Buckets) -> bool:
+    """Whether calls can take the in-process, global-bucket, never-waiting fast path."""
+    return limiter.store is None and limiter._key is None and not limiter.max_wait
+
+
+def wrap_sync(limiter: Buckets, fn: Callable[..., Any], em: Emitter) -> Callable[..., Any]:
+    """The sync wrapper of ``fn``: one permit per call (see :meth:`RateLimiter._wrap_sync`)."""
+    chain = em.chain
+    give_back = limiter._give_back
+    outstanding = limiter._outstanding
+    if not fast_path_ok(limiter):
+        keyfn = limiter._key
+        take = limiter._take_sync
+        via = limiter._via
+        monotonic = limiter._clock.monotonic
+
+        def rate_limit_wrapper_slow(*args: Any, **kwargs: Any) -> Any:
+            key = None if keyfn is None else keyfn(*args, **kwargs)
+            t0 = monotonic()
+            r = take(key, 1.0, em)
+            try:
+                return fn(*args, **kwargs)
+            except RejectedError as exc:
+                if r is not None and own_refusal(exc, chain):
+                    ct = outstanding(r[2], t0 + r[5])
+                    give_back(Reservation(key, ct, r[3], via(r)))
+                raise
+
+        return rate_limit_wrapper_slow
+
+    lock = limiter._lock
+    monotonic = limiter._clock.monotonic
+    p = limiter.params
+    rejected = limiter._rejected
+    step = transition
+
+    def rate_limit_wrapper(*args: Any, **kwargs: Any) -> Any:
+        lock.acquire()
+        try:
+            s0 = limiter._stored
+            ok, tat, stored, wait, ct = step(limiter._tat, s0, monotonic(), 1, 0.0, p)
+            if ok:
+                limiter._tat = tat
+                limiter._stored = stored
+        finally:
+            lock.release()
+        if not ok:
+            raise rejected(wait, em)
+        try:
+            return fn(*args, **kwargs)
+        except RejectedError as exc:
+            if own_refusal(exc, chain):
+                give_back(Reservation(None, outstanding(ct, tat), s0 - stored, False))
+            raise
+
+    return rate_limit_wrapper
+
+
+def wrap_async(
+    limiter: Buckets, fn: Callable[..., Awaitable[Any]], em: Emitter
+) -> Callable[..., Awaitable[Any]]:
+    chain = em.chain
+    if not fast_path_ok(limiter):
+        keyfn = limiter._key
+        take = limiter._take_async
+        agive_back = limiter._agive_back
+        via = limiter._via
+        monotonic = limiter._clock.monotonic
+        outstanding = limiter._outstanding
+
+        async def rate_limit_wrapper_slow(*args: Any, **kwargs: Any) -> Any:
+            key = None if keyfn is None else keyfn(*args, **kwargs)
+            t0 = monotonic()
+            r = await take(key, 1.0, em)
+            try:
+                return await fn(*args, **kwargs)
+            except RejectedError as exc:
+                if r is not None and own_refusal(exc, chain):
+                    ct = outstanding(r[2], t0 + r[5])
+                    await agive_back(Reservation(key, ct, r[3], via(r)))
+                raise
+
+        return rate_limit_wrapper_slow
+
+    lock = limiter._lock
+    monotonic = limiter._clock.monotonic
+    p = limiter.params
+    rejected = limiter._rejected
+    step = transition
+    give_back = limiter._give_back
+    outstanding = limiter._outstanding
+
+    async def rate_limit_wrapper(*args: Any, **kwargs: Any) -> Any:
+        lock.acquire()
+        try:
+            s0 = limiter._stored
+            ok, tat, stored, wait, ct = step(limiter._tat, s0, monotonic(), 1, 0.0, p)
+            if ok:
+                limiter._tat = tat
+                limiter._stored = stored
+        finally:
+            lock.release()
+        if not ok:
+            raise rejected(wait, em)
+        try:
+            return await fn(*args, **kwargs)
+        except RejectedError as exc:
+            if own_refusal(exc, chain):
+                give_back(Reservation(None, outstanding(ct, tat), s0 - stored, False))
+            raise
+
+    return rate_limit_wrapper
