@@ -19,7 +19,8 @@ from resilience import backoff
 from resilience.circuit import CircuitBreaker, CircuitState, _AcquireOp, _ManualOp, _RecordOp
 from resilience.errors import CircuitOpenError
 from resilience.idempotency import ClaimOp, CompleteOp, ReleaseOp, RenewOp
-from resilience.ratelimit import LimitParams, RateLimiter, _RefundOp, _TakeOp, limit_params
+from resilience.ratelimit import LimitParams, RateLimiter, limit_params
+from resilience.ratelimit._store import _RefundOp, _TakeOp
 from resilience.stores.memory import MemoryStore
 from resilience.stores.redis import RedisStore
 from resilience.testing import FakeClock

@@ -88,7 +88,7 @@ def apply_soon(
 
     Example:
         >>> import resilience as rs
-        >>> from resilience.ratelimit import _RefundOp
+        >>> from resilience.ratelimit._store import _RefundOp
         >>> limiter = rs.RateLimiter("refunds", rate=1)
         >>> apply_soon(rs.MemoryStore(), _RefundOp("rl:refunds", 1.0, 0.0, limiter.params))
     """
