@@ -184,6 +184,7 @@ class ResilientTransport(_Core, httpx.BaseTransport):
 
     Example:
         >>> import httpx, resilience as rs
+        >>> from interceptors.httpx import ResilientTransport, http_retry
         >>> transport = ResilientTransport(http_retry(), transport=httpx.MockTransport(
         ...     lambda request: httpx.Response(204)))
         >>> httpx.Client(transport=transport).get("http://a.local/").status_code
@@ -261,6 +262,7 @@ class AsyncResilientTransport(_Core, httpx.AsyncBaseTransport):
 
     Example:
         >>> import asyncio, httpx, resilience as rs
+        >>> from interceptors.httpx import AsyncResilientTransport, http_retry
         >>> async def main() -> int:
         ...     inner = httpx.MockTransport(lambda request: httpx.Response(204))
         ...     async with httpx.AsyncClient(
