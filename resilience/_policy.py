@@ -2,10 +2,11 @@
 
 Design ("permit-and-record primitives", STYLE.md §3): every policy keeps its decisions in plain
 methods shared by sync and async callers (what to do after a failure, whether a permit is
-granted, how an outcome is recorded) and provides two thin wrappers, ``_wrap_sync`` and
-``_wrap_async``, that drive those decisions around the next inner callable. Wrappers are built
-once, when a function is decorated or a pipeline is composed, so a call pays only for the
-closures it runs through: no per-call allocation of state objects, generators or futures.
+granted, how an outcome is recorded) and provides two thin wrappers, ``wrap_sync`` and
+``wrap_async`` (the public extension hooks), that drive those decisions around the next inner
+callable. Wrappers are built once, when a function is decorated or a pipeline is composed, so a
+call pays only for the closures it runs through: no per-call allocation of state objects,
+generators or futures.
 """
 
 from __future__ import annotations
@@ -184,7 +185,8 @@ class Policy:
         """Return a coroutine function awaiting ``fn`` under this policy (the async hook)."""
         raise NotImplementedError(f"{type(self).__name__} must implement wrap_async(fn, em)")
 
-    # built-in policies may override these two directly (the same contract)
+    # the internal names of the hooks, which the circuit breaker, rate limiter and Idempotent
+    # still override directly (the same contract)
     def _wrap_sync(self, fn: Callable[..., Any], em: Emitter) -> Callable[..., Any]:
         return self.wrap_sync(fn, em)
 

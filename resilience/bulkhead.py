@@ -236,7 +236,7 @@ class Bulkhead(Policy):
         self._waited(start, em)
 
     # -- wrappers -----------------------------------------------------------------------------
-    def _wrap_sync(self, fn: Callable[..., Any], em: Emitter) -> Callable[..., Any]:
+    def wrap_sync(self, fn: Callable[..., Any], em: Emitter) -> Callable[..., Any]:
         lock = self._lock
         limit = self.max_concurrent
         slow = self._acquire_sync
@@ -258,7 +258,7 @@ class Bulkhead(Policy):
 
         return bulkhead_wrapper
 
-    def _wrap_async(
+    def wrap_async(
         self, fn: Callable[..., Awaitable[Any]], em: Emitter
     ) -> Callable[..., Awaitable[Any]]:
         lock = self._lock
