@@ -26,8 +26,16 @@ from typing import Any
 
 from . import backoff, events, instrumentation, testing
 from ._clock import Clock, DeadlineClock, SystemClock
-from ._deadline import Deadline, deadline, deadline_scope, remaining
-from ._policy import Policy
+from ._deadline import (
+    Deadline,
+    cap_to_deadline,
+    deadline,
+    deadline_scope,
+    publish_deadline,
+    remaining,
+    reset_deadline,
+)
+from ._policy import Emitter, Policy, refused_by_policy
 from .adaptive import AdaptiveConcurrency
 from .budget import RetryBudget, RetryThrottle
 from .bulkhead import Bulkhead
@@ -69,6 +77,7 @@ __all__ = [
     "Deadline",
     "DeadlineClock",
     "Decision",
+    "Emitter",
     "Fallback",
     "IdempotencyConflictError",
     "IdempotencyInProgressError",
@@ -93,11 +102,15 @@ __all__ = [
     "Timeout",
     "TimeoutExceededError",
     "backoff",
+    "cap_to_deadline",
     "deadline",
     "deadline_scope",
     "events",
     "instrumentation",
+    "publish_deadline",
+    "refused_by_policy",
     "remaining",
+    "reset_deadline",
     "testing",
 ]
 

@@ -2,21 +2,22 @@
 
 Design ("permit-and-record primitives"): every policy keeps its decisions in plain
 methods shared by sync and async callers (what to do after a failure, whether a permit is
-granted, how an outcome is recorded) and provides two thin wrappers, ``_wrap_sync`` and
-``_wrap_async``, that drive those decisions around the next inner callable. Wrappers are built
-once, when a function is decorated or a pipeline is composed, so a call pays only for the
-closures it runs through: no per-call allocation of state objects, generators or futures.
+granted, how an outcome is recorded) and provides two thin wrappers, ``wrap_sync`` and
+``wrap_async`` (the public extension hooks), that drive those decisions around the next inner
+callable. Wrappers are built once, when a function is decorated or a pipeline is composed, so a
+call pays only for the closures it runs through: no per-call allocation of state objects,
+generators or futures.
 """
 
 from __future__ import annotations
 
 import functools
 import inspect
-from collections.abc import Awaitable, Callable, Iterable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field, replace
 from typing import Any, ClassVar, TypeVar, cast
 
-from ._types import P, T, check_name, qualname
+from ._types import P, T, check_listeners, check_name, qualname
 from .errors import ConfigurationError, RejectedError
 from .events import Event, Listener, emit
 
@@ -62,6 +63,9 @@ def function_identity(fn: object) -> str:
 class Emitter:
     """Where a wrapped policy's events go: its listeners plus the enclosing pipelines'.
 
+    A policy's :meth:`Policy.wrap_sync` / :meth:`Policy.wrap_async` receive one; it is built
+    by the library (never construct one yourself).
+
     ``function`` is the decorated function's :func:`function_identity` (``""`` when the
     operation is not a Python function, e.g. an RPC method); ``operation`` is its
     low-cardinality telemetry name.
@@ -80,7 +84,14 @@ class Emitter:
         return bool(self.listeners)
 
     def emit(self, event: Event) -> None:
+        """Deliver ``event`` to the listeners (a listener's exception is logged, not raised)."""
         emit(self.listeners, event)
+
+    def refuse(self, exc: R) -> R:
+        """Stamp ``exc``, a refusal your policy is about to raise, as refused before the
+        protected function ran (see :func:`refused_by_policy`); returns it for ``raise``."""
+        exc._chain = self.chain
+        return exc
 
 
 _NO_EMITTER = Emitter((), None, "")
@@ -124,19 +135,21 @@ def own_refusal(exc: BaseException, chain: object) -> bool:
 def refused_by_policy(exc: BaseException) -> bool:
     """Whether ``exc`` is a refusal stamped by some policy's wrapper (of any composition): the
     work it guarded never ran. For callers outside every composition (an adapter that took
-    permits itself) deciding whether to give them back; :func:`spent` unstamps a refusal that
-    ends a call which did run."""
+    permits itself) deciding whether to give them back; a refusal that ends a call which did
+    run (a :class:`resilience.Retry` gave up) is not stamped.
+
+    Example:
+        >>> import resilience as rs
+        >>> gate = rs.Bulkhead("one", max_concurrent=1)
+        >>> def inner() -> None:
+        ...     gate.call(lambda: None)  # the slot is taken: refused
+        >>> try:
+        ...     gate.call(inner)
+        ... except rs.BulkheadFullError as exc:
+        ...     rs.refused_by_policy(exc), rs.refused_by_policy(ValueError())
+        (True, False)
+    """
     return isinstance(exc, RejectedError) and exc._chain is not None
-
-
-def _check_listeners(listeners: Sequence[Listener]) -> tuple[Listener, ...]:
-    if isinstance(cast(object, listeners), str | bytes) or not isinstance(listeners, Iterable):
-        raise ConfigurationError(f"listeners must be a sequence of callables, got {listeners!r}")
-    out = tuple(listeners)
-    for listener in out:
-        if not callable(listener):
-            raise ConfigurationError(f"listeners must be callables, got {listener!r}")
-    return out
 
 
 class Policy:
@@ -153,16 +166,34 @@ class Policy:
 
     def __init__(self, *, name: str, listeners: Sequence[Listener] = ()) -> None:
         self.name = check_name(name)
-        self.listeners = _check_listeners(listeners)
+        self.listeners = check_listeners(listeners)
 
     # -- to implement ------------------------------------------------------------------------
+    def wrap_sync(self, fn: Callable[..., Any], em: Emitter) -> Callable[..., Any]:
+        """Return a callable running the sync ``fn`` under this policy (the extension hook).
+
+        Called once per decorated function (or :meth:`wrap`, or pipeline composition), never
+        per call: do the per-function work here and keep the returned closure lean. ``em``
+        says where events go (:meth:`Emitter.emit`) and stamps refusals (:meth:`Emitter.refuse`).
+        See "Writing your own policy" in the docs for a complete example.
+        """
+        raise NotImplementedError(f"{type(self).__name__} must implement wrap_sync(fn, em)")
+
+    def wrap_async(
+        self, fn: Callable[..., Awaitable[Any]], em: Emitter
+    ) -> Callable[..., Awaitable[Any]]:
+        """Return a coroutine function awaiting ``fn`` under this policy (the async hook)."""
+        raise NotImplementedError(f"{type(self).__name__} must implement wrap_async(fn, em)")
+
+    # the internal names of the hooks, which the circuit breaker, rate limiter and Idempotent
+    # still override directly (the same contract)
     def _wrap_sync(self, fn: Callable[..., Any], em: Emitter) -> Callable[..., Any]:
-        raise NotImplementedError  # pragma: no cover
+        return self.wrap_sync(fn, em)
 
     def _wrap_async(
         self, fn: Callable[..., Awaitable[Any]], em: Emitter
     ) -> Callable[..., Awaitable[Any]]:
-        raise NotImplementedError  # pragma: no cover
+        return self.wrap_async(fn, em)
 
     def describe(self) -> dict[str, Any]:
         """Plain data describing this policy's configuration (for tests and docs)."""
@@ -203,10 +234,46 @@ class Policy:
             >>> fetch()
             'data'
         """
+        return self._decorate(fn, None)
+
+    def wrap(self, fn: Callable[P, T], /, *, operation: str | None = None) -> Callable[P, T]:
+        """``fn`` (a sync or a coroutine function) running under this policy, for adapters.
+
+        The same as decorating ``fn`` (``policy(fn)``), with the operation named explicitly:
+        events carry ``operation`` (a low-cardinality name such as ``"GET api.example.com"``
+        or an RPC method) instead of ``fn``'s qualified name, and an
+        :class:`resilience.Idempotent` inside without a ``namespace=`` keeps its records under
+        it. Wrap once per operation and reuse the result: building it is the costly part. A
+        coroutine function (``inspect.iscoroutinefunction``) is wrapped for ``await``; wrapping
+        a wrapped function joins its composition, like stacked decorators. ``fn`` itself is
+        never modified.
+
+        Example:
+            >>> import resilience as rs
+            >>> seen = []
+            >>> policy = rs.Retry(on=ConnectionError, attempts=2, listeners=[seen.append])
+            >>> def send(n: int) -> int:
+            ...     if not seen:
+            ...         raise ConnectionError("reset")
+            ...     return n * 2
+            >>> call = policy.wrap(send, operation="POST /orders")
+            >>> call(21), seen[0].operation
+            (42, 'POST /orders')
+        """
+        em: Emitter | None = None
+        if operation is not None:
+            if not isinstance(cast(object, operation), str) or not operation:
+                raise ConfigurationError(f"operation must be a non-empty str, got {operation!r}")
+            em = replace(self._emitter(None, fn), operation=operation, function="")
+        return self._decorate(fn, em)
+
+    def _decorate(self, fn: Callable[P, T], em: Emitter | None) -> Callable[P, T]:
         if not callable(fn):
             raise ConfigurationError(f"{type(self).__name__} decorates callables, got {fn!r}")
+        if em is None:
+            em = self._emitter(None, fn)
         if inspect.iscoroutinefunction(fn):
-            awrapped = self._compose_async(fn, None)
+            awrapped = self._wrap_async(fn, em)
             if awrapped is fn:  # a no-op composition: never mutate the user's function
 
                 async def awrapped(*args: Any, **kwargs: Any) -> Any:
@@ -220,7 +287,7 @@ class Policy:
                 f"{type(self).__name__} cannot decorate generator functions ({qualname(fn)}): "
                 "their body runs after the call returns"
             )
-        wrapped = self._compose_sync(fn, None)
+        wrapped = self._wrap_sync(fn, em)
         if wrapped is fn:
 
             def wrapped(*args: Any, **kwargs: Any) -> Any:

@@ -5,9 +5,12 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Iterable
 from datetime import timedelta
-from typing import ParamSpec, TypeAlias, TypeVar
+from typing import TYPE_CHECKING, ParamSpec, TypeAlias, TypeVar, cast
 
 from .errors import ConfigurationError
+
+if TYPE_CHECKING:
+    from .events import Listener
 
 P = ParamSpec("P")
 T = TypeVar("T")
@@ -254,3 +257,14 @@ def check_name(name: object) -> str:
     if not isinstance(name, str) or not name:
         raise ConfigurationError(f"name must be a non-empty string, got {name!r}")
     return name
+
+
+def check_listeners(listeners: object) -> tuple[Listener, ...]:
+    """Validate a ``listeners=`` argument: a sequence of callables (returned as a tuple)."""
+    if isinstance(listeners, str | bytes) or not isinstance(listeners, Iterable):
+        raise ConfigurationError(f"listeners must be a sequence of callables, got {listeners!r}")
+    out = tuple(listeners)
+    for listener in out:
+        if not callable(listener):
+            raise ConfigurationError(f"listeners must be callables, got {listener!r}")
+    return cast("tuple[Listener, ...]", out)

@@ -232,7 +232,7 @@ class AdaptiveConcurrency(Policy):
         )
 
     # -- wrappers -----------------------------------------------------------------------------
-    def _wrap_sync(self, fn: Callable[..., Any], em: Emitter) -> Callable[..., Any]:
+    def wrap_sync(self, fn: Callable[..., Any], em: Emitter) -> Callable[..., Any]:
         acquire = self.try_acquire
         release = self.release
         rejected = self._rejected
@@ -255,7 +255,7 @@ class AdaptiveConcurrency(Policy):
 
         return adaptive_wrapper
 
-    def _wrap_async(
+    def wrap_async(
         self, fn: Callable[..., Awaitable[Any]], em: Emitter
     ) -> Callable[..., Awaitable[Any]]:
         acquire = self.try_acquire

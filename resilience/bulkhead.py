@@ -9,7 +9,7 @@ from concurrent.futures import Future
 from typing import Any
 
 from ._clock import DeadlineClock, resolve_deadline_clock
-from ._deadline import _DEADLINE
+from ._deadline import cap_to_deadline
 from ._policy import Emitter, Policy, refusal
 from ._types import Duration, positive_int, seconds
 from .errors import BulkheadFullError
@@ -150,13 +150,7 @@ class Bulkhead(Policy):
             return False
 
     def _wait_budget(self) -> float:
-        mw = self.max_wait
-        dl = _DEADLINE.get()
-        if dl is not None:
-            left = dl.remaining()
-            if left < mw:
-                return left if left > 0 else 0.0
-        return mw
+        return cap_to_deadline(self.max_wait)
 
     def _full(self, em: Emitter) -> BulkheadFullError:
         if em:
@@ -242,7 +236,7 @@ class Bulkhead(Policy):
         self._waited(start, em)
 
     # -- wrappers -----------------------------------------------------------------------------
-    def _wrap_sync(self, fn: Callable[..., Any], em: Emitter) -> Callable[..., Any]:
+    def wrap_sync(self, fn: Callable[..., Any], em: Emitter) -> Callable[..., Any]:
         lock = self._lock
         limit = self.max_concurrent
         slow = self._acquire_sync
@@ -264,7 +258,7 @@ class Bulkhead(Policy):
 
         return bulkhead_wrapper
 
-    def _wrap_async(
+    def wrap_async(
         self, fn: Callable[..., Awaitable[Any]], em: Emitter
     ) -> Callable[..., Awaitable[Any]]:
         lock = self._lock

@@ -78,7 +78,7 @@ class Fallback(Policy):
                 )
             )
 
-    def _wrap_sync(self, fn: Callable[..., Any], em: Emitter) -> Callable[..., Any]:
+    def wrap_sync(self, fn: Callable[..., Any], em: Emitter) -> Callable[..., Any]:
         on, on_result, handler, value = self._on, self._on_result, self._handler, self._value
 
         def fallback_wrapper(*args: Any, **kwargs: Any) -> Any:
@@ -96,7 +96,7 @@ class Fallback(Policy):
 
         return fallback_wrapper
 
-    def _wrap_async(
+    def wrap_async(
         self, fn: Callable[..., Awaitable[Any]], em: Emitter
     ) -> Callable[..., Awaitable[Any]]:
         on, on_result, handler, value = self._on, self._on_result, self._handler, self._value

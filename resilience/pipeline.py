@@ -83,12 +83,12 @@ class Pipeline(Policy):
             chain=chain,
         )
 
-    def _wrap_sync(self, fn: Callable[..., Any], em: Emitter) -> Callable[..., Any]:
+    def wrap_sync(self, fn: Callable[..., Any], em: Emitter) -> Callable[..., Any]:
         for p in reversed(self.policies):
             fn = p._compose_sync(fn, em)
         return fn
 
-    def _wrap_async(
+    def wrap_async(
         self, fn: Callable[..., Awaitable[Any]], em: Emitter
     ) -> Callable[..., Awaitable[Any]]:
         for p in reversed(self.policies):

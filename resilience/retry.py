@@ -258,7 +258,7 @@ class Retry(Policy):
         return delay
 
     # -- sync ---------------------------------------------------------------------------------
-    def _wrap_sync(self, fn: Callable[..., Any], em: Emitter) -> Callable[..., Any]:
+    def wrap_sync(self, fn: Callable[..., Any], em: Emitter) -> Callable[..., Any]:
         on_result = self._on_result
         budget = self.budget
         timed = self.max_elapsed is not None
@@ -343,7 +343,7 @@ class Retry(Policy):
                     return result
 
     # -- async --------------------------------------------------------------------------------
-    def _wrap_async(
+    def wrap_async(
         self, fn: Callable[..., Awaitable[Any]], em: Emitter
     ) -> Callable[..., Awaitable[Any]]:
         on_result = self._on_result

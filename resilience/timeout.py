@@ -107,7 +107,7 @@ class Timeout(Policy):
         )
 
     # -- sync ---------------------------------------------------------------------------------
-    def _wrap_sync(self, fn: Callable[..., Any], em: Emitter) -> Callable[..., Any]:
+    def wrap_sync(self, fn: Callable[..., Any], em: Emitter) -> Callable[..., Any]:
         if self.sync == "thread":
             return self._wrap_thread(fn, em)
         clock = self._clock
@@ -177,7 +177,7 @@ class Timeout(Policy):
         return thread_timeout_wrapper
 
     # -- async --------------------------------------------------------------------------------
-    def _wrap_async(
+    def wrap_async(
         self, fn: Callable[..., Awaitable[Any]], em: Emitter
     ) -> Callable[..., Awaitable[Any]]:
         from asyncio import CancelledError

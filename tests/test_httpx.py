@@ -24,7 +24,7 @@ from interceptors.httpx import (
     may_resend,
     parse_retry_after,
 )
-from interceptors.httpx import _ratelimit_reset as ratelimit_reset
+from interceptors.httpx._hints import _ratelimit_reset as ratelimit_reset
 from resilience._policy import Emitter
 from resilience.events import RetryScheduled
 from resilience.testing import FakeClock, RecordingListener

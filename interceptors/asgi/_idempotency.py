@@ -1,6 +1,6 @@
 """``IdempotencyMiddleware``: the IETF ``Idempotency-Key`` header for any ASGI app.
 
-Behaviour (draft-ietf-httpapi-idempotency-key-header, as Stripe does it):
+Behaviour (draft-ietf-httpapi-idempotency-key-header, Stripe, RELIABILITY.md §2.4):
 
 * Only requests whose method is in ``methods`` (default POST and PATCH) are considered; other
   methods and every non-HTTP scope (``lifespan``, ``websocket``) pass through untouched.
@@ -45,19 +45,13 @@ Behaviour (draft-ietf-httpapi-idempotency-key-header, as Stripe does it):
 
 from __future__ import annotations
 
-import contextlib
-import hashlib
-import json
-import logging
-import math
-from collections import deque
-from collections.abc import Awaitable, Callable, Iterable, MutableMapping, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any, Literal
 
 from resilience._clock import Clock
-from resilience._policy import _check_listeners
 from resilience._types import (
     Duration,
+    check_listeners,
     header_names,
     method_names,
     positive_int,
@@ -66,152 +60,32 @@ from resilience._types import (
 )
 from resilience.errors import (
     ConfigurationError,
-    IdempotencyInProgressError,
-    IdempotencyKeyReusedError,
     StoreError,
 )
-from resilience.events import Listener, StoreFailed, emit, error_type
+from resilience.events import Listener
 from resilience.idempotency import (
     MAX_BUFFERED_BYTES,
     MAX_RESPONSE_BYTES,
-    Claim,
     IdempotencyRecords,
-    StoredOutcome,
 )
 
-from ._common import refusal_row, send_problem, send_refusal
+from ._common import ASGIApp, Message, Receive, Scope, Send, send_refusal
+from ._idempotency_request import default_principal, parse_idempotency_key, read_request
+from ._idempotency_response import (
+    _IN_PROGRESS,
+    _KEY_REUSED,
+    _NEVER_REPLAYED,
+    _STORE_UNAVAILABLE,
+    DEFAULT_REPLAY_HEADERS,
+    ResponseRecorder,
+    retry_after_header,
+    send_idempotency_problem,
+)
 
 __all__ = ["IdempotencyMiddleware", "default_principal", "parse_idempotency_key"]
 
-Scope = MutableMapping[str, Any]
-Message = MutableMapping[str, Any]
-Receive = Callable[[], Awaitable[Message]]
-Send = Callable[[Message], Awaitable[None]]
-ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
-_PROBLEM = "urn:resilience:problem:idempotency"
-# Refusals that are resilience errors answer per the shared table (interceptors.errors).
-_IN_PROGRESS = refusal_row(IdempotencyInProgressError)
-_KEY_REUSED = refusal_row(IdempotencyKeyReusedError)
-_STORE_UNAVAILABLE = refusal_row(StoreError)
-#: Response headers a replay may carry (never Set-Cookie, Authorization, hop-by-hop or Date).
-DEFAULT_REPLAY_HEADERS = frozenset(
-    {b"content-type", b"content-language", b"location", b"etag", b"link", b"cache-control"}
-)
-_NEVER_REPLAYED = frozenset(
-    {
-        b"set-cookie",
-        b"authorization",
-        b"proxy-authenticate",
-        b"www-authenticate",
-        b"connection",
-        b"keep-alive",
-        b"transfer-encoding",
-        b"upgrade",
-        b"te",
-        b"trailer",
-        b"date",
-        b"content-length",
-    }
-)
-_MAX_HEADER = 8192
-#: Added to a held (retained) response whose outcome could not be recorded.
-UNRECORDED_HEADER = b"idempotency-outcome"
-_UNRECORDED = (UNRECORDED_HEADER, b"unrecorded")
-_log = logging.getLogger("resilience")
-
-
-def parse_idempotency_key(raw: bytes) -> str | None:
-    """Parse one ``Idempotency-Key`` field value; ``None`` when it is malformed.
-
-    Accepts the RFC 8941 sf-string form (``"abc"``, with ``\\"`` and ``\\\\`` escapes) and the
-    bare form; after unquoting the key must be 1-255 visible ASCII characters (0x21-0x7E). A
-    bare value with a comma is a list and is refused.
-
-    Example:
-        >>> parse_idempotency_key(b'"8e03978e-40d5"'), parse_idempotency_key(b"8e03978e-40d5")
-        ('8e03978e-40d5', '8e03978e-40d5')
-        >>> parse_idempotency_key(b""), parse_idempotency_key(b"a b"), parse_idempotency_key(b"a,b")
-        (None, None, None)
-    """
-    if len(raw) > _MAX_HEADER:
-        return None
-    value = raw.strip(b" \t")
-    if value[:1] == b'"':
-        if len(value) < 2 or value[-1:] != b'"':
-            return None
-        inner = value[1:-1]
-        out = bytearray()
-        i, n = 0, len(inner)
-        while i < n:
-            c = inner[i]
-            if c == 0x5C:  # backslash escape: only \" and \\ are valid
-                i += 1
-                if i >= n or inner[i] not in (0x22, 0x5C):
-                    return None
-                out.append(inner[i])
-            elif c == 0x22:
-                return None
-            else:
-                out.append(c)
-            i += 1
-        value = bytes(out)
-    elif b"," in value:
-        return None
-    if not 1 <= len(value) <= 255:
-        return None
-    for c in value:
-        if c < 0x21 or c > 0x7E:
-            return None
-    return value.decode("ascii")
-
-
-def default_principal(scope: Scope) -> str | None:
-    """The default principal: a hash of the ``Authorization`` header, else the socket peer.
-
-    Example:
-        >>> default_principal({"headers": [], "client": ("10.0.0.7", 51000)})
-        'ip:10.0.0.7'
-        >>> default_principal({"headers": [(b"authorization", b"Bearer t")]})[:5]
-        'auth:'
-        >>> default_principal({"headers": []}) is None
-        True
-    """
-    for name, value in scope.get("headers") or ():
-        if name == b"authorization":
-            return "auth:" + hashlib.sha256(value).hexdigest()[:32]
-    client = scope.get("client")
-    if client:
-        return f"ip:{client[0]}"
-    return None
-
-
-def _problem_body(status: int, slug: str, title: str, detail: str) -> bytes:
-    return json.dumps(
-        {"type": f"{_PROBLEM}#{slug}", "title": title, "status": status, "detail": detail},
-        separators=(",", ":"),
-    ).encode()
-
-
-async def _send_problem(
-    send: Send,
-    status: int,
-    slug: str,
-    title: str,
-    detail: str,
-    headers: Iterable[tuple[bytes, bytes]] = (),
-) -> None:
-    await send_problem(
-        send, status, title, type_=f"{_PROBLEM}#{slug}", detail=detail, headers=headers
-    )
-
-
-def _retry_after(value: float | None) -> list[tuple[bytes, bytes]]:
-    secs = 1 if value is None else max(1, math.ceil(value))
-    return [(b"retry-after", str(secs).encode())]
-
-
-class IdempotencyMiddleware:
+class IdempotencyMiddleware(ResponseRecorder):
     """Pure ASGI middleware implementing the ``Idempotency-Key`` header (see the module doc).
 
     Args:
@@ -327,7 +201,7 @@ class IdempotencyMiddleware:
         )
         self.buffers = self.records.buffers
         self.name = name
-        self.listeners = _check_listeners(listeners)
+        self.listeners = check_listeners(listeners)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope["method"] not in self.methods:
@@ -336,7 +210,7 @@ class IdempotencyMiddleware:
         raw = [v for k, v in scope["headers"] if k == b"idempotency-key"]
         if not raw:
             if self.required:
-                await _send_problem(
+                await send_idempotency_problem(
                     send,
                     400,
                     "missing-key",
@@ -348,7 +222,7 @@ class IdempotencyMiddleware:
             return
         key = parse_idempotency_key(raw[0]) if len(raw) == 1 else None
         if key is None:
-            await _send_problem(
+            await send_idempotency_problem(
                 send,
                 400,
                 "malformed-key",
@@ -368,77 +242,26 @@ class IdempotencyMiddleware:
             if held[0]:
                 self.buffers.release(held[0])
 
-    async def _too_large(self, send: Send) -> None:
-        await _send_problem(
-            send,
-            413,
-            "request-too-large",
-            "Request body too large",
-            f"an idempotent request body may be at most {self.max_request_body} bytes",
-        )
-
     async def _deduplicate(
         self, scope: Scope, receive: Receive, send: Send, principal: str, key: str, held: list[int]
     ) -> None:
-        # read and fingerprint the body; it is re-delivered to the app unchanged
-        digest = hashlib.sha256()
-        content_type = b""
-        for k, v in scope["headers"]:
-            if k == b"content-type":
-                content_type = v
-            elif k == b"content-length" and v.isdigit() and int(v) > self.max_request_body:
-                await self._too_large(send)  # refused before reading any of it
-                return
-        digest.update(len(content_type).to_bytes(4, "big") + content_type)
-        query = scope.get("query_string", b"")
-        digest.update(len(query).to_bytes(4, "big") + query)
-        buffered: deque[Message] = deque()
-        budget = self.buffers
-        total = 0
-        while True:
-            message = await receive()
-            if message["type"] != "http.request":  # the client went away before sending it all
-                return
-            chunk = message.get("body", b"")
-            total += len(chunk)
-            if total > self.max_request_body:
-                await self._too_large(send)
-                return
-            if chunk and not budget.reserve(len(chunk)):
-                budget.release(held[0])
-                held[0] = 0
-                buffered.clear()
-                await _send_problem(
-                    send,
-                    503,
-                    "buffers-full",
-                    "Too many request bytes buffered",
-                    "too many idempotent request bodies are being read right now; retry later",
-                    _retry_after(1),
-                )
-                return
-            held[0] += len(chunk)
-            digest.update(chunk)
-            buffered.append(message)
-            if not message.get("more_body", False):
-                break
-
-        async def replay_receive() -> Message:
-            if buffered:
-                return buffered.popleft()
-            return await receive()
-
+        read = await read_request(
+            scope, receive, send, limit=self.max_request_body, budget=self.buffers, held=held
+        )
+        if read is None:  # answered (413, 503) or the client went away
+            return
+        fingerprint, replay_receive = read
         path = scope.get("root_path", "") + scope.get("path", "")
         records = self.records
         rkey = records.key(principal, scope["method"], path, key)
         try:
-            claim = await records.aclaim(rkey, digest.hexdigest()[:32], wait=self.wait)
+            claim = await records.aclaim(rkey, fingerprint, wait=self.wait)
         except StoreError:
             await send_refusal(
                 send,
                 _STORE_UNAVAILABLE,
                 detail="the request was not processed; retry later",
-                headers=_retry_after(1),
+                headers=retry_after_header(1),
             )
             return
         status = claim.status
@@ -451,7 +274,7 @@ class IdempotencyMiddleware:
                 send,
                 _IN_PROGRESS,
                 detail="a request with this Idempotency-Key is still being processed",
-                headers=_retry_after(claim.retry_after),
+                headers=retry_after_header(claim.retry_after),
             )
         elif status == "reused":
             await send_refusal(
@@ -471,189 +294,3 @@ class IdempotencyMiddleware:
                 await send(message)
 
             await self.app(scope, replay_receive, mark)
-
-    async def _replay(self, claim: Claim, send: Send) -> None:
-        if claim.payload is None:
-            await _send_problem(
-                send,
-                409,
-                "response-not-retained",
-                "Response not retained",
-                "the original request completed but its response was too large or streamed "
-                "and was not stored; it cannot be replayed",
-            )
-            return
-        try:
-            stored = StoredOutcome.decode(claim.payload)
-            if stored.kind != "http" or not isinstance(stored.body, bytes):
-                raise ValueError(f"a {stored.kind!r} outcome, not an HTTP response")
-            status, body = stored.status, stored.body
-            headers = [(k.encode("latin-1"), v.encode("latin-1")) for k, v in stored.headers]
-        except ValueError:  # also a header that is not latin-1 (UnicodeEncodeError)
-            await send_refusal(
-                send,
-                _STORE_UNAVAILABLE,
-                detail="the stored response could not be read; the request was not processed",
-                headers=_retry_after(1),
-            )
-            return
-        headers.append((b"content-length", str(len(body)).encode()))
-        headers.append((b"idempotent-replayed", b"true"))
-        await send({"type": "http.response.start", "status": status, "headers": headers})
-        await send({"type": "http.response.body", "body": body, "more_body": False})
-
-    def _payload(self, status: int, headers: list[tuple[str, str]], body: bytes) -> str:
-        return StoredOutcome("http", body, status=status, headers=tuple(headers)).encode()
-
-    async def _run(self, claim: Claim, scope: Scope, receive: Receive, send: Send) -> None:
-        records = self.records
-        beat = records.astart_heartbeat(claim)
-        allowed = self.replay_headers
-        max_body = self.max_body
-        status = 0
-        headers: list[tuple[str, str]] = []
-        chunks: list[bytes] = []
-        size = 0
-        retained = True
-        finished = False
-        # a response that will be retained is held (its start and body) until its outcome is
-        # recorded, so the start can say when it could not be; None: messages pass through
-        held: list[Message] | None = None
-
-        async def flush(unrecorded: bool = False) -> None:
-            nonlocal held
-            pending, held = held, None
-            if not pending:
-                return
-            if unrecorded:
-                start = dict(pending[0])
-                start["headers"] = [*start.get("headers", ()), _UNRECORDED]
-                pending[0] = start
-            for message in pending:
-                await send(message)
-
-        async def finish(
-            payload: str | None, store: bool, size: int | None = None, told: bool = False
-        ) -> bool:
-            """Complete (or release) the claim; False when the outcome could not be recorded."""
-            nonlocal finished
-            finished = True
-            if not store:
-                beat.stop()
-                await records.arelease(claim)
-                return True
-            try:  # the heartbeat keeps the lease while the completion is retried
-                recorded = await records._acomplete(claim, payload, size)
-            finally:
-                beat.stop()
-            if recorded is True:
-                return True
-            self._unrecorded(scope, recorded, told=told and held is not None)
-            return False
-
-        async def capture(message: Message) -> None:
-            nonlocal status, headers, size, retained, held
-            kind = message["type"]
-            if kind == "http.response.start" and not finished:
-                status = int(message["status"])
-                headers = [
-                    (k.decode("latin-1"), v.decode("latin-1"))
-                    for k, v in message.get("headers", ())
-                    if k.lower() in allowed
-                ]
-                if not self._releases(status):
-                    held = [message]
-                    return
-            elif kind == "http.response.body" and not finished and status:
-                chunk = message.get("body", b"")
-                if retained:
-                    size += len(chunk)
-                    if size > max_body:  # streamed through from here on, not retained
-                        retained = False
-                        chunks.clear()
-                        await flush()
-                    elif chunk:
-                        chunks.append(chunk)
-                if not message.get("more_body", False):
-                    if self._releases(status):
-                        await finish(None, store=False)
-                    elif retained:
-                        body = b"".join(chunks)
-                        chunks.clear()
-                        payload = self._payload(status, headers, body)
-                        recorded = await finish(payload, True, size, told=True)
-                        if held is not None:  # else its start went out already (an extension)
-                            held.append(message)
-                            await flush(unrecorded=not recorded)
-                            return
-                    else:
-                        await finish(None, True, size)
-                elif held is not None:
-                    held.append(message)
-                    return
-            elif held is not None:  # anything else (an extension): keep the order, stop holding
-                await flush()
-            await send(message)
-
-        try:
-            await self.app(scope, receive, capture)
-        except BaseException:
-            if not finished:
-                await self._abandoned(finish, status)
-            with contextlib.suppress(Exception):  # what the app sent before it failed
-                await flush()
-            raise
-        if not finished:  # the app returned without completing a response
-            await self._abandoned(finish, status)
-        await flush()
-
-    def _releases(self, status: int) -> bool:
-        """Whether a response with ``status`` releases the key instead of being stored."""
-        return status in self.release_statuses or (status >= 500 and self.store_errors == "never")
-
-    def _unrecorded(self, scope: Scope, recorded: bool | StoreError, *, told: bool) -> None:
-        """A finished response whose outcome could not be recorded: log it and emit an event
-        (a claim taken over after its lease was already logged by the records)."""
-        if not isinstance(recorded, StoreError):
-            return
-        _log.warning(
-            "resilience: the outcome of %s %s (Idempotency-Key) could not be recorded (%s); %s; "
-            "a retry after the lease (%g s) runs the request again",
-            scope.get("method"),
-            scope.get("path"),
-            recorded,
-            "the response carries Idempotency-Outcome: unrecorded"
-            if told
-            else "its response had started (streamed), so the client was not told",
-            self.records.lease,
-        )
-        if self.listeners:
-            emit(
-                self.listeners,
-                StoreFailed(
-                    policy=self.name,
-                    pipeline=None,
-                    operation=str(scope.get("method", "HTTP")),
-                    decision="unrecorded",
-                    error_type=error_type(recorded.__cause__ or recorded) or "StoreError",
-                ),
-            )
-
-    async def _abandoned(
-        self, finish: Callable[[str | None, bool], Awaitable[bool]], status: int
-    ) -> None:
-        """The handler raised (or returned) before completing its response."""
-        if self.store_errors == "never":
-            await finish(None, False)
-        elif status:  # a partial response went out: record it as not replayable
-            await finish(None, True)
-        else:
-            body = _problem_body(
-                500,
-                "handler-failed",
-                "Internal Server Error",
-                "the original request failed while being processed",
-            )
-            await finish(
-                self._payload(500, [("content-type", "application/problem+json")], body), True
-            )

@@ -8,7 +8,7 @@ import math
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any, Protocol, cast
 
-from resilience._policy import refused_by_policy
+from resilience import refused_by_policy
 from resilience.errors import ConfigurationError, RateLimitedError
 
 from ._common import (

@@ -7,18 +7,13 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 from interceptors.errors import classify, retry_delay
+from resilience import Policy, deadline_scope, refused_by_policy
 from resilience._clock import Clock, resolve_clock
-from resilience._deadline import (
-    DEFAULT_MAX_DEADLINE,
-    check_max_deadline,
-    clamp_inbound,
-    deadline_scope,
-)
-from resilience._policy import Policy, refused_by_policy
 from resilience._types import Duration, header_names
 from resilience.errors import ConfigurationError, TimeoutExceededError
 from resilience.idempotency import _CALLER, CallerScope
 
+from .._deadline import DEFAULT_MAX_DEADLINE, check_max_deadline, clamp_inbound
 from ._common import (
     PROBLEM_BASE,
     ASGIApp,
@@ -229,8 +224,7 @@ class ResilienceMiddleware:
             if responder.started and failed(responder.status):
                 raise ServerErrorResponse(responder.status)
 
-        run.__qualname__ = run.__name__ = op
-        wrapped = self.pipeline(run)
+        wrapped = self.pipeline.wrap(run, operation=op)
         self._wrapped[op] = wrapped
         return wrapped
 

@@ -10,7 +10,6 @@ from grpc import aio
 
 import resilience as rs
 from resilience._clock import Clock, resolve_clock
-from resilience._deadline import _DEADLINE
 from resilience._types import positive_int
 
 from ._common import (
@@ -20,7 +19,6 @@ from ._common import (
     attempt_metadata,
     attempt_timeout,
     check_pipeline,
-    emitter,
     method_name,
     publish_timeout,
 )
@@ -197,7 +195,7 @@ class AsyncResilienceClientInterceptor:
         if fn is None:
             fn = _stream_attempt if streaming else _unary_attempt
             if self.pipeline is not None:
-                fn = self.pipeline._compose_async(fn, emitter(self.pipeline, method_name(method)))
+                fn = self.pipeline.wrap(fn, operation=method_name(method))
             self._cache[key] = fn
         return fn
 
@@ -218,7 +216,7 @@ class AsyncResilienceClientInterceptor:
             raise
         finally:
             if token is not None:
-                _DEADLINE.reset(token)
+                rs.reset_deadline(token)
         if streaming:
             call, first = out
             return _responses(call, first)

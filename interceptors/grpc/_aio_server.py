@@ -11,27 +11,24 @@ from grpc import aio
 
 import resilience as rs
 from resilience._clock import Clock, resolve_clock
-from resilience._deadline import DEFAULT_MAX_DEADLINE, check_max_deadline
 from resilience._types import Duration
 from resilience.idempotency import _CALLER, IdempotencyRecords
 
-from ._common import check_pipeline, emitter, method_name
-from ._server import (
+from .._deadline import DEFAULT_MAX_DEADLINE, check_max_deadline
+from ._common import check_pipeline, method_name
+from ._server_handlers import ContextProxy, _identity, rejection, unscoped
+from ._server_idempotency import (
     _DESERIALIZE_FAILED,
     _KEY,
     REPLAYED_KEY,
-    ContextProxy,
     IdempotencyConfig,
     StreamBuffer,
-    _identity,
     compose_pipeline,
     enter_scope,
     exit_scope,
     mark_replayed,
     refuse_key,
-    rejection,
     stream_fingerprint,
-    unscoped,
 )
 from ._status import StatusError
 
@@ -182,7 +179,7 @@ class AsyncResilienceServerInterceptor(_ServerInterceptor):
         policy = self._policy
         if policy is None:
             return body
-        return policy._compose_async(body, emitter(policy, method))
+        return policy.wrap(body, operation=method)
 
     def _wrap(self, handler: Any, method: str) -> Any:
         des, ser = handler.request_deserializer, handler.response_serializer

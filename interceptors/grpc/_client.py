@@ -10,7 +10,6 @@ import grpc
 
 import resilience as rs
 from resilience._clock import Clock, resolve_clock
-from resilience._deadline import _DEADLINE
 from resilience._types import positive_int
 
 from ._common import (
@@ -21,7 +20,6 @@ from ._common import (
     attempt_metadata,
     attempt_timeout,
     check_pipeline,
-    emitter,
     method_name,
     publish_timeout,
 )
@@ -277,8 +275,7 @@ class ResilienceClientInterceptor(
         if fn is None:
             fn = _stream_attempt if streaming else _unary_attempt
             if self.pipeline is not None:
-                name = method_name(method)
-                fn = self.pipeline._compose_sync(fn, emitter(self.pipeline, name))
+                fn = self.pipeline.wrap(fn, operation=method_name(method))
             self._cache[key] = fn
         return fn
 
@@ -299,7 +296,7 @@ class ResilienceClientInterceptor(
             raise
         finally:
             if token is not None:
-                _DEADLINE.reset(token)
+                rs.reset_deadline(token)
 
     def _stream(self, continuation: Any, details: Any, request: Any, stream_req: bool) -> Any:
         state = _Attempts(
@@ -314,7 +311,7 @@ class ResilienceClientInterceptor(
             ctx = contextvars.copy_context()
         finally:
             if token is not None:
-                _DEADLINE.reset(token)
+                rs.reset_deadline(token)
         return _ResponseStream(lambda: ctx.run(run, state))
 
     def intercept_unary_unary(

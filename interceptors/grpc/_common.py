@@ -9,9 +9,8 @@ from typing import Any, cast
 import grpc
 
 import resilience as rs
-from resilience._clock import Clock, RandomLike
-from resilience._deadline import _DEADLINE, MAX_TIMEOUT
-from resilience._policy import Emitter
+from resilience import Clock
+from resilience._clock import RandomLike
 from resilience._types import Duration, positive_int
 from resilience.backoff import Backoff, exponential
 from resilience.errors import ConfigurationError
@@ -24,7 +23,6 @@ __all__ = [
     "GrpcRetry",
     "MAX_ATTEMPTS",
     "check_pipeline",
-    "emitter",
     "grpc_retry",
     "method_key",
     "method_name",
@@ -74,32 +72,20 @@ def check_pipeline(pipeline: object) -> rs.Policy | None:
     return pipeline
 
 
-def emitter(policy: rs.Policy, method: str) -> Emitter:
-    """An outer emitter naming the RPC method as the events' operation."""
-    pipeline = policy.name if isinstance(policy, rs.Pipeline) else None
-    return Emitter((), pipeline, method)
-
-
 def publish_timeout(timeout: float | None, clock: Clock) -> Any:
     """Publish the caller's ``timeout=`` as the call's deadline; returns a reset token or None."""
     if timeout is None:
         return None
-    from resilience._deadline import tighter
-
-    return _DEADLINE.set(tighter(clock.monotonic() + timeout, clock))
+    return rs.publish_deadline(timeout if timeout > 0 else 0.0, clock=clock)
 
 
 def attempt_timeout(timeout: float | None) -> float | None:
     """The ``timeout=`` of one attempt: the time left before the published deadline.
 
-    Capped at ``MAX_TIMEOUT``: grpcio treats a timeout it cannot represent (above ~7e9 s) as
-    already expired, so a far-off deadline must not be passed on as is.
+    Capped at 10**8 s (:func:`resilience.cap_to_deadline`): grpcio treats a timeout it cannot
+    represent (above ~7e9 s) as already expired, so a far-off deadline must not be passed on.
     """
-    d = _DEADLINE.get()
-    if d is None:
-        return timeout if timeout is None or timeout <= MAX_TIMEOUT else MAX_TIMEOUT
-    left = min(max(0.0, d.remaining()), MAX_TIMEOUT)
-    return left if timeout is None or left < timeout else timeout
+    return rs.cap_to_deadline(timeout)
 
 
 def attempt_metadata(metadata: Any, previous: int) -> list[tuple[str, str | bytes]]:
@@ -264,7 +250,7 @@ class GrpcRetry(rs.Retry):
             failed = code_of(exc) in self.codes or pushback_of(exc) is not None
             throttle.record(not failed)
 
-    def _wrap_sync(self, fn: Callable[..., Any], em: Emitter) -> Callable[..., Any]:
+    def wrap_sync(self, fn: Callable[..., Any], em: rs.Emitter) -> Callable[..., Any]:
         outcome = self._outcome
 
         def recorded(*args: Any, **kwargs: Any) -> Any:
@@ -276,9 +262,9 @@ class GrpcRetry(rs.Retry):
             outcome(None)
             return result
 
-        return super()._wrap_sync(recorded if self.throttle is not None else fn, em)
+        return super().wrap_sync(recorded if self.throttle is not None else fn, em)
 
-    def _wrap_async(self, fn: Callable[..., Any], em: Emitter) -> Callable[..., Any]:
+    def wrap_async(self, fn: Callable[..., Any], em: rs.Emitter) -> Callable[..., Any]:
         outcome = self._outcome
 
         async def recorded(*args: Any, **kwargs: Any) -> Any:
@@ -290,7 +276,7 @@ class GrpcRetry(rs.Retry):
             outcome(None)
             return result
 
-        return super()._wrap_async(recorded if self.throttle is not None else fn, em)
+        return super().wrap_async(recorded if self.throttle is not None else fn, em)
 
 
 def grpc_retry(

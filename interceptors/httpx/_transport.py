@@ -1,280 +1,26 @@
-"""httpx transports that run every request through a resilience pipeline.
-
-``ResilientTransport`` / ``AsyncResilientTransport`` wrap any inner httpx transport. The pipeline
-sees each *attempt* as a call returning an :class:`httpx.Response` (so a ``Retry``'s
-``on_result`` can look at status codes, and a breaker counts failures) or raising an httpx
-error. :func:`http_retry` builds the retry policy HTTP usually wants.
-
-What the transports guarantee:
-
-* A response that is retried is closed before the next attempt (no pool exhaustion), and every
-  response the caller does not get is closed.
-* A request is re-sent only when that is safe: its body is replayable (bytes, not a generator
-  or async iterator), and its method is idempotent (``GET``, ``HEAD``, ``OPTIONS``, ``PUT``,
-  ``DELETE``, ``TRACE``) or it carries an ``Idempotency-Key`` (``idempotency_key=True`` adds
-  one, the same on every attempt) or the previous attempt failed to connect (nothing was sent).
-  When a retry policy asks for an unsafe re-send anyway, the previous outcome is returned or
-  raised as is.
-* Each attempt's timeouts are capped by the remaining deadline (:func:`resilience.remaining`,
-  published by ``rs.Timeout`` or an inbound-deadline middleware) and at 10**8 s (about three
-  years: a far-off deadline never overflows the socket timeout); an expired deadline raises
-  :class:`resilience.TimeoutExceededError` without sending.
-* The server's delay hint (``Retry-After`` as seconds or an HTTP-date, else the ``t`` of an
-  exhausted IETF ``RateLimit`` quota; malformed values are ignored) is attached to each
-  response, so *any* :class:`resilience.Retry` in the pipeline, not only :func:`http_retry`,
-  waits as long as the server asked (within the deadline) before retrying that response. A
-  ``retry_after=`` hook given to the ``Retry`` wins.
-* An open circuit breaker in the pipeline raises :class:`resilience.CircuitOpenError` before
-  anything is sent.
-* Events carry the operation name ``"<METHOD> <host[:port]>"``. Re-sends are recorded on the
-  current OpenTelemetry span (if ``opentelemetry`` is in use) as ``resilience.http.resend``
-  events with ``http.request.resend_count``; the official httpx instrumentation, wrapping the
-  inner transport, still produces one client span per attempt.
-
-Example:
-    >>> import httpx, resilience as rs
-    >>> from interceptors.httpx import ResilientTransport, http_retry
-    >>> def handler(request):
-    ...     return httpx.Response(200, text="hello")
-    >>> transport = ResilientTransport(
-    ...     rs.Pipeline(rs.Timeout(10), http_retry(attempts=3)),
-    ...     transport=httpx.MockTransport(handler),
-    ... )
-    >>> with httpx.Client(transport=transport) as client:
-    ...     client.get("http://service.local/").text
-    'hello'
-"""
+"""The sync and async transports: one composition per operation, safe re-sends, deadlines."""
 
 from __future__ import annotations
 
-import re
 import sys
 import threading
 import uuid
-from collections.abc import Awaitable, Callable, Collection, Sequence
-from datetime import UTC
-from email.utils import parsedate_to_datetime
+from collections.abc import Awaitable, Callable, Collection
 from typing import Any
 
 import httpx
 
-from resilience._clock import Clock, RandomLike, resolve_clock
-from resilience._deadline import MAX_TIMEOUT, remaining
-from resilience._policy import Policy
-from resilience._types import method_names, positive_number, status_codes
-from resilience.backoff import Backoff, exponential
-from resilience.budget import Budget
+from resilience import Policy, cap_to_deadline
+from resilience._clock import Clock, resolve_clock
+from resilience._types import method_names
 from resilience.errors import ConfigurationError, TimeoutExceededError
-from resilience.events import Listener
-from resilience.retry import Retry, attach_retry_after, retry_after_attribute
+from resilience.retry import attach_retry_after
 
-__all__ = [
-    "IDEMPOTENT_METHODS",
-    "RETRY_STATUSES",
-    "AsyncResilientTransport",
-    "ResilientTransport",
-    "http_retry",
-    "may_resend",
-    "parse_retry_after",
-    "server_delay",
-]
+from ._hints import IDEMPOTENT_METHODS, KEYED_METHODS, may_resend, server_delay
 
-#: Methods whose requests may be re-sent without an ``Idempotency-Key`` (RFC 9110 §9.2.2).
-IDEMPOTENT_METHODS: frozenset[str] = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE", "TRACE"})
-#: Statuses :func:`http_retry` retries by default.
-RETRY_STATUSES: frozenset[int] = frozenset({429, 502, 503, 504})
-_KEYED_METHODS = frozenset({"POST", "PATCH"})
-_NOT_SENT = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout)
+__all__ = ["AsyncResilientTransport", "ResilientTransport"]
+
 _MAX_OPERATIONS = 1024
-
-
-# -- when may a request be sent again ------------------------------------------------------
-
-
-def _replayable(request: httpx.Request) -> bool:
-    return isinstance(request.stream, httpx.ByteStream)
-
-
-def may_resend(
-    request: httpx.Request,
-    error: BaseException | None = None,
-    methods: Collection[str] = IDEMPOTENT_METHODS,
-) -> bool:
-    """Whether ``request`` may be sent again after ``error`` (or after a response).
-
-    Example:
-        >>> import httpx
-        >>> may_resend(httpx.Request("GET", "http://x/"))
-        True
-        >>> may_resend(httpx.Request("POST", "http://x/", content=b"{}"))
-        False
-        >>> may_resend(httpx.Request("POST", "http://x/", headers={"Idempotency-Key": "k1"}))
-        True
-        >>> may_resend(httpx.Request("POST", "http://x/"), httpx.ConnectError("refused"))
-        True
-    """
-    if not _replayable(request):
-        return False
-    if request.method in methods or isinstance(error, _NOT_SENT):
-        return True
-    return request.method in _KEYED_METHODS and "idempotency-key" in request.headers
-
-
-# -- server-directed delays -----------------------------------------------------------------
-
-_DIGITS = re.compile(r"\A[0-9]{1,10}\Z")
-_RL_ITEM = re.compile(r'\A\s*(?:"(?:[^"\\]|\\.)*"|[A-Za-z*][A-Za-z0-9_.*:%/-]*)((?:\s*;[^;]*)*)\Z')
-
-
-def parse_retry_after(value: str | None, now: float) -> float | None:
-    """Seconds to wait from a ``Retry-After`` value (delay-seconds or an HTTP-date).
-
-    A date in the past gives ``0.0``; a malformed value gives ``None`` (use the backoff).
-
-    Example:
-        >>> parse_retry_after("120", now=0.0)
-        120.0
-        >>> parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT", now=1445412475.0)
-        5.0
-        >>> parse_retry_after("soon", now=0.0) is None
-        True
-    """
-    if value is None:
-        return None
-    value = value.strip()
-    if _DIGITS.match(value):
-        return float(value)
-    try:
-        when = parsedate_to_datetime(value)
-    except (TypeError, ValueError, IndexError, OverflowError):
-        return None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=UTC)
-    return max(0.0, when.timestamp() - now)
-
-
-def _ratelimit_reset(value: str | None) -> float | None:
-    """The ``t`` of the exhausted quotas in an IETF ``RateLimit`` field (largest), or ``None``."""
-    if not value:
-        return None
-    waits: list[float] = []
-    for item in value.split(","):
-        m = _RL_ITEM.match(item)
-        if m is None:
-            return None
-        params: dict[str, str] = {}
-        for part in m.group(1).split(";")[1:]:
-            k, _, v = part.strip().partition("=")
-            params[k.strip()] = v.strip()
-        r, t = params.get("r"), params.get("t")
-        if t is None or not _DIGITS.match(t):
-            continue
-        if r is not None and r.strip() == "0":
-            waits.append(float(t))
-    return max(waits) if waits else None
-
-
-def server_delay(headers: httpx.Headers, now: float) -> float | None:
-    """The server's delay hint in response headers, or ``None`` (malformed values are ignored).
-
-    ``Retry-After`` (seconds or an HTTP-date; present exactly once), else the ``t`` of an
-    exhausted IETF ``RateLimit`` quota.
-
-    Example:
-        >>> server_delay(httpx.Headers({"Retry-After": "3"}), now=0.0)
-        3.0
-        >>> server_delay(httpx.Headers({"RateLimit": '"q";r=0;t=7'}), now=0.0)
-        7.0
-        >>> server_delay(httpx.Headers({"Retry-After": "soon"}), now=0.0) is None
-        True
-    """
-    values = headers.get_list("retry-after")
-    delay = parse_retry_after(values[0], now) if len(values) == 1 else None
-    if delay is None:
-        delay = _ratelimit_reset(headers.get("ratelimit"))
-    return delay
-
-
-def _hint_hook(clock: Clock, max_delay: float | None) -> Callable[[object], float | None]:
-    def retry_after(outcome: object) -> float | None:
-        if isinstance(outcome, httpx.Response):
-            delay = server_delay(outcome.headers, clock.time())
-        else:
-            delay = retry_after_attribute(outcome)
-        if delay is not None and max_delay is not None and delay > max_delay:
-            return -1.0  # the server asks for longer than we wait: give up with this outcome
-        return delay
-
-    return retry_after
-
-
-def http_retry(
-    *,
-    attempts: int = 3,
-    statuses: Collection[int] = RETRY_STATUSES,
-    methods: Collection[str] = IDEMPOTENT_METHODS,
-    backoff: Backoff | None = None,
-    max_retry_after: float | None = 60.0,
-    max_elapsed: float | None = None,
-    budget: Budget | None = None,
-    name: str = "http_retry",
-    clock: Clock | None = None,
-    random: RandomLike | None = None,
-    listeners: Sequence[Listener] = (),
-) -> Retry:
-    """A :class:`resilience.Retry` with HTTP defaults, for the resilient transports.
-
-    Retries responses whose status is in ``statuses`` (429, 502, 503, 504) and transport errors
-    (connect failures, timeouts, broken connections), only for requests :func:`may_resend`
-    allows. The delay is the server's when it sent one (``Retry-After`` as seconds or an
-    HTTP-date, else the ``t`` of an exhausted IETF ``RateLimit`` quota; malformed values are
-    ignored), else the ``backoff``'s (exponential, full jitter, 0.1 s initial, 5 s cap); a
-    server delay above ``max_retry_after`` seconds ends retrying with the response at hand.
-    ``on_result`` receives the :class:`httpx.Response`.
-
-    Example:
-        >>> import resilience as rs
-        >>> retry = http_retry(attempts=4, statuses={503})
-        >>> retry.attempts
-        4
-    """
-    statuses = status_codes(statuses, "statuses")
-    methods = method_names(methods, "methods")
-    if max_retry_after is not None:
-        max_retry_after = positive_number(max_retry_after, "max_retry_after", allow_zero=True)
-    clk = resolve_clock(clock)
-
-    def on_error(exc: BaseException) -> bool:
-        if not isinstance(exc, httpx.TransportError) or isinstance(
-            exc, httpx.UnsupportedProtocol | httpx.LocalProtocolError
-        ):
-            return False
-        try:
-            request = exc.request
-        except RuntimeError:
-            return False
-        return may_resend(request, exc, methods)
-
-    def on_result(response: object) -> bool:
-        return (
-            isinstance(response, httpx.Response)
-            and response.status_code in statuses
-            and may_resend(response.request, None, methods)
-        )
-
-    return Retry(
-        on=on_error,
-        attempts=attempts,
-        backoff=backoff if backoff is not None else exponential(initial=0.1, maximum=5.0),
-        max_elapsed=max_elapsed,
-        budget=budget,
-        on_result=on_result,
-        retry_after=_hint_hook(clk, max_retry_after),
-        name=name,
-        clock=clk,
-        random=random,
-        listeners=listeners,
-    )
 
 
 # -- the transports -------------------------------------------------------------------------
@@ -360,16 +106,18 @@ class _Core:
                     self._hosts[host] = policy
         return policy
 
-    def _compose(self, request: httpx.Request, make: Callable[[str], Any]) -> Any:
+    def _compose(self, request: httpx.Request, make: Callable[[], Any]) -> Any:
         host = request.url.netloc.decode("ascii", "replace")
         key = (request.method, host)
         wrapped = self._ops.get(key)
         if wrapped is None:
-            fn = make(f"{request.method} {host}")
+            op = f"{request.method} {host}"
+            wrapped = make()  # one attempt function (one composition) per operation
             hp = self.host_policy(host)
             if hp is not None:
-                fn = hp(fn)
-            wrapped = self.pipeline(fn) if self.pipeline is not None else fn
+                wrapped = hp.wrap(wrapped, operation=op)
+            if self.pipeline is not None:
+                wrapped = self.pipeline.wrap(wrapped, operation=op)
             if len(self._ops) < _MAX_OPERATIONS:
                 self._ops[key] = wrapped
         return wrapped
@@ -377,7 +125,7 @@ class _Core:
     def _prepare(self, request: httpx.Request) -> _Attempts:
         if (
             self._auto_key
-            and request.method in _KEYED_METHODS
+            and request.method in KEYED_METHODS
             and "idempotency-key" not in request.headers
         ):
             request.headers["Idempotency-Key"] = str(uuid.uuid4())
@@ -406,11 +154,10 @@ class _Core:
                 raise _Unsafe
             prev, att.last, att.error = att.last, None, None
             _trace_resend(request, att.n - 1)
-        left = remaining()
+        left = cap_to_deadline()  # at most 10**8 s: a far deadline must not overflow a socket
         if left is not None:
             if left <= 0:
                 raise TimeoutExceededError("the deadline expired before the request was sent")
-            left = min(left, MAX_TIMEOUT)  # a far deadline must not overflow the socket timeout
             base = att.timeout if isinstance(att.timeout, dict) else {}
             request.extensions["timeout"] = {
                 k: left if base.get(k) is None else min(base[k], left)
@@ -437,6 +184,7 @@ class ResilientTransport(_Core, httpx.BaseTransport):
 
     Example:
         >>> import httpx, resilience as rs
+        >>> from interceptors.httpx import ResilientTransport, http_retry
         >>> transport = ResilientTransport(http_retry(), transport=httpx.MockTransport(
         ...     lambda request: httpx.Response(204)))
         >>> httpx.Client(transport=transport).get("http://a.local/").status_code
@@ -465,7 +213,7 @@ class ResilientTransport(_Core, httpx.BaseTransport):
             )
         self.transport = transport if transport is not None else httpx.HTTPTransport()
 
-    def _make(self, op: str) -> Callable[[_Attempts], httpx.Response]:
+    def _make(self) -> Callable[[_Attempts], httpx.Response]:
         inner = self.transport
         begin = self._begin
         received = self._received
@@ -484,7 +232,6 @@ class ResilientTransport(_Core, httpx.BaseTransport):
             received(att, response)
             return response
 
-        attempt.__qualname__ = attempt.__name__ = op
         return attempt
 
     def handle_request(self, request: httpx.Request) -> httpx.Response:
@@ -515,6 +262,7 @@ class AsyncResilientTransport(_Core, httpx.AsyncBaseTransport):
 
     Example:
         >>> import asyncio, httpx, resilience as rs
+        >>> from interceptors.httpx import AsyncResilientTransport, http_retry
         >>> async def main() -> int:
         ...     inner = httpx.MockTransport(lambda request: httpx.Response(204))
         ...     async with httpx.AsyncClient(
@@ -541,7 +289,7 @@ class AsyncResilientTransport(_Core, httpx.AsyncBaseTransport):
             )
         self.transport = transport if transport is not None else httpx.AsyncHTTPTransport()
 
-    def _make(self, op: str) -> Callable[[_Attempts], Awaitable[httpx.Response]]:
+    def _make(self) -> Callable[[_Attempts], Awaitable[httpx.Response]]:
         inner = self.transport
         begin = self._begin
         received = self._received
@@ -560,7 +308,6 @@ class AsyncResilientTransport(_Core, httpx.AsyncBaseTransport):
             received(att, response)
             return response
 
-        attempt.__qualname__ = attempt.__name__ = op
         return attempt
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
