@@ -112,9 +112,8 @@ class RedisStore:
         self._aclients = LoopClients(given_async, new_client, self._breaker)
         self._loops = self._aclients.loops  # event loop -> its LoopClient (weak keys)
         self._background: set[Any] = set()  # apply_soon tasks (strong references)
-        self._direct: Direct | Literal[False] | None = (
-            False  # the direct path (False: not decided yet)
-        )
+        # the direct path of a plain redis.Redis client (None: none; False: not decided yet)
+        self._direct: Direct | Literal[False] | None = False
 
     @classmethod
     def from_url(
