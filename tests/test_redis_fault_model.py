@@ -20,7 +20,8 @@ import redis
 import resilience as rs
 from resilience._degraded import degraded_count
 from resilience.events import Event, StoreFailed
-from resilience.stores.redis import RedisStore, _Breaker
+from resilience.stores.redis import RedisStore
+from resilience.stores.redis._faults import Breaker as _Breaker
 from resilience.testing import FakeClock
 
 from .redis_servers import RedisServer
