@@ -18,7 +18,7 @@ INTERCEPTORS = Path(__file__).resolve().parent.parent / "interceptors"
 
 #: Private resilience names adapters still import, on purpose (shrink this list, never grow it):
 #: clock plumbing (``resolve_clock`` returns the shared system clock the fast paths compare by
-#: identity), the shared validation helpers and the idempotency caller scope.
+#: identity) and the shared validation helpers.
 ALLOWED_PRIVATE: dict[str, set[str]] = {
     "resilience._clock": {"Clock", "RandomLike", "resolve_clock"},
     "resilience._types": {
@@ -32,7 +32,6 @@ ALLOWED_PRIVATE: dict[str, set[str]] = {
         "seconds",
         "status_codes",
     },
-    "resilience.idempotency": {"_CALLER"},
 }
 #: Policy internals an adapter must never reach for (the public ``wrap`` replaces them).
 POLICY_INTERNALS = {"_compose_sync", "_compose_async", "_wrap_sync", "_wrap_async", "_emitter"}

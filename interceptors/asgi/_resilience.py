@@ -11,7 +11,7 @@ from resilience import Policy, deadline_scope, refused_by_policy
 from resilience._clock import Clock, resolve_clock
 from resilience._types import Duration, header_names
 from resilience.errors import ConfigurationError, TimeoutExceededError
-from resilience.idempotency import _CALLER, CallerScope
+from resilience.idempotency import CURRENT_CALLER, CallerScope
 
 from .._deadline import DEFAULT_MAX_DEADLINE, check_max_deadline, clamp_inbound
 from ._common import (
@@ -215,12 +215,12 @@ class ResilienceMiddleware:
 
         async def run(scope: Scope, receive: Receive, responder: _Responder) -> None:
             # the caller's scope is for the pipeline's Idempotent, not for the app's own records
-            token = None if _CALLER.get() is None else _CALLER.set(None)
+            token = None if CURRENT_CALLER.get() is None else CURRENT_CALLER.set(None)
             try:
                 await app(scope, receive, responder)
             finally:
                 if token is not None:
-                    _CALLER.reset(token)
+                    CURRENT_CALLER.reset(token)
             if responder.started and failed(responder.status):
                 raise ServerErrorResponse(responder.status)
 
@@ -270,7 +270,7 @@ class ResilienceMiddleware:
     async def _handle(self, scope: Scope, receive: Receive, send: Send) -> None:
         responder = _Responder(send)
         caller = self._caller(scope) if self._scoped else None
-        token = None if caller is None else _CALLER.set(caller)
+        token = None if caller is None else CURRENT_CALLER.set(caller)
         try:
             await self._guarded(self._operation(scope))(scope, receive, responder)
             if caller is not None and caller.replayed and not responder.started:
@@ -296,4 +296,4 @@ class ResilienceMiddleware:
             await send_refusal(send, row, detail=str(exc) or None, headers=headers)
         finally:
             if token is not None:
-                _CALLER.reset(token)
+                CURRENT_CALLER.reset(token)

@@ -12,7 +12,7 @@ from grpc import aio
 import resilience as rs
 from resilience._clock import Clock, resolve_clock
 from resilience._types import Duration
-from resilience.idempotency import _CALLER, IdempotencyRecords
+from resilience.idempotency import CURRENT_CALLER, IdempotencyRecords
 
 from .._deadline import DEFAULT_MAX_DEADLINE, check_max_deadline
 from ._common import check_pipeline, method_name
@@ -63,7 +63,7 @@ def _unary_body(user: Callable[..., Any]) -> Callable[..., Awaitable[Any]]:
             result = await user(request, proxy)
         finally:
             if token is not None:
-                _CALLER.reset(token)
+                CURRENT_CALLER.reset(token)
         failed = proxy.failure(result)
         if failed is not None:
             raise failed
@@ -85,7 +85,7 @@ def _stream_body(user: Callable[..., Any]) -> Callable[..., Awaitable[Any]]:
                 await out  # a handler writing with context.write
         finally:
             if token is not None:
-                _CALLER.reset(token)
+                CURRENT_CALLER.reset(token)
         failed = proxy.failure(None)
         if failed is not None:
             raise failed

@@ -11,7 +11,7 @@ import grpc
 import resilience as rs
 from resilience._clock import Clock, resolve_clock
 from resilience._types import Duration
-from resilience.idempotency import _CALLER, IdempotencyRecords
+from resilience.idempotency import CURRENT_CALLER, IdempotencyRecords
 
 from .._deadline import DEFAULT_MAX_DEADLINE, check_max_deadline
 from ._common import END, check_pipeline, method_name
@@ -311,7 +311,7 @@ class ResilienceServerInterceptor(_ServerInterceptor):
                 if first is END:
                     return
                 if tokens[2] is not None:
-                    _CALLER.set(None)  # the rest of the stream is the handler's own code
+                    CURRENT_CALLER.set(None)  # the rest of the stream is the handler's own code
                 yield first
                 try:
                     yield from it

@@ -7,7 +7,7 @@ from typing import Any
 
 import grpc
 
-from resilience.idempotency import _CALLER
+from resilience.idempotency import CURRENT_CALLER
 
 from ._common import END
 from ._status import StatusError, status_for
@@ -74,7 +74,7 @@ def unscoped() -> Any:
     The scope is for the interceptor's ``idempotency=`` policy only: idempotent functions the
     handler calls keep their own (cross-caller) records.
     """
-    return None if _CALLER.get() is None else _CALLER.set(None)
+    return None if CURRENT_CALLER.get() is None else CURRENT_CALLER.set(None)
 
 
 def _unary_body(user: Callable[..., Any]) -> Callable[[Any, ContextProxy], Any]:
@@ -84,7 +84,7 @@ def _unary_body(user: Callable[..., Any]) -> Callable[[Any, ContextProxy], Any]:
             result = user(request, proxy)
         finally:
             if token is not None:
-                _CALLER.reset(token)
+                CURRENT_CALLER.reset(token)
         failed = proxy.failure(result)
         if failed is not None:
             raise failed
@@ -104,7 +104,7 @@ def _stream_body(user: Callable[..., Any]) -> Callable[[Any, ContextProxy], Any]
                 first = END
         finally:
             if token is not None:
-                _CALLER.reset(token)
+                CURRENT_CALLER.reset(token)
         failed = proxy.failure(None)
         if failed is not None:
             raise failed

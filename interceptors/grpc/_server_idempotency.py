@@ -13,7 +13,7 @@ import resilience as rs
 from resilience._clock import Clock
 from resilience._types import Duration, seconds
 from resilience.errors import ConfigurationError, RejectedError
-from resilience.idempotency import _CALLER, BufferBudget, CallerScope, IdempotencyRecords
+from resilience.idempotency import CURRENT_CALLER, BufferBudget, CallerScope, IdempotencyRecords
 
 from .._deadline import clamp_inbound
 from ._status import StatusError
@@ -282,7 +282,7 @@ def enter_scope(
         if principal is None:
             key = None
         else:
-            caller = _CALLER.set(CallerScope(principal))
+            caller = CURRENT_CALLER.set(CallerScope(principal))
     if error is not None:
         if dl is not None:
             rs.reset_deadline(dl)
@@ -294,7 +294,7 @@ def exit_scope(tokens: tuple[Any, ...]) -> None:
     """Undo :func:`enter_scope` (tolerating a generator closed in another context)."""
     try:
         if tokens[2] is not None:
-            _CALLER.reset(tokens[2])
+            CURRENT_CALLER.reset(tokens[2])
         if tokens[1] is not None:
             _KEY.reset(tokens[1])
         if tokens[0] is not None:
@@ -305,6 +305,6 @@ def exit_scope(tokens: tuple[Any, ...]) -> None:
 
 def mark_replayed(context: Any) -> None:
     """Add ``idempotent-replayed: true`` when the call's policy replayed a stored outcome."""
-    caller = _CALLER.get()
+    caller = CURRENT_CALLER.get()
     if caller is not None and caller.replayed:
         context.set_trailing_metadata(((REPLAYED_KEY, "true"),))

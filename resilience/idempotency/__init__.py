@@ -42,9 +42,6 @@ from ._outcome import OUTCOME_VERSION, StoredOutcome
 from ._policy import Idempotent
 from ._records import IdempotencyRecords
 from ._scope import (
-    _CALLER as _CALLER,  # the adapters' import before CURRENT_CALLER was public
-)
-from ._scope import (
     CURRENT_CALLER,
     MAX_BUFFERED_BYTES,
     MAX_RESPONSE_BYTES,

@@ -8,7 +8,7 @@ from typing import Any
 from ..errors import StoreError
 from ..stores.base import StoreOp
 from ._ops import ClaimStatus
-from ._scope import _CALLER
+from ._scope import CURRENT_CALLER
 
 __all__ = ["Claim", "aapply_op", "apply_op", "claim_result"]
 
@@ -50,7 +50,7 @@ def claim_result(key: str, owner: str, result: Any, store: Any) -> Claim:
     if status == "corrupt":
         raise StoreError(f"idempotency record {key!r} is malformed or of an unknown version")
     if status == "replay":
-        caller = _CALLER.get()
+        caller = CURRENT_CALLER.get()
         if caller is not None:
             caller.replayed = True
         return Claim("replay", key, owner, fence, payload=extra, store=store)

@@ -18,7 +18,7 @@ from ._claim import Claim, aapply_op, apply_op, claim_result
 from ._codec import _new_owner, record_key
 from ._ops import ClaimOp, CompleteOp, ReleaseOp, RenewOp
 from ._options import check_choice, check_store
-from ._scope import _CALLER, MAX_BUFFERED_BYTES, MAX_RESPONSE_BYTES, BufferBudget
+from ._scope import CURRENT_CALLER, MAX_BUFFERED_BYTES, MAX_RESPONSE_BYTES, BufferBudget
 
 if TYPE_CHECKING:  # pragma: no cover
     import asyncio
@@ -132,7 +132,7 @@ class IdempotencyRecords:
 
         Inside :func:`caller_scope` the caller's principal is part of the key.
         """
-        caller = _CALLER.get()
+        caller = CURRENT_CALLER.get()
         if caller is None:
             return record_key(self.namespace, *parts)
         return record_key(self.namespace, "\x00caller", caller.principal, *parts)

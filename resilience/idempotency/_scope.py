@@ -49,7 +49,6 @@ class CallerScope:
 CURRENT_CALLER: ContextVar[CallerScope | None] = ContextVar(
     "resilience_idempotency_caller", default=None
 )
-_CALLER = CURRENT_CALLER  # the name the adapters imported before it was public
 
 
 @contextmanager
@@ -80,11 +79,11 @@ def caller_scope(principal: str) -> Iterator[CallerScope]:
     if not isinstance(value, str) or not value:
         raise ConfigurationError(f"principal must be a non-empty str, got {principal!r}")
     scope = CallerScope(value)
-    token = _CALLER.set(scope)
+    token = CURRENT_CALLER.set(scope)
     try:
         yield scope
     finally:
-        _CALLER.reset(token)
+        CURRENT_CALLER.reset(token)
 
 
 class BufferBudget:

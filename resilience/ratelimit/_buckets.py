@@ -20,7 +20,7 @@ from collections.abc import Callable
 from typing import Any, Literal, cast
 
 from .._clock import Clock
-from .._deadline import _DEADLINE
+from .._deadline import cap_to_deadline
 from .._degraded import STORE_LOG, state_reset
 from .._policy import Emitter, Policy
 from ..errors import ConfigurationError, RateLimitedError, StoreError
@@ -263,13 +263,7 @@ class Buckets(Policy):
     def _max_wait(self) -> float:
         """``max_wait`` capped by the current deadline (never sleep past it)."""
         mw = self.max_wait
-        if mw:
-            dl = _DEADLINE.get()
-            if dl is not None:
-                left = dl.remaining()
-                if left < mw:
-                    return left if left > 0 else 0.0
-        return mw
+        return cap_to_deadline(mw) if mw else mw
 
     def _rejected(self, retry_after: float, em: Emitter) -> RateLimitedError:
         ra: float | None = None if retry_after == _INF else round(retry_after, 9)
