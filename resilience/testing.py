@@ -26,7 +26,8 @@ from collections.abc import Callable
 from concurrent.futures import Future
 from typing import Any
 
-from ._clock import DeadlineScope, _TaskDeadline
+from ._clock import DeadlineScope
+from ._clock_wheel import _TaskDeadline
 from .errors import ConfigurationError
 from .events import Event
 

@@ -25,13 +25,8 @@ from collections.abc import Awaitable, Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, Literal
 
-from ._clock import (
-    SYSTEM_CLOCK,
-    DeadlineClock,
-    arm_task_deadline,
-    disarm_task_deadline,
-    resolve_deadline_clock,
-)
+from ._clock import SYSTEM_CLOCK, DeadlineClock, resolve_deadline_clock
+from ._clock_wheel import arm_task_deadline, disarm_task_deadline
 from ._deadline import _DEADLINE, Deadline, tighter
 from ._policy import Emitter, Policy
 from ._types import Duration, positive_int

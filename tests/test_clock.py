@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 import resilience as rs
-from resilience import _clock
+from resilience import _clock, _clock_wheel
 from resilience.testing import FakeClock
 
 
@@ -190,12 +190,13 @@ def test_fake_clock_async_paths_never_read_or_wait_on_real_time(
     async def main() -> None:
         monkeypatch.setattr(asyncio, "sleep", yield_only)
         monkeypatch.setattr(_clock, "_time", NoRealTime())
+        monkeypatch.setattr(_clock_wheel, "_time", NoRealTime())
         with pytest.raises(rs.TimeoutExceededError):
             await rs.Timeout(5, clock=clock).acall(clock.asleep, 60)
         retry = rs.Retry(on=OSError, attempts=2, backoff=rs.backoff.constant(3), clock=clock)
         with pytest.raises(OSError):
             await retry.acall(_afail)
-        assert asyncio.get_running_loop() not in _clock._wheels  # the real wheel never armed
+        assert asyncio.get_running_loop() not in _clock_wheel._wheels  # the real wheel never armed
 
     asyncio.run(main())
     assert clock.monotonic() == 8.0
@@ -221,7 +222,7 @@ def test_no_attribute_is_set_on_the_event_loop_and_a_finished_loop_is_freed() ->
 
     loop.run_until_complete(main())
     assert set(vars(loop)) == before  # on main: _resilience_deadline_wheel was added
-    assert loop in _clock._wheels
+    assert loop in _clock_wheel._wheels
     ref = weakref.ref(loop)
     loop.close()
     del loop

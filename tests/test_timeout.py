@@ -233,7 +233,7 @@ class TestSystemClockWheel:
             await task
 
     async def test_dead_entries_are_compacted(self) -> None:
-        from resilience._clock import _wheel_for
+        from resilience._clock_wheel import _wheel_for
 
         async def quick() -> int:
             return 1
