@@ -43,11 +43,11 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar, Literal
 
-from . import _circuit_core as core
-from ._clock import Clock, RandomLike, resolve_clock, resolve_random
-from ._degraded import STORE_LOG, state_reset
-from ._policy import Emitter, Policy, own_refusal, refusal
-from ._types import (
+from . import _core as core
+from .._clock import Clock, RandomLike, resolve_clock, resolve_random
+from .._degraded import STORE_LOG, state_reset
+from .._policy import Emitter, Policy, own_refusal, refusal
+from .._types import (
     MAX_SECONDS,
     Duration,
     ExceptionSpec,
@@ -57,9 +57,9 @@ from ._types import (
     result_predicate,
     seconds,
 )
-from .errors import CircuitOpenError, ConfigurationError, StoreError
-from .events import CallRejected, CircuitStateChanged, Listener, StoreFailed, emit, error_type
-from .stores.base import Store, apply_soon
+from ..errors import CircuitOpenError, ConfigurationError, StoreError
+from ..events import CallRejected, CircuitStateChanged, Listener, StoreFailed, emit, error_type
+from ..stores.base import Store, apply_soon
 
 __all__ = ["CircuitBreaker", "CircuitMetrics", "CircuitState"]
 
