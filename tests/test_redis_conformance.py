@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 
 from resilience import backoff
 from resilience.circuit import CircuitBreaker, CircuitState
-from resilience.circuit._breaker import _AcquireOp, _ManualOp, _RecordOp
+from resilience.circuit._store import _AcquireOp, _ManualOp, _RecordOp
 from resilience.errors import CircuitOpenError
 from resilience.idempotency import ClaimOp, CompleteOp, ReleaseOp, RenewOp
 from resilience.ratelimit import LimitParams, RateLimiter, _RefundOp, _TakeOp, limit_params
