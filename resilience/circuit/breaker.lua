@@ -17,10 +17,17 @@ local now = now_us()
 local c = {struct.unpack('<' .. string.rep('d', #ARGV[2] / 8), ARGV[2])}
 local fr, fc, sr, minc, nb, bus, hoc, hot, bad, ttl, held =
   c[1], c[2], c[3], c[4], c[5], c[6], c[7], c[8], c[9], c[10], c[11]
-local nopen = #c - 12  -- the last value is struct.unpack's next position
+local NCFG = 11  -- fixed configuration values; the open durations (microseconds) follow
+local nopen = #c - NCFG - 1  -- the last value is struct.unpack's next position
 local TOKEN, UNTIL, OPENS, PERMITS, PASSED, LAST = 1, 2, 3, 4, 5, 6
 local CALLS, FAILS, SLOW, REJ, STALE, CUR, RING = 7, 8, 9, 10, 11, 12, 13
-local N = 12 + 3 * nb
+local RING0 = RING - 1  -- CUR holds core's (0-based) index of the newest bucket's calls
+local CLOSED, OPEN, HALF_OPEN = 0, 1, 2  -- state codes: token % 4
+local SUCCESS, FAILURE, SLOW_BIT, RELEASE = 0, 1, 2, -1  -- outcomes
+local R_FAILURE_RATIO, R_FAILURE_COUNT, R_SLOW_RATIO, R_PROBE_FAILED = 1, 2, 3, 4  -- reasons
+local R_PROBES_SUCCEEDED, R_OPEN_ELAPSED, R_HALF_OPEN_TIMEOUT, R_MANUAL = 5, 6, 7, 8
+local M_TICK, M_OPEN, M_RESET = 0, 1, 3  -- manual actions (2: M_CLOSE)
+local N = RING0 + 3 * nb
 local fmt = '<' .. string.rep('d', N + 1)
 local function fdiv(a, b)
   local q = math.floor(a / b)
@@ -36,12 +43,14 @@ local function valid()
     if v % 1 ~= 0 or (v < 0 and i ~= UNTIL and i ~= LAST) then return false end
   end
   local code, u, cur = st[TOKEN] % 4, st[UNTIL], st[CUR]
-  if code == 3 or u < -1 or cur < 12 or cur >= N or (cur - 12) % 3 ~= 0 then return false end
+  if code == 3 or u < -1 or cur < RING0 or cur >= N or (cur - RING0) % 3 ~= 0 then
+    return false
+  end
   if st[LAST] > fdiv(now, bus) + nb then return false end
-  if code == 2 and u < 0 and st[PERMITS] <= 0 then return false end  -- no permit, no timeout
-  if code ~= 0 and u >= 0 then
+  if code == HALF_OPEN and u < 0 and st[PERMITS] <= 0 then return false end  -- no permit/timeout
+  if code ~= CLOSED and u >= 0 then
     local longest = hot
-    for i = 12, 11 + nopen do
+    for i = NCFG + 1, NCFG + nopen do
       if c[i] > longest then longest = c[i] end
     end
     if u > now + longest then return false end
@@ -62,13 +71,13 @@ elseif raw then
 end
 if reset == 1 then redis.call('DEL', KEYS[1]) end
 if not st then
-  st = {0, -1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 12}
+  st = {CLOSED, -1, 0, 0, 0, 0, 0, 0, 0, 0, 0, RING0}
   for i = RING, N do st[i] = 0 end
 end
 local function clear_window(t)
   local e = fdiv(t, bus)
   st[LAST] = e
-  st[CUR] = 12 + (e % nb) * 3
+  st[CUR] = RING0 + (e % nb) * 3
   st[CALLS], st[FAILS], st[SLOW] = 0, 0, 0
   for i = RING, N do st[i] = 0 end
 end
@@ -87,18 +96,18 @@ local function roll(e)
     end
   end
   st[LAST] = e
-  st[CUR] = 12 + (e % nb) * 3
+  st[CUR] = RING0 + (e % nb) * 3
 end
 local tf, tt, tr = -1, -1, -1
 local function go(to, reason)
   local tok = st[TOKEN]
   tf, tt, tr = tok % 4, to, reason
   st[TOKEN] = (math.floor(tok / 4) + 1) * 4 + to
-  if to == 1 then
+  if to == OPEN then
     local opens = st[OPENS] + 1
     st[OPENS] = opens
-    st[UNTIL] = now + c[11 + math.min(opens, nopen)]
-  elseif to == 2 then
+    st[UNTIL] = now + c[NCFG + math.min(opens, nopen)]
+  elseif to == HALF_OPEN then
     st[UNTIL] = -1
     st[PERMITS] = hoc
     st[PASSED] = 0
@@ -111,23 +120,23 @@ end
 local function tick()
   local code = st[TOKEN] % 4
   local until_ = st[UNTIL]
-  if code == 1 and until_ >= 0 and now >= until_ then
-    go(2, 6)
-  elseif code == 2 and until_ >= 0 and now >= until_ then
-    go(1, 7)
+  if code == OPEN and until_ >= 0 and now >= until_ then
+    go(HALF_OPEN, R_OPEN_ELAPSED)
+  elseif code == HALF_OPEN and until_ >= 0 and now >= until_ then
+    go(OPEN, R_HALF_OPEN_TIMEOUT)
   end
 end
 local function evaluate()
   local calls = st[CALLS]
   if calls < minc then return 0 end
   local fails = st[FAILS]
-  if fr ~= 0 and fails / calls >= fr then return 1 end
-  if fc ~= 0 and fails >= fc then return 2 end
-  if sr ~= 0 and st[SLOW] / calls >= sr then return 3 end
+  if fr ~= 0 and fails / calls >= fr then return R_FAILURE_RATIO end
+  if fc ~= 0 and fails >= fc then return R_FAILURE_COUNT end
+  if sr ~= 0 and st[SLOW] / calls >= sr then return R_SLOW_RATIO end
   return 0
 end
 local function save()
-  if st[TOKEN] % 4 == 1 and st[UNTIL] < 0 then
+  if st[TOKEN] % 4 == OPEN and st[UNTIL] < 0 then
     -- forced open (open()): no timer and no TTL; it lasts until close() or reset()
     st[N + 1] = math.huge
     redis.call('SET', KEYS[1], struct.pack(fmt, unpack(st)))
@@ -139,43 +148,43 @@ end
 local function rec(permit, outcome)  -- core.record; true when the state changed
   local tok = st[TOKEN]
   if permit ~= tok then
-    if outcome == -1 then return false end
+    if outcome == RELEASE then return false end
     st[STALE] = st[STALE] + 1
     return true
   end
   local code = tok % 4
-  if code == 0 then
-    if outcome == -1 then return false end
+  if code == CLOSED then
+    if outcome == RELEASE then return false end
     local e = fdiv(now, bus)
     if e > st[LAST] then roll(e) end
     local i = st[CUR] + 1
     st[i] = st[i] + 1
     st[CALLS] = st[CALLS] + 1
-    if outcome ~= 0 then
-      if bit.band(outcome, 1) ~= 0 then
+    if outcome ~= SUCCESS then
+      if bit.band(outcome, FAILURE) ~= 0 then
         st[i + 1] = st[i + 1] + 1
         st[FAILS] = st[FAILS] + 1
       end
-      if bit.band(outcome, 2) ~= 0 then
+      if bit.band(outcome, SLOW_BIT) ~= 0 then
         st[i + 2] = st[i + 2] + 1
         st[SLOW] = st[SLOW] + 1
       end
     end
     if st[FAILS] ~= 0 or st[SLOW] ~= 0 then
       local reason = evaluate()
-      if reason ~= 0 then go(1, reason) end
+      if reason ~= 0 then go(OPEN, reason) end
     end
     return true
   end
-  if code == 2 then
-    if outcome == -1 then
+  if code == HALF_OPEN then
+    if outcome == RELEASE then
       st[PERMITS] = st[PERMITS] + 1
       if st[PERMITS] + st[PASSED] >= hoc then st[UNTIL] = -1 end
     elseif bit.band(outcome, bad) ~= 0 then
-      go(1, 4)
+      go(OPEN, R_PROBE_FAILED)
     else
       st[PASSED] = st[PASSED] + 1
-      if st[PASSED] >= hoc then go(0, 5) end
+      if st[PASSED] >= hoc then go(CLOSED, R_PROBES_SUCCEEDED) end
     end
     return true
   end
@@ -189,18 +198,18 @@ if ps > 0 then
   dirty = true
 end
 for _ = 1, pn do
-  if rec(ptok, 0) then dirty = true end
+  if rec(ptok, SUCCESS) then dirty = true end
 end
 local op = ARGV[3]
 if op == 'a' then
   tick()
   local tok = st[TOKEN]
   local code = tok % 4
-  if code == 0 then
+  if code == CLOSED then
     if tf >= 0 or dirty then save() end
     return {tok, 0, tf, tt, tr, reset}
   end
-  if code == 2 and st[PERMITS] > 0 then
+  if code == HALF_OPEN and st[PERMITS] > 0 then
     st[PERMITS] = st[PERMITS] - 1
     if st[UNTIL] < 0 then st[UNTIL] = now + hot end
     save()
@@ -218,20 +227,20 @@ if op == 'r' then
 end
 local action = tonumber(ARGV[4])
 local code = st[TOKEN] % 4
-if action == 0 then
+if action == M_TICK then
   tick()
-elseif action == 1 then
-  if code ~= 1 then go(1, 8) end
+elseif action == M_OPEN then
+  if code ~= OPEN then go(OPEN, R_MANUAL) end
   st[UNTIL] = -1
 else
-  if code ~= 0 then go(0, 8) end
-  if action == 3 then
+  if code ~= CLOSED then go(CLOSED, R_MANUAL) end
+  if action == M_RESET then
     clear_window(now)
     st[OPENS], st[REJ], st[STALE] = 0, 0, 0
   end
 end
 code = st[TOKEN] % 4
-if code == 0 then
+if code == CLOSED then
   local e = fdiv(now, bus)
   if e > st[LAST] then roll(e) end
 end
