@@ -75,7 +75,6 @@ def wrap_sync(b: CircuitBreaker, fn: Callable[..., Any], em: Emitter) -> Callabl
 
     timed = slow_s is not None
     limit = slow_s or 0.0
-    failure, slow_bit = core.FAILURE, core.SLOW_BIT
 
     def general_circuit_wrapper(*args: Any, **kwargs: Any) -> Any:
         permit = st[0]  # TOKEN
@@ -87,11 +86,11 @@ def wrap_sync(b: CircuitBreaker, fn: Callable[..., Any], em: Emitter) -> Callabl
         except BaseException as exc:
             settle(permit, exc, start, em)
             raise
-        outcome = failure if on_result is not None and on_result(result) else 0
+        outcome = core.FAILURE if on_result is not None and on_result(result) else 0
         with lock:
             now = mono()
             if timed and now - start > limit:
-                outcome |= slow_bit
+                outcome |= core.SLOW_BIT
             if not outcome and now < edge[0] and permit == st[0]:  # TOKEN: same generation
                 st[st[11]] += 1  # count_success(st), inlined: st[st[CUR]] += 1
                 st[6] += 1  # st[CALLS] += 1
@@ -112,7 +111,6 @@ def wrap_async(
     acquire = b._acquire_local
     settle = b._settle_local
     record = b._record_local
-    failure, slow_bit = core.FAILURE, core.SLOW_BIT
     on_result = b._on_result
     slow_s = b.slow_call_duration
     timed = slow_s is not None
@@ -128,11 +126,11 @@ def wrap_async(
         except BaseException as exc:
             settle(permit, exc, start, em)
             raise
-        outcome = failure if on_result is not None and on_result(result) else 0
+        outcome = core.FAILURE if on_result is not None and on_result(result) else 0
         with lock:
             now = mono()
             if timed and now - start > limit:
-                outcome |= slow_bit
+                outcome |= core.SLOW_BIT
             if not outcome and now < edge[0] and permit == st[0]:  # TOKEN: same generation
                 st[st[11]] += 1  # count_success(st), inlined: st[st[CUR]] += 1
                 st[6] += 1  # st[CALLS] += 1
