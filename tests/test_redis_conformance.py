@@ -16,7 +16,8 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from resilience import backoff
-from resilience.circuit import CircuitBreaker, CircuitState, _AcquireOp, _ManualOp, _RecordOp
+from resilience.circuit import CircuitBreaker, CircuitState
+from resilience.circuit._store import _AcquireOp, _ManualOp, _RecordOp
 from resilience.errors import CircuitOpenError
 from resilience.idempotency import ClaimOp, CompleteOp, ReleaseOp, RenewOp
 from resilience.ratelimit import LimitParams, RateLimiter, limit_params

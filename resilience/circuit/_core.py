@@ -2,8 +2,9 @@
 
 This module is the specification of the breaker: :class:`resilience.CircuitBreaker` runs these
 functions under its own lock (in-process) or inside store operations (``store=``), and the Redis
-store will run a Lua twin of them. Everything here is integer arithmetic over a flat list of
-integers and a frozen configuration, so a Lua script can mirror it line by line:
+store runs their Lua twin (``breaker.lua`` in this package). Everything here is integer
+arithmetic over a flat list of integers and a frozen configuration, so a Lua script can mirror
+it line by line:
 
 * time is an integer number of microseconds (``now``) on the caller's (or the store's) clock;
 * the state is one flat ``list[int]`` (layout below), JSON- and Lua-representable;
@@ -49,16 +50,20 @@ __all__ = [
     "HALF_OPEN",
     "Config",
     "acquire",
+    "count_success",
+    "fast_success_until",
     "flush",
     "initial_state",
     "manual",
     "record",
     "snapshot",
+    "state_of",
     "tick",
 ]
 
 # state codes (low two bits of the token)
 CLOSED, OPEN, HALF_OPEN = 0, 1, 2
+STATE_BITS = 3  # token & STATE_BITS is the state code; token >> 2 the generation
 STATE_NAMES = ("closed", "open", "half_open")
 
 # outcome bits passed to record(); RELEASE gives a permit back without an outcome
@@ -80,8 +85,8 @@ REASONS = (
 R_FAILURE_RATIO, R_FAILURE_COUNT, R_SLOW_RATIO = 1, 2, 3
 R_PROBE_FAILED, R_PROBES_SUCCEEDED, R_OPEN_ELAPSED, R_HALF_OPEN_TIMEOUT, R_MANUAL = 4, 5, 6, 7, 8
 
-# manual actions
-M_OPEN, M_CLOSE, M_RESET = 1, 2, 3
+# manual actions (M_TICK: none, only the time-driven transitions, as tick())
+M_TICK, M_OPEN, M_CLOSE, M_RESET = 0, 1, 2, 3
 
 TOKEN, UNTIL, OPENS, PERMITS, PASSED, LAST = 0, 1, 2, 3, 4, 5
 CALLS, FAILS, SLOW, REJECTED, STALE, CUR, RING = 6, 7, 8, 9, 10, 11, 12
@@ -109,6 +114,16 @@ class Config:
     half_open_calls: int
     half_open_timeout_us: int
     bad_mask: int
+
+
+def state_of(token: int) -> int:
+    """The state code of a token, i.e. of the state a permit was granted in.
+
+    Example:
+        >>> state_of(4 * 7 + HALF_OPEN) == HALF_OPEN
+        True
+    """
+    return token & STATE_BITS
 
 
 def initial_state(cfg: Config) -> list[int]:
@@ -146,7 +161,7 @@ def _roll(st: list[int], cfg: Config, e: int) -> None:
 
 def _goto(st: list[int], cfg: Config, now: int, to: int, reason: int) -> Transition:
     """Enter state ``to`` in a new generation."""
-    frm = st[TOKEN] & 3
+    frm = st[TOKEN] & STATE_BITS
     st[TOKEN] = ((st[TOKEN] >> 2) + 1) << 2 | to
     if to == OPEN:
         opens = st[OPENS] + 1
@@ -167,7 +182,7 @@ def _goto(st: list[int], cfg: Config, now: int, to: int, reason: int) -> Transit
 def tick(st: list[int], cfg: Config, now: int) -> Transition | None:
     """Apply the time-driven transitions due at ``now`` (at most one)."""
     tok = st[TOKEN]
-    code = tok & 3
+    code = tok & STATE_BITS
     if code == OPEN:
         until = st[UNTIL]
         if until >= 0 and now >= until:
@@ -188,7 +203,7 @@ def acquire(st: list[int], cfg: Config, now: int) -> tuple[int, int, Transition 
     """
     tr = tick(st, cfg, now)
     tok = st[TOKEN]
-    code = tok & 3
+    code = tok & STATE_BITS
     if code == CLOSED:
         return tok, 0, tr
     if code == HALF_OPEN and st[PERMITS] > 0:
@@ -227,7 +242,7 @@ def record(st: list[int], cfg: Config, now: int, permit: int, outcome: int) -> T
         if outcome != RELEASE:
             st[STALE] += 1
         return None
-    code = tok & 3
+    code = tok & STATE_BITS
     if code == CLOSED:
         if outcome == RELEASE:
             return None
@@ -263,6 +278,38 @@ def record(st: list[int], cfg: Config, now: int, permit: int, outcome: int) -> T
     return None
 
 
+def fast_success_until(st: list[int], cfg: Config) -> int:
+    """The last µs at which :func:`count_success` is exact, ``-1`` when it never is.
+
+    That is 1 µs before the newest bucket ends while the window holds no failure and no slow
+    call (so a success can neither roll the ring nor trip anything). The bucket number only
+    grows and the window only gets dirty through :func:`record`, so a bound computed after the
+    last :func:`record` stays valid until the next one.
+    """
+    if st[FAILS] or st[SLOW]:
+        return -1
+    return (st[LAST] + 1) * cfg.bucket_us - 1
+
+
+def count_success(st: list[int]) -> None:
+    """``record(st, cfg, now, st[TOKEN], SUCCESS)`` for ``now <= fast_success_until(st, cfg)``.
+
+    The closed state's success in its cheapest form: one more call in the newest bucket and in
+    the totals (the caller checked that the permit is current and the bound).
+
+    Example:
+        >>> cfg = Config(0.5, 0, 0.0, 10, 10, 6_000_000, (30_000_000,), 1, 30_000_000, FAILURE)
+        >>> st = initial_state(cfg)
+        >>> 0 <= fast_success_until(st, cfg)
+        True
+        >>> count_success(st)
+        >>> snapshot(st, cfg, 0)[1]  # calls
+        1
+    """
+    st[st[CUR]] += 1
+    st[CALLS] += 1
+
+
 def flush(st: list[int], cfg: Config, now: int, pending: tuple[int, int, int]) -> Transition | None:
     """Record successes reported late: ``pending = (permit, successes, stale)``.
 
@@ -285,7 +332,7 @@ def flush(st: list[int], cfg: Config, now: int, pending: tuple[int, int, int]) -
 
 def manual(st: list[int], cfg: Config, now: int, action: int) -> Transition | None:
     """``M_OPEN`` (held open until closed), ``M_CLOSE`` or ``M_RESET`` (close, clear counters)."""
-    code = st[TOKEN] & 3
+    code = st[TOKEN] & STATE_BITS
     if action == M_OPEN:
         tr = _goto(st, cfg, now, OPEN, R_MANUAL) if code != OPEN else None
         st[UNTIL] = -1
@@ -302,7 +349,7 @@ def snapshot(st: list[int], cfg: Config, now: int) -> tuple[int, ...]:
 
     Rolls the window so that expired buckets are excluded (an equivalent state).
     """
-    code = st[TOKEN] & 3
+    code = st[TOKEN] & STATE_BITS
     if code == CLOSED:
         e = now // cfg.bucket_us
         if e > st[LAST]:
