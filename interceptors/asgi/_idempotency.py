@@ -1,6 +1,6 @@
 """``IdempotencyMiddleware``: the IETF ``Idempotency-Key`` header for any ASGI app.
 
-Behaviour (draft-ietf-httpapi-idempotency-key-header, Stripe, RELIABILITY.md §2.4):
+Behaviour (draft-ietf-httpapi-idempotency-key-header, as Stripe does it):
 
 * Only requests whose method is in ``methods`` (default POST and PATCH) are considered; other
   methods and every non-HTTP scope (``lifespan``, ``websocket``) pass through untouched.
