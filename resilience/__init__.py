@@ -22,7 +22,7 @@ Example:
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any as _Any
 
 from . import backoff, events, instrumentation, testing
 from ._clock import Clock, DeadlineClock, SystemClock
@@ -62,8 +62,6 @@ from .retry import Retry
 from .stores import MemoryStore
 from .stores.redis import RedisStore
 from .timeout import Timeout
-
-__version__ = "0.1.0"
 
 __all__ = [
     "AdaptiveConcurrency",
@@ -115,5 +113,16 @@ __all__ = [
 ]
 
 
-def __getattr__(name: str) -> Any:
+def __getattr__(name: str) -> _Any:
+    # ``__version__`` is read from the installed distribution's metadata on first use (so it
+    # can never disagree with what pip installed, and ``import resilience`` stays cheap)
+    if name == "__version__":
+        from importlib.metadata import PackageNotFoundError, version
+
+        try:
+            value = version("resilience")
+        except PackageNotFoundError:  # pragma: no cover - running from a source tree only
+            value = "0+unknown"
+        globals()["__version__"] = value
+        return value
     raise AttributeError(f"module 'resilience' has no attribute {name!r}")

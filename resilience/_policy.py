@@ -94,9 +94,6 @@ class Emitter:
         return exc
 
 
-_NO_EMITTER = Emitter((), None, "")
-
-
 def chain_of(fn: object) -> object:
     """The composition token of policies wrapping ``fn``: the innermost protected callable.
 

@@ -24,7 +24,6 @@ Example:
 
 from __future__ import annotations
 
-from ._core import EPS as EPS  # the float slack of admission checks
 from ._core import fresh_at, refund, status, transition
 from ._decision import Decision, Permit
 from ._limiter import RateLimiter
