@@ -254,6 +254,12 @@ def _info(server: RedisServer, section: str) -> dict[str, str]:
     return out
 
 
+def _has_online_replica(master: RedisServer) -> bool:
+    """``master`` has a replica in sync (``state=online``), not only a connected one."""
+    info = _info(master, "replication")
+    return any(k.startswith("slave") and "state=online" in v for k, v in info.items())
+
+
 @dataclass
 class ClusterWithReplicas:
     """A 3-master / 3-replica Redis Cluster on loopback (``cluster-node-timeout`` 1 s)."""
@@ -306,9 +312,7 @@ class ClusterWithReplicas:
         if not all("cluster_state:ok" in n.cli("cluster", "info") for n in alive):
             return False
         masters = self.masters()
-        return len(masters) == 3 and all(
-            int(_info(m, "replication").get("connected_slaves", "0")) >= 1 for m in masters
-        )
+        return len(masters) == 3 and all(_has_online_replica(m) for m in masters)
 
     def wait_healthy(self, timeout: float = 30.0) -> None:
         _wait_until(self.healthy, timeout, "a healthy cluster with replicas")
@@ -437,6 +441,10 @@ class SentinelDeployment:
                 return False
         master = self.master()
         return int(_info(master, "replication").get("connected_slaves", "0")) >= 2
+
+    def has_online_replica(self) -> bool:
+        """The current master has a replica in sync (what ``wait_replicas=1`` writes need)."""
+        return _has_online_replica(self.master())
 
 
 @pytest.fixture

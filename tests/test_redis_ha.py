@@ -492,5 +492,11 @@ def test_sentinel_failover_drill(redis_sentinel: SentinelDeployment) -> None:
     old = deployment.master()
     run_drill(store, prefix, old.kill, None, lambda: [deployment.master()], "sentinel")
     assert deployment.master() is not old
+    # durable writes need a replica in sync: the surviving one re-syncs to the new master first
+    # (until then an idempotent call is refused, as documented; the drill measured that window)
+    deadline = time.monotonic() + 30
+    while not deployment.has_online_replica():
+        assert time.monotonic() < deadline, "no replica of the new master came online"
+        time.sleep(0.05)
     asyncio.run(_async_calls(store))
     store.close()
