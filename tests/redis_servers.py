@@ -13,7 +13,7 @@ import socket
 import subprocess
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 
 import pytest
@@ -173,6 +173,36 @@ class RedisCluster:
         return self.nodes[0].url
 
 
+def _cluster_node(workdir: str, node_timeout_ms: int, extra: Sequence[str] = ()) -> RedisServer:
+    """Start one cluster-enabled redis-server in its own directory under ``workdir``."""
+    port = free_port()
+    node_dir = os.path.join(workdir, str(port))
+    os.makedirs(node_dir)
+    args = ["--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf"]
+    args += ["--cluster-node-timeout", str(node_timeout_ms), *extra]
+    return RedisServer(port, node_dir, args).start()
+
+
+def _cluster_create(nodes: Sequence[RedisServer], *, replicas: int) -> None:
+    """``redis-cli --cluster create`` over ``nodes`` with ``replicas`` replicas per master."""
+    assert REDIS_CLI is not None
+    hosts = [f"127.0.0.1:{n.port}" for n in nodes]
+    subprocess.run(
+        [
+            REDIS_CLI,
+            "--cluster",
+            "create",
+            *hosts,
+            "--cluster-replicas",
+            str(replicas),
+            "--cluster-yes",
+        ],
+        capture_output=True,
+        check=True,
+        timeout=60,
+    )
+
+
 @pytest.fixture(scope="session")
 def redis_cluster() -> Iterator[RedisCluster]:
     """A 3-master Redis Cluster on loopback, made with ``redis-cli --cluster create``."""
@@ -181,38 +211,8 @@ def redis_cluster() -> Iterator[RedisCluster]:
     workdir = tempfile.mkdtemp(prefix="rs-cluster-")
     nodes: list[RedisServer] = []
     try:
-        for _ in range(3):
-            port = free_port()
-            node_dir = os.path.join(workdir, str(port))
-            os.makedirs(node_dir)
-            nodes.append(
-                RedisServer(
-                    port,
-                    node_dir,
-                    [
-                        "--cluster-enabled",
-                        "yes",
-                        "--cluster-config-file",
-                        "nodes.conf",
-                        "--cluster-node-timeout",
-                        "2000",
-                    ],
-                ).start()
-            )
-        subprocess.run(
-            [
-                REDIS_CLI,
-                "--cluster",
-                "create",
-                *[f"127.0.0.1:{n.port}" for n in nodes],
-                "--cluster-replicas",
-                "0",
-                "--cluster-yes",
-            ],
-            capture_output=True,
-            check=True,
-            timeout=60,
-        )
+        nodes.extend(_cluster_node(workdir, 2000) for _ in range(3))
+        _cluster_create(nodes, replicas=0)
         deadline = time.monotonic() + 20
         while time.monotonic() < deadline:
             if all("cluster_state:ok" in n.cli("cluster", "info") for n in nodes):
@@ -327,43 +327,9 @@ def redis_cluster_with_replicas() -> Iterator[ClusterWithReplicas]:
     workdir = tempfile.mkdtemp(prefix="rs-cluster-ha-")
     nodes: list[RedisServer] = []
     try:
-        for _ in range(6):
-            port = free_port()
-            node_dir = os.path.join(workdir, str(port))
-            os.makedirs(node_dir)
-            nodes.append(
-                RedisServer(
-                    port,
-                    node_dir,
-                    [
-                        "--cluster-enabled",
-                        "yes",
-                        "--cluster-config-file",
-                        "nodes.conf",
-                        "--cluster-node-timeout",
-                        "1000",
-                        "--cluster-announce-ip",
-                        "127.0.0.1",
-                        "--cluster-replica-validity-factor",
-                        "0",
-                        *_FAST_SYNC,
-                    ],
-                ).start()
-            )
-        subprocess.run(
-            [
-                REDIS_CLI,
-                "--cluster",
-                "create",
-                *[f"127.0.0.1:{n.port}" for n in nodes],
-                "--cluster-replicas",
-                "1",
-                "--cluster-yes",
-            ],
-            capture_output=True,
-            check=True,
-            timeout=60,
-        )
+        extra = ["--cluster-announce-ip", "127.0.0.1", "--cluster-replica-validity-factor", "0"]
+        nodes.extend(_cluster_node(workdir, 1000, [*extra, *_FAST_SYNC]) for _ in range(6))
+        _cluster_create(nodes, replicas=1)
         cluster = ClusterWithReplicas(nodes, workdir)
         cluster.wait_healthy()
         yield cluster
