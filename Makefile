@@ -33,6 +33,7 @@ simulate: $(STAMP)
 lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/python scripts/twins.py --check
 
 types: $(STAMP)
 	$(BIN)/mypy

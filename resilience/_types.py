@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from datetime import timedelta
-from typing import TYPE_CHECKING, ParamSpec, TypeAlias, TypeVar, cast
+from typing import TYPE_CHECKING, Any, ParamSpec, TypeAlias, TypeVar, cast
 
 from .errors import ConfigurationError
 
@@ -14,6 +14,11 @@ if TYPE_CHECKING:
 
 P = ParamSpec("P")
 T = TypeVar("T")
+
+#: The callable a sync wrapper protects and returns (see ``scripts/twins.py``).
+SyncFn: TypeAlias = Callable[..., Any]
+#: Its async twin: a coroutine function.
+AsyncFn: TypeAlias = Callable[..., Awaitable[Any]]
 
 #: A duration: float seconds or a :class:`datetime.timedelta`.
 Duration: TypeAlias = float | int | timedelta

@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, cast
 
 from ._clock import Clock, RandomLike, resolve_clock, resolve_random
 from ._deadline import _DEADLINE
 from ._policy import Emitter, Policy, own_refusal, spent
 from ._types import (
+    AsyncFn,
     Duration,
     ExceptionSpec,
+    SyncFn,
     exception_predicate,
     optional_seconds,
     positive_int,
@@ -257,8 +259,95 @@ class Retry(Policy):
             )
         return delay
 
-    # -- sync ---------------------------------------------------------------------------------
-    def wrap_sync(self, fn: Callable[..., Any], em: Emitter) -> Callable[..., Any]:
+    # -- the wrappers: written once, async; the sync twin is generated ---------------------
+    # twin: async
+    def wrap_async(self, fn: AsyncFn, em: Emitter) -> AsyncFn:
+        on_result = self._on_result
+        budget = self.budget
+        timed = self.max_elapsed is not None
+        clock = self._clock
+        slow = self._async_slow
+        chain = em.chain
+
+        async def retry_wrapper(*args: Any, **kwargs: Any) -> Any:
+            start = clock.monotonic() if timed else 0.0
+            if budget is not None:
+                budget.deposit()
+            try:
+                result = await fn(*args, **kwargs)
+            except Exception as exc:
+                if budget is not None and not own_refusal(exc, chain):
+                    budget.record(False)
+                first: BaseException | None = exc
+                result = None
+            else:
+                if on_result is None or not on_result(result):
+                    if budget is not None:
+                        budget.record(True)
+                    return result
+                first = None
+            return await slow(fn, args, kwargs, first, result, start, em)
+
+        return retry_wrapper
+
+    async def _async_slow(
+        self,
+        fn: AsyncFn,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        exc: BaseException | None,
+        result: object,
+        start: float,
+        em: Emitter,
+    ) -> Any:
+        on_result = self._on_result
+        budget = self.budget
+        refund = self._refund
+        chain = em.chain
+        # own_refusal() of the latest attempt, inlined in this loop; ran: an attempt reached
+        # the dependency
+        refused = isinstance(exc, RejectedError) and exc._chain is chain and chain is not None
+        ran = not refused
+        asleep = self._clock.asleep
+        attempt = 1
+        delay: float | None = None
+        while True:
+            delay = self._next_delay(exc, result, attempt, start, delay, em)
+            if delay is None:
+                if exc is not None:
+                    if refused:
+                        if ran:
+                            spent(cast(RejectedError, exc))
+                        elif refund is not None:
+                            refund(retry=False)  # no attempt reached the dependency
+                    raise exc
+                return result
+            if delay > 0:
+                await asleep(delay)
+            attempt += 1
+            try:
+                result = await fn(*args, **kwargs)
+            except Exception as e:
+                refused = isinstance(e, RejectedError) and e._chain is chain and chain is not None
+                if refused:
+                    if refund is not None:
+                        refund(retry=True)  # this retry never reached the dependency
+                else:
+                    ran = True
+                    if budget is not None:
+                        budget.record(False)
+                exc, result = e, None
+            else:
+                exc = None
+                ran = True
+                if on_result is None or not on_result(result):
+                    if budget is not None:
+                        budget.record(True)
+                    return result
+
+    # twin: end
+    # twin: sync (generated from the block above by scripts/twins.py; do not edit)
+    def wrap_sync(self, fn: SyncFn, em: Emitter) -> SyncFn:
         on_result = self._on_result
         budget = self.budget
         timed = self.max_elapsed is not None
@@ -289,7 +378,7 @@ class Retry(Policy):
 
     def _sync_slow(
         self,
-        fn: Callable[..., Any],
+        fn: SyncFn,
         args: tuple[Any, ...],
         kwargs: dict[str, Any],
         exc: BaseException | None,
@@ -342,89 +431,4 @@ class Retry(Policy):
                         budget.record(True)
                     return result
 
-    # -- async --------------------------------------------------------------------------------
-    def wrap_async(
-        self, fn: Callable[..., Awaitable[Any]], em: Emitter
-    ) -> Callable[..., Awaitable[Any]]:
-        on_result = self._on_result
-        budget = self.budget
-        timed = self.max_elapsed is not None
-        clock = self._clock
-        slow = self._async_slow
-        chain = em.chain
-
-        async def retry_wrapper(*args: Any, **kwargs: Any) -> Any:
-            start = clock.monotonic() if timed else 0.0
-            if budget is not None:
-                budget.deposit()
-            try:
-                result = await fn(*args, **kwargs)
-            except Exception as exc:
-                if budget is not None and not own_refusal(exc, chain):
-                    budget.record(False)
-                first: BaseException | None = exc
-                result = None
-            else:
-                if on_result is None or not on_result(result):
-                    if budget is not None:
-                        budget.record(True)
-                    return result
-                first = None
-            return await slow(fn, args, kwargs, first, result, start, em)
-
-        return retry_wrapper
-
-    async def _async_slow(
-        self,
-        fn: Callable[..., Awaitable[Any]],
-        args: tuple[Any, ...],
-        kwargs: dict[str, Any],
-        exc: BaseException | None,
-        result: object,
-        start: float,
-        em: Emitter,
-    ) -> Any:
-        on_result = self._on_result
-        budget = self.budget
-        refund = self._refund
-        chain = em.chain
-        # own_refusal() of the latest attempt, inlined in this loop; ran: an attempt reached
-        # the dependency
-        refused = isinstance(exc, RejectedError) and exc._chain is chain and chain is not None
-        ran = not refused
-        asleep = self._clock.asleep
-        attempt = 1
-        delay: float | None = None
-        while True:
-            delay = self._next_delay(exc, result, attempt, start, delay, em)
-            if delay is None:
-                if exc is not None:
-                    if refused:
-                        if ran:
-                            spent(cast(RejectedError, exc))
-                        elif refund is not None:
-                            refund(retry=False)  # no attempt reached the dependency
-                    raise exc
-                return result
-            if delay > 0:
-                await asleep(delay)
-            attempt += 1
-            try:
-                result = await fn(*args, **kwargs)
-            except Exception as e:
-                refused = isinstance(e, RejectedError) and e._chain is chain and chain is not None
-                if refused:
-                    if refund is not None:
-                        refund(retry=True)  # this retry never reached the dependency
-                else:
-                    ran = True
-                    if budget is not None:
-                        budget.record(False)
-                exc, result = e, None
-            else:
-                exc = None
-                ran = True
-                if on_result is None or not on_result(result):
-                    if budget is not None:
-                        budget.record(True)
-                    return result
+    # twin: end
