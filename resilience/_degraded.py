@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from ._clock import SYSTEM_CLOCK, Clock
-from .events import Listener, StoreFailed, emit
+from .events import Listener, StoreDecision, StoreFailed, emit
 
 if TYPE_CHECKING:
     from ._policy import Emitter
@@ -85,7 +85,7 @@ def degraded_count(policy: str, decision: str) -> int:
 #: The ``decision`` of a :class:`~resilience.events.StoreFailed` event for an entity whose
 #: stored state could not be decoded (corrupted, poisoned, written by an incompatible version):
 #: the store treated it as absent and rewrote it; only that key was affected.
-RESET = "reset"
+RESET: StoreDecision = "reset"
 
 
 def state_reset(policy: str, em: Emitter | None, listeners: Sequence[Listener] = ()) -> None:

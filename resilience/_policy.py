@@ -19,7 +19,7 @@ from typing import Any, ClassVar, TypeVar, cast
 
 from ._types import P, T, check_listeners, check_name, qualname
 from .errors import ConfigurationError, RejectedError
-from .events import Event, Listener, emit
+from .events import Event, Listener, Origin, emit
 
 __all__ = [
     "Emitter",
@@ -86,6 +86,16 @@ class Emitter:
     def emit(self, event: Event) -> None:
         """Deliver ``event`` to the listeners (a listener's exception is logged, not raised)."""
         emit(self.listeners, event)
+
+    def origin(self, policy: str) -> Origin:
+        """The identity fields of an event of ``policy`` here, to build it with::
+
+            em.emit(RetryScheduled(**em.origin(self.name), attempt=2, delay=0.1, reason="result"))
+
+        (the only place that spells ``pipeline=`` and ``operation=``; the event's own fields
+        stay type-checked).
+        """
+        return {"policy": policy, "pipeline": self.pipeline, "operation": self.operation}
 
     def refuse(self, exc: R) -> R:
         """Stamp ``exc``, a refusal your policy is about to raise, as refused before the

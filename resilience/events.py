@@ -26,7 +26,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import ClassVar, TypeAlias
+from typing import ClassVar, Literal, TypeAlias, TypedDict
 
 __all__ = [
     "BulkheadRejected",
@@ -36,15 +36,49 @@ __all__ = [
     "FallbackUsed",
     "IdempotentReplay",
     "Listener",
+    "Origin",
     "RateLimitWaited",
     "RecordsEvicted",
+    "RejectReason",
     "RetriesExhausted",
     "RetryScheduled",
+    "StopReason",
+    "StoreDecision",
     "StoreFailed",
     "TimeoutElapsed",
+    "TransitionReason",
 ]
 
 _log = logging.getLogger("resilience")
+
+#: Why a :class:`RetriesExhausted` retry stopped.
+StopReason: TypeAlias = Literal["attempts", "max_elapsed", "deadline", "budget", "pushback"]
+#: Why a policy refused a call (:class:`CallRejected`).
+RejectReason: TypeAlias = Literal[
+    "circuit_open", "rate_limited", "bulkhead_full", "idempotency_conflict", "concurrency_limit"
+]
+#: Why a circuit breaker changed state (:class:`CircuitStateChanged`).
+TransitionReason: TypeAlias = Literal[
+    "failure_ratio",
+    "failure_count",
+    "slow_call_ratio",
+    "probe_failed",
+    "probes_succeeded",
+    "open_for_elapsed",
+    "half_open_timeout",
+    "manual",
+]
+#: What a policy did when its store failed (:class:`StoreFailed`).
+StoreDecision: TypeAlias = Literal["open", "closed", "local", "unrecorded", "reset"]
+
+
+class Origin(TypedDict):
+    """The identity fields every event starts with, built once by
+    :meth:`resilience.Emitter.origin` (``RetryScheduled(**em.origin(name), attempt=...)``)."""
+
+    policy: str
+    pipeline: str | None
+    operation: str
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -74,7 +108,7 @@ class RetryScheduled(Event):
     kind: ClassVar[str] = "retry"
     attempt: int
     delay: float
-    reason: str
+    reason: Literal["exception", "result"]
     error_type: str | None = None
     server_directed: bool = False
 
@@ -89,7 +123,7 @@ class RetriesExhausted(Event):
 
     kind: ClassVar[str] = "retries_exhausted"
     attempts: int
-    reason: str
+    reason: StopReason
     error_type: str | None = None
 
 
@@ -110,7 +144,7 @@ class CallRejected(Event):
     """
 
     kind: ClassVar[str] = "rejected"
-    reason: str
+    reason: RejectReason
     retry_after: float | None = None
 
 
@@ -131,7 +165,7 @@ class CircuitStateChanged(Event):
     kind: ClassVar[str] = "circuit_state"
     from_state: str
     to_state: str
-    reason: str
+    reason: TransitionReason
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -178,7 +212,7 @@ class StoreFailed(Event):
     treated as absent and rewritten, ``error_type="corrupt_state"``)."""
 
     kind: ClassVar[str] = "store_error"
-    decision: str
+    decision: StoreDecision
     error_type: str
 
 

@@ -22,7 +22,7 @@ from ._types import (
 from .backoff import Backoff, exponential
 from .budget import Budget
 from .errors import ConfigurationError, RejectedError
-from .events import Listener, RetriesExhausted, RetryScheduled, error_type
+from .events import Listener, RetriesExhausted, RetryScheduled, StopReason, error_type
 
 __all__ = ["Retry", "attach_retry_after", "retry_after_attribute"]
 
@@ -199,7 +199,7 @@ class Retry(Policy):
         """Seconds to sleep before the next attempt, or ``None`` to stop with this outcome."""
         if exc is not None and not self._on(exc):
             return None  # not retryable: not an exhaustion, no note
-        stop: str | None = None
+        stop: StopReason | None = None
         delay = 0.0
         server = False
         hint = None

@@ -4,14 +4,22 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 from .._clock import Clock, RandomLike, resolve_clock
 from .._degraded import STORE_LOG
 from .._policy import Emitter, Policy, own_refusal, refusal
 from .._types import Duration, ExceptionSpec
 from ..errors import CircuitOpenError, StoreError
-from ..events import CallRejected, CircuitStateChanged, Listener, StoreFailed, emit, error_type
+from ..events import (
+    CallRejected,
+    CircuitStateChanged,
+    Listener,
+    StoreFailed,
+    TransitionReason,
+    emit,
+    error_type,
+)
 from ..stores.base import Store
 from . import _core as core
 from . import _local
@@ -203,7 +211,7 @@ class CircuitBreaker(Policy):
             operation=em.operation if em else "",
             from_state=core.STATE_NAMES[tr[0]],
             to_state=core.STATE_NAMES[tr[1]],
-            reason=core.REASONS[tr[2]],
+            reason=cast(TransitionReason, core.REASONS[tr[2]]),
         )
         if em:
             em.emit(event)

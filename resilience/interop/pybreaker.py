@@ -51,12 +51,12 @@ from .._clock import Clock, resolve_clock
 from .._policy import Emitter, Policy, refusal
 from ..circuit import CircuitState
 from ..errors import CircuitOpenError, ConfigurationError
-from ..events import CallRejected, CircuitStateChanged, Listener, emit
+from ..events import CallRejected, CircuitStateChanged, Listener, TransitionReason, emit
 
 __all__ = ["PyBreaker"]
 
 _STATE = {"closed": "closed", "open": "open", "half-open": "half_open"}
-_REASON = {
+_REASON: dict[tuple[str, str], TransitionReason] = {
     ("closed", "open"): "failure_count",
     ("half_open", "open"): "probe_failed",
     ("open", "half_open"): "open_for_elapsed",
