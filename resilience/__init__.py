@@ -25,6 +25,9 @@ from __future__ import annotations
 from typing import Any as _Any
 
 from . import backoff, events, instrumentation, testing
+from ._adaptive import AdaptiveConcurrency, gradient2
+from ._budget import Budget, RetryBudget, RetryThrottle
+from ._bulkhead import Bulkhead
 from ._clock import Clock, DeadlineClock, SystemClock
 from ._deadline import (
     Deadline,
@@ -35,10 +38,11 @@ from ._deadline import (
     remaining,
     reset_deadline,
 )
+from ._fallback import Fallback
+from ._pipeline import Pipeline
 from ._policy import Emitter, Policy, refused_by_policy
-from .adaptive import AdaptiveConcurrency
-from .budget import RetryBudget, RetryThrottle
-from .bulkhead import Bulkhead
+from ._retry import Retry, attach_retry_after, retry_after_attribute
+from ._timeout import Timeout
 from .circuit import CircuitBreaker, CircuitState
 from .errors import (
     BulkheadFullError,
@@ -54,17 +58,14 @@ from .errors import (
     StoreError,
     TimeoutExceededError,
 )
-from .fallback import Fallback
 from .idempotency import IdempotencyRecords, Idempotent, JSONCodec
-from .pipeline import Pipeline
 from .ratelimit import Decision, RateLimiter
-from .retry import Retry
 from .stores import MemoryStore
 from .stores.redis import RedisStore
-from .timeout import Timeout
 
 __all__ = [
     "AdaptiveConcurrency",
+    "Budget",
     "Bulkhead",
     "BulkheadFullError",
     "CircuitBreaker",
@@ -99,16 +100,19 @@ __all__ = [
     "SystemClock",
     "Timeout",
     "TimeoutExceededError",
+    "attach_retry_after",
     "backoff",
     "cap_to_deadline",
     "deadline",
     "deadline_scope",
     "events",
+    "gradient2",
     "instrumentation",
     "publish_deadline",
     "refused_by_policy",
     "remaining",
     "reset_deadline",
+    "retry_after_attribute",
     "testing",
 ]
 

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 import resilience as rs
-from resilience.adaptive import gradient2
+from resilience import gradient2
 from resilience.events import BulkheadRejected, CallRejected, RateLimitWaited
 from resilience.testing import FakeClock, RecordingListener
 

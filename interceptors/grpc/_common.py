@@ -9,13 +9,12 @@ from typing import Any, cast
 import grpc
 
 import resilience as rs
-from resilience import Clock
+from resilience import Clock, attach_retry_after
 from resilience._clock import RandomLike
 from resilience._types import Duration, positive_int
 from resilience.backoff import Backoff, exponential
 from resilience.errors import ConfigurationError
 from resilience.events import Listener
-from resilience.retry import attach_retry_after
 
 from ._status import PREVIOUS_ATTEMPTS_KEY, code_of, grpc_retry_after, pushback_of, retryable
 

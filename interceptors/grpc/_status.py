@@ -20,7 +20,7 @@ from typing import Any
 import grpc
 
 from interceptors.errors import ERROR_TABLE, classify, retry_delay
-from resilience.retry import retry_after_attribute
+from resilience import retry_after_attribute
 
 __all__ = [
     "PREVIOUS_ATTEMPTS_KEY",

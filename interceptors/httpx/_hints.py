@@ -9,12 +9,11 @@ from email.utils import parsedate_to_datetime
 
 import httpx
 
+from resilience import Budget, Retry, retry_after_attribute
 from resilience._clock import Clock, RandomLike, resolve_clock
 from resilience._types import method_names, positive_number, status_codes
 from resilience.backoff import Backoff, exponential
-from resilience.budget import Budget
 from resilience.events import Listener
-from resilience.retry import Retry, retry_after_attribute
 
 __all__ = [
     "IDEMPOTENT_METHODS",

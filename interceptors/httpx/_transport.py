@@ -10,11 +10,10 @@ from typing import Any
 
 import httpx
 
-from resilience import Policy, cap_to_deadline
+from resilience import Policy, attach_retry_after, cap_to_deadline
 from resilience._clock import Clock, resolve_clock
 from resilience._types import method_names
 from resilience.errors import ConfigurationError, TimeoutExceededError
-from resilience.retry import attach_retry_after
 
 from ._hints import IDEMPOTENT_METHODS, KEYED_METHODS, may_resend, server_delay
 

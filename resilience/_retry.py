@@ -6,6 +6,7 @@ import math
 from collections.abc import Callable, Sequence
 from typing import Any, cast
 
+from ._budget import Budget
 from ._clock import Clock, RandomLike, resolve_clock, resolve_random
 from ._deadline import _DEADLINE
 from ._policy import Emitter, Policy, own_refusal, spent
@@ -20,7 +21,6 @@ from ._types import (
     result_predicate,
 )
 from .backoff import Backoff, exponential
-from .budget import Budget
 from .errors import ConfigurationError, RejectedError
 from .events import Listener, RetriesExhausted, RetryScheduled, StopReason, error_type
 
