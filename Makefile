@@ -5,7 +5,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo demo-short demo-basics simulate test test-fast lint types unit bench bench-quick bench-docs clean
+.PHONY: demo demo-short demo-basics simulate test test-fast lint types unit bench bench-quick bench-docs bench-instr bench-http bench-grpc bench-redis bench-stall bench-idempotency bench-all clean
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "Python 3.11+ is required"'
@@ -47,13 +47,43 @@ test: lint types unit
 test-fast: $(STAMP)
 	$(BIN)/python -m pytest -m "not slow"
 
-# Writes benchmarks/results/micro.json; `make bench-docs` then regenerates the tables of
-# docs/benchmarks.md from it (tests/test_benchmarks_report.py checks they match).
+# Writes benchmarks/results/micro.json; `make bench-docs` then regenerates the benchmark tables
+# of docs/benchmarks.md and docs/redis.md from the JSON files in benchmarks/results/
+# (tests/test_benchmarks_report.py checks they match). The other bench-* targets each re-run one
+# script (the commands are those of SOURCES in benchmarks/report.py); `make bench-all` runs
+# them all but bench-http (needs wrk) and bench-instr (needs valgrind), then bench-docs.
 bench: $(STAMP)
 	$(BIN)/python -m benchmarks --json benchmarks/results/micro.json
 
 bench-docs: $(STAMP)
-	$(BIN)/python -m benchmarks.report --write docs/benchmarks.md
+	$(BIN)/python -m benchmarks.report --write docs/benchmarks.md docs/redis.md
+
+bench-instr: $(STAMP)
+	$(BIN)/python -m benchmarks.instr --json benchmarks/results/instr.json
+
+bench-http: $(STAMP)
+	$(BIN)/python -m benchmarks.http_load --json benchmarks/results/http_load.json
+
+bench-grpc: $(STAMP)
+	$(BIN)/python -m benchmarks.bench_grpc --json benchmarks/results/grpc.json
+
+bench-redis: $(STAMP)
+	$(BIN)/python -m benchmarks.bench_redis --seconds 1 --rounds 4 --json benchmarks/results/redis.json
+
+bench-stall: $(STAMP)
+	$(BIN)/python -m benchmarks.redis_stall --runs 3 --json benchmarks/results/redis_stall.json
+
+bench-idempotency: $(STAMP)
+	$(BIN)/python -m benchmarks.bench_idempotency --json benchmarks/results/idempotency.json
+	$(BIN)/python -m benchmarks.bench_idempotency --mode evict --json benchmarks/results/idempotency_evict.json
+
+bench-all: $(STAMP)  # one after the other, even under make -j: runs must not overlap
+	$(MAKE) bench
+	$(MAKE) bench-grpc
+	$(MAKE) bench-redis
+	$(MAKE) bench-stall
+	$(MAKE) bench-idempotency
+	$(MAKE) bench-docs
 
 bench-quick: $(STAMP)
 	$(BIN)/python -m benchmarks --quick

@@ -18,7 +18,7 @@ from dataclasses import asdict
 from typing import Any
 
 from ._harness import Result, run_case
-from ._registry import all_cases, select
+from ._registry import PEERS, all_cases, select
 from ._results import run_info, write_results
 
 
@@ -50,7 +50,8 @@ def print_table(results: list[Result]) -> None:
 def to_json(results: list[Result], *, repeats: int, quick: bool) -> dict[str, Any]:
     """What ``--json`` writes: the run's settings and one entry per case (:class:`Result` fields,
     times in seconds)."""
-    return {**run_info(repeats=repeats, quick=quick), "results": [asdict(r) for r in results]}
+    info = run_info(peers=PEERS, repeats=repeats, quick=quick)
+    return {**info, "results": [asdict(r) for r in results]}
 
 
 def write_json(path: str, doc: dict[str, Any]) -> None:

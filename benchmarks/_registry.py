@@ -26,3 +26,20 @@ def select(cases: list[Case], only: list[str] | None, names: list[str] | None = 
     if names:
         out = [c for c in out if c.name in names]
     return out
+
+
+#: the distributions the cases compare with (their versions go into the JSON)
+PEERS = (
+    "tenacity",
+    "stamina",
+    "backoff",
+    "circuitbreaker",
+    "purgatory",
+    "aiobreaker",
+    "pybreaker",
+    "token-bucket",
+    "limits",
+    "throttled-py",
+    "pyrate-limiter",
+    "grpcio",
+)

@@ -146,7 +146,9 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
             {"config": c, "calls_per_s": rate, "ratio": ratio, "ratio_q1": lo, "ratio_q3": hi}
         )
     if args.json:
-        write_results(args.json, run_info(calls=args.calls, rounds=args.rounds), rows)
+        write_results(
+            args.json, run_info(peers=("grpcio",), calls=args.calls, rounds=args.rounds), rows
+        )
     return ratios_out
 
 

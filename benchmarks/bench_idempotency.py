@@ -13,7 +13,8 @@ It reports the median µs per call over the rounds (``--json FILE`` also writes 
 ``--mode evict``: ``--keys`` distinct keys (default 1,000,000) through one ``Idempotent`` with
 the default store (``max_entries=10_000``): how many calls succeed, the per-call cost of the
 first and of the last 10,000 calls, and the peak RSS (``resource.getrusage``) after the first
-10,000 calls and at the end.
+10,000 calls and at the end (``--json FILE`` writes them too:
+``benchmarks/results/idempotency_evict.json`` feeds the eviction table).
 
 Usage::
 
@@ -143,7 +144,8 @@ def _rss_mib() -> float:
     return peak / (1024 * 1024) if sys.platform == "darwin" else peak / 1024
 
 
-def run_evict(keys: int) -> None:
+def run_evict(keys: int) -> dict[str, Any]:
+    """Print and return the eviction run's counts, per-call costs (seconds) and peak RSS."""
     import resilience as rs
 
     @rs.Idempotent(key=lambda k: k)
@@ -175,7 +177,21 @@ def run_evict(keys: int) -> None:
     print(f"succeeded {ok:,}, failed {failed:,} {errors or ''}")
     print(f"first {window:,} calls: {first * 1e6:.1f} µs/call; last {window:,}: {last * 1e6:.1f}")
     print(f"ratio last/first: {last / first:.2f}")
-    print(f"peak RSS after {window:,} calls: {rss_first:.1f} MiB; at the end: {_rss_mib():.1f} MiB")
+    rss_end = _rss_mib()
+    print(f"peak RSS after {window:,} calls: {rss_first:.1f} MiB; at the end: {rss_end:.1f} MiB")
+    return {
+        "name": "evict",
+        "keys": keys,
+        "succeeded": ok,
+        "failed": failed,
+        "errors": errors,
+        "first_seconds_per_call": first,
+        "last_seconds_per_call": last,
+        "window": window,
+        "rss_first_mib": rss_first,
+        "rss_end_mib": rss_end,
+        "seconds": total,
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -185,16 +201,19 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--keys", type=int, default=1_000_000)
     ap.add_argument("--no-redis", action="store_true")
-    ap.add_argument("--json", help="also write the --mode calls results to this file")
+    ap.add_argument("--json", help="also write the results to this file (benchmarks.report)")
     args = ap.parse_args(argv)
     print(f"Python {sys.version.split()[0]}, {os.cpu_count()} CPUs")
     if args.mode == "evict":
-        run_evict(args.keys)
+        row = run_evict(args.keys)
+        if args.json:
+            write_results(args.json, run_info(mode="evict", keys=args.keys), [row])
     else:
         medians = run_calls(args.calls, args.rounds, not args.no_redis)
         if args.json:
             rows = [{"name": name, "seconds_per_call": v} for name, v in medians.items()]
-            write_results(args.json, run_info(calls=args.calls, rounds=args.rounds), rows)
+            info = run_info(peers=("redis",), calls=args.calls, rounds=args.rounds)
+            write_results(args.json, info, rows)
     return 0
 
 

@@ -19,6 +19,11 @@ sends its scripts with a plain ``redis.Redis`` client.
 Usage::
 
     python -m benchmarks.bench_redis [--seconds 2] [--procs 1,4] [--rounds 3] [--only NAME,...]
+        [--json FILE]
+
+``--json FILE`` also writes one result per variant and process count
+(``benchmarks/results/redis.json`` feeds the Redis tables of ``docs/benchmarks.md`` and
+``docs/redis.md``).
 """
 
 from __future__ import annotations
@@ -189,7 +194,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--procs", default="1,4")
     ap.add_argument("--only", default="")
     ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--json", help="also write the results to this file (benchmarks.report)")
     args = ap.parse_args(argv)
+    rows: list[dict[str, Any]] = []
     server = shutil.which("redis-server")
     if server is None:
         print("redis-server not found", file=sys.stderr)
@@ -255,7 +262,22 @@ def main(argv: list[str] | None = None) -> int:
             for name in variants:
                 if name in failed:
                     print(f"{name:42} failed: {failed[name]}")
+                    rows.append(
+                        {"group": f"procs/{procs}", "name": name, "decisions_per_s": None,
+                         "ratio_to_floor": None, "round_trips": None, "error": failed[name]}
+                    )  # fmt: skip
                     continue
+                rows.append(
+                    {
+                        "group": f"procs/{procs}",
+                        "name": name,
+                        "decisions_per_s": statistics.median(rates[name]),
+                        "ratio_to_floor": statistics.median(ratios[name]) if ratios[name] else None,
+                        "round_trips": cmds[name],
+                        "samples": rates[name],
+                        "error": None,
+                    }
+                )
                 ratio = f"{statistics.median(ratios[name]):8.0%}" if ratios[name] else "       -"
                 print(
                     f"{name:42} {statistics.median(rates[name]):12,.0f} {ratio:>9} "
@@ -266,6 +288,21 @@ def main(argv: list[str] | None = None) -> int:
         proc.terminate()  # only the server this script started
         proc.wait(timeout=10)
         shutil.rmtree(workdir, ignore_errors=True)
+    if args.json:
+        from ._results import run_info, write_results
+
+        version = subprocess.run(
+            [server, "--version"], capture_output=True, text=True, check=False
+        ).stdout
+        info = run_info(
+            peers=("redis", "limits", "pyrate-limiter", "throttled-py"),
+            redis_server=next((w[2:] for w in version.split() if w.startswith("v=")), None),
+            seconds=args.seconds,
+            procs=args.procs,
+            rounds=args.rounds,
+            only=args.only,
+        )
+        write_results(args.json, info, rows)
     return 0
 
 

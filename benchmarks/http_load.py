@@ -2,7 +2,7 @@
 
 Usage::
 
-    python -m benchmarks.http_load [--seconds 5] [--rounds 3] [--connections 32]
+    python -m benchmarks.http_load [--seconds 5] [--rounds 3] [--connections 32] [--json FILE]
     python -m benchmarks.http_load serve <variant> <port>      # (internal) one server
 
 Each variant runs in its own uvicorn process (one worker, h11, no access log) on 127.0.0.1; the
@@ -12,7 +12,9 @@ the bare app measured in the same run. Because the loopback machine is usually s
 report the server process's CPU time per request (``/proc/<pid>/stat`` user + system, divided by
 the requests wrk completed) and the requests/s one core would give at that cost: this is the
 robust number when other processes compete for the CPU. Limits are set so that no request is
-ever rejected: the numbers are the cost of the checks on the success path.
+ever rejected: the numbers are the cost of the checks on the success path. ``--json FILE`` also
+writes one result per variant (``benchmarks/results/http_load.json`` feeds the ASGI table of
+``docs/benchmarks.md``; ``ratio`` is the median of the per-round ratios to bare).
 
 Variants:
 
@@ -164,7 +166,9 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--connections", type=int, default=32)
     parser.add_argument("--variants", default=",".join(VARIANTS))
+    parser.add_argument("--json", help="also write the results to this file (benchmarks.report)")
     args = parser.parse_args()
+    rows: list[dict[str, Any]] = []
     variants = args.variants.split(",")
     results: dict[str, list[float]] = {v: [] for v in variants}
     cpu_us: dict[str, list[float]] = {v: [] for v in variants}
@@ -209,10 +213,44 @@ def main() -> None:
         runs = ", ".join(f"{r:.0f}" for r in results[v])
         cpu = statistics.median(cpu_us[v])
         cpu_ratio = f"{cpu_base / cpu:.3f}" if cpu_base else "-"
+        note = build(v)[1]
         print(
             f"{v:<14}{med:>14.0f}{ratio:>9}{pair:>8}{cpu:>19.1f}{1e6 / cpu:>11.0f}{cpu_ratio:>9}"
-            f"   [{runs}]; {build(v)[1]}"
+            f"   [{runs}]; {note}"
         )
+        rows.append(
+            {
+                "name": v,
+                "requests_per_s": med,
+                "ratio": paired.get(v),
+                "ratio_of_medians": med / base if base else None,
+                "server_cpu_us_per_request": cpu,
+                "cpu_ratio": cpu_base / cpu if cpu_base else None,
+                "samples": results[v],
+                "note": note,
+            }
+        )
+    if args.json:
+        from ._results import run_info, write_results
+
+        info = run_info(
+            peers=("uvicorn", "starlette", "slowapi", "limits"),
+            wrk=_wrk_version(),
+            seconds=args.seconds,
+            rounds=args.rounds,
+            connections=args.connections,
+            variants=args.variants,
+        )
+        write_results(args.json, info, rows)
+
+
+def _wrk_version() -> str | None:
+    wrk = shutil.which("wrk")
+    if wrk is None:
+        return None
+    out = subprocess.run([wrk, "--version"], capture_output=True, text=True, check=False)
+    words = (out.stdout + out.stderr).split()
+    return words[1] if len(words) > 1 else None
 
 
 if __name__ == "__main__":

@@ -20,7 +20,7 @@ import tempfile
 from dataclasses import asdict
 
 from ._harness import BARE_SETUP, Case, _build
-from ._registry import all_cases, select
+from ._registry import PEERS, all_cases, select
 from ._results import run_info, write_results
 
 N1, N2 = 2_000, 12_000
@@ -101,7 +101,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"| {case.group} | {case.name} | {value} |", flush=True)
         rows.append({"group": case.group, "name": case.name, "instructions": count, "error": error})
     if args.json:
-        write_results(args.json, run_info(), rows)
+        write_results(args.json, run_info(peers=PEERS), rows)
     return 0
 
 

@@ -15,11 +15,14 @@ Reported per scenario: the latency (p50 / p99 / max) of the decisions that began
 outage, how many of them were degraded (decided by ``on_store_error``), when the store started
 failing fast, and the recovery: from the moment Redis can answer again (``SIGCONT`` sent, or the
 restarted server answers ``PING``) to the first decision served by Redis, plus the degraded
-decisions taken after that moment.
+decisions taken after that moment. ``--runs N`` repeats every scenario; ``--json FILE`` writes
+one result per scenario and run (``benchmarks/results/redis_stall.json`` feeds the measured
+failure-mode table of ``docs/redis.md``, ranges over the runs).
 
 Usage::
 
-    python -m benchmarks.redis_stall [--outage 2] [--tasks 32] [--threads 2]
+    python -m benchmarks.redis_stall [--outage 2] [--tasks 32] [--threads 2] [--runs 1]
+        [--json FILE]
 """
 
 from __future__ import annotations
@@ -117,7 +120,7 @@ def run(scenario: str, outage: float, tasks: int, threads: int) -> dict[str, Any
     port = _free_port()
     proc = _start(port, workdir)
     store = rs.RedisStore.from_url(f"redis://127.0.0.1:{port}/0", prefix=uuid.uuid4().hex[:8])
-    limiter = rs.RateLimiter("stall", rate=10**9, store=store, listeners=[_listener])
+    limiter = rs.RateLimiter("stall", rate=1_000_000, store=store, listeners=[_listener])
     samples: list[Sample] = []
     stop = threading.Event()
     marks: dict[str, float] = {}
@@ -182,16 +185,16 @@ def run(scenario: str, outage: float, tasks: int, threads: int) -> dict[str, Any
     served_after = sorted(s[0] + s[1] for s in samples if s[0] + s[1] >= back and not s[2])
     degraded_after = sum(1 for s in samples if s[0] >= back and s[2])
     return {
-        "scenario": scenario,
-        "decisions during the outage": len(during),
-        "degraded during the outage": sum(1 for s in during if s[2]),
-        "p50 ms": round(statistics.median(lat) * 1000, 2) if lat else None,
-        "p99 ms": round(_pct(lat, 0.99) * 1000, 1),
-        "max ms": round(max(lat) * 1000, 1) if lat else None,
-        "waited > 50 ms": sum(1 for x in lat if x > 0.05),
-        "failing fast after ms": round((min(fast) - down) * 1000) if fast else None,
-        "recovery ms": round((served_after[0] - back) * 1000, 1) if served_after else None,
-        "degraded after it was back": degraded_after,
+        "name": scenario,
+        "decisions_during_outage": len(during),
+        "degraded_during_outage": sum(1 for s in during if s[2]),
+        "p50_ms": round(statistics.median(lat) * 1000, 3) if lat else None,
+        "p99_ms": round(_pct(lat, 0.99) * 1000, 3) if lat else None,
+        "max_ms": round(max(lat) * 1000, 3) if lat else None,
+        "waited_over_50_ms": sum(1 for x in lat if x > 0.05),
+        "fail_fast_after_ms": round((min(fast) - down) * 1000) if fast else None,
+        "recovery_ms": round((served_after[0] - back) * 1000, 3) if served_after else None,
+        "degraded_after_back": degraded_after,
     }
 
 
@@ -201,13 +204,38 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--tasks", type=int, default=32)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--scenarios", default="stall,restart,hiccups")
+    parser.add_argument("--runs", type=int, default=1, help="run every scenario this many times")
+    parser.add_argument("--json", help="also write one result per scenario and run to this file")
     args = parser.parse_args(argv)
     import logging
 
     logging.getLogger("resilience").setLevel(logging.ERROR)  # the degraded-decision warnings
-    for scenario in args.scenarios.split(","):
-        result = run(scenario, args.outage, args.tasks, args.threads)
-        print("  ".join(f"{k}: {v}" for k, v in result.items()), flush=True)
+    rows: list[dict[str, Any]] = []
+    for i in range(args.runs):
+        for scenario in args.scenarios.split(","):
+            result = {"run": i + 1, **run(scenario, args.outage, args.tasks, args.threads)}
+            rows.append(result)
+            print("  ".join(f"{k}: {v}" for k, v in result.items()), flush=True)
+    if args.json:
+        from ._results import run_info, write_results
+
+        info = run_info(
+            peers=("redis",),
+            redis_server=_server_version(),
+            outage=args.outage,
+            tasks=args.tasks,
+            threads=args.threads,
+            runs=args.runs,
+        )
+        write_results(args.json, info, rows)
+
+
+def _server_version() -> str | None:
+    server = shutil.which("redis-server")
+    if server is None:
+        return None
+    out = subprocess.run([server, "--version"], capture_output=True, text=True, check=False).stdout
+    return next((w[2:] for w in out.split() if w.startswith("v=")), None)
 
 
 if __name__ == "__main__":

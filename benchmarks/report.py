@@ -1,19 +1,19 @@
-"""Generate the benchmark tables of ``docs/benchmarks.md`` from the JSON results of a run.
+"""Generate the benchmark tables of the docs from the JSON results of the benchmark runs.
 
-``python -m benchmarks.report --write docs/benchmarks.md`` rewrites every generated block of
-the page; ``--check`` exits 1 (and prints a diff) when a block differs from what the JSON
-gives, so the tables can never be edited by hand. A block is delimited by marker comments::
+``python -m benchmarks.report --write docs/benchmarks.md docs/redis.md`` rewrites every
+generated block of those pages; ``--check`` exits 1 (and prints a diff) when a block differs
+from what the JSON gives, so the tables can never be edited by hand. A block is delimited by
+marker comments::
 
     <!-- bench:retry -->
     | case | resilience | tenacity | ...
     <!-- /bench -->
 
-The results are the JSON files in ``benchmarks/results/``, one per script (:data:`SOURCES`
-names each file and the command that writes it): ``micro.json`` (``python -m benchmarks``,
-what ``make bench`` runs), ``instr.json`` (instruction counts; their rows are left out when
-the file is absent), ``grpc.json`` and ``idempotency.json``. A table whose cases are missing
-from the JSON is an error (a run with ``--only`` that skipped a group cannot silently blank a
-table).
+The results are the JSON files in ``benchmarks/results/``, one per script: :data:`SOURCES`
+names each file, the command that writes it and the tables it fills (``instr.json`` is
+optional: its rows are left out when the file is absent). A table whose cases or fields are
+missing from the JSON is an error (a run with ``--only`` that skipped a group cannot silently
+blank a table), and so is a case that failed.
 """
 
 from __future__ import annotations
@@ -24,24 +24,58 @@ import json
 import math
 import re
 import sys
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-__all__ = ["Results", "Sources", "SOURCES", "render", "generate", "main"]
+__all__ = ["Results", "Source", "Sources", "SOURCES", "DOCS", "render", "generate", "main"]
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results"
 DOC = ROOT / "docs" / "benchmarks.md"
-#: source name -> (file in RESULTS, the command that writes it)
+#: every page with generated blocks
+DOCS = (DOC, ROOT / "docs" / "redis.md")
+
+
+@dataclass(frozen=True)
+class Source:
+    """One results file: its name in ``benchmarks/results/``, the command that writes it and
+    the blocks it fills."""
+
+    file: str
+    command: str
+    tables: tuple[str, ...]
+
+
+def _cmd(module: str, file: str, flags: str = "") -> str:
+    flags = f"{flags} " if flags else ""
+    return f"python -m benchmarks{module} {flags}--json benchmarks/results/{file}"
+
+
+#: source name -> where its numbers come from
 SOURCES = {
-    "micro": ("micro.json", "python -m benchmarks --json benchmarks/results/micro.json"),
-    "instr": ("instr.json", "python -m benchmarks.instr --json benchmarks/results/instr.json"),
-    "grpc": ("grpc.json", "python -m benchmarks.bench_grpc --json benchmarks/results/grpc.json"),
-    "idempotency": (
-        "idempotency.json",
-        "python -m benchmarks.bench_idempotency --json benchmarks/results/idempotency.json",
+    "micro": Source(
+        "micro.json", _cmd("", "micro.json"), ("retry", "breaker", "ratelimit", "timeout")
+    ),
+    "instr": Source("instr.json", _cmd(".instr", "instr.json"), ("retry", "breaker")),
+    "http_load": Source("http_load.json", _cmd(".http_load", "http_load.json"), ("asgi",)),
+    "grpc": Source("grpc.json", _cmd(".bench_grpc", "grpc.json"), ("grpc",)),
+    "redis": Source(
+        "redis.json",
+        _cmd(".bench_redis", "redis.json", "--seconds 1 --rounds 4"),
+        ("redis", "redis-breaker"),
+    ),
+    "idempotency": Source(
+        "idempotency.json", _cmd(".bench_idempotency", "idempotency.json"), ("idempotency",)
+    ),
+    "idempotency_evict": Source(
+        "idempotency_evict.json",
+        _cmd(".bench_idempotency", "idempotency_evict.json", "--mode evict"),
+        ("idempotency-evict",),
+    ),
+    "redis_stall": Source(
+        "redis_stall.json", _cmd(".redis_stall", "redis_stall.json", "--runs 3"), ("redis-stall",)
     ),
 }
 
@@ -49,36 +83,64 @@ _BLOCK = re.compile(r"(<!-- bench:([a-z0-9_-]+) -->\n)(.*?)(<!-- /bench -->)", r
 
 
 class ReportError(Exception):
-    """The JSON cannot fill a table (a case is missing or failed), or a marker is unknown."""
+    """The JSON cannot fill a table (a case or a field is missing, a case failed), or a marker
+    is unknown."""
 
 
 @dataclass
 class Results:
-    """The parsed JSON of one run: metadata plus ``(group, name) -> entry``."""
+    """The parsed JSON of one run: metadata, its rows in order, and ``(group, name) -> row``."""
 
     meta: dict[str, Any]
     by_case: dict[tuple[str, str], dict[str, Any]]
+    rows: list[dict[str, Any]] = field(default_factory=list)
+    file: str = "results"
+    command: str = ""
 
     @classmethod
-    def load(cls, path: Path) -> Results:
+    def load(cls, path: Path, command: str = "") -> Results:
         with open(path, encoding="utf-8") as f:
             doc = json.load(f)
         if isinstance(doc, list):  # the bare list an older `--json` wrote
             doc = {"results": doc}
         meta = {k: v for k, v in doc.items() if k != "results"}
-        by_case = {
-            (r.get("group", ""), r.get("name", r.get("config", ""))): r for r in doc["results"]
-        }
-        return cls(meta, by_case)
+        rows = list(doc.get("results", []))
+        by_case = {(r.get("group", ""), r.get("name", r.get("config", ""))): r for r in rows}
+        return cls(meta, by_case, rows, path.name, command)
+
+    def _value(self, entry: dict[str, Any], label: str, name: str) -> float:
+        if name not in entry:
+            how = f"; re-run `{self.command}`" if self.command else ""
+            raise ReportError(f"{self.file}: {label} has no field {name!r}{how}")
+        value = entry[name]
+        if value is None or (isinstance(value, float) and math.isnan(value)):
+            raise ReportError(f"{self.file}: {label} failed: {entry.get('error')}")
+        return float(value)
 
     def get(self, group: str, name: str, field: str = "overhead_median") -> float:
+        """The number ``field`` of case ``group / name``."""
         entry = self.by_case.get((group, name))
+        label = f"{group} / {name}" if group else name
         if entry is None:
-            raise ReportError(f"no result for {group or '-'} / {name}: run that case first")
-        value = entry.get(field)
-        if value is None or (isinstance(value, float) and math.isnan(value)):
-            raise ReportError(f"{group} / {name} failed: {entry.get('error')}")
-        return float(value)
+            raise ReportError(f"{self.file}: no result for {group or '-'} / {name}: run that case")
+        return self._value(entry, label, field)
+
+    def runs(self, name: str) -> list[dict[str, Any]]:
+        """Every row of case ``name`` (one per run of the script's ``--runs``)."""
+        found = [r for r in self.rows if r.get("name") == name]
+        if not found:
+            raise ReportError(f"{self.file}: no result for {name}: run that scenario")
+        return found
+
+    def each(self, name: str, field: str, *, optional: bool = False) -> list[float | None]:
+        """``field`` of every run of ``name``; ``None`` where it is null and ``optional``."""
+        out: list[float | None] = []
+        for entry in self.runs(name):
+            if optional and field in entry and entry[field] is None:
+                out.append(None)
+            else:
+                out.append(self._value(entry, f"{name} (run {entry.get('run', '?')})", field))
+        return out
 
 
 def _num(v: float) -> str:
@@ -106,15 +168,15 @@ class Sources:
     @classmethod
     def load(cls, directory: Path = RESULTS) -> Sources:
         found = {}
-        for name, (file, _) in SOURCES.items():
-            if (directory / file).exists():
-                found[name] = Results.load(directory / file)
+        for name, source in SOURCES.items():
+            if (directory / source.file).exists():
+                found[name] = Results.load(directory / source.file, source.command)
         return cls(found)
 
     def need(self, name: str) -> Results:
         if name not in self.loaded:
-            file, command = SOURCES[name]
-            raise ReportError(f"no benchmarks/results/{file}: run `{command}`")
+            source = SOURCES[name]
+            raise ReportError(f"no benchmarks/results/{source.file}: run `{source.command}`")
         return self.loaded[name]
 
     def optional(self, name: str) -> Results | None:
@@ -134,6 +196,27 @@ def _vs(value: float, ours: float) -> str:
     if ours <= 0:
         return _us(value)
     return f"{_us(value)} ({_ratio(value / ours)})"
+
+
+def _span(values: Sequence[float | None], fmt: Callable[[float], str], unit: str = "") -> str:
+    """The range of ``values`` over runs, ``8–43 ms`` (one value when they print alike);
+    ``never`` when every one is null, and how many runs had one when only some do."""
+    present = [v for v in values if v is not None]
+    if not present:
+        return "never"
+    lo, hi = fmt(min(present)), fmt(max(present))
+    text = (lo if lo == hi else f"{lo}–{hi}") + unit
+    if len(present) < len(values):
+        text += f" ({len(present)} of {len(values)} runs)"
+    return text
+
+
+def _run_line(res: Results, what: str) -> str:
+    """One sentence saying which file and run a table comes from."""
+    m = res.meta
+    if m.get("source"):
+        return f"From `benchmarks/results/{res.file}` ({m['source']}, {m.get('date', '?')}){what}:"
+    return f"From `benchmarks/results/{res.file}` ({m.get('date', '?')}){what}:"
 
 
 # -- the tables --------------------------------------------------------------------------------
@@ -221,6 +304,25 @@ def _timeout(src: Sources) -> list[str]:
     return out
 
 
+_ASGI = [
+    (
+        "ours: `RateLimitMiddleware` (per-IP `rs.RateLimiter`) + `ResilienceMiddleware`"
+        " (`Timeout` + `Bulkhead`)",
+        "ours",
+    ),
+    ("slowapi, pure-ASGI middleware (per-IP default limit)", "slowapi-asgi"),
+    ("slowapi, `BaseHTTPMiddleware`", "slowapi"),
+]
+
+
+def _asgi(src: Sources) -> list[str]:
+    http = src.need("http_load")
+    out = ["| variant | × bare requests/s |", "|---|---:|"]
+    for label, variant in _ASGI:
+        out.append(f"| {label} | {http.get('', variant, 'ratio'):.2f} |")
+    return out
+
+
 _GRPC = [
     ("a no-op client interceptor (what `grpc.intercept_channel` itself costs)", "noop"),
     ("ours, client only (`Timeout(5)` + `grpc_retry()`)", "client"),
@@ -239,11 +341,132 @@ def _grpc(src: Sources) -> list[str]:
     return out
 
 
-_RUN_KEYS = {"format", "python", "machine", "cpus", "date"}
+_FLOOR = "floor: raw EVALSHA"
+_OURS_LIMITER = "resilience"
+_REDIS_LIMITERS = [
+    ("floor: a raw `EVALSHA` of `return 1` from the same redis-py client", _FLOOR),
+    (
+        "transport floor: that `EVALSHA` pre-packed on a kept connection (how `RedisStore`"
+        " sends its scripts)",
+        "floor: pre-packed EVALSHA, kept conn",
+    ),
+    ("limits, fixed window", "limits (redis, fixed window)"),
+    ("limits, sliding window counter", "limits (redis, sliding window counter)"),
+    ("throttled-py, GCRA", "throttled-py (redis, gcra)"),
+    ("**resilience** `RateLimiter` + `RedisStore` (one `EVALSHA` per decision)", _OURS_LIMITER),
+    ("pyrate-limiter", "pyrate-limiter (redis bucket)"),
+]
 
 
-def _setting(key: str, value: object) -> str:
-    return f"`--{key}`" if value is True else f"`--{key} {value}`"
+_REDIS_PEERS = [
+    ("limits' fixed window", "limits (redis, fixed window)"),
+    ("limits' sliding window counter", "limits (redis, sliding window counter)"),
+    ("throttled-py", "throttled-py (redis, gcra)"),
+    ("pyrate-limiter", "pyrate-limiter (redis bucket)"),
+]
+
+
+def _per_s(v: float) -> str:
+    return f"{_num(v / 1000)} k"
+
+
+def _redis(src: Sources) -> list[str]:
+    redis = src.need("redis")
+    out = [
+        "| limiter | decisions/s, 1 process | × floor | 4 processes | × floor | round trips |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
+    for label, name in _REDIS_LIMITERS:
+        cells = []
+        for procs in ("procs/1", "procs/4"):
+            rate = _per_s(redis.get(procs, name, "decisions_per_s"))
+            ratio = f"{redis.get(procs, name, 'ratio_to_floor'):.2f}"
+            cells += [f"**{rate}**", f"**{ratio}**"] if name == _OURS_LIMITER else [rate, ratio]
+        trips = f"{redis.get('procs/1', name, 'round_trips'):.2f}"
+        out.append(f"| {label} | " + " | ".join(cells) + f" | {trips} |")
+    ours = redis.get("procs/1", _OURS_LIMITER, "ratio_to_floor")
+    peer, best = max(
+        ((short, redis.get("procs/1", name, "ratio_to_floor")) for short, name in _REDIS_PEERS),
+        key=lambda p: p[1],
+    )
+    out += [
+        "",
+        f"With 1 process ours runs at {ours:.2f}× the floor, "
+        f"the fastest peer ({peer}) at {best:.2f}×.",
+    ]
+    return out
+
+
+_REDIS_BREAKER = "resilience breaker (shared, closed)"
+
+
+def _redis_breaker(src: Sources) -> list[str]:
+    redis = src.need("redis")
+    m = redis.meta
+    what = f", {m.get('seconds', '?')} s runs, median of {m.get('rounds', '?')} rounds"
+    out = [
+        _run_line(redis, what),
+        "",
+        "| shared breaker, successful calls | 1 process | 4 processes | round trips per call |",
+        "|---|---|---|---|",
+    ]
+    cells = []
+    for procs in ("procs/1", "procs/4"):
+        rate = redis.get(procs, _REDIS_BREAKER, "decisions_per_s")
+        ratio = redis.get(procs, _REDIS_BREAKER, "ratio_to_floor")
+        cells.append(f"{rate:,.0f}/s ({ratio:.0%})".replace("%", " %"))
+    trips = redis.get("procs/1", _REDIS_BREAKER, "round_trips")
+    out.append("| one round trip | " + " | ".join(cells) + f" | {trips:.2f} |")
+    return out
+
+
+_STALLS = [
+    (
+        "**outage and restart**: `kill -9`, a new server (no persistence) after the outage",
+        "restart",
+    ),
+    ("**stall**: `SIGSTOP` for the outage, then `SIGCONT`", "stall"),
+    ("**slow moments**: 150 ms pauses, twice a second, for the outage", "hiccups"),
+]
+
+
+def _redis_stall(src: Sources) -> list[str]:
+    stall = src.need("redis_stall")
+    m = stall.meta
+    runs = m.get("runs") or max((r.get("run", 1) for r in stall.rows), default=0)
+    server = f", Redis {m['redis_server']}" if m.get("redis_server") else ""
+    what = (
+        f"{server}, {m.get('outage', '?')} s outage, {m.get('tasks', '?')} asyncio tasks + "
+        f"{m.get('threads', '?')} threads; ranges over {runs} runs"
+    )
+    out = [
+        _run_line(stall, what),
+        "",
+        "| scenario | fail-fast after | decisions during the outage: p50 / p99 / max"
+        " | waited > 50 ms | degraded during it | recovery | degraded after it |",
+        "|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    for label, name in _STALLS:
+        decisions = stall.each(name, "decisions_during_outage")
+        degraded = stall.each(name, "degraded_during_outage")
+        share = [
+            d / n if n else 0.0
+            for d, n in zip(degraded, decisions, strict=True)
+            if n is not None and d is not None
+        ]
+        latency = " / ".join(
+            _span(stall.each(name, f), _num, " ms") for f in ("p50_ms", "p99_ms", "max_ms")
+        )
+        cells = [
+            _span(stall.each(name, "fail_fast_after_ms", optional=True), _num, " ms"),
+            latency,
+            _span(stall.each(name, "waited_over_50_ms"), lambda v: f"{v:,.0f}"),
+            _span(share, lambda v: f"{v:.0%}".replace("%", " %")),
+            _span(stall.each(name, "recovery_ms", optional=True), _num, " ms"),
+            _span(stall.each(name, "degraded_after_back"), lambda v: f"{v:,.0f}"),
+        ]
+        out.append(f"| {label} | " + " | ".join(cells) + " |")
+    return out
 
 
 def _idempotency(src: Sources) -> list[str]:
@@ -258,25 +481,54 @@ def _idempotency(src: Sources) -> list[str]:
     return out
 
 
+def _idempotency_evict(src: Sources) -> list[str]:
+    ev = src.need("idempotency_evict")
+    keys, ok = ev.get("", "evict", "keys"), ev.get("", "evict", "succeeded")
+    window = ev.get("", "evict", "window")
+    first = ev.get("", "evict", "first_seconds_per_call")
+    last = ev.get("", "evict", "last_seconds_per_call")
+    rss_first, rss_end = ev.get("", "evict", "rss_first_mib"), ev.get("", "evict", "rss_end_mib")
+    return [
+        f"| {keys:,.0f} distinct keys, default store | |",
+        "|---|---:|",
+        f"| calls that succeeded | {ok:,.0f} |",
+        f"| per call, first {window:,.0f} calls | {_us(first)} |",
+        f"| per call, last {window:,.0f} calls | {_vs(last, first)} |",
+        f"| peak RSS after the first {window:,.0f} calls | {rss_first:.0f} MiB |",
+        f"| peak RSS at the end | {rss_end:.0f} MiB |",
+    ]
+
+
+_RUN_KEYS = {"format", "python", "machine", "cpus", "date", "command", "versions", "source"}
+_RUN_KEYS |= {"redis_server", "wrk"}
+
+
+def _setting(key: str, value: object) -> str:
+    return f"`--{key}`" if value is True else f"`--{key} {value}`"
+
+
 def _provenance(src: Sources) -> list[str]:
     out = [
-        "The generated tables come from these runs (this machine, shared with other jobs):",
-        "",
-        "| results | run |",
-        "|---|---|",
+        "| tables | results | written by | run |",
+        "|---|---|---|---|",
     ]
-    for name, (file, _) in SOURCES.items():
+    for name, source in SOURCES.items():
         res = src.optional(name)
+        tables = ", ".join(source.tables)
         if res is None:
-            continue
-        m = res.meta
-        settings = ", ".join(_setting(k, v) for k, v in m.items() if k not in _RUN_KEYS and v)
-        cpus = f", {m['cpus']} CPUs" if m.get("cpus") else ""
-        when = f"{m['date']}, " if m.get("date") else ""
-        out.append(
-            f"| `benchmarks/results/{file}` | {when}Python {m.get('python', '?')} on "
-            f"{m.get('machine', '?')}{cpus}{'; ' + settings if settings else ''} |"
-        )
+            run = "not run yet (its rows are left out)"
+        elif res.meta.get("source"):
+            run = f"{res.meta.get('date', '?')}: {res.meta['source']}"
+        else:
+            m = res.meta
+            settings = ", ".join(_setting(k, v) for k, v in m.items() if k not in _RUN_KEYS and v)
+            cpus = f", {m['cpus']} CPUs" if m.get("cpus") else ""
+            when = f"{m['date']}, " if m.get("date") else ""
+            run = (
+                f"{when}Python {m.get('python', '?')} on "
+                f"{m.get('machine', '?')}{cpus}{'; ' + settings if settings else ''}"
+            )
+        out.append(f"| {tables} | `{source.file}` | `{source.command}` | {run} |")
     return out
 
 
@@ -286,8 +538,13 @@ TABLES: dict[str, Callable[[Sources], list[str]]] = {
     "breaker": _breaker,
     "ratelimit": _ratelimit,
     "timeout": _timeout,
+    "asgi": _asgi,
     "grpc": _grpc,
+    "redis": _redis,
+    "redis-breaker": _redis_breaker,
+    "redis-stall": _redis_stall,
     "idempotency": _idempotency,
+    "idempotency-evict": _idempotency_evict,
 }
 
 
@@ -311,35 +568,39 @@ def generate(text: str, src: Sources) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.report", description=__doc__)
     mode = parser.add_mutually_exclusive_group(required=True)
-    mode.add_argument("--write", metavar="DOC", help="regenerate the tables of DOC in place")
-    mode.add_argument("--check", metavar="DOC", help="exit 1 if DOC's tables differ from JSON")
+    mode.add_argument("--write", metavar="DOC", nargs="+", help="regenerate the tables of DOC")
+    mode.add_argument(
+        "--check", metavar="DOC", nargs="+", help="exit 1 if DOC's tables differ from the JSON"
+    )
     parser.add_argument(
         "--results", default=str(RESULTS), help="directory of the JSON files (benchmarks/results)"
     )
     args = parser.parse_args(argv)
     src = Sources.load(Path(args.results))
-    doc = Path(args.write or args.check)
-    text = doc.read_text(encoding="utf-8")
-    try:
-        new = generate(text, src)
-    except ReportError as exc:
-        print(f"benchmarks.report: {exc}", file=sys.stderr)
-        return 2
-    if args.write:
-        doc.write_text(new, encoding="utf-8")
-        return 0
-    if new != text:
-        diff = difflib.unified_diff(
-            text.splitlines(True), new.splitlines(True), str(doc), "generated"
-        )
-        sys.stdout.writelines(diff)
-        print(
-            f"{doc}: the benchmark tables differ from the JSON results; "
-            f"run `python -m benchmarks.report --write {doc}`",
-            file=sys.stderr,
-        )
-        return 1
-    return 0
+    rc = 0
+    for doc in map(Path, args.write or args.check):
+        text = doc.read_text(encoding="utf-8")
+        try:
+            new = generate(text, src)
+        except ReportError as exc:
+            print(f"benchmarks.report: {doc}: {exc}", file=sys.stderr)
+            return 2
+        if args.write:
+            if new != text:
+                doc.write_text(new, encoding="utf-8")
+            continue
+        if new != text:
+            diff = difflib.unified_diff(
+                text.splitlines(True), new.splitlines(True), str(doc), "generated"
+            )
+            sys.stdout.writelines(diff)
+            print(
+                f"{doc}: the benchmark tables differ from the JSON results; "
+                f"run `python -m benchmarks.report --write {doc}`",
+                file=sys.stderr,
+            )
+            rc = 1
+    return rc
 
 
 if __name__ == "__main__":
