@@ -149,11 +149,18 @@ class _Renewer:
 _RENEWER = _Renewer()
 
 
+def _new_beat(records: IdempotencyRecords, claim: Claim) -> _Beat | None:
+    """The renewal of a claim this process holds, or None: nothing to renew."""
+    if not records.heartbeat or claim.status != "claimed":
+        return None
+    return _Beat(records, claim, records.lease / 3)
+
+
 def start(records: IdempotencyRecords, claim: Claim) -> _Beat | _NoBeat:
     """:meth:`IdempotencyRecords.start_heartbeat`: the shared thread, or a fake clock's timers."""
-    if not records.heartbeat or claim.status != "claimed":
+    beat = _new_beat(records, claim)
+    if beat is None:
         return _NO_BEAT
-    beat = _Beat(records, claim, records.lease / 3)
     if records._fake_timers:
         _fake_tick(records, beat, sync=True)
     else:
@@ -163,13 +170,12 @@ def start(records: IdempotencyRecords, claim: Claim) -> _Beat | _NoBeat:
 
 def astart(records: IdempotencyRecords, claim: Claim) -> _Beat | _NoBeat:
     """:meth:`IdempotencyRecords.astart_heartbeat`: timers of the running event loop."""
-    if not records.heartbeat or claim.status != "claimed":
+    beat = _new_beat(records, claim)
+    if beat is None:
         return _NO_BEAT
     import asyncio
 
-    loop = asyncio.get_running_loop()
-    beat = _Beat(records, claim, records.lease / 3)
-    _schedule_async(records, beat, loop)
+    _schedule_async(records, beat, asyncio.get_running_loop())
     return beat
 
 
@@ -220,6 +226,18 @@ async def _arenew_and_reschedule(
     _schedule_async(records, beat, loop)
 
 
+# twin: async arenew_quietly=renew_quietly, arenew=renew
+async def arenew_quietly(records: IdempotencyRecords, claim: Claim) -> bool:
+    """A heartbeat's renewal: a store failure is logged (the next beat tries again)."""
+    try:
+        return await records.arenew(claim)
+    except StoreError as exc:
+        _log.warning("resilience: could not renew an idempotency lease: %s", exc)
+        return False
+
+
+# twin: end
+# twin: sync (generated from the block above by scripts/twins.py; do not edit)
 def renew_quietly(records: IdempotencyRecords, claim: Claim) -> bool:
     """A heartbeat's renewal: a store failure is logged (the next beat tries again)."""
     try:
@@ -229,10 +247,4 @@ def renew_quietly(records: IdempotencyRecords, claim: Claim) -> bool:
         return False
 
 
-async def arenew_quietly(records: IdempotencyRecords, claim: Claim) -> bool:
-    """Async :func:`renew_quietly`."""
-    try:
-        return await records.arenew(claim)
-    except StoreError as exc:
-        _log.warning("resilience: could not renew an idempotency lease: %s", exc)
-        return False
+# twin: end
