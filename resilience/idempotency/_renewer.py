@@ -52,6 +52,12 @@ class _NoBeat:
 _NO_BEAT = _NoBeat()
 
 
+#: what is logged when a renewal raises (not a store failure: a bug); that claim's heartbeat
+#: stops, on the thread, a fake clock's timers and the event loop alike
+_RAISED = (
+    "resilience: renewing an idempotency lease raised; that claim's lease is no longer renewed"
+)
+
 #: the renewer thread wakes at least this often, so a far (or unrepresentable) due time never
 #: blocks it nor overflows the wait
 _RENEWER_MAX_WAIT = 60.0
@@ -139,10 +145,7 @@ class _Renewer:
             try:
                 renew_quietly(b.records, b.claim)
             except Exception:  # one entry's failure is that entry's: drop it, keep the others
-                _log.exception(
-                    "resilience: renewing an idempotency lease raised; that claim's lease is "
-                    "no longer renewed"
-                )
+                _log.exception(_RAISED)
                 self._remove(b.ident)
 
 
@@ -186,7 +189,11 @@ def _fake_tick(records: IdempotencyRecords, beat: _Beat, *, sync: bool, loop: An
 
         def fire() -> None:
             if not beat.stopped:
-                renew_quietly(records, beat.claim)
+                try:
+                    renew_quietly(records, beat.claim)
+                except Exception:
+                    _log.exception(_RAISED)
+                    return
                 _fake_tick(records, beat, sync=True)
 
     else:
@@ -222,7 +229,11 @@ def _spawn_renewal(
 async def _arenew_and_reschedule(
     records: IdempotencyRecords, beat: _Beat, loop: asyncio.AbstractEventLoop
 ) -> None:
-    await arenew_quietly(records, beat.claim)
+    try:
+        await arenew_quietly(records, beat.claim)
+    except Exception:  # as on the renewer thread: logged, and this claim's renewals stop
+        _log.exception(_RAISED)
+        return
     _schedule_async(records, beat, loop)
 
 
