@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeAlias
 
 from .._types import AsyncFn, SyncFn
 from ..errors import (
@@ -27,9 +27,9 @@ if TYPE_CHECKING:  # pragma: no cover
 __all__ = ["AsyncHandler", "SyncHandler", "arun", "run"]
 
 #: The handler of :meth:`IdempotencyRecords.run`: it returns the serialized response.
-SyncHandler = Callable[[], bytes]
+SyncHandler: TypeAlias = Callable[[], bytes]
 #: The handler of :meth:`IdempotencyRecords.arun`: a coroutine function returning the response.
-AsyncHandler = Callable[[], Awaitable[bytes]]
+AsyncHandler: TypeAlias = Callable[[], Awaitable[bytes]]
 
 
 def _request_key(
