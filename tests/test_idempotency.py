@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -391,6 +392,39 @@ def test_an_unrecorded_error_outcome_says_so(runner: Runner, clock: FakeClock) -
     with pytest.raises(Boom) as info:
         runner.run(p, c.fn, "k")
     assert any("could not be recorded" in note for note in info.value.__notes__)
+
+
+@pytest.mark.parametrize("mode", ["sync", "async"])
+def test_complete_and_acomplete_warn_alike(
+    mode: str, clock: FakeClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    """One completion for both modes: an outcome over the cap, a claim taken over and an
+    outcome the store keeps refusing are logged the same way by ``complete`` and ``acomplete``."""
+    store = StallingCompletions(clock, failures=0)
+    records = IdempotencyRecords(store=store, lease=1, max_response_bytes=4, clock=clock)
+
+    def complete(claim: Any, payload: str) -> bool:
+        if mode == "sync":
+            return records.complete(claim, payload)
+        return asyncio.run(records.acomplete(claim, payload))
+
+    caplog.set_level(logging.WARNING, logger="resilience")
+    assert complete(records.try_claim("big", "fp"), "r0123456789")  # stored, not retained
+    lost = records.try_claim("lost", "fp")
+    clock.advance(2)
+    assert records.try_claim("lost", "fp").takeover
+    assert not complete(lost, "r1")  # fenced out
+    store.failures = 10**9
+    assert not complete(records.try_claim("stalled", "fp"), "r2")
+    assert [r.getMessage().split(";")[0] for r in caplog.records] == [
+        "resilience: an idempotent outcome of 11 bytes is over max_response_bytes=4 and was "
+        "not retained",
+        "resilience: idempotency claim lost was taken over before its outcome was stored "
+        "(lease 1 s expired)",
+        f"resilience: could not store an idempotent outcome ({store.completions - 2} attempts "
+        "in 1 s, while the lease was held): idempotency store failed: "
+        "ConnectionError('redis stalled')",
+    ]
 
 
 def test_corrupt_record_fails_closed(runner: Runner, clock: FakeClock) -> None:
@@ -799,6 +833,52 @@ def test_one_bad_entry_cannot_disarm_the_shared_renewer(monkeypatch: pytest.Monk
     finally:
         for entry in entries:
             entry.stop()
+
+
+class BrokenRenewals(IdempotencyRecords):
+    """Records whose renewals raise something other than a store failure (a bug)."""
+
+    def __init__(self, clock: FakeClock) -> None:
+        super().__init__(lease=3, clock=clock)
+        self.renewals = 0
+
+    def renew(self, claim: Any) -> bool:
+        self.renewals += 1
+        raise RuntimeError("renewal bug")
+
+    async def arenew(self, claim: Any) -> bool:
+        return self.renew(claim)
+
+
+@pytest.mark.parametrize("mode", ["sync", "async"])
+def test_a_renewal_that_raises_is_logged_and_stops_that_heartbeat_in_both_modes(
+    mode: str, clock: FakeClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    """As on the renewer thread: logged by resilience, that claim's renewals stop, and the
+    caller is not disturbed (was: out of the fake clock's advance() for sync claims, an
+    unretrieved task exception for async ones)."""
+    records = BrokenRenewals(clock)
+    claim = records.try_claim("k", "fp")
+    if mode == "sync":
+        beat = records.start_heartbeat(claim)
+        clock.advance(3.5)  # past three renewal intervals
+    else:
+
+        async def main() -> Any:
+            beat = records.astart_heartbeat(claim)
+            for _ in range(3):
+                await clock.asleep(1.0)  # one renewal interval
+                for _ in range(5):
+                    await asyncio.sleep(0)  # let the renewal task run
+            return beat
+
+        beat = asyncio.run(main())
+    beat.stop()
+    assert records.renewals == 1
+    raised = [r for r in caplog.records if r.name == "resilience" and r.exc_info]
+    assert [r.getMessage() for r in raised] == [
+        "resilience: renewing an idempotency lease raised; that claim's lease is no longer renewed"
+    ]
 
 
 async def test_real_time_heartbeat_on_the_event_loop() -> None:

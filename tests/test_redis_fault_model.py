@@ -249,6 +249,25 @@ def test_fail_fast_probes_one_caller_at_a_time_and_recovers_at_once() -> None:
     assert not b.check()
 
 
+async def test_a_sync_call_on_an_async_only_store_leaves_the_probe_to_others() -> None:
+    """``apply`` takes its client before the breaker admits a probe, like ``aapply``: a sync
+    call on a store given only an async client is refused without taking the probe, so the
+    store does not fail fast for good after the outage."""
+    clock = FakeClock()
+    client = redis.asyncio.Redis.from_url("redis://127.0.0.1:1/0", socket_connect_timeout=0.25)
+    store = RedisStore(client, failure_threshold=1, probe_interval=0.05, clock=clock)
+    with pytest.raises(rs.StoreError, match="redis store failed"):
+        await store.aapply(Ping("k"))  # nothing listens: an outage, failing fast from here
+    with pytest.raises(rs.StoreError, match="failing fast"):
+        await store.aapply(Ping("k"))
+    clock.advance(0.05)  # the next call is the probe
+    with pytest.raises(rs.StoreError, match="was given an async client"):
+        store.apply(Ping("k"))
+    with pytest.raises(rs.StoreError, match="redis store failed"):  # the probe reached Redis
+        await store.aapply(Ping("k"))
+    await client.aclose()
+
+
 def test_store_defaults_are_forgiving_and_recover_quickly() -> None:
     store = RedisStore.from_url("redis://127.0.0.1:1/0")
     assert store._client_kwargs["socket_timeout"] == 0.25

@@ -27,7 +27,33 @@ twins = _load()
 
 #: Sync/async pairs that are deliberately not twins: the sync side does something else, not the
 #: same thing without ``await`` ("module:Class.method" -> why).
-HAND_WRITTEN: dict[str, str] = {}
+HAND_WRITTEN: dict[str, str] = {
+    # idempotency and stores
+    "resilience/idempotency/_claim.py:apply_op": (
+        "the async side also drives a sync-only store (its apply() when there is no aapply()); "
+        "the error translation is shared (_store_failed)"
+    ),
+    "resilience/idempotency/_renewer.py:start": (
+        "sync claims are renewed by the shared daemon thread (or a fake clock's timers), async "
+        "ones by timers of the running event loop; the beat is built once (_new_beat)"
+    ),
+    "resilience/stores/memory.py:MemoryStore.apply": (
+        "aapply() calls apply() (no I/O to await), so a subclass overriding apply() changes both"
+    ),
+    "resilience/stores/redis/_store.py:RedisStore.apply": (
+        "sync: the store's one sync client and the direct path of a plain redis.Redis; async: the "
+        "running loop's client (a thread for a sync-only store); the decisions are shared "
+        "(_call, Breaker, parse_reply, Durable)"
+    ),
+    "resilience/stores/redis/_store.py:RedisStore.close": (
+        "closes the one sync client, its kept direct connection and its sentinels; aclose() "
+        "closes the running event loop's async client"
+    ),
+    "resilience/stores/redis/_store.py:RedisStore.sync_client": (
+        "not the twin of async_client(): one sync client per store (made under a lock) versus "
+        "one async client per event loop (LoopClients)"
+    ),
+}
 
 #: A sync method and its async counterpart, by name.
 _PAIRS = [("wrap_sync", "wrap_async"), ("_wrap_sync", "_wrap_async")]

@@ -59,6 +59,11 @@ def claim_result(key: str, owner: str, result: Any, store: Any) -> Claim:
     return Claim(status, key, owner, fence, takeover=bool(extra), store=store)
 
 
+def _store_failed(exc: Exception) -> StoreError:
+    """The :class:`StoreError` standing for a foreign store's own error ``exc``."""
+    return StoreError(f"idempotency store failed: {exc!r}")
+
+
 def apply_op(store: Any, op: StoreOp[Any]) -> Any:
     """``store.apply(op)``; a foreign store's own error becomes a :class:`StoreError`."""
     try:
@@ -66,7 +71,7 @@ def apply_op(store: Any, op: StoreOp[Any]) -> Any:
     except StoreError:
         raise
     except Exception as exc:  # a foreign store's own error type
-        raise StoreError(f"idempotency store failed: {exc!r}") from exc
+        raise _store_failed(exc) from exc
 
 
 async def aapply_op(store: Any, op: StoreOp[Any]) -> Any:
@@ -78,4 +83,4 @@ async def aapply_op(store: Any, op: StoreOp[Any]) -> Any:
     except StoreError:
         raise
     except Exception as exc:
-        raise StoreError(f"idempotency store failed: {exc!r}") from exc
+        raise _store_failed(exc) from exc

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, Literal
 
 from .._clock import Clock
 from .._policy import Emitter, Policy, refusal
-from .._types import Duration, seconds
+from .._types import AsyncFn, Duration, SyncFn, seconds
 from ..errors import (
     ConfigurationError,
     IdempotencyConflictError,
@@ -19,6 +19,7 @@ from ..errors import (
     StoreError,
 )
 from ..events import CallRejected, IdempotentReplay, Listener, StoreFailed, error_type
+from . import _renewer
 from ._codec import Codec, JSONCodec
 from ._options import (
     check_codec,
@@ -219,9 +220,7 @@ class Idempotent(Policy):
         if em:
             em.emit(
                 CallRejected(
-                    policy=self.name,
-                    pipeline=em.pipeline,
-                    operation=em.operation,
+                    **em.origin(self.name),
                     reason="idempotency_conflict",
                     retry_after=claim.retry_after,
                 )
@@ -244,9 +243,7 @@ class Idempotent(Policy):
 
     def _replay(self, claim: Claim, em: Emitter) -> Any:
         if em:
-            em.emit(
-                IdempotentReplay(policy=self.name, pipeline=em.pipeline, operation=em.operation)
-            )
+            em.emit(IdempotentReplay(**em.origin(self.name)))
         payload = claim.payload
         if payload is None:
             raise refusal(  # the function does not run: a refusal, like a conflict
@@ -322,9 +319,7 @@ class Idempotent(Policy):
         if em:
             em.emit(
                 StoreFailed(
-                    policy=self.name,
-                    pipeline=em.pipeline,
-                    operation=em.operation,
+                    **em.origin(self.name),
                     decision="unrecorded",
                     error_type=error_type(recorded.__cause__ or recorded) or "StoreError",
                 )
@@ -344,8 +339,52 @@ class Idempotent(Policy):
             policy=self.name,
         ) from recorded
 
-    # -- wrappers ------------------------------------------------------------------------------
-    def _wrap_sync(self, fn: Callable[..., Any], em: Emitter) -> Callable[..., Any]:
+    # -- the wrappers: written once, async; the sync twin is generated -----------------------
+    # twin: async aclaim=claim, astart=start, arelease=release, _acomplete=_complete
+    def wrap_async(self, fn: AsyncFn, em: Emitter) -> AsyncFn:
+        records = self.records
+        prepare, operation, wait, name = self._prepare, self._scope(em), self.wait, self.name
+
+        async def idempotent_wrapper(*args: Any, **kwargs: Any) -> Any:
+            prepared = prepare(operation, args, kwargs)
+            if prepared is None:
+                return await fn(*args, **kwargs)
+            claim = await records.aclaim(prepared[0], prepared[1], wait=wait, em=em, policy=name)
+            status = claim.status
+            if status == "replay":
+                return self._replay(claim, em)
+            if status == "unprotected":
+                return await fn(*args, **kwargs)
+            if status != "claimed":
+                raise self._refuse(claim, em)
+            beat = _renewer.astart(records, claim)  # what the records' heartbeat methods call
+            try:
+                result = await fn(*args, **kwargs)
+            except BaseException as exc:
+                outcome = self._error_outcome(exc)
+                if outcome is None:
+                    beat.stop()
+                    await records.arelease(claim)
+                else:
+                    try:  # the heartbeat keeps the lease while the completion is retried
+                        recorded = await records._acomplete(claim, outcome)
+                    finally:
+                        beat.stop()
+                    self._check_recorded(recorded, exc, em)
+                raise
+            try:
+                recorded = await records._acomplete(claim, *self._encode_result(result))
+            finally:
+                beat.stop()
+            if recorded.__class__ is not bool:
+                self._check_recorded(recorded, result, em)
+            return result
+
+        return idempotent_wrapper
+
+    # twin: end
+    # twin: sync (generated from the block above by scripts/twins.py; do not edit)
+    def wrap_sync(self, fn: SyncFn, em: Emitter) -> SyncFn:
         records = self.records
         prepare, operation, wait, name = self._prepare, self._scope(em), self.wait, self.name
 
@@ -361,7 +400,7 @@ class Idempotent(Policy):
                 return fn(*args, **kwargs)
             if status != "claimed":
                 raise self._refuse(claim, em)
-            beat = records.start_heartbeat(claim)
+            beat = _renewer.start(records, claim)  # what the records' heartbeat methods call
             try:
                 result = fn(*args, **kwargs)
             except BaseException as exc:
@@ -386,45 +425,4 @@ class Idempotent(Policy):
 
         return idempotent_wrapper
 
-    def _wrap_async(
-        self, fn: Callable[..., Awaitable[Any]], em: Emitter
-    ) -> Callable[..., Awaitable[Any]]:
-        records = self.records
-        prepare, operation, wait, name = self._prepare, self._scope(em), self.wait, self.name
-
-        async def idempotent_wrapper(*args: Any, **kwargs: Any) -> Any:
-            prepared = prepare(operation, args, kwargs)
-            if prepared is None:
-                return await fn(*args, **kwargs)
-            claim = await records.aclaim(prepared[0], prepared[1], wait=wait, em=em, policy=name)
-            status = claim.status
-            if status == "replay":
-                return self._replay(claim, em)
-            if status == "unprotected":
-                return await fn(*args, **kwargs)
-            if status != "claimed":
-                raise self._refuse(claim, em)
-            beat = records.astart_heartbeat(claim)
-            try:
-                result = await fn(*args, **kwargs)
-            except BaseException as exc:
-                outcome = self._error_outcome(exc)
-                if outcome is None:
-                    beat.stop()
-                    await records.arelease(claim)
-                else:
-                    try:
-                        recorded = await records._acomplete(claim, outcome)
-                    finally:
-                        beat.stop()
-                    self._check_recorded(recorded, exc, em)
-                raise
-            try:
-                recorded = await records._acomplete(claim, *self._encode_result(result))
-            finally:
-                beat.stop()
-            if recorded.__class__ is not bool:
-                self._check_recorded(recorded, result, em)
-            return result
-
-        return idempotent_wrapper
+    # twin: end

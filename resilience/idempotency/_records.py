@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, Literal
 
 from .._clock import Clock, TimerClock, resolve_clock
@@ -16,8 +15,17 @@ from ..stores.memory import MemoryStore
 from . import _renewer, _rpc
 from ._claim import Claim, aapply_op, apply_op, claim_result
 from ._codec import _new_owner, record_key
+from ._finish import (
+    COMPLETE_FIRST_DELAY,
+    COMPLETE_MAX_DELAY,
+    complete_pause,
+    lost,
+    retained,
+    unrecorded,
+)
 from ._ops import ClaimOp, CompleteOp, ReleaseOp, RenewOp
 from ._options import check_choice, check_store
+from ._rpc import AsyncHandler, SyncHandler
 from ._scope import CURRENT_CALLER, MAX_BUFFERED_BYTES, MAX_RESPONSE_BYTES, BufferBudget
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -28,11 +36,6 @@ if TYPE_CHECKING:  # pragma: no cover
 __all__ = ["Claim", "IdempotencyRecords"]
 
 _log = logging.getLogger("resilience")
-
-
-#: the back-off of a completion retried after a store failure (seconds)
-_COMPLETE_FIRST_DELAY = 0.02
-_COMPLETE_MAX_DELAY = 1.0
 
 
 class IdempotencyRecords:
@@ -158,11 +161,7 @@ class IdempotencyRecords:
                 self.max_entries,
             )
         if em:
-            em.emit(
-                RecordsEvicted(
-                    policy=policy, pipeline=em.pipeline, operation=em.operation, count=op.evicted
-                )
-            )
+            em.emit(RecordsEvicted(**em.origin(policy), count=op.evicted))
 
     _apply = staticmethod(apply_op)
     _aapply = staticmethod(aapply_op)
@@ -173,9 +172,7 @@ class IdempotencyRecords:
         if em:
             em.emit(
                 StoreFailed(
-                    policy=policy,
-                    pipeline=em.pipeline,
-                    operation=em.operation,
+                    **em.origin(policy),
                     decision=mode,
                     error_type=error_type(exc.__cause__ or exc) or "StoreError",
                 )
@@ -185,37 +182,66 @@ class IdempotencyRecords:
             raise exc
         return mode == "local"
 
-    def try_claim(
-        self, key: str, fingerprint: str, *, em: Emitter | None = None, policy: str = ""
-    ) -> Claim:
-        """One claim attempt (sync); store failures follow ``on_store_error``."""
-        owner = _new_owner()
-        op = ClaimOp(key, fingerprint, owner, self.lease, self.ttl)
-        store = self.store
-        started = self.clock.monotonic()
-        try:
-            claim = claim_result(key, owner, self._apply(store, op), store)
-        except StoreError as exc:
-            if not self._on_claim_error(exc, em, policy):
-                return Claim("unprotected", key)
-            store = self._local_store()
-            claim = claim_result(key, owner, self._apply(store, op), store)
-        if op.evicted:
-            self._evicted(op, em, policy)
-        if claim.status == "claimed":
-            claim.lease_until = started + self.lease
-        return claim
-
+    # twin: async atry_claim=try_claim, aclaim=claim, _aapply=_apply
     async def atry_claim(
         self, key: str, fingerprint: str, *, em: Emitter | None = None, policy: str = ""
     ) -> Claim:
-        """One claim attempt (async)."""
+        """One claim attempt; store failures follow ``on_store_error``."""
         owner = _new_owner()
         op = ClaimOp(key, fingerprint, owner, self.lease, self.ttl)
         store = self.store
         started = self.clock.monotonic()
         try:
             claim = claim_result(key, owner, await self._aapply(store, op), store)
+        except StoreError as exc:
+            if not self._on_claim_error(exc, em, policy):
+                return Claim("unprotected", key)
+            store = self._local_store()
+            claim = claim_result(key, owner, await self._aapply(store, op), store)
+        if op.evicted:
+            self._evicted(op, em, policy)
+        if claim.status == "claimed":
+            claim.lease_until = started + self.lease
+        return claim
+
+    async def aclaim(
+        self,
+        key: str,
+        fingerprint: str,
+        *,
+        wait: float = 0.0,
+        em: Emitter | None = None,
+        policy: str = "",
+    ) -> Claim:
+        """Claim ``key``; while another owner runs, poll up to ``wait`` seconds for its outcome."""
+        claim = await self.atry_claim(key, fingerprint, em=em, policy=policy)
+        if claim.status != "in_progress" or wait <= 0:
+            return claim
+        clock = self.clock
+        deadline = clock.monotonic() + wait
+        step = 0.005
+        while True:
+            remaining = deadline - clock.monotonic()
+            if remaining <= 0:
+                return claim
+            await clock.asleep(min(step, remaining))
+            step = min(step * 2, 0.1)
+            claim = await self.atry_claim(key, fingerprint, em=em, policy=policy)
+            if claim.status != "in_progress":
+                return claim
+
+    # twin: end
+    # twin: sync (generated from the block above by scripts/twins.py; do not edit)
+    def try_claim(
+        self, key: str, fingerprint: str, *, em: Emitter | None = None, policy: str = ""
+    ) -> Claim:
+        """One claim attempt; store failures follow ``on_store_error``."""
+        owner = _new_owner()
+        op = ClaimOp(key, fingerprint, owner, self.lease, self.ttl)
+        store = self.store
+        started = self.clock.monotonic()
+        try:
+            claim = claim_result(key, owner, self._apply(store, op), store)
         except StoreError as exc:
             if not self._on_claim_error(exc, em, policy):
                 return Claim("unprotected", key)
@@ -253,109 +279,36 @@ class IdempotencyRecords:
             if claim.status != "in_progress":
                 return claim
 
-    async def aclaim(
-        self,
-        key: str,
-        fingerprint: str,
-        *,
-        wait: float = 0.0,
-        em: Emitter | None = None,
-        policy: str = "",
-    ) -> Claim:
-        """Async :meth:`claim`."""
-        claim = await self.atry_claim(key, fingerprint, em=em, policy=policy)
-        if claim.status != "in_progress" or wait <= 0:
-            return claim
-        clock = self.clock
-        deadline = clock.monotonic() + wait
-        step = 0.005
-        while True:
-            remaining = deadline - clock.monotonic()
-            if remaining <= 0:
-                return claim
-            await clock.asleep(min(step, remaining))
-            step = min(step * 2, 0.1)
-            claim = await self.atry_claim(key, fingerprint, em=em, policy=policy)
-            if claim.status != "in_progress":
-                return claim
-
+    # twin: end
     # -- finishing a claim --------------------------------------------------------------------
-    def _retained(self, claim: Claim, payload: str | None, size: int | None) -> str | None:
-        """``payload``, or ``None`` (not retained) when it is over ``max_response_bytes``."""
-        if size is None:
-            if payload is None:
-                return None
-            size = len(payload)
-        if size <= self.max_response_bytes:
-            return payload
-        log = _log.debug if self._warned_size else _log.warning
-        self._warned_size = True  # once per records object at warning level, then debug
-        log(
-            "resilience: an idempotent outcome of %d bytes is over max_response_bytes=%d and "
-            "was not retained; duplicates of %s will be refused, not replayed",
-            size,
-            self.max_response_bytes,
-            claim.key,
-        )
-        return None
-
-    def complete(self, claim: Claim, payload: str | None, *, size: int | None = None) -> bool:
-        """Store the outcome (fenced); False when the claim was lost or it could not be stored.
-
-        A store failure is retried (backing off from 20 ms to 1 s) for as long as the claim's
-        lease is surely held (:attr:`Claim.lease_until`, extended by a running heartbeat) and
-        at most one ``lease``: a transient blip never leaves a finished call *in progress*, to
-        be run again by a retry after the lease. Completing twice is harmless (a completion is
-        idempotent for its owner), and a completion after a takeover is refused (fencing).
-        ``size`` is the outcome's size in bytes as the adapter measures it (default
-        ``len(payload)``); over ``max_response_bytes`` the record is completed as not retained.
-        """
-        return self._complete(claim, payload, size) is True
-
+    # twin: async acomplete=complete, _acomplete=_complete, _aapply=_apply
     async def acomplete(
         self, claim: Claim, payload: str | None, *, size: int | None = None
     ) -> bool:
-        """Async :meth:`complete` (the back-off sleeps on the event loop, never blocking it)."""
+        """Store the outcome (fenced); False when the claim was lost or it could not be stored.
+
+        A store failure is retried (backing off from 20 ms to 1 s, on the event loop for async
+        callers) for as long as the claim's lease is surely held (:attr:`Claim.lease_until`,
+        extended by a running heartbeat) and at most one ``lease``: a transient blip never
+        leaves a finished call *in progress*, to be run again by a retry after the lease.
+        Completing twice is harmless (a completion is idempotent for its owner), and a
+        completion after a takeover is refused (fencing). ``size`` is the outcome's size in
+        bytes as the adapter measures it (default ``len(payload)``); over
+        ``max_response_bytes`` the record is completed as not retained.
+        """
         return await self._acomplete(claim, payload, size) is True
 
-    def _complete(
+    async def _acomplete(
         self, claim: Claim, payload: str | None, size: int | None = None
     ) -> bool | StoreError:
         """True: stored; False: the claim was lost; a StoreError: the store kept failing."""
         if claim.status != "claimed":
             return False
-        payload = self._retained(claim, payload, size)
+        payload = retained(self, claim, payload, size)
         op = CompleteOp(claim.key, claim.owner, claim.fence, payload, self.ttl)
         clock = self.clock
         started = 0.0
-        delay, attempts = _COMPLETE_FIRST_DELAY, 0
-        while True:
-            attempts += 1
-            try:
-                stored: bool = self._apply(claim.store, op)
-            except StoreError as exc:
-                if attempts == 1:
-                    started = clock.monotonic()
-                pause = self._complete_pause(claim, started, delay)
-                if pause is None:
-                    return self._unrecorded(exc, attempts, started)
-                clock.sleep(pause)
-                delay = min(delay * 2, _COMPLETE_MAX_DELAY)
-                continue
-            if not stored:
-                self._lost(claim)
-            return stored
-
-    async def _acomplete(
-        self, claim: Claim, payload: str | None, size: int | None = None
-    ) -> bool | StoreError:
-        if claim.status != "claimed":
-            return False
-        payload = self._retained(claim, payload, size)
-        op = CompleteOp(claim.key, claim.owner, claim.fence, payload, self.ttl)
-        clock = self.clock
-        started = 0.0
-        delay, attempts = _COMPLETE_FIRST_DELAY, 0
+        delay, attempts = COMPLETE_FIRST_DELAY, 0
         while True:
             attempts += 1
             try:
@@ -363,42 +316,81 @@ class IdempotencyRecords:
             except StoreError as exc:
                 if attempts == 1:
                     started = clock.monotonic()
-                pause = self._complete_pause(claim, started, delay)
+                pause = complete_pause(self, claim, started, delay)
                 if pause is None:
-                    return self._unrecorded(exc, attempts, started)
+                    return unrecorded(self, exc, attempts, started)
                 await clock.asleep(pause)
-                delay = min(delay * 2, _COMPLETE_MAX_DELAY)
+                delay = min(delay * 2, COMPLETE_MAX_DELAY)
                 continue
             if not stored:
-                self._lost(claim)
+                lost(self, claim)
             return stored
 
-    def _complete_pause(self, claim: Claim, started: float, delay: float) -> float | None:
-        """How long to wait before the next completion attempt; None: the lease may be gone."""
-        remaining = min(claim.lease_until, started + self.lease) - self.clock.monotonic()
-        if remaining <= 0:
-            return None
-        return min(delay, remaining)
+    # twin: end
+    # twin: sync (generated from the block above by scripts/twins.py; do not edit)
+    def complete(self, claim: Claim, payload: str | None, *, size: int | None = None) -> bool:
+        """Store the outcome (fenced); False when the claim was lost or it could not be stored.
 
-    def _unrecorded(self, exc: StoreError, attempts: int, started: float) -> StoreError:
-        _log.warning(
-            "resilience: could not store an idempotent outcome (%d attempts in %.3g s, while "
-            "the lease was held): %s; the record stays in progress until its lease expires, "
-            "then a duplicate runs again",
-            attempts,
-            self.clock.monotonic() - started,
-            exc,
-        )
-        return exc
+        A store failure is retried (backing off from 20 ms to 1 s, on the event loop for async
+        callers) for as long as the claim's lease is surely held (:attr:`Claim.lease_until`,
+        extended by a running heartbeat) and at most one ``lease``: a transient blip never
+        leaves a finished call *in progress*, to be run again by a retry after the lease.
+        Completing twice is harmless (a completion is idempotent for its owner), and a
+        completion after a takeover is refused (fencing). ``size`` is the outcome's size in
+        bytes as the adapter measures it (default ``len(payload)``); over
+        ``max_response_bytes`` the record is completed as not retained.
+        """
+        return self._complete(claim, payload, size) is True
 
-    def _lost(self, claim: Claim) -> None:
-        _log.warning(
-            "resilience: idempotency claim %s was taken over before its outcome was "
-            "stored (lease %.3g s expired); the late outcome was discarded",
-            claim.key,
-            self.lease,
-        )
+    def _complete(
+        self, claim: Claim, payload: str | None, size: int | None = None
+    ) -> bool | StoreError:
+        """True: stored; False: the claim was lost; a StoreError: the store kept failing."""
+        if claim.status != "claimed":
+            return False
+        payload = retained(self, claim, payload, size)
+        op = CompleteOp(claim.key, claim.owner, claim.fence, payload, self.ttl)
+        clock = self.clock
+        started = 0.0
+        delay, attempts = COMPLETE_FIRST_DELAY, 0
+        while True:
+            attempts += 1
+            try:
+                stored: bool = self._apply(claim.store, op)
+            except StoreError as exc:
+                if attempts == 1:
+                    started = clock.monotonic()
+                pause = complete_pause(self, claim, started, delay)
+                if pause is None:
+                    return unrecorded(self, exc, attempts, started)
+                clock.sleep(pause)
+                delay = min(delay * 2, COMPLETE_MAX_DELAY)
+                continue
+            if not stored:
+                lost(self, claim)
+            return stored
 
+    # twin: end
+    # twin: async arelease=release, arenew=renew, _aapply=_apply
+    async def arelease(self, claim: Claim) -> None:
+        """Delete the claim so that a retry runs again (fenced; store errors are logged)."""
+        if claim.status != "claimed":
+            return
+        try:
+            await self._aapply(claim.store, ReleaseOp(claim.key, claim.owner, claim.fence))
+        except StoreError as exc:  # the claim expires after its lease
+            _log.warning("resilience: could not release an idempotency claim: %s", exc)
+
+    async def arenew(self, claim: Claim) -> bool:
+        """Extend the claim's lease now; False when it is no longer held."""
+        started = self.clock.monotonic()
+        op = RenewOp(claim.key, claim.owner, claim.fence, self.lease, self.ttl)
+        held: bool = await self._aapply(claim.store, op)
+        self._renewed(claim, held, started)
+        return held
+
+    # twin: end
+    # twin: sync (generated from the block above by scripts/twins.py; do not edit)
     def release(self, claim: Claim) -> None:
         """Delete the claim so that a retry runs again (fenced; store errors are logged)."""
         if claim.status != "claimed":
@@ -406,15 +398,6 @@ class IdempotencyRecords:
         try:
             self._apply(claim.store, ReleaseOp(claim.key, claim.owner, claim.fence))
         except StoreError as exc:  # the claim expires after its lease
-            _log.warning("resilience: could not release an idempotency claim: %s", exc)
-
-    async def arelease(self, claim: Claim) -> None:
-        """Async :meth:`release`."""
-        if claim.status != "claimed":
-            return
-        try:
-            await self._aapply(claim.store, ReleaseOp(claim.key, claim.owner, claim.fence))
-        except StoreError as exc:
             _log.warning("resilience: could not release an idempotency claim: %s", exc)
 
     def renew(self, claim: Claim) -> bool:
@@ -425,41 +408,31 @@ class IdempotencyRecords:
         self._renewed(claim, held, started)
         return held
 
-    async def arenew(self, claim: Claim) -> bool:
-        """Async :meth:`renew`."""
-        started = self.clock.monotonic()
-        op = RenewOp(claim.key, claim.owner, claim.fence, self.lease, self.ttl)
-        held: bool = await self._aapply(claim.store, op)
-        self._renewed(claim, held, started)
-        return held
-
+    # twin: end
     def _renewed(self, claim: Claim, held: bool, started: float) -> None:
         if not held:
             claim.lease_until = float("-inf")
         elif started + self.lease > claim.lease_until:
             claim.lease_until = started + self.lease
 
-    # -- heartbeats (the shared renewer) ------------------------------------------------------
-    def start_heartbeat(self, claim: Claim) -> _Beat | _NoBeat:
-        """Renew the claim every ``lease / 3`` from a background thread until ``.stop()``."""
-        return _renewer.start(self, claim)
-
+    # -- heartbeats (the shared renewer) and whole RPC requests ----------------------------------
+    # twin: async astart_heartbeat=start_heartbeat, astart=start, arun=run, AsyncHandler=SyncHandler
     def astart_heartbeat(self, claim: Claim) -> _Beat | _NoBeat:
-        """Renew the claim every ``lease / 3`` on the running event loop until ``.stop()``."""
+        """Renew the claim every ``lease / 3`` until ``.stop()`` (for async callers on the
+        running event loop, for sync ones from a shared background thread)."""
         return _renewer.astart(self, claim)
 
-    # -- a whole request, for RPC adapters -----------------------------------------------------
-    def run(
+    async def arun(
         self,
         *,
         principal: str,
         method: str,
         key: str,
         fingerprint: bytes,
-        handler: Callable[[], bytes],
+        handler: AsyncHandler,
         wait: float = 0.0,
     ) -> tuple[bytes, bool]:
-        """Run ``handler`` at most once per ``(principal, method, key)``.
+        """Run ``handler`` at most once per ``(principal, method, key)`` (a whole request).
 
         Returns ``(response_bytes, replayed)``. A handler exception releases the claim and
         propagates (a retry runs again); to store an error outcome, return bytes that encode
@@ -469,23 +442,49 @@ class IdempotencyRecords:
 
         A gRPC server interceptor reads the ``idempotency-key`` metadata entry, takes the
         principal from its authentication context (never a constant), the full method name,
-        and the serialized request as the fingerprint; the handler returns the serialized
-        response. Map :class:`~resilience.IdempotencyInProgressError` to ``ABORTED`` (with
+        and the serialized request as the fingerprint; the handler (a coroutine function for
+        async servers) returns the serialized response. Map
+        :class:`~resilience.IdempotencyInProgressError` to ``ABORTED`` (with
         ``grpc-retry-pushback-ms`` from ``retry_after``), ``IdempotencyKeyReusedError`` to
         ``FAILED_PRECONDITION``, ``StoreError`` to ``UNAVAILABLE`` and a not-retained replay
         (:class:`~resilience.IdempotencyConflictError`) to ``ABORTED``.
         """
-        return _rpc.run(self, principal, method, key, fingerprint, handler, wait)
+        return await _rpc.arun(self, principal, method, key, fingerprint, handler, wait)
 
-    async def arun(
+    # twin: end
+    # twin: sync (generated from the block above by scripts/twins.py; do not edit)
+    def start_heartbeat(self, claim: Claim) -> _Beat | _NoBeat:
+        """Renew the claim every ``lease / 3`` until ``.stop()`` (for async callers on the
+        running event loop, for sync ones from a shared background thread)."""
+        return _renewer.start(self, claim)
+
+    def run(
         self,
         *,
         principal: str,
         method: str,
         key: str,
         fingerprint: bytes,
-        handler: Callable[[], Awaitable[bytes]],
+        handler: SyncHandler,
         wait: float = 0.0,
     ) -> tuple[bytes, bool]:
-        """Async :meth:`run` (``handler`` is an async callable)."""
-        return await _rpc.arun(self, principal, method, key, fingerprint, handler, wait)
+        """Run ``handler`` at most once per ``(principal, method, key)`` (a whole request).
+
+        Returns ``(response_bytes, replayed)``. A handler exception releases the claim and
+        propagates (a retry runs again); to store an error outcome, return bytes that encode
+        it. The response is stored as a ``"grpc"`` :class:`StoredOutcome`. Raises
+        :class:`~resilience.IdempotencyInProgressError`,
+        :class:`~resilience.IdempotencyKeyReusedError`, :class:`~resilience.StoreError`.
+
+        A gRPC server interceptor reads the ``idempotency-key`` metadata entry, takes the
+        principal from its authentication context (never a constant), the full method name,
+        and the serialized request as the fingerprint; the handler (a coroutine function for
+        async servers) returns the serialized response. Map
+        :class:`~resilience.IdempotencyInProgressError` to ``ABORTED`` (with
+        ``grpc-retry-pushback-ms`` from ``retry_after``), ``IdempotencyKeyReusedError`` to
+        ``FAILED_PRECONDITION``, ``StoreError`` to ``UNAVAILABLE`` and a not-retained replay
+        (:class:`~resilience.IdempotencyConflictError`) to ``ABORTED``.
+        """
+        return _rpc.run(self, principal, method, key, fingerprint, handler, wait)
+
+    # twin: end

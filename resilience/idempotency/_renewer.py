@@ -52,6 +52,12 @@ class _NoBeat:
 _NO_BEAT = _NoBeat()
 
 
+#: what is logged when a renewal raises (not a store failure: a bug); that claim's heartbeat
+#: stops, on the thread, a fake clock's timers and the event loop alike
+_RAISED = (
+    "resilience: renewing an idempotency lease raised; that claim's lease is no longer renewed"
+)
+
 #: the renewer thread wakes at least this often, so a far (or unrepresentable) due time never
 #: blocks it nor overflows the wait
 _RENEWER_MAX_WAIT = 60.0
@@ -139,21 +145,25 @@ class _Renewer:
             try:
                 renew_quietly(b.records, b.claim)
             except Exception:  # one entry's failure is that entry's: drop it, keep the others
-                _log.exception(
-                    "resilience: renewing an idempotency lease raised; that claim's lease is "
-                    "no longer renewed"
-                )
+                _log.exception(_RAISED)
                 self._remove(b.ident)
 
 
 _RENEWER = _Renewer()
 
 
+def _new_beat(records: IdempotencyRecords, claim: Claim) -> _Beat | None:
+    """The renewal of a claim this process holds, or None: nothing to renew."""
+    if not records.heartbeat or claim.status != "claimed":
+        return None
+    return _Beat(records, claim, records.lease / 3)
+
+
 def start(records: IdempotencyRecords, claim: Claim) -> _Beat | _NoBeat:
     """:meth:`IdempotencyRecords.start_heartbeat`: the shared thread, or a fake clock's timers."""
-    if not records.heartbeat or claim.status != "claimed":
+    beat = _new_beat(records, claim)
+    if beat is None:
         return _NO_BEAT
-    beat = _Beat(records, claim, records.lease / 3)
     if records._fake_timers:
         _fake_tick(records, beat, sync=True)
     else:
@@ -163,13 +173,12 @@ def start(records: IdempotencyRecords, claim: Claim) -> _Beat | _NoBeat:
 
 def astart(records: IdempotencyRecords, claim: Claim) -> _Beat | _NoBeat:
     """:meth:`IdempotencyRecords.astart_heartbeat`: timers of the running event loop."""
-    if not records.heartbeat or claim.status != "claimed":
+    beat = _new_beat(records, claim)
+    if beat is None:
         return _NO_BEAT
     import asyncio
 
-    loop = asyncio.get_running_loop()
-    beat = _Beat(records, claim, records.lease / 3)
-    _schedule_async(records, beat, loop)
+    _schedule_async(records, beat, asyncio.get_running_loop())
     return beat
 
 
@@ -180,7 +189,11 @@ def _fake_tick(records: IdempotencyRecords, beat: _Beat, *, sync: bool, loop: An
 
         def fire() -> None:
             if not beat.stopped:
-                renew_quietly(records, beat.claim)
+                try:
+                    renew_quietly(records, beat.claim)
+                except Exception:
+                    _log.exception(_RAISED)
+                    return
                 _fake_tick(records, beat, sync=True)
 
     else:
@@ -216,10 +229,26 @@ def _spawn_renewal(
 async def _arenew_and_reschedule(
     records: IdempotencyRecords, beat: _Beat, loop: asyncio.AbstractEventLoop
 ) -> None:
-    await arenew_quietly(records, beat.claim)
+    try:
+        await arenew_quietly(records, beat.claim)
+    except Exception:  # as on the renewer thread: logged, and this claim's renewals stop
+        _log.exception(_RAISED)
+        return
     _schedule_async(records, beat, loop)
 
 
+# twin: async arenew_quietly=renew_quietly, arenew=renew
+async def arenew_quietly(records: IdempotencyRecords, claim: Claim) -> bool:
+    """A heartbeat's renewal: a store failure is logged (the next beat tries again)."""
+    try:
+        return await records.arenew(claim)
+    except StoreError as exc:
+        _log.warning("resilience: could not renew an idempotency lease: %s", exc)
+        return False
+
+
+# twin: end
+# twin: sync (generated from the block above by scripts/twins.py; do not edit)
 def renew_quietly(records: IdempotencyRecords, claim: Claim) -> bool:
     """A heartbeat's renewal: a store failure is logged (the next beat tries again)."""
     try:
@@ -229,10 +258,4 @@ def renew_quietly(records: IdempotencyRecords, claim: Claim) -> bool:
         return False
 
 
-async def arenew_quietly(records: IdempotencyRecords, claim: Claim) -> bool:
-    """Async :func:`renew_quietly`."""
-    try:
-        return await records.arenew(claim)
-    except StoreError as exc:
-        _log.warning("resilience: could not renew an idempotency lease: %s", exc)
-        return False
+# twin: end

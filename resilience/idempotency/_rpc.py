@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeAlias
 
+from .._types import AsyncFn, SyncFn
 from ..errors import (
     ConfigurationError,
     IdempotencyConflictError,
@@ -17,10 +18,18 @@ from ..errors import (
     IdempotencyKeyReusedError,
     StoreError,
 )
+from . import _renewer
 from ._outcome import StoredOutcome
 
 if TYPE_CHECKING:  # pragma: no cover
     from ._records import Claim, IdempotencyRecords
+
+__all__ = ["AsyncHandler", "SyncHandler", "arun", "run"]
+
+#: The handler of :meth:`IdempotencyRecords.run`: it returns the serialized response.
+SyncHandler: TypeAlias = Callable[[], bytes]
+#: The handler of :meth:`IdempotencyRecords.arun`: a coroutine function returning the response.
+AsyncHandler: TypeAlias = Callable[[], Awaitable[bytes]]
 
 
 def _request_key(
@@ -66,16 +75,49 @@ def _refuse(claim: Claim) -> IdempotencyConflictError:
     )
 
 
+# twin: async arun=run, aclaim=claim, astart=start, arelease=release, acomplete=complete
+async def arun(
+    records: IdempotencyRecords,
+    principal: str,
+    method: str,
+    key: str,
+    fingerprint: bytes,
+    handler: AsyncFn,
+    wait: float,
+) -> tuple[bytes, bool]:
+    """:meth:`IdempotencyRecords.arun`: claim, run ``handler`` under a heartbeat, complete."""
+    rkey, fp = _request_key(records, principal, method, key, fingerprint)
+    claim = await records.aclaim(rkey, fp, wait=wait)
+    if claim.status == "replay":
+        return _replayed(claim), True
+    if claim.status in ("in_progress", "reused"):
+        raise _refuse(claim)
+    if claim.status == "unprotected":
+        return await handler(), False
+    beat = _renewer.astart(records, claim)
+    try:
+        out = await handler()
+    except BaseException:
+        beat.stop()
+        await records.arelease(claim)
+        raise
+    beat.stop()
+    await records.acomplete(claim, _stored(records, out), size=len(out))
+    return out, False
+
+
+# twin: end
+# twin: sync (generated from the block above by scripts/twins.py; do not edit)
 def run(
     records: IdempotencyRecords,
     principal: str,
     method: str,
     key: str,
     fingerprint: bytes,
-    handler: Callable[[], bytes],
+    handler: SyncFn,
     wait: float,
 ) -> tuple[bytes, bool]:
-    """:meth:`IdempotencyRecords.run`."""
+    """:meth:`IdempotencyRecords.run`: claim, run ``handler`` under a heartbeat, complete."""
     rkey, fp = _request_key(records, principal, method, key, fingerprint)
     claim = records.claim(rkey, fp, wait=wait)
     if claim.status == "replay":
@@ -84,7 +126,7 @@ def run(
         raise _refuse(claim)
     if claim.status == "unprotected":
         return handler(), False
-    beat = records.start_heartbeat(claim)
+    beat = _renewer.start(records, claim)
     try:
         out = handler()
     except BaseException:
@@ -96,31 +138,4 @@ def run(
     return out, False
 
 
-async def arun(
-    records: IdempotencyRecords,
-    principal: str,
-    method: str,
-    key: str,
-    fingerprint: bytes,
-    handler: Callable[[], Awaitable[bytes]],
-    wait: float,
-) -> tuple[bytes, bool]:
-    """:meth:`IdempotencyRecords.arun`."""
-    rkey, fp = _request_key(records, principal, method, key, fingerprint)
-    claim = await records.aclaim(rkey, fp, wait=wait)
-    if claim.status == "replay":
-        return _replayed(claim), True
-    if claim.status in ("in_progress", "reused"):
-        raise _refuse(claim)
-    if claim.status == "unprotected":
-        return await handler(), False
-    beat = records.astart_heartbeat(claim)
-    try:
-        out = await handler()
-    except BaseException:
-        beat.stop()
-        await records.arelease(claim)
-        raise
-    beat.stop()
-    await records.acomplete(claim, _stored(records, out), size=len(out))
-    return out, False
+# twin: end

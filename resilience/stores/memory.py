@@ -142,7 +142,8 @@ class MemoryStore:
             return self._apply_locked(op, now)
 
     async def aapply(self, op: StoreOp[R], /) -> R:
-        """Same as :meth:`apply` (no I/O happens)."""
+        """Same as :meth:`apply` (no I/O happens), which it calls: a subclass overriding
+        :meth:`apply` changes both."""
         return self.apply(op)
 
     def _apply_locked(self, op: StoreOp[R], now: float) -> R:

@@ -12,7 +12,7 @@ from __future__ import annotations
 from typing import Any
 
 from ...errors import StoreError
-from ._faults import Breaker, parse_reply
+from ._faults import NO_LOOP, WRONG_LOOP, Breaker, parse_reply
 from ._ops import redis_errors
 
 __all__ = ["Durable"]
@@ -68,6 +68,39 @@ class Durable:
             )
         return parse_reply(op, reply)
 
+    # twin: async arun=run, WRONG_LOOP=NO_LOOP
+    async def arun(
+        self,
+        op: Any,
+        client: Any,
+        args: list[Any],
+        src: str,
+        options: dict[str, Any],
+        epoch: int,
+        probe: bool,
+    ) -> Any:
+        """Run the script, then WAIT for ``wait_replicas`` replicas (pipelined: one round trip),
+        with :meth:`RedisStore.apply`'s fault model."""
+        try:
+            pipe, node = self._pipeline(client, "EVALSHA", args, options)
+            replies = await pipe.execute(raise_on_error=False)
+            if isinstance(replies[0], redis_errors().NoScriptError):
+                args[0] = src
+                pipe, node = self._pipeline(client, "EVAL", args, options)
+                replies = await pipe.execute(raise_on_error=False)
+            reply = self._reply(client, args, node, replies)
+        except (redis_errors().RedisError, OSError) as exc:
+            raise self.breaker.failed(op, exc, epoch, probe) from exc
+        except WRONG_LOOP as exc:  # a client used from another event loop (async only)
+            raise self.breaker.wrong_loop(exc, probe) from exc
+        except BaseException:
+            if probe:
+                self.breaker.abandon()
+            raise
+        return self._result(op, reply)
+
+    # twin: end
+    # twin: sync (generated from the block above by scripts/twins.py; do not edit)
     def run(
         self,
         op: Any,
@@ -90,37 +123,12 @@ class Durable:
             reply = self._reply(client, args, node, replies)
         except (redis_errors().RedisError, OSError) as exc:
             raise self.breaker.failed(op, exc, epoch, probe) from exc
-        except BaseException:
-            if probe:
-                self.breaker.abandon()
-            raise
-        return self._result(op, reply)
-
-    async def arun(
-        self,
-        op: Any,
-        client: Any,
-        args: list[Any],
-        src: str,
-        options: dict[str, Any],
-        epoch: int,
-        probe: bool,
-    ) -> Any:
-        """The async twin of :meth:`run`."""
-        try:
-            pipe, node = self._pipeline(client, "EVALSHA", args, options)
-            replies = await pipe.execute(raise_on_error=False)
-            if isinstance(replies[0], redis_errors().NoScriptError):
-                args[0] = src
-                pipe, node = self._pipeline(client, "EVAL", args, options)
-                replies = await pipe.execute(raise_on_error=False)
-            reply = self._reply(client, args, node, replies)
-        except (redis_errors().RedisError, OSError) as exc:
-            raise self.breaker.failed(op, exc, epoch, probe) from exc
-        except RuntimeError as exc:  # a given async client used from another event loop
+        except NO_LOOP as exc:  # a client used from another event loop (async only)
             raise self.breaker.wrong_loop(exc, probe) from exc
         except BaseException:
             if probe:
                 self.breaker.abandon()
             raise
         return self._result(op, reply)
+
+    # twin: end

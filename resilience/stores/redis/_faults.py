@@ -10,7 +10,13 @@ from ..._clock import Clock
 from ...errors import StoreError
 from ._ops import RedisOp, redis_errors
 
-__all__ = ["Breaker", "is_key_error", "key_error", "parse_reply"]
+__all__ = ["NO_LOOP", "WRONG_LOOP", "Breaker", "is_key_error", "key_error", "parse_reply"]
+
+#: What a given async client raises when it is used from another event loop (an async call
+#: turns it into :meth:`Breaker.wrong_loop`'s error); a sync client has no event loop, so the
+#: sync twin of such a call catches :data:`NO_LOOP`, nothing.
+WRONG_LOOP: tuple[type[RuntimeError], ...] = (RuntimeError,)
+NO_LOOP: tuple[type[RuntimeError], ...] = ()
 
 
 class Breaker:

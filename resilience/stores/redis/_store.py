@@ -16,7 +16,7 @@ from ..base import StoreOp
 from ._clients import is_async_client, new_async_client, new_sync_client, url_options
 from ._direct import Direct, direct_path
 from ._durable import Durable
-from ._faults import Breaker, parse_reply
+from ._faults import WRONG_LOOP, Breaker, parse_reply
 from ._loops import LoopClients
 from ._ops import LUA_NOW, Script, redis_errors
 
@@ -240,11 +240,11 @@ class RedisStore:
         ``NOSCRIPT``). Raises :class:`~resilience.StoreError` when Redis fails (or when this
         key's script fails: such an error stays with the key and never makes the store fail
         fast)."""
+        client = self._sync or self.sync_client()  # before a probe is admitted, like aapply
         args, src, options = self._call(op)
         breaker = self._breaker
         epoch = breaker.epoch
         probe = breaker.check() if breaker.failures else False
-        client = self._sync or self.sync_client()
         if self.wait_replicas and getattr(type(op), "DURABLE", False):
             return cast(R, self._durable.run(op, client, args, src, options, epoch, probe))
         direct = self._direct if self._direct is not False else self._direct_path(client)
@@ -293,7 +293,7 @@ class RedisStore:
                 reply = await client.execute_command("EVAL", *args, **options)
         except (redis_errors().RedisError, OSError) as exc:
             raise breaker.failed(op, exc, epoch, probe) from exc
-        except RuntimeError as exc:  # a given async client used from another event loop
+        except WRONG_LOOP as exc:  # a given async client used from another event loop
             raise breaker.wrong_loop(exc, probe) from exc
         except BaseException:
             if probe:
