@@ -7,6 +7,7 @@ blocks inside a module instead of whole directories, so that a policy's two wrap
 the one class that owns their state)::
 
     # twin: async  [extra replacements: name=name, ...]
+    # twin: +  [more replacements, when they do not fit on one line]
     async def wrap_async(self, fn: AsyncFn, em: Emitter) -> AsyncFn:
         ...
     # twin: end
@@ -64,6 +65,7 @@ NAMES: dict[str, str] = {
 }
 
 SOURCE = re.compile(r"^(?P<indent>[ \t]*)# twin: async(?P<extra>.*)$")
+MORE = re.compile(r"^[ \t]*# twin: \+(?P<extra>.*)$")
 END = re.compile(r"^[ \t]*# twin: end\s*$")
 TWIN_HEADER = "# twin: sync (generated from the block above by scripts/twins.py; do not edit)"
 _EXTRA = re.compile(r"\s*(\w+)\s*=\s*(\w+)\s*")
@@ -80,6 +82,7 @@ class Block:
     """One async source block and the lines its generated twin occupies today."""
 
     source_start: int  # index of the "# twin: async" line
+    body_start: int  # index of the first source line (after any "# twin: +" lines)
     source_end: int  # index of its "# twin: end" line
     twin_start: int  # index of the first line after the source's end (the twin's header)
     twin_end: int  # index one past the twin's "# twin: end" (== twin_start when missing)
@@ -111,7 +114,12 @@ def find_blocks(lines: Sequence[str], where: str) -> list[Block]:
             i += 1
             continue
         start = i
+        extra = [match["extra"]]
         j = i + 1
+        while j < len(lines) and (more := MORE.match(lines[j])):
+            extra.append(more["extra"])
+            j += 1
+        body_start = j
         while j < len(lines) and not END.match(lines[j]):
             if SOURCE.match(lines[j]):
                 raise TwinError(f"{where}:{j + 1}: '# twin: async' inside another block")
@@ -127,8 +135,10 @@ def find_blocks(lines: Sequence[str], where: str) -> list[Block]:
             if k == len(lines):
                 raise TwinError(f"{where}:{twin_start + 1}: generated twin without '# twin: end'")
             twin_end = k + 1
-        names = {**NAMES, **parse_extra(match["extra"], f"{where}:{start + 1}")}
-        blocks.append(Block(start, j, twin_start, twin_end, match["indent"], names))
+        names = dict(NAMES)
+        for n, text in enumerate(extra):
+            names.update(parse_extra(text, f"{where}:{start + n + 1}"))
+        blocks.append(Block(start, body_start, j, twin_start, twin_end, match["indent"], names))
         i = twin_end
     return blocks
 
@@ -186,7 +196,7 @@ def generate(text: str, where: str) -> str:
     pos = 0
     for block in blocks:
         out.extend(lines[pos : block.twin_start])
-        body = "".join(lines[block.source_start + 1 : block.source_end])
+        body = "".join(lines[block.body_start : block.source_end])
         try:
             twin = unasync(body, block.names)
         except (TwinError, tokenize.TokenError, SyntaxError) as exc:

@@ -155,6 +155,9 @@ def test_extra_replacements_of_a_block() -> None:
     )
     out = twins.generate(text, "t.py")
     assert "    def complete(self, c: Client) -> None:\n        c.close()\n" in out
+    # more replacements on continuation lines
+    longer = text.replace(", AsyncClient=Client\n", "\n    # twin: + AsyncClient=Client\n")
+    assert "    def complete(self, c: Client) -> None:\n" in twins.generate(longer, "t.py")
     assert out.count("# twin: end") == 2
     # regenerating is idempotent
     assert twins.generate(out, "t.py") == out
