@@ -729,8 +729,10 @@ def test_configuration_errors() -> None:
         ResilientTransport("retry")  # type: ignore[arg-type]
     with pytest.raises(rs.ConfigurationError, match="AsyncResilientTransport"):
         ResilientTransport(http_retry(), transport=httpx.AsyncHTTPTransport())  # type: ignore[arg-type]
-    with pytest.raises(rs.ConfigurationError):
+    with pytest.raises(rs.ConfigurationError, match=r"use ResilientTransport for that"):
         AsyncResilientTransport(http_retry(), transport=httpx.HTTPTransport())  # type: ignore[arg-type]
+    with pytest.raises(rs.ConfigurationError, match=r"BaseTransport, got 'x'$"):
+        ResilientTransport(http_retry(), transport="x")  # type: ignore[arg-type]
     with pytest.raises(rs.ConfigurationError):
         http_retry(statuses={700})
     with pytest.raises(rs.ConfigurationError):
