@@ -27,7 +27,12 @@ twins = _load()
 
 #: Sync/async pairs that are deliberately not twins: the sync side does something else, not the
 #: same thing without ``await`` ("module:Class.method" -> why).
-HAND_WRITTEN: dict[str, str] = {}
+HAND_WRITTEN: dict[str, str] = {
+    "interceptors/grpc/_common.py:ReplayBuffer.messages": (
+        "sync grpc pulls each attempt's request stream on a thread of its own, so reads of the "
+        "shared source hold a lock; amessages runs on one loop and accepts sync or async sources"
+    ),
+}
 
 #: A sync method and its async counterpart, by name.
 _PAIRS = [("wrap_sync", "wrap_async"), ("_wrap_sync", "_wrap_async")]
