@@ -92,12 +92,95 @@ def _serve(kind: str, interceptor_kw: dict[str, Any], metadata: tuple[tuple[str,
 
 @pytest.mark.parametrize("kind", ["sync", "aio"])
 @pytest.mark.parametrize("keyed", [False, True], ids=["no-key", "key"])
-def test_a_str_response_is_utf8_on_the_wire_with_idempotency_records(kind: str, keyed: bool) -> None:
+def test_a_str_response_is_utf8_on_the_wire_with_idempotency_records(
+    kind: str, keyed: bool
+) -> None:
     """grpc.aio encodes a ``str`` response as UTF-8; with idempotency records the interceptor
     serializes the response itself, on both servers the same way (the sync one used to store
     and send the ``str``: UNKNOWN with a key, a call stalled until its deadline without)."""
     metadata = (("idempotency-key", "k-1"),) if keyed else ()
-    got = _serve(kind, {"pipeline": rs.Timeout(5), "idempotency": rs.IdempotencyRecords()}, metadata)
+    got = _serve(
+        kind, {"pipeline": rs.Timeout(5), "idempotency": rs.IdempotencyRecords()}, metadata
+    )
     first = [("héllo a".encode(), None), (b"a+b", None)]
     again = [("héllo a".encode(), "true"), (b"a+b", "true")] if keyed else first
     assert got == first + again
+
+
+def _failing_stream_handlers(kind: str, error: Exception) -> Any:
+    """A streaming-response handler that sends one message, sets a trailer, then raises."""
+    if kind == "sync":
+
+        def stream(request: bytes, context: Any) -> Iterator[bytes]:
+            yield b"first"
+            context.set_trailing_metadata((("handler-trailer", "kept"),))
+            raise error
+
+    else:
+
+        async def stream(request: bytes, context: Any) -> AsyncIterator[bytes]:  # type: ignore[misc]
+            yield b"first"
+            context.set_trailing_metadata((("handler-trailer", "kept"),))
+            raise error
+
+    return grpc.method_handlers_generic_handler(
+        SERVICE, {"Stream": grpc.unary_stream_rpc_method_handler(stream)}
+    )
+
+
+def _stream_outcome(port: int) -> tuple[list[bytes], grpc.StatusCode, dict[str, str]]:
+    got: list[bytes] = []
+    with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+        call = channel.unary_stream(f"/{SERVICE}/Stream")(b"a", timeout=5)
+        with pytest.raises(grpc.RpcError) as info:
+            got.extend(call)
+    return got, info.value.code(), dict(info.value.trailing_metadata() or ())
+
+
+def _serve_stream(kind: str, error: Exception) -> Any:
+    handlers = _failing_stream_handlers(kind, error)
+    if kind == "sync":
+        server = grpc.server(
+            futures.ThreadPoolExecutor(max_workers=4),
+            interceptors=[ResilienceServerInterceptor(pipeline=None)],
+        )
+        server.add_generic_rpc_handlers((handlers,))
+        port = server.add_insecure_port("127.0.0.1:0")
+        server.start()
+        try:
+            return _stream_outcome(port)
+        finally:
+            server.stop(None)
+
+    async def main() -> Any:
+        server = grpc.aio.server(interceptors=[AsyncResilienceServerInterceptor(pipeline=None)])
+        server.add_generic_rpc_handlers((handlers,))
+        port = server.add_insecure_port("127.0.0.1:0")
+        await server.start()
+        try:
+            return await asyncio.to_thread(_stream_outcome, port)
+        finally:
+            await server.stop(None)
+
+    return asyncio.run(main())
+
+
+@pytest.mark.parametrize("kind", ["sync", "aio"])
+def test_a_policy_error_raised_mid_stream_gets_its_status_and_pushback(kind: str) -> None:
+    """A resilience error the handler raises after its first message (e.g. from an outbound
+    rate limiter) is answered with its status and pushback on both servers (the sync one used
+    to answer UNKNOWN: only aborts were mapped after the first message)."""
+    got, code, trailers = _serve_stream(kind, rs.RateLimitedError("slow down", retry_after=0.25))
+    assert got == [b"first"]
+    assert code == grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert trailers == {"grpc-retry-pushback-ms": "250"}
+
+
+@pytest.mark.parametrize("kind", ["sync", "aio"])
+def test_an_unmapped_error_raised_mid_stream_is_unknown_and_keeps_the_handler_trailers(
+    kind: str,
+) -> None:
+    got, code, trailers = _serve_stream(kind, KeyError("boom"))
+    assert got == [b"first"]
+    assert code == grpc.StatusCode.UNKNOWN
+    assert trailers == {"handler-trailer": "kept"}

@@ -20,7 +20,6 @@ from ._server_idempotency import (
     exit_scope,
     idempotency_key,
 )
-from ._status import StatusError
 
 __all__ = [
     "IDEMPOTENCY_KEY",
@@ -58,7 +57,8 @@ class ResilienceServerInterceptor(_ServerCore, _ServerInterceptor):
     Streaming responses: the sync server consumes the handler's iterator after the handler
     returned, so the pipeline covers the handler up to its first response message (admission,
     first-message timeout and outcome); later messages are streamed as they come, still under
-    the published deadline. :class:`AsyncResilienceServerInterceptor` covers whole streams.
+    the published deadline (an error raised later still gets its status).
+    :class:`AsyncResilienceServerInterceptor` covers whole streams.
 
     Idempotency (``idempotency=rs.IdempotencyRecords(...)``): a unary-response call carrying an
     ``idempotency-key`` metadata entry (1-255 visible ASCII characters) runs at most once per
@@ -187,7 +187,7 @@ class ResilienceServerInterceptor(_ServerCore, _ServerInterceptor):
                 yield first
                 try:
                     yield from it
-                except StatusError as exc:
+                except Exception as exc:  # its status, as inside the pipeline (or re-raised)
                     reject(context, exc)
             finally:
                 exit_scope(tokens)
