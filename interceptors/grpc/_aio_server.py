@@ -104,26 +104,9 @@ class AsyncResilienceServerInterceptor(_AsyncServerCore, _ServerInterceptor):
     def _serializer(self, handler: Any) -> Callable[[Any], Any]:
         return aio_serializer(handler)
 
-    def _wrap(self, handler: Any, method: str) -> Any:
-        des, ser = handler.request_deserializer, handler.response_serializer
-        records = self._idem.records is not None
-        body = self._unary_body
-        if handler.unary_unary is not None:
-            run = self._compose(body(handler.unary_unary), method)
-            if records:
-                idem = self._idempotent(run, method, handler, False)
-                return grpc.unary_unary_rpc_method_handler(idem, None, None)
-            return grpc.unary_unary_rpc_method_handler(self._serve(run, method), des, ser)
-        if handler.stream_unary is not None:
-            run = self._compose(body(handler.stream_unary), method)
-            if records:
-                idem = self._idempotent(run, method, handler, True)
-                return grpc.stream_unary_rpc_method_handler(idem, None, None)
-            return grpc.stream_unary_rpc_method_handler(self._serve(run, method), des, ser)
-        if handler.unary_stream is not None:
-            run = self._serve(
-                self._compose(_stream_body(handler.unary_stream), method), method, True
-            )
-            return grpc.unary_stream_rpc_method_handler(run, des, ser)
-        run = self._serve(self._compose(_stream_body(handler.stream_stream), method), method, True)
-        return grpc.stream_stream_rpc_method_handler(run, des, ser)
+    @staticmethod
+    def _stream_body(user: Callable[..., Any]) -> Callable[..., Any]:
+        return _stream_body(user)
+
+    def _streaming(self, run: Callable[..., Any], method: str) -> Callable[[Any, Any], Any]:
+        return self._serve(run, method, True)

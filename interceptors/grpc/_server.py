@@ -135,36 +135,12 @@ class ResilienceServerInterceptor(_ServerCore, _ServerInterceptor):
     def _serializer(self, handler: Any) -> Callable[[Any], Any]:
         return sync_serializer(handler)
 
-    def _wrap(self, handler: Any, method: str) -> Any:
-        records = self._idem.records is not None
-        body = self._unary_body
-        if handler.unary_unary is not None:
-            run = self._compose(body(handler.unary_unary), method)
-            if records:
-                return grpc.unary_unary_rpc_method_handler(
-                    self._idempotent(run, method, handler, False), None, None
-                )
-            return grpc.unary_unary_rpc_method_handler(
-                self._serve(run, method), handler.request_deserializer, handler.response_serializer
-            )
-        if handler.stream_unary is not None:
-            run = self._compose(body(handler.stream_unary), method)
-            if records:
-                return grpc.stream_unary_rpc_method_handler(
-                    self._idempotent(run, method, handler, True), None, None
-                )
-            return grpc.stream_unary_rpc_method_handler(
-                self._serve(run, method), handler.request_deserializer, handler.response_serializer
-            )
-        if handler.unary_stream is not None:
-            stream = self._stream(self._compose(_stream_body(handler.unary_stream), method), method)
-            return grpc.unary_stream_rpc_method_handler(
-                stream, handler.request_deserializer, handler.response_serializer
-            )
-        stream = self._stream(self._compose(_stream_body(handler.stream_stream), method), method)
-        return grpc.stream_stream_rpc_method_handler(
-            stream, handler.request_deserializer, handler.response_serializer
-        )
+    @staticmethod
+    def _stream_body(user: Callable[..., Any]) -> Callable[..., Any]:
+        return _stream_body(user)
+
+    def _streaming(self, run: Callable[..., Any], method: str) -> Callable[[Any, Any], Any]:
+        return self._stream(run, method)
 
     def _stream(self, run: Callable[..., Any], method: str) -> Callable[[Any, Any], Iterator[Any]]:
         """A streaming-response behaviour: the pipeline covers the handler up to its first

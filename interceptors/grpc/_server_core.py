@@ -2,7 +2,7 @@
 
 ``_AsyncServerCore`` (the ``grpc.aio`` interceptor's base) is the source; ``_ServerCore`` (the
 sync interceptor's base) is generated from it by ``scripts/twins.py``. Each interceptor adds
-what its server really does differently: how streaming responses are run (``_wrap``), the
+what its server really does differently: how streaming responses are run, the
 context proxy handed to the handler, how a replayed request stream is presented, and how a
 response is serialized (:func:`~._server_handlers.sync_serializer` /
 :func:`~._server_handlers.aio_serializer`).
@@ -42,7 +42,7 @@ from ._status import StatusError
 # twin: async _AsyncServerCore=_ServerCore, arun=run
 class _AsyncServerCore:
     """Configuration, the handler cache, deadline and idempotency scope, unary handlers,
-    idempotency replay and aborts (each interceptor adds its ``_wrap`` and per-server hooks)."""
+    idempotency replay and aborts (each interceptor adds its per-server hooks)."""
 
     #: The context proxy handed to the handler inside the pipeline.
     _proxy: type[ContextProxy] = ContextProxy
@@ -84,7 +84,31 @@ class _AsyncServerCore:
         return wrapped
 
     def _wrap(self, handler: Any, method: str) -> Any:
-        raise NotImplementedError  # each server runs its call shapes its own way
+        """The method handler running ``handler`` through the pipeline, for its call shape."""
+        if handler.unary_unary is not None or handler.stream_unary is not None:
+            stream_req = handler.unary_unary is None
+            if stream_req:
+                user, make = handler.stream_unary, grpc.stream_unary_rpc_method_handler
+            else:
+                user, make = handler.unary_unary, grpc.unary_unary_rpc_method_handler
+            run = self._compose(self._unary_body(user), method)
+            if self._idem.records is not None:
+                return make(self._idempotent(run, method, handler, stream_req), None, None)
+            behaviour = self._serve(run, method)
+        else:
+            if handler.unary_stream is not None:
+                user, make = handler.unary_stream, grpc.unary_stream_rpc_method_handler
+            else:
+                user, make = handler.stream_stream, grpc.stream_stream_rpc_method_handler
+            behaviour = self._streaming(self._compose(self._stream_body(user), method), method)
+        return make(behaviour, handler.request_deserializer, handler.response_serializer)
+
+    @staticmethod
+    def _stream_body(user: Callable[..., Any]) -> Callable[..., Any]:
+        raise NotImplementedError  # the handler of a streaming-response method, in the pipeline
+
+    def _streaming(self, run: Callable[..., Any], method: str) -> Callable[[Any, Any], Any]:
+        raise NotImplementedError  # the RPC behaviour of a streaming-response method
 
     def _replay(self, messages: list[Any]) -> Any:
         raise NotImplementedError  # a request stream re-presented to the handler
@@ -222,7 +246,7 @@ class _AsyncServerCore:
 # twin: sync (generated from the block above by scripts/twins.py; do not edit)
 class _ServerCore:
     """Configuration, the handler cache, deadline and idempotency scope, unary handlers,
-    idempotency replay and aborts (each interceptor adds its ``_wrap`` and per-server hooks)."""
+    idempotency replay and aborts (each interceptor adds its per-server hooks)."""
 
     #: The context proxy handed to the handler inside the pipeline.
     _proxy: type[ContextProxy] = ContextProxy
@@ -264,7 +288,31 @@ class _ServerCore:
         return wrapped
 
     def _wrap(self, handler: Any, method: str) -> Any:
-        raise NotImplementedError  # each server runs its call shapes its own way
+        """The method handler running ``handler`` through the pipeline, for its call shape."""
+        if handler.unary_unary is not None or handler.stream_unary is not None:
+            stream_req = handler.unary_unary is None
+            if stream_req:
+                user, make = handler.stream_unary, grpc.stream_unary_rpc_method_handler
+            else:
+                user, make = handler.unary_unary, grpc.unary_unary_rpc_method_handler
+            run = self._compose(self._unary_body(user), method)
+            if self._idem.records is not None:
+                return make(self._idempotent(run, method, handler, stream_req), None, None)
+            behaviour = self._serve(run, method)
+        else:
+            if handler.unary_stream is not None:
+                user, make = handler.unary_stream, grpc.unary_stream_rpc_method_handler
+            else:
+                user, make = handler.stream_stream, grpc.stream_stream_rpc_method_handler
+            behaviour = self._streaming(self._compose(self._stream_body(user), method), method)
+        return make(behaviour, handler.request_deserializer, handler.response_serializer)
+
+    @staticmethod
+    def _stream_body(user: Callable[..., Any]) -> Callable[..., Any]:
+        raise NotImplementedError  # the handler of a streaming-response method, in the pipeline
+
+    def _streaming(self, run: Callable[..., Any], method: str) -> Callable[[Any, Any], Any]:
+        raise NotImplementedError  # the RPC behaviour of a streaming-response method
 
     def _replay(self, messages: list[Any]) -> Any:
         raise NotImplementedError  # a request stream re-presented to the handler
