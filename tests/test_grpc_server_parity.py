@@ -50,7 +50,8 @@ def _text_handlers(kind: str) -> Any:
 def _calls(port: int, metadata: tuple[tuple[str, str], ...]) -> list[tuple[bytes, str | None]]:
     """Each method called twice with ``metadata``: (response, idempotent-replayed trailer)."""
     out: list[tuple[bytes, str | None]] = []
-    with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+    with grpc.insecure_channel(f"127.0.0.1:{port}") as raw:
+        channel: Any = raw  # raw bytes: no serializers
         for _ in range(2):
             response, call = channel.unary_unary(f"/{SERVICE}/Unary").with_call(
                 b"a", timeout=5, metadata=metadata
@@ -130,11 +131,13 @@ def _failing_stream_handlers(kind: str, error: Exception) -> Any:
 
 def _stream_outcome(port: int) -> tuple[list[bytes], grpc.StatusCode, dict[str, str]]:
     got: list[bytes] = []
-    with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+    with grpc.insecure_channel(f"127.0.0.1:{port}") as raw:
+        channel: Any = raw  # raw bytes: no serializers
         call = channel.unary_stream(f"/{SERVICE}/Stream")(b"a", timeout=5)
         with pytest.raises(grpc.RpcError) as info:
             got.extend(call)
-    return got, info.value.code(), dict(info.value.trailing_metadata() or ())
+    error: Any = info.value
+    return got, error.code(), dict(error.trailing_metadata() or ())
 
 
 def _serve_stream(kind: str, error: Exception) -> Any:
