@@ -25,7 +25,7 @@ from interceptors.httpx import (
     parse_retry_after,
 )
 from interceptors.httpx._hints import _ratelimit_reset as ratelimit_reset
-from resilience._policy import Emitter
+from resilience import Emitter
 from resilience.events import RetryScheduled
 from resilience.testing import FakeClock, RecordingListener
 

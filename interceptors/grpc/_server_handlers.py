@@ -1,4 +1,5 @@
-"""Running a gRPC handler inside a policy: the context proxy, handler bodies, aborts."""
+"""Running a gRPC handler inside a policy: the context proxy, the sync stream body, the status
+of a rejection, and how each server serializes a response it stores."""
 
 from __future__ import annotations
 
