@@ -20,7 +20,7 @@ from interceptors.grpc import (
     grpc_retry,
     idempotency_key,
 )
-from resilience._policy import Emitter
+from resilience import Emitter
 from resilience.events import RetriesExhausted, RetryScheduled
 from resilience.testing import FakeClock, RecordingListener
 

@@ -25,7 +25,7 @@ from interceptors.httpx import (
     parse_retry_after,
 )
 from interceptors.httpx._hints import _ratelimit_reset as ratelimit_reset
-from resilience._policy import Emitter
+from resilience import Emitter
 from resilience.events import RetryScheduled
 from resilience.testing import FakeClock, RecordingListener
 
@@ -729,8 +729,10 @@ def test_configuration_errors() -> None:
         ResilientTransport("retry")  # type: ignore[arg-type]
     with pytest.raises(rs.ConfigurationError, match="AsyncResilientTransport"):
         ResilientTransport(http_retry(), transport=httpx.AsyncHTTPTransport())  # type: ignore[arg-type]
-    with pytest.raises(rs.ConfigurationError):
+    with pytest.raises(rs.ConfigurationError, match=r"use ResilientTransport for that"):
         AsyncResilientTransport(http_retry(), transport=httpx.HTTPTransport())  # type: ignore[arg-type]
+    with pytest.raises(rs.ConfigurationError, match=r"BaseTransport, got 'x'$"):
+        ResilientTransport(http_retry(), transport="x")  # type: ignore[arg-type]
     with pytest.raises(rs.ConfigurationError):
         http_retry(statuses={700})
     with pytest.raises(rs.ConfigurationError):

@@ -53,6 +53,11 @@ HAND_WRITTEN: dict[str, str] = {
         "not the twin of async_client(): one sync client per store (made under a lock) versus "
         "one async client per event loop (LoopClients)"
     ),
+    # adapters
+    "interceptors/grpc/_common.py:ReplayBuffer.messages": (
+        "sync grpc pulls each attempt's request stream on a thread of its own, so reads of the "
+        "shared source hold a lock; amessages runs on one loop and accepts sync or async sources"
+    ),
 }
 
 #: A sync method and its async counterpart, by name.

@@ -2,24 +2,21 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any
 
 import grpc
 from grpc import aio
 
 import resilience as rs
-from resilience._clock import Clock, resolve_clock
-from resilience._types import positive_int
 
 from ._common import (
     END,
+    AttemptState,
+    ClientCore,
     ReplayBuffer,
-    attempt_failed,
     attempt_metadata,
     attempt_timeout,
-    check_pipeline,
-    method_name,
     publish_timeout,
 )
 
@@ -39,17 +36,8 @@ else:
 _EOF: Any = aio.EOF  # type: ignore[attr-defined]
 
 
-class _Attempts:
-    __slots__ = ("continuation", "details", "n", "replay", "request")
-
-    def __init__(
-        self, continuation: Any, details: Any, request: Any, replay: ReplayBuffer | None
-    ) -> None:
-        self.continuation = continuation
-        self.details = details
-        self.request = request
-        self.replay = replay
-        self.n = 0
+class _Attempts(AttemptState):
+    __slots__ = ()
 
     async def start(self) -> Any:
         d = self.details
@@ -64,9 +52,6 @@ class _Attempts:
         replay = self.replay
         request = self.request if replay is None else replay.amessages()
         return await self.continuation(d, request)
-
-    def failed(self, exc: BaseException) -> None:
-        attempt_failed(exc, self.replay)
 
 
 async def _unary_attempt(state: _Attempts) -> Any:
@@ -132,7 +117,7 @@ class _StreamStream(_StreamStreamClientInterceptor):
         return await self.owner.intercept_stream_stream(continuation, details, request)
 
 
-class AsyncResilienceClientInterceptor:
+class AsyncResilienceClientInterceptor(ClientCore):
     """Run every attempt of every outgoing RPC through a resilience pipeline (``grpc.aio``).
 
     ``grpc.aio`` channels register an interceptor object for one call shape only (the first
@@ -159,17 +144,7 @@ class AsyncResilienceClientInterceptor:
         >>> interceptor = AsyncResilienceClientInterceptor(pipeline=grpc_retry(attempts=3))
     """
 
-    def __init__(
-        self,
-        *,
-        pipeline: rs.Policy | None,
-        replay_limit: int = 128,
-        clock: Clock | None = None,
-    ) -> None:
-        self.pipeline = check_pipeline(pipeline)
-        self.replay_limit = positive_int(replay_limit, "replay_limit", minimum=0)
-        self._clock = resolve_clock(clock)
-        self._cache: dict[tuple[Any, bool], Callable[[_Attempts], Awaitable[Any]]] = {}
+    _attempt_fns = (_unary_attempt, _stream_attempt)
 
     def __repr__(self) -> str:
         # grpc's ValueError for ``interceptors=[interceptor]`` shows this: say what to do
@@ -188,16 +163,6 @@ class AsyncResilienceClientInterceptor:
             ['_UnaryUnary', '_UnaryStream', '_StreamUnary', '_StreamStream']
         """
         return [_UnaryUnary(self), _UnaryStream(self), _StreamUnary(self), _StreamStream(self)]
-
-    def _composed(self, method: Any, streaming: bool) -> Callable[[_Attempts], Awaitable[Any]]:
-        key = (method, streaming)
-        fn = self._cache.get(key)
-        if fn is None:
-            fn = _stream_attempt if streaming else _unary_attempt
-            if self.pipeline is not None:
-                fn = self.pipeline.wrap(fn, operation=method_name(method))
-            self._cache[key] = fn
-        return fn
 
     async def _run(
         self, continuation: Any, details: Any, request: Any, stream_req: bool, streaming: bool

@@ -9,18 +9,15 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 import grpc
 
 import resilience as rs
-from resilience._clock import Clock, resolve_clock
-from resilience._types import positive_int
 
 from ._common import (
     END,
     NOTHING,
+    AttemptState,
+    ClientCore,
     ReplayBuffer,
-    attempt_failed,
     attempt_metadata,
     attempt_timeout,
-    check_pipeline,
-    method_name,
     publish_timeout,
 )
 
@@ -53,19 +50,10 @@ class _CallDetails(_Details, grpc.ClientCallDetails):
     """Concrete ``grpc.ClientCallDetails`` for one attempt."""
 
 
-class _Attempts:
+class _Attempts(AttemptState):
     """The per-call state the composed attempt function is driven with."""
 
-    __slots__ = ("continuation", "details", "n", "replay", "request")
-
-    def __init__(
-        self, continuation: Any, details: Any, request: Any, replay: ReplayBuffer | None
-    ) -> None:
-        self.continuation = continuation
-        self.details = details
-        self.request = request
-        self.replay = replay
-        self.n = 0
+    __slots__ = ()
 
     def start(self) -> Any:
         """Start the next attempt: the deadline-bounded timeout and the attempt metadata."""
@@ -87,9 +75,6 @@ class _Attempts:
         replay = self.replay
         request = self.request if replay is None else replay.messages()
         return self.continuation(details, request)
-
-    def failed(self, exc: BaseException) -> None:
-        attempt_failed(exc, self.replay)
 
 
 def _unary_attempt(state: _Attempts) -> Any:
@@ -210,6 +195,7 @@ class _ResponseStream(grpc.Call, _Future):
 
 
 class ResilienceClientInterceptor(
+    ClientCore,
     _UnaryUnaryClientInterceptor,
     _UnaryStreamClientInterceptor,
     _StreamUnaryClientInterceptor,
@@ -257,27 +243,7 @@ class ResilienceClientInterceptor(
         >>> channel.close()
     """
 
-    def __init__(
-        self,
-        *,
-        pipeline: rs.Policy | None,
-        replay_limit: int = 128,
-        clock: Clock | None = None,
-    ) -> None:
-        self.pipeline = check_pipeline(pipeline)
-        self.replay_limit = positive_int(replay_limit, "replay_limit", minimum=0)
-        self._clock = resolve_clock(clock)
-        self._cache: dict[tuple[str, bool], Callable[[_Attempts], Any]] = {}
-
-    def _composed(self, method: Any, streaming: bool) -> Callable[[_Attempts], Any]:
-        key = (method, streaming)
-        fn = self._cache.get(key)
-        if fn is None:
-            fn = _stream_attempt if streaming else _unary_attempt
-            if self.pipeline is not None:
-                fn = self.pipeline.wrap(fn, operation=method_name(method))
-            self._cache[key] = fn
-        return fn
+    _attempt_fns = (_unary_attempt, _stream_attempt)
 
     def _unary(self, continuation: Any, details: Any, request: Any, stream_req: bool) -> Any:
         state = _Attempts(

@@ -10,7 +10,7 @@ import grpc
 
 import resilience as rs
 from resilience import Clock, attach_retry_after
-from resilience._clock import RandomLike
+from resilience._clock import RandomLike, resolve_clock
 from resilience._types import Duration, positive_int
 from resilience.backoff import Backoff, exponential
 from resilience.errors import ConfigurationError
@@ -19,6 +19,8 @@ from resilience.events import Listener
 from ._status import PREVIOUS_ATTEMPTS_KEY, code_of, grpc_retry_after, pushback_of, retryable
 
 __all__ = [
+    "AttemptState",
+    "ClientCore",
     "GrpcRetry",
     "MAX_ATTEMPTS",
     "check_pipeline",
@@ -117,6 +119,55 @@ def attempt_failed(exc: BaseException, replay: ReplayBuffer | None) -> None:
         hint = pushback_of(exc)
         if hint is not None:
             attach_retry_after(exc, hint)
+
+
+class AttemptState:
+    """The per-call state a client interceptor drives its composed attempt function with
+    (each flavour adds ``start``, which sends the next attempt)."""
+
+    __slots__ = ("continuation", "details", "n", "replay", "request")
+
+    def __init__(
+        self, continuation: Any, details: Any, request: Any, replay: ReplayBuffer | None
+    ) -> None:
+        self.continuation = continuation
+        self.details = details
+        self.request = request
+        self.replay = replay
+        self.n = 0
+
+    def failed(self, exc: BaseException) -> None:
+        attempt_failed(exc, self.replay)
+
+
+class ClientCore:
+    """What both client interceptors hold: the pipeline, the replay limit, the call-deadline
+    clock, and one composed attempt function per ``(method, streaming)``."""
+
+    #: The flavour's (unary attempt, streaming attempt) functions.
+    _attempt_fns: tuple[Callable[[Any], Any], Callable[[Any], Any]]
+
+    def __init__(
+        self,
+        *,
+        pipeline: rs.Policy | None,
+        replay_limit: int = 128,
+        clock: Clock | None = None,
+    ) -> None:
+        self.pipeline = check_pipeline(pipeline)
+        self.replay_limit = positive_int(replay_limit, "replay_limit", minimum=0)
+        self._clock = resolve_clock(clock)
+        self._cache: dict[tuple[Any, bool], Callable[[Any], Any]] = {}
+
+    def _composed(self, method: Any, streaming: bool) -> Callable[[Any], Any]:
+        key = (method, streaming)
+        fn = self._cache.get(key)
+        if fn is None:
+            fn = self._attempt_fns[1 if streaming else 0]
+            if self.pipeline is not None:
+                fn = self.pipeline.wrap(fn, operation=method_name(method))
+            self._cache[key] = fn
+        return fn
 
 
 class ReplayBuffer:
@@ -249,7 +300,26 @@ class GrpcRetry(rs.Retry):
             failed = code_of(exc) in self.codes or pushback_of(exc) is not None
             throttle.record(not failed)
 
+    # twin: async
+    def wrap_async(self, fn: Callable[..., Any], em: rs.Emitter) -> Callable[..., Any]:
+        """The retry around ``fn``, recording each attempt's outcome in the throttle (A6)."""
+        outcome = self._outcome
+
+        async def recorded(*args: Any, **kwargs: Any) -> Any:
+            try:
+                result = await fn(*args, **kwargs)
+            except Exception as exc:
+                outcome(exc)
+                raise
+            outcome(None)
+            return result
+
+        return super().wrap_async(recorded if self.throttle is not None else fn, em)
+
+    # twin: end
+    # twin: sync (generated from the block above by scripts/twins.py; do not edit)
     def wrap_sync(self, fn: Callable[..., Any], em: rs.Emitter) -> Callable[..., Any]:
+        """The retry around ``fn``, recording each attempt's outcome in the throttle (A6)."""
         outcome = self._outcome
 
         def recorded(*args: Any, **kwargs: Any) -> Any:
@@ -263,19 +333,7 @@ class GrpcRetry(rs.Retry):
 
         return super().wrap_sync(recorded if self.throttle is not None else fn, em)
 
-    def wrap_async(self, fn: Callable[..., Any], em: rs.Emitter) -> Callable[..., Any]:
-        outcome = self._outcome
-
-        async def recorded(*args: Any, **kwargs: Any) -> Any:
-            try:
-                result = await fn(*args, **kwargs)
-            except Exception as exc:
-                outcome(exc)
-                raise
-            outcome(None)
-            return result
-
-        return super().wrap_async(recorded if self.throttle is not None else fn, em)
+    # twin: end
 
 
 def grpc_retry(

@@ -1,5 +1,5 @@
-"""The sync server interceptor (idempotency in ``_server_idempotency``, handler bodies in
-``_server_handlers``)."""
+"""The sync server interceptor (what it shares with the aio one in ``_server_core``,
+idempotency in ``_server_idempotency``, handler bodies in ``_server_handlers``)."""
 
 from __future__ import annotations
 
@@ -8,31 +8,18 @@ from typing import TYPE_CHECKING, Any
 
 import grpc
 
-import resilience as rs
-from resilience._clock import Clock, resolve_clock
-from resilience._types import Duration
-from resilience.idempotency import CURRENT_CALLER, IdempotencyRecords
+from resilience.idempotency import CURRENT_CALLER
 
-from .._deadline import DEFAULT_MAX_DEADLINE, check_max_deadline
-from ._common import END, check_pipeline, method_name
-from ._server_handlers import ContextProxy, _abort, _identity, _stream_body, _unary_body
+from ._common import END
+from ._server_core import _ServerCore
+from ._server_handlers import ContextProxy, _stream_body, sync_serializer
 from ._server_idempotency import (
-    _DESERIALIZE_FAILED,
-    _KEY,
     IDEMPOTENCY_KEY,
     REPLAYED_KEY,
-    IdempotencyConfig,
-    StreamBuffer,
-    compose_pipeline,
     default_principal,
-    enter_scope,
     exit_scope,
     idempotency_key,
-    mark_replayed,
-    refuse_key,
-    stream_fingerprint,
 )
-from ._status import StatusError
 
 __all__ = [
     "IDEMPOTENCY_KEY",
@@ -48,7 +35,7 @@ else:
     _ServerInterceptor = grpc.ServerInterceptor
 
 
-class ResilienceServerInterceptor(_ServerInterceptor):
+class ResilienceServerInterceptor(_ServerCore, _ServerInterceptor):
     """Serve every RPC through a resilience pipeline (sync ``grpc.server``).
 
     Pass it in ``grpc.server(executor, interceptors=[...])``. For each RPC it
@@ -70,7 +57,8 @@ class ResilienceServerInterceptor(_ServerInterceptor):
     Streaming responses: the sync server consumes the handler's iterator after the handler
     returned, so the pipeline covers the handler up to its first response message (admission,
     first-message timeout and outcome); later messages are streamed as they come, still under
-    the published deadline. :class:`AsyncResilienceServerInterceptor` covers whole streams.
+    the published deadline (an error raised later still gets its status).
+    :class:`AsyncResilienceServerInterceptor` covers whole streams.
 
     Idempotency (``idempotency=rs.IdempotencyRecords(...)``): a unary-response call carrying an
     ``idempotency-key`` metadata entry (1-255 visible ASCII characters) runs at most once per
@@ -139,165 +127,25 @@ class ResilienceServerInterceptor(_ServerInterceptor):
         ...                                               idempotency=rs.IdempotencyRecords())])
     """
 
-    def __init__(
-        self,
-        *,
-        pipeline: rs.Policy | None,
-        idempotency: IdempotencyRecords | rs.Policy | None = None,
-        idempotency_required: bool = False,
-        idempotency_wait: Duration = 0.0,
-        scope: Callable[[Any], str | None] | None = None,
-        principal: Callable[[Any], str | None] | None = None,
-        max_deadline: Duration | None = DEFAULT_MAX_DEADLINE,
-        clock: Clock | None = None,
-    ) -> None:
-        self.pipeline = check_pipeline(pipeline)
-        self.max_deadline = check_max_deadline(max_deadline)
-        self._idem = IdempotencyConfig(
-            idempotency, idempotency_required, idempotency_wait, principal, scope
-        )
-        self.idempotency = idempotency
-        self.idempotency_required = self._idem.required
-        self._policy = compose_pipeline(self.pipeline, self._idem.policy)
-        self._clock = resolve_clock(clock)
-        self._cache: dict[str, tuple[Any, Any]] = {}
+    _proxy = ContextProxy
 
-    def intercept_service(self, continuation: Any, handler_call_details: Any) -> Any:
-        """Wrap the method handler (built once per method and cached)."""
-        handler = continuation(handler_call_details)
-        if handler is None:
-            return None
-        method = handler_call_details.method
-        hit = self._cache.get(method)
-        if hit is not None and hit[0] is handler:
-            return hit[1]
-        wrapped = self._wrap(handler, method_name(method))
-        self._cache[method] = (handler, wrapped)
-        return wrapped
+    def _replay(self, messages: list[Any]) -> Any:
+        return iter(messages)
 
-    def _compose(self, body: Callable[..., Any], method: str) -> Callable[..., Any]:
-        policy = self._policy
-        if policy is None:
-            return body
-        return policy.wrap(body, operation=method)
-
-    def _wrap(self, handler: Any, method: str) -> Any:
-        records = self._idem.records is not None
-        if handler.unary_unary is not None:
-            run = self._compose(_unary_body(handler.unary_unary), method)
-            if records:
-                return grpc.unary_unary_rpc_method_handler(
-                    self._idempotent(run, method, handler, False), None, None
-                )
-            return grpc.unary_unary_rpc_method_handler(
-                self._unary(run, method), handler.request_deserializer, handler.response_serializer
-            )
-        if handler.stream_unary is not None:
-            run = self._compose(_unary_body(handler.stream_unary), method)
-            if records:
-                return grpc.stream_unary_rpc_method_handler(
-                    self._idempotent(run, method, handler, True), None, None
-                )
-            return grpc.stream_unary_rpc_method_handler(
-                self._unary(run, method), handler.request_deserializer, handler.response_serializer
-            )
-        if handler.unary_stream is not None:
-            stream = self._stream(self._compose(_stream_body(handler.unary_stream), method), method)
-            return grpc.unary_stream_rpc_method_handler(
-                stream, handler.request_deserializer, handler.response_serializer
-            )
-        stream = self._stream(self._compose(_stream_body(handler.stream_stream), method), method)
-        return grpc.stream_stream_rpc_method_handler(
-            stream, handler.request_deserializer, handler.response_serializer
-        )
-
-    def _enter(self, context: Any, streaming: bool = False) -> tuple[Any, Any, Any, Any]:
-        """Publish the deadline, the idempotency key and the caller; returns reset tokens."""
-        idem = self._idem
-        if streaming and idem.records is not None:
-            tokens = enter_scope(context, self._clock, False, False, None, self.max_deadline)
-            error = refuse_key(context)
-            if error is not None:
-                exit_scope(tokens)
-                context.abort(grpc.StatusCode.INVALID_ARGUMENT, error)
-            return tokens
-        tokens = enter_scope(
-            context, self._clock, idem.enabled, idem.required, idem.scope_hook, self.max_deadline
-        )
-        if tokens[3] is not None:
-            context.abort(grpc.StatusCode.INVALID_ARGUMENT, tokens[3])
-        return tokens
+    def _serializer(self, handler: Any) -> Callable[[Any], Any]:
+        return sync_serializer(handler)
 
     @staticmethod
-    def _exit(tokens: tuple[Any, ...]) -> None:
-        exit_scope(tokens)
+    def _stream_body(user: Callable[..., Any]) -> Callable[..., Any]:
+        return _stream_body(user)
 
-    def _unary(self, run: Callable[..., Any], method: str) -> Callable[[Any, Any], Any]:
-        enter, leave = self._enter, self._exit
-
-        def resilient_unary(request: Any, context: Any) -> Any:
-            tokens = enter(context)
-            try:
-                result = run(request, ContextProxy(context, method))
-                mark_replayed(context)
-                return result
-            except Exception as exc:
-                return _abort(context, exc)
-            finally:
-                leave(tokens)
-
-        return resilient_unary
-
-    def _idempotent(
-        self, run: Callable[..., Any], method: str, handler: Any, stream_req: bool
-    ) -> Callable[[Any, Any], Any]:
-        """A unary-response behaviour over raw bytes, deduplicated by the idempotency records."""
-        enter, leave, idem = self._enter, self._exit, self._idem
-        records = idem.records
-        assert records is not None
-        des = handler.request_deserializer or _identity
-        ser = handler.response_serializer or _identity
-
-        def resilient_idempotent(raw: Any, context: Any) -> Any:
-            tokens = enter(context)
-            buffer = StreamBuffer(records.buffers)
-            try:
-                proxy = ContextProxy(context, method)
-                messages = [buffer.take(m) for m in raw] if stream_req else [bytes(raw)]
-                fingerprint = stream_fingerprint(messages) if stream_req else messages[0]
-                try:
-                    request = iter([des(m) for m in messages]) if stream_req else des(messages[0])
-                except Exception:
-                    request = _DESERIALIZE_FAILED
-                if request is _DESERIALIZE_FAILED:
-                    context.abort(grpc.StatusCode.INTERNAL, _DESERIALIZE_FAILED)
-                key = _KEY.get()
-                principal = None if key is None else idem.principal_of(context)
-                if key is None or principal is None:
-                    return ser(run(request, proxy))
-                out, replayed = records.run(
-                    principal=principal,
-                    method=method,
-                    key=key,
-                    fingerprint=fingerprint,
-                    handler=lambda: ser(run(request, proxy)),
-                    wait=idem.wait_now(),
-                )
-                if replayed:
-                    context.set_trailing_metadata(((REPLAYED_KEY, "true"),))
-                return out
-            except Exception as exc:
-                buffer.release()  # before the status goes out
-                response = _abort(context, exc)
-                return None if response is None else ser(response)
-            finally:
-                buffer.release()
-                leave(tokens)
-
-        return resilient_idempotent
+    def _streaming(self, run: Callable[..., Any], method: str) -> Callable[[Any, Any], Any]:
+        return self._stream(run, method)
 
     def _stream(self, run: Callable[..., Any], method: str) -> Callable[[Any, Any], Iterator[Any]]:
-        enter, leave = self._enter, self._exit
+        """A streaming-response behaviour: the pipeline covers the handler up to its first
+        message; the rest is streamed after it, still under the published deadline."""
+        enter, reject = self._enter, self._reject
 
         def resilient_stream(request: Any, context: Any) -> Iterator[Any]:
             tokens = enter(context, True)
@@ -306,7 +154,7 @@ class ResilienceServerInterceptor(_ServerInterceptor):
                 try:
                     it, first = run(request, proxy)
                 except Exception as exc:
-                    _abort(context, exc)
+                    reject(context, exc)
                     return
                 if first is END:
                     return
@@ -315,9 +163,9 @@ class ResilienceServerInterceptor(_ServerInterceptor):
                 yield first
                 try:
                     yield from it
-                except StatusError as exc:
-                    _abort(context, exc)
+                except Exception as exc:  # its status, as inside the pipeline (or re-raised)
+                    reject(context, exc)
             finally:
-                leave(tokens)
+                exit_scope(tokens)
 
         return resilient_stream

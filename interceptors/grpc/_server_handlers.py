@@ -1,4 +1,5 @@
-"""Running a gRPC handler inside a policy: the context proxy, handler bodies, aborts."""
+"""Running a gRPC handler inside a policy: the context proxy, the sync stream body, the status
+of a rejection, and how each server serializes a response it stores."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from resilience.idempotency import CURRENT_CALLER
 from ._common import END
 from ._status import StatusError, status_for
 
-__all__ = ["ContextProxy", "rejection", "unscoped"]
+__all__ = ["ContextProxy", "aio_serializer", "rejection", "sync_serializer", "unscoped"]
 
 
 class ContextProxy:
@@ -77,22 +78,6 @@ def unscoped() -> Any:
     return None if CURRENT_CALLER.get() is None else CURRENT_CALLER.set(None)
 
 
-def _unary_body(user: Callable[..., Any]) -> Callable[[Any, ContextProxy], Any]:
-    def body(request: Any, proxy: ContextProxy) -> Any:
-        token = unscoped()
-        try:
-            result = user(request, proxy)
-        finally:
-            if token is not None:
-                CURRENT_CALLER.reset(token)
-        failed = proxy.failure(result)
-        if failed is not None:
-            raise failed
-        return result
-
-    return body
-
-
 def _stream_body(user: Callable[..., Any]) -> Callable[[Any, ContextProxy], Any]:
     def body(request: Any, proxy: ContextProxy) -> Any:
         token = unscoped()
@@ -113,15 +98,31 @@ def _stream_body(user: Callable[..., Any]) -> Callable[[Any, ContextProxy], Any]
     return body
 
 
-def _abort(context: Any, exc: BaseException) -> Any:
-    if isinstance(exc, StatusError) and not exc.aborted:
-        return exc.response  # the handler set the code itself and returned
-    code, details, trailing = rejection(exc)
-    if trailing:
-        context.set_trailing_metadata(trailing)
-    context.abort(code, details)
-    return None  # pragma: no cover - abort raises
-
-
 def _identity(value: Any) -> Any:
     return value
+
+
+def _encode_str(response: Any) -> Any:
+    return response.encode("utf-8") if isinstance(response, str) else response
+
+
+def sync_serializer(handler: Any) -> Callable[[Any], Any]:
+    """How the sync interceptor serializes a response it stores and sends as bytes (the
+    idempotency records): the method's serializer, as grpc's sync server applies it; without
+    one a ``str`` response is UTF-8 encoded, as ``grpc.aio`` does (grpc's sync server cannot
+    send a ``str``: the call would stall until its deadline)."""
+    serializer: Callable[[Any], Any] | None = handler.response_serializer
+    return serializer or _encode_str
+
+
+def aio_serializer(handler: Any) -> Callable[[Any], Any]:
+    """``grpc.aio``'s own rule: a ``str`` response is UTF-8 encoded, then the method's
+    serializer (if any) applies."""
+    serializer: Callable[[Any], Any] | None = handler.response_serializer
+    if serializer is None:
+        return _encode_str
+
+    def serialize(response: Any) -> Any:
+        return serializer(_encode_str(response))
+
+    return serialize

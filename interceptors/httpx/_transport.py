@@ -1,12 +1,16 @@
-"""The sync and async transports: one composition per operation, safe re-sends, deadlines."""
+"""The sync and async transports: one composition per operation, safe re-sends, deadlines.
+
+Sending is written once, as async code (``_AsyncSend``); the sync ``_SyncSend`` is generated
+from it by ``scripts/twins.py``.
+"""
 
 from __future__ import annotations
 
 import sys
 import threading
 import uuid
-from collections.abc import Awaitable, Callable, Collection
-from typing import Any
+from collections.abc import Callable, Collection
+from typing import Any, TypeAlias
 
 import httpx
 
@@ -56,6 +60,28 @@ def _trace_resend(request: httpx.Request, count: int) -> None:
                 "server.address": request.url.host,
             },
         )
+
+
+_AsyncInner: TypeAlias = httpx.AsyncBaseTransport
+_SyncInner: TypeAlias = httpx.BaseTransport
+#: inner transport kind -> (the other kind, the wrapper for that one, the default inner transport)
+_KINDS: dict[type, tuple[type, str, Callable[[], Any]]] = {
+    httpx.BaseTransport: (httpx.AsyncBaseTransport, "AsyncResilientTransport", httpx.HTTPTransport),
+    httpx.AsyncBaseTransport: (httpx.BaseTransport, "ResilientTransport", httpx.AsyncHTTPTransport),
+}
+
+
+def _inner(transport: object, kind: type) -> Any:
+    """``transport`` checked to be a ``kind`` (``None``: httpx's default transport of that kind)."""
+    other, wrapper, default = _KINDS[kind]
+    if transport is None:
+        return default()
+    if not isinstance(transport, kind):
+        hint = f" (use {wrapper} for that transport)" if isinstance(transport, other) else ""
+        raise ConfigurationError(
+            f"transport must be an httpx.{kind.__name__}, got {transport!r}{hint}"
+        )
+    return transport
 
 
 class _Core:
@@ -167,52 +193,93 @@ class _Core:
         return prev
 
 
-class ResilientTransport(_Core, httpx.BaseTransport):
-    """An :class:`httpx.BaseTransport` running each request through ``pipeline``.
+# twin: async _AsyncSend=_SyncSend, _AsyncInner=_SyncInner, handle_async_request=handle_request
+class _AsyncSend(_Core):
+    """Construction and sending, written once for both transports (the async one is the source)."""
 
-    Args:
-        pipeline: policies around every request (e.g. ``rs.Pipeline(rs.Timeout(10),
-            http_retry())``); optional when ``per_host`` is given.
-        transport: the inner transport (default ``httpx.HTTPTransport()``).
-        per_host: ``host -> policy`` factory, called once per ``host[:port]``; its policy runs
-            inside ``pipeline`` (per attempt), the place for per-host breakers and limiters.
-        idempotency_key: add an ``Idempotency-Key`` (a UUID, the same on every attempt) to
-            ``POST`` / ``PATCH`` requests that have none, making them safe to re-send.
-        methods: methods re-sent without a key.
-        clock: wall-clock source for ``Retry-After`` HTTP-dates.
-
-    Example:
-        >>> import httpx, resilience as rs
-        >>> from interceptors.httpx import ResilientTransport, http_retry
-        >>> transport = ResilientTransport(http_retry(), transport=httpx.MockTransport(
-        ...     lambda request: httpx.Response(204)))
-        >>> httpx.Client(transport=transport).get("http://a.local/").status_code
-        204
-    """
+    transport: _AsyncInner
 
     def __init__(
         self,
         pipeline: Policy | None = None,
         *,
-        transport: httpx.BaseTransport | None = None,
+        transport: _AsyncInner | None = None,
         per_host: Callable[[str], Policy] | None = None,
         idempotency_key: bool = False,
         methods: Collection[str] = IDEMPOTENT_METHODS,
         clock: Clock | None = None,
     ) -> None:
         super().__init__(pipeline, per_host, idempotency_key, methods, clock)
-        if transport is not None and not isinstance(transport, httpx.BaseTransport):
-            raise ConfigurationError(
-                f"transport must be an httpx.BaseTransport, got {transport!r}"
-                + (
-                    " (use AsyncResilientTransport for async transports)"
-                    if isinstance(transport, httpx.AsyncBaseTransport)
-                    else ""
-                )
-            )
-        self.transport = transport if transport is not None else httpx.HTTPTransport()
+        self.transport = _inner(transport, _AsyncInner)
 
-    def _make(self) -> Callable[[_Attempts], httpx.Response]:
+    def _make(self) -> Callable[[_Attempts], Any]:
+        inner = self.transport
+        begin = self._begin
+        received = self._received
+
+        async def attempt(att: _Attempts) -> httpx.Response:
+            prev = begin(att)
+            if prev is not None:
+                await prev.aclose()
+            try:
+                response = await inner.handle_async_request(att.request)
+            except Exception as exc:
+                att.error = exc
+                if isinstance(exc, httpx.RequestError):
+                    try:
+                        exc.request  # noqa: B018 - raises RuntimeError while unset
+                    except RuntimeError:
+                        exc.request = att.request  # the retry predicate reads it
+                raise
+            received(att, response)
+            return response
+
+        return attempt
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        """Send ``request`` through the pipeline."""
+        att = self._prepare(request)
+        try:
+            response: httpx.Response = await self._compose(request, self._make)(att)
+        except _Unsafe:
+            if att.error is not None:
+                raise att.error from None
+            assert att.last is not None
+            return att.last
+        except BaseException:
+            if att.last is not None:
+                await att.last.aclose()
+            raise
+        if att.last is not None and att.last is not response:
+            await att.last.aclose()
+        return response
+
+    async def aclose(self) -> None:
+        """Close the inner transport."""
+        await self.transport.aclose()
+
+
+# twin: end
+# twin: sync (generated from the block above by scripts/twins.py; do not edit)
+class _SyncSend(_Core):
+    """Construction and sending, written once for both transports (the async one is the source)."""
+
+    transport: _SyncInner
+
+    def __init__(
+        self,
+        pipeline: Policy | None = None,
+        *,
+        transport: _SyncInner | None = None,
+        per_host: Callable[[str], Policy] | None = None,
+        idempotency_key: bool = False,
+        methods: Collection[str] = IDEMPOTENT_METHODS,
+        clock: Clock | None = None,
+    ) -> None:
+        super().__init__(pipeline, per_host, idempotency_key, methods, clock)
+        self.transport = _inner(transport, _SyncInner)
+
+    def _make(self) -> Callable[[_Attempts], Any]:
         inner = self.transport
         begin = self._begin
         received = self._received
@@ -225,8 +292,11 @@ class ResilientTransport(_Core, httpx.BaseTransport):
                 response = inner.handle_request(att.request)
             except Exception as exc:
                 att.error = exc
-                if isinstance(exc, httpx.RequestError) and exc._request is None:
-                    exc.request = att.request  # the retry predicate reads it
+                if isinstance(exc, httpx.RequestError):
+                    try:
+                        exc.request  # noqa: B018 - raises RuntimeError while unset
+                    except RuntimeError:
+                        exc.request = att.request  # the retry predicate reads it
                 raise
             received(att, response)
             return response
@@ -256,7 +326,34 @@ class ResilientTransport(_Core, httpx.BaseTransport):
         self.transport.close()
 
 
-class AsyncResilientTransport(_Core, httpx.AsyncBaseTransport):
+# twin: end
+
+
+class ResilientTransport(_SyncSend, httpx.BaseTransport):
+    """An :class:`httpx.BaseTransport` running each request through ``pipeline``.
+
+    Args:
+        pipeline: policies around every request (e.g. ``rs.Pipeline(rs.Timeout(10),
+            http_retry())``); optional when ``per_host`` is given.
+        transport: the inner transport (default ``httpx.HTTPTransport()``).
+        per_host: ``host -> policy`` factory, called once per ``host[:port]``; its policy runs
+            inside ``pipeline`` (per attempt), the place for per-host breakers and limiters.
+        idempotency_key: add an ``Idempotency-Key`` (a UUID, the same on every attempt) to
+            ``POST`` / ``PATCH`` requests that have none, making them safe to re-send.
+        methods: methods re-sent without a key.
+        clock: wall-clock source for ``Retry-After`` HTTP-dates.
+
+    Example:
+        >>> import httpx, resilience as rs
+        >>> from interceptors.httpx import ResilientTransport, http_retry
+        >>> transport = ResilientTransport(http_retry(), transport=httpx.MockTransport(
+        ...     lambda request: httpx.Response(204)))
+        >>> httpx.Client(transport=transport).get("http://a.local/").status_code
+        204
+    """
+
+
+class AsyncResilientTransport(_AsyncSend, httpx.AsyncBaseTransport):
     """The async twin of :class:`ResilientTransport` (same arguments, async inner transport).
 
     Example:
@@ -270,63 +367,3 @@ class AsyncResilientTransport(_Core, httpx.AsyncBaseTransport):
         >>> asyncio.run(main())
         204
     """
-
-    def __init__(
-        self,
-        pipeline: Policy | None = None,
-        *,
-        transport: httpx.AsyncBaseTransport | None = None,
-        per_host: Callable[[str], Policy] | None = None,
-        idempotency_key: bool = False,
-        methods: Collection[str] = IDEMPOTENT_METHODS,
-        clock: Clock | None = None,
-    ) -> None:
-        super().__init__(pipeline, per_host, idempotency_key, methods, clock)
-        if transport is not None and not isinstance(transport, httpx.AsyncBaseTransport):
-            raise ConfigurationError(
-                f"transport must be an httpx.AsyncBaseTransport, got {transport!r}"
-            )
-        self.transport = transport if transport is not None else httpx.AsyncHTTPTransport()
-
-    def _make(self) -> Callable[[_Attempts], Awaitable[httpx.Response]]:
-        inner = self.transport
-        begin = self._begin
-        received = self._received
-
-        async def attempt(att: _Attempts) -> httpx.Response:
-            prev = begin(att)
-            if prev is not None:
-                await prev.aclose()
-            try:
-                response = await inner.handle_async_request(att.request)
-            except Exception as exc:
-                att.error = exc
-                if isinstance(exc, httpx.RequestError) and exc._request is None:
-                    exc.request = att.request  # the retry predicate reads it
-                raise
-            received(att, response)
-            return response
-
-        return attempt
-
-    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
-        """Send ``request`` through the pipeline."""
-        att = self._prepare(request)
-        try:
-            response: httpx.Response = await self._compose(request, self._make)(att)
-        except _Unsafe:
-            if att.error is not None:
-                raise att.error from None
-            assert att.last is not None
-            return att.last
-        except BaseException:
-            if att.last is not None:
-                await att.last.aclose()
-            raise
-        if att.last is not None and att.last is not response:
-            await att.last.aclose()
-        return response
-
-    async def aclose(self) -> None:
-        """Close the inner transport."""
-        await self.transport.aclose()
