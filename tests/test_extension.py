@@ -35,6 +35,9 @@ ALLOWED_PRIVATE: dict[str, set[str]] = {
 }
 #: Policy internals an adapter must never reach for (the public ``wrap`` replaces them).
 POLICY_INTERNALS = {"_compose_sync", "_compose_async", "_wrap_sync", "_wrap_async", "_emitter"}
+#: Private attributes the adapters own (of their own objects, or set by them on an exception):
+#: any other ``obj._name`` outside ``self``/``cls`` is reaching into a resilience object.
+ADAPTER_OWNED = {"_ctx", "_resilience_committed"}
 
 
 def _private(name: str) -> bool:
@@ -67,6 +70,12 @@ def _check(node: ast.AST, used: set[tuple[str, str]]) -> list[str]:
             out.append(f"{base.id}.{node.attr}")
         elif node.attr in POLICY_INTERNALS:
             out.append(f".{node.attr}")  # self._wrap_sync included: override the public hooks
+        elif (
+            _private(node.attr)
+            and node.attr not in ADAPTER_OWNED
+            and not (isinstance(base, ast.Name) and base.id in ("self", "cls"))
+        ):
+            out.append(f"{ast.unparse(node)} (a private attribute of another object)")
     elif isinstance(node, ast.Assign | ast.AugAssign):
         targets = node.targets if isinstance(node, ast.Assign) else [node.target]
         out.extend(

@@ -171,7 +171,7 @@ class ResponseRecorder:
                 await records.arelease(claim)
                 return True
             try:  # the heartbeat keeps the lease while the completion is retried
-                recorded = await records._acomplete(claim, payload, size)
+                recorded = await records.acomplete_or_error(claim, payload, size)
             finally:
                 beat.stop()
             if recorded is True:

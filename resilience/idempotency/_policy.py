@@ -340,7 +340,7 @@ class Idempotent(Policy):
         ) from recorded
 
     # -- the wrappers: written once, async; the sync twin is generated -----------------------
-    # twin: async aclaim=claim, astart=start, arelease=release, _acomplete=_complete
+    # twin: async aclaim=claim, astart=start, arelease=release, acomplete_or_error=complete_or_error
     def wrap_async(self, fn: AsyncFn, em: Emitter) -> AsyncFn:
         records = self.records
         prepare, operation, wait, name = self._prepare, self._scope(em), self.wait, self.name
@@ -367,13 +367,13 @@ class Idempotent(Policy):
                     await records.arelease(claim)
                 else:
                     try:  # the heartbeat keeps the lease while the completion is retried
-                        recorded = await records._acomplete(claim, outcome)
+                        recorded = await records.acomplete_or_error(claim, outcome)
                     finally:
                         beat.stop()
                     self._check_recorded(recorded, exc, em)
                 raise
             try:
-                recorded = await records._acomplete(claim, *self._encode_result(result))
+                recorded = await records.acomplete_or_error(claim, *self._encode_result(result))
             finally:
                 beat.stop()
             if recorded.__class__ is not bool:
@@ -410,13 +410,13 @@ class Idempotent(Policy):
                     records.release(claim)
                 else:
                     try:  # the heartbeat keeps the lease while the completion is retried
-                        recorded = records._complete(claim, outcome)
+                        recorded = records.complete_or_error(claim, outcome)
                     finally:
                         beat.stop()
                     self._check_recorded(recorded, exc, em)
                 raise
             try:
-                recorded = records._complete(claim, *self._encode_result(result))
+                recorded = records.complete_or_error(claim, *self._encode_result(result))
             finally:
                 beat.stop()
             if recorded.__class__ is not bool:

@@ -281,7 +281,7 @@ class IdempotencyRecords:
 
     # twin: end
     # -- finishing a claim --------------------------------------------------------------------
-    # twin: async acomplete=complete, _acomplete=_complete, _aapply=_apply
+    # twin: async acomplete=complete, acomplete_or_error=complete_or_error, _aapply=_apply
     async def acomplete(
         self, claim: Claim, payload: str | None, *, size: int | None = None
     ) -> bool:
@@ -296,12 +296,27 @@ class IdempotencyRecords:
         bytes as the adapter measures it (default ``len(payload)``); over
         ``max_response_bytes`` the record is completed as not retained.
         """
-        return await self._acomplete(claim, payload, size) is True
+        return await self.acomplete_or_error(claim, payload, size) is True
 
-    async def _acomplete(
+    async def acomplete_or_error(
         self, claim: Claim, payload: str | None, size: int | None = None
     ) -> bool | StoreError:
-        """True: stored; False: the claim was lost; a StoreError: the store kept failing."""
+        """:meth:`acomplete` that says why an outcome was not recorded.
+
+        Returns True when it was stored, False when the claim was lost (taken over after its
+        lease, or already finished), or the :class:`~resilience.StoreError` the store kept
+        raising, for an adapter that reports the failure itself (an event, a log line, a
+        response header).
+
+        Example:
+            >>> import asyncio, resilience as rs
+            >>> records = rs.IdempotencyRecords("doc-complete")
+            >>> async def main() -> object:
+            ...     claim = await records.aclaim("k")
+            ...     return await records.acomplete_or_error(claim, '"done"')
+            >>> asyncio.run(main())
+            True
+        """
         if claim.status != "claimed":
             return False
         payload = retained(self, claim, payload, size)
@@ -340,12 +355,27 @@ class IdempotencyRecords:
         bytes as the adapter measures it (default ``len(payload)``); over
         ``max_response_bytes`` the record is completed as not retained.
         """
-        return self._complete(claim, payload, size) is True
+        return self.complete_or_error(claim, payload, size) is True
 
-    def _complete(
+    def complete_or_error(
         self, claim: Claim, payload: str | None, size: int | None = None
     ) -> bool | StoreError:
-        """True: stored; False: the claim was lost; a StoreError: the store kept failing."""
+        """:meth:`complete` that says why an outcome was not recorded.
+
+        Returns True when it was stored, False when the claim was lost (taken over after its
+        lease, or already finished), or the :class:`~resilience.StoreError` the store kept
+        raising, for an adapter that reports the failure itself (an event, a log line, a
+        response header).
+
+        Example:
+            >>> import asyncio, resilience as rs
+            >>> records = rs.IdempotencyRecords("doc-complete")
+            >>> async def main() -> object:
+            ...     claim = await records.aclaim("k")
+            ...     return await records.complete_or_error(claim, '"done"')
+            >>> asyncio.run(main())
+            True
+        """
         if claim.status != "claimed":
             return False
         payload = retained(self, claim, payload, size)
