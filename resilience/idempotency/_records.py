@@ -308,13 +308,11 @@ class IdempotencyRecords:
         raising, for an adapter that reports the failure itself (an event, a log line, a
         response header).
 
-        Example:
-            >>> import asyncio, resilience as rs
-            >>> records = rs.IdempotencyRecords("doc-complete")
-            >>> async def main() -> object:
-            ...     claim = await records.aclaim("k")
-            ...     return await records.acomplete_or_error(claim, '"done"')
-            >>> asyncio.run(main())
+        Example (the sync twin; the async one is the same with ``await``):
+            >>> import resilience as rs
+            >>> records = rs.IdempotencyRecords()
+            >>> claim = records.claim("k", "fingerprint")
+            >>> records.complete_or_error(claim, '"done"')
             True
         """
         if claim.status != "claimed":
@@ -367,13 +365,11 @@ class IdempotencyRecords:
         raising, for an adapter that reports the failure itself (an event, a log line, a
         response header).
 
-        Example:
-            >>> import asyncio, resilience as rs
-            >>> records = rs.IdempotencyRecords("doc-complete")
-            >>> async def main() -> object:
-            ...     claim = await records.aclaim("k")
-            ...     return await records.complete_or_error(claim, '"done"')
-            >>> asyncio.run(main())
+        Example (the sync twin; the async one is the same with ``await``):
+            >>> import resilience as rs
+            >>> records = rs.IdempotencyRecords()
+            >>> claim = records.claim("k", "fingerprint")
+            >>> records.complete_or_error(claim, '"done"')
             True
         """
         if claim.status != "claimed":
