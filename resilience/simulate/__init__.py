@@ -22,20 +22,15 @@ Example:
 
 from __future__ import annotations
 
-from ._engine import (
-    DependencyError,
-    Run,
-    Second,
-    SimulationResult,
-    arrival_times,
-    build_policies,
-    simulate,
-)
+from ._engine import Run, Second, SimulationResult, arrival_times, simulate
 from ._loop import SimClock, run_virtual
-from ._report import format_summary, format_table, plot
+from ._policies import BACKOFFS, POLICIES, DependencyError, build_policies
+from ._report import figure, format_summary, format_table, plot
 from ._scenario import DependencyState, Phase, Scenario, load_scenario
 
 __all__ = [
+    "BACKOFFS",
+    "POLICIES",
     "DependencyError",
     "DependencyState",
     "Phase",
@@ -46,6 +41,7 @@ __all__ = [
     "SimulationResult",
     "arrival_times",
     "build_policies",
+    "figure",
     "format_summary",
     "format_table",
     "load_scenario",
