@@ -28,7 +28,6 @@ __all__ = [
     "simulate",
 ]
 
-_STATE_CODE = {"closed": 0, "half_open": 1, "open": 2}
 # a refusal (CallRejected.reason) → the outcome column it counts in, even if a fallback answered
 _REFUSED_AS = {
     "circuit_open": "rejected",
