@@ -22,20 +22,29 @@ Example:
 
 from __future__ import annotations
 
-from ._engine import (
-    DependencyError,
-    Run,
-    Second,
-    SimulationResult,
-    arrival_times,
-    build_policies,
-    simulate,
-)
+from ._engine import Run, Second, SimulationResult, arrival_times, simulate
 from ._loop import SimClock, run_virtual
-from ._report import format_summary, format_table, plot
+from ._policies import BACKOFFS, POLICIES, DependencyError, build_policies
+from ._report import figure, format_summary, format_table, plot
 from ._scenario import DependencyState, Phase, Scenario, load_scenario
 
+#: The ``simulate`` command's one-line help (plain text: argparse prints it as it is).
+HELP = "run policy pipelines against a fault scenario on a virtual clock"
+#: The ``simulate`` command's description for ``--help`` (plain text).
+DESCRIPTION = (
+    "Run every pipeline of a scenario file (TOML, or JSON named *.json) on a virtual clock "
+    "against the scenario's synthetic dependency; print a per-second table per pipeline and "
+    "the runs side by side, and with --plot draw them into a PNG (needs matplotlib: pip "
+    "install 'resilience[plot]'). The whole scenario is checked before any pipeline runs: a "
+    "bad field stops the command with exit status 2 and a message naming it. The scenario "
+    "format is described in docs/simulator.md."
+)
+
 __all__ = [
+    "BACKOFFS",
+    "DESCRIPTION",
+    "HELP",
+    "POLICIES",
     "DependencyError",
     "DependencyState",
     "Phase",
@@ -46,6 +55,7 @@ __all__ = [
     "SimulationResult",
     "arrival_times",
     "build_policies",
+    "figure",
     "format_summary",
     "format_table",
     "load_scenario",

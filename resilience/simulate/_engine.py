@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import inspect
 import math
 import random as _random
 from collections.abc import Callable
@@ -13,16 +12,10 @@ from typing import Any
 
 import resilience as rs
 
-from ..errors import (
-    BulkheadFullError,
-    CircuitOpenError,
-    ConfigurationError,
-    RateLimitedError,
-    RejectedError,
-    TimeoutExceededError,
-)
-from ..events import CircuitStateChanged, Event, RetryScheduled
+from ..errors import BulkheadFullError, CircuitOpenError, ConfigurationError, RateLimitedError
+from ..events import CallRejected, CircuitStateChanged, Event, FallbackUsed, RetryScheduled
 from ._loop import SimClock, run_virtual
+from ._policies import DependencyError, build_policies, field_path, validate_pipelines
 from ._scenario import Scenario
 
 __all__ = [
@@ -35,36 +28,25 @@ __all__ = [
     "simulate",
 ]
 
-_CLASSES = {
-    "timeout": "Timeout",
-    "retry": "Retry",
-    "circuit_breaker": "CircuitBreaker",
-    "fallback": "Fallback",
-    "rate_limiter": "RateLimiter",
-    "bulkhead": "Bulkhead",
-    "adaptive_concurrency": "AdaptiveConcurrency",
+# a refusal (CallRejected.reason) → the outcome column it counts in, even if a fallback answered
+_REFUSED_AS = {
+    "circuit_open": "rejected",
+    "rate_limited": "shed",
+    "bulkhead_full": "shed",
+    "concurrency_limit": "shed",
 }
-_ON: dict[str, Callable[[], type[BaseException]]] = {
-    "error": lambda: DependencyError,
-    "timeout": lambda: TimeoutExceededError,
-    "rejected": lambda: RejectedError,
-    "any": lambda: Exception,
-}
-_STATE_CODE = {"closed": 0, "half_open": 1, "open": 2}
-
-
-class DependencyError(ConnectionError):
-    """The synthetic dependency failed (an error, an outage or a hang that ended).
-
-    Example:
-        >>> isinstance(DependencyError("refused"), ConnectionError)
-        True
-    """
 
 
 @dataclass
 class Second:
     """Counters of one second of simulated time (requests are counted when they end).
+
+    Every request ends in exactly one of ``ok`` (the dependency answered), ``fallback`` (a
+    fallback answered a failure or a timeout), ``failed`` (the caller got the error),
+    ``rejected`` (an open breaker refused the call) or ``shed`` (a rate limiter, bulkhead or
+    adaptive limit refused it). A refused call counts as ``rejected`` / ``shed`` whether the
+    caller then got the refusal or a fallback's answer; ``refused_answered`` says how many of
+    those a fallback answered. ``attempts`` and ``retries`` count dependency calls and retries.
 
     Example:
         >>> Second(t=0).success_rate is None
@@ -78,6 +60,7 @@ class Second:
     failed: int = 0
     rejected: int = 0
     shed: int = 0
+    refused_answered: int = 0
     attempts: int = 0
     retries: int = 0
     p50: float | None = None
@@ -94,6 +77,11 @@ class Second:
     def success_rate(self) -> float | None:
         """Real successes over requests ended (``None`` when none ended)."""
         return self.ok / self.ended if self.ended else None
+
+    @property
+    def fallback_answers(self) -> int:
+        """Requests a fallback answered: after a failure, or after a refusal."""
+        return self.fallback + self.refused_answered
 
 
 @dataclass
@@ -124,16 +112,23 @@ class Run:
         return _percentile(sorted(self.latencies), q)
 
     def summary(self) -> dict[str, float | int | None]:
-        """The headline numbers (what the side-by-side table shows)."""
+        """The headline numbers (what the side-by-side table shows).
+
+        ``fallbacks``, ``failed``, ``rejected_by_breaker`` and ``shed`` are exclusive outcomes
+        (see :class:`Second`); ``fallback_answers`` counts every answer a fallback gave,
+        including those to refused calls, and ``answered_rate`` is ``ok`` plus those.
+        """
         ended = sum(s.ended for s in self.seconds)
+        answered = self.total("ok") + self.total("fallback_answers")
         return {
             "requests": self.total("offered"),
             "success_rate": self.total("ok") / ended if ended else None,
-            "answered_rate": (self.total("ok") + self.total("fallback")) / ended if ended else None,
+            "answered_rate": answered / ended if ended else None,
             "fallbacks": self.total("fallback"),
             "failed": self.total("failed"),
-            "fast_rejected": self.total("rejected"),
+            "rejected_by_breaker": self.total("rejected"),
             "shed": self.total("shed"),
+            "fallback_answers": self.total("fallback_answers"),
             "dependency_calls": self.total("attempts"),
             "retries": self.total("retries"),
             "breaker_transitions": len(self.transitions),
@@ -157,84 +152,16 @@ def _percentile(values: list[float], q: float) -> float | None:
     return values[k]
 
 
-def _on(spec: Any) -> Any:
-    names = [spec] if isinstance(spec, str) else list(spec)
-    try:
-        return tuple(_ON[n]() for n in names)
-    except KeyError:
-        raise ConfigurationError(
-            f"on must name outcomes among {sorted(_ON)}, got {spec!r}"
-        ) from None
+@dataclass
+class _Request:
+    """What one request went through: its dependency draws and its last refusal."""
+
+    draws: _random.Random
+    refusal: str = ""  # the reason of the last refusal no dependency call or retry followed
+    covered: str = ""  # the refusal a fallback answered ("" when it answered a failure)
 
 
-def _backoff(spec: Any, rnd: Any) -> Any:
-    if not isinstance(spec, dict):
-        return spec
-    spec = dict(spec)
-    kind = spec.pop("kind", "exponential")
-    factory = getattr(rs.backoff, kind, None)
-    if factory is None or kind.startswith("_"):
-        raise ConfigurationError(f"unknown backoff kind {kind!r}")
-    if "random" in inspect.signature(factory).parameters:
-        spec["random"] = rnd
-    return factory(**spec)
-
-
-def build_policies(
-    specs: list[dict[str, Any]], clock: SimClock, rnd: _random.Random, listener: Any
-) -> list[rs.Policy]:
-    """Construct real policy objects from scenario specifications (outermost first).
-
-    ``type`` is a policy class name (``"CircuitBreaker"``) or its snake-case form
-    (``"circuit_breaker"``); the other keys are the constructor's keyword arguments, except:
-    ``backoff`` / ``open_for`` tables (``{kind = "exponential", initial = ...}``) become
-    :mod:`resilience.backoff` schedules, ``budget`` tables a :class:`resilience.RetryBudget`,
-    and ``on`` names outcomes (``"error"``, ``"timeout"``, ``"rejected"``, ``"any"``). The
-    clock, the random generator and the listener are injected.
-
-    Example:
-        >>> import random
-        >>> [p] = build_policies([{"type": "timeout", "seconds": 2}], SimClock(),
-        ...                      random.Random(1), lambda e: None)
-        >>> p.describe()["seconds"]
-        2.0
-    """
-    out: list[rs.Policy] = []
-    for raw in specs:
-        spec = dict(raw)
-        kind = str(spec.pop("type", ""))
-        cls_name = _CLASSES.get(kind, kind)
-        cls = getattr(rs, cls_name, None)
-        if not (isinstance(cls, type) and issubclass(cls, rs.Policy)):
-            raise ConfigurationError(
-                f"unknown policy type {kind!r} (one of {sorted(_CLASSES)}; RateLimiter, "
-                f"Bulkhead and AdaptiveConcurrency need a release that has them)"
-            )
-        params = inspect.signature(cls).parameters
-        if "on" in spec:
-            spec["on"] = _on(spec["on"])
-        elif cls_name == "Retry":
-            spec["on"] = (DependencyError, TimeoutExceededError)
-        elif cls_name == "Fallback":
-            spec["on"] = Exception
-        for key in ("backoff", "open_for"):
-            if key in spec:
-                spec[key] = _backoff(spec[key], rnd)
-        if isinstance(spec.get("budget"), dict):
-            spec["budget"] = rs.RetryBudget(**spec["budget"], clock=clock)
-        if "clock" in params:
-            spec["clock"] = clock
-        if "random" in params:
-            spec["random"] = rnd
-        spec["listeners"] = [listener]
-        args: list[Any] = []
-        first = next(iter(params.values()), None)
-        if first is not None and first.kind is inspect.Parameter.POSITIONAL_ONLY:
-            args.append(spec.pop(first.name, kind))
-        elif cls_name == "Timeout":
-            args.append(spec.pop("seconds"))
-        out.append(cls(*args, **spec))
-    return out
+_REQUEST: ContextVar[_Request] = ContextVar("simulated_request")
 
 
 class _Recorder:
@@ -251,6 +178,13 @@ class _Recorder:
     def __call__(self, event: Event) -> None:
         if isinstance(event, RetryScheduled):
             self.at().retries += 1
+            _set_refusal("")
+        elif isinstance(event, CallRejected):
+            _set_refusal(event.reason)
+        elif isinstance(event, FallbackUsed):
+            req = _REQUEST.get(None)
+            if req is not None:
+                req.covered = req.refusal
         elif isinstance(event, CircuitStateChanged):
             self.transitions.append(
                 (
@@ -261,6 +195,12 @@ class _Recorder:
                     event.reason,
                 )
             )
+
+
+def _set_refusal(reason: str) -> None:
+    req = _REQUEST.get(None)
+    if req is not None:
+        req.refusal = reason
 
 
 def _stream(seed: int, purpose: str) -> _random.Random:
@@ -300,10 +240,9 @@ def _run_one(
     # draws of request i come from a stream of its own, the same in every pipeline
     seeds = _stream(scenario.seed, "dependency")
     request_seeds = [seeds.getrandbits(64) for _ in arrivals]
-    draws: ContextVar[_random.Random] = ContextVar("simulated_request_draws")
     policy_rnd = _stream(scenario.seed, "policies")  # jitter
     rec = _Recorder(clock, scenario.duration)
-    policies = build_policies(specs, clock, policy_rnd, rec)
+    policies = build_policies(specs, clock, policy_rnd, rec, path=field_path("pipelines", name))
     breakers = [p for p in policies if isinstance(p, rs.CircuitBreaker)]
     sems: dict[int, asyncio.Semaphore] = {}
 
@@ -311,6 +250,8 @@ def _run_one(
         now = clock.monotonic()
         st = scenario.dependency_at(now)
         rec.at().attempts += 1
+        req = _REQUEST.get()
+        req.refusal = ""
         sem = None
         if st.capacity:
             sem = sems.get(st.capacity)
@@ -324,7 +265,7 @@ def _run_one(
             if st.outage == "hang":
                 await asyncio.sleep(st.hang)
                 raise DependencyError("no response")
-            rnd = draws.get()
+            rnd = req.draws
             latency = rnd.lognormvariate(st.mu, st.sigma) if st.sigma else st.p50
             fail = rnd.random() < st.error_rate
             await asyncio.sleep(latency)
@@ -340,16 +281,22 @@ def _run_one(
         guarded = rs.Pipeline(*policies, name=name)(dependency)
 
     async def request(seed: int) -> None:
-        draws.set(_random.Random(seed))
+        req = _Request(_random.Random(seed))
+        _REQUEST.set(req)
         t0 = clock.monotonic()
         kind = "failed"
+        answered = False
         try:
             if scenario.client_timeout:
                 async with asyncio.timeout(scenario.client_timeout):
                     result = await guarded()
             else:
                 result = await guarded()
-            kind = "ok" if result == "ok" else "fallback"
+            if result == "ok":
+                kind = "ok"
+            else:
+                kind = _REFUSED_AS.get(req.covered, "fallback")
+                answered = kind != "fallback"
         except (RateLimitedError, BulkheadFullError):
             kind = "shed"
         except CircuitOpenError:
@@ -358,6 +305,7 @@ def _run_one(
             kind = "failed"
         sec = rec.at()
         setattr(sec, kind, getattr(sec, kind) + 1)
+        sec.refused_answered += answered
         latency = clock.monotonic() - t0
         sec.latencies.append(latency)
         rec.latencies.append(latency)
@@ -418,7 +366,10 @@ def simulate(scenario: Scenario, *, only: list[str] | None = None) -> Simulation
     names = list(scenario.pipelines) if only is None else only
     for name in names:
         if name not in scenario.pipelines:
-            raise ConfigurationError(f"no pipeline {name!r} in the scenario")
+            raise ConfigurationError(
+                f"no pipeline {name!r} in the scenario (it has: {', '.join(scenario.pipelines)})"
+            )
+    validate_pipelines({name: scenario.pipelines[name] for name in names})  # before any run
     arrivals = arrival_times(scenario)
     runs = [_run_one(scenario, name, scenario.pipelines[name], arrivals) for name in names]
     return SimulationResult(scenario=scenario, runs=runs)

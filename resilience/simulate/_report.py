@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from ._engine import Run, SimulationResult
+from ._engine import Run, SimulationResult, _percentile
 
-__all__ = ["format_summary", "format_table", "plot"]
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+
+__all__ = ["figure", "format_summary", "format_table", "plot"]
 
 _BREAKER = {"": "-", "closed": "closed", "open": "OPEN", "half_open": "half"}
+_STATE_CODE = {"closed": 0, "half_open": 1, "open": 2}
 
 
 def _ms(v: float | None) -> str:
@@ -27,11 +31,16 @@ def format_table(run: Run, *, every: int = 1) -> str:
         >>> from resilience.simulate import Scenario, simulate
         >>> s = Scenario.from_dict({"duration": 2, "load": {"rate": 10},
         ...                         "pipelines": {"none": []}})
-        >>> format_table(simulate(s).runs[0]).splitlines()[0].split()[:6]
-        ['t', 'offered', 'ok', 'fallb', 'failed', 'reject']
+        >>> format_table(simulate(s).runs[0]).splitlines()[0].split()[:7]
+        ['t', 'offered', 'ok', 'fallb', 'failed', 'br.rej', 'shed']
+
+    Columns: requests offered, then how they ended: ``ok``, ``fallb`` (a fallback answered a
+    failure), ``failed``, ``br.rej`` (refused by an open breaker, whether or not a fallback
+    answered), ``shed`` (refused by a limiter or bulkhead); then dependency calls, retries,
+    latency percentiles and the (first) breaker's state.
     """
     head = (
-        f"{'t':>4} {'offered':>8} {'ok':>6} {'fallb':>7} {'failed':>7} {'reject':>7} {'shed':>7} "
+        f"{'t':>4} {'offered':>8} {'ok':>6} {'fallb':>7} {'failed':>7} {'br.rej':>7} {'shed':>7} "
         f"{'d.calls':>8} {'retries':>8} {'p50 ms':>7} {'p99 ms':>7}  breaker"
     )
     lines = [head]
@@ -39,7 +48,6 @@ def format_table(run: Run, *, every: int = 1) -> str:
     for i in range(0, len(secs), every):
         chunk = secs[i : i + every]
         lat = sorted(x for s in chunk for x in s.latencies)
-        from ._engine import _percentile
 
         def tot(a: str, chunk: list[Any] = chunk) -> int:
             return sum(getattr(s, a) for s in chunk)
@@ -69,10 +77,11 @@ def format_summary(result: SimulationResult) -> str:
         ("requests", "requests", str),
         ("success rate", "success_rate", _pct),
         ("answered (ok or fallback)", "answered_rate", _pct),
-        ("fallbacks", "fallbacks", str),
+        ("fallback (after a failure)", "fallbacks", str),
         ("failed", "failed", str),
-        ("fast-rejected (breaker)", "fast_rejected", str),
+        ("rejected by breaker", "rejected_by_breaker", str),
         ("shed (limiter/bulkhead)", "shed", str),
+        ("fallback answers (all)", "fallback_answers", str),
         ("dependency calls", "dependency_calls", str),
         ("retries", "retries", str),
         ("breaker transitions", "breaker_transitions", str),
@@ -89,66 +98,77 @@ def format_summary(result: SimulationResult) -> str:
     return "\n".join(out)
 
 
-def plot(result: SimulationResult, path: str | Path) -> Path:
-    """Draw goodput and load, breaker state, retries and latency over time into a PNG.
+def figure(result: SimulationResult) -> Figure:
+    """The runs drawn on a new matplotlib ``Figure`` (five panels over simulated time).
 
-    Needs matplotlib (``pip install "resilience[plot]"``); uses the non-interactive Agg
-    backend. Fault phases are shaded.
-
-    Example:
-        >>> import pathlib, tempfile
-        >>> from resilience.simulate import Scenario, simulate
-        >>> s = Scenario.from_dict({"duration": 3, "load": {"rate": 10},
-        ...                         "pipelines": {"none": []}})
-        >>> out = plot(simulate(s), pathlib.Path(tempfile.mkdtemp()) / "run.png")
-        >>> out.stat().st_size > 10_000
-        True
+    Panels: answers per second (real, and fallback answers) with the offered load and the
+    dependency calls; failures and refusals per second (failed, rejected by breaker, shed);
+    breaker state; retries per second; latency. Fault phases are shaded. The figure is not
+    registered with pyplot and no backend is selected, so nothing global changes: save it
+    with ``figure(result).savefig("out.png")`` or use :func:`plot`.
     """
     import matplotlib
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(4, 1, figsize=(11, 10), sharex=True)
-    ax_rate, ax_state, ax_retry, ax_lat = axes
-    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    fig = Figure(figsize=(11, 12))
+    FigureCanvasAgg(fig)
+    axes = fig.subplots(5, 1, sharex=True)
+    ax_ans, ax_bad, ax_state, ax_retry, ax_lat = axes
+    colors = matplotlib.rcParams["axes.prop_cycle"].by_key()["color"]
     for i, run in enumerate(result.runs):
         c = colors[i % len(colors)]
-        t = [s.t + 0.5 for s in run.seconds]
-        ax_rate.plot(t, [s.ok for s in run.seconds], color=c, label=f"{run.name}: ok/s")
-        ax_rate.plot(
+        secs = run.seconds
+        t = [s.t + 0.5 for s in secs]
+        ax_ans.plot(t, [s.ok for s in secs], color=c, label=f"{run.name}: ok/s")
+        if any(s.fallback_answers for s in secs):
+            ax_ans.plot(
+                t,
+                [s.fallback_answers for s in secs],
+                color=c,
+                linestyle="--",
+                marker=".",
+                markersize=3,
+                label=f"{run.name}: fallback answers/s",
+            )
+        ax_ans.plot(
             t,
-            [s.attempts for s in run.seconds],
+            [s.attempts for s in secs],
             color=c,
             linestyle=":",
+            linewidth=0.8,
             label=f"{run.name}: dependency calls/s",
         )
-        if any(s.shed for s in run.seconds):
-            ax_rate.plot(
-                t,
-                [s.shed for s in run.seconds],
-                color=c,
-                linestyle="-.",
-                label=f"{run.name}: shed/s",
-            )
-        if any(s.breaker for s in run.seconds):
-            codes = {"closed": 0, "half_open": 1, "open": 2}
+        ax_bad.plot(t, [s.failed for s in secs], color=c, label=f"{run.name}: failed/s")
+        for attr, style, what in (
+            ("rejected", "--", "rejected by breaker"),
+            ("shed", "-.", "shed"),
+        ):
+            if any(getattr(s, attr) for s in secs):
+                ax_bad.plot(
+                    t,
+                    [getattr(s, attr) for s in secs],
+                    color=c,
+                    linestyle=style,
+                    label=f"{run.name}: {what}/s",
+                )
+        if any(s.breaker for s in secs):
             ax_state.step(
                 t,
-                [codes.get(s.breaker, 0) for s in run.seconds],
+                [_STATE_CODE.get(s.breaker, 0) for s in secs],
                 where="mid",
                 color=c,
                 label=run.name,
             )
-        ax_retry.plot(t, [s.retries for s in run.seconds], color=c, label=run.name)
-        p99 = [None if s.p99 is None else max(s.p99, 1e-3) for s in run.seconds]
-        p50 = [None if s.p50 is None else max(s.p50, 1e-3) for s in run.seconds]
+        ax_retry.plot(t, [s.retries for s in secs], color=c, label=run.name)
+        p99 = [float("nan") if s.p99 is None else max(s.p99, 1e-3) for s in secs]
+        p50 = [float("nan") if s.p50 is None else max(s.p50, 1e-3) for s in secs]
         ax_lat.plot(t, p99, color=c, label=f"{run.name}: p99")
         ax_lat.plot(t, p50, color=c, linestyle=":", label=f"{run.name}: p50")
-    offered = [s.offered for s in result.runs[0].seconds]
-    ax_rate.plot(
-        [s.t + 0.5 for s in result.runs[0].seconds],
-        offered,
+    first = result.runs[0].seconds
+    ax_ans.plot(
+        [s.t + 0.5 for s in first],
+        [s.offered for s in first],
         color="grey",
         linewidth=0.8,
         label="offered/s",
@@ -156,7 +176,8 @@ def plot(result: SimulationResult, path: str | Path) -> Path:
     for ax in axes:
         for start, end, _label in result.scenario.fault_windows():
             ax.axvspan(start, end, color="red", alpha=0.08)
-    ax_rate.set_ylabel("requests / s")
+    ax_ans.set_ylabel("answers / s")
+    ax_bad.set_ylabel("not answered / s")
     ax_state.set_ylabel("breaker")
     ax_state.set_yticks([0, 1, 2], ["closed", "half-open", "open"])
     ax_retry.set_ylabel("retries / s")
@@ -169,7 +190,24 @@ def plot(result: SimulationResult, path: str | Path) -> Path:
             ax.legend(fontsize=7, loc="upper right")
     fig.suptitle(f"{result.scenario.name}  (shaded: injected faults)")
     fig.tight_layout()
+    return fig
+
+
+def plot(result: SimulationResult, path: str | Path) -> Path:
+    """Draw :func:`figure` into a PNG at ``path`` and return the path.
+
+    Needs matplotlib (``pip install "resilience[plot]"``). Renders with the Agg canvas
+    directly: matplotlib's global backend is left as it was, and pyplot is not used.
+
+    Example:
+        >>> import pathlib, tempfile
+        >>> from resilience.simulate import Scenario, simulate
+        >>> s = Scenario.from_dict({"duration": 3, "load": {"rate": 10},
+        ...                         "pipelines": {"none": []}})
+        >>> out = plot(simulate(s), pathlib.Path(tempfile.mkdtemp()) / "run.png")
+        >>> out.stat().st_size > 10_000
+        True
+    """
     out = Path(path)
-    fig.savefig(out, dpi=90)
-    plt.close(fig)
+    figure(result).savefig(out, dpi=90)
     return out

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import json
 import math
+import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from ..errors import ConfigurationError
+from ._policies import fail, field_path, reject_unknown, validate_pipelines
 
 __all__ = ["DependencyState", "Phase", "Scenario", "load_scenario"]
 
@@ -17,6 +19,97 @@ _Z99 = 2.3263478740408408  # the standard normal's 99th percentile
 
 _DEP_KEYS = ("p50", "p99", "error_rate", "outage", "capacity", "hang")
 _PHASE_KEYS = {"start", "end", "rate", "ramp", "label", *_DEP_KEYS}
+
+
+_TOP_KEYS = ("name", "duration", "seed", "load", "dependency", "phases", "pipelines")
+_LOAD_KEYS = ("rate", "client_timeout")
+_OUTAGES = ("", "error", "hang")
+
+
+def _table(data: Mapping[str, Any], key: str) -> Mapping[str, Any]:
+    value = data.get(key, {})
+    if not isinstance(value, Mapping):
+        fail(key, f"expected a table ([{key}]), got {value!r}")
+    return value
+
+
+def _number(
+    table: Mapping[str, Any],
+    key: str,
+    path: str,
+    default: float,
+    *,
+    positive: bool = False,
+    ratio: bool = False,
+) -> float:
+    """``table[key]`` as a finite number (``> 0``, ``in [0, 1]`` or else ``>= 0``)."""
+    if key not in table:
+        return default
+    v = table[key]
+    ok = isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
+    if positive:
+        expected, ok = "a number > 0", ok and v > 0
+    elif ratio:
+        expected, ok = "a number in [0, 1]", ok and 0 <= v <= 1
+    else:
+        expected, ok = "a number >= 0", ok and v >= 0
+    if not ok:
+        fail(field_path(path, key), f"expected {expected}, got {v!r}")
+    return float(v)
+
+
+def _dependency(raw: Mapping[str, Any], path: str) -> dict[str, Any]:
+    """The dependency keys present in ``raw``, checked (base values or a phase's overrides)."""
+    out: dict[str, Any] = {}
+    for key in ("p50", "p99", "hang"):
+        if key in raw:
+            out[key] = _number(raw, key, path, 0.0, positive=key != "hang")
+    if "error_rate" in raw:
+        out["error_rate"] = _number(raw, "error_rate", path, 0.0, ratio=True)
+    if "outage" in raw:
+        if raw["outage"] not in _OUTAGES:
+            fail(
+                field_path(path, "outage"),
+                f'expected "error", "hang" or "" (up), got {raw["outage"]!r}',
+            )
+        out["outage"] = raw["outage"]
+    if "capacity" in raw:
+        cap = raw["capacity"]
+        if not isinstance(cap, int) or isinstance(cap, bool) or cap < 0:
+            fail(
+                field_path(path, "capacity"),
+                f"expected an integer >= 0 (0: unlimited), got {cap!r}",
+            )
+        out["capacity"] = cap
+    if "p50" in out and "p99" in out and out["p99"] < out["p50"]:
+        fail(
+            field_path(path, "p99"),
+            f"expected a number >= p50 ({out['p50']:g}), got {raw['p99']!r}",
+        )
+    return out
+
+
+def _phase(raw: object, path: str) -> Phase:
+    if not isinstance(raw, Mapping):
+        fail(path, f"expected a table (a [[phases]] entry), got {raw!r}")
+    reject_unknown(raw, _PHASE_KEYS, path, "a phase")
+    for key in ("start", "end"):
+        if key not in raw:
+            fail(field_path(path, key), "required key missing (seconds from the start)")
+    start = _number(raw, "start", path, 0.0)
+    end = _number(raw, "end", path, 0.0)
+    if end <= start:
+        fail(field_path(path, "end"), f"expected a number > start ({start:g}), got {raw['end']!r}")
+    values = _dependency(raw, path)
+    if "rate" in raw:
+        values["rate"] = _number(raw, "rate", path, 0.0)
+    ramp, label = raw.get("ramp", False), raw.get("label", "")
+    if not isinstance(ramp, bool):
+        fail(field_path(path, "ramp"), f"expected true or false, got {ramp!r}")
+    if not isinstance(label, str):
+        fail(field_path(path, "label"), f"expected a string, got {label!r}")
+    ordered = {k: values[k] for k in ("rate", *_DEP_KEYS) if k in values}
+    return Phase(start=start, end=end, values=ordered, ramp=ramp, label=label)
 
 
 @dataclass(frozen=True)
@@ -118,57 +211,57 @@ class Scenario:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any], *, name: str = "scenario") -> Scenario:
-        """Build a scenario from parsed TOML / JSON (see ``examples/scenarios``)."""
-        try:
-            load = dict(data.get("load", {}))
-            dep = dict(data.get("dependency", {}))
-            unknown = set(dep) - set(_DEP_KEYS)
-            if unknown:
-                raise ConfigurationError(f"unknown dependency keys {sorted(unknown)}")
-            base = DependencyState(
-                p50=float(dep.get("p50", 0.05)),
-                p99=float(dep.get("p99", dep.get("p50", 0.05) * 4)),
-                error_rate=float(dep.get("error_rate", 0.0)),
-                outage=str(dep.get("outage", "")),
-                capacity=int(dep.get("capacity", 0)),
-                hang=float(dep.get("hang", 30.0)),
-            )
-            phases = []
-            for raw in data.get("phases", []):
-                unknown = set(raw) - _PHASE_KEYS
-                if unknown:
-                    raise ConfigurationError(f"unknown phase keys {sorted(unknown)}")
-                values = {k: raw[k] for k in ("rate", *_DEP_KEYS) if k in raw}
-                if values.get("outage", "") not in ("", "error", "hang"):
-                    raise ConfigurationError("outage must be 'error' or 'hang'")
-                phases.append(
-                    Phase(
-                        start=float(raw["start"]),
-                        end=float(raw["end"]),
-                        values=values,
-                        ramp=bool(raw.get("ramp", False)),
-                        label=str(raw.get("label", "")),
-                    )
-                )
-            pipelines = {str(k): [dict(p) for p in v] for k, v in data["pipelines"].items()}
-            if not pipelines:
-                raise ConfigurationError("a scenario needs at least one pipeline")
-            if base.outage not in ("", "error", "hang") or base.p99 < base.p50 <= 0:
-                raise ConfigurationError("dependency needs 0 < p50 <= p99 and a valid outage")
-            return cls(
-                name=str(data.get("name", name)),
-                duration=float(data.get("duration", 60)),
-                rate=float(load.get("rate", 50)),
-                base=base,
-                phases=tuple(phases),
-                pipelines=pipelines,
-                seed=int(data.get("seed", 1)),
-                client_timeout=float(load.get("client_timeout", 0.0)),
-            )
-        except (KeyError, TypeError, ValueError) as exc:
-            if isinstance(exc, ConfigurationError):
-                raise
-            raise ConfigurationError(f"invalid scenario: {exc!r}") from None
+        """Build a scenario from parsed TOML / JSON (see ``examples/scenarios``).
+
+        The whole scenario is checked first, every pipeline's policies included: a bad field
+        raises :class:`~resilience.ConfigurationError` naming its path, what was expected and
+        what the scenario holds.
+
+        Example:
+            >>> Scenario.from_dict({"duration": -5, "pipelines": {"none": []}})
+            Traceback (most recent call last):
+            ...
+            resilience.errors.ConfigurationError: duration: expected a number > 0, got -5
+        """
+        if not isinstance(data, Mapping):
+            fail("(top level)", f"expected a table of scenario keys, got {data!r}")
+        reject_unknown(data, _TOP_KEYS, "", "a scenario")
+        load = _table(data, "load")
+        reject_unknown(load, _LOAD_KEYS, "load", "load")
+        dep = _table(data, "dependency")
+        reject_unknown(dep, _DEP_KEYS, "dependency", "dependency")
+        values = _dependency(dep, "dependency")
+        p50 = values.get("p50", 0.05)
+        p99 = values.get("p99", p50 * 4)
+        if p99 < p50:
+            fail("dependency.p99", f"expected a number >= p50 ({p50:g}), got {dep['p99']!r}")
+        base = DependencyState(**{**values, "p50": p50, "p99": p99})
+        raw_phases = data.get("phases", [])
+        if not isinstance(raw_phases, list):
+            fail("phases", f"expected an array of tables ([[phases]]), got {raw_phases!r}")
+        phases = [_phase(raw, field_path("phases", i)) for i, raw in enumerate(raw_phases)]
+        if "pipelines" not in data:
+            fail("pipelines", "required key missing (a table: name = [policies, ...])")
+        pipelines = data["pipelines"]
+        if not isinstance(pipelines, Mapping) or not pipelines:
+            fail("pipelines", f"expected a table of at least one pipeline, got {pipelines!r}")
+        validate_pipelines(pipelines)
+        title = data.get("name", name)
+        if not isinstance(title, str):
+            fail("name", f"expected a string, got {title!r}")
+        seed = data.get("seed", 1)
+        if not isinstance(seed, int) or isinstance(seed, bool):
+            fail("seed", f"expected an integer, got {seed!r}")
+        return cls(
+            name=title,
+            duration=_number(data, "duration", "", 60.0, positive=True),
+            rate=_number(load, "rate", "load", 50.0),
+            base=base,
+            phases=tuple(phases),
+            pipelines={str(k): [dict(p) for p in v] for k, v in pipelines.items()},
+            seed=seed,
+            client_timeout=_number(load, "client_timeout", "load", 0.0),
+        )
 
     def rate_at(self, t: float) -> float:
         """The arrival rate at ``t`` (the last active phase that sets ``rate`` wins)."""
@@ -210,6 +303,9 @@ class Scenario:
 def load_scenario(path: str | Path) -> Scenario:
     """Read a scenario from a ``.toml`` or ``.json`` file.
 
+    A file that does not parse, or a bad field, raises :class:`~resilience.ConfigurationError`
+    whose message starts with the file's path.
+
     Example:
         >>> import pathlib, tempfile
         >>> p = pathlib.Path(tempfile.mkdtemp()) / "s.json"
@@ -218,10 +314,14 @@ def load_scenario(path: str | Path) -> Scenario:
         5.0
     """
     p = Path(path)
-    if p.suffix == ".json":
-        data = json.loads(p.read_text())
-    else:
-        import tomllib
-
-        data = tomllib.loads(p.read_text())
-    return Scenario.from_dict(data, name=p.stem)
+    text = p.read_text(encoding="utf-8", errors="replace")
+    fmt = "JSON" if p.suffix == ".json" else "TOML"
+    try:
+        data = json.loads(text) if fmt == "JSON" else tomllib.loads(text)
+    except ValueError as exc:
+        hint = "" if fmt == "JSON" else " (scenario files are TOML, or JSON named *.json)"
+        raise ConfigurationError(f"{p}: not valid {fmt}: {exc}{hint}") from None
+    try:
+        return Scenario.from_dict(data, name=p.stem)
+    except ConfigurationError as exc:
+        raise ConfigurationError(f"{p}: {exc}") from None
