@@ -123,7 +123,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         try:
             out = plot(result, args.plot)
         except ImportError:
-            print("--plot needs matplotlib: pip install 'resilience-policies[plot]'", file=sys.stderr)
+            print(
+                "--plot needs matplotlib: pip install 'resilience-policies[plot]'", file=sys.stderr
+            )
             return 2
         print(f"\nplot written to {out}")
     return 0
