@@ -10,8 +10,13 @@ STAMP := $(VENV)/.installed
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "Python 3.11+ is required"'
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	$(BIN)/python -m pip install --quiet --upgrade 'pip>=25.1'
+	@# a venv made before the rename still holds the editable install under the old name
+	@if $(BIN)/python -m pip show --quiet resilience >/dev/null 2>&1; then \
+		$(BIN)/python -m pip uninstall --quiet --yes resilience; fi
+	@# the library editable with its extras, plus the dependency groups of pyproject.toml
+	@# (test, lint, demo, docs, bench), which pip >= 25.1 installs with --group
+	$(BIN)/python -m pip install --quiet -e '.[all,plot]' --group dev
 	@touch $(STAMP)
 
 # The storefront: order service (ASGI) -> payment (gRPC) + inventory (HTTP) under injected

@@ -1,9 +1,13 @@
 """``python -m resilience`` (and the ``resilience`` console script).
 
+Options:
+    --version: print the distribution name and its installed version, e.g.
+        ``resilience-policies 0.1.0``.
+
 Commands:
     simulate SCENARIO [--plot out.png] [--every N] [--only NAME ...]: run a scenario's policy
         pipelines on a virtual clock, print a per-second table per pipeline and the runs side by
-        side, and draw a plot (needs matplotlib: ``pip install "resilience[plot]"``).
+        side, and draw a plot (needs matplotlib: ``pip install "resilience-policies[plot]"``).
 
 Example:
     >>> main(["--help"])  # doctest: +ELLIPSIS
@@ -18,7 +22,52 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-__all__ = ["main"]
+__all__ = ["DISTRIBUTION", "main", "version_line"]
+
+DISTRIBUTION = "resilience-policies"
+"""The name this library is published and installed under (its import names are ``resilience``
+and ``interceptors``)."""
+
+
+def version_line() -> str:
+    """What ``--version`` prints: the distribution name and its installed version.
+
+    The version comes from the installed metadata; ``0+unknown`` when the distribution is not
+    installed (the sources imported from a checkout).
+
+    Example:
+        >>> version_line().startswith("resilience-policies ")
+        True
+    """
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        installed = version(DISTRIBUTION)
+    except PackageNotFoundError:
+        installed = "0+unknown"
+    return f"{DISTRIBUTION} {installed}"
+
+
+class _VersionAction(argparse.Action):
+    # like action="version", but the metadata is read only when --version is given
+    def __init__(self, option_strings: Sequence[str], dest: str, **kwargs: object) -> None:
+        super().__init__(
+            option_strings,
+            dest=argparse.SUPPRESS,
+            default=argparse.SUPPRESS,
+            nargs=0,
+            help="print the distribution name and version, then exit",
+        )
+
+    def __call__(
+        self,
+        parser: argparse.ArgumentParser,
+        namespace: argparse.Namespace,
+        values: object,
+        option_string: str | None = None,
+    ) -> None:
+        print(version_line())
+        parser.exit()
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -33,6 +82,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         0
     """
     parser = argparse.ArgumentParser(prog="resilience", description=__doc__.splitlines()[0])
+    parser.add_argument("--version", action=_VersionAction)
     sub = parser.add_subparsers(dest="command", required=True)
     sim = sub.add_parser("simulate", help="run a fault scenario on a virtual clock")
     sim.add_argument("scenario", help="a .toml or .json scenario file")
@@ -73,7 +123,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         try:
             out = plot(result, args.plot)
         except ImportError:
-            print("--plot needs matplotlib: pip install 'resilience[plot]'", file=sys.stderr)
+            print(
+                "--plot needs matplotlib: pip install 'resilience-policies[plot]'", file=sys.stderr
+            )
             return 2
         print(f"\nplot written to {out}")
     return 0
