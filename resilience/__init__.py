@@ -124,7 +124,7 @@ def __getattr__(name: str) -> _Any:
         from importlib.metadata import PackageNotFoundError, version
 
         try:
-            value = version("resilience")
+            value = version("resilience-policies")
         except PackageNotFoundError:  # pragma: no cover - running from a source tree only
             value = "0+unknown"
         globals()["__version__"] = value

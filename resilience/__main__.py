@@ -81,10 +81,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         scenario: s (2 s simulated ...
         0
     """
-    parser = argparse.ArgumentParser(prog="resilience", description=__doc__.splitlines()[0])
+    from .simulate import DESCRIPTION, HELP
+
+    parser = argparse.ArgumentParser(
+        prog="resilience",
+        description="Command line of the resilience library (python -m resilience, or the "
+        "resilience console script).",
+    )
     parser.add_argument("--version", action=_VersionAction)
     sub = parser.add_subparsers(dest="command", required=True)
-    sim = sub.add_parser("simulate", help="run a fault scenario on a virtual clock")
+    sim = sub.add_parser("simulate", help=HELP, description=DESCRIPTION)
     sim.add_argument("scenario", help="a .toml or .json scenario file")
     sim.add_argument("--plot", metavar="PNG", help="draw the runs into this PNG (matplotlib)")
     sim.add_argument("--every", type=int, default=1, help="table rows aggregate N seconds")

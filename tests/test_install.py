@@ -286,11 +286,17 @@ def test_console_script_and_module_print_the_distribution_version(installed: Ins
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(
-    reason="resilience/__init__.py still reads version('resilience'): change it to "
-    "version('resilience-policies') and remove this marker",
-    strict=True,
-)
 def test_dunder_version_is_the_installed_version(installed: Installed) -> None:
     out = installed.run(installed.python, "-c", "import resilience; print(resilience.__version__)")
     assert out.stdout == f"{VERSION}\n"
+
+
+def test_top_level_help_is_plain_text(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as done:
+        main(["--help"])
+    assert done.value.code == 0
+    out = capsys.readouterr().out
+    assert "usage: resilience" in out
+    assert "simulate" in out
+    assert "``" not in out
+    assert ":class:" not in out

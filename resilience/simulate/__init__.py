@@ -35,8 +35,8 @@ DESCRIPTION = (
     "Run every pipeline of a scenario file (TOML, or JSON named *.json) on a virtual clock "
     "against the scenario's synthetic dependency; print a per-second table per pipeline and "
     "the runs side by side, and with --plot draw them into a PNG (needs matplotlib: pip "
-    "install 'resilience[plot]'). The whole scenario is checked before any pipeline runs: a "
-    "bad field stops the command with exit status 2 and a message naming it. The scenario "
+    "install 'resilience-policies[plot]'). The whole scenario is checked before any pipeline "
+    "runs: a bad field stops the command with exit status 2 and a message naming it. The scenario "
     "format is described in docs/simulator.md."
 )
 

@@ -196,7 +196,7 @@ def figure(result: SimulationResult) -> Figure:
 def plot(result: SimulationResult, path: str | Path) -> Path:
     """Draw :func:`figure` into a PNG at ``path`` and return the path.
 
-    Needs matplotlib (``pip install "resilience[plot]"``). Renders with the Agg canvas
+    Needs matplotlib (``pip install "resilience-policies[plot]"``). Renders with the Agg canvas
     directly: matplotlib's global backend is left as it was, and pyplot is not used.
 
     Example:
