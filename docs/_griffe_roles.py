@@ -55,7 +55,7 @@ def _split_group(match: re.Match[str]) -> str:
 
 
 def rewrite(text: str, obj: griffe.Object) -> str:
-    """The docstring ``text`` with its roles as cross-references and ``Example:`` as ``Examples:``."""
+    """``text`` with its roles as cross-references and ``Example:`` read as ``Examples:``."""
     text = _EXAMPLE.sub(r"\1Examples:", text)
     text = _GROUPED.sub(_split_group, text)
     return _ROLE.sub(lambda m: _reference(m, obj), text)
