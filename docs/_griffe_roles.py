@@ -8,6 +8,8 @@ not read natively:
   in the reference, plain code otherwise (never a broken link, so ``mkdocs --strict`` holds);
   a leading ``~`` shows the last component only, as in Sphinx;
 * an ``Example:`` section is read like ``Examples:`` (its ``>>>`` lines render as code);
+* a paragraph ending in ``::`` ends in ``:``, and the indented block after it renders as code
+  (Markdown's indented code block), as in reST;
 * an argument line naming several parameters at once (``include / exclude: ...``) documents
   each of them (griffe's check that every documented parameter exists stays on).
 """
@@ -22,6 +24,7 @@ import griffe
 
 _ROLE = re.compile(r":(?:py:)?(class|func|meth|mod|attr|data|exc|obj):`(~?)([^`]+)`")
 _EXAMPLE = re.compile(r"^(\s*)Example:[ \t]*$", re.M)
+_LITERAL = re.compile(r"(\S)::[ \t]*$", re.M)
 _GROUPED = re.compile(r"^([ \t]+)(\w+(?:[ \t]*/[ \t]*\w+)+):(.*)$", re.M)
 
 
@@ -57,6 +60,7 @@ def _split_group(match: re.Match[str]) -> str:
 def rewrite(text: str, obj: griffe.Object) -> str:
     """``text`` with its roles as cross-references and ``Example:`` read as ``Examples:``."""
     text = _EXAMPLE.sub(r"\1Examples:", text)
+    text = _LITERAL.sub(r"\1:", text)
     text = _GROUPED.sub(_split_group, text)
     return _ROLE.sub(lambda m: _reference(m, obj), text)
 

@@ -235,10 +235,12 @@ def test_roles_become_cross_references() -> None:
     text = roles.rewrite(
         "Use :meth:`go` or :class:`~pkg.Thing`.\n\n"
         "    items / more: grouped.\n\n"
-        "Example:\n    >>> 1\n",
+        "Example:\n    >>> 1\n\n"
+        "The order is::\n\n    a -> b\n",
         cls,
     )
     assert '<autoref identifier="pkg.Thing.go" optional><code>go()</code></autoref>' in text
     assert '<autoref identifier="pkg.Thing" optional><code>Thing</code></autoref>' in text
     assert "    items: grouped.\n    more: grouped." in text
     assert "\nExamples:\n" in text
+    assert "The order is:\n\n    a -> b" in text
