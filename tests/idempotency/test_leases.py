@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -133,24 +134,49 @@ def test_without_heartbeat_a_long_call_loses_its_lease(clock: FakeClock) -> None
     assert seen == ["claimed"]  # the lease lapsed: a duplicate took the record over
 
 
+class RenewalTimes(rs.MemoryStore):
+    """A memory store that notes when (real monotonic time) it applied a successful renewal."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.times: list[float] = []
+        self.changed = threading.Condition()
+
+    def apply(self, op: StoreOp[Any], /) -> Any:
+        out = super().apply(op)
+        if isinstance(op, RenewOp) and out:
+            with self.changed:
+                self.times.append(time.monotonic())
+                self.changed.notify_all()
+        return out
+
+    def wait_renewal_after(self, moment: float, timeout: float = 5.0) -> bool:
+        """Block until a renewal succeeded after ``moment`` (True), or ``timeout`` passed."""
+        with self.changed:
+            return self.changed.wait_for(lambda: any(t > moment for t in self.times), timeout)
+
+
 def test_real_time_heartbeat_thread_renews_sync_claims() -> None:
-    """Real clock, 0.3 s lease, a 0.6 s call: the background renewer keeps the claim."""
-    p = rs.Idempotent(key=lambda k: k, lease=0.3)
+    """Real clock, 0.3 s lease, a call that outlives it: the background renewer keeps the claim
+    (a renewal succeeds after the first lease would have run out, and a duplicate is refused)."""
+    store = RenewalTimes()
+    p = rs.Idempotent(key=lambda k: k, lease=0.3, store=store)
     inside = threading.Event()
-    done = threading.Event()
+    release = threading.Event()
 
     @p
     def slow(k: str) -> str:
         inside.set()
-        done.wait(0.6)
+        release.wait(5)  # runs until the test has checked the duplicate
         return "slow"
 
     with ThreadPoolExecutor(max_workers=1) as pool:
         fut = pool.submit(slow, "k")
-        inside.wait(2)
-        threading.Event().wait(0.45)  # past the first lease
+        assert inside.wait(2)
+        assert store.wait_renewal_after(time.monotonic() + 0.3)  # past the first lease
         with pytest.raises(rs.IdempotencyInProgressError):
             slow("k")
+        release.set()
         assert fut.result(timeout=5) == "slow"
     assert slow("k") == "slow"
 
@@ -208,9 +234,11 @@ class BrokenRenewals(IdempotencyRecords):
     def __init__(self, clock: FakeClock) -> None:
         super().__init__(lease=3, clock=clock)
         self.renewals = 0
+        self.renewed = threading.Event()
 
     def renew(self, claim: Any) -> bool:
         self.renewals += 1
+        self.renewed.set()
         raise RuntimeError("renewal bug")
 
     async def arenew(self, claim: Any) -> bool:
@@ -233,10 +261,14 @@ def test_a_renewal_that_raises_is_logged_and_stops_that_heartbeat_in_both_modes(
 
         async def main() -> Any:
             beat = records.astart_heartbeat(claim)
-            for _ in range(3):
-                await clock.asleep(1.0)  # one renewal interval
+            await clock.asleep(1.0)  # one renewal interval: the renewal task is spawned
+            await asyncio.wait_for(asyncio.to_thread(records.renewed.wait, 5), 5)
+            for _ in range(2):
+                await clock.asleep(1.0)  # two more intervals
+                # no event to wait for (nothing must happen): give a wrongly re-armed renewal
+                # the loop iterations it would need (call_soon_threadsafe, then its task)
                 for _ in range(5):
-                    await asyncio.sleep(0)  # let the renewal task run
+                    await asyncio.sleep(0)
             return beat
 
         beat = asyncio.run(main())
@@ -249,18 +281,27 @@ def test_a_renewal_that_raises_is_logged_and_stops_that_heartbeat_in_both_modes(
 
 
 async def test_real_time_heartbeat_on_the_event_loop() -> None:
-    p = rs.Idempotent(key=lambda k: k, lease=0.3)
+    """The same on the event loop's timers: a call outliving its 0.3 s lease keeps its claim."""
+    store = RenewalTimes()
+    p = rs.Idempotent(key=lambda k: k, lease=0.3, store=store)
     runs: list[int] = []
+    inside = asyncio.Event()
+    release = asyncio.Event()
 
     @p
     async def slow(k: str) -> str:
         runs.append(1)
-        await asyncio.sleep(0.6)  # real time on purpose: a call longer than its 0.3 s lease
+        inside.set()
+        await release.wait()  # runs until the test has checked the duplicate
         return "slow"
 
     task = asyncio.create_task(slow("k"))
-    await asyncio.sleep(0.45)  # real time past the first lease (the renewer must have run)
+    await asyncio.wait_for(inside.wait(), 5)
+    past_lease = time.monotonic() + 0.3
+    # waited for on a thread: the loop stays free to run the renewals
+    assert await asyncio.to_thread(store.wait_renewal_after, past_lease)
     with pytest.raises(rs.IdempotencyInProgressError):
         await slow("k")
+    release.set()
     assert await task == "slow"
     assert len(runs) == 1

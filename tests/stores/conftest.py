@@ -1,5 +1,5 @@
 """Fixtures of the store tests: every store kind (memory, standalone Redis, Redis Cluster) behind
-one factory.
+one factory, and the closing of the stores the fault-model tests open.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from resilience.testing import FakeClock
 
 from ..redis_servers import RedisCluster, RedisServer
 from .conformance import StoreFactory
+from .fault_support import OPEN_STORES
 
 
 @pytest.fixture(params=["memory", "redis", "cluster"])
@@ -41,3 +42,10 @@ def make_store(request: pytest.FixtureRequest) -> Iterator[StoreFactory]:
     yield factory
     for store in made:
         store.close()
+
+
+@pytest.fixture(autouse=True)
+def _close_stores() -> Iterator[None]:
+    yield
+    while OPEN_STORES:
+        OPEN_STORES.pop().close()

@@ -90,7 +90,7 @@ class Drill:
                 self.failed.flag = False
                 allowed = limiter.try_acquire("user-1").allowed
                 self.limiter.append((time.monotonic(), allowed, not self.failed.flag))
-                time.sleep(0.002)
+                time.sleep(0.002)  # the load's pace
 
         def call_breaker() -> None:
             while not self.stop.is_set():
@@ -158,7 +158,7 @@ def run_drill(
             10,
             "load running",
         )
-        time.sleep(1.0)
+        time.sleep(1.0)  # a measured window of load before the kill (orders nothing)
         killed_at = time.monotonic()
         kill()
         drill.wait(lambda: drill.resumed(drill.limiter, killed_at + 0.5), 20, "limiter back")
@@ -167,7 +167,7 @@ def run_drill(
         if recover is not None:
             recover()
         drill.wait(lambda: drill.resumed(drill.idem, time.monotonic() - 0.2), 20, "idem back")
-        time.sleep(1.0)
+        time.sleep(1.0)  # a measured window of load after the failover (orders nothing)
     finally:
         drill.stop.set()
         for t in threads:

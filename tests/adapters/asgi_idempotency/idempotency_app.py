@@ -22,11 +22,14 @@ class App:
         self.runs = 0
         self.bodies: list[bytes] = []
         self.gate: asyncio.Event | None = None
+        self.entered: asyncio.Event | None = None  # set when a create call has started
 
         async def create(request: Request) -> Response:
             self.runs += 1
             body = await request.body()
             self.bodies.append(body)
+            if self.entered is not None:
+                self.entered.set()
             if self.gate is not None:
                 await self.gate.wait()
             resp = JSONResponse({"run": self.runs, "echo": body.decode()}, status_code=201)

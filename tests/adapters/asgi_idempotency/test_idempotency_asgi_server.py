@@ -24,14 +24,12 @@ from .idempotency_app import App, client
 
 async def test_concurrent_duplicate_is_409_then_replayed(app: App) -> None:
     app.gate = asyncio.Event()
+    app.entered = asyncio.Event()
     mw = IdempotencyMiddleware(app.app)
     async with client(mw) as c:
         h = {"Idempotency-Key": "k"}
         first = asyncio.create_task(c.post("/orders", content=b"x", headers=h))
-        for _ in range(1000):
-            if app.runs:
-                break
-            await asyncio.sleep(0.001)
+        await asyncio.wait_for(app.entered.wait(), 5)  # the first request holds the claim
         dup = await c.post("/orders", content=b"x", headers=h)
         app.gate.set()
         r1 = await first
@@ -122,7 +120,8 @@ async def test_real_server_conflicts_without_wait(app: App) -> None:
     for _ in range(500):
         if srv.started:
             break
-        await asyncio.sleep(0.01)
+        await asyncio.sleep(0.01)  # polling interval while uvicorn starts
+    assert srv.started
     port = srv.servers[0].sockets[0].getsockname()[1]
     try:
         async with httpx.AsyncClient(

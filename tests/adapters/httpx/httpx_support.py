@@ -54,7 +54,7 @@ class ScriptedApp:
         replies = self.replies.get(sid) or [Reply()]
         reply = replies[min(len(seen), len(replies)) - 1]
         if reply.delay:
-            await asyncio.sleep(reply.delay)
+            await asyncio.sleep(reply.delay)  # a slow server: the real-deadline test cuts it short
         await send(
             {
                 "type": "http.response.start",
