@@ -5,6 +5,8 @@
 - :class:`BrokenStore`: a store whose every operation fails (``rs.StoreError`` by default, or
   e.g. ``ConnectionError`` as a client library would raise it).
 - :class:`RawBytes`: an idempotency codec that stores ``bytes`` results as they are.
+- :func:`permits_left` / :func:`scripts_run`: a limiter bucket's permits without taking any,
+  and how many scripts (EVALSHA + EVAL) a Redis server has run.
 - :func:`wait_until`: poll a predicate for an effect in another thread (no fixed sleeps).
 - :class:`ManualClock`: a FakeClock whose async sleeps really wait until the test advances it.
 - :func:`saturated_per_second` / :func:`assert_cold_start_ramp`: measure and check a rate
@@ -28,7 +30,9 @@ __all__ = [
     "ManualClock",
     "RawBytes",
     "assert_cold_start_ramp",
+    "permits_left",
     "saturated_per_second",
+    "scripts_run",
     "wait_until",
 ]
 
@@ -108,3 +112,14 @@ def assert_cold_start_ramp(per_second: list[int], rate: float, cold_factor: floa
     assert all(b >= a for a, b in itertools.pairwise(per_second)), per_second
     assert max(per_second) <= rate, per_second
     assert per_second[-1] == rate, per_second
+
+
+def permits_left(limiter: rs.RateLimiter, key: str | None = None) -> int:
+    """Permits left in ``key``'s bucket, without taking any (a cost-0 check)."""
+    return limiter.try_acquire(key=key, cost=0).remaining
+
+
+def scripts_run(client: Any) -> int:
+    """EVALSHA + EVAL commands a Redis server has executed (from a redis client's INFO)."""
+    stats = client.info("commandstats")
+    return sum(int(stats.get(f"cmdstat_{c}", {}).get("calls", 0)) for c in ("evalsha", "eval"))

@@ -21,6 +21,7 @@ import resilience as rs
 from resilience.testing import FakeClock
 
 from ..conftest import Runner, Step
+from ..helpers import permits_left, scripts_run
 
 README = Path(__file__).resolve().parent.parent.parent / "README.md"
 
@@ -33,11 +34,6 @@ def _refuse(runner: Runner, policy: rs.Policy, fn: Callable[..., Any]) -> BaseEx
 
 def _ok(runner: Runner) -> Callable[..., Any]:
     return runner.wrap(lambda: "ok")
-
-
-def _remaining(limiter: rs.RateLimiter, key: str | None = None) -> int:
-    """Permits left in ``key``'s bucket, without taking any (a cost-0 check)."""
-    return limiter.try_acquire(key=key, cost=0).remaining
 
 
 # -- the README's pipeline -------------------------------------------------------------------
@@ -239,7 +235,7 @@ def test_inner_limit_refusal_refunds_the_outer_limiter(runner: Runner, clock: Fa
         except rs.RateLimitedError as exc:
             refused_by.append(exc.policy)
     assert refused_by == ["per-day"] * 9  # never the per-second limit
-    assert _remaining(per_second) == 7  # only the 3 calls that ran were charged
+    assert permits_left(per_second) == 7  # only the 3 calls that ran were charged
 
 
 def test_one_users_refusals_do_not_drain_a_shared_per_ip_limit(
@@ -261,7 +257,7 @@ def test_one_users_refusals_do_not_drain_a_shared_per_ip_limit(
             call("mallory")
         assert info.value.policy == "user"
     assert call("alice") == "ok"  # the shared per-IP budget was not burned by mallory
-    assert _remaining(per_ip, "10.0.0.1") == 3
+    assert permits_left(per_ip, "10.0.0.1") == 3
 
 
 @pytest.mark.parametrize("inner", ["bulkhead", "breaker", "adaptive"])
@@ -270,7 +266,7 @@ def test_any_inner_refusal_refunds(runner: Runner, clock: FakeClock, inner: str)
     pipeline = rs.Pipeline(outer, _inner_refusers(clock)[inner])
     for _ in range(10):
         _refuse(runner, pipeline, _ok(runner))
-    assert _remaining(outer) == 5
+    assert permits_left(outer) == 5
 
 
 def test_a_paced_limiter_gives_the_refused_call_its_slot_back(
@@ -321,7 +317,7 @@ def test_failures_and_timeouts_are_not_refunded(runner: Runner, clock: FakeClock
         )
     with pytest.raises(rs.RateLimitedError):  # raised by the function: it ran
         runner.run(outer, runner.scripted([rs.RateLimitedError(policy="remote")]))
-    assert _remaining(outer) == 2
+    assert permits_left(outer) == 2
 
 
 def test_retry_inside_an_outer_limiter(runner: Runner, clock: FakeClock) -> None:
@@ -339,19 +335,14 @@ def test_retry_inside_an_outer_limiter(runner: Runner, clock: FakeClock) -> None
     # dependency, so the outer limiter keeps its permit.
     with pytest.raises(rs.RateLimitedError):
         runner.run(pipeline, runner.scripted([ConnectionError]))
-    assert _remaining(outer) == 4
+    assert permits_left(outer) == 4
     # Every attempt refused: nothing ran, the outer permit comes back.
     with pytest.raises(rs.RateLimitedError):
         runner.run(pipeline, _ok(runner))
-    assert _remaining(outer) == 4
+    assert permits_left(outer) == 4
 
 
 # -- item 2 on Redis: the refund is one round trip of the Lua twin ---------------------------
-def _scripts_run(client: Any) -> int:
-    stats = client.info("commandstats")
-    return sum(int(stats.get(f"cmdstat_{c}", {}).get("calls", 0)) for c in ("evalsha", "eval"))
-
-
 def _redis_pipeline(url: str, clock: FakeClock) -> tuple[rs.Pipeline, rs.RateLimiter, Any]:
     import uuid
 
@@ -375,13 +366,13 @@ def test_redis_refund_is_one_round_trip(redis_server: Any) -> None:
     before = 0
     for n in range(10):
         if n == 1:  # the scripts are loaded by now (a first EVALSHA is followed by an EVAL)
-            before = _scripts_run(client)
+            before = scripts_run(client)
         with pytest.raises(rs.RateLimitedError) as info:
             pipeline.call(lambda ip, user: "ok", "10.0.0.1", "mallory")
         assert info.value.policy == "user"
-    assert _scripts_run(client) - before == 27  # per refusal: outer take, inner take, refund
+    assert scripts_run(client) - before == 27  # per refusal: outer take, inner take, refund
     assert pipeline.call(lambda ip, user: "ok", "10.0.0.1", "alice") == "ok"
-    assert _remaining(per_ip, "10.0.0.1") == 3  # only mallory's and alice's real calls
+    assert permits_left(per_ip, "10.0.0.1") == 3  # only mallory's and alice's real calls
     store.close()
 
 
@@ -421,7 +412,7 @@ def test_middleware_answers_429_without_opening_its_breaker_or_spending_outer_pe
     assert statuses == [200, 200] + [429] * 10
     assert breaker.state is rs.CircuitState.CLOSED
     assert (breaker.metrics.calls, breaker.metrics.failures) == (2, 0)
-    assert _remaining(per_minute) == 98
+    assert permits_left(per_minute) == 98
 
 
 def test_a_stamped_refusal_still_pickles(clock: FakeClock) -> None:

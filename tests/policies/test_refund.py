@@ -33,18 +33,9 @@ from .._asgi_apps import TestApp, respond
 from .._server import serve
 from ..conftest import Runner
 from ..grpc_fixtures import UU, Code, Fail, Script, start_sync_server
+from ..helpers import permits_left, scripts_run
 
 IP = "127.0.0.1"  # the client address uvicorn reports for our loopback requests
-
-
-def _remaining(limiter: rs.RateLimiter, key: str | None = None) -> int:
-    """Permits left in ``key``'s bucket, without taking any (a cost-0 check)."""
-    return limiter.try_acquire(key=key, cost=0).remaining
-
-
-def _scripts_run(client: Any) -> int:
-    stats = client.info("commandstats")
-    return sum(int(stats.get(f"cmdstat_{c}", {}).get("calls", 0)) for c in ("evalsha", "eval"))
 
 
 def _redis_store(url: str, clock: FakeClock | None = None) -> Any:
@@ -66,10 +57,10 @@ def test_refund_gives_one_decision_back_once(clock: FakeClock) -> None:
     assert second.permit.refunded
     assert not limiter.refund(second)  # idempotent: no extra permit
     assert not limiter.refund(second.permit)
-    assert _remaining(limiter, "a") == 1
+    assert permits_left(limiter, "a") == 1
     assert limiter.try_acquire(key="a").allowed
     assert not limiter.try_acquire(key="a").allowed
-    assert _remaining(limiter, "b") == 2  # other buckets untouched
+    assert permits_left(limiter, "b") == 2  # other buckets untouched
 
 
 def test_refund_never_gives_back_more_than_was_taken(clock: FakeClock) -> None:
@@ -78,9 +69,9 @@ def test_refund_never_gives_back_more_than_was_taken(clock: FakeClock) -> None:
     clock.advance(3.0)  # 1.5 permits' worth of the backlog has drained since
     newer = limiter.try_acquire()
     assert limiter.refund(old)
-    assert _remaining(limiter) == 4  # only `newer` is still spent, time is not given twice
+    assert permits_left(limiter) == 4  # only `newer` is still spent, time is not given twice
     assert limiter.refund(newer)
-    assert _remaining(limiter) == 5
+    assert permits_left(limiter) == 5
     clock.advance(60)
     assert limiter.try_acquire(cost=5).allowed  # a full bucket, not more
     assert not limiter.try_acquire().allowed
@@ -166,7 +157,7 @@ def test_a_permit_taken_locally_during_an_outage_goes_back_locally(clock: FakeCl
     store.down = False
     assert limiter.refund(shared)
     assert store.ops[-1] == "_RefundOp"
-    assert _remaining(limiter, "k") == 2
+    assert permits_left(limiter, "k") == 2
 
 
 def test_redis_refund_is_one_round_trip_and_idempotent(redis_server: Any) -> None:
@@ -179,11 +170,11 @@ def test_redis_refund_is_one_round_trip_and_idempotent(redis_server: Any) -> Non
     warm = limiter.try_acquire(key="a")  # loads the scripts
     assert limiter.refund(warm)
     d = limiter.try_acquire(key="a")
-    before = _scripts_run(client)
+    before = scripts_run(client)
     assert limiter.refund(d)
-    assert _scripts_run(client) - before == 1
+    assert scripts_run(client) - before == 1
     assert not limiter.refund(d)
-    assert _scripts_run(client) - before == 1  # a second refund does not even ask
+    assert scripts_run(client) - before == 1  # a second refund does not even ask
     twin = rs.RateLimiter("ip2", rate=2, per=3600, warmup=60, store=store, clock=clock)
     assert [limiter.try_acquire(key="a")[:6] for _ in range(3)] == [
         twin.try_acquire(key="a")[:6] for _ in range(3)
@@ -225,7 +216,7 @@ def test_a_late_inner_refusal_refunds_only_what_is_left_of_the_permit(
     inner.try_acquire()
     with pytest.raises(rs.RateLimitedError):
         runner.run(rs.Pipeline(outer, inner), runner.wrap(lambda: "ok"))
-    assert _remaining(outer, k) == 4  # the other caller's permit is still spent
+    assert permits_left(outer, k) == 4  # the other caller's permit is still spent
 
 
 # -- RateLimitMiddleware on a real uvicorn server ----------------------------------------------
@@ -259,10 +250,10 @@ def test_inner_refusals_do_not_drain_the_outer_per_ip_budget(clock: FakeClock, i
         expected = 429 if inner == "limiter" else 503
         assert [r.status_code for r in refused] == [expected] * 10
         assert all("inner" in _detail(r) for r in refused)  # the inner policy's answers
-        assert _remaining(per_ip, IP) == 2  # refunded: only the first request spent
+        assert permits_left(per_ip, IP) == 2  # refunded: only the first request spent
         # a 503 the application chose itself is the request's outcome: its permit stays spent
         assert [r.status_code for r in _get(url, ["/status/503"] * 2)] == [503, 503]
-        assert _remaining(per_ip, IP) == 0
+        assert permits_left(per_ip, IP) == 0
         last = _get(url, ["/hello"])[0]
     assert last.status_code == 429
     assert _detail(last) == "the client's request quota is exhausted"  # now the outer limit
@@ -276,8 +267,8 @@ def test_nested_rate_limit_middlewares_refund_the_outer_one(clock: FakeClock) ->
     with serve(app) as url:
         statuses = [r.status_code for r in _get(url, ["/hello"] * 8)]
     assert statuses == [200] + [429] * 7
-    assert _remaining(per_ip, IP) == 2
-    assert _remaining(per_path, "/hello") == 0
+    assert permits_left(per_ip, IP) == 2
+    assert permits_left(per_path, "/hello") == 0
 
 
 def _app_calling(fn: Any) -> Any:
@@ -299,7 +290,7 @@ def test_a_stamped_refusal_escaping_the_app_is_refunded(clock: FakeClock) -> Non
     with serve(RateLimitMiddleware(_app_calling(fetch), limiter=per_ip)) as url:
         statuses = [r.status_code for r in _get(url, ["/"] * 6)]
     assert statuses == [200] + [500] * 5  # uvicorn answers the escaping refusals
-    assert _remaining(per_ip, IP) == 2
+    assert permits_left(per_ip, IP) == 2
 
 
 def test_a_refusal_the_app_raises_itself_keeps_the_permit(clock: FakeClock) -> None:
@@ -312,7 +303,7 @@ def test_a_refusal_the_app_raises_itself_keeps_the_permit(clock: FakeClock) -> N
     with serve(RateLimitMiddleware(guarded, limiter=per_ip)) as url:
         statuses = [r.status_code for r in _get(url, ["/"] * 3)]
     assert statuses == [503] * 3  # mapped by ResilienceMiddleware, but not a policy's refusal
-    assert _remaining(per_ip, IP) == 0
+    assert permits_left(per_ip, IP) == 0
 
 
 def test_an_app_handler_can_report_its_refusal(clock: FakeClock) -> None:
@@ -325,7 +316,7 @@ def test_an_app_handler_can_report_its_refusal(clock: FakeClock) -> None:
     with serve(RateLimitMiddleware(app, limiter=per_ip)) as url:
         statuses = [r.status_code for r in _get(url, ["/"] * 5)]
     assert statuses == [429] * 5
-    assert _remaining(per_ip, IP) == 2
+    assert permits_left(per_ip, IP) == 2
 
 
 def test_redis_outer_limiter_refunds_in_one_round_trip(redis_server: Any) -> None:
@@ -339,11 +330,11 @@ def test_redis_outer_limiter_refunds_in_one_round_trip(redis_server: Any) -> Non
     with serve(app) as url, httpx.Client(base_url=url, timeout=10) as http:
         assert http.get("/hello").status_code == 200
         assert http.get("/hello").status_code == 429  # loads the refund script
-        before = _scripts_run(client)
+        before = scripts_run(client)
         assert [http.get("/hello").status_code for _ in range(10)] == [429] * 10
-        assert _scripts_run(client) - before == 20  # per refused request: take + refund
+        assert scripts_run(client) - before == 20  # per refused request: take + refund
         assert http.get("/status/503").status_code == 429  # inner limit first: refunded
-    assert _remaining(per_ip, IP) == 2
+    assert permits_left(per_ip, IP) == 2
     client.close()
     store.close()
 
@@ -366,7 +357,7 @@ def test_a_duck_typed_limiter_with_a_sync_refund(clock: FakeClock) -> None:
     with serve(RateLimitMiddleware(guarded, limiter=SyncOnly())) as url:
         statuses = [r.status_code for r in _get(url, ["/hello"] * 5)]
     assert statuses == [200] + [429] * 4
-    assert _remaining(real, IP) == 1
+    assert permits_left(real, IP) == 1
 
 
 def test_a_limiter_without_refund_still_works(clock: FakeClock) -> None:
