@@ -41,7 +41,7 @@ class Counter:
         self.fn = runner.wrap(body)
 
 
-def _claim_as_other(p: rs.Idempotent, c: Counter, key: str, *args: Any) -> Any:
+def claim_as_other(p: rs.Idempotent, c: Counter, key: str, *args: Any) -> Any:
     """Claim the record a call ``c.fn(*args)`` with ``key`` would use, as another owner."""
     rkey = p.records.key(function_identity(c.fn), key)
     return p.records.try_claim(rkey, args_fingerprint(args, {}))

@@ -25,7 +25,7 @@ from resilience.stores import StoreOp
 from resilience.testing import FakeClock, RecordingListener
 
 from ..conftest import Runner
-from .support import Counter, _claim_as_other, policy
+from .support import Counter, claim_as_other, policy
 
 
 def test_in_progress_duplicate_is_rejected_with_retry_after(
@@ -34,7 +34,7 @@ def test_in_progress_duplicate_is_rejected_with_retry_after(
     rec = RecordingListener()
     p = policy(clock, lease=60, listeners=[rec])
     c = Counter(runner)
-    other = _claim_as_other(p, c, "k", "k")
+    other = claim_as_other(p, c, "k", "k")
     assert other.status == "claimed"
     clock.advance(10)
     with pytest.raises(rs.IdempotencyInProgressError) as info:
@@ -47,7 +47,7 @@ def test_in_progress_duplicate_is_rejected_with_retry_after(
 def test_wait_receives_the_first_calls_result(runner: Runner, clock: FakeClock) -> None:
     p = policy(clock, wait=5)
     c = Counter(runner)
-    other = _claim_as_other(p, c, "k", "k")
+    other = claim_as_other(p, c, "k", "k")
 
     # the other owner completes after 1 s of (fake) waiting
     def finish_other() -> None:
@@ -62,7 +62,7 @@ def test_wait_receives_the_first_calls_result(runner: Runner, clock: FakeClock) 
 def test_wait_gives_up_after_wait(runner: Runner, clock: FakeClock) -> None:
     p = policy(clock, wait=2, lease=60)
     c = Counter(runner)
-    _claim_as_other(p, c, "k", "k")
+    claim_as_other(p, c, "k", "k")
     with pytest.raises(rs.IdempotencyInProgressError):
         runner.run(p, c.fn, "k")
     assert clock.monotonic() == pytest.approx(2.0)
@@ -74,7 +74,7 @@ def test_crashed_owner_is_taken_over_after_the_lease_and_fenced(
 ) -> None:
     p = policy(clock, lease=60)
     c = Counter(runner)
-    zombie = _claim_as_other(p, c, "k", "k")  # claimed, then "crashed" (never completes)
+    zombie = claim_as_other(p, c, "k", "k")  # claimed, then "crashed" (never completes)
     clock.advance(59)
     with pytest.raises(rs.IdempotencyInProgressError):
         runner.run(p, c.fn, "k")

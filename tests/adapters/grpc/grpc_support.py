@@ -213,7 +213,7 @@ def status_of(fn: Callable[[], Any]) -> grpc.RpcError:
     return info.value
 
 
-def _encode(text: str | bytes) -> bytes:
+def encode_text(text: str | bytes) -> bytes:
     # grpc.aio utf-8-encodes a str response itself before calling the serializer
     return text if isinstance(text, bytes) else text.encode()
 
@@ -241,7 +241,7 @@ class Pay:
     def handlers(self, kind: str) -> Any:
         text: dict[str, Any] = {
             "request_deserializer": bytes.decode,
-            "response_serializer": _encode,
+            "response_serializer": encode_text,
         }
         if kind == "sync":
 
@@ -315,7 +315,7 @@ class CountingStore:
         return out
 
 
-def _policy(clock: FakeClock, **kw: Any) -> rs.Idempotent:
+def idempotent_policy(clock: FakeClock, **kw: Any) -> rs.Idempotent:
     """The ``idempotency=rs.Idempotent(...)`` spelling docs/adapters/grpc.md shows."""
     return rs.Idempotent(
         key=lambda request, context: idempotency_key(),

@@ -26,8 +26,8 @@ from .grpc_support import (
     EXPECTED,
     Pay,
     PayloadSpy,
-    _policy,
     charge,
+    idempotent_policy,
     key,
     serve,
     status_of,
@@ -51,7 +51,7 @@ def test_idempotency_policy_is_scoped_by_caller_and_marks_replays(
         # and a caller's reuse of its key with another request is refused as before
         assert status_of(lambda: charge(ch, b"6", bob)).code() == Code.FAILED_PRECONDITION
 
-    kw = {"pipeline": None, "idempotency": _policy(clock)}
+    kw = {"pipeline": None, "idempotency": idempotent_policy(clock)}
     serve(kind, script, kw, body, extra=pay.handlers(kind))
     assert pay.executions == 2
 
@@ -65,7 +65,7 @@ def test_idempotency_scope_hook_for_both_spellings(
     def tenant(context: Any) -> str | None:
         return dict(context.invocation_metadata()).get("x-tenant")  # None: no deduplication
 
-    idem = rs.IdempotencyRecords(clock=clock) if spelling == "records" else _policy(clock)
+    idem = rs.IdempotencyRecords(clock=clock) if spelling == "records" else idempotent_policy(clock)
     kw = {"pipeline": None, "idempotency": idem, "scope": tenant}
     acme = key("k", ("x-tenant", "acme"), ("authorization", "Bearer alice"))
 
@@ -98,7 +98,7 @@ def test_idempotency_policy_scope_does_not_reach_the_handlers_own_records(
 
     handler = grpc.unary_unary_rpc_method_handler(sync_ship if kind == "sync" else aio_ship)
     extra = grpc.method_handlers_generic_handler("test.Ship", {"Ship": handler})
-    kw = {"pipeline": None, "idempotency": _policy(clock)}
+    kw = {"pipeline": None, "idempotency": idempotent_policy(clock)}
 
     def body(ch: Any) -> None:
         stub = ch.unary_unary("/test.Ship/Ship")
@@ -130,7 +130,7 @@ def test_idempotency_response_over_the_cap_is_not_retained(
     idem: Any = (
         rs.IdempotencyRecords(store=store, clock=clock)
         if spelling == "records"
-        else _policy(clock, codec=RawBytes(), store=store)
+        else idempotent_policy(clock, codec=RawBytes(), store=store)
     )
 
     def body(ch: Any) -> None:
