@@ -22,7 +22,7 @@ import pytest
 
 from resilience.__main__ import DISTRIBUTION, main, version_line
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 PYPROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))
 VERSION: str = PYPROJECT["project"]["version"]
 USER_EXTRAS = {"redis", "grpc", "httpx", "otel", "asgi", "pybreaker", "plot", "all"}
