@@ -37,7 +37,7 @@ NO_PENDING = (-1, 0, 0)
 
 def ttl_of(st: list[int], opts: Options) -> float:
     """How long a stored state lives: forever when forced open (no timer), else ``ttl_s``."""
-    if core.state_of(st[core.TOKEN]) == core.OPEN and st[core.UNTIL] < 0:
+    if core.forced_open(st):
         return FORCED_TTL
     return opts.ttl_s
 
