@@ -22,6 +22,7 @@ Example:
 
 from __future__ import annotations
 
+import functools
 import threading
 from typing import TYPE_CHECKING, Any
 
@@ -31,7 +32,7 @@ from .._types import AsyncFn, SyncFn
 from ..errors import CircuitOpenError, StoreError
 from ..stores.base import Store, apply_soon
 from . import _core as core
-from ._store import NO_PENDING, _AcquireOp, _ManualOp, _RecordOp
+from ._store import NO_PENDING, _AcquireOp, _ManualOp, _RecordOp, _ReleaseOp
 
 if TYPE_CHECKING:
     from ._breaker import CircuitBreaker
@@ -222,7 +223,8 @@ class Shared:
             return
         if _closed(permit):
             return  # a CLOSED permit: nothing to give back (the Lua twin writes nothing either)
-        op = _RecordOp(self.key, self.breaker, permit, core.RELEASE)
+        # the reply is handled like an awaited record's (a rewritten state is reported)
+        op = _ReleaseOp(self.key, self.breaker, permit, functools.partial(self._recorded, em=em))
         apply_soon(self.store, op, lambda exc: self.breaker._store_failed(exc, em))
 
     # -- manual control -----------------------------------------------------------------------
