@@ -200,13 +200,7 @@ class Buckets(Policy):
         STORE_LOG.record(self.name, mode, f"{exc}")
         if em:
             em.emit(
-                StoreFailed(
-                    policy=self.name,
-                    pipeline=em.pipeline,
-                    operation=em.operation,
-                    decision=mode,
-                    error_type=error_type(exc) or "",
-                )
+                StoreFailed(**em.origin(self.name), decision=mode, error_type=error_type(exc) or "")
             )
         if mode == "open":
             return None
@@ -286,15 +280,7 @@ class Buckets(Policy):
     def _rejected(self, retry_after: float, em: Emitter) -> RateLimitedError:
         ra: float | None = None if retry_after == _INF else round(retry_after, 9)
         if em:
-            em.emit(
-                CallRejected(
-                    policy=self.name,
-                    pipeline=em.pipeline,
-                    operation=em.operation,
-                    reason="rate_limited",
-                    retry_after=ra,
-                )
-            )
+            em.emit(CallRejected(**em.origin(self.name), reason="rate_limited", retry_after=ra))
         msg = (
             f"rate limiter {self.name!r}: limit reached, retry after {ra:.3f} s"
             if ra is not None
@@ -306,11 +292,7 @@ class Buckets(Policy):
 
     def _waited(self, wait: float, em: Emitter) -> None:
         if em:
-            em.emit(
-                RateLimitWaited(
-                    policy=self.name, pipeline=em.pipeline, operation=em.operation, wait=wait
-                )
-            )
+            em.emit(RateLimitWaited(**em.origin(self.name), wait=wait))
 
     def _decision(
         self,
