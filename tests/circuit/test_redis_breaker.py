@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 
 import pytest
@@ -123,5 +124,55 @@ def test_pending_successes_with_a_corrupted_state_and_a_forced_open(
     assert [e.decision for e in seen.events if isinstance(e, rs.events.StoreFailed)] == [
         "reset"
     ]  # said once
+    client.close()
+    store.close()
+
+
+@pytest.mark.parametrize("mode", ["sync", "async"])
+def test_a_released_probe_reports_a_rewritten_state(redis_server: RedisServer, mode: str) -> None:
+    """A half-open probe whose exception is ignored gives its permit back; when that operation
+    finds the stored state undecodable, the rewrite is reported (a StoreFailed "reset") from
+    async code too, where the permit is given back without awaiting the reply."""
+    client = redis.Redis.from_url(redis_server.url)
+    clock = rs.testing.FakeClock()
+    store = rs.RedisStore.from_url(
+        redis_server.url, prefix=f"rtr{uuid.uuid4().hex[:8]}", clock=clock
+    )
+    seen = rs.testing.RecordingListener()
+    breaker = rs.CircuitBreaker(
+        "dep",
+        failure_count=1,
+        open_for=5,
+        on=ZeroDivisionError,
+        store=store,
+        clock=clock,
+        listeners=[seen],
+    )
+    key = store.redis_key(breaker._key)
+    with pytest.raises(ZeroDivisionError):
+        breaker.call(lambda: 1 / 0)
+    clock.advance(5)  # the next call is the half-open probe
+
+    def corrupt_and_fail() -> None:
+        client.set(key, b"\xff" * 8, px=60_000)  # undecodable while the probe runs
+        raise KeyError("not a failure: the permit is released")
+
+    if mode == "sync":
+        with pytest.raises(KeyError):
+            breaker.call(corrupt_and_fail)
+    else:
+
+        async def probe() -> None:
+            corrupt_and_fail()
+
+        async def main() -> None:
+            with pytest.raises(KeyError):
+                await breaker.acall(probe)
+            for task in list(store._background):  # the release, sent without waiting
+                await task
+            await store.aclose()
+
+        asyncio.run(main())
+    assert [e.decision for e in seen.events if isinstance(e, rs.events.StoreFailed)] == ["reset"]
     client.close()
     store.close()
