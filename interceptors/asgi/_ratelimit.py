@@ -32,6 +32,10 @@ __all__ = ["RateLimitMiddleware"]
 
 _RATE_LIMITED = refusal_row(RateLimitedError)
 
+#: The largest sf-integer (RFC 9651 §3.3.1: at most 15 digits); larger values are sent as it.
+_SF_MAX = 999_999_999_999_999
+_SF_MAX_BYTES = b"%d" % _SF_MAX
+
 
 class Decision(Protocol):
     """What ``limiter.try_acquire`` returns."""
@@ -164,14 +168,18 @@ class RateLimitMiddleware:
             out.append(
                 (
                     b"ratelimit-policy",
-                    self._name + b";q=%d;w=%d" % (math.floor(quota), math.ceil(window)),
+                    self._name
+                    + b";q=%d;w=%d"
+                    % (min(math.floor(quota), _SF_MAX), min(math.ceil(window), _SF_MAX)),
                 )
             )
         elif limit is not None:
-            out.append((b"ratelimit-policy", self._name + b";q=%d" % math.floor(limit)))
+            out.append(
+                (b"ratelimit-policy", self._name + b";q=%d" % min(math.floor(limit), _SF_MAX))
+            )
         if remaining is None:
             return out
-        r = max(0, math.floor(remaining))
+        r = min(max(0, math.floor(remaining)), _SF_MAX)
         if denied_after is not None:
             t = denied_after
         else:
@@ -180,6 +188,8 @@ class RateLimitMiddleware:
                 rate, per = self._rate_per
                 reset = max(0.0, limit - remaining) * per / rate
             t = format_retry_after(reset) or b"0"
+        if len(t) > 15:  # a Retry-After beyond the sf-integer range
+            t = _SF_MAX_BYTES
         out.append((b"ratelimit", self._name + b";r=%d;t=" % r + t))
         return out
 
