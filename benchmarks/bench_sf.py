@@ -98,8 +98,13 @@ def cases() -> dict[str, tuple[Callable[[], object], object]]:
     ]
 
     def ours_ratelimit() -> bytes:  # the statements of RateLimitMiddleware._fields
+        n = r
+        if n < 0:
+            n = 0
+        elif n > _SF_MAX:
+            n = _SF_MAX
         clamped = t if len(t) <= 15 else _SF_MAX_BYTES
-        return name_sf + b";r=%d;t=" % min(r, _SF_MAX) + clamped
+        return name_sf + b";r=%d;t=" % n + clamped
 
     def http_sf_ratelimit() -> bytes:
         params: ParamsType = {"r": r, "t": 36}

@@ -100,7 +100,9 @@ def fastapi_app() -> FastAPI:
 @pytest.fixture(scope="module", params=["starlette", "fastapi"])
 def client(request: pytest.FixtureRequest) -> Iterator[httpx.Client]:
     app = starlette_app() if request.param == "starlette" else fastapi_app()
-    with serve(app) as url, httpx.Client(base_url=url, timeout=10) as c:
+    # a fresh connection per request: uvicorn closes one after an app exception (the 500s)
+    fresh = httpx.Limits(max_keepalive_connections=0)
+    with serve(app) as url, httpx.Client(base_url=url, timeout=10, limits=fresh) as c:
         yield c
 
 

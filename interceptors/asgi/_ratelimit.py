@@ -164,22 +164,23 @@ class RateLimitMiddleware:
         if self._rate_per is not None:
             rate, per = self._rate_per
             quota = limit if limit is not None else rate
-            window = per * quota / rate
-            out.append(
-                (
-                    b"ratelimit-policy",
-                    self._name
-                    + b";q=%d;w=%d"
-                    % (min(math.floor(quota), _SF_MAX), min(math.ceil(window), _SF_MAX)),
-                )
-            )
+            q = math.floor(quota)
+            w = math.ceil(per * quota / rate)
+            if q > _SF_MAX or w > _SF_MAX:
+                q, w = min(q, _SF_MAX), min(w, _SF_MAX)
+            out.append((b"ratelimit-policy", self._name + b";q=%d;w=%d" % (q, w)))
         elif limit is not None:
-            out.append(
-                (b"ratelimit-policy", self._name + b";q=%d" % min(math.floor(limit), _SF_MAX))
-            )
+            q = math.floor(limit)
+            if q > _SF_MAX:
+                q = _SF_MAX
+            out.append((b"ratelimit-policy", self._name + b";q=%d" % q))
         if remaining is None:
             return out
-        r = min(max(0, math.floor(remaining)), _SF_MAX)
+        r = math.floor(remaining)
+        if r < 0:
+            r = 0
+        elif r > _SF_MAX:
+            r = _SF_MAX
         if denied_after is not None:
             t = denied_after
         else:
