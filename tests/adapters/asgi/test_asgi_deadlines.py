@@ -91,7 +91,9 @@ def test_absurd_request_timeout_never_breaks_an_outbound_grpc_call(
     for left in script.remaining:  # the deadline the payment server saw
         assert left is not None
         if max_deadline is not None:
-            assert 299 < left <= 300.0  # clamped to the default max_deadline
+            # clamped to the default max_deadline; grpc-core rounds the grpc-timeout it sends up
+            # to a coarser unit (seconds, at this size), so the server may see up to 1 s more
+            assert 299 < left <= 301.0
         else:
             assert 1e7 < left <= 1e8  # passed on as the largest timeout grpcio takes
 

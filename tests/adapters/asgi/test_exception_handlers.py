@@ -32,7 +32,7 @@ from interceptors.asgi._common import Message, Receive, Scope, Send
 from interceptors.errors import ERROR_TABLE, UNMAPPED, classify
 from resilience.testing import FakeClock
 
-from ._server import serve
+from ..._server import serve
 
 # path -> the error its route raises (Retry-After expected: whole seconds, rounded up)
 ERRORS: dict[str, Callable[[], Exception]] = {
