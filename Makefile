@@ -54,7 +54,7 @@ test-fast: $(STAMP)
 
 # Writes benchmarks/results/micro.json; `make bench-docs` then regenerates the benchmark tables
 # of docs/benchmarks.md and docs/redis.md from the JSON files in benchmarks/results/
-# (tests/test_benchmarks_report.py checks they match). The other bench-* targets each re-run one
+# (tests/project/test_benchmarks_report.py checks they match). The other bench-* targets each re-run one
 # script (the commands are those of SOURCES in benchmarks/report.py); `make bench-all` runs
 # them all but bench-http (needs wrk) and bench-instr (needs valgrind), then bench-docs.
 bench: $(STAMP)

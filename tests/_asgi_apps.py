@@ -91,7 +91,7 @@ class TestApp:
         elif path.startswith("/status/"):
             await respond(send, int(path.rsplit("/", 1)[1]), b"status")
         elif path == "/slow":
-            await asyncio.sleep(5)
+            await asyncio.sleep(5)  # long enough to be cut short by the timeout under test
             await respond(send, 200, b"late")
         else:
             await respond(send, 404, b"not found")

@@ -10,17 +10,21 @@ Example:
 from __future__ import annotations
 
 from ._common import RouteFilter, TrustedProxies, mark_refused, parse_timeout
+from ._handlers import HANDLED_ERRORS, install_exception_handlers, resilience_exception_handler
 from ._idempotency import IdempotencyMiddleware
 from ._ratelimit import RateLimitMiddleware
 from ._resilience import ResilienceMiddleware, ServerErrorResponse
 
 __all__ = [
+    "HANDLED_ERRORS",
     "IdempotencyMiddleware",
     "RateLimitMiddleware",
     "ResilienceMiddleware",
     "RouteFilter",
     "ServerErrorResponse",
     "TrustedProxies",
+    "install_exception_handlers",
     "mark_refused",
     "parse_timeout",
+    "resilience_exception_handler",
 ]

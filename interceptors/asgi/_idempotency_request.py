@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import re
 from collections import deque
 
 from resilience.idempotency import BufferBudget
@@ -15,12 +16,19 @@ __all__ = ["default_principal", "parse_idempotency_key", "read_request", "too_la
 _MAX_HEADER = 8192
 
 
+# an sf-string (RFC 9651 §3.3.3) of visible characters only (no space): visible ASCII other
+# than DQUOTE and backslash, and the two escapes (backslash DQUOTE, backslash backslash)
+_QUOTED = re.compile(rb'"([!#-\[\]-~]*(?:\\["\\][!#-\[\]-~]*)*)"').fullmatch
+_ESCAPE = re.compile(rb"\\(.)")
+_KEY = re.compile(rb"[!-~]{1,255}").fullmatch  # 1-255 visible ASCII characters
+
+
 def parse_idempotency_key(raw: bytes) -> str | None:
     """Parse one ``Idempotency-Key`` field value; ``None`` when it is malformed.
 
-    Accepts the RFC 8941 sf-string form (``"abc"``, with ``\\"`` and ``\\\\`` escapes) and the
-    bare form; after unquoting the key must be 1-255 visible ASCII characters (0x21-0x7E). A
-    bare value with a comma is a list and is refused.
+    Accepts the RFC 9651 sf-string form (``"abc"``, with ``\\"`` and ``\\\\`` escapes, without
+    parameters) and the bare form; after unquoting the key must be 1-255 visible ASCII
+    characters (0x21-0x7E). A bare value with a comma is a list and is refused.
 
     Example:
         >>> parse_idempotency_key(b'"8e03978e-40d5"'), parse_idempotency_key(b"8e03978e-40d5")
@@ -32,31 +40,16 @@ def parse_idempotency_key(raw: bytes) -> str | None:
         return None
     value = raw.strip(b" \t")
     if value[:1] == b'"':
-        if len(value) < 2 or value[-1:] != b'"':
+        quoted = _QUOTED(value)
+        if quoted is None:
             return None
-        inner = value[1:-1]
-        out = bytearray()
-        i, n = 0, len(inner)
-        while i < n:
-            c = inner[i]
-            if c == 0x5C:  # backslash escape: only \" and \\ are valid
-                i += 1
-                if i >= n or inner[i] not in (0x22, 0x5C):
-                    return None
-                out.append(inner[i])
-            elif c == 0x22:
-                return None
-            else:
-                out.append(c)
-            i += 1
-        value = bytes(out)
-    elif b"," in value:
-        return None
-    if not 1 <= len(value) <= 255:
-        return None
-    for c in value:
-        if c < 0x21 or c > 0x7E:
+        value = quoted.group(1)
+        if b"\\" in value:
+            value = _ESCAPE.sub(rb"\1", value)
+        if not 0 < len(value) <= 255:  # the pattern admits visible characters only
             return None
+    elif b"," in value or _KEY(value) is None:
+        return None
     return value.decode("ascii")
 
 

@@ -32,6 +32,10 @@ __all__ = ["RateLimitMiddleware"]
 
 _RATE_LIMITED = refusal_row(RateLimitedError)
 
+#: The largest sf-integer (RFC 9651 §3.3.1: at most 15 digits); larger values are sent as it.
+_SF_MAX = 999_999_999_999_999
+_SF_MAX_BYTES = b"%d" % _SF_MAX
+
 
 class Decision(Protocol):
     """What ``limiter.try_acquire`` returns."""
@@ -160,18 +164,23 @@ class RateLimitMiddleware:
         if self._rate_per is not None:
             rate, per = self._rate_per
             quota = limit if limit is not None else rate
-            window = per * quota / rate
-            out.append(
-                (
-                    b"ratelimit-policy",
-                    self._name + b";q=%d;w=%d" % (math.floor(quota), math.ceil(window)),
-                )
-            )
+            q = math.floor(quota)
+            w = math.ceil(per * quota / rate)
+            if q > _SF_MAX or w > _SF_MAX:
+                q, w = min(q, _SF_MAX), min(w, _SF_MAX)
+            out.append((b"ratelimit-policy", self._name + b";q=%d;w=%d" % (q, w)))
         elif limit is not None:
-            out.append((b"ratelimit-policy", self._name + b";q=%d" % math.floor(limit)))
+            q = math.floor(limit)
+            if q > _SF_MAX:
+                q = _SF_MAX
+            out.append((b"ratelimit-policy", self._name + b";q=%d" % q))
         if remaining is None:
             return out
-        r = max(0, math.floor(remaining))
+        r = math.floor(remaining)
+        if r < 0:
+            r = 0
+        elif r > _SF_MAX:
+            r = _SF_MAX
         if denied_after is not None:
             t = denied_after
         else:
@@ -180,6 +189,8 @@ class RateLimitMiddleware:
                 rate, per = self._rate_per
                 reset = max(0.0, limit - remaining) * per / rate
             t = format_retry_after(reset) or b"0"
+        if len(t) > 15:  # a Retry-After beyond the sf-integer range
+            t = _SF_MAX_BYTES
         out.append((b"ratelimit", self._name + b";r=%d;t=" % r + t))
         return out
 

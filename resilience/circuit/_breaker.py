@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, Literal, cast
 
 from .._clock import Clock, RandomLike, resolve_clock
 from .._degraded import STORE_LOG
 from .._policy import Emitter, Policy, own_refusal, refusal
-from .._types import Duration, ExceptionSpec
+from .._types import AsyncFn, Duration, ExceptionSpec, SyncFn
 from ..errors import CircuitOpenError, StoreError
 from ..events import (
     CallRejected,
@@ -17,7 +17,6 @@ from ..events import (
     Listener,
     StoreFailed,
     TransitionReason,
-    emit,
     error_type,
 )
 from ..stores.base import Store
@@ -179,6 +178,7 @@ class CircuitBreaker(Policy):
         self._lock = threading.Lock()
         self._st = core.initial_state(o.cfg)
         self._edge = [_NEVER]  # see _record_local and _local.py
+        self._em = Emitter(self.listeners, None, "")  # events outside any call (state, open())
         self._shared = None if o.store is None else Shared(self, o.store)
 
     def describe(self) -> dict[str, Any]:
@@ -205,33 +205,26 @@ class CircuitBreaker(Policy):
 
     # -- events -------------------------------------------------------------------------------
     def _transition(self, tr: core.Transition, em: Emitter | None) -> None:
-        event = CircuitStateChanged(
-            policy=self.name,
-            pipeline=em.pipeline if em else None,
-            operation=em.operation if em else "",
-            from_state=core.STATE_NAMES[tr[0]],
-            to_state=core.STATE_NAMES[tr[1]],
-            reason=cast(TransitionReason, core.REASONS[tr[2]]),
-        )
+        em = em or self._em
         if em:
-            em.emit(event)
-        elif self.listeners:
-            emit(self.listeners, event)
+            frm, to, reason = core.transition_names(tr)
+            em.emit(
+                CircuitStateChanged(
+                    **em.origin(self.name),
+                    from_state=frm,
+                    to_state=to,
+                    reason=cast(TransitionReason, reason),
+                )
+            )
 
     def _rejected(self, retry_us: int, em: Emitter) -> CircuitOpenError:
-        # no timer (retry_us < 0) only when forced open: an armed OPEN or a half-open episode
+        # no timer (NO_TIMER) only when forced open: an armed OPEN or a half-open episode
         # with every probe out always has its deadline set
-        forced = retry_us < 0
+        forced = retry_us == core.NO_TIMER
         retry_after = None if forced else retry_us / US
         if em:
             em.emit(
-                CallRejected(
-                    policy=self.name,
-                    pipeline=em.pipeline,
-                    operation=em.operation,
-                    reason="circuit_open",
-                    retry_after=retry_after,
-                )
+                CallRejected(**em.origin(self.name), reason="circuit_open", retry_after=retry_after)
             )
         if forced:
             return refusal(
@@ -252,17 +245,15 @@ class CircuitBreaker(Policy):
 
     def _store_failed(self, exc: BaseException, em: Emitter | None) -> None:
         STORE_LOG.record(self.name, self.on_store_error, f"{exc}")
-        event = StoreFailed(
-            policy=self.name,
-            pipeline=em.pipeline if em else None,
-            operation=em.operation if em else "",
-            decision=self.on_store_error,
-            error_type=error_type(exc) or "",
-        )
+        em = em or self._em
         if em:
-            em.emit(event)
-        elif self.listeners:
-            emit(self.listeners, event)
+            em.emit(
+                StoreFailed(
+                    **em.origin(self.name),
+                    decision=self.on_store_error,
+                    error_type=error_type(exc) or "",
+                )
+            )
 
     # -- permit-and-record primitives (in-process state) --------------------------------------
     def _acquire_local(self, em: Emitter) -> int:
@@ -271,7 +262,7 @@ class CircuitBreaker(Policy):
             permit, retry_us, tr = core.acquire(self._st, self._cfg, self._now())
         if tr is not None:
             self._transition(tr, em)
-        if permit < 0:
+        if not core.granted(permit):
             raise self._rejected(retry_us, em)
         return permit
 
@@ -284,22 +275,27 @@ class CircuitBreaker(Policy):
                 now = self._clock.monotonic()
             tr = core.record(st, self._cfg, round(now * US), permit, outcome)
             until = core.fast_success_until(st, self._cfg)
-            self._edge[0] = until / US if until >= 0 else _NEVER
+            self._edge[0] = _NEVER if until == core.NEVER else until / US
         if tr is not None:
             self._transition(tr, em)
 
-    # -- wrappers -----------------------------------------------------------------------------
-    def _wrap_sync(self, fn: Callable[..., Any], em: Emitter) -> Callable[..., Any]:
+    # -- wrappers (the in-process ones in ._local, the shared ones in ._shared) ---------------
+    # twin: async
+    def wrap_async(self, fn: AsyncFn, em: Emitter) -> AsyncFn:
+        """``fn`` guarded by this breaker (the policy hook)."""
+        if self._shared is not None:
+            return self._shared.wrap_async(fn, em)
+        return _local.wrap_async(self, fn, em)
+
+    # twin: end
+    # twin: sync (generated from the block above by scripts/twins.py; do not edit)
+    def wrap_sync(self, fn: SyncFn, em: Emitter) -> SyncFn:
+        """``fn`` guarded by this breaker (the policy hook)."""
         if self._shared is not None:
             return self._shared.wrap_sync(fn, em)
         return _local.wrap_sync(self, fn, em)
 
-    def _wrap_async(
-        self, fn: Callable[..., Awaitable[Any]], em: Emitter
-    ) -> Callable[..., Awaitable[Any]]:
-        if self._shared is not None:
-            return self._shared.wrap_async(fn, em)
-        return _local.wrap_async(self, fn, em)
+    # twin: end
 
     def _settle_local(self, permit: int, exc: BaseException, start: float, em: Emitter) -> None:
         """Record the outcome of a call that raised ``exc`` in the local state."""

@@ -46,19 +46,25 @@ from dataclasses import dataclass
 
 __all__ = [
     "CLOSED",
-    "OPEN",
     "HALF_OPEN",
+    "NEVER",
+    "NO_TIMER",
+    "OPEN",
+    "REFUSED",
     "Config",
     "acquire",
     "count_success",
     "fast_success_until",
     "flush",
+    "forced_open",
+    "granted",
     "initial_state",
     "manual",
     "record",
     "snapshot",
     "state_of",
     "tick",
+    "transition_names",
 ]
 
 # state codes (low two bits of the token)
@@ -84,6 +90,12 @@ REASONS = (
 )
 R_FAILURE_RATIO, R_FAILURE_COUNT, R_SLOW_RATIO = 1, 2, 3
 R_PROBE_FAILED, R_PROBES_SUCCEEDED, R_OPEN_ELAPSED, R_HALF_OPEN_TIMEOUT, R_MANUAL = 4, 5, 6, 7, 8
+
+# sentinels: the permit of a refused call; UNTIL / retry_after_us when no timer runs (forced
+# open, or no probe outstanding); fast_success_until() when count_success() is never exact
+REFUSED = -1
+NO_TIMER = -1  # any negative UNTIL reads as "no timer"
+NEVER = -1
 
 # manual actions (M_TICK: none, only the time-driven transitions, as tick())
 M_TICK, M_OPEN, M_CLOSE, M_RESET = 0, 1, 2, 3
@@ -126,9 +138,29 @@ def state_of(token: int) -> int:
     return token & STATE_BITS
 
 
+def granted(permit: int) -> bool:
+    """Whether :func:`acquire` granted ``permit`` (a token) rather than refusing the call."""
+    return permit >= 0
+
+
+def forced_open(st: list[int]) -> bool:
+    """OPEN with no timer: held open by ``manual(M_OPEN)`` until closed (nothing probes)."""
+    return st[TOKEN] & STATE_BITS == OPEN and st[UNTIL] < 0
+
+
+def transition_names(tr: Transition) -> tuple[str, str, str]:
+    """``(from state, to state, reason)`` of a transition, as events spell them.
+
+    Example:
+        >>> transition_names((CLOSED, OPEN, R_FAILURE_COUNT))
+        ('closed', 'open', 'failure_count')
+    """
+    return STATE_NAMES[tr[0]], STATE_NAMES[tr[1]], REASONS[tr[2]]
+
+
 def initial_state(cfg: Config) -> list[int]:
     """A fresh CLOSED state, generation 0, empty window."""
-    return [CLOSED, -1, 0, 0, 0, 0, 0, 0, 0, 0, 0, RING] + [0] * (3 * cfg.buckets)
+    return [CLOSED, NO_TIMER, 0, 0, 0, 0, 0, 0, 0, 0, 0, RING] + [0] * (3 * cfg.buckets)
 
 
 def _clear_window(st: list[int], cfg: Config, now: int) -> None:
@@ -169,11 +201,11 @@ def _goto(st: list[int], cfg: Config, now: int, to: int, reason: int) -> Transit
         table = cfg.open_us
         st[UNTIL] = now + table[min(opens, len(table)) - 1]
     elif to == HALF_OPEN:
-        st[UNTIL] = -1
+        st[UNTIL] = NO_TIMER
         st[PERMITS] = cfg.half_open_calls
         st[PASSED] = 0
     else:
-        st[UNTIL] = -1
+        st[UNTIL] = NO_TIMER
         st[OPENS] = 0
         _clear_window(st, cfg, now)
     return (frm, to, reason)
@@ -197,8 +229,8 @@ def tick(st: list[int], cfg: Config, now: int) -> Transition | None:
 def acquire(st: list[int], cfg: Config, now: int) -> tuple[int, int, Transition | None]:
     """Ask for a permit: ``(permit, retry_after_us, transition)``.
 
-    ``permit >= 0`` is the token to pass back to :func:`record`; ``-1`` means rejected, with
-    ``retry_after_us`` the time until the state may admit calls again (``-1``: unknown). In
+    ``permit >= 0`` is the token to pass back to :func:`record`; ``REFUSED`` means rejected, with
+    ``retry_after_us`` the time until the state may admit calls again (``NO_TIMER``: unknown). In
     CLOSED this is read-only, which lets the in-process breaker take it without its lock.
     """
     tr = tick(st, cfg, now)
@@ -213,7 +245,7 @@ def acquire(st: list[int], cfg: Config, now: int) -> tuple[int, int, Transition 
         return tok, 0, tr
     st[REJECTED] += 1
     until = st[UNTIL]
-    return -1, (until - now if until >= 0 else -1), tr
+    return REFUSED, (until - now if until >= 0 else NO_TIMER), tr
 
 
 def _evaluate(st: list[int], cfg: Config) -> int:
@@ -268,7 +300,7 @@ def record(st: list[int], cfg: Config, now: int, permit: int, outcome: int) -> T
         if outcome == RELEASE:
             st[PERMITS] += 1
             if st[PERMITS] + st[PASSED] >= cfg.half_open_calls:
-                st[UNTIL] = -1  # nothing outstanding: no half-open timeout armed
+                st[UNTIL] = NO_TIMER  # nothing outstanding: no half-open timeout armed
             return None
         if outcome & cfg.bad_mask:
             return _goto(st, cfg, now, OPEN, R_PROBE_FAILED)
@@ -279,7 +311,7 @@ def record(st: list[int], cfg: Config, now: int, permit: int, outcome: int) -> T
 
 
 def fast_success_until(st: list[int], cfg: Config) -> int:
-    """The last µs at which :func:`count_success` is exact, ``-1`` when it never is.
+    """The last µs at which :func:`count_success` is exact, ``NEVER`` when it never is.
 
     That is 1 µs before the newest bucket ends while the window holds no failure and no slow
     call (so a success can neither roll the ring nor trip anything). The bucket number only
@@ -287,7 +319,7 @@ def fast_success_until(st: list[int], cfg: Config) -> int:
     last :func:`record` stays valid until the next one.
     """
     if st[FAILS] or st[SLOW]:
-        return -1
+        return NEVER
     return (st[LAST] + 1) * cfg.bucket_us - 1
 
 
@@ -335,7 +367,7 @@ def manual(st: list[int], cfg: Config, now: int, action: int) -> Transition | No
     code = st[TOKEN] & STATE_BITS
     if action == M_OPEN:
         tr = _goto(st, cfg, now, OPEN, R_MANUAL) if code != OPEN else None
-        st[UNTIL] = -1
+        st[UNTIL] = NO_TIMER
         return tr
     tr = _goto(st, cfg, now, CLOSED, R_MANUAL) if code != CLOSED else None
     if action == M_RESET:

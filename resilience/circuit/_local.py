@@ -23,10 +23,10 @@ Example:
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 from .._policy import Emitter
+from .._types import AsyncFn, SyncFn
 from . import _core as core
 
 if TYPE_CHECKING:
@@ -40,7 +40,73 @@ if (core.TOKEN, core.STATE_BITS, core.CUR, core.CALLS) != _FAST_PATH_LAYOUT:  # 
     raise ImportError("resilience.circuit._local: the fast path's indices differ from _core's")
 
 
-def wrap_sync(b: CircuitBreaker, fn: Callable[..., Any], em: Emitter) -> Callable[..., Any]:
+# twin: async
+def wrap_async(b: CircuitBreaker, fn: AsyncFn, em: Emitter) -> AsyncFn:
+    """``fn`` under the in-process breaker ``b`` (see :meth:`CircuitBreaker.wrap_async`)."""
+    st = b._st
+    lock = b._lock
+    mono = b._clock.monotonic
+    edge = b._edge
+    acquire = b._acquire_local
+    settle = b._settle_local
+    record = b._record_local
+    on_result = b._on_result
+    slow_s = b.slow_call_duration
+
+    if slow_s is None and on_result is None:
+
+        async def circuit_wrapper(*args: Any, **kwargs: Any) -> Any:
+            permit = st[0]  # TOKEN
+            if permit & 3:  # STATE_BITS: not CLOSED
+                permit = acquire(em)
+            try:
+                result = await fn(*args, **kwargs)
+            except BaseException as exc:
+                settle(permit, exc, 0.0, em)
+                raise
+            with lock:
+                now = mono()
+                if now < edge[0] and permit == st[0]:  # TOKEN: same generation
+                    st[st[11]] += 1  # count_success(st), inlined: st[st[CUR]] += 1
+                    st[6] += 1  # st[CALLS] += 1
+                    return result
+            record(permit, core.SUCCESS, em, now)
+            return result
+
+        return circuit_wrapper
+
+    timed = slow_s is not None
+    limit = slow_s or 0.0
+
+    async def general_circuit_wrapper(*args: Any, **kwargs: Any) -> Any:
+        permit = st[0]  # TOKEN
+        if permit & 3:  # STATE_BITS: not CLOSED
+            permit = acquire(em)
+        start = mono() if timed else 0.0
+        try:
+            result = await fn(*args, **kwargs)
+        except BaseException as exc:
+            settle(permit, exc, start, em)
+            raise
+        outcome = core.FAILURE if on_result is not None and on_result(result) else 0
+        with lock:
+            now = mono()
+            if timed and now - start > limit:
+                outcome |= core.SLOW_BIT
+            if not outcome and now < edge[0] and permit == st[0]:  # TOKEN: same generation
+                st[st[11]] += 1  # count_success(st), inlined: st[st[CUR]] += 1
+                st[6] += 1  # st[CALLS] += 1
+                return result
+        record(permit, outcome, em, now)
+        return result
+
+    return general_circuit_wrapper
+
+
+# twin: end
+# twin: sync (generated from the block above by scripts/twins.py; do not edit)
+def wrap_sync(b: CircuitBreaker, fn: SyncFn, em: Emitter) -> SyncFn:
+    """``fn`` under the in-process breaker ``b`` (see :meth:`CircuitBreaker.wrap_sync`)."""
     st = b._st
     lock = b._lock
     mono = b._clock.monotonic
@@ -101,41 +167,4 @@ def wrap_sync(b: CircuitBreaker, fn: Callable[..., Any], em: Emitter) -> Callabl
     return general_circuit_wrapper
 
 
-def wrap_async(
-    b: CircuitBreaker, fn: Callable[..., Awaitable[Any]], em: Emitter
-) -> Callable[..., Awaitable[Any]]:
-    st = b._st
-    lock = b._lock
-    mono = b._clock.monotonic
-    edge = b._edge
-    acquire = b._acquire_local
-    settle = b._settle_local
-    record = b._record_local
-    on_result = b._on_result
-    slow_s = b.slow_call_duration
-    timed = slow_s is not None
-    limit = slow_s or 0.0
-
-    async def circuit_wrapper(*args: Any, **kwargs: Any) -> Any:
-        permit = st[0]  # TOKEN
-        if permit & 3:  # STATE_BITS: not CLOSED
-            permit = acquire(em)
-        start = mono() if timed else 0.0
-        try:
-            result = await fn(*args, **kwargs)
-        except BaseException as exc:
-            settle(permit, exc, start, em)
-            raise
-        outcome = core.FAILURE if on_result is not None and on_result(result) else 0
-        with lock:
-            now = mono()
-            if timed and now - start > limit:
-                outcome |= core.SLOW_BIT
-            if not outcome and now < edge[0] and permit == st[0]:  # TOKEN: same generation
-                st[st[11]] += 1  # count_success(st), inlined: st[st[CUR]] += 1
-                st[6] += 1  # st[CALLS] += 1
-                return result
-        record(permit, outcome, em, now)
-        return result
-
-    return circuit_wrapper
+# twin: end

@@ -22,16 +22,17 @@ Example:
 
 from __future__ import annotations
 
+import functools
 import threading
-from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 from .._degraded import state_reset
 from .._policy import Emitter, refusal
+from .._types import AsyncFn, SyncFn
 from ..errors import CircuitOpenError, StoreError
 from ..stores.base import Store, apply_soon
 from . import _core as core
-from ._store import NO_PENDING, _AcquireOp, _ManualOp, _RecordOp
+from ._store import NO_PENDING, _AcquireOp, _ManualOp, _RecordOp, _ReleaseOp
 
 if TYPE_CHECKING:
     from ._breaker import CircuitBreaker
@@ -60,11 +61,12 @@ def _closed(permit: int) -> bool:
 class Shared:
     """The store side of one :class:`~resilience.CircuitBreaker` (its key, pending successes)."""
 
-    __slots__ = ("_lock", "_pending", "breaker", "key", "store")
+    __slots__ = ("_apply", "_lock", "_pending", "breaker", "key", "store")
 
     def __init__(self, breaker: CircuitBreaker, store: Store) -> None:
         self.breaker = breaker
         self.store = store
+        self._apply = store.apply  # the sync round trip (see _aapply for the async one)
         self.key = breaker._key
         self._pending = NO_PENDING  # successes not reported yet (see pend)
         self._lock = threading.Lock()
@@ -95,9 +97,17 @@ class Shared:
         b = self.breaker
         if tr is not None:
             b._transition(tr, em)
-        if permit < 0:
+        if not core.granted(permit):
             raise b._rejected(retry_us, em)
         return permit
+
+    async def _aapply(self, op: Any) -> Any:
+        """The async round trip: awaited when the store has ``aapply`` (else ``apply``)."""
+        store: Any = self.store
+        aapply = getattr(store, "aapply", None)
+        if aapply is not None:
+            return await aapply(op)
+        return store.apply(op)
 
     def _fallback(self, exc: StoreError, em: Emitter) -> int:
         b = self.breaker
@@ -116,29 +126,34 @@ class Shared:
             ) from exc
         return local_permit(b._acquire_local(em))
 
-    def acquire(self, em: Emitter) -> int:
+    # twin: async aacquire=acquire, _aapply=_apply
+    async def aacquire(self, em: Emitter) -> int:
+        """A permit from the store, or per ``on_store_error`` when it fails (may raise
+        :class:`~resilience.CircuitOpenError`); reports the pending successes."""
         op = _AcquireOp(self.key, self.breaker, self.take_pending())
         try:
-            result = self.store.apply(op)
+            result = await self._aapply(op)
         except StoreError as exc:
             return self._fallback(exc, em)
         if op.reset:
             state_reset(self.breaker.name, em, self.breaker.listeners)
         return self._decide(result, em)
 
-    async def aacquire(self, em: Emitter) -> int:
-        store = self.store
+    # twin: end
+    # twin: sync (generated from the block above by scripts/twins.py; do not edit)
+    def acquire(self, em: Emitter) -> int:
+        """A permit from the store, or per ``on_store_error`` when it fails (may raise
+        :class:`~resilience.CircuitOpenError`); reports the pending successes."""
         op = _AcquireOp(self.key, self.breaker, self.take_pending())
         try:
-            if hasattr(store, "aapply"):
-                result = await store.aapply(op)
-            else:
-                result = store.apply(op)
+            result = self._apply(op)
         except StoreError as exc:
             return self._fallback(exc, em)
         if op.reset:
             state_reset(self.breaker.name, em, self.breaker.listeners)
         return self._decide(result, em)
+
+    # twin: end
 
     # -- outcomes -----------------------------------------------------------------------------
     def _record_later(self, permit: int, outcome: int) -> bool:
@@ -156,7 +171,9 @@ class Shared:
         if tr is not None:
             self.breaker._transition(tr, em)
 
-    def record(self, permit: int, outcome: int, em: Emitter) -> None:
+    # twin: async arecord=record, _aapply=_apply
+    async def arecord(self, permit: int, outcome: int, em: Emitter) -> None:
+        """Report the outcome of a call admitted with ``permit`` (a failed store: dropped)."""
         if permit == UNGUARDED or (outcome == core.RELEASE and _closed(permit)):
             return  # unguarded, or an ignored outcome in CLOSED: nothing to record (no round trip)
         token = local_token(permit)
@@ -167,31 +184,37 @@ class Shared:
             return
         op = _RecordOp(self.key, self.breaker, permit, outcome, self.take_pending())
         try:
-            tr = self.store.apply(op)
+            tr = await self._aapply(op)
         except StoreError as exc:
             self.breaker._store_failed(exc, em)
             return
         self._recorded(op, tr, em)
 
-    async def arecord(self, permit: int, outcome: int, em: Emitter) -> None:
-        store = self.store
-        if (
-            permit == UNGUARDED
-            or local_token(permit) is not None
-            or (outcome == core.RELEASE and _closed(permit))
-            or not hasattr(store, "aapply")
-        ):
-            self.record(permit, outcome, em)
+    # twin: end
+    # twin: sync (generated from the block above by scripts/twins.py; do not edit)
+    def record(self, permit: int, outcome: int, em: Emitter) -> None:
+        """Report the outcome of a call admitted with ``permit`` (a failed store: dropped)."""
+        if permit == UNGUARDED or (outcome == core.RELEASE and _closed(permit)):
+            return  # unguarded, or an ignored outcome in CLOSED: nothing to record (no round trip)
+        token = local_token(permit)
+        if token is not None:
+            self.breaker._record_local(token, outcome, em)
             return
         if self._record_later(permit, outcome):
             return
         op = _RecordOp(self.key, self.breaker, permit, outcome, self.take_pending())
         try:
-            tr = await store.aapply(op)
+            tr = self._apply(op)
         except StoreError as exc:
             self.breaker._store_failed(exc, em)
             return
         self._recorded(op, tr, em)
+
+    # twin: end
+
+    def release(self, permit: int, em: Emitter) -> None:
+        """Give a permit back (a cancelled call, an ignored exception) from sync code."""
+        self.record(permit, core.RELEASE, em)
 
     def release_soon(self, permit: int, em: Emitter) -> None:
         """Give a permit back from async code: never awaited, never blocking the event loop."""
@@ -200,7 +223,8 @@ class Shared:
             return
         if _closed(permit):
             return  # a CLOSED permit: nothing to give back (the Lua twin writes nothing either)
-        op = _RecordOp(self.key, self.breaker, permit, core.RELEASE)
+        # the reply is handled like an awaited record's (a rewritten state is reported)
+        op = _ReleaseOp(self.key, self.breaker, permit, functools.partial(self._recorded, em=em))
         apply_soon(self.store, op, lambda exc: self.breaker._store_failed(exc, em))
 
     # -- manual control -----------------------------------------------------------------------
@@ -216,11 +240,41 @@ class Shared:
         return result
 
     # -- wrappers -----------------------------------------------------------------------------
-    def wrap_sync(self, fn: Callable[..., Any], em: Emitter) -> Callable[..., Any]:
+    # twin: async aacquire=acquire, arecord=record, release_soon=release
+    def wrap_async(self, fn: AsyncFn, em: Emitter) -> AsyncFn:
+        """``fn`` under the shared breaker: a permit and an outcome by round trip."""
         mono = self.breaker._clock.monotonic
         outcome_of = self.breaker._outcome
         chain = em.chain
-        acquire, record = self.acquire, self.record
+        acquire, record, release = self.aacquire, self.arecord, self.release_soon
+
+        async def store_circuit_wrapper(*args: Any, **kwargs: Any) -> Any:
+            permit = await acquire(em)
+            start = mono()
+            try:
+                result = await fn(*args, **kwargs)
+            except BaseException as exc:
+                outcome = outcome_of(exc, None, start, mono(), chain)
+                if outcome == core.RELEASE:
+                    # an ignored outcome: give the permit back (from async code without awaiting,
+                    # it may be cancelled again, and without blocking the loop on the store)
+                    release(permit, em)
+                else:
+                    await record(permit, outcome, em)
+                raise
+            await record(permit, outcome_of(None, result, start, mono(), chain), em)
+            return result
+
+        return store_circuit_wrapper
+
+    # twin: end
+    # twin: sync (generated from the block above by scripts/twins.py; do not edit)
+    def wrap_sync(self, fn: SyncFn, em: Emitter) -> SyncFn:
+        """``fn`` under the shared breaker: a permit and an outcome by round trip."""
+        mono = self.breaker._clock.monotonic
+        outcome_of = self.breaker._outcome
+        chain = em.chain
+        acquire, record, release = self.acquire, self.record, self.release
 
         def store_circuit_wrapper(*args: Any, **kwargs: Any) -> Any:
             permit = acquire(em)
@@ -228,35 +282,17 @@ class Shared:
             try:
                 result = fn(*args, **kwargs)
             except BaseException as exc:
-                record(permit, outcome_of(exc, None, start, mono(), chain), em)
+                outcome = outcome_of(exc, None, start, mono(), chain)
+                if outcome == core.RELEASE:
+                    # an ignored outcome: give the permit back (from async code without awaiting,
+                    # it may be cancelled again, and without blocking the loop on the store)
+                    release(permit, em)
+                else:
+                    record(permit, outcome, em)
                 raise
             record(permit, outcome_of(None, result, start, mono(), chain), em)
             return result
 
         return store_circuit_wrapper
 
-    def wrap_async(
-        self, fn: Callable[..., Awaitable[Any]], em: Emitter
-    ) -> Callable[..., Awaitable[Any]]:
-        mono = self.breaker._clock.monotonic
-        outcome_of = self.breaker._outcome
-        chain = em.chain
-
-        async def store_circuit_wrapper(*args: Any, **kwargs: Any) -> Any:
-            permit = await self.aacquire(em)
-            start = mono()
-            try:
-                result = await fn(*args, **kwargs)
-            except BaseException as exc:
-                outcome = outcome_of(exc, None, start, mono(), chain)
-                if outcome == core.RELEASE:
-                    # cancelled: give the permit back without awaiting (we may be cancelled
-                    # again) and without blocking the loop on the store
-                    self.release_soon(permit, em)
-                else:
-                    await self.arecord(permit, outcome, em)
-                raise
-            await self.arecord(permit, outcome_of(None, result, start, mono(), chain), em)
-            return result
-
-        return store_circuit_wrapper
+    # twin: end

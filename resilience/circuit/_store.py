@@ -17,6 +17,7 @@ Example:
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from ..stores._lua import script
@@ -26,7 +27,7 @@ from ._options import US, Options
 if TYPE_CHECKING:
     from ._breaker import CircuitBreaker
 
-__all__ = ["NO_PENDING", "_AcquireOp", "_ManualOp", "_RecordOp", "ttl_of"]
+__all__ = ["NO_PENDING", "_AcquireOp", "_ManualOp", "_RecordOp", "_ReleaseOp", "ttl_of"]
 
 LUA = script(__package__, "breaker.lua")
 FORCED_TTL = float("inf")  # store TTL of a breaker forced open by open(): none
@@ -37,7 +38,7 @@ NO_PENDING = (-1, 0, 0)
 
 def ttl_of(st: list[int], opts: Options) -> float:
     """How long a stored state lives: forever when forced open (no timer), else ``ttl_s``."""
-    if core.state_of(st[core.TOKEN]) == core.OPEN and st[core.UNTIL] < 0:
+    if core.forced_open(st):
         return FORCED_TTL
     return opts.ttl_s
 
@@ -135,6 +136,30 @@ class _RecordOp:
         f, t, r, reset = reply
         self.reset = reset == 1
         return _transition_of(int(f), int(t), int(r))
+
+
+class _ReleaseOp(_RecordOp):
+    """StoreOp: :class:`_RecordOp` giving a permit back (``RELEASE``) without waiting for the
+    reply (``apply_soon``); ``on_reply(op, transition)`` handles the reply when it is parsed, as
+    the caller of an awaited record would (a rewritten state is reported)."""
+
+    __slots__ = ("on_reply",)
+
+    def __init__(
+        self,
+        key: str,
+        breaker: CircuitBreaker,
+        permit: int,
+        on_reply: Callable[[_RecordOp, core.Transition | None], object],
+    ) -> None:
+        super().__init__(key, breaker, permit, core.RELEASE)
+        self.on_reply = on_reply
+
+    def parse(self, reply: Any) -> core.Transition | None:
+        """``[from, to, reason, reset]``, handed to ``on_reply`` too."""
+        tr = super().parse(reply)
+        self.on_reply(self, tr)
+        return tr
 
 
 class _ManualOp:

@@ -42,13 +42,14 @@ from __future__ import annotations
 
 import threading
 import weakref
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Sequence
 from contextvars import ContextVar
 from datetime import datetime
 from typing import Any
 
 from .._clock import Clock, resolve_clock
 from .._policy import Emitter, Policy, refusal
+from .._types import AsyncFn, SyncFn
 from ..circuit import CircuitState
 from ..errors import CircuitOpenError, ConfigurationError
 from ..events import CallRejected, CircuitStateChanged, Listener, TransitionReason, emit
@@ -105,37 +106,29 @@ class _Fanout:
         policies = self.policies()
         seen: set[int] = set()
 
-        def send(
-            policy: PyBreaker, listeners: Sequence[Listener], pipeline: str | None, operation: str
-        ) -> None:
+        def send(policy: PyBreaker, em: Emitter) -> None:
             fresh = []
-            for listener in listeners:
+            for listener in em.listeners:
                 if id(listener) not in seen:
                     seen.add(id(listener))
                     fresh.append(listener)
-            if not fresh:
-                return
-            emit(
-                fresh,
-                CircuitStateChanged(
-                    policy=policy.name,
-                    pipeline=pipeline,
-                    operation=operation,
-                    from_state=frm,
-                    to_state=to,
-                    reason=reason,
-                ),
-            )
+            if fresh:
+                emit(
+                    fresh,
+                    CircuitStateChanged(
+                        **em.origin(policy.name), from_state=frm, to_state=to, reason=reason
+                    ),
+                )
 
         # the call that caused the transition names it; then every other listener of every
         # policy and pipeline over this breaker, once each
         caller = _CALLER.get()
         if caller is not None and caller[0] in policies:
-            send(caller[0], caller[1].listeners, caller[1].pipeline, caller[1].operation)
+            send(*caller)
         for policy in policies:
-            send(policy, policy.listeners, None, "")
+            send(policy, policy._em)
             for em in list(policy._emitters):
-                send(policy, em.listeners, em.pipeline, em.operation)
+                send(policy, em)
 
 
 _FANOUT_LOCK = threading.Lock()
@@ -202,6 +195,7 @@ class PyBreaker(Policy):
         self._error: type[Exception] = pybreaker.CircuitBreakerError
         self._clock = resolve_clock(clock)
         self._emitters: list[Emitter] = []
+        self._em = Emitter(self.listeners, None, "")  # events outside any call
         _fanout(breaker).add(self)
 
     def describe(self) -> dict[str, Any]:
@@ -235,18 +229,42 @@ class PyBreaker(Policy):
             retry_after = max(0.0, left)
         if em:
             em.emit(
-                CallRejected(
-                    policy=self.name,
-                    pipeline=em.pipeline,
-                    operation=em.operation,
-                    reason="circuit_open",
-                    retry_after=retry_after,
-                )
+                CallRejected(**em.origin(self.name), reason="circuit_open", retry_after=retry_after)
             )
         # our own refusal: the policies around ignore it (breakers, budgets), limiters refund
         return refusal(CircuitOpenError(str(exc), policy=self.name, retry_after=retry_after), em)
 
-    def _wrap_sync(self, fn: Callable[..., Any], em: Emitter) -> Callable[..., Any]:
+    # twin: async
+    def wrap_async(self, fn: AsyncFn, em: Emitter) -> AsyncFn:
+        """``fn`` running through the pybreaker breaker (the policy hook)."""
+        self._remember(em)
+        breaker = self.breaker
+        error = self._error
+        caller = _CALLER
+
+        async def pybreaker_wrapper(*args: Any, **kwargs: Any) -> Any:
+            raised: BaseException | None = None
+            token = caller.set((self, em))
+            try:
+                with breaker.calling():
+                    try:
+                        return await fn(*args, **kwargs)
+                    except BaseException as exc:
+                        raised = exc
+                        raise
+            except error as exc:
+                if raised is not None and exc is not raised:
+                    raise raised from None
+                raise self._rejected(exc, em) from exc
+            finally:
+                caller.reset(token)
+
+        return pybreaker_wrapper
+
+    # twin: end
+    # twin: sync (generated from the block above by scripts/twins.py; do not edit)
+    def wrap_sync(self, fn: SyncFn, em: Emitter) -> SyncFn:
+        """``fn`` running through the pybreaker breaker (the policy hook)."""
         self._remember(em)
         breaker = self.breaker
         error = self._error
@@ -271,29 +289,4 @@ class PyBreaker(Policy):
 
         return pybreaker_wrapper
 
-    def _wrap_async(
-        self, fn: Callable[..., Awaitable[Any]], em: Emitter
-    ) -> Callable[..., Awaitable[Any]]:
-        self._remember(em)
-        breaker = self.breaker
-        error = self._error
-        caller = _CALLER
-
-        async def pybreaker_wrapper(*args: Any, **kwargs: Any) -> Any:
-            raised: BaseException | None = None
-            token = caller.set((self, em))
-            try:
-                with breaker.calling():
-                    try:
-                        return await fn(*args, **kwargs)
-                    except BaseException as exc:
-                        raised = exc
-                        raise
-            except error as exc:
-                if raised is not None and exc is not raised:
-                    raise raised from None
-                raise self._rejected(exc, em) from exc
-            finally:
-                caller.reset(token)
-
-        return pybreaker_wrapper
+    # twin: end

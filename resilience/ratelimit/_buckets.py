@@ -40,6 +40,10 @@ _INF = math.inf
 Result = tuple[bool, float, float, float, int, float]
 
 
+def _no_store(op: Any) -> Any:  # pragma: no cover - only called with a store
+    raise AssertionError("rate limiter without a store asked for a round trip")
+
+
 class Buckets(Policy):
     """The state and decisions behind :class:`~resilience.RateLimiter` (its base class)."""
 
@@ -61,6 +65,8 @@ class Buckets(Policy):
         self._next_sweep = -_INF
         self._lock = threading.Lock()
         self._em = Emitter(self.listeners, None, "")
+        # the sync round trip (see _aapply for the async one); only called with a store
+        self._apply: Callable[[Any], Any] = _no_store if self.store is None else self.store.apply
         self._limit = int(self.params.burst)
         self._max_cost = self.params.burst if self.rate else _INF
 
@@ -144,14 +150,22 @@ class Buckets(Policy):
     def _store_key(self, key: str | None) -> str:
         return f"rl:{self.name}" if key is None else f"rl:{self.name}:{key}"
 
-    def _via_store(
+    async def _aapply(self, op: Any) -> Any:
+        """The async round trip: awaited when the store has ``aapply`` (else ``apply``)."""
+        store: Any = self.store
+        aapply = getattr(store, "aapply", None)
+        if aapply is not None:
+            return await aapply(op)
+        return store.apply(op)
+
+    # twin: async _avia_store=_via_store, _aapply=_apply
+    async def _avia_store(
         self, key: str | None, cost: float, max_wait: float, em: Emitter
     ) -> Result | None:
         """Decide through the store; ``None`` means "store failed, admit" (fail open)."""
-        store = cast(Store, self.store)
         op = _TakeOp(self._store_key(key), cost, max_wait, self.params)
         try:
-            result = store.apply(op)
+            result: Result = await self._aapply(op)
         except StoreFullError:
             return (False, self.window or 1.0, 0.0, 0.0, 0, 0.0)
         except StoreError as exc:
@@ -160,18 +174,15 @@ class Buckets(Policy):
             state_reset(self.name, em, self.listeners)
         return result
 
-    async def _avia_store(
+    # twin: end
+    # twin: sync (generated from the block above by scripts/twins.py; do not edit)
+    def _via_store(
         self, key: str | None, cost: float, max_wait: float, em: Emitter
     ) -> Result | None:
-        store: Any = self.store
+        """Decide through the store; ``None`` means "store failed, admit" (fail open)."""
         op = _TakeOp(self._store_key(key), cost, max_wait, self.params)
-        result: Result
         try:
-            aapply = getattr(store, "aapply", None)
-            if aapply is not None:
-                result = await aapply(op)
-            else:
-                result = store.apply(op)
+            result: Result = self._apply(op)
         except StoreFullError:
             return (False, self.window or 1.0, 0.0, 0.0, 0, 0.0)
         except StoreError as exc:
@@ -179,6 +190,8 @@ class Buckets(Policy):
         if op.reset:
             state_reset(self.name, em, self.listeners)
         return result
+
+    # twin: end
 
     def _store_failed(
         self, exc: StoreError, key: str | None, cost: float, max_wait: float, em: Emitter
@@ -187,13 +200,7 @@ class Buckets(Policy):
         STORE_LOG.record(self.name, mode, f"{exc}")
         if em:
             em.emit(
-                StoreFailed(
-                    policy=self.name,
-                    pipeline=em.pipeline,
-                    operation=em.operation,
-                    decision=mode,
-                    error_type=error_type(exc) or "",
-                )
+                StoreFailed(**em.origin(self.name), decision=mode, error_type=error_type(exc) or "")
             )
         if mode == "open":
             return None
@@ -204,24 +211,40 @@ class Buckets(Policy):
             LocalResult(self._local(key, cost, max_wait, self._local_params)),
         )
 
-    def _decide(self, key: str | None, cost: float, max_wait: float, em: Emitter) -> Result | None:
-        if self.store is None:
-            return self._local(key, cost, max_wait)
-        return self._via_store(key, cost, max_wait, em)
-
-    def _give_back(self, res: Reservation) -> bool:
+    # twin: async _agive_back=_give_back, _aapply=_apply
+    async def _agive_back(self, res: Reservation) -> bool:
         """Return a reservation (a waiter gave up, a policy inside refused); ``False`` when the
         store failed (the slot simply stays consumed)."""
         if res.via_store:
             try:
-                cast(Store, self.store).apply(
+                await self._aapply(
                     _RefundOp(self._store_key(res.key), res.cost_time, res.taken, self.params)
                 )
             except StoreError:
                 return False  # the store is failing anyway
             return True
-        # in process: this limiter's own buckets, or (with a store) the local share it used
-        # while the store failed
+        return self._give_back_local(res)
+
+    # twin: end
+    # twin: sync (generated from the block above by scripts/twins.py; do not edit)
+    def _give_back(self, res: Reservation) -> bool:
+        """Return a reservation (a waiter gave up, a policy inside refused); ``False`` when the
+        store failed (the slot simply stays consumed)."""
+        if res.via_store:
+            try:
+                self._apply(
+                    _RefundOp(self._store_key(res.key), res.cost_time, res.taken, self.params)
+                )
+            except StoreError:
+                return False  # the store is failing anyway
+            return True
+        return self._give_back_local(res)
+
+    # twin: end
+
+    def _give_back_local(self, res: Reservation) -> bool:
+        """:meth:`_give_back` in process: this limiter's own buckets, or (with a store) the
+        local share it used while the store failed."""
         p = self._local_params
         with self._lock:
             now = self._clock.monotonic()
@@ -245,17 +268,6 @@ class Buckets(Policy):
             return
         self._give_back(res)
 
-    async def _agive_back(self, res: Reservation) -> bool:
-        """:meth:`_give_back`, awaiting the store's round trip when it is async."""
-        aapply = getattr(self.store, "aapply", None) if res.via_store else None
-        if aapply is None:
-            return self._give_back(res)
-        try:
-            await aapply(_RefundOp(self._store_key(res.key), res.cost_time, res.taken, self.params))
-        except StoreError:
-            return False  # the slot simply stays consumed; the store is failing anyway
-        return True
-
     def _via(self, r: tuple[Any, ...]) -> bool:
         """Whether decision ``r``'s permits came from the store (not from the local fallback)."""
         return self.store is not None and type(r) is not LocalResult
@@ -268,15 +280,7 @@ class Buckets(Policy):
     def _rejected(self, retry_after: float, em: Emitter) -> RateLimitedError:
         ra: float | None = None if retry_after == _INF else round(retry_after, 9)
         if em:
-            em.emit(
-                CallRejected(
-                    policy=self.name,
-                    pipeline=em.pipeline,
-                    operation=em.operation,
-                    reason="rate_limited",
-                    retry_after=ra,
-                )
-            )
+            em.emit(CallRejected(**em.origin(self.name), reason="rate_limited", retry_after=ra))
         msg = (
             f"rate limiter {self.name!r}: limit reached, retry after {ra:.3f} s"
             if ra is not None
@@ -288,11 +292,7 @@ class Buckets(Policy):
 
     def _waited(self, wait: float, em: Emitter) -> None:
         if em:
-            em.emit(
-                RateLimitWaited(
-                    policy=self.name, pipeline=em.pipeline, operation=em.operation, wait=wait
-                )
-            )
+            em.emit(RateLimitWaited(**em.origin(self.name), wait=wait))
 
     def _decision(
         self,
@@ -362,42 +362,31 @@ class Buckets(Policy):
             return cost_time
         return left if left > 0 else 0.0
 
-    def _acquire_sync(self, key: str | None, cost: float, em: Emitter) -> Decision:
-        t0 = self._clock.monotonic()
-        r = self._take_sync(key, cost, em)
-        return self._decision(r, key, t0, 0.0 if r is None else r[1])
-
+    # twin: async _acquire_async=_acquire_sync, _take_async=_take_sync
     async def _acquire_async(self, key: str | None, cost: float, em: Emitter) -> Decision:
         t0 = self._clock.monotonic()
         r = await self._take_async(key, cost, em)
         return self._decision(r, key, t0, 0.0 if r is None else r[1])
 
-    def _take_sync(self, key: str | None, cost: float, em: Emitter) -> Result | None:
+    # twin: end
+    # twin: sync (generated from the block above by scripts/twins.py; do not edit)
+    def _acquire_sync(self, key: str | None, cost: float, em: Emitter) -> Decision:
+        t0 = self._clock.monotonic()
+        r = self._take_sync(key, cost, em)
+        return self._decision(r, key, t0, 0.0 if r is None else r[1])
+
+    # twin: end
+
+    # twin: async _take_async=_take_sync, _avia_store=_via_store, _give_back_soon=_give_back
+    async def _take_async(self, key: str | None, cost: float, em: Emitter) -> Result | None:
         """Take (waiting up to ``max_wait``) or raise: the admitted decision (``None``: failed
         open), whose ``cost_time`` and ``taken`` are what a refund gives back."""
-        r = self._decide(key, cost, self._max_wait(), em)
-        if r is None:
-            return r
-        if not r[0]:
-            raise self._rejected(r[1], em)
-        wait = r[1]
-        if wait > 0:
-            self._waited(wait, em)
-            res = Reservation(key, r[2], r[3], self._via(r))
-            try:
-                self._clock.sleep(wait)
-            except BaseException:
-                self._give_back(res)
-                raise
-        return r
-
-    async def _take_async(self, key: str | None, cost: float, em: Emitter) -> Result | None:
         mw = self._max_wait()
-        r: Result | None
-        if self.store is None:
-            r = self._local(key, cost, mw)
-        else:
-            r = await self._avia_store(key, cost, mw, em)
+        r: Result | None = (
+            self._local(key, cost, mw)
+            if self.store is None
+            else await self._avia_store(key, cost, mw, em)
+        )
         if r is None:
             return r
         if not r[0]:
@@ -409,6 +398,34 @@ class Buckets(Policy):
             try:
                 await self._clock.asleep(wait)
             except BaseException:
+                # _give_back_soon: async code never awaits it (it may be cancelled again)
                 self._give_back_soon(res)
                 raise
         return r
+
+    # twin: end
+    # twin: sync (generated from the block above by scripts/twins.py; do not edit)
+    def _take_sync(self, key: str | None, cost: float, em: Emitter) -> Result | None:
+        """Take (waiting up to ``max_wait``) or raise: the admitted decision (``None``: failed
+        open), whose ``cost_time`` and ``taken`` are what a refund gives back."""
+        mw = self._max_wait()
+        r: Result | None = (
+            self._local(key, cost, mw) if self.store is None else self._via_store(key, cost, mw, em)
+        )
+        if r is None:
+            return r
+        if not r[0]:
+            raise self._rejected(r[1], em)
+        wait = r[1]
+        if wait > 0:
+            self._waited(wait, em)
+            res = Reservation(key, r[2], r[3], self._via(r))
+            try:
+                self._clock.sleep(wait)
+            except BaseException:
+                # _give_back: async code never awaits it (it may be cancelled again)
+                self._give_back(res)
+                raise
+        return r
+
+    # twin: end

@@ -12,12 +12,12 @@ Example:
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, Literal
 
 from .._clock import Clock, resolve_clock
 from .._policy import Emitter
-from .._types import Duration
+from .._types import AsyncFn, Duration, SyncFn
 from ..events import Listener
 from ..stores.base import Store
 from ._buckets import Buckets, Result
@@ -179,7 +179,8 @@ class RateLimiter(Buckets):
         }
 
     # -- refunds (callers outside a composition) ------------------------------------------------
-    def refund(self, decision: Decision | Permit) -> bool:
+    # twin: async arefund=refund, _agive_back=_give_back
+    async def arefund(self, decision: Decision | Permit) -> bool:
         """Give back what an admitted check took, when the work it admitted was refused elsewhere.
 
         For callers that take permits themselves (:meth:`try_acquire`, :meth:`acquire`) and
@@ -188,7 +189,7 @@ class RateLimiter(Buckets):
         check's own cost, never below "now" (time that passed is not handed out twice; permits
         taken since stay taken) and a warm-up limiter gets its stored tokens back: never more
         than the check took. With a store this is one round trip, to the store the permits
-        came from. A decision is refunded at most once.
+        came from (awaited by the async variant). A decision is refunded at most once.
 
         Returns:
             ``True`` when the permits were given back; ``False`` when there was nothing to give
@@ -198,7 +199,40 @@ class RateLimiter(Buckets):
         Raises:
             ConfigurationError: ``decision`` did not come from this limiter.
 
-        Example:
+        Example (the async variant is awaited the same way):
+            >>> import resilience as rs
+            >>> limiter = rs.RateLimiter("ip", rate=1, per=60, clock=rs.testing.FakeClock())
+            >>> d = limiter.try_acquire(key="10.0.0.1")
+            >>> limiter.refund(d), limiter.refund(d)  # the second one gives nothing
+            (True, False)
+            >>> limiter.try_acquire(key="10.0.0.1").allowed
+            True
+        """
+        res = self._claim(decision)
+        return res is not None and await self._agive_back(res)
+
+    # twin: end
+    # twin: sync (generated from the block above by scripts/twins.py; do not edit)
+    def refund(self, decision: Decision | Permit) -> bool:
+        """Give back what an admitted check took, when the work it admitted was refused elsewhere.
+
+        For callers that take permits themselves (:meth:`try_acquire`, :meth:`acquire`) and
+        then learn the work never ran, e.g. a policy further in refused it (inside a
+        composition the limiter refunds on its own). The bucket's backlog rolls back by the
+        check's own cost, never below "now" (time that passed is not handed out twice; permits
+        taken since stay taken) and a warm-up limiter gets its stored tokens back: never more
+        than the check took. With a store this is one round trip, to the store the permits
+        came from (awaited by the async variant). A decision is refunded at most once.
+
+        Returns:
+            ``True`` when the permits were given back; ``False`` when there was nothing to give
+            (the decision was refused, took nothing, or was already refunded) or the store
+            failed (the permits stay spent).
+
+        Raises:
+            ConfigurationError: ``decision`` did not come from this limiter.
+
+        Example (the async variant is awaited the same way):
             >>> import resilience as rs
             >>> limiter = rs.RateLimiter("ip", rate=1, per=60, clock=rs.testing.FakeClock())
             >>> d = limiter.try_acquire(key="10.0.0.1")
@@ -210,30 +244,50 @@ class RateLimiter(Buckets):
         res = self._claim(decision)
         return res is not None and self._give_back(res)
 
-    async def arefund(self, decision: Decision | Permit) -> bool:
-        """Async :meth:`refund`: with a Redis store the round trip is awaited.
-
-        Example:
-            >>> import asyncio, resilience as rs
-            >>> limiter = rs.RateLimiter("ip", rate=1, per=60, clock=rs.testing.FakeClock())
-            >>> async def main() -> tuple[bool, bool]:
-            ...     d = await limiter.atry_acquire(key="10.0.0.1")
-            ...     await limiter.arefund(d)
-            ...     return d.allowed, (await limiter.atry_acquire(key="10.0.0.1")).allowed
-            >>> asyncio.run(main())
-            (True, True)
-        """
-        res = self._claim(decision)
-        return res is not None and await self._agive_back(res)
+    # twin: end
 
     # -- keyed API ----------------------------------------------------------------------------
-    def try_acquire(self, key: str | None = None, cost: float = 1) -> Decision:
+    # twin: async atry_acquire=try_acquire, _avia_store=_via_store
+    async def atry_acquire(self, key: str | None = None, cost: float = 1) -> Decision:
         """Take ``cost`` permits from ``key``'s bucket if available now (never waits).
+
+        With a store the async variant awaits the round trip instead of blocking the event loop.
 
         Raises:
             ConfigurationError: ``cost`` exceeds ``burst`` (nothing is charged).
 
-        Example:
+        Example (the async variant is awaited the same way):
+            >>> import resilience as rs
+            >>> limiter = rs.RateLimiter("api", rate=10, clock=rs.testing.FakeClock())
+            >>> limiter.try_acquire(key="bob", cost=10).remaining
+            0
+            >>> d = limiter.try_acquire(key="bob")
+            >>> d.allowed, d.retry_after
+            (False, 0.1)
+        """
+        if cost.__class__ is not int or not 0 <= cost <= self._max_cost:  # type: ignore[unreachable, unused-ignore]
+            cost = self._check_cost(cost)
+        t0 = self._clock.monotonic()
+        r: Result | None
+        if self.store is None:
+            r = self._local(key, cost, 0.0)
+        else:
+            r = await self._avia_store(key, cost, 0.0, self._em)
+        if r is not None and not r[0] and self._em:
+            self._rejected(r[1], self._em)
+        return self._decision(r, key, t0)
+
+    # twin: end
+    # twin: sync (generated from the block above by scripts/twins.py; do not edit)
+    def try_acquire(self, key: str | None = None, cost: float = 1) -> Decision:
+        """Take ``cost`` permits from ``key``'s bucket if available now (never waits).
+
+        With a store the async variant awaits the round trip instead of blocking the event loop.
+
+        Raises:
+            ConfigurationError: ``cost`` exceeds ``burst`` (nothing is charged).
+
+        Example (the async variant is awaited the same way):
             >>> import resilience as rs
             >>> limiter = rs.RateLimiter("api", rate=10, clock=rs.testing.FakeClock())
             >>> limiter.try_acquire(key="bob", cost=10).remaining
@@ -254,37 +308,37 @@ class RateLimiter(Buckets):
             self._rejected(r[1], self._em)
         return self._decision(r, key, t0)
 
-    async def atry_acquire(self, key: str | None = None, cost: float = 1) -> Decision:
-        """Async :meth:`try_acquire` (never waits); with a Redis store the round trip is awaited
-        instead of blocking the event loop.
+    # twin: end
 
-        Example:
-            >>> import asyncio, resilience as rs
-            >>> limiter = rs.RateLimiter("api", rate=1, clock=rs.testing.FakeClock())
-            >>> async def main() -> list[bool]:
-            ...     return [(await limiter.atry_acquire(key="k")).allowed for _ in range(2)]
-            >>> asyncio.run(main())
-            [True, False]
-        """
-        cost = self._check_cost(cost)
-        t0 = self._clock.monotonic()
-        r: Result | None
-        if self.store is None:
-            r = self._local(key, cost, 0.0)
-        else:
-            r = await self._avia_store(key, cost, 0.0, self._em)
-        if r is not None and not r[0] and self._em:
-            self._rejected(r[1], self._em)
-        return self._decision(r, key, t0)
-
-    def acquire(self, key: str | None = None, cost: float = 1) -> Decision:
-        """Take ``cost`` permits, sleeping up to ``max_wait`` for them, or raise.
+    # twin: async aacquire=acquire, _acquire_async=_acquire_sync
+    async def aacquire(self, key: str | None = None, cost: float = 1) -> Decision:
+        """Take ``cost`` permits, sleeping up to ``max_wait`` for them (the async variant
+        awaits the slot on the clock; cancelling it gives the slot back), or raise.
 
         Raises:
             RateLimitedError: no slot within ``max_wait`` (or before the current deadline).
             ConfigurationError: ``cost`` exceeds ``burst``.
 
-        Example:
+        Example (the async variant is awaited the same way):
+            >>> import resilience as rs
+            >>> clock = rs.testing.FakeClock()
+            >>> pacer = rs.RateLimiter("pacer", rate=4, burst=1, max_wait=1.0, clock=clock)
+            >>> [pacer.acquire().waited for _ in range(3)], clock.monotonic()
+            ([0.0, 0.25, 0.25], 0.5)
+        """
+        return await self._acquire_async(key, self._check_cost(cost), self._em)
+
+    # twin: end
+    # twin: sync (generated from the block above by scripts/twins.py; do not edit)
+    def acquire(self, key: str | None = None, cost: float = 1) -> Decision:
+        """Take ``cost`` permits, sleeping up to ``max_wait`` for them (the async variant
+        awaits the slot on the clock; cancelling it gives the slot back), or raise.
+
+        Raises:
+            RateLimitedError: no slot within ``max_wait`` (or before the current deadline).
+            ConfigurationError: ``cost`` exceeds ``burst``.
+
+        Example (the async variant is awaited the same way):
             >>> import resilience as rs
             >>> clock = rs.testing.FakeClock()
             >>> pacer = rs.RateLimiter("pacer", rate=4, burst=1, max_wait=1.0, clock=clock)
@@ -293,25 +347,18 @@ class RateLimiter(Buckets):
         """
         return self._acquire_sync(key, self._check_cost(cost), self._em)
 
-    async def aacquire(self, key: str | None = None, cost: float = 1) -> Decision:
-        """Async :meth:`acquire`: awaits the slot on the clock (cancellation returns it).
-
-        Example:
-            >>> import asyncio, resilience as rs
-            >>> clock = rs.testing.FakeClock()
-            >>> pacer = rs.RateLimiter("pacer", rate=2, burst=1, max_wait=1.0, clock=clock)
-            >>> async def main() -> list[float]:
-            ...     return [(await pacer.aacquire()).waited for _ in range(3)]
-            >>> asyncio.run(main())
-            [0.0, 0.5, 0.5]
-        """
-        return await self._acquire_async(key, self._check_cost(cost), self._em)
+    # twin: end
 
     # -- policy wrappers (see ._wrappers) -----------------------------------------------------
-    def _wrap_sync(self, fn: Callable[..., Any], em: Emitter) -> Callable[..., Any]:
+    # twin: async
+    def wrap_async(self, fn: AsyncFn, em: Emitter) -> AsyncFn:
+        """``fn`` taking one permit per call (the policy hook; see :mod:`._wrappers`)."""
+        return wrap_async(self, fn, em)
+
+    # twin: end
+    # twin: sync (generated from the block above by scripts/twins.py; do not edit)
+    def wrap_sync(self, fn: SyncFn, em: Emitter) -> SyncFn:
+        """``fn`` taking one permit per call (the policy hook; see :mod:`._wrappers`)."""
         return wrap_sync(self, fn, em)
 
-    def _wrap_async(
-        self, fn: Callable[..., Awaitable[Any]], em: Emitter
-    ) -> Callable[..., Awaitable[Any]]:
-        return wrap_async(self, fn, em)
+    # twin: end

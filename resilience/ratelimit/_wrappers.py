@@ -20,10 +20,10 @@ Example:
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
 from typing import Any
 
 from .._policy import Emitter, own_refusal
+from .._types import AsyncFn, SyncFn
 from ..errors import RejectedError
 from ._buckets import Buckets
 from ._core import transition
@@ -37,14 +37,72 @@ def fast_path_ok(limiter: Buckets) -> bool:
     return limiter.store is None and limiter._key is None and not limiter.max_wait
 
 
-def wrap_sync(limiter: Buckets, fn: Callable[..., Any], em: Emitter) -> Callable[..., Any]:
-    """The sync wrapper of ``fn``: one permit per call (see :meth:`RateLimiter._wrap_sync`)."""
+# twin: async _take_async=_take_sync, _agive_back=_give_back, agive_back=give_back
+def wrap_async(limiter: Buckets, fn: AsyncFn, em: Emitter) -> AsyncFn:
+    """The wrapper of ``fn``: one permit per call (see :meth:`RateLimiter.wrap_async`)."""
     chain = em.chain
+    outstanding = limiter._outstanding
+    if not fast_path_ok(limiter):
+        keyfn = limiter._key
+        take = limiter._take_async
+        agive_back = limiter._agive_back
+        via = limiter._via
+        monotonic = limiter._clock.monotonic
+
+        async def rate_limit_wrapper_slow(*args: Any, **kwargs: Any) -> Any:
+            key = None if keyfn is None else keyfn(*args, **kwargs)
+            t0 = monotonic()
+            r = await take(key, 1.0, em)
+            try:
+                return await fn(*args, **kwargs)
+            except RejectedError as exc:
+                if r is not None and own_refusal(exc, chain):
+                    ct = outstanding(r[2], t0 + r[5])
+                    await agive_back(Reservation(key, ct, r[3], via(r)))
+                raise
+
+        return rate_limit_wrapper_slow
+
+    # in process: a refund never waits for a store
     give_back = limiter._give_back
+    lock = limiter._lock
+    monotonic = limiter._clock.monotonic
+    p = limiter.params
+    rejected = limiter._rejected
+    step = transition
+
+    async def rate_limit_wrapper(*args: Any, **kwargs: Any) -> Any:
+        lock.acquire()
+        try:
+            s0 = limiter._stored
+            ok, tat, stored, wait, ct = step(limiter._tat, s0, monotonic(), 1, 0.0, p)
+            if ok:
+                limiter._tat = tat
+                limiter._stored = stored
+        finally:
+            lock.release()
+        if not ok:
+            raise rejected(wait, em)
+        try:
+            return await fn(*args, **kwargs)
+        except RejectedError as exc:
+            if own_refusal(exc, chain):
+                give_back(Reservation(None, outstanding(ct, tat), s0 - stored, False))
+            raise
+
+    return rate_limit_wrapper
+
+
+# twin: end
+# twin: sync (generated from the block above by scripts/twins.py; do not edit)
+def wrap_sync(limiter: Buckets, fn: SyncFn, em: Emitter) -> SyncFn:
+    """The wrapper of ``fn``: one permit per call (see :meth:`RateLimiter.wrap_sync`)."""
+    chain = em.chain
     outstanding = limiter._outstanding
     if not fast_path_ok(limiter):
         keyfn = limiter._key
         take = limiter._take_sync
+        give_back = limiter._give_back
         via = limiter._via
         monotonic = limiter._clock.monotonic
 
@@ -62,6 +120,8 @@ def wrap_sync(limiter: Buckets, fn: Callable[..., Any], em: Emitter) -> Callable
 
         return rate_limit_wrapper_slow
 
+    # in process: a refund never waits for a store
+    give_back = limiter._give_back
     lock = limiter._lock
     monotonic = limiter._clock.monotonic
     p = limiter.params
@@ -90,57 +150,4 @@ def wrap_sync(limiter: Buckets, fn: Callable[..., Any], em: Emitter) -> Callable
     return rate_limit_wrapper
 
 
-def wrap_async(
-    limiter: Buckets, fn: Callable[..., Awaitable[Any]], em: Emitter
-) -> Callable[..., Awaitable[Any]]:
-    chain = em.chain
-    if not fast_path_ok(limiter):
-        keyfn = limiter._key
-        take = limiter._take_async
-        agive_back = limiter._agive_back
-        via = limiter._via
-        monotonic = limiter._clock.monotonic
-        outstanding = limiter._outstanding
-
-        async def rate_limit_wrapper_slow(*args: Any, **kwargs: Any) -> Any:
-            key = None if keyfn is None else keyfn(*args, **kwargs)
-            t0 = monotonic()
-            r = await take(key, 1.0, em)
-            try:
-                return await fn(*args, **kwargs)
-            except RejectedError as exc:
-                if r is not None and own_refusal(exc, chain):
-                    ct = outstanding(r[2], t0 + r[5])
-                    await agive_back(Reservation(key, ct, r[3], via(r)))
-                raise
-
-        return rate_limit_wrapper_slow
-
-    lock = limiter._lock
-    monotonic = limiter._clock.monotonic
-    p = limiter.params
-    rejected = limiter._rejected
-    step = transition
-    give_back = limiter._give_back
-    outstanding = limiter._outstanding
-
-    async def rate_limit_wrapper(*args: Any, **kwargs: Any) -> Any:
-        lock.acquire()
-        try:
-            s0 = limiter._stored
-            ok, tat, stored, wait, ct = step(limiter._tat, s0, monotonic(), 1, 0.0, p)
-            if ok:
-                limiter._tat = tat
-                limiter._stored = stored
-        finally:
-            lock.release()
-        if not ok:
-            raise rejected(wait, em)
-        try:
-            return await fn(*args, **kwargs)
-        except RejectedError as exc:
-            if own_refusal(exc, chain):
-                give_back(Reservation(None, outstanding(ct, tat), s0 - stored, False))
-            raise
-
-    return rate_limit_wrapper
+# twin: end

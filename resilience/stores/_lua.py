@@ -2,8 +2,8 @@
 
 Each algorithm's Redis twin lives in its own ``.lua`` file inside the policy's package, so it
 reads (and is reviewed, linted and diffed) as Lua. :func:`script` reads one once per process.
-``tests/test_lua_scripts.py`` loads every file into a real ``redis-server`` with ``SCRIPT LOAD``,
-so a syntax error fails the tests, not a production decision.
+``tests/stores/test_lua_scripts.py`` loads every file into a real ``redis-server`` with
+``SCRIPT LOAD``, so a syntax error fails the tests, not a production decision.
 
 Example:
     >>> from resilience.stores._lua import script

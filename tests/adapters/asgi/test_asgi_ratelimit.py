@@ -1,0 +1,170 @@
+"""RateLimitMiddleware: 429 with Retry-After and the IETF RateLimit fields, keys and routes,
+trusted proxies, configuration.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import httpx
+import pytest
+
+import resilience as rs
+from interceptors.asgi import (
+    RateLimitMiddleware,
+    TrustedProxies,
+)
+from interceptors.asgi._common import format_retry_after
+
+from ..._asgi_apps import FakeLimiter, TestApp
+from ..._server import serve
+
+# -- rate limiting ---------------------------------------------------------------------------
+
+
+def test_rate_limit_429_with_retry_after_and_ietf_fields(app: TestApp) -> None:
+    limiter = FakeLimiter()
+    with (
+        serve(RateLimitMiddleware(app, limiter=limiter)) as url,
+        httpx.Client(base_url=url) as client,
+    ):
+        first = client.get("/hello")
+        second = client.get("/hello")
+        third = client.get("/hello")
+    assert (first.status_code, second.status_code, third.status_code) == (200, 200, 429)
+    assert first.text == "hello"
+    assert first.headers["ratelimit-policy"] == '"api";q=2;w=1'
+    assert first.headers["ratelimit"] == '"api";r=1;t=1'
+    assert second.headers["ratelimit"] == '"api";r=0;t=1'
+    assert third.headers["retry-after"] == "1"
+    assert third.headers["ratelimit"] == '"api";r=0;t=1'
+    assert third.headers["content-type"] == "application/problem+json"
+    assert third.json()["status"] == 429
+    assert limiter.keys == ["127.0.0.1"] * 3
+
+
+def test_rate_limit_keys_and_route_selection(app: TestApp) -> None:
+    limiter = FakeLimiter(rate=1)
+    mw = RateLimitMiddleware(
+        app,
+        limiter=limiter,
+        trusted_proxies=["127.0.0.0/8"],
+        exclude=["/health"],
+        headers=False,
+    )
+    with serve(mw) as url, httpx.Client(base_url=url) as client:
+        assert client.get("/health").status_code == 200
+        xff = {"X-Forwarded-For": "6.6.6.6, 203.0.113.7"}
+        r1 = client.get("/hello", headers=xff)
+        assert "ratelimit" not in r1.headers
+        assert client.get("/hello", headers=xff).status_code == 429
+        assert client.get("/hello", headers={"X-Forwarded-For": "198.51.100.1"}).is_success
+    assert limiter.keys == ["203.0.113.7", "203.0.113.7", "198.51.100.1"]
+
+
+def test_rate_limit_untrusted_peer_ignores_forwarded_for() -> None:
+    limiter = FakeLimiter()
+    seen: list[Any] = []
+
+    async def inner(scope: Any, receive: Any, send: Any) -> None:
+        seen.append(scope["path"])
+
+    async def receive() -> dict[str, Any]:
+        return {"type": "http.request"}
+
+    async def send(message: Any) -> None:
+        pass
+
+    mw = RateLimitMiddleware(inner, limiter=limiter, trusted_proxies=["10.0.0.0/8"])
+    headers = [(b"x-forwarded-for", b"1.1.1.1")]
+    scope = {"type": "http", "path": "/a", "headers": headers, "client": ("192.0.2.1", 1)}
+    asyncio.run(mw(scope, receive, send))
+    no_client = {"type": "http", "path": "/b", "headers": headers, "client": None}
+    asyncio.run(mw(no_client, receive, send))  # no principal: not limited
+    assert limiter.keys == ["192.0.2.1"]
+    assert seen == ["/a", "/b"]
+
+
+def test_rate_limit_async_limiter_and_cost() -> None:
+    calls: list[tuple[str, int]] = []
+
+    class AsyncLimiter:
+        name = 'we"ird\\'
+
+        async def atry_acquire(self, *, key: str, cost: int = 1) -> Any:
+            calls.append((key, cost))
+            return FakeLimiter().try_acquire(key=key, cost=cost)
+
+        def try_acquire(self, *, key: str, cost: int = 1) -> Any:
+            raise AssertionError("the async form is preferred")
+
+    sent: list[Any] = []
+
+    async def inner(scope: Any, receive: Any, send: Any) -> None:
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+
+    async def receive() -> dict[str, Any]:
+        return {"type": "http.request"}
+
+    async def send(message: Any) -> None:
+        sent.append(message)
+
+    mw = RateLimitMiddleware(
+        inner, limiter=AsyncLimiter(), key=lambda scope: "tenant-1", cost=lambda scope: 2
+    )
+    asyncio.run(mw({"type": "http", "path": "/", "headers": []}, receive, send))
+    assert calls == [("tenant-1", 2)]
+    fields = dict(sent[0]["headers"])
+    # no rate/per on this limiter: no window and no reset time to report
+    assert fields[b"ratelimit"] == b'"we\\"ird\\\\";r=0;t=0'
+    assert fields[b"ratelimit-policy"] == b'"we\\"ird\\\\";q=2'
+
+
+def test_rate_limit_configuration_errors() -> None:
+    bad: list[dict[str, Any]] = [
+        {"limiter": object()},
+        {"limiter": FakeLimiter(), "cost": 0},
+        {"limiter": FakeLimiter(), "key": "ip"},
+        {"limiter": FakeLimiter(), "trusted_proxies": "10.0.0.0/8"},
+        {"limiter": FakeLimiter(), "trusted_proxies": ["10.0.0.0/33"]},
+    ]
+    for kwargs in bad:
+        with pytest.raises(rs.ConfigurationError):
+            RateLimitMiddleware(TestApp(), **kwargs)
+
+
+@pytest.mark.parametrize(
+    ("peer", "xff", "expected"),
+    [
+        ("10.0.0.1", None, "10.0.0.1"),  # trusted peer, no header: the proxy itself
+        ("10.0.0.1", "203.0.113.5", "203.0.113.5"),
+        ("10.0.0.1", "1.1.1.1, 203.0.113.5, 10.0.0.7", "203.0.113.5"),  # rightmost untrusted
+        ("10.0.0.1", "10.0.0.9, 10.0.0.8", "10.0.0.9"),  # all trusted: leftmost
+        ("10.0.0.1", "garbage, 10.0.0.8", "10.0.0.8"),  # unparseable: last trusted hop
+        ("10.0.0.1", "[2001:db8::1]:443", "2001:db8::1"),
+        ("10.0.0.1", "203.0.113.5:8080", "203.0.113.5"),
+        ("::ffff:10.0.0.1", "198.51.100.2", "198.51.100.2"),  # v4-mapped peer
+        ("192.0.2.9", "203.0.113.5", "192.0.2.9"),  # untrusted peer: header ignored
+        ("unix-socket", "203.0.113.5", "unix-socket"),
+    ],
+)
+def test_trusted_proxies_client_ip(peer: str, xff: str | None, expected: str) -> None:
+    headers = [] if xff is None else [(b"x-forwarded-for", xff.encode())]
+    scope = {"client": (peer, 1234), "headers": headers}
+    assert TrustedProxies(["10.0.0.0/8"]).client_ip(scope) == expected
+
+
+def test_multiple_forwarded_for_fields_are_one_list() -> None:
+    scope = {
+        "client": ("10.0.0.1", 1),
+        "headers": [(b"x-forwarded-for", b"9.9.9.9"), (b"x-forwarded-for", b"8.8.8.8, 10.1.1.1")],
+    }
+    assert TrustedProxies(["10.0.0.0/8"]).client_ip(scope) == "8.8.8.8"
+
+
+def test_format_retry_after_rounds_up() -> None:
+    assert [format_retry_after(v) for v in (0, 0.01, 1.0, 2.5)] == [b"0", b"1", b"1", b"3"]
+    assert format_retry_after(None) is None
+    assert format_retry_after(-1) is None
+    assert format_retry_after(float("inf")) is None
