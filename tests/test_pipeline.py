@@ -24,7 +24,7 @@ class Tracer(rs.Policy):
         super().__init__(name=name)
         self.log = log
 
-    def _wrap_sync(self, fn: Callable[..., Any], em: Emitter) -> Callable[..., Any]:
+    def wrap_sync(self, fn: Callable[..., Any], em: Emitter) -> Callable[..., Any]:
         def w(*a: Any, **k: Any) -> Any:
             self.log.append(f"enter {self.name}")
             try:
@@ -34,7 +34,7 @@ class Tracer(rs.Policy):
 
         return w
 
-    def _wrap_async(
+    def wrap_async(
         self, fn: Callable[..., Awaitable[Any]], em: Emitter
     ) -> Callable[..., Awaitable[Any]]:
         async def w(*a: Any, **k: Any) -> Any:
