@@ -21,12 +21,12 @@ from __future__ import annotations
 
 import math
 import threading
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 from ._clock import Clock, resolve_clock
 from ._policy import Emitter, Policy, own_refusal, refusal
-from ._types import positive_int, positive_number, ratio
+from ._types import AsyncFn, SyncFn, positive_int, positive_number, ratio
 from .errors import BulkheadFullError, ConfigurationError
 from .events import CallRejected, Listener
 
@@ -215,14 +215,7 @@ class AdaptiveConcurrency(Policy):
 
     def _rejected(self, em: Emitter) -> BulkheadFullError:
         if em:
-            em.emit(
-                CallRejected(
-                    policy=self.name,
-                    pipeline=em.pipeline,
-                    operation=em.operation,
-                    reason="concurrency_limit",
-                )
-            )
+            em.emit(CallRejected(**em.origin(self.name), reason="concurrency_limit"))
         return refusal(
             BulkheadFullError(
                 f"adaptive concurrency {self.name!r}: limit {self.limit} reached",
@@ -231,8 +224,34 @@ class AdaptiveConcurrency(Policy):
             em,
         )
 
-    # -- wrappers -----------------------------------------------------------------------------
-    def wrap_sync(self, fn: Callable[..., Any], em: Emitter) -> Callable[..., Any]:
+    # -- the wrappers: written once, async; the sync twin is generated -----------------------
+    # twin: async
+    def wrap_async(self, fn: AsyncFn, em: Emitter) -> AsyncFn:
+        acquire = self.try_acquire
+        release = self.release
+        rejected = self._rejected
+        chain = em.chain
+
+        async def adaptive_wrapper(*args: Any, **kwargs: Any) -> Any:
+            start = acquire()
+            if start is None:
+                raise rejected(em)
+            try:
+                result = await fn(*args, **kwargs)
+            except Exception as exc:
+                release(start, sample=not own_refusal(exc, chain))
+                raise
+            except BaseException:
+                release(start, sample=False)
+                raise
+            release(start)
+            return result
+
+        return adaptive_wrapper
+
+    # twin: end
+    # twin: sync (generated from the block above by scripts/twins.py; do not edit)
+    def wrap_sync(self, fn: SyncFn, em: Emitter) -> SyncFn:
         acquire = self.try_acquire
         release = self.release
         rejected = self._rejected
@@ -255,27 +274,4 @@ class AdaptiveConcurrency(Policy):
 
         return adaptive_wrapper
 
-    def wrap_async(
-        self, fn: Callable[..., Awaitable[Any]], em: Emitter
-    ) -> Callable[..., Awaitable[Any]]:
-        acquire = self.try_acquire
-        release = self.release
-        rejected = self._rejected
-        chain = em.chain
-
-        async def adaptive_wrapper(*args: Any, **kwargs: Any) -> Any:
-            start = acquire()
-            if start is None:
-                raise rejected(em)
-            try:
-                result = await fn(*args, **kwargs)
-            except Exception as exc:
-                release(start, sample=not own_refusal(exc, chain))
-                raise
-            except BaseException:
-                release(start, sample=False)
-                raise
-            release(start)
-            return result
-
-        return adaptive_wrapper
+    # twin: end

@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import threading
 from collections import deque
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Sequence
 from concurrent.futures import Future
 from typing import Any
 
 from ._clock import DeadlineClock, resolve_deadline_clock
 from ._deadline import cap_to_deadline
 from ._policy import Emitter, Policy, refusal
-from ._types import Duration, positive_int, seconds
+from ._types import AsyncFn, Duration, SyncFn, positive_int, seconds
 from .errors import BulkheadFullError
 from .events import BulkheadRejected, Listener, RateLimitWaited
 
@@ -154,14 +154,7 @@ class Bulkhead(Policy):
 
     def _full(self, em: Emitter) -> BulkheadFullError:
         if em:
-            em.emit(
-                BulkheadRejected(
-                    policy=self.name,
-                    pipeline=em.pipeline,
-                    operation=em.operation,
-                    reason="bulkhead_full",
-                )
-            )
+            em.emit(BulkheadRejected(**em.origin(self.name), reason="bulkhead_full"))
         return refusal(
             BulkheadFullError(
                 f"bulkhead {self.name!r}: all {self.max_concurrent} slots busy", policy=self.name
@@ -171,15 +164,11 @@ class Bulkhead(Policy):
 
     def _waited(self, start: float, em: Emitter) -> None:
         if em:
-            em.emit(
-                RateLimitWaited(
-                    policy=self.name,
-                    pipeline=em.pipeline,
-                    operation=em.operation,
-                    wait=self._clock.monotonic() - start,
-                )
-            )
+            em.emit(RateLimitWaited(**em.origin(self.name), wait=self._clock.monotonic() - start))
 
+    # The slow paths are written twice on purpose: they wait differently by nature (a thread
+    # blocks on a concurrent Future through clock.wait_future; a task awaits a loop future inside
+    # clock.deadline_scope); the decisions they share are the permit methods above.
     def _acquire_sync(self, em: Emitter) -> None:
         if self._try_take():
             return
@@ -235,8 +224,33 @@ class Bulkhead(Policy):
             raise
         self._waited(start, em)
 
-    # -- wrappers -----------------------------------------------------------------------------
-    def wrap_sync(self, fn: Callable[..., Any], em: Emitter) -> Callable[..., Any]:
+    # -- the wrappers: written once, async; the sync twin is generated -----------------------
+    # twin: async _acquire_async=_acquire_sync
+    def wrap_async(self, fn: AsyncFn, em: Emitter) -> AsyncFn:
+        lock = self._lock
+        limit = self.max_concurrent
+        slow = self._acquire_async
+        release = self._release
+
+        async def bulkhead_wrapper(*args: Any, **kwargs: Any) -> Any:
+            with lock:
+                if self._in_use < limit and not self._waiters:
+                    self._in_use += 1
+                    taken = True
+                else:
+                    taken = False
+            if not taken:
+                await slow(em)
+            try:
+                return await fn(*args, **kwargs)
+            finally:
+                release()
+
+        return bulkhead_wrapper
+
+    # twin: end
+    # twin: sync (generated from the block above by scripts/twins.py; do not edit)
+    def wrap_sync(self, fn: SyncFn, em: Emitter) -> SyncFn:
         lock = self._lock
         limit = self.max_concurrent
         slow = self._acquire_sync
@@ -258,26 +272,4 @@ class Bulkhead(Policy):
 
         return bulkhead_wrapper
 
-    def wrap_async(
-        self, fn: Callable[..., Awaitable[Any]], em: Emitter
-    ) -> Callable[..., Awaitable[Any]]:
-        lock = self._lock
-        limit = self.max_concurrent
-        slow = self._acquire_async
-        release = self._release
-
-        async def bulkhead_wrapper(*args: Any, **kwargs: Any) -> Any:
-            with lock:
-                if self._in_use < limit and not self._waiters:
-                    self._in_use += 1
-                    taken = True
-                else:
-                    taken = False
-            if not taken:
-                await slow(em)
-            try:
-                return await fn(*args, **kwargs)
-            finally:
-                release()
-
-        return bulkhead_wrapper
+    # twin: end

@@ -99,17 +99,6 @@ def state_reset(policy: str, em: Emitter | None, listeners: Sequence[Listener] =
     """
     STORE_LOG.record(policy, RESET, "undecodable state, treated as absent and rewritten")
     if em:
-        em.emit(
-            StoreFailed(
-                policy=policy,
-                pipeline=em.pipeline,
-                operation=em.operation,
-                decision=RESET,
-                error_type="corrupt_state",
-            )
-        )
+        em.emit(StoreFailed(**em.origin(policy), decision=RESET, error_type="corrupt_state"))
     elif listeners:
-        emit(
-            listeners,
-            StoreFailed(policy=policy, decision=RESET, error_type="corrupt_state"),
-        )
+        emit(listeners, StoreFailed(policy=policy, decision=RESET, error_type="corrupt_state"))

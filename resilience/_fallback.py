@@ -7,7 +7,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 from ._policy import Emitter, Policy
-from ._types import ExceptionSpec, exception_predicate, result_predicate
+from ._types import AsyncFn, ExceptionSpec, SyncFn, exception_predicate, result_predicate
 from .errors import ConfigurationError
 from .events import FallbackUsed, Listener, error_type
 
@@ -69,17 +69,52 @@ class Fallback(Policy):
 
     def _used(self, em: Emitter, exc: BaseException | None) -> None:
         if em:
-            em.emit(
-                FallbackUsed(
-                    policy=self.name,
-                    pipeline=em.pipeline,
-                    operation=em.operation,
-                    error_type=error_type(exc),
-                )
-            )
+            em.emit(FallbackUsed(**em.origin(self.name), error_type=error_type(exc)))
 
-    def wrap_sync(self, fn: Callable[..., Any], em: Emitter) -> Callable[..., Any]:
-        on, on_result, handler, value = self._on, self._on_result, self._handler, self._value
+    def _sync_handler(self) -> Callable[[Any], Any] | None:
+        """The handler of a sync call: its result is the replacement, as is."""
+        return self._handler
+
+    def _async_handler(self) -> Callable[[Any], Awaitable[Any]] | None:
+        """The handler of an async call: it may be a coroutine function (awaited)."""
+        handler = self._handler
+        if handler is None:
+            return None
+
+        async def replace(arg: Any) -> Any:
+            out = handler(arg)
+            if inspect.isawaitable(out):
+                out = await out
+            return out
+
+        return replace
+
+    # -- the wrappers: written once, async; the sync twin is generated ---------------------
+    # twin: async _async_handler=_sync_handler
+    def wrap_async(self, fn: AsyncFn, em: Emitter) -> AsyncFn:
+        on, on_result, value = self._on, self._on_result, self._value
+        handler = self._async_handler()
+
+        async def fallback_wrapper(*args: Any, **kwargs: Any) -> Any:
+            try:
+                result = await fn(*args, **kwargs)
+            except Exception as exc:
+                if not on(exc):
+                    raise
+                self._used(em, exc)
+                return value if handler is None else await handler(exc)
+            if on_result is not None and on_result(result):
+                self._used(em, None)
+                return value if handler is None else await handler(result)
+            return result
+
+        return fallback_wrapper
+
+    # twin: end
+    # twin: sync (generated from the block above by scripts/twins.py; do not edit)
+    def wrap_sync(self, fn: SyncFn, em: Emitter) -> SyncFn:
+        on, on_result, value = self._on, self._on_result, self._value
+        handler = self._sync_handler()
 
         def fallback_wrapper(*args: Any, **kwargs: Any) -> Any:
             try:
@@ -96,30 +131,4 @@ class Fallback(Policy):
 
         return fallback_wrapper
 
-    def wrap_async(
-        self, fn: Callable[..., Awaitable[Any]], em: Emitter
-    ) -> Callable[..., Awaitable[Any]]:
-        on, on_result, handler, value = self._on, self._on_result, self._handler, self._value
-
-        async def replace(arg: Any) -> Any:
-            if handler is None:
-                return value
-            out = handler(arg)
-            if inspect.isawaitable(out):
-                out = await out
-            return out
-
-        async def fallback_wrapper(*args: Any, **kwargs: Any) -> Any:
-            try:
-                result = await fn(*args, **kwargs)
-            except Exception as exc:
-                if not on(exc):
-                    raise
-                self._used(em, exc)
-                return await replace(exc)
-            if on_result is not None and on_result(result):
-                self._used(em, None)
-                return await replace(result)
-            return result
-
-        return fallback_wrapper
+    # twin: end

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 from ._policy import Emitter, Policy, chain_of, function_identity
-from ._types import qualname
+from ._types import AsyncFn, SyncFn, qualname
 from .errors import ConfigurationError
 from .events import Listener
 
@@ -83,14 +83,19 @@ class Pipeline(Policy):
             chain=chain,
         )
 
-    def wrap_sync(self, fn: Callable[..., Any], em: Emitter) -> Callable[..., Any]:
+    # twin: async _compose_async=_compose_sync
+    def wrap_async(self, fn: AsyncFn, em: Emitter) -> AsyncFn:
+        """``fn`` under every policy of the pipeline, the first one outermost."""
+        for p in reversed(self.policies):
+            fn = p._compose_async(fn, em)
+        return fn
+
+    # twin: end
+    # twin: sync (generated from the block above by scripts/twins.py; do not edit)
+    def wrap_sync(self, fn: SyncFn, em: Emitter) -> SyncFn:
+        """``fn`` under every policy of the pipeline, the first one outermost."""
         for p in reversed(self.policies):
             fn = p._compose_sync(fn, em)
         return fn
 
-    def wrap_async(
-        self, fn: Callable[..., Awaitable[Any]], em: Emitter
-    ) -> Callable[..., Awaitable[Any]]:
-        for p in reversed(self.policies):
-            fn = p._compose_async(fn, em)
-        return fn
+    # twin: end

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import contextvars
 import threading
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, Literal
 
@@ -29,7 +29,7 @@ from ._clock import SYSTEM_CLOCK, DeadlineClock, resolve_deadline_clock
 from ._clock_wheel import arm_task_deadline, disarm_task_deadline
 from ._deadline import _DEADLINE, Deadline, tighter
 from ._policy import Emitter, Policy
-from ._types import Duration, positive_int
+from ._types import AsyncFn, Duration, SyncFn, positive_int
 from ._types import seconds as _seconds
 from .errors import ConfigurationError, TimeoutExceededError
 from .events import Listener, TimeoutElapsed
@@ -89,22 +89,15 @@ class Timeout(Policy):
 
     def _expired(self, em: Emitter) -> TimeoutExceededError:
         if em:
-            em.emit(
-                TimeoutElapsed(
-                    policy=self.name,
-                    pipeline=em.pipeline,
-                    operation=em.operation,
-                    timeout=self.seconds,
-                )
-            )
+            em.emit(TimeoutElapsed(**em.origin(self.name), timeout=self.seconds))
         return TimeoutExceededError(
             f"timed out after {self.seconds:g} s", timeout=self.seconds, policy=self.name
         )
 
     # -- sync ---------------------------------------------------------------------------------
-    def wrap_sync(self, fn: Callable[..., Any], em: Emitter) -> Callable[..., Any]:
+    def wrap_sync(self, fn: SyncFn, em: Emitter) -> SyncFn:
         if self.sync == "thread":
-            return self._wrap_thread(fn, em)
+            return self._thread_wrapper(fn, em)
         clock = self._clock
         limit = self.seconds
         expired = self._expired
@@ -134,7 +127,7 @@ class Timeout(Policy):
                 )
             return self._pool
 
-    def _wrap_thread(self, fn: Callable[..., Any], em: Emitter) -> Callable[..., Any]:
+    def _thread_wrapper(self, fn: SyncFn, em: Emitter) -> SyncFn:
         clock = self._clock
         limit = self.seconds
         slots = self._slots
@@ -172,9 +165,7 @@ class Timeout(Policy):
         return thread_timeout_wrapper
 
     # -- async --------------------------------------------------------------------------------
-    def wrap_async(
-        self, fn: Callable[..., Awaitable[Any]], em: Emitter
-    ) -> Callable[..., Awaitable[Any]]:
+    def wrap_async(self, fn: AsyncFn, em: Emitter) -> AsyncFn:
         from asyncio import CancelledError
 
         arm, disarm = arm_task_deadline, disarm_task_deadline

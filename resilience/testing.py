@@ -24,12 +24,14 @@ import math
 import threading
 from collections.abc import Callable
 from concurrent.futures import Future
-from typing import Any
+from typing import Any, TypeVar
 
 from ._clock import DeadlineScope
 from ._clock_wheel import _TaskDeadline
 from .errors import ConfigurationError
 from .events import Event
+
+E = TypeVar("E", bound=Event)
 
 __all__ = ["FakeClock", "RecordingListener"]
 
@@ -249,8 +251,16 @@ class RecordingListener:
         """Record the event."""
         self.events.append(event)
 
-    def of(self, kind: type[Event]) -> list[Event]:
-        """The recorded events of one type."""
+    def of(self, kind: type[E]) -> list[E]:
+        """The recorded events of one type (typed as that type).
+
+        Example:
+            >>> import resilience as rs
+            >>> rec = rs.testing.RecordingListener()
+            >>> rec(rs.events.RateLimitWaited(policy="api", wait=0.5))
+            >>> [e.wait for e in rec.of(rs.events.RateLimitWaited)]
+            [0.5]
+        """
         return [e for e in self.events if isinstance(e, kind)]
 
     def kinds(self) -> list[str]:

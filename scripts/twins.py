@@ -47,7 +47,6 @@ PACKAGES = ("resilience", "interceptors")
 NAMES: dict[str, str] = {
     "AsyncFn": "SyncFn",
     "wrap_async": "wrap_sync",
-    "_wrap_async": "_wrap_sync",
     "_async_slow": "_sync_slow",
     "asleep": "sleep",
     "acall": "call",

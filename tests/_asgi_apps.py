@@ -108,7 +108,7 @@ class Permits(rs.Policy):
         self.outcomes: list[str] = []
         self.operations: list[str] = []
 
-    def _wrap_async(
+    def wrap_async(
         self, fn: Callable[..., Awaitable[Any]], em: Emitter
     ) -> Callable[..., Awaitable[Any]]:
         async def permits(*args: Any, **kwargs: Any) -> Any:
@@ -136,7 +136,7 @@ class Reject(rs.Policy):
         super().__init__(name="reject")
         self.error = error
 
-    def _wrap_async(
+    def wrap_async(
         self, fn: Callable[..., Awaitable[Any]], em: Emitter
     ) -> Callable[..., Awaitable[Any]]:
         async def reject(*args: Any, **kwargs: Any) -> Any:
@@ -144,7 +144,7 @@ class Reject(rs.Policy):
 
         return reject
 
-    def _wrap_sync(self, fn: Callable[..., Any], em: Emitter) -> Callable[..., Any]:
+    def wrap_sync(self, fn: Callable[..., Any], em: Emitter) -> Callable[..., Any]:
         def reject(*args: Any, **kwargs: Any) -> Any:
             raise self.error
 

@@ -37,11 +37,7 @@ def st(breaker: rs.CircuitBreaker) -> rs.CircuitState:
 
 
 def transitions(rec: RecordingListener) -> list[tuple[str, str, str]]:
-    return [
-        (e.from_state, e.to_state, e.reason)
-        for e in rec.of(CircuitStateChanged)
-        if isinstance(e, CircuitStateChanged)
-    ]
+    return [(e.from_state, e.to_state, e.reason) for e in rec.of(CircuitStateChanged)]
 
 
 # -- configuration -----------------------------------------------------------------------------

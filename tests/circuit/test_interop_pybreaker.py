@@ -32,7 +32,7 @@ def test_rejects_with_circuit_open_error_and_events(runner: Runner, clock: FakeC
     assert rejected.value.retry_after is not None
     assert 0 < rejected.value.retry_after <= 60
     assert len(runner.calls) == 2
-    changes = [e for e in rec.of(CircuitStateChanged) if isinstance(e, CircuitStateChanged)]
+    changes = rec.of(CircuitStateChanged)
     assert [(e.from_state, e.to_state, e.reason, e.policy) for e in changes] == [
         ("closed", "open", "failure_count", "legacy")
     ]
@@ -115,7 +115,7 @@ def test_one_event_per_transition_across_decorated_functions(mode: str) -> None:
                     await guarded_acharge()
 
         asyncio.run(main())
-    changes = [e for e in rec.of(CircuitStateChanged) if isinstance(e, CircuitStateChanged)]
+    changes = rec.of(CircuitStateChanged)
     assert [(e.from_state, e.to_state, e.pipeline) for e in changes] == [("closed", "open", "p")]
     assert "charge" in changes[0].operation  # named by the call that tripped the breaker
 
@@ -139,7 +139,7 @@ def test_one_event_per_listener_across_policies_sharing_a_breaker() -> None:
     with pytest.raises(Boom):
         charge()
     legacy.close()  # a manual transition, outside any call
-    changes = [e for e in rec.of(CircuitStateChanged) if isinstance(e, CircuitStateChanged)]
+    changes = rec.of(CircuitStateChanged)
     assert [(e.to_state, e.policy, e.pipeline, e.reason) for e in changes] == [
         ("open", "other", "p", "failure_count"),  # named by the call that tripped it
         ("closed", "shared", None, "manual"),

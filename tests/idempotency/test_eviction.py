@@ -26,7 +26,7 @@ def test_full_store_evicts_the_oldest_completed_record(runner: Runner, clock: Fa
     clock.advance(1)
     runner.run(p, c.fn, "b")
     assert runner.run(p, c.fn, "c") == {"run": 3}  # was StoreError (503 over HTTP) for a day
-    assert [e.count for e in rec.of(RecordsEvicted)] == [1]  # type: ignore[attr-defined]
+    assert [e.count for e in rec.of(RecordsEvicted)] == [1]
     assert runner.run(p, c.fn, "b") == {"run": 2}  # the newer records are kept
     assert runner.run(p, c.fn, "c") == {"run": 3}
     # the documented trade-off: a late duplicate of the evicted key runs again

@@ -41,7 +41,7 @@ def test_in_progress_duplicate_is_rejected_with_retry_after(
         runner.run(p, c.fn, "k")
     assert info.value.retry_after == pytest.approx(50.0)
     assert c.n == 0
-    assert [e.reason for e in rec.of(CallRejected)] == ["idempotency_conflict"]  # type: ignore[attr-defined]
+    assert [e.reason for e in rec.of(CallRejected)] == ["idempotency_conflict"]
 
 
 def test_wait_receives_the_first_calls_result(runner: Runner, clock: FakeClock) -> None:

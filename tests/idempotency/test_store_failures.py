@@ -34,7 +34,7 @@ def test_store_failure_fails_closed_by_default(runner: Runner, clock: FakeClock)
             "k",
         )
     assert c.n == 0
-    assert [e.decision for e in rec.of(StoreFailed)] == ["closed"]  # type: ignore[attr-defined]
+    assert [e.decision for e in rec.of(StoreFailed)] == ["closed"]
 
 
 def test_store_failure_open_and_local(runner: Runner, clock: FakeClock) -> None:
@@ -95,7 +95,7 @@ def test_an_outcome_that_cannot_be_recorded_is_reported(runner: Runner, clock: F
     assert info.value.policy == "idempotency"
     assert not isinstance(info.value, rs.StoreError)  # it ran: a StoreError says it did not
     assert 0 < clock.monotonic() <= 60  # retried for one lease at most, never forever
-    assert [e.decision for e in rec.of(StoreFailed)] == ["unrecorded"]  # type: ignore[attr-defined]
+    assert [e.decision for e in rec.of(StoreFailed)] == ["unrecorded"]
     store.failures = 0
     with pytest.raises(rs.IdempotencyInProgressError):
         runner.run(p, c.fn, "k")  # still in progress until the lease expires...

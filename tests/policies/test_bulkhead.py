@@ -101,7 +101,7 @@ def test_async_waiter_gets_slot_fifo_and_waiter_times_out_on_clock() -> None:
     asyncio.run(main())
     assert bh.in_use == 0
     assert bh.queued == 0
-    assert [round(e.wait, 6) for e in rec.of(RateLimitWaited)] == [0.5, 0.5]  # type: ignore[attr-defined]
+    assert [round(e.wait, 6) for e in rec.of(RateLimitWaited)] == [0.5, 0.5]
 
 
 def test_cancelled_waiter_never_leaks_a_slot() -> None:

@@ -12,7 +12,7 @@ from resilience._policy import Emitter
 from resilience.events import FallbackUsed, RetriesExhausted, RetryScheduled
 from resilience.testing import FakeClock, RecordingListener
 
-from ..conftest import Runner
+from ..conftest import Runner, Step
 
 
 class Tracer(rs.Policy):
@@ -24,7 +24,7 @@ class Tracer(rs.Policy):
         super().__init__(name=name)
         self.log = log
 
-    def _wrap_sync(self, fn: Callable[..., Any], em: Emitter) -> Callable[..., Any]:
+    def wrap_sync(self, fn: Callable[..., Any], em: Emitter) -> Callable[..., Any]:
         def w(*a: Any, **k: Any) -> Any:
             self.log.append(f"enter {self.name}")
             try:
@@ -34,7 +34,7 @@ class Tracer(rs.Policy):
 
         return w
 
-    def _wrap_async(
+    def wrap_async(
         self, fn: Callable[..., Awaitable[Any]], em: Emitter
     ) -> Callable[..., Awaitable[Any]]:
         async def w(*a: Any, **k: Any) -> Any:
@@ -160,3 +160,31 @@ class TestFallback:
             rs.Fallback(on=OSError)
         with pytest.raises(rs.ConfigurationError, match="exactly one"):
             rs.Fallback(on=OSError, value=1, handler=lambda e: 2)
+
+
+def test_events_of_every_policy_carry_the_pipelines_identity(
+    runner: Runner, clock: FakeClock
+) -> None:
+    """Timeout, AdaptiveConcurrency and Fallback build their events from the emitter's origin:
+    the policy's own name, the pipeline's name and the operation, in both modes."""
+    seen = RecordingListener()
+    adaptive = rs.AdaptiveConcurrency("adaptive", initial_limit=1, clock=clock)
+    pipeline = rs.Pipeline(
+        rs.Fallback(on=(rs.TimeoutExceededError, rs.BulkheadFullError), value="shed", name="fb"),
+        adaptive,
+        rs.Timeout(1, clock=clock, name="t"),
+        name="edge",
+        listeners=[seen],
+    )
+    slow = runner.scripted([Step("late", duration=2)])
+    assert runner.run(pipeline, slow) == "shed"  # timed out, replaced
+    held = adaptive.try_acquire()  # the only slot taken: the next call is shed at once
+    assert held is not None
+    assert runner.run(pipeline, slow) == "shed"
+    adaptive.release(held, sample=False)
+    assert [(e.kind, e.policy, e.pipeline, e.operation) for e in seen.events] == [
+        ("timeout", "t", "edge", slow.__qualname__),
+        ("fallback", "fb", "edge", slow.__qualname__),
+        ("rejected", "adaptive", "edge", slow.__qualname__),
+        ("fallback", "fb", "edge", slow.__qualname__),
+    ]

@@ -14,7 +14,8 @@ import pytest
 import resilience as rs
 from resilience.testing import FakeClock
 
-INTERCEPTORS = Path(__file__).resolve().parent.parent.parent / "interceptors"
+ROOT = Path(__file__).resolve().parents[2]
+INTERCEPTORS = ROOT / "interceptors"
 
 #: Private resilience names adapters still import, on purpose (shrink this list, never grow it):
 #: clock plumbing (``resolve_clock`` returns the shared system clock the fast paths compare by
@@ -101,6 +102,62 @@ def test_adapters_use_only_the_public_surface() -> None:
     assert bad == []
     allowed = {(m, n) for m, names in ALLOWED_PRIVATE.items() for n in names}
     assert allowed - used == set(), "an allowed exception is no longer used: drop it"
+
+
+#: The only modules that may name the composition machinery (``Policy._compose_sync`` /
+#: ``_compose_async``): the policy base and the pipeline composing its policies.
+COMPOSITION_MODULES = {"resilience/_policy.py", "resilience/_pipeline.py"}
+_COMPOSITION_PREFIXES = ("_compose_", "_wrap_")
+
+
+def _composition_names(path: Path) -> list[str]:
+    """Every use (attribute, definition, import) of a ``_compose_*`` / ``_wrap_*`` name."""
+    found: list[str] = []
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"), str(path))):
+        if isinstance(node, ast.Attribute):
+            names = [node.attr]
+        elif isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef):
+            names = [node.name]  # an override of a hook nothing calls any more
+        elif isinstance(node, ast.ImportFrom | ast.Import):
+            names = [a.asname or a.name for a in node.names]
+        else:
+            continue
+        found.extend(
+            f"{path.relative_to(ROOT).as_posix()}:{getattr(node, 'lineno', 0)}: {name}"
+            for name in names
+            if name.startswith(_COMPOSITION_PREFIXES)
+        )
+    return found
+
+
+def test_only_the_policy_base_and_the_pipeline_use_the_composition_internals() -> None:
+    """A policy overrides the public ``wrap_sync`` / ``wrap_async`` (the machinery calls
+    nothing else), and composes other policies through ``policy.wrap`` or a Pipeline."""
+    bad = [
+        use
+        for package in ("resilience", "interceptors")
+        for path in sorted((ROOT / package).rglob("*.py"))
+        if path.relative_to(ROOT).as_posix() not in COMPOSITION_MODULES
+        for use in _composition_names(path)
+    ]
+    assert bad == []
+    # the scan sees the uses it allows
+    assert any(
+        u.endswith(": _compose_sync")
+        for u in _composition_names(ROOT / "resilience" / "_pipeline.py")
+    )
+
+
+def test_no_test_policy_overrides_a_hook_nothing_calls() -> None:
+    """The tests' own policies override the public hooks too (``_wrap_sync`` is never called)."""
+    stale = [
+        f"{path.relative_to(ROOT).as_posix()}:{node.lineno}: {node.name}"
+        for path in sorted((ROOT / "tests").rglob("*.py"))
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"), str(path)))
+        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef)
+        and node.name in ("_wrap_sync", "_wrap_async")
+    ]
+    assert stale == []
 
 
 # -- Policy.wrap ---------------------------------------------------------------------------------

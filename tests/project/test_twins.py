@@ -58,10 +58,21 @@ HAND_WRITTEN: dict[str, str] = {
         "sync grpc pulls each attempt's request stream on a thread of its own, so reads of the "
         "shared source hold a lock; amessages runs on one loop and accepts sync or async sources"
     ),
+    # -- clocks: the sleeps are the primitives the twins rename to each other
+    "resilience/_clock.py:Clock.sleep": "protocol primitive: blocking the thread is not "
+    "suspending the task",
+    "resilience/_clock.py:SystemClock.sleep": "time.sleep (nothing for <= 0) vs asyncio.sleep "
+    "(always yields to the loop, the scheduling point a task relies on)",
+    "resilience/testing.py:FakeClock.sleep": "advances fake time at once; the async sleep steps "
+    "through armed deadlines and yields so a deadline that fires cancels the sleeping task",
+    # -- timeout: Python cannot cancel running sync code
+    "resilience/_timeout.py:Timeout.wrap_sync": "a published deadline checked after the call "
+    "(or a worker thread waited for) instead of the async side's task cancellation at the "
+    "deadline (a deadline wheel entry or the clock's deadline scope)",
 }
 
 #: A sync method and its async counterpart, by name.
-_PAIRS = [("wrap_sync", "wrap_async"), ("_wrap_sync", "_wrap_async")]
+_PAIRS = [("wrap_sync", "wrap_async")]
 
 
 def test_no_twin_is_stale() -> None:

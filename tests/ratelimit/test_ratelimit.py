@@ -340,7 +340,7 @@ def test_pacing_queue_bound_rejects_at_once_and_cancel_returns_slot() -> None:
 
     asyncio.run(main())
     assert admitted == pytest.approx([0.0, 0.1])
-    assert [e.wait for e in rec.of(RateLimitWaited)] == pytest.approx([0.1, 0.2])  # type: ignore[attr-defined]
+    assert [e.wait for e in rec.of(RateLimitWaited)] == pytest.approx([0.1, 0.2])
 
 
 def test_pacing_never_sleeps_past_the_deadline(runner: Runner, clock: FakeClock) -> None:

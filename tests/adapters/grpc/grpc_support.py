@@ -103,7 +103,7 @@ class Gate(rs.Policy):
         self.reject = reject
         self.outcomes: list[Any] = []
 
-    def _wrap_sync(self, fn: Callable[..., Any], em: Emitter) -> Callable[..., Any]:
+    def wrap_sync(self, fn: Callable[..., Any], em: Emitter) -> Callable[..., Any]:
         def gate(*args: Any, **kwargs: Any) -> Any:
             if self.reject is not None:
                 raise self.reject
@@ -117,7 +117,7 @@ class Gate(rs.Policy):
 
         return gate
 
-    def _wrap_async(
+    def wrap_async(
         self, fn: Callable[..., Awaitable[Any]], em: Emitter
     ) -> Callable[..., Awaitable[Any]]:
         async def gate(*args: Any, **kwargs: Any) -> Any:

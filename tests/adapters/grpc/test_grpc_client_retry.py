@@ -68,11 +68,11 @@ def test_client_honours_pushback(
     policy = retry(clock, attempts=3, listeners=[rec])
     if calls == 2:
         assert client.run(port, policy, "unary_unary") == b"re:a"
-        assert rec.of(RetryScheduled)[0].server_directed  # type: ignore[attr-defined]
+        assert rec.of(RetryScheduled)[0].server_directed
     else:
         with pytest.raises(grpc.RpcError):
             client.run(port, policy, "unary_unary")
-        assert [e.reason for e in rec.of(RetriesExhausted)] == ["pushback"]  # type: ignore[attr-defined]
+        assert [e.reason for e in rec.of(RetriesExhausted)] == ["pushback"]
     assert script.calls == calls
     assert clock.sleeps == sleeps
 
@@ -105,12 +105,12 @@ def test_pushback_reaches_a_plain_retry(
     if calls == 2:
         assert client.run(port, policy, shape) == EXPECTED[shape]
         (scheduled,) = rec.of(RetryScheduled)
-        assert scheduled.server_directed is (pushback is not None)  # type: ignore[attr-defined]
+        assert scheduled.server_directed is (pushback is not None)
     else:  # negative or garbage pushback: do not retry (gRFC A6)
         with pytest.raises(grpc.RpcError) as info:
             client.run(port, policy, shape)
         assert info.value.code() == Code.UNAVAILABLE
-        assert [e.reason for e in rec.of(RetriesExhausted)] == ["pushback"]  # type: ignore[attr-defined]
+        assert [e.reason for e in rec.of(RetriesExhausted)] == ["pushback"]
     assert script.calls == calls
     assert clock.sleeps == sleeps
 
@@ -123,7 +123,7 @@ def test_pushback_to_a_plain_retry_is_capped_by_the_deadline(
     policy = rs.Retry(on=grpc.RpcError, attempts=3, clock=clock, listeners=[rec])
     with rs.deadline_scope(2.0, clock=clock), pytest.raises(grpc.RpcError):
         client.run(port, policy, "unary_unary")
-    assert [e.reason for e in rec.of(RetriesExhausted)] == ["deadline"]  # type: ignore[attr-defined]
+    assert [e.reason for e in rec.of(RetriesExhausted)] == ["deadline"]
     assert script.calls == 1
     assert clock.sleeps == []
 

@@ -107,14 +107,14 @@ def test_server_idempotency_hook(served: Served, script: Script) -> None:
     seen: list[str | None] = []
 
     class KeyProbe(Gate):
-        def _wrap_sync(self, fn: Callable[..., Any], em: Emitter) -> Callable[..., Any]:
+        def wrap_sync(self, fn: Callable[..., Any], em: Emitter) -> Callable[..., Any]:
             def probe(*args: Any) -> Any:
                 seen.append(idempotency_key())
                 return fn(*args)
 
             return probe
 
-        def _wrap_async(self, fn: Callable[..., Any], em: Emitter) -> Callable[..., Any]:
+        def wrap_async(self, fn: Callable[..., Any], em: Emitter) -> Callable[..., Any]:
             async def probe(*args: Any) -> Any:
                 seen.append(idempotency_key())
                 return await fn(*args)

@@ -54,14 +54,14 @@ class CountingPolicy(rs.Policy):
         super().__init__(name=f"per-host:{host}")
         self.calls = 0
 
-    def _wrap_sync(self, fn: Callable[..., Any], em: Emitter) -> Callable[..., Any]:
+    def wrap_sync(self, fn: Callable[..., Any], em: Emitter) -> Callable[..., Any]:
         def counting(*args: Any) -> Any:
             self.calls += 1
             return fn(*args)
 
         return counting
 
-    def _wrap_async(
+    def wrap_async(
         self, fn: Callable[..., Awaitable[Any]], em: Emitter
     ) -> Callable[..., Awaitable[Any]]:
         async def counting(*args: Any) -> Any:

@@ -66,14 +66,14 @@ def test_response_is_closed_when_a_later_policy_fails(mode: str, clock: FakeCloc
     class Boom(rs.Policy):
         kind = "boom"
 
-        def _wrap_sync(self, fn: Any, em: Emitter) -> Any:
+        def wrap_sync(self, fn: Any, em: Emitter) -> Any:
             def w(*a: Any) -> Any:
                 fn(*a)
                 raise KeyError("after")
 
             return w
 
-        def _wrap_async(self, fn: Any, em: Emitter) -> Any:
+        def wrap_async(self, fn: Any, em: Emitter) -> Any:
             async def w(*a: Any) -> Any:
                 await fn(*a)
                 raise KeyError("after")

@@ -96,8 +96,8 @@ def test_plain_retry_honours_the_server_hint(
     assert response.status_code == 200
     assert clock.sleeps == sleeps
     (scheduled,) = rec.of(RetryScheduled)
-    assert scheduled.delay == sleeps[0]  # type: ignore[attr-defined]
-    assert scheduled.server_directed is (sleeps != [0.01])  # type: ignore[attr-defined]
+    assert scheduled.delay == sleeps[0]
+    assert scheduled.server_directed is (sleeps != [0.01])
 
 
 def test_plain_retry_hint_from_an_http_date_uses_the_transport_clock(
@@ -120,7 +120,7 @@ def test_plain_retry_hint_is_capped_by_the_deadline(
     assert response.status_code == 503  # waiting 5 s would cross the deadline: stop now
     assert len(s.seen) == 1
     assert clock.sleeps == []
-    assert [e.reason for e in rec.of(rs.events.RetriesExhausted)] == ["deadline"]  # type: ignore[attr-defined]
+    assert [e.reason for e in rec.of(rs.events.RetriesExhausted)] == ["deadline"]
 
 
 def test_a_retry_after_hook_given_to_the_retry_wins(
