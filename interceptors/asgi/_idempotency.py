@@ -2,8 +2,9 @@
 
 Behaviour (draft-ietf-httpapi-idempotency-key-header, as Stripe does it):
 
-* Only requests whose method is in ``methods`` (default POST and PATCH) are considered; other
-  methods and every non-HTTP scope (``lifespan``, ``websocket``) pass through untouched.
+* Only requests whose method is in ``methods`` (default POST and PATCH) and which
+  ``include`` / ``exclude`` / ``when`` select (every request by default) are considered; the
+  others and every non-HTTP scope (``lifespan``, ``websocket``) pass through untouched.
 * The key: one ``Idempotency-Key`` field holding an sf-string (``"abc"``) or a bare token, 1 to
   255 visible ASCII characters after unquoting. Missing (when ``required``), malformed, or sent
   as two fields → **400** problem+json; nothing is stored and the key is never echoed.
@@ -69,7 +70,7 @@ from resilience.idempotency import (
     IdempotencyRecords,
 )
 
-from ._common import ASGIApp, Message, Receive, Scope, Send, send_refusal
+from ._common import ASGIApp, Message, Receive, RouteFilter, Scope, Send, send_refusal
 from ._idempotency_request import default_principal, parse_idempotency_key, read_request
 from ._idempotency_response import (
     _IN_PROGRESS,
@@ -114,6 +115,8 @@ class IdempotencyMiddleware(ResponseRecorder):
         clock: time source of the default store, leases and waits.
         listeners: event listeners (:class:`~resilience.events.StoreFailed` with
             ``decision="unrecorded"`` for an outcome that could not be recorded).
+        include / exclude / when: which requests are deduplicated (path prefixes, a predicate
+            over the ASGI scope; as for every middleware); the others pass through untouched.
 
     Example:
         >>> async def app(scope, receive, send):
@@ -146,6 +149,9 @@ class IdempotencyMiddleware(ResponseRecorder):
         name: str = "http",
         clock: Clock | None = None,
         listeners: Sequence[Listener] = (),
+        include: Sequence[str] = (),
+        exclude: Sequence[str] = (),
+        when: Callable[[Scope], bool] | None = None,
     ) -> None:
         if not callable(app):
             raise ConfigurationError(f"app must be an ASGI callable, got {app!r}")
@@ -202,9 +208,15 @@ class IdempotencyMiddleware(ResponseRecorder):
         self.buffers = self.records.buffers
         self.name = name
         self.listeners = check_listeners(listeners)
+        self._routes = RouteFilter(include, exclude, when)
+        self._all_routes = self._routes.everything
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["method"] not in self.methods:
+        if (
+            scope["type"] != "http"
+            or scope["method"] not in self.methods
+            or not (self._all_routes or self._routes(scope))
+        ):
             await self.app(scope, receive, send)
             return
         raw = [v for k, v in scope["headers"] if k == b"idempotency-key"]
