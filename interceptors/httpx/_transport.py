@@ -19,7 +19,7 @@ from resilience._clock import Clock, resolve_clock
 from resilience._types import method_names
 from resilience.errors import ConfigurationError, TimeoutExceededError
 
-from ._hints import IDEMPOTENT_METHODS, KEYED_METHODS, may_resend, server_delay
+from ._hints import IDEMPOTENT_METHODS, KEYED_METHODS, SENDING, may_resend, server_delay
 
 __all__ = ["AsyncResilientTransport", "ResilientTransport"]
 
@@ -239,6 +239,7 @@ class _AsyncSend(_Core):
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         """Send ``request`` through the pipeline."""
         att = self._prepare(request)
+        token = SENDING.set(request)
         try:
             response: httpx.Response = await self._compose(request, self._make)(att)
         except _Unsafe:
@@ -250,6 +251,8 @@ class _AsyncSend(_Core):
             if att.last is not None:
                 await att.last.aclose()
             raise
+        finally:
+            SENDING.reset(token)
         if att.last is not None and att.last is not response:
             await att.last.aclose()
         return response
@@ -306,6 +309,7 @@ class _SyncSend(_Core):
     def handle_request(self, request: httpx.Request) -> httpx.Response:
         """Send ``request`` through the pipeline."""
         att = self._prepare(request)
+        token = SENDING.set(request)
         try:
             response: httpx.Response = self._compose(request, self._make)(att)
         except _Unsafe:
@@ -317,6 +321,8 @@ class _SyncSend(_Core):
             if att.last is not None:
                 att.last.close()
             raise
+        finally:
+            SENDING.reset(token)
         if att.last is not None and att.last is not response:
             att.last.close()
         return response
