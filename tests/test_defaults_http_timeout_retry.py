@@ -22,15 +22,22 @@ class Hangs:
     def __init__(self, hang: int) -> None:
         self.hang = hang
         self.seen: list[str] = []
-        self.release = threading.Event()
+        self.lock = threading.Lock()
+        self.released = False
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self.event: asyncio.Event | None = None
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         if scope["type"] != "http":
             return
         self.seen.append(scope["method"])
         if len(self.seen) <= self.hang:
-            while not self.release.is_set():  # hung upstream (released when the test ends)
-                await asyncio.sleep(0.01)
+            with self.lock:
+                if self.event is None:
+                    self.loop, self.event = asyncio.get_running_loop(), asyncio.Event()
+                    if self.released:
+                        self.event.set()
+            await self.event.wait()  # hung upstream (released when the test ends)
         await send({"type": "http.response.start", "status": 200, "headers": []})
         await send({"type": "http.response.body", "body": b"ok"})
 
@@ -38,7 +45,10 @@ class Hangs:
         return self
 
     def __exit__(self, *exc: object) -> None:
-        self.release.set()  # before the server stops: it waits for hung requests
+        with self.lock:  # before the server stops: it waits for hung requests
+            self.released = True
+            if self.loop is not None and self.event is not None:
+                self.loop.call_soon_threadsafe(self.event.set)
 
 
 def _pipeline() -> rs.Pipeline:

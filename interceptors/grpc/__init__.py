@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from ._aio_client import AsyncResilienceClientInterceptor
 from ._aio_server import AsyncResilienceServerInterceptor
+from ._breaker import grpc_breaker, is_backpressure
 from ._client import ResilienceClientInterceptor
 from ._common import GrpcRetry, grpc_retry, method_key
 from ._server import (
@@ -48,9 +49,11 @@ __all__ = [
     "StatusError",
     "default_principal",
     "format_pushback",
+    "grpc_breaker",
     "grpc_retry",
     "grpc_retry_after",
     "idempotency_key",
+    "is_backpressure",
     "method_key",
     "parse_pushback",
     "retryable",
