@@ -18,6 +18,7 @@ from ._aio_server import AsyncResilienceServerInterceptor
 from ._breaker import grpc_breaker, is_backpressure
 from ._client import ResilienceClientInterceptor
 from ._common import GrpcRetry, grpc_retry, method_key
+from ._refusal import ResilienceRpcError, native_refusal
 from ._server import (
     IDEMPOTENCY_KEY,
     REPLAYED_KEY,
@@ -45,6 +46,7 @@ __all__ = [
     "AsyncResilienceServerInterceptor",
     "GrpcRetry",
     "ResilienceClientInterceptor",
+    "ResilienceRpcError",
     "ResilienceServerInterceptor",
     "StatusError",
     "default_principal",
@@ -55,6 +57,7 @@ __all__ = [
     "idempotency_key",
     "is_backpressure",
     "method_key",
+    "native_refusal",
     "parse_pushback",
     "retryable",
     "status_for",
