@@ -30,7 +30,10 @@ Behaviour (draft-ietf-httpapi-idempotency-key-header, as Stripe does it):
   emitted (``StoreFailed(decision="unrecorded")``). Either way a retry that sees the response
   also sees the record (when it could be stored).
 * Duplicate while running → **409** with ``Retry-After`` (or, with ``wait > 0``, a wait for
-  the replay); same key with a different request → **422**; completed → replay of the status,
+  the replay): how long requests to that method and path took so far (a smoothed duration
+  plus four smoothed deviations, :class:`DurationHints`), rounded up to whole seconds, at
+  least 1, at most the lease left on the first request's claim (the lease left until one
+  completed); same key with a different request → **422**; completed → replay of the status,
   the allow-listed headers and the byte-identical body, plus ``Idempotent-Replayed: true``.
 * What is stored (``store_errors="ambiguous"``, the default, at-most-once): every response
   the handler produced, including 4xx and 500/502/504, and an app exception (replayed as a 500
@@ -71,6 +74,7 @@ from resilience.idempotency import (
 )
 
 from ._common import ASGIApp, Message, Receive, RouteFilter, Scope, Send, send_refusal
+from ._idempotency_hint import DurationHints
 from ._idempotency_request import default_principal, parse_idempotency_key, read_request
 from ._idempotency_response import (
     _IN_PROGRESS,
@@ -206,6 +210,7 @@ class IdempotencyMiddleware(ResponseRecorder):
             clock=clock,
         )
         self.buffers = self.records.buffers
+        self.durations = DurationHints()
         self.name = name
         self.listeners = check_listeners(listeners)
         self._routes = RouteFilter(include, exclude, when)
@@ -282,11 +287,12 @@ class IdempotencyMiddleware(ResponseRecorder):
         elif status == "replay":
             await self._replay(claim, send)
         elif status == "in_progress":
+            hint = self.durations.hint(f"{scope['method']} {path}", claim.retry_after)
             await send_refusal(
                 send,
                 _IN_PROGRESS,
                 detail="a request with this Idempotency-Key is still being processed",
-                headers=retry_after_header(claim.retry_after),
+                headers=retry_after_header(hint),
             )
         elif status == "reused":
             await send_refusal(
