@@ -98,3 +98,16 @@ def test_retries_of_timeouts_stop_at_the_attempts(mode: str) -> None:
     with serve(app) as url, app, pytest.raises(rs.TimeoutExceededError):
         SEND[mode](url, "GET", {})
     assert app.seen == ["GET"] * 3
+
+
+def test_the_transports_methods_also_decide() -> None:
+    app = Hangs(hang=1)
+    transport = ResilientTransport(_pipeline(), methods={"GET"})  # PUT is not re-sent here
+    with (
+        serve(app) as url,
+        app,
+        httpx.Client(transport=transport, base_url=url) as client,
+        pytest.raises(rs.TimeoutExceededError),
+    ):
+        client.put("/r", content=b"{}")
+    assert app.seen == ["PUT"]

@@ -7,6 +7,7 @@ from collections.abc import Callable, Collection, Sequence
 from contextvars import ContextVar
 from datetime import UTC
 from email.utils import parsedate_to_datetime
+from typing import Protocol
 
 import httpx
 
@@ -35,9 +36,19 @@ RETRY_STATUSES: frozenset[int] = frozenset({429, 502, 503, 504})
 #: Methods that may be re-sent when they carry an ``Idempotency-Key``.
 KEYED_METHODS = frozenset({"POST", "PATCH"})
 _NOT_SENT = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout)
+
+
+class Sending(Protocol):
+    """What a resilient transport publishes about the request it is sending."""
+
+    request: httpx.Request
+    #: the transport's ``methods=`` (re-sent without a key)
+    methods: Collection[str]
+
+
 #: The request a resilient transport is sending (its pipeline runs inside): what a retry
 #: predicate looks at for an error that carries no request (a per-attempt Timeout's).
-SENDING: ContextVar[httpx.Request | None] = ContextVar("resilience_http_sending", default=None)
+SENDING: ContextVar[Sending | None] = ContextVar("resilience_http_sending", default=None)
 
 
 # -- when may a request be sent again ------------------------------------------------------
@@ -206,8 +217,13 @@ def http_retry(
         if isinstance(exc, TimeoutExceededError):
             # a per-attempt Timeout's (it names its policy); the transport's own "deadline
             # expired before sending" names none: the deadline is gone, nothing to retry
-            request = SENDING.get()
-            return bool(exc.policy) and request is not None and may_resend(request, None, methods)
+            sending = SENDING.get()
+            return (
+                bool(exc.policy)
+                and sending is not None
+                and may_resend(sending.request, None, methods)
+                and may_resend(sending.request, None, sending.methods)  # the transport agrees
+            )
         if not isinstance(exc, httpx.TransportError) or isinstance(
             exc, httpx.UnsupportedProtocol | httpx.LocalProtocolError
         ):

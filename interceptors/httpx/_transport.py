@@ -36,10 +36,11 @@ class _Unsafe(BaseException):
 class _Attempts:
     """Per-request state shared by the attempts of one request."""
 
-    __slots__ = ("error", "last", "n", "request", "timeout")
+    __slots__ = ("error", "last", "methods", "n", "request", "timeout")
 
-    def __init__(self, request: httpx.Request) -> None:
+    def __init__(self, request: httpx.Request, methods: Collection[str]) -> None:
         self.request = request
+        self.methods = methods
         self.n = 0
         self.last: httpx.Response | None = None
         self.error: BaseException | None = None
@@ -154,7 +155,7 @@ class _Core:
             and "idempotency-key" not in request.headers
         ):
             request.headers["Idempotency-Key"] = str(uuid.uuid4())
-        return _Attempts(request)
+        return _Attempts(request, self._methods)
 
     def _received(self, att: _Attempts, response: httpx.Response) -> None:
         """Keep the attempt's response; attach the server's delay hint for any Retry."""
@@ -239,7 +240,7 @@ class _AsyncSend(_Core):
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         """Send ``request`` through the pipeline."""
         att = self._prepare(request)
-        token = SENDING.set(request)
+        token = SENDING.set(att)
         try:
             response: httpx.Response = await self._compose(request, self._make)(att)
         except _Unsafe:
@@ -309,7 +310,7 @@ class _SyncSend(_Core):
     def handle_request(self, request: httpx.Request) -> httpx.Response:
         """Send ``request`` through the pipeline."""
         att = self._prepare(request)
-        token = SENDING.set(request)
+        token = SENDING.set(att)
         try:
             response: httpx.Response = self._compose(request, self._make)(att)
         except _Unsafe:
