@@ -164,3 +164,36 @@ def test_grpc_pushback_follows_observed_durations() -> None:
     assert dup.code() is grpc.StatusCode.ABORTED
     # 250 ms + 4 x 125 ms, in milliseconds (not the 45 s lease)
     assert dict(dup.trailing_metadata())[PUSHBACK_KEY] == "750"
+
+
+def test_asgi_retry_after_behind_a_mount_on_a_real_server() -> None:
+    from starlette.applications import Starlette
+    from starlette.middleware import Middleware
+    from starlette.requests import Request
+    from starlette.responses import Response
+    from starlette.routing import Mount, Route
+
+    release, entered = threading.Event(), threading.Event()
+
+    async def create(request: Request) -> Response:
+        if request.headers.get("x-slow"):
+            entered.set()
+            await asyncio.to_thread(release.wait, 10)
+        return Response(b"created", status_code=201)
+
+    app = Starlette(
+        routes=[Mount("/api", routes=[Route("/orders", create, methods=["POST"])])],
+        middleware=[Middleware(IdempotencyMiddleware, lease=60)],
+    )
+    with serve(app) as url, httpx.Client(base_url=url) as client:
+        assert client.post("/api/orders", headers={"Idempotency-Key": "a"}).status_code == 201
+        with futures.ThreadPoolExecutor(1) as pool:
+            first = pool.submit(
+                client.post, "/api/orders", headers={"Idempotency-Key": "b", **SLOW}, timeout=10
+            )
+            assert entered.wait(10)
+            dup = client.post("/api/orders", headers={"Idempotency-Key": "b"})
+            release.set()
+            assert first.result(10).status_code == 201
+    assert dup.status_code == 409
+    assert dup.headers["retry-after"] == "1"  # the route's own durations, through the mount

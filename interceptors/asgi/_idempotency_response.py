@@ -138,6 +138,8 @@ class ResponseRecorder:
     async def _run(self, claim: Claim, scope: Scope, receive: Receive, send: Send) -> None:
         records = self.records
         monotonic = records.clock.monotonic
+        # named before the app runs: routing may rewrite the scope's path (a mount)
+        operation = f"{scope['method']} {scope.get('root_path', '')}{scope.get('path', '')}"
         started = monotonic()
         beat = records.astart_heartbeat(claim)
         allowed = self.replay_headers
@@ -170,7 +172,6 @@ class ResponseRecorder:
             """Complete (or release) the claim; False when the outcome could not be recorded."""
             nonlocal finished
             finished = True
-            operation = f"{scope['method']} {scope.get('root_path', '')}{scope.get('path', '')}"
             self.durations.observe(operation, monotonic() - started)
             if not store:
                 beat.stop()
