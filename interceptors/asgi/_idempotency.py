@@ -2,8 +2,9 @@
 
 Behaviour (draft-ietf-httpapi-idempotency-key-header, as Stripe does it):
 
-* Only requests whose method is in ``methods`` (default POST and PATCH) are considered; other
-  methods and every non-HTTP scope (``lifespan``, ``websocket``) pass through untouched.
+* Only requests whose method is in ``methods`` (default POST and PATCH) and which
+  ``include`` / ``exclude`` / ``when`` select (every request by default) are considered; the
+  others and every non-HTTP scope (``lifespan``, ``websocket``) pass through untouched.
 * The key: one ``Idempotency-Key`` field holding an sf-string (``"abc"``) or a bare token, 1 to
   255 visible ASCII characters after unquoting. Missing (when ``required``), malformed, or sent
   as two fields → **400** problem+json; nothing is stored and the key is never echoed.
@@ -29,7 +30,10 @@ Behaviour (draft-ietf-httpapi-idempotency-key-header, as Stripe does it):
   emitted (``StoreFailed(decision="unrecorded")``). Either way a retry that sees the response
   also sees the record (when it could be stored).
 * Duplicate while running → **409** with ``Retry-After`` (or, with ``wait > 0``, a wait for
-  the replay); same key with a different request → **422**; completed → replay of the status,
+  the replay): how long requests to that method and path took so far (a smoothed duration
+  plus four smoothed deviations, :class:`DurationHints`), rounded up to whole seconds, at
+  least 1, at most the lease left on the first request's claim (the lease left until one
+  completed); same key with a different request → **422**; completed → replay of the status,
   the allow-listed headers and the byte-identical body, plus ``Idempotent-Replayed: true``.
 * What is stored (``store_errors="ambiguous"``, the default, at-most-once): every response
   the handler produced, including 4xx and 500/502/504, and an app exception (replayed as a 500
@@ -69,7 +73,8 @@ from resilience.idempotency import (
     IdempotencyRecords,
 )
 
-from ._common import ASGIApp, Message, Receive, Scope, Send, send_refusal
+from ._common import ASGIApp, Message, Receive, RouteFilter, Scope, Send, send_refusal
+from ._idempotency_hint import DurationHints
 from ._idempotency_request import default_principal, parse_idempotency_key, read_request
 from ._idempotency_response import (
     _IN_PROGRESS,
@@ -114,6 +119,8 @@ class IdempotencyMiddleware(ResponseRecorder):
         clock: time source of the default store, leases and waits.
         listeners: event listeners (:class:`~resilience.events.StoreFailed` with
             ``decision="unrecorded"`` for an outcome that could not be recorded).
+        include / exclude / when: which requests are deduplicated (path prefixes, a predicate
+            over the ASGI scope; as for every middleware); the others pass through untouched.
 
     Example:
         >>> async def app(scope, receive, send):
@@ -146,6 +153,9 @@ class IdempotencyMiddleware(ResponseRecorder):
         name: str = "http",
         clock: Clock | None = None,
         listeners: Sequence[Listener] = (),
+        include: Sequence[str] = (),
+        exclude: Sequence[str] = (),
+        when: Callable[[Scope], bool] | None = None,
     ) -> None:
         if not callable(app):
             raise ConfigurationError(f"app must be an ASGI callable, got {app!r}")
@@ -200,11 +210,18 @@ class IdempotencyMiddleware(ResponseRecorder):
             clock=clock,
         )
         self.buffers = self.records.buffers
+        self.durations = DurationHints()
         self.name = name
         self.listeners = check_listeners(listeners)
+        self._routes = RouteFilter(include, exclude, when)
+        self._all_routes = self._routes.everything
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["method"] not in self.methods:
+        if (
+            scope["type"] != "http"
+            or scope["method"] not in self.methods
+            or not (self._all_routes or self._routes(scope))
+        ):
             await self.app(scope, receive, send)
             return
         raw = [v for k, v in scope["headers"] if k == b"idempotency-key"]
@@ -270,11 +287,12 @@ class IdempotencyMiddleware(ResponseRecorder):
         elif status == "replay":
             await self._replay(claim, send)
         elif status == "in_progress":
+            hint = self.durations.hint(f"{scope['method']} {path}", claim.retry_after)
             await send_refusal(
                 send,
                 _IN_PROGRESS,
                 detail="a request with this Idempotency-Key is still being processed",
-                headers=retry_after_header(claim.retry_after),
+                headers=retry_after_header(hint),
             )
         elif status == "reused":
             await send_refusal(

@@ -22,6 +22,7 @@ from resilience.idempotency import (
 )
 
 from ._common import ASGIApp, Message, Receive, Scope, Send, refusal_row, send_problem, send_refusal
+from ._idempotency_hint import DurationHints
 
 __all__ = [
     "DEFAULT_REPLAY_HEADERS",
@@ -99,6 +100,7 @@ class ResponseRecorder:
     store_errors: Literal["ambiguous", "never"]
     name: str
     listeners: tuple[Listener, ...]
+    durations: DurationHints
 
     async def _replay(self, claim: Claim, send: Send) -> None:
         if claim.payload is None:
@@ -135,6 +137,10 @@ class ResponseRecorder:
 
     async def _run(self, claim: Claim, scope: Scope, receive: Receive, send: Send) -> None:
         records = self.records
+        monotonic = records.clock.monotonic
+        # named before the app runs: routing may rewrite the scope's path (a mount)
+        operation = f"{scope['method']} {scope.get('root_path', '')}{scope.get('path', '')}"
+        started = monotonic()
         beat = records.astart_heartbeat(claim)
         allowed = self.replay_headers
         max_body = self.max_body
@@ -166,6 +172,7 @@ class ResponseRecorder:
             """Complete (or release) the claim; False when the outcome could not be recorded."""
             nonlocal finished
             finished = True
+            self.durations.observe(operation, monotonic() - started)
             if not store:
                 beat.stop()
                 await records.arelease(claim)

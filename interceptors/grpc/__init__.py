@@ -15,8 +15,10 @@ from __future__ import annotations
 
 from ._aio_client import AsyncResilienceClientInterceptor
 from ._aio_server import AsyncResilienceServerInterceptor
+from ._breaker import grpc_breaker, is_backpressure
 from ._client import ResilienceClientInterceptor
 from ._common import GrpcRetry, grpc_retry, method_key
+from ._refusal import ResilienceRpcError, native_refusal
 from ._server import (
     IDEMPOTENCY_KEY,
     REPLAYED_KEY,
@@ -44,14 +46,18 @@ __all__ = [
     "AsyncResilienceServerInterceptor",
     "GrpcRetry",
     "ResilienceClientInterceptor",
+    "ResilienceRpcError",
     "ResilienceServerInterceptor",
     "StatusError",
     "default_principal",
     "format_pushback",
+    "grpc_breaker",
     "grpc_retry",
     "grpc_retry_after",
     "idempotency_key",
+    "is_backpressure",
     "method_key",
+    "native_refusal",
     "parse_pushback",
     "retryable",
     "status_for",

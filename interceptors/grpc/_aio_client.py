@@ -137,6 +137,8 @@ class AsyncResilienceClientInterceptor(ClientCore):
         pipeline: a policy or :class:`resilience.Pipeline` (``None``: only deadline handling).
         replay_limit: request messages remembered for retrying streaming-request calls.
         clock: time source of the call deadline.
+        native_errors: refusals as :class:`ResilienceRpcError` (an ``AioRpcError``; default)
+            or as raised.
 
     Example:
         >>> import grpc, resilience as rs
@@ -179,6 +181,11 @@ class AsyncResilienceClientInterceptor(ClientCore):
             out = await run(state)
         except grpc.RpcError:
             raise
+        except rs.RejectedError as exc:
+            refused = self.refused(exc)
+            if refused is exc:
+                raise
+            raise refused from exc
         finally:
             if token is not None:
                 rs.reset_deadline(token)

@@ -107,8 +107,13 @@ class _ResponseStream(grpc.Call, _Future):
     errors are raised to the caller without retry.
     """
 
-    def __init__(self, start: Callable[[], tuple[Any, Any]]) -> None:
+    def __init__(
+        self,
+        start: Callable[[], tuple[Any, Any]],
+        refused: Callable[[rs.RejectedError], BaseException],
+    ) -> None:
         self._start: Callable[[], tuple[Any, Any]] | None = start
+        self._refused = refused
         self._call: Any = None
         self._first: Any = NOTHING
         self._error: BaseException | None = None
@@ -120,9 +125,10 @@ class _ResponseStream(grpc.Call, _Future):
             try:
                 self._call, self._first = start()
             except Exception as exc:
-                self._error = exc
-                if isinstance(exc, grpc.Call):
-                    self._call = exc
+                error = self._refused(exc) if isinstance(exc, rs.RejectedError) else exc
+                self._error = error
+                if isinstance(error, grpc.Call):
+                    self._call = error
         if self._call is None:
             assert self._error is not None
             raise self._error
@@ -226,13 +232,19 @@ class ResilienceClientInterceptor(
       resend them; a longer request stream commits the call (no more retries).
     * Unary calls block in the interceptor, also for ``.future()`` (a retrying future cannot be
       returned before its attempts ran).
-    * Policy rejections (``CircuitOpenError``, ``RateLimitedError``, ``TimeoutExceededError``)
-      reach the caller as those exceptions; RPC failures as the ``grpc.RpcError``.
+    * Policy refusals (an open breaker's ``CircuitOpenError``, ``RateLimitedError``,
+      ``BulkheadFullError``: the call was not sent) reach the caller as a
+      :class:`ResilienceRpcError`, a ``grpc.RpcError`` with status ``UNAVAILABLE`` and the
+      retry delay in ``grpc-retry-pushback-ms``, which is also an instance of the refusal's
+      class and carries it as ``resilience_error``; ``native_errors=False`` raises the
+      refusal itself. Other policy errors (``TimeoutExceededError``) reach the caller as
+      they are; RPC failures as the ``grpc.RpcError``.
 
     Args:
         pipeline: a policy or :class:`resilience.Pipeline` (``None``: only deadline handling).
         replay_limit: request messages remembered for retrying streaming-request calls.
         clock: time source of the call deadline (the pipeline's policies have their own).
+        native_errors: refusals as :class:`ResilienceRpcError` (default) or as raised.
 
     Example:
         >>> import grpc, resilience as rs
@@ -260,6 +272,11 @@ class ResilienceClientInterceptor(
             if isinstance(exc, grpc.Future):
                 return exc  # grpc raises it from .result(), like an uninterceptedcall
             raise
+        except rs.RejectedError as exc:
+            refused = self.refused(exc)
+            if isinstance(refused, grpc.Future):
+                return refused  # a ResilienceRpcError: raised from .result(), like grpc's own
+            raise
         finally:
             if token is not None:
                 rs.reset_deadline(token)
@@ -278,7 +295,7 @@ class ResilienceClientInterceptor(
         finally:
             if token is not None:
                 rs.reset_deadline(token)
-        return _ResponseStream(lambda: ctx.run(run, state))
+        return _ResponseStream(lambda: ctx.run(run, state), self.refused)
 
     def intercept_unary_unary(
         self, continuation: Any, client_call_details: Any, request: Any

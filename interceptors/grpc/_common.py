@@ -16,6 +16,7 @@ from resilience.backoff import Backoff, exponential
 from resilience.errors import ConfigurationError
 from resilience.events import Listener
 
+from ._refusal import native_refusal
 from ._status import PREVIOUS_ATTEMPTS_KEY, code_of, grpc_retry_after, pushback_of, retryable
 
 __all__ = [
@@ -153,11 +154,20 @@ class ClientCore:
         pipeline: rs.Policy | None,
         replay_limit: int = 128,
         clock: Clock | None = None,
+        native_errors: bool = True,
     ) -> None:
         self.pipeline = check_pipeline(pipeline)
         self.replay_limit = positive_int(replay_limit, "replay_limit", minimum=0)
         self._clock = resolve_clock(clock)
         self._cache: dict[tuple[Any, bool], Callable[[Any], Any]] = {}
+        if not isinstance(cast(object, native_errors), bool):
+            raise ConfigurationError(f"native_errors must be a bool, got {native_errors!r}")
+        self.native_errors = native_errors
+
+    def refused(self, exc: rs.RejectedError) -> BaseException:
+        """What the caller gets for a policy's refusal: a :class:`ResilienceRpcError`
+        (``native_errors=True``, the default) or the refusal itself."""
+        return native_refusal(exc) if self.native_errors else exc
 
     def _composed(self, method: Any, streaming: bool) -> Callable[[Any], Any]:
         key = (method, streaming)

@@ -18,6 +18,7 @@ import grpc
 import resilience as rs
 from resilience._clock import Clock, resolve_clock
 from resilience._types import Duration
+from resilience.errors import IdempotencyInProgressError
 from resilience.idempotency import CURRENT_CALLER, IdempotencyRecords
 
 from .._deadline import DEFAULT_MAX_DEADLINE, check_max_deadline
@@ -196,6 +197,7 @@ class _AsyncServerCore:
         idem = self._idem
         records = idem.records
         assert records is not None
+        monotonic, hints = records.clock.monotonic, idem.durations
         des = handler.request_deserializer or _identity
         ser = self._serializer(handler)
 
@@ -217,17 +219,29 @@ class _AsyncServerCore:
                 if key is None or principal is None:
                     return ser(await run(request, proxy))
 
-                async def handle() -> Any:
-                    return ser(await run(request, proxy))
+                started = -1.0
 
-                out, replayed = await records.arun(
-                    principal=principal,
-                    method=method,
-                    key=key,
-                    fingerprint=fingerprint,
-                    handler=handle,
-                    wait=idem.wait_now(),
-                )
+                async def handle() -> Any:
+                    nonlocal started
+                    started = monotonic()
+                    try:
+                        return ser(await run(request, proxy))
+                    finally:
+                        hints.observe(method, monotonic() - started)
+
+                try:
+                    out, replayed = await records.arun(
+                        principal=principal,
+                        method=method,
+                        key=key,
+                        fingerprint=fingerprint,
+                        handler=handle,
+                        wait=idem.wait_now(),
+                    )
+                except IdempotencyInProgressError as exc:
+                    if started < 0:  # the records' refusal, not the handler's own error
+                        exc.retry_after = hints.hint(method, exc.retry_after)
+                    raise
                 if replayed:
                     context.set_trailing_metadata(((REPLAYED_KEY, "true"),))
                 return out
@@ -400,6 +414,7 @@ class _ServerCore:
         idem = self._idem
         records = idem.records
         assert records is not None
+        monotonic, hints = records.clock.monotonic, idem.durations
         des = handler.request_deserializer or _identity
         ser = self._serializer(handler)
 
@@ -421,17 +436,29 @@ class _ServerCore:
                 if key is None or principal is None:
                     return ser(run(request, proxy))
 
-                def handle() -> Any:
-                    return ser(run(request, proxy))
+                started = -1.0
 
-                out, replayed = records.run(
-                    principal=principal,
-                    method=method,
-                    key=key,
-                    fingerprint=fingerprint,
-                    handler=handle,
-                    wait=idem.wait_now(),
-                )
+                def handle() -> Any:
+                    nonlocal started
+                    started = monotonic()
+                    try:
+                        return ser(run(request, proxy))
+                    finally:
+                        hints.observe(method, monotonic() - started)
+
+                try:
+                    out, replayed = records.run(
+                        principal=principal,
+                        method=method,
+                        key=key,
+                        fingerprint=fingerprint,
+                        handler=handle,
+                        wait=idem.wait_now(),
+                    )
+                except IdempotencyInProgressError as exc:
+                    if started < 0:  # the records' refusal, not the handler's own error
+                        exc.retry_after = hints.hint(method, exc.retry_after)
+                    raise
                 if replayed:
                     context.set_trailing_metadata(((REPLAYED_KEY, "true"),))
                 return out

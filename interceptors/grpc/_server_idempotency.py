@@ -10,6 +10,7 @@ from typing import Any
 import grpc
 
 import resilience as rs
+from interceptors.asgi._idempotency_hint import DurationHints
 from resilience._clock import Clock
 from resilience._types import Duration, seconds
 from resilience.errors import ConfigurationError, RejectedError
@@ -150,7 +151,7 @@ def stream_fingerprint(messages: list[bytes]) -> bytes:
 class IdempotencyConfig:
     """The ``idempotency=`` hook of a server interceptor, resolved at construction."""
 
-    __slots__ = ("policy", "principal", "records", "required", "wait")
+    __slots__ = ("durations", "policy", "principal", "records", "required", "wait")
 
     def __init__(
         self,
@@ -162,6 +163,8 @@ class IdempotencyConfig:
     ) -> None:
         self.records: IdempotencyRecords | None = None
         self.policy: rs.Policy | None = None
+        #: how long calls of each method took, for the pushback of an in-progress duplicate
+        self.durations = DurationHints()
         if isinstance(idempotency, IdempotencyRecords):
             self.records = idempotency
         elif idempotency is not None:

@@ -47,6 +47,7 @@ Example:
 
 from __future__ import annotations
 
+from ._breaker import BREAKER_STATUSES, http_breaker, is_backpressure
 from ._hints import (
     IDEMPOTENT_METHODS,
     RETRY_STATUSES,
@@ -58,11 +59,14 @@ from ._hints import (
 from ._transport import AsyncResilientTransport, ResilientTransport
 
 __all__ = [
+    "BREAKER_STATUSES",
     "IDEMPOTENT_METHODS",
     "RETRY_STATUSES",
     "AsyncResilientTransport",
     "ResilientTransport",
+    "http_breaker",
     "http_retry",
+    "is_backpressure",
     "may_resend",
     "parse_retry_after",
     "server_delay",

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Collection, Sequence
+from contextvars import ContextVar
 from datetime import UTC
 from email.utils import parsedate_to_datetime
+from typing import Protocol
 
 import httpx
 
@@ -13,6 +15,7 @@ from resilience import Budget, Retry, retry_after_attribute
 from resilience._clock import Clock, RandomLike, resolve_clock
 from resilience._types import method_names, positive_number, status_codes
 from resilience.backoff import Backoff, exponential
+from resilience.errors import TimeoutExceededError
 from resilience.events import Listener
 
 __all__ = [
@@ -33,6 +36,19 @@ RETRY_STATUSES: frozenset[int] = frozenset({429, 502, 503, 504})
 #: Methods that may be re-sent when they carry an ``Idempotency-Key``.
 KEYED_METHODS = frozenset({"POST", "PATCH"})
 _NOT_SENT = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout)
+
+
+class Sending(Protocol):
+    """What a resilient transport publishes about the request it is sending."""
+
+    request: httpx.Request
+    #: the transport's ``methods=`` (re-sent without a key)
+    methods: Collection[str]
+
+
+#: The request a resilient transport is sending (its pipeline runs inside): what a retry
+#: predicate looks at for an error that carries no request (a per-attempt Timeout's).
+SENDING: ContextVar[Sending | None] = ContextVar("resilience_http_sending", default=None)
 
 
 # -- when may a request be sent again ------------------------------------------------------
@@ -173,10 +189,16 @@ def http_retry(
 
     Retries responses whose status is in ``statuses`` (429, 502, 503, 504) and transport errors
     (connect failures, timeouts, broken connections), only for requests :func:`may_resend`
-    allows. The delay is the server's when it sent one (``Retry-After`` as seconds or an
-    HTTP-date, else the ``t`` of an exhausted IETF ``RateLimit`` quota; malformed values are
-    ignored), else the ``backoff``'s (exponential, full jitter, 0.1 s initial, 5 s cap); a
-    server delay above ``max_retry_after`` seconds ends retrying with the response at hand.
+    allows. A :class:`resilience.TimeoutExceededError` raised by a ``rs.Timeout`` *inside* the
+    retry (a per-attempt timeout: ``rs.Pipeline(http_retry(), rs.Timeout(2))``) is a failed
+    attempt too: it is retried for requests that may be re-sent after a response (idempotent
+    methods, or a ``POST`` / ``PATCH`` with an ``Idempotency-Key``; the request may have
+    reached the server), within ``attempts``, ``max_elapsed`` and the enclosing deadline.
+
+    The delay is the server's when it sent one (``Retry-After`` as seconds or an HTTP-date,
+    else the ``t`` of an exhausted IETF ``RateLimit`` quota; malformed values are ignored),
+    else the ``backoff``'s (exponential, full jitter, 0.1 s initial, 5 s cap); a server delay
+    above ``max_retry_after`` seconds ends retrying with the response at hand.
     ``on_result`` receives the :class:`httpx.Response`.
 
     Example:
@@ -192,6 +214,16 @@ def http_retry(
     clk = resolve_clock(clock)
 
     def on_error(exc: BaseException) -> bool:
+        if isinstance(exc, TimeoutExceededError):
+            # a per-attempt Timeout's (it names its policy); the transport's own "deadline
+            # expired before sending" names none: the deadline is gone, nothing to retry
+            sending = SENDING.get()
+            return (
+                bool(exc.policy)
+                and sending is not None
+                and may_resend(sending.request, None, methods)
+                and may_resend(sending.request, None, sending.methods)  # the transport agrees
+            )
         if not isinstance(exc, httpx.TransportError) or isinstance(
             exc, httpx.UnsupportedProtocol | httpx.LocalProtocolError
         ):

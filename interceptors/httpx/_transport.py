@@ -19,7 +19,7 @@ from resilience._clock import Clock, resolve_clock
 from resilience._types import method_names
 from resilience.errors import ConfigurationError, TimeoutExceededError
 
-from ._hints import IDEMPOTENT_METHODS, KEYED_METHODS, may_resend, server_delay
+from ._hints import IDEMPOTENT_METHODS, KEYED_METHODS, SENDING, may_resend, server_delay
 
 __all__ = ["AsyncResilientTransport", "ResilientTransport"]
 
@@ -36,10 +36,11 @@ class _Unsafe(BaseException):
 class _Attempts:
     """Per-request state shared by the attempts of one request."""
 
-    __slots__ = ("error", "last", "n", "request", "timeout")
+    __slots__ = ("error", "last", "methods", "n", "request", "timeout")
 
-    def __init__(self, request: httpx.Request) -> None:
+    def __init__(self, request: httpx.Request, methods: Collection[str]) -> None:
         self.request = request
+        self.methods = methods
         self.n = 0
         self.last: httpx.Response | None = None
         self.error: BaseException | None = None
@@ -154,7 +155,7 @@ class _Core:
             and "idempotency-key" not in request.headers
         ):
             request.headers["Idempotency-Key"] = str(uuid.uuid4())
-        return _Attempts(request)
+        return _Attempts(request, self._methods)
 
     def _received(self, att: _Attempts, response: httpx.Response) -> None:
         """Keep the attempt's response; attach the server's delay hint for any Retry."""
@@ -239,6 +240,7 @@ class _AsyncSend(_Core):
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         """Send ``request`` through the pipeline."""
         att = self._prepare(request)
+        token = SENDING.set(att)
         try:
             response: httpx.Response = await self._compose(request, self._make)(att)
         except _Unsafe:
@@ -250,6 +252,8 @@ class _AsyncSend(_Core):
             if att.last is not None:
                 await att.last.aclose()
             raise
+        finally:
+            SENDING.reset(token)
         if att.last is not None and att.last is not response:
             await att.last.aclose()
         return response
@@ -306,6 +310,7 @@ class _SyncSend(_Core):
     def handle_request(self, request: httpx.Request) -> httpx.Response:
         """Send ``request`` through the pipeline."""
         att = self._prepare(request)
+        token = SENDING.set(att)
         try:
             response: httpx.Response = self._compose(request, self._make)(att)
         except _Unsafe:
@@ -317,6 +322,8 @@ class _SyncSend(_Core):
             if att.last is not None:
                 att.last.close()
             raise
+        finally:
+            SENDING.reset(token)
         if att.last is not None and att.last is not response:
             att.last.close()
         return response
