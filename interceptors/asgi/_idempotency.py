@@ -73,8 +73,8 @@ from resilience.idempotency import (
     IdempotencyRecords,
 )
 
+from .._duration_hints import DurationHints
 from ._common import ASGIApp, Message, Receive, RouteFilter, Scope, Send, send_refusal
-from ._idempotency_hint import DurationHints
 from ._idempotency_request import default_principal, parse_idempotency_key, read_request
 from ._idempotency_response import (
     _IN_PROGRESS,

@@ -21,8 +21,8 @@ from resilience.idempotency import (
     StoredOutcome,
 )
 
+from .._duration_hints import DurationHints
 from ._common import ASGIApp, Message, Receive, Scope, Send, refusal_row, send_problem, send_refusal
-from ._idempotency_hint import DurationHints
 
 __all__ = [
     "DEFAULT_REPLAY_HEADERS",

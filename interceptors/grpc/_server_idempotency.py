@@ -10,7 +10,7 @@ from typing import Any
 import grpc
 
 import resilience as rs
-from interceptors.asgi._idempotency_hint import DurationHints
+from interceptors._duration_hints import DurationHints
 from resilience._clock import Clock
 from resilience._types import Duration, seconds
 from resilience.errors import ConfigurationError, RejectedError

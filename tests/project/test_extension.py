@@ -24,7 +24,9 @@ ALLOWED_PRIVATE: dict[str, set[str]] = {
     "resilience._clock": {"Clock", "RandomLike", "resolve_clock"},
     "resilience._types": {
         "Duration",
+        "ExceptionSpec",
         "check_listeners",
+        "exception_predicate",
         "header_names",
         "method_names",
         "optional_seconds",
@@ -38,7 +40,7 @@ ALLOWED_PRIVATE: dict[str, set[str]] = {
 POLICY_INTERNALS = {"_compose_sync", "_compose_async", "_wrap_sync", "_wrap_async", "_emitter"}
 #: Private attributes the adapters own (of their own objects, or set by them on an exception):
 #: any other ``obj._name`` outside ``self``/``cls`` is reaching into a resilience object.
-ADAPTER_OWNED = {"_ctx", "_resilience_committed"}
+ADAPTER_OWNED = {"_ctx", "_resilience_committed", "_trailing"}
 
 
 def _private(name: str) -> bool:

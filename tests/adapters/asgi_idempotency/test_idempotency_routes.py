@@ -15,7 +15,7 @@ from starlette.routing import Route
 import resilience as rs
 from interceptors.asgi import IdempotencyMiddleware
 
-from ._server import serve
+from ..._server import serve
 
 
 def _app(runs: list[str], **options: Any) -> Starlette:

@@ -18,8 +18,8 @@ from interceptors.grpc import (
 )
 from interceptors.httpx import ResilientTransport, http_breaker
 
-from ._server import serve
-from .grpc_fixtures import UU, Code, Fail, Script, start_aio_server, start_sync_server
+from .._server import serve
+from ..grpc_fixtures import UU, Code, Fail, Script, start_aio_server, start_sync_server
 
 BURST = 40
 

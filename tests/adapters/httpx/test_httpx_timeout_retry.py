@@ -13,7 +13,7 @@ import resilience as rs
 from interceptors.httpx import AsyncResilientTransport, ResilientTransport, http_retry
 from resilience.backoff import constant
 
-from ._server import serve
+from ..._server import serve
 
 
 class Hangs:

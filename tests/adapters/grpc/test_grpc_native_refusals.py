@@ -18,7 +18,7 @@ from interceptors.grpc import (
 )
 from resilience.testing import FakeClock
 
-from .grpc_fixtures import SS, SU, US, UU, Script, start_aio_server, start_sync_server
+from ...grpc_fixtures import SS, SU, US, UU, Script, start_aio_server, start_sync_server
 
 SHAPES = {"unary_unary": UU, "unary_stream": US, "stream_unary": SU, "stream_stream": SS}
 

@@ -12,12 +12,12 @@ import grpc
 import httpx
 
 import resilience as rs
+from interceptors._duration_hints import DurationHints
 from interceptors.asgi import IdempotencyMiddleware
-from interceptors.asgi._idempotency_hint import DurationHints
 from interceptors.grpc import IDEMPOTENCY_KEY, PUSHBACK_KEY, ResilienceServerInterceptor
 from resilience.testing import FakeClock
 
-from ._server import serve
+from .._server import serve
 
 SLOW = {"X-Slow": "1"}
 
