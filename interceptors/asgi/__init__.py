@@ -1,4 +1,5 @@
-"""Pure ASGI middlewares: server-side pipelines, per-client rate limits, idempotency keys.
+"""Pure ASGI middlewares: server-side pipelines, per-client rate limits, idempotency keys; and
+the live dashboard of the policies (:class:`Dashboard`).
 
 Example:
     >>> import resilience as rs
@@ -10,16 +11,19 @@ Example:
 from __future__ import annotations
 
 from ._common import RouteFilter, TrustedProxies, mark_refused, parse_timeout
+from ._dashboard import Dashboard, SnapshotSource
 from ._idempotency import IdempotencyMiddleware
 from ._ratelimit import RateLimitMiddleware
 from ._resilience import ResilienceMiddleware, ServerErrorResponse
 
 __all__ = [
+    "Dashboard",
     "IdempotencyMiddleware",
     "RateLimitMiddleware",
     "ResilienceMiddleware",
     "RouteFilter",
     "ServerErrorResponse",
+    "SnapshotSource",
     "TrustedProxies",
     "mark_refused",
     "parse_timeout",
