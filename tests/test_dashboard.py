@@ -465,3 +465,30 @@ def test_the_cli_serves_the_fleet_from_redis_on_loopback(redis_server: Any) -> N
         proc.communicate(timeout=10)
         store.sync_client().delete("cli-dash:{dashboard}", "cli-dash:{dashboard}:worker-1")
         store.close()
+
+
+async def test_the_storefront_order_service_serves_its_dashboard() -> None:
+    import importlib
+
+    # imported by name: mypy checks examples/ as its own tree (examples/ is no package)
+    services: Any = importlib.import_module("examples.storefront.services")
+    live = Live(clock=FakeClock())
+    app, close = services.order_app(
+        payment_port=1,
+        inventory_url="http://127.0.0.1:1",
+        stats=services.OrderStats(),
+        resilient=True,
+        entry_rate=10,
+        live=live,
+    )
+    try:
+        status, _, body = await _request(app, "/snapshot.json", root_path=services.DASHBOARD_PATH)
+        assert status == 200
+        shown = {p["name"]: p for p in json.loads(body)["policies"]}
+        assert shown["payment"]["state"] == shown["inventory"]["state"] == "closed"
+        assert {"entry", "payment-retry", "payment-calls"} <= set(shown)
+        scope_path = await _request(app, "/", root_path=services.DASHBOARD_PATH)
+        assert scope_path[0] == 200
+        assert (await _request(app, "/orders", method="GET"))[0] == 405  # the service itself
+    finally:
+        await close()
