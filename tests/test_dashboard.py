@@ -492,3 +492,33 @@ async def test_the_storefront_order_service_serves_its_dashboard() -> None:
         assert (await _request(app, "/orders", method="GET"))[0] == 405  # the service itself
     finally:
         await close()
+
+
+class _Broken:
+    blocking = True
+
+    def snapshot(self) -> dict[str, Any]:
+        raise ConnectionError("redis is down")
+
+
+async def test_a_failing_source_is_reported_not_raised(caplog: pytest.LogCaptureFixture) -> None:
+    app = Dashboard(_Broken(), interval=0.01)
+    status, _, body = await _request(app, "/snapshot.json")
+    assert (status, json.loads(body)["error"]) == (503, "the source failed (ConnectionError)")
+    status, _, body = await _request(app, "/events", chunks=2)
+    assert status == 200
+    assert b'"error": "the source failed (ConnectionError)"' in body
+    assert "the dashboard's source failed" in caplog.text
+
+
+def test_merge_leaves_out_malformed_snapshots() -> None:
+    good = _snap("a", 5.0, totals={"retries": 1}, rates={"retries": [0, 0, 1]})
+    bad: list[Any] = [
+        {"version": 1, "time": 5.0, "window": 3, "instances": ["x"], "policies": [{"name": 3}]},
+        {"version": 1, "time": "soon", "window": 3, "instances": ["y"], "policies": []},
+        {**good, "policies": [{**good["policies"][0], "totals": {"retries": "many"}}]},
+        [],
+    ]
+    from resilience.instrumentation._fleet import _valid
+
+    assert [_valid(s) for s in [good, *bad]] == [True, False, False, False, False]

@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import inspect
 import json
+import logging
 from collections.abc import Awaitable, Callable, Sequence
 from importlib.resources import files
 from typing import Any, Protocol
@@ -19,6 +20,8 @@ from resilience.errors import ConfigurationError
 from resilience.instrumentation import default_live
 
 __all__ = ["Dashboard", "SnapshotSource"]
+
+_log = logging.getLogger("resilience")
 
 Scope = dict[str, Any]
 Receive = Callable[[], Awaitable[dict[str, Any]]]
@@ -126,8 +129,10 @@ class Dashboard:
             name, ctype = _ASSETS[path]
             await _answer(send, 200, _asset(name), content_type=ctype, head=_head(scope))
         elif path == "/snapshot.json":
-            body = json.dumps(await self._snapshot()).encode()
-            await _answer(send, 200, body, content_type="application/json", head=_head(scope))
+            snap = await self._snapshot()
+            status = 503 if "error" in snap else 200
+            body = json.dumps(snap).encode()
+            await _answer(send, status, body, content_type="application/json", head=_head(scope))
         elif path == "/events":
             await self._stream(receive, send)
         else:
@@ -152,9 +157,15 @@ class Dashboard:
         return bool(verdict)
 
     async def _snapshot(self) -> dict[str, Any]:
-        if self._blocking:
-            return await asyncio.to_thread(self.source.snapshot)
-        return self.source.snapshot()
+        # the source failing (Redis down for a fleet view) is shown, not raised: the page
+        # says so and keeps its last picture until the source answers again
+        try:
+            if self._blocking:
+                return await asyncio.to_thread(self.source.snapshot)
+            return self.source.snapshot()
+        except Exception as exc:
+            _log.warning("resilience: the dashboard's source failed", exc_info=True)
+            return {"version": 1, "error": f"the source failed ({type(exc).__name__})"}
 
     async def _stream(self, receive: Receive, send: Send) -> None:
         if self._streams >= self.max_streams:

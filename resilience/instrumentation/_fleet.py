@@ -96,7 +96,7 @@ class Fleet:
                 snap = json.loads(value)
             except ValueError:
                 continue
-            if isinstance(snap, dict) and snap.get("version") == 1:
+            if _valid(snap):
                 snaps.append(snap)
         return merge(snaps)
 
@@ -105,11 +105,37 @@ def _text(value: Any) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
 
 
-def _shifted(series: Sequence[Any], shift: int, window: int) -> list[Any]:
+def _shifted(series: Sequence[Any], shift: int, window: int, fill: Any = 0) -> list[Any]:
     # the series as seen `shift` seconds later (older entries fall off the front)
     if shift <= 0:
         return list(series[-window:])
-    return [*series[shift:], *([0] * min(shift, window))][-window:]
+    return [*series[shift:], *([fill] * min(shift, window))][-window:]
+
+
+def _top(a: float | None, b: float | None) -> float | None:
+    return b if a is None else a if b is None else max(a, b)
+
+
+def _valid(snap: Any) -> bool:
+    # what Live.snapshot writes; anything else in the store (an older or foreign writer, a
+    # corrupted value) is left out rather than breaking the dashboard
+    if not isinstance(snap, dict) or snap.get("version") != 1:
+        return False
+    if not isinstance(snap.get("time"), int | float) or not isinstance(snap.get("window"), int):
+        return False
+    policies, instances = snap.get("policies"), snap.get("instances")
+    if not isinstance(policies, list) or not isinstance(instances, list) or not instances:
+        return False
+    return all(
+        isinstance(p, dict)
+        and isinstance(p.get("name"), str)
+        and isinstance(p.get("totals"), dict)
+        and isinstance(p.get("rates"), dict)
+        and all(isinstance(v, int) for v in p["totals"].values())
+        and all(isinstance(v, list) for v in p["rates"].values())
+        and isinstance(p.get("transitions", []), list)
+        for p in policies
+    )
 
 
 def merge(snapshots: Sequence[dict[str, Any]]) -> dict[str, Any]:
@@ -126,13 +152,13 @@ def merge(snapshots: Sequence[dict[str, Any]]) -> dict[str, Any]:
         >>> m["instances"], m["policies"][0]["totals"], m["policies"][0]["rates"]
         (['a', 'b'], {'retries': 6}, {'retries': [2, 4]})
     """
-    latest = max((float(s.get("time", 0)) for s in snapshots), default=time.time())
-    window = max((int(s.get("window", 0)) for s in snapshots), default=0)
+    latest = max((float(s["time"]) for s in snapshots), default=time.time())
+    window = max((int(s["window"]) for s in snapshots), default=0)
     merged: dict[str, dict[str, Any]] = {}
     for snap in snapshots:
-        shift = int(latest) - int(float(snap.get("time", latest)))
-        instance = (snap.get("instances") or ["?"])[0]
-        for p in snap.get("policies", []):
+        shift = int(latest) - int(float(snap["time"]))
+        instance = str(snap["instances"][0])
+        for p in snap["policies"]:
             m = merged.get(p["name"])
             if m is None:
                 m = merged[p["name"]] = {
@@ -142,11 +168,12 @@ def merge(snapshots: Sequence[dict[str, Any]]) -> dict[str, Any]:
                     "transitions": [],
                     "instances": [],
                     "latency": None,
+                    "latency_p99": None,
                 }
             m["instances"].append({"instance": instance, "state": p.get("state")})
-            for k, v in p.get("totals", {}).items():
+            for k, v in p["totals"].items():
                 m["totals"][k] = m["totals"].get(k, 0) + v
-            for k, series in p.get("rates", {}).items():
+            for k, series in p["rates"].items():
                 series = _shifted(series, shift, window)
                 have = m["rates"].get(k) or [0] * len(series)
                 m["rates"][k] = [x + y for x, y in zip(have, series, strict=False)]
@@ -155,6 +182,10 @@ def merge(snapshots: Sequence[dict[str, Any]]) -> dict[str, Any]:
                 have = m["latency"] or {}
                 m["latency"] = {k: max(v, have.get(k, 0)) for k, v in p["latency"].items()}
                 m["latency"]["count"] = have.get("count", 0) + p["latency"].get("count", 0)
+            if p.get("latency_p99"):
+                ours = _shifted(p["latency_p99"], shift, window, None)
+                have = m["latency_p99"] or [None] * len(ours)
+                m["latency_p99"] = [_top(x, y) for x, y in zip(have, ours, strict=False)]
     for m in merged.values():
         m["transitions"] = sorted(m["transitions"], key=lambda t: t["at"])[-TRANSITIONS:]
         states = [i["state"] for i in m["instances"] if i["state"]]
@@ -166,7 +197,7 @@ def merge(snapshots: Sequence[dict[str, Any]]) -> dict[str, Any]:
         "version": 1,
         "time": latest,
         "window": window,
-        "instances": [(s.get("instances") or ["?"])[0] for s in snapshots],
+        "instances": [str(s["instances"][0]) for s in snapshots],
         "policies": list(merged.values()),
         "dropped": sum(int(s.get("dropped", 0)) for s in snapshots),
     }

@@ -131,6 +131,11 @@
   }
 
   function render(snap) {
+    if (snap.error) {  // the source failed: keep the last picture, say so
+      statusEl.textContent = String(snap.error); statusEl.className = "status lost";
+      return;
+    }
+    statusEl.textContent = "live"; statusEl.className = "status live";
     var seen = new Set();
     (snap.policies || []).forEach(function (p) {
       var name = String(p.name);
