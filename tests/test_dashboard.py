@@ -522,3 +522,18 @@ def test_merge_leaves_out_malformed_snapshots() -> None:
     from resilience.instrumentation._fleet import _valid
 
     assert [_valid(s) for s in [good, *bad]] == [True, False, False, False, False]
+
+
+async def test_mounted_in_starlette_the_page_and_its_assets_resolve() -> None:
+    import httpx
+    from starlette.applications import Starlette
+    from starlette.routing import Mount
+
+    app = Starlette(routes=[Mount("/_resilience", app=Dashboard(_live_with_policy()))])
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1") as client:
+        assert (await client.get("/_resilience/")).status_code == 200
+        assert (await client.get("/_resilience/dashboard.js")).status_code == 200
+        snap = (await client.get("/_resilience/snapshot.json")).json()
+        assert snap["policies"][0]["name"] == "payments"
+        assert (await client.get("/_resilience/nope")).status_code == 404
