@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, MutableMapping
 from importlib.resources import files
 from typing import Any
 
@@ -242,7 +242,7 @@ def test_a_publisher_needs_a_ttl_longer_than_its_period() -> None:
 
 
 # -- the ASGI app ---------------------------------------------------------------------------
-Sent = list[dict[str, Any]]
+Sent = list[MutableMapping[str, Any]]
 
 
 async def _request(
@@ -267,7 +267,7 @@ async def _request(
         await enough.wait()
         return {"type": "http.disconnect"}
 
-    async def send(message: dict[str, Any]) -> None:
+    async def send(message: MutableMapping[str, Any]) -> None:
         sent.append(message)
         if message["type"] != "http.response.body":
             return
@@ -347,7 +347,7 @@ async def test_streams_are_bounded() -> None:
 async def test_auth_hosts_methods_and_unknown_paths_are_refused() -> None:
     seen: list[str] = []
 
-    async def only_with_token(scope: dict[str, Any]) -> bool:
+    async def only_with_token(scope: MutableMapping[str, Any]) -> bool:
         seen.append(scope["path"])
         return (b"authorization", b"Bearer t") in scope["headers"]
 
@@ -382,7 +382,7 @@ async def test_lifespan_is_answered_and_websockets_ignored() -> None:
     async def receive() -> dict[str, Any]:
         return incoming.pop(0)
 
-    async def send(message: dict[str, Any]) -> None:
+    async def send(message: MutableMapping[str, Any]) -> None:
         sent.append(message)
 
     await app({"type": "lifespan"}, receive, send)

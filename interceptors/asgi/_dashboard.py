@@ -19,13 +19,12 @@ from typing import Any, Protocol
 from resilience.errors import ConfigurationError
 from resilience.instrumentation import default_live
 
+from ._common import Receive, Scope, Send
+
 __all__ = ["Dashboard", "SnapshotSource"]
 
 _log = logging.getLogger("resilience")
 
-Scope = dict[str, Any]
-Receive = Callable[[], Awaitable[dict[str, Any]]]
-Send = Callable[[dict[str, Any]], Awaitable[None]]
 
 _ASSETS = {
     "/": ("index.html", "text/html; charset=utf-8"),
