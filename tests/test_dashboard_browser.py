@@ -238,3 +238,33 @@ def test_a_host_outside_allowed_hosts_gets_no_page(browser: DevTools) -> None:
         browser.open(url + "/")
         text = browser.wait_for("document.body && document.body.innerText", lambda v: bool(v))
         assert "host not allowed" in text
+
+
+class _TwoInstances:
+    """A fleet source without Redis: the merge of two collectors' snapshots."""
+
+    def __init__(self, *lives: Live) -> None:
+        self.lives = lives
+
+    def snapshot(self) -> dict[str, Any]:
+        return rs.instrumentation.merge([live.snapshot() for live in self.lives])
+
+
+def test_a_fleet_view_shows_the_instances_and_their_disagreeing_states(
+    browser: DevTools,
+) -> None:
+    a, b = Live(instance="order-0"), Live(instance="order-1")
+    for live, opened in ((a, True), (b, False)):
+        breaker = rs.CircuitBreaker("db", failure_count=1, open_for=300, listeners=[live])
+        live.watch(breaker)
+        if opened:
+            with pytest.raises(ZeroDivisionError):
+                breaker.call(lambda: 1 / 0)
+    with serve(Dashboard(_TwoInstances(a, b), interval=0.2)) as url:
+        browser.open(url + "/")
+        sub = browser.wait_for(_card('"db"', "c.querySelector('.sub').textContent"), bool)
+        assert "2 instances (order-0: open, order-1: closed)" in sub
+        state = _card('"db"', "c.querySelector('.state').getAttribute('data-state')")
+        assert browser.evaluate(state) == "open"  # the fleet's latest transition
+        meta = browser.evaluate("document.getElementById('meta').textContent")
+        assert "2 instances" in meta

@@ -101,6 +101,11 @@
     if (Array.isArray(p.pipelines) && p.pipelines.length) sub += " · in " + p.pipelines.join(", ");
     if (Array.isArray(p.instances) && p.instances.length > 1) {
       sub += " · " + p.instances.length + " instances";
+      var states = p.instances.filter(function (i) { return i.state; });
+      var differ = states.some(function (i) { return i.state !== states[0].state; });
+      if (differ) {  // as each instance last saw it
+        sub += " (" + states.map(function (i) { return i.instance + ": " + i.state; }).join(", ") + ")";
+      }
     }
     c.sub.textContent = sub;
     var rates = p.rates || {}, totals = p.totals || {};
