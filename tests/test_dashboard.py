@@ -106,6 +106,14 @@ def test_a_breaker_shows_its_state_and_its_latest_transitions_only() -> None:
     assert last["at"] == pytest.approx(clock.time())
 
 
+def test_watching_a_pipeline_shows_the_policies_inside_it() -> None:
+    live = Live(clock=FakeClock())
+    inner = rs.Pipeline(rs.Timeout(1, name="t"), name="inner")
+    live.watch(rs.Pipeline(rs.Retry(on=OSError, name="r"), inner, name="outer"))
+    kinds = [(p["name"], p["kind"]) for p in live.snapshot()["policies"]]
+    assert kinds == [("r", "retry"), ("t", "timeout")]
+
+
 def test_policies_beyond_max_policies_are_counted_not_kept() -> None:
     live = Live(max_policies=2, clock=FakeClock())
     for i in range(5):

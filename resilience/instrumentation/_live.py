@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import bisect
 import os
-import socket
 import threading
 import time
 from collections import deque
@@ -58,6 +57,7 @@ METRICS = (
     "evicted",
 )
 _INDEX = {m: i for i, m in enumerate(METRICS)}
+assert METRICS[:2] == ("admitted", "failed")  # record_call counts them by index
 _NAME_LIMIT = 200  # characters of a policy name kept (names are configured; this is a guard)
 _PIPELINES = 8  # pipeline names kept per policy
 # latency buckets: upper bounds in seconds, 100 µs .. ~105 s, 4 per factor of 2 (±10 %)
@@ -73,6 +73,8 @@ _REJECT_KIND = {
 
 def instance_name() -> str:
     """This process's label in a fleet view: ``host:pid``."""
+    import socket
+
     return f"{socket.gethostname()}:{os.getpid()}"
 
 
@@ -158,9 +160,9 @@ class Live:
         self._second = int(self._clock.monotonic())
 
     # -- collecting -------------------------------------------------------------------------
-    def _advance(self) -> int:
+    def _advance(self, at: float | None = None) -> int:
         # called under the lock: zero the slots of the seconds elapsed since the last call
-        now = int(self._clock.monotonic())
+        now = int(self._clock.monotonic() if at is None else at)
         if now > self._second:
             for second in range(max(self._second + 1, now - WINDOW + 1), now + 1):
                 for p in self._policies.values():
@@ -186,7 +188,9 @@ class Live:
         p.totals[i] += n
 
     def watch(self, *policies: Any) -> None:
-        """Show these policies (objects with ``name`` and ``kind``) before their first event.
+        """Show these policies (objects with ``name`` and ``kind``) before their first event;
+        a pipeline stands for the policies inside it. A circuit breaker's current state is
+        read once (a breaker with a store asks the store).
 
         Example:
             >>> import resilience as rs
@@ -195,9 +199,18 @@ class Live:
             >>> [(p["name"], p["state"]) for p in live.snapshot()["policies"]]
             [('db', 'closed')]
         """
+        flat: list[Any] = []
+        todo = list(policies)
+        while todo:
+            policy = todo.pop(0)
+            inner = getattr(policy, "policies", None)
+            if isinstance(inner, tuple):
+                todo[:0] = inner
+            else:
+                flat.append(policy)
         with self._lock:
             self._advance()
-            for policy in policies:
+            for policy in flat:
                 p = self._get(str(policy.name), str(getattr(policy, "kind", "policy")))
                 if p is not None and p.kind == "circuit_breaker" and p.state is None:
                     state = getattr(policy, "state", None)
@@ -250,19 +263,25 @@ class Live:
             self._add(p, metric, event.count if isinstance(event, RecordsEvicted) else 1)
         return p
 
-    def record_call(self, name: str, seconds: float, ok: bool) -> None:
-        """Count one call that ran under the meter ``name`` (see :meth:`meter`)."""
+    def record_call(self, name: str, start: float, end: float, ok: bool) -> None:
+        """Count one call that ran under the meter ``name`` from ``start`` to ``end`` (times
+        of the collector's clock; see :meth:`meter`)."""
+        bucket = bisect.bisect_left(_BOUNDS, end - start)
         with self._lock:
-            self._advance()
-            p = self._get(name, "meter")
+            if end >= self._second + 1:
+                self._advance(end)
+            p = self._policies.get(name) or self._get(name, "meter")
             if p is None:
                 return
-            self._add(p, "admitted")
+            slot = self._second % WINDOW
+            p.counts[0][slot] += 1  # admitted
+            p.totals[0] += 1
             if not ok:
-                self._add(p, "failed")
+                p.counts[1][slot] += 1  # failed
+                p.totals[1] += 1
             if p.hists is None:
                 p.hists = [[0] * (len(_BOUNDS) + 1) for _ in range(WINDOW)]
-            p.hists[self._second % WINDOW][bisect.bisect_left(_BOUNDS, seconds)] += 1
+            p.hists[slot][bucket] += 1
 
     def meter(self, name: str) -> Any:
         """A policy counting the calls that reach it, their failures and latencies, reported

@@ -48,9 +48,9 @@ class Meter(Policy):
             try:
                 result = await fn(*args, **kwargs)
             except BaseException:
-                record(name, now() - start, False)
+                record(name, start, now(), False)
                 raise
-            record(name, now() - start, True)
+            record(name, start, now(), True)
             return result
 
         return meter_wrapper
@@ -67,9 +67,9 @@ class Meter(Policy):
             try:
                 result = fn(*args, **kwargs)
             except BaseException:
-                record(name, now() - start, False)
+                record(name, start, now(), False)
                 raise
-            record(name, now() - start, True)
+            record(name, start, now(), True)
             return result
 
         return meter_wrapper
