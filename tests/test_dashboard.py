@@ -114,6 +114,22 @@ def test_watching_a_pipeline_shows_the_policies_inside_it() -> None:
     assert kinds == [("r", "retry"), ("t", "timeout")]
 
 
+def test_a_breaker_whose_state_cannot_be_read_is_watched_without_one() -> None:
+    class Unreachable:
+        name, kind = "shared", "circuit_breaker"
+
+        @property
+        def state(self) -> str:
+            raise rs.StoreError("redis is down")
+
+    live = Live(clock=FakeClock())
+    live.watch(Unreachable())
+    assert _policy(live, "shared")["state"] is None
+    live(ev.CircuitStateChanged(policy="shared", from_state="closed", to_state="open",
+                                reason="manual"))  # fmt: skip
+    assert _policy(live, "shared")["state"] == "open"
+
+
 def test_policies_beyond_max_policies_are_counted_not_kept() -> None:
     live = Live(max_policies=2, clock=FakeClock())
     for i in range(5):

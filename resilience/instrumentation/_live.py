@@ -78,6 +78,17 @@ def instance_name() -> str:
     return f"{socket.gethostname()}:{os.getpid()}"
 
 
+def _current_state(policy: Any) -> str | None:
+    # a circuit breaker's state now (None for other policies, or when it cannot be read)
+    if getattr(policy, "kind", None) != "circuit_breaker":
+        return None
+    try:
+        state = policy.state
+    except Exception:  # a store-backed breaker whose store is down: shown once it reports
+        return None
+    return str(getattr(state, "value", state))
+
+
 def _percentile(hist: Sequence[int], total: int, q: float) -> float:
     # the upper bound of the bucket holding the q-th observation, in milliseconds
     rank, seen = q * total, 0
@@ -171,13 +182,14 @@ class Live:
         return now
 
     def _get(self, name: str, kind: str) -> _Policy | None:
+        name = name[:_NAME_LIMIT]
         p = self._policies.get(name)
         if p is None:
             if len(self._policies) >= self.max_policies:
                 if len(self._dropped) < 10 * self.max_policies:
                     self._dropped.add(name)
                 return None
-            p = self._policies[name] = _Policy(name[:_NAME_LIMIT], kind)
+            p = self._policies[name] = _Policy(name, kind)
         elif p.kind == "policy" and kind != "policy":
             p.kind = kind
         return p
@@ -208,13 +220,13 @@ class Live:
                 todo[:0] = inner
             else:
                 flat.append(policy)
+        states = [_current_state(policy) for policy in flat]  # may ask a store: not locked
         with self._lock:
             self._advance()
-            for policy in flat:
+            for policy, state in zip(flat, states, strict=True):
                 p = self._get(str(policy.name), str(getattr(policy, "kind", "policy")))
-                if p is not None and p.kind == "circuit_breaker" and p.state is None:
-                    state = getattr(policy, "state", None)
-                    p.state = str(getattr(state, "value", state or "closed"))
+                if p is not None and state is not None and p.state is None:
+                    p.state = state
 
     def __call__(self, event: Event, /) -> None:
         """Record one event (the listener protocol)."""
@@ -244,8 +256,8 @@ class Live:
                     p.pipelines.append(pipeline)
 
     def _other(self, event: Event) -> _Policy | None:
-        if isinstance(event, RateLimitWaited):
-            metric, kind = "queued", "rate_limiter"
+        if isinstance(event, RateLimitWaited):  # a rate limiter's or a bulkhead's wait
+            metric, kind = "queued", "policy"
         elif isinstance(event, TimeoutElapsed):
             metric, kind = "timeouts", "timeout"
         elif isinstance(event, FallbackUsed):
