@@ -268,3 +268,15 @@ def test_a_fleet_view_shows_the_instances_and_their_disagreeing_states(
         assert browser.evaluate(state) == "open"  # the fleet's latest transition
         meta = browser.evaluate("document.getElementById('meta').textContent")
         assert "2 instances" in meta
+
+
+def test_a_missing_browser_skips_locally_and_fails_under_ci(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setenv("CHROMIUM", str(tmp_path / "no-chromium"))
+    monkeypatch.setenv("CI", "true")
+    with pytest.raises(pytest.fail.Exception, match="no Chromium"):
+        _chromium()
+    monkeypatch.delenv("CI")
+    with pytest.raises(pytest.skip.Exception, match="no Chromium"):
+        _chromium()
