@@ -4,6 +4,10 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+# Headless Chromium for the dashboard's browser test (tests/test_dashboard_browser.py), from
+# Debian's packages; the test is skipped without it locally and fails without it under CI=true.
+CHROMIUM ?= /usr/bin/chromium
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 .PHONY: demo demo-short demo-basics simulate test test-fast lint types unit bench bench-quick bench-docs bench-instr bench-http bench-grpc bench-redis bench-stall bench-idempotency bench-all clean
 
@@ -35,6 +39,10 @@ demo-basics: $(STAMP)
 simulate: $(STAMP)
 	$(BIN)/python -m resilience simulate examples/scenarios/payment-faults.toml --every 5 --plot simulate.png
 
+$(CHROMIUM):
+	$(SUDO) apt-get update
+	$(SUDO) apt-get install -y chromium chromium-driver
+
 lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
@@ -43,14 +51,14 @@ lint: $(STAMP)
 types: $(STAMP)
 	$(BIN)/mypy
 
-unit: $(STAMP)
-	$(BIN)/python -m pytest
+unit: $(STAMP) $(CHROMIUM)
+	CHROMIUM=$(CHROMIUM) $(BIN)/python -m pytest
 
 test: lint types unit
 
 # Skips the tests marked slow (storefront and multi-process runs); CI runs `make test`, i.e. all.
-test-fast: $(STAMP)
-	$(BIN)/python -m pytest -m "not slow"
+test-fast: $(STAMP) $(CHROMIUM)
+	CHROMIUM=$(CHROMIUM) $(BIN)/python -m pytest -m "not slow"
 
 # Writes benchmarks/results/micro.json; `make bench-docs` then regenerates the benchmark tables
 # of docs/benchmarks.md and docs/redis.md from the JSON files in benchmarks/results/
@@ -94,4 +102,4 @@ bench-quick: $(STAMP)
 	$(BIN)/python -m benchmarks --quick
 
 clean:
-	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache
+	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache artifacts

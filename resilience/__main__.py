@@ -8,6 +8,9 @@ Commands:
     simulate SCENARIO [--plot out.png] [--every N] [--only NAME ...]: run a scenario's policy
         pipelines on a virtual clock, print a per-second table per pipeline and the runs side by
         side, and draw a plot (needs matplotlib: ``pip install "resilience-policies[plot]"``).
+    dashboard [--redis URL] [--prefix P] [--host 127.0.0.1] [--port 8765]: serve the live
+        dashboard (needs uvicorn) of every process publishing its policies' state to the Redis
+        store at URL (``Live.publish``); binds to loopback unless ``--allow-remote`` is given.
 
 Example:
     >>> main(["--help"])  # doctest: +ELLIPSIS
@@ -96,7 +99,27 @@ def main(argv: Sequence[str] | None = None) -> int:
     sim.add_argument("--every", type=int, default=1, help="table rows aggregate N seconds")
     sim.add_argument("--only", nargs="+", metavar="NAME", help="run only these pipelines")
     sim.add_argument("--quiet", action="store_true", help="print only the side-by-side summary")
+    dash = sub.add_parser(
+        "dashboard",
+        help="serve the live dashboard of the policies (loopback only by default)",
+        description="Serve the live dashboard: every process publishing its policies' state "
+        "to the Redis store (resilience.instrumentation.Live.publish), merged. It exposes "
+        "internals: keep it on loopback or behind an authenticating proxy.",
+    )
+    dash.add_argument("--redis", metavar="URL", help="read the fleet's snapshots from this Redis")
+    dash.add_argument("--prefix", default="resilience", help="the RedisStore key prefix")
+    dash.add_argument("--host", default="127.0.0.1", help="address to bind (default loopback)")
+    dash.add_argument("--port", type=int, default=8765, help="port (0: any free port)")
+    dash.add_argument(
+        "--allow-remote",
+        action="store_true",
+        help="allow binding a non-loopback address (the page has no authentication)",
+    )
     args = parser.parse_args(argv)
+    if args.command == "dashboard":
+        from ._dashboard_cli import serve
+
+        return serve(args.redis, args.prefix, args.host, args.port, args.allow_remote)
 
     import time
 

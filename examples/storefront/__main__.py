@@ -376,6 +376,15 @@ async def run_once(
             },
         )
     order_ports = await services.expect("ready", services.orders)
+    if resilient:  # the order service serves the live dashboard of its policies
+        from .services import DASHBOARD_PATH
+
+        shown = order_ports[:1] if redis else order_ports  # with Redis one shows the fleet
+        for port in shown:
+            print(
+                f"  live dashboard (during this run): http://127.0.0.1:{port}{DASHBOARD_PATH}/",
+                flush=True,
+            )
     out = Outcomes()
     arrivals, orders = random.Random(42), random.Random(7)
     tasks: set[asyncio.Task[None]] = set()

@@ -21,7 +21,12 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 import resilience as rs
-from interceptors.asgi import IdempotencyMiddleware, RateLimitMiddleware, ResilienceMiddleware
+from interceptors.asgi import (
+    Dashboard,
+    IdempotencyMiddleware,
+    RateLimitMiddleware,
+    ResilienceMiddleware,
+)
 from interceptors.grpc import AsyncResilienceClientInterceptor, AsyncResilienceServerInterceptor
 from interceptors.httpx import AsyncResilientTransport, http_retry
 
@@ -207,6 +212,26 @@ class InventoryDown(Exception):
     """The inventory answered with an error status."""
 
 
+#: Where the order service serves the live dashboard of its policies.
+DASHBOARD_PATH = "/_resilience"
+
+
+def with_dashboard(app: Any, dashboard: Dashboard, prefix: str = DASHBOARD_PATH) -> Any:
+    """``app`` with ``dashboard`` mounted at ``prefix`` (outside every middleware: the
+    dashboard's requests are neither rate limited nor counted)."""
+
+    async def dispatch(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        path = scope.get("path", "")
+        if scope["type"] == "http" and (path == prefix or path.startswith(prefix + "/")):
+            root = scope.get("root_path", "") + prefix
+            inner = {**scope, "root_path": root, "path": root + path[len(prefix) :]}
+            await dashboard(inner, receive, send)
+        else:
+            await app(scope, receive, send)
+
+    return dispatch
+
+
 def order_app(
     *,
     payment_port: int,
@@ -217,6 +242,8 @@ def order_app(
     store: rs.stores.Store | None = None,
     worker: int = 0,
     workers: int = 1,
+    live: rs.instrumentation.Live | None = None,
+    dashboard: rs.instrumentation.Fleet | None = None,
 ) -> tuple[Any, Callable[[], Awaitable[None]]]:
     """The order service (an ASGI app) and its cleanup: check stock over HTTP, charge over
     gRPC, answer 201.
@@ -230,11 +257,21 @@ def order_app(
     entry limit, the breakers and the idempotency records are fleet-wide (one limit, one
     circuit, a duplicate replayed by whichever worker it reaches); without one each worker
     keeps its own, with its share of the entry limit. The retry budget and the bulkhead are
-    per process either way (the bulkhead holds this worker's share of the payment calls)."""
+    per process either way (the bulkhead holds this worker's share of the payment calls).
+
+    With ``live`` (a :class:`resilience.instrumentation.Live`) the policies report to it and
+    the live dashboard is served under ``DASHBOARD_PATH``, showing ``live`` or, when given, the
+    ``dashboard`` fleet view (every worker publishing to the Redis store)."""
     shared: dict[str, Any] = {} if store is None else {"store": store}
+    listeners: list[rs.events.Listener] = [stats] if live is None else [stats, live]
+
+    def attempts(name: str) -> list[rs.Policy]:
+        # innermost: count the attempts that reached the dependency, and their latencies
+        return [] if live is None else [live.meter(name)]
+
     if resilient:
         retry_budget = rs.RetryBudget(ratio=0.2, min_per_second=5)
-        inventory_pipeline: rs.Policy | None = rs.Pipeline(
+        inventory_policies = rs.Pipeline(
             http_retry(attempts=3, budget=retry_budget, name="inventory-retry"),
             rs.CircuitBreaker(
                 "inventory",
@@ -246,8 +283,9 @@ def order_app(
                 **shared,
             ),
             rs.Timeout(0.3, name="inventory-attempt"),
+            *attempts("inventory-meter"),
             name="inventory",
-            listeners=[stats],
+            listeners=listeners,
         )
 
         def payment_retryable(exc: BaseException) -> bool:
@@ -262,7 +300,7 @@ def order_app(
             )
             return isinstance(exc, grpc.RpcError) and exc.code() in codes
 
-        payment_pipeline: rs.Policy | None = rs.Pipeline(
+        payment_policies = rs.Pipeline(
             # at most this many orders wait on the payment service at once
             rs.Bulkhead(
                 "payment-calls", max_concurrent=-(-2 * PAYMENT_WORKERS // workers), max_wait=0.2
@@ -286,11 +324,16 @@ def order_app(
                 **shared,
             ),
             rs.Timeout(0.4, name="payment-attempt"),
+            *attempts("payment-meter"),
             name="payment",
-            listeners=[stats],
+            listeners=listeners,
         )
+        watched = [*inventory_policies.policies, *payment_policies.policies]
+        inventory_pipeline: rs.Policy | None = inventory_policies
+        payment_pipeline: rs.Policy | None = payment_policies
     else:
         inventory_pipeline = payment_pipeline = None
+        watched = []
 
     transport: httpx.AsyncBaseTransport = httpx.AsyncHTTPTransport()
     if inventory_pipeline is not None:
@@ -325,6 +368,7 @@ def order_app(
             on=(InventoryDown, httpx.HTTPError, rs.RejectedError, rs.TimeoutExceededError),
             handler=cached_stock,
             name="inventory-fallback",
+            listeners=listeners[1:],
         )(fetch_stock)
 
     async def create_order(request: Request) -> Response:
@@ -368,7 +412,9 @@ def order_app(
         # then the entry rate limit, sized at 2.5x the normal traffic (fleet-wide with a store;
         # without one, each worker enforces its share)
         app = ResilienceMiddleware(app, pipeline=rs.Timeout(2.5, name="order-deadline"))
-        app = IdempotencyMiddleware(app, wait=1.5, store_errors="never", **shared)
+        app = IdempotencyMiddleware(
+            app, wait=1.5, store_errors="never", listeners=listeners[1:], **shared
+        )
         if store is None:
             entry_rate /= workers
         else:  # Redis down: each worker enforces its share of the limit on its own
@@ -377,10 +423,15 @@ def order_app(
             "entry",
             rate=entry_rate,
             burst=max(1.0, entry_rate / 5),
-            listeners=[stats],
+            listeners=listeners,
             **shared,
         )
         app = RateLimitMiddleware(app, limiter=limiter, key=lambda scope: "all")
+        if live is not None:
+            live.watch(limiter, *watched)
+            app = with_dashboard(
+                app, Dashboard(dashboard or live, allowed_hosts=["127.0.0.1", "localhost"])
+            )
 
     async def close() -> None:
         await inventory.aclose()

@@ -162,6 +162,14 @@ class _Order(_Service):
         self.lag = LoopLag()
         # one store per worker process, the same prefix in every worker: shared state
         self.store = None if redis is None else rs.RedisStore.from_url(redis, prefix=prefix)
+        # the live dashboard of this worker's policies (with Redis: of every worker's, each
+        # publishing its snapshot to the store)
+        live = rs.instrumentation.Live(instance=f"order-{worker}") if resilient else None
+        fleet = None
+        self.publisher: Any = None
+        if live is not None and self.store is not None:
+            self.publisher = live.publish(self.store)
+            fleet = rs.instrumentation.Fleet(self.store)
         app, self.close = order_app(
             payment_port=payment_port,
             inventory_url=f"http://127.0.0.1:{inventory_port}",
@@ -171,6 +179,8 @@ class _Order(_Service):
             store=self.store,
             worker=worker,
             workers=workers,
+            live=live,
+            dashboard=fleet,
         )
         self.server, self.task, self.port = await serve_http(app)
         self.lag_task = asyncio.ensure_future(self.lag.run())
@@ -190,6 +200,8 @@ class _Order(_Service):
         self.server.should_exit = True
         await self.task
         await self.close()
+        if self.publisher is not None:
+            self.publisher.stop()
         if self.store is not None:
             await self.store.aclose()
             self.store.close()

@@ -1,4 +1,5 @@
-"""Pure ASGI middlewares: server-side pipelines, per-client rate limits, idempotency keys.
+"""Pure ASGI middlewares: server-side pipelines, per-client rate limits, idempotency keys; and
+the live dashboard of the policies (:class:`Dashboard`).
 
 Example:
     >>> import resilience as rs
@@ -10,6 +11,7 @@ Example:
 from __future__ import annotations
 
 from ._common import RouteFilter, TrustedProxies, mark_refused, parse_timeout
+from ._dashboard import Dashboard, SnapshotSource
 from ._handlers import HANDLED_ERRORS, install_exception_handlers, resilience_exception_handler
 from ._idempotency import IdempotencyMiddleware
 from ._ratelimit import RateLimitMiddleware
@@ -17,11 +19,13 @@ from ._resilience import ResilienceMiddleware, ServerErrorResponse
 
 __all__ = [
     "HANDLED_ERRORS",
+    "Dashboard",
     "IdempotencyMiddleware",
     "RateLimitMiddleware",
     "ResilienceMiddleware",
     "RouteFilter",
     "ServerErrorResponse",
+    "SnapshotSource",
     "TrustedProxies",
     "install_exception_handlers",
     "mark_refused",

@@ -8,7 +8,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent.parent
 
 #: lowest first; a module may import from its own layer and the ones before it
-LAYERS = ["foundation", "stores", "policies", "tools", "adapters"]
+LAYERS = ["foundation", "stores", "policies", "tools", "adapters", "commands"]
 FOUNDATION = {
     "resilience.errors",
     "resilience._types",
@@ -18,16 +18,20 @@ FOUNDATION = {
     "resilience.events",
 }
 TOOLS = ("resilience.simulate", "resilience.instrumentation", "resilience.interop")
+#: the command line: serves the adapters (the dashboard), so it sits on top of them
+COMMANDS = {"resilience.__main__", "resilience._dashboard_cli"}
 
 
 def layer(module: str) -> str:
+    if module in COMMANDS:
+        return "commands"
     if module.startswith("interceptors"):
         return "adapters"
     if module in FOUNDATION:
         return "foundation"
     if module == "resilience.stores" or module.startswith("resilience.stores."):
         return "stores"
-    if module.startswith(TOOLS) or module in ("resilience.__main__", "resilience.testing"):
+    if module.startswith(TOOLS) or module == "resilience.testing":
         return "tools"
     return "policies"
 
