@@ -11,11 +11,17 @@ from .._clock import DeadlineClock, resolve_deadline_clock
 from .._deadline import _DEADLINE
 from .._policy import Emitter, Policy, own_refusal
 from .._retry import retry_after_attribute
-from .._types import AsyncFn, ExceptionSpec, SyncFn, exception_predicate, positive_int
+from .._types import (
+    AsyncFn,
+    Duration,
+    ExceptionSpec,
+    SyncFn,
+    exception_predicate,
+    positive_int,
+)
 from .._types import result_predicate as _result_predicate
-from .._types import seconds as _seconds
 from ..errors import ConfigurationError
-from ..events import HedgeCancelled, HedgeStarted, HedgeWon, Listener
+from ..events import HedgeCancelled, HedgeReason, HedgeStarted, HedgeWon, Listener
 from ._delay import HedgeDelay, LatencyPercentile, hedge_delay
 
 __all__ = ["MAY_HEDGE", "Hedge"]
@@ -87,7 +93,7 @@ class Hedge(Policy):
     def __init__(
         self,
         *,
-        delay: float | Callable[[int], float] | HedgeDelay,
+        delay: Duration | Callable[[int], float] | HedgeDelay,
         attempts: int = 2,
         on: ExceptionSpec = Exception,
         on_result: Callable[[Any], bool] | None = None,
@@ -117,7 +123,11 @@ class Hedge(Policy):
 
     @staticmethod
     def percentile(
-        percentile: float, *, window: int = 1000, min_samples: int = 100, fallback: float = 1.0
+        percentile: float,
+        *,
+        window: int = 1000,
+        min_samples: int = 100,
+        fallback: Duration = 1.0,
     ) -> LatencyPercentile:
         """A ``delay=`` following the ``percentile``-th percentile of the latencies of the
         last ``window`` attempts (``fallback`` seconds until ``min_samples`` were seen); see
@@ -132,7 +142,7 @@ class Hedge(Policy):
             percentile,
             window=window,
             min_samples=min_samples,
-            fallback=_seconds(fallback, "fallback"),
+            fallback=fallback,
         )
 
     def describe(self) -> dict[str, Any]:
@@ -190,19 +200,18 @@ class Hedge(Policy):
         budget = self.budget
         hint_of = self._retry_after
         chain = em.chain
-        loop = asyncio.get_running_loop()
         # task -> (attempt number, start time)
         running: dict[asyncio.Future[Any], tuple[int, float]] = {}
 
         def launch(n: int) -> None:
-            running[asyncio.ensure_future(fn(*args, **kwargs), loop=loop)] = (n, clock.monotonic())
+            running[asyncio.ensure_future(fn(*args, **kwargs))] = (n, clock.monotonic())
 
         first_delay = delays.delay(1)  # before the first task: a raising schedule leaks none
         next_at = clock.monotonic() + first_delay
         launch(1)
         started = 1
         hedging = True
-        reason: Any = "delay"
+        reason: HedgeReason = "delay"
         last_exc: BaseException | None = None
         last_result: Any = None
         try:

@@ -294,3 +294,23 @@ def test_outer_cancellation_cancels_every_attempt() -> None:
         assert sorted(backend.cancelled) == [0, 1]
 
     run(clock, main)
+
+
+def test_a_drained_retry_throttle_sends_no_hedge() -> None:
+    clock = SimClock()
+    throttle = rs.RetryThrottle(max_tokens=4, token_ratio=0.1)
+    for _ in range(2):
+        throttle.record(False)  # 2 tokens left: not above 4 / 2
+    backend = Backend(clock, [1.0])
+    hedge = rs.Hedge(delay=0.1, budget=throttle, clock=clock)
+    assert run(clock, lambda: hedge.acall(backend)) == "attempt-1"
+    assert backend.started == [0.0]
+
+
+def test_a_failed_hedge_costs_a_throttle_token_and_a_success_earns() -> None:
+    clock = SimClock()
+    throttle = rs.RetryThrottle(max_tokens=10, token_ratio=0.5)
+    backend = Backend(clock, [1.0, 0.05], ["slow", Boom("hedge failed")])
+    hedge = rs.Hedge(delay=0.1, on=Boom, budget=throttle, clock=clock)
+    assert run(clock, lambda: hedge.acall(backend)) == "slow"  # the primary still answered
+    assert throttle.tokens == 9.5  # 10 - 1 (the hedge's failure), capped + 0.5 (the success)

@@ -82,9 +82,11 @@ async def _with_server(
     await server.start()
     try:
         ci = AsyncResilienceClientInterceptor(pipeline=policy)
+        interceptors: Any = [*ci.channel_interceptors(), sent or Sent()]
         async with grpc.aio.insecure_channel(
-            f"127.0.0.1:{port}", interceptors=[*ci.channel_interceptors(), sent or Sent()]
-        ) as channel:
+            f"127.0.0.1:{port}", interceptors=interceptors
+        ) as aio_channel:
+            channel: Any = aio_channel
             if method == UNARY:
                 return [await channel.unary_unary(UNARY)(b"x", timeout=5)]
             return [m async for m in channel.unary_stream(STREAM)(b"x", timeout=5)]
@@ -117,7 +119,7 @@ def test_server_pushback_stops_further_hedges(pushback: str) -> None:
         hedge = rs.Hedge(delay=0.05, attempts=3, on=grpc.RpcError)
         with pytest.raises(grpc.RpcError) as info:
             await _with_server(app, hedge, UNARY)
-        assert info.value.code() == grpc.StatusCode.UNAVAILABLE  # type: ignore[attr-defined]
+        assert info.value.code() == grpc.StatusCode.UNAVAILABLE
         return app
 
     assert len(asyncio.run(main()).metadata) == 1
