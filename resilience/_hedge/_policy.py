@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .._budget import Budget
 from .._clock import DeadlineClock, resolve_deadline_clock
@@ -23,6 +22,9 @@ from .._types import result_predicate as _result_predicate
 from ..errors import ConfigurationError
 from ..events import HedgeCancelled, HedgeReason, HedgeStarted, HedgeWon, Listener
 from ._delay import HedgeDelay, LatencyPercentile, hedge_delay
+
+if TYPE_CHECKING:  # pragma: no cover - asyncio is imported when a coroutine is hedged
+    import asyncio
 
 __all__ = ["MAY_HEDGE", "Hedge"]
 
@@ -192,6 +194,8 @@ class Hedge(Policy):
     async def _hedged(
         self, fn: AsyncFn, args: tuple[Any, ...], kwargs: dict[str, Any], em: Emitter
     ) -> Any:
+        import asyncio  # not at module level: importing resilience stays light
+
         clock = self._clock
         delays = self.delay
         limit = self.attempts
@@ -301,6 +305,8 @@ class Hedge(Policy):
         self, running: dict[asyncio.Future[Any], tuple[int, float]], floor: float, em: Emitter
     ) -> None:
         """Cancel the losers and wait for their cleanup; learn a lower bound of their latency."""
+        import asyncio
+
         for task in running:
             task.cancel()
         await asyncio.wait(running)
