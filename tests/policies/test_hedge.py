@@ -314,3 +314,23 @@ def test_a_failed_hedge_costs_a_throttle_token_and_a_success_earns() -> None:
     hedge = rs.Hedge(delay=0.1, on=Boom, budget=throttle, clock=clock)
     assert run(clock, lambda: hedge.acall(backend)) == "slow"  # the primary still answered
     assert throttle.tokens == 9.5  # 10 - 1 (the hedge's failure), capped + 0.5 (the success)
+
+
+def test_a_cancelled_slow_loser_counts_with_the_time_it_ran() -> None:
+    class Seen:
+        def __init__(self) -> None:
+            self.samples: list[float] = []
+
+        def delay(self, started: int) -> float:
+            return 0.1
+
+        def observe(self, seconds: float) -> None:
+            self.samples.append(round(seconds, 3))
+
+    clock, seen = SimClock(), Seen()
+    hedge = rs.Hedge(delay=seen, attempts=3, clock=clock)
+    backend = Backend(clock, [1.0, 0.05, 1.0])
+    assert run(clock, lambda: hedge.acall(backend)) == "attempt-2"
+    # the winner's own latency; the primary ran 0.15 s (> the 0.1 s delay): a lower bound of a
+    # slow latency; the third attempt never started (the hedge won at 0.15 < 0.2)
+    assert seen.samples == [0.05, 0.15]

@@ -140,3 +140,12 @@ def test_every_response_not_returned_is_closed() -> None:
     # each closed exactly once: the two discarded by the transport, the returned one by httpx
     # after reading it (without the transport's bookkeeping, a replaced response leaked)
     assert sorted(closed) == [1, 2, 3]
+
+
+def test_the_sync_transport_refuses_a_hedge() -> None:
+    from interceptors.httpx import ResilientTransport
+
+    inner = httpx.MockTransport(lambda request: httpx.Response(204))
+    client = httpx.Client(transport=ResilientTransport(rs.Hedge(delay=0.1), transport=inner))
+    with pytest.raises(rs.ConfigurationError, match="coroutine functions only"):
+        client.get("http://a.local/")
