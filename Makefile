@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed
 CHROMIUM ?= /usr/bin/chromium
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: demo demo-short demo-basics simulate test test-fast lint types unit bench bench-quick bench-docs bench-instr bench-http bench-grpc bench-redis bench-stall bench-idempotency bench-all clean
+.PHONY: demo demo-short demo-basics simulate test test-fast lint types unit bench bench-quick bench-docs bench-instr bench-http bench-grpc bench-redis bench-stall bench-idempotency bench-hedge bench-all clean
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "Python 3.11+ is required"'
@@ -90,12 +90,16 @@ bench-idempotency: $(STAMP)
 	$(BIN)/python -m benchmarks.bench_idempotency --json benchmarks/results/idempotency.json
 	$(BIN)/python -m benchmarks.bench_idempotency --mode evict --json benchmarks/results/idempotency_evict.json
 
+bench-hedge: $(STAMP)
+	$(BIN)/python -m benchmarks.bench_hedge --json benchmarks/results/hedge.json
+
 bench-all: $(STAMP)  # one after the other, even under make -j: runs must not overlap
 	$(MAKE) bench
 	$(MAKE) bench-grpc
 	$(MAKE) bench-redis
 	$(MAKE) bench-stall
 	$(MAKE) bench-idempotency
+	$(MAKE) bench-hedge
 	$(MAKE) bench-docs
 
 bench-quick: $(STAMP)

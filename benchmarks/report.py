@@ -77,6 +77,7 @@ SOURCES = {
     "redis_stall": Source(
         "redis_stall.json", _cmd(".redis_stall", "redis_stall.json", "--runs 3"), ("redis-stall",)
     ),
+    "hedge": Source("hedge.json", _cmd(".bench_hedge", "hedge.json"), ("hedge",)),
 }
 
 _BLOCK = re.compile(r"(<!-- bench:([a-z0-9_-]+) -->\n)(.*?)(<!-- /bench -->)", re.S)
@@ -499,6 +500,22 @@ def _idempotency_evict(src: Sources) -> list[str]:
     ]
 
 
+def _hedge(src: Sources) -> list[str]:
+    hedge = src.need("hedge")
+    out = ["| case | p50 | p99 | p99.9 | extra calls |", "|---|---:|---:|---:|---:|"]
+    base = hedge.get("", "no hedge", "p99_ms")
+    for name in ("no hedge", "fixed delay", "observed p95"):
+        p99 = hedge.get("", name, "p99_ms")
+        cells = [
+            f"{hedge.get('', name, 'p50_ms'):.1f} ms",
+            f"{p99:.1f} ms" + ("" if name == "no hedge" else f" ({base / p99:.0f}× lower)"),
+            f"{hedge.get('', name, 'p999_ms'):.1f} ms",
+            f"{hedge.get('', name, 'extra_calls'):.1%}".replace("%", " %"),
+        ]
+        out.append(f"| {name} | " + " | ".join(cells) + " |")
+    return out
+
+
 _RUN_KEYS = {"format", "python", "machine", "cpus", "date", "command", "versions", "source"}
 _RUN_KEYS |= {"redis_server", "wrk"}
 
@@ -545,6 +562,7 @@ TABLES: dict[str, Callable[[Sources], list[str]]] = {
     "redis-stall": _redis_stall,
     "idempotency": _idempotency,
     "idempotency-evict": _idempotency_evict,
+    "hedge": _hedge,
 }
 
 

@@ -39,6 +39,7 @@ from ._deadline import (
     reset_deadline,
 )
 from ._fallback import Fallback
+from ._hedge import Hedge, HedgeDelay, LatencyPercentile
 from ._pipeline import Pipeline
 from ._policy import Emitter, Policy, refused_by_policy
 from ._retry import Retry, attach_retry_after, retry_after_attribute
@@ -78,6 +79,8 @@ __all__ = [
     "Decision",
     "Emitter",
     "Fallback",
+    "Hedge",
+    "HedgeDelay",
     "IdempotencyConflictError",
     "IdempotencyInProgressError",
     "IdempotencyKeyReusedError",
@@ -85,6 +88,7 @@ __all__ = [
     "IdempotencyRecords",
     "Idempotent",
     "JSONCodec",
+    "LatencyPercentile",
     "MemoryStore",
     "Pipeline",
     "Policy",

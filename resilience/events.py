@@ -34,6 +34,10 @@ __all__ = [
     "CircuitStateChanged",
     "Event",
     "FallbackUsed",
+    "HedgeCancelled",
+    "HedgeReason",
+    "HedgeStarted",
+    "HedgeWon",
     "IdempotentReplay",
     "Listener",
     "Origin",
@@ -240,3 +244,34 @@ def error_type(exc: BaseException | None) -> str | None:
     cls = type(exc)
     mod = cls.__module__
     return cls.__qualname__ if mod in ("builtins", "__main__") else f"{mod}.{cls.__qualname__}"
+
+
+#: Why a :class:`HedgeStarted` hedge was sent: the delay passed, or an attempt was unacceptable.
+HedgeReason: TypeAlias = Literal["delay", "failure"]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class HedgeStarted(Event):
+    """A hedge sent attempt number ``attempt`` (2 for the first hedge) of a call, because
+    ``reason``: the delay passed without an acceptable outcome, or an attempt was unacceptable."""
+
+    kind: ClassVar[str] = "hedge"
+    attempt: int
+    reason: HedgeReason
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class HedgeWon(Event):
+    """Attempt number ``attempt`` of a hedged call (``attempts`` were sent) answered first."""
+
+    kind: ClassVar[str] = "hedge_won"
+    attempt: int
+    attempts: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class HedgeCancelled(Event):
+    """``attempts`` attempts of a hedged call still running were cancelled (they lost)."""
+
+    kind: ClassVar[str] = "hedge_cancelled"
+    attempts: int

@@ -69,6 +69,9 @@ HAND_WRITTEN: dict[str, str] = {
     "resilience/_timeout.py:Timeout.wrap_sync": "a published deadline checked after the call "
     "(or a worker thread waited for) instead of the async side's task cancellation at the "
     "deadline (a deadline wheel entry or the clock's deadline scope)",
+    # -- hedge: concurrent attempts need cancellable tasks
+    "resilience/_hedge/_policy.py:Hedge.wrap_sync": "refuses sync functions "
+    "(ConfigurationError): a sync attempt that lost the race could not be cancelled",
 }
 
 #: A sync method and its async counterpart, by name.
