@@ -52,6 +52,7 @@ from .errors import (
     IdempotencyInProgressError,
     IdempotencyKeyReusedError,
     IdempotencyOutcomeUnrecordedError,
+    LockHeldError,
     RateLimitedError,
     RejectedError,
     ResilienceError,
@@ -59,6 +60,7 @@ from .errors import (
     TimeoutExceededError,
 )
 from .idempotency import IdempotencyRecords, Idempotent, JSONCodec
+from .lock import Lock
 from .ratelimit import Decision, RateLimiter
 from .stores import MemoryStore
 from .stores.redis import RedisStore
@@ -85,6 +87,8 @@ __all__ = [
     "IdempotencyRecords",
     "Idempotent",
     "JSONCodec",
+    "Lock",
+    "LockHeldError",
     "MemoryStore",
     "Pipeline",
     "Policy",
