@@ -218,7 +218,6 @@ class StoreFailed(Event):
     error_type: str
 
 
-
 @dataclass(frozen=True, slots=True, kw_only=True)
 class LockRejected(Event):
     """A :class:`~resilience.Lock` refused an acquisition: the key stayed held for the whole
@@ -238,6 +237,7 @@ class LockLost(Event):
     kind: ClassVar[str] = "lock_lost"
     reason: Literal["renewal_refused", "release_refused"]
     fence: int
+
 
 Listener: TypeAlias = Callable[[Event], object]
 

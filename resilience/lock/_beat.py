@@ -59,7 +59,9 @@ class _Thread:
             heapq.heappush(self._heap, (due, next(self._seq), beat, renew))
             if not self._alive:
                 self._alive = True
-                threading.Thread(target=self._run, name="resilience-lock-heartbeat", daemon=True).start()
+                threading.Thread(
+                    target=self._run, name="resilience-lock-heartbeat", daemon=True
+                ).start()
             elif self._heap[0][2] is beat:
                 self._cond.notify()
 

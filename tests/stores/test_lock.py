@@ -10,11 +10,16 @@ import pytest
 
 import resilience as rs
 from resilience.events import LockLost, LockRejected
-from resilience.lock._lock import FIRST_POLL, MAX_POLL
+from resilience.lock._lock import FIRST_POLL, MAX_POLL, Held
 from resilience.lock._ops import AcquireOp, ReleaseOp, RenewOp
 from resilience.testing import FakeClock, RecordingListener
 
 from ..helpers import BrokenStore
+
+
+def is_lost(held: Held) -> bool:
+    """``held.lost`` read through a call (it changes as time passes; no narrowing)."""
+    return held.lost
 
 
 def make(clock: FakeClock, **kw: Any) -> tuple[rs.Lock, RecordingListener]:
@@ -37,12 +42,17 @@ def test_a_held_key_is_refused_with_the_holders_remaining_lease(clock: FakeClock
     lock, rec = make(clock, ttl=30)
     with lock.hold("a") as held:
         clock.advance(5)
-        with pytest.raises(rs.LockHeldError) as info:
-            with lock.hold("a"):
-                pass  # pragma: no cover - refused
+        with pytest.raises(rs.LockHeldError) as info, lock.hold("a"):
+            pass  # pragma: no cover - refused
         assert not held.lost
     err = info.value
-    assert (err.key, err.fence, err.lost, err.retry_after, err.policy) == ("a", 1, False, 25.0, "jobs")
+    assert (err.key, err.fence, err.lost, err.retry_after, err.policy) == (
+        "a",
+        1,
+        False,
+        25.0,
+        "jobs",
+    )
     assert rs.refused_by_policy(err) is False  # a direct hold is outside every composition
     [event] = rec.of(LockRejected)
     assert (event.reason, event.retry_after, event.policy) == ("lock_held", 25.0, "jobs")
@@ -66,9 +76,8 @@ def test_wait_polls_with_a_doubling_capped_backoff_until_a_crashed_holders_lease
 def test_wait_gives_up_after_its_budget_with_the_holders_remaining_lease(clock: FakeClock) -> None:
     lock, rec = make(clock, ttl=30, wait=1)
     lock.store.apply(AcquireOp("lock:jobs:a", "other", 30.0, 86_400.0))
-    with pytest.raises(rs.LockHeldError) as info:
-        with lock.hold("a"):
-            pass  # pragma: no cover - refused
+    with pytest.raises(rs.LockHeldError) as info, lock.hold("a"):
+        pass  # pragma: no cover - refused
     assert clock.monotonic() == pytest.approx(1.0)  # waited exactly its budget
     assert sum(clock.sleeps) == pytest.approx(1.0)
     assert info.value.retry_after == pytest.approx(29.0)
@@ -82,9 +91,8 @@ def test_the_heartbeat_keeps_a_long_critical_section_exclusive(clock: FakeClock)
             clock.advance(1)  # renewals fire every ttl / 3 on the fake clock
         assert not held.lost
         held.check()
-        with pytest.raises(rs.LockHeldError):
-            with lock.hold("a"):
-                pass  # pragma: no cover - refused
+        with pytest.raises(rs.LockHeldError), lock.hold("a"):
+            pass  # pragma: no cover - refused
     assert not held.lost
     with lock.hold("a") as after:
         assert after.fence == 2
@@ -97,14 +105,20 @@ def test_a_zombie_whose_lease_expired_is_fenced_out(clock: FakeClock) -> None:
         assert zombie.lost
         with pytest.raises(rs.LockHeldError) as info:
             zombie.check()
-        assert info.value.lost and info.value.fence == 1 and info.value.retry_after is None
+        assert info.value.lost
+        assert info.value.fence == 1
+        assert info.value.retry_after is None
         with lock.hold("a") as successor:
             assert successor.fence == 2
             # the zombie's own renew and release are refused by the fence
             assert not lock.store.apply(RenewOp("lock:jobs:a", zombie._owner, 1, 3.0, 86_400.0))
             assert not lock.store.apply(ReleaseOp("lock:jobs:a", zombie._owner, 1))
             lock._renew(zombie)
-            assert lock.store.get("lock:jobs:a")["o"] == successor._owner
+            assert lock.store.get("lock:jobs:a") == {
+                "o": successor._owner,
+                "g": 2,
+                "lu": 13_000_000,
+            }
     # the zombie's exit (after the successor's) frees nothing of anyone else
     assert [e.reason for e in rec.of(LockLost)] == ["renewal_refused"]
 
@@ -116,7 +130,7 @@ def test_a_lost_hold_is_seen_on_the_local_clock_before_any_renewal(clock: FakeCl
         clock.advance(2.999)
         assert not held.lost
         clock.advance(0.001)
-        assert held.lost  # no renewal succeeded within the lease, as this process measures it
+        assert is_lost(held)  # no renewal succeeded within the lease, as this process measures it
         assert rec.of(LockLost) == []  # seen locally; the store was not asked
 
 
@@ -242,7 +256,8 @@ def test_async_contention_is_exclusive_and_fences_follow_acquisition_order(
         await asyncio.gather(*(worker() for _ in range(8)))
 
     asyncio.run(main())
-    assert len(order) == 8 and order == sorted(set(order))
+    assert len(order) == 8
+    assert order == sorted(set(order))
 
 
 def test_thread_contention_is_exclusive_and_fences_follow_acquisition_order() -> None:
@@ -276,14 +291,14 @@ def test_thread_contention_is_exclusive_and_fences_follow_acquisition_order() ->
         t.join()
     assert errors == []
     assert counter == 120
-    assert order == sorted(set(order)) and len(order) == 120
+    assert order == sorted(set(order))
+    assert len(order) == 120
 
 
 def test_store_failures(clock: FakeClock, caplog: pytest.LogCaptureFixture) -> None:
     broken = rs.Lock("jobs", store=BrokenStore(), clock=clock)
-    with pytest.raises(rs.StoreError):
-        with broken.hold("a"):
-            pass  # pragma: no cover - fails closed
+    with pytest.raises(rs.StoreError), broken.hold("a"):
+        pass  # pragma: no cover - fails closed
 
     class Flaky(rs.MemoryStore):
         down = False
@@ -300,7 +315,7 @@ def test_store_failures(clock: FakeClock, caplog: pytest.LogCaptureFixture) -> N
         clock.advance(1)  # a renewal fails: logged, retried next beat
         assert not held.lost
         clock.advance(2)  # no renewal succeeded for a whole ttl
-        assert held.lost
+        assert is_lost(held)
     assert "could not renew lock 'jobs'" in caplog.text
     assert "could not release lock 'jobs'" in caplog.text
 
@@ -313,7 +328,7 @@ def test_configuration_is_validated() -> None:
     with pytest.raises(rs.ConfigurationError):
         rs.Lock("x", store=object())
     with pytest.raises(rs.ConfigurationError):
-        rs.Lock("x")(key="not callable")  # type: ignore[arg-type]
+        rs.Lock("x")(key="not callable")  # type: ignore[call-overload]
     assert rs.Lock("x", ttl=10, wait=1).describe() == {
         "kind": "lock",
         "name": "x",
