@@ -12,8 +12,9 @@ each hold separately (``time.perf_counter``), in ``--rounds`` interleaved rounds
 
 Reported per case: p50 and p99 of each step (µs, over every hold of every round), holds per
 second, and the round trips per hold (the server's ``INFO commandstats`` calls of ``EVALSHA``
-and ``SET``, the only commands either lock sends, before and after each round). ``--json FILE`` writes them
-(``benchmarks/results/lock.json`` feeds the lock table of ``docs/benchmarks.md``).
+and ``SET``, the only commands either lock sends, before and after each round). ``--json
+FILE`` writes them (``benchmarks/results/lock.json`` feeds the lock table of
+``docs/benchmarks.md``).
 
 Usage::
 
@@ -140,7 +141,7 @@ def run(holds: int, rounds: int) -> list[dict[str, Any]]:
     print(f"{head} {'holds/s':>8} {'trips':>5}")
     for case in CASES:
         acq, rel = samples[case]
-        row = {
+        row: dict[str, Any] = {
             "name": case,
             "acquire_p50": _quantile(acq, 0.5),
             "acquire_p99": _quantile(acq, 0.99),

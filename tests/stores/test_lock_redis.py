@@ -240,3 +240,41 @@ def test_restart_without_persistence_loses_the_hold_but_not_fence_order(
         assert not new.lost
     store.close()
     store2.close()
+
+
+def test_real_time_heartbeats_keep_sync_and_async_holds(
+    redis_server: RedisServer, prefix: str
+) -> None:
+    """The shared renewal thread (sync) and the loop's timers (async) on real time: a hold
+    lasting several ttl keeps the key."""
+    store = RedisStore.from_url(redis_server.url, prefix=prefix, socket_timeout=2.0)
+    lock = rs.Lock("jobs", store=store, ttl=0.3)
+    probe = rs.Lock("jobs", store=store, ttl=0.3)
+
+    def refused() -> bool:
+        try:
+            with probe.hold("a"):
+                return False
+        except rs.LockHeldError:
+            return True
+
+    with lock.hold("a") as held:
+        until = time.monotonic() + 1.0  # more than 3 ttl of real time
+        while time.monotonic() < until:
+            assert refused()
+            threading.Event().wait(0.05)
+        assert not is_lost(held)
+
+    async def main() -> None:
+        async with lock.ahold("b") as aheld:
+            until = time.monotonic() + 1.0
+            while time.monotonic() < until:
+                with pytest.raises(rs.LockHeldError):
+                    async with probe.ahold("b"):
+                        pass  # pragma: no cover - refused
+                await asyncio.sleep(0.05)
+            assert not is_lost(aheld)
+        await store.aclose()
+
+    asyncio.run(main())
+    store.close()
