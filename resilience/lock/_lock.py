@@ -38,6 +38,7 @@ class Held:
         key: the lock's key.
         fence: the fencing token: strictly greater than every earlier hold's of this key. Pass
             it to the resource you protect and have it refuse writes with a smaller fence.
+        lock: the :class:`Lock` it was acquired from.
     """
 
     __slots__ = ("_beat", "_em", "_lost", "_owner", "_skey", "_valid_until", "fence", "key", "lock")
@@ -123,7 +124,9 @@ class Lock(Policy):
     Args:
         name: the lock's name (events; part of the store key).
         store: where locks live: a :class:`~resilience.RedisStore` for a fleet, default a
-            :class:`~resilience.MemoryStore` on ``clock`` (one process).
+            :class:`~resilience.MemoryStore` on ``clock`` (one process) with
+            ``on_full="evict_oldest"``: a held key's entry is never evicted; a freed one may
+            make room for a new key (its fences then restart from the clock, still higher).
         ttl: the lease in seconds: a holder that stops renewing (crashed, paused, cut off)
             loses the key after it.
         wait: seconds an acquisition may wait for a held key (0: refuse at once).
@@ -165,7 +168,9 @@ class Lock(Policy):
         self.wait = seconds(wait, "wait")
         self.keep = seconds(keep, "keep")
         self._clock = resolve_clock(clock)
-        self.store = MemoryStore(clock=self._clock) if store is None else check_store(store)
+        if store is None:  # held entries are pinned; freed ones make room for new keys
+            store = MemoryStore(clock=self._clock, on_full="evict_oldest")
+        self.store = check_store(store)
         self._prefix = f"lock:{self.name}:"
         self._em = Emitter(self.listeners, None, self.name)
 
@@ -282,7 +287,7 @@ class Lock(Policy):
         """Free the key if this hold still owns it (a store failure is logged)."""
         held._stop()
         try:
-            ok = await self.store.aapply(ReleaseOp(held._skey, held._owner, held.fence))
+            ok = await self.store.aapply(ReleaseOp(held._skey, held._owner, held.fence, self.keep))
         except StoreError as exc:
             _log.warning("resilience: could not release lock %r: %s", self.name, exc)
             return
@@ -295,7 +300,7 @@ class Lock(Policy):
         """Free the key if this hold still owns it (a store failure is logged)."""
         held._stop()
         try:
-            ok = self.store.apply(ReleaseOp(held._skey, held._owner, held.fence))
+            ok = self.store.apply(ReleaseOp(held._skey, held._owner, held.fence, self.keep))
         except StoreError as exc:
             _log.warning("resilience: could not release lock %r: %s", self.name, exc)
             return

@@ -72,6 +72,8 @@ class AcquireOp:
     lease: float
     keep: float
 
+    #: a memory store never evicts a held lock's entry early (see :class:`~resilience.MemoryStore`)
+    PINS: ClassVar[bool] = True
     LUA: ClassVar[str] = _lua("acquire.lua")
 
     def apply(self, state: Any | None, now: float, /) -> tuple[Any | None, Any, float | None]:
@@ -113,6 +115,8 @@ class RenewOp:
     lease: float
     keep: float
 
+    #: a renewed lock stays pinned in a memory store
+    PINS: ClassVar[bool] = True
     LUA: ClassVar[str] = _lua("renew.lua")
 
     def apply(self, state: Any | None, now: float, /) -> tuple[Any | None, bool, float | None]:
@@ -134,20 +138,24 @@ class RenewOp:
 
 @dataclass(slots=True)
 class ReleaseOp:
-    """Free the lock held by ``(owner, fence)``, keeping the fence counter; result: whether
-    the lease was still running (another owner's lock is never touched).
+    """Free the lock held by ``(owner, fence)``, keeping the fence counter for ``keep``
+    seconds; result: whether the lease was still running (another owner's lock is never
+    touched). In a memory store the freed entry is no longer pinned: with
+    ``on_full="evict_oldest"`` it may make room for a new key (its counter is then seeded
+    afresh, above its old fences).
 
     Example:
         >>> state = AcquireOp("k", "a", lease=30.0, keep=60.0).apply(None, 0.0)[0]
-        >>> ReleaseOp("k", "zombie", 1).apply(state, 1.0)[1]
+        >>> ReleaseOp("k", "zombie", 1, keep=60.0).apply(state, 1.0)[1]
         False
-        >>> ReleaseOp("k", "a", 1).apply(state, 1.0)[:2]
-        ({'o': '', 'g': 1, 'lu': 30000000}, True)
+        >>> ReleaseOp("k", "a", 1, keep=60.0).apply(state, 1.0)
+        ({'o': '', 'g': 1, 'lu': 30000000}, True, 60.0)
     """
 
     key: str
     owner: str
     fence: int
+    keep: float
 
     LUA: ClassVar[str] = _lua("release.lua")
 
@@ -155,11 +163,12 @@ class ReleaseOp:
         """Pure next-state function."""
         if not _owns(state, self.owner, self.fence):
             return state, False, None
-        return {**state, "o": ""}, state["lu"] > round(now * 1_000_000), None
+        held = state["lu"] > round(now * 1_000_000)
+        return {**state, "o": ""}, held, ttl_us(self.keep) / 1_000_000
 
-    def lua_args(self) -> tuple[bytes, int]:
-        """Owner and fence."""
-        return _b(self.owner), self.fence
+    def lua_args(self) -> tuple[bytes, int, int]:
+        """Owner, fence and the counter's ttl in µs."""
+        return _b(self.owner), self.fence, ttl_us(self.keep)
 
     def parse(self, reply: Any) -> bool:
         """Whether the lock was still held when released."""

@@ -12,6 +12,7 @@ import resilience as rs
 from resilience.events import LockLost, LockRejected
 from resilience.lock._lock import FIRST_POLL, MAX_POLL, Held
 from resilience.lock._ops import AcquireOp, ReleaseOp, RenewOp
+from resilience.stores import StoreFullError
 from resilience.testing import FakeClock, RecordingListener
 
 from ..helpers import BrokenStore
@@ -112,7 +113,7 @@ def test_a_zombie_whose_lease_expired_is_fenced_out(clock: FakeClock) -> None:
             assert successor.fence == 2
             # the zombie's own renew and release are refused by the fence
             assert not lock.store.apply(RenewOp("lock:jobs:a", zombie._owner, 1, 3.0, 86_400.0))
-            assert not lock.store.apply(ReleaseOp("lock:jobs:a", zombie._owner, 1))
+            assert not lock.store.apply(ReleaseOp("lock:jobs:a", zombie._owner, 1, 9.0))
             lock._renew(zombie)
             assert lock.store.get("lock:jobs:a") == {
                 "o": successor._owner,
@@ -155,6 +156,23 @@ def test_fences_keep_increasing_after_the_counter_expires(clock: FakeClock) -> N
     assert lock.store.get("lock:jobs:a") is None
     with lock.hold("a") as fresh:
         assert fresh.fence == 12_000_000 > held.fence  # seeded from the clock in µs
+
+
+def test_the_default_store_never_evicts_a_held_key_but_makes_room_with_freed_ones(
+    clock: FakeClock,
+) -> None:
+    lock = rs.Lock("jobs", clock=clock)
+    lock.store.max_entries = 2  # type: ignore[attr-defined]
+    with lock.hold("a") as a, lock.hold("b"):
+        # every entry is a held lock: pinned
+        with pytest.raises(StoreFullError), lock.hold("c"):
+            pass  # pragma: no cover - refused
+        assert not is_lost(a)
+    clock.advance(1)
+    with lock.hold("c") as c:  # a freed entry made room
+        assert c.fence == 1_000_000  # a fresh counter: seeded from the clock
+    with lock.hold("a") as again:
+        assert again.fence > a.fence
 
 
 def test_decorator_serialises_per_key_sync(clock: FakeClock) -> None:

@@ -51,17 +51,17 @@ def test_the_ops_agree_on_memory_and_redis(fake_store: RedisStore, clock: FakeCl
         (1.0, AcquireOp("k", "b", 3.0, 10.0)),
         (1.5, RenewOp("k", "a", 1, 3.0, 10.0)),
         (2.0, RenewOp("k", "b", 1, 3.0, 10.0)),
-        (2.0, ReleaseOp("k", "b", 1)),
+        (2.0, ReleaseOp("k", "b", 1, 10.0)),
         (4.0, AcquireOp("k", "b", 3.0, 10.0)),
         (4.6, AcquireOp("k", "b", 3.0, 10.0)),  # a's renewed lease ended at 4.5
         (5.0, RenewOp("k", "a", 1, 3.0, 10.0)),  # the zombie
-        (5.0, ReleaseOp("k", "a", 1)),
-        (6.0, ReleaseOp("k", "b", 2)),
+        (5.0, ReleaseOp("k", "a", 1, 10.0)),
+        (6.0, ReleaseOp("k", "b", 2, 10.0)),
         (6.0, AcquireOp("k", "c", 3.0, 10.0)),
-        (7.0, ReleaseOp("k", "c", 3)),
+        (7.0, ReleaseOp("k", "c", 3, 10.0)),
         (30.0, AcquireOp("k", "d", 3.0, 10.0)),  # the counter expired: seeded from the clock
         (40.0, RenewOp("k", "d", 30_000_000, 3.0, 10.0)),  # lease ended
-        (40.0, ReleaseOp("k", "d", 30_000_000)),  # still its own, but ended: reported lost
+        (40.0, ReleaseOp("k", "d", 30_000_000, 10.0)),  # still its own, but ended: reported lost
     ]
     got: dict[str, list[Any]] = {"memory": [], "redis": []}
     for at, op in plan:
@@ -96,7 +96,7 @@ def test_zombie_on_redis_is_fenced_out(fake_store: RedisStore, clock: FakeClock)
         with lock.hold("a") as successor:
             assert successor.fence == zombie.fence + 1
             assert not fake_store.apply(RenewOp("lock:jobs:a", zombie._owner, zombie.fence, 3, 9))
-            assert not fake_store.apply(ReleaseOp("lock:jobs:a", zombie._owner, zombie.fence))
+            assert not fake_store.apply(ReleaseOp("lock:jobs:a", zombie._owner, zombie.fence, 9))
             clock.advance(2)  # the successor's heartbeat renews on Redis
             with pytest.raises(rs.LockHeldError) as info, lock.hold("a"):
                 pass  # pragma: no cover - refused
