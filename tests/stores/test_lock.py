@@ -162,7 +162,7 @@ def test_the_default_store_never_evicts_a_held_key_but_makes_room_with_freed_one
     clock: FakeClock,
 ) -> None:
     lock = rs.Lock("jobs", clock=clock)
-    lock.store.max_entries = 2  # type: ignore[attr-defined]
+    lock.store.max_entries = 2
     with lock.hold("a") as a, lock.hold("b"):
         # every entry is a held lock: pinned
         with pytest.raises(StoreFullError), lock.hold("c"):
