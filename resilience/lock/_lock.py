@@ -6,7 +6,7 @@ import logging
 import secrets
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from contextlib import asynccontextmanager, contextmanager
-from typing import Any, ParamSpec, TypeVar, overload
+from typing import Any, Literal, ParamSpec, TypeVar, overload
 
 from .._clock import Clock, resolve_clock
 from .._deadline import cap_to_deadline
@@ -19,7 +19,7 @@ from ..stores.memory import MemoryStore
 from . import _beat
 from ._ops import AcquireOp, ReleaseOp, RenewOp
 
-__all__ = ["Held", "Lock"]
+__all__ = ["Held", "KeyedLock", "Lock"]
 
 P = ParamSpec("P")
 T = TypeVar("T")
@@ -41,7 +41,18 @@ class Held:
         lock: the :class:`Lock` it was acquired from.
     """
 
-    __slots__ = ("_beat", "_em", "_lost", "_owner", "_skey", "_valid_until", "fence", "key", "lock")
+    __slots__ = (
+        "_beat",
+        "_em",
+        "_lost",
+        "_owner",
+        "_released",
+        "_skey",
+        "_valid_until",
+        "fence",
+        "key",
+        "lock",
+    )
 
     def __init__(
         self, lock: Lock, key: str, skey: str, owner: str, fence: int, sent: float, em: Emitter
@@ -53,6 +64,7 @@ class Held:
         self._owner = owner
         self._em = em
         self._lost = False
+        self._released = False
         self._valid_until = sent + lock.ttl
         self._beat: _beat.Beat | None = None
 
@@ -61,8 +73,10 @@ class Held:
         """Whether this hold may no longer be exclusive: a renewal or the release was refused
         (the lease ended, or another holder took over), or, as read on the lock's clock, the
         lease ran out since the last renewal that succeeded (a paused process, a store that
-        did not answer)."""
-        return self._lost or self.lock._clock.monotonic() >= self._valid_until
+        did not answer). After the release, only a refused release counts."""
+        if self._lost:
+            return True
+        return not self._released and self.lock._clock.monotonic() >= self._valid_until
 
     def check(self) -> None:
         """Raise :class:`~resilience.LockHeldError` (``lost=True``) if :attr:`lost`: call it
@@ -77,12 +91,14 @@ class Held:
             )
 
     def _renewed(self, ok: bool, sent: float) -> None:
+        if self._released:  # a renewal that crossed the release: it says nothing of the hold
+            return
         if ok:
             self._valid_until = sent + self.lock.ttl
         else:
             self._lose("renewal_refused")
 
-    def _lose(self, reason: Any) -> None:
+    def _lose(self, reason: Literal["renewal_refused", "release_refused"]) -> None:
         first = not self._lost
         self._lost = True
         self._stop()
@@ -285,6 +301,7 @@ class Lock(Policy):
     # twin: async _arelease=_release, aapply=apply
     async def _arelease(self, held: Held) -> None:
         """Free the key if this hold still owns it (a store failure is logged)."""
+        held._released = True
         held._stop()
         try:
             ok = await self.store.aapply(ReleaseOp(held._skey, held._owner, held.fence, self.keep))
@@ -298,6 +315,7 @@ class Lock(Policy):
     # twin: sync (generated from the block above by scripts/twins.py; do not edit)
     def _release(self, held: Held) -> None:
         """Free the key if this hold still owns it (a store failure is logged)."""
+        held._released = True
         held._stop()
         try:
             ok = self.store.apply(ReleaseOp(held._skey, held._owner, held.fence, self.keep))

@@ -146,6 +146,16 @@ def test_release_after_the_lease_ended_reports_the_hold_lost(clock: FakeClock) -
         assert after.fence == 2
 
 
+def test_a_renewal_crossing_the_release_does_not_report_the_hold_lost(clock: FakeClock) -> None:
+    lock, rec = make(clock, ttl=3)
+    with lock.hold("a") as held:
+        pass
+    lock._renew(held)  # the heartbeat thread's renewal, in flight while the block exited
+    clock.advance(10)
+    assert not held.lost
+    assert rec.of(LockLost) == []
+
+
 def test_fences_keep_increasing_after_the_counter_expires(clock: FakeClock) -> None:
     lock, _ = make(clock, ttl=1, keep=10)
     for _ in range(3):
