@@ -24,7 +24,7 @@ from resilience.stores.redis import RedisStore
 from resilience.testing import FakeClock, RecordingListener
 
 from ..helpers import wait_until
-from ..redis_servers import RedisServer
+from ..redis_servers import RedisCluster, RedisServer
 from .test_lock import is_lost
 
 pytestmark = pytest.mark.redis
@@ -44,7 +44,24 @@ def fake_store(redis_server: RedisServer, prefix: str, clock: FakeClock) -> Iter
     store.close()
 
 
-def test_the_ops_agree_on_memory_and_redis(fake_store: RedisStore, clock: FakeClock) -> None:
+@pytest.fixture(params=["redis", "cluster"])
+def any_redis(
+    request: pytest.FixtureRequest, prefix: str, clock: FakeClock
+) -> Iterator[RedisStore]:
+    """A store on a standalone server, or on a Redis Cluster (one key per lock: any slot)."""
+    if request.param == "redis":
+        server: RedisServer = request.getfixturevalue("redis_server")
+        store = RedisStore.from_url(server.url, prefix=prefix, clock=clock, socket_timeout=2.0)
+    else:
+        cluster: RedisCluster = request.getfixturevalue("redis_cluster")
+        store = RedisStore.from_url(
+            cluster.url, prefix=prefix, cluster=True, clock=clock, socket_timeout=2.0
+        )
+    yield store
+    store.close()
+
+
+def test_the_ops_agree_on_memory_and_redis(any_redis: RedisStore, clock: FakeClock) -> None:
     memory = MemoryStore(clock=clock)
     plan: list[tuple[float, Any]] = [
         (0.0, AcquireOp("k", "a", 3.0, 10.0)),
@@ -67,7 +84,7 @@ def test_the_ops_agree_on_memory_and_redis(fake_store: RedisStore, clock: FakeCl
     for at, op in plan:
         clock.set(at)
         got["memory"].append(memory.apply(op))
-        got["redis"].append(fake_store.apply(op))
+        got["redis"].append(any_redis.apply(op))
     assert got["memory"] == got["redis"]
     assert got["redis"][1] == (False, 1, 2.0)
     assert got["redis"][6] == (True, 2, 0.0)
