@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import signal
 import subprocess
 import sys
 import threading
@@ -295,3 +296,60 @@ def test_real_time_heartbeats_keep_sync_and_async_holds(
 
     asyncio.run(main())
     store.close()
+
+
+ZOMBIE = """
+import sys, resilience as rs
+from resilience.stores.redis import RedisStore
+from resilience.testing import RecordingListener
+store = RedisStore.from_url(sys.argv[1], prefix=sys.argv[2])
+rec = RecordingListener()
+lock = rs.Lock("jobs", store=store, ttl=1, listeners=[rec])
+with lock.hold("a") as held:
+    print(held.fence, flush=True)
+    sys.stdin.readline()  # paused (SIGSTOP) around here, then told to go on
+    print(held.lost, flush=True)
+print(",".join(e.reason for e in rec.events), flush=True)
+"""
+
+
+def test_zombie_process_paused_past_its_lease_is_refused_by_the_fence(
+    redis_server: RedisServer, prefix: str
+) -> None:
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    with subprocess.Popen(
+        [sys.executable, "-c", ZOMBIE, redis_server.url, prefix],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        env=env,
+        text=True,
+    ) as child:
+        assert child.stdin is not None
+        assert child.stdout is not None
+        try:
+            zombie_fence = int(child.stdout.readline())
+            child.send_signal(signal.SIGSTOP)  # a GC pause, a stopped VM
+            store = RedisStore.from_url(redis_server.url, prefix=prefix, socket_timeout=2.0)
+            lock = rs.Lock("jobs", store=store, ttl=30, wait=5)
+            with lock.hold("a") as successor:  # once the paused holder's lease ends
+                assert successor.fence == zombie_fence + 1
+                child.send_signal(signal.SIGCONT)
+                child.stdin.write("go\n")
+                child.stdin.flush()
+                assert child.stdout.readline().strip() == "True"  # it sees it lost the lock
+                # one LockLost: from its heartbeat or its release, whichever reached Redis first
+                reasons = child.stdout.readline().strip()
+                assert reasons in ("renewal_refused", "release_refused")
+                assert child.wait(timeout=10) == 0
+                # the zombie's release did not free the successor's lock
+                with (
+                    pytest.raises(rs.LockHeldError) as info,
+                    rs.Lock("jobs", store=store).hold("a"),
+                ):
+                    pass  # pragma: no cover - refused
+                assert info.value.fence == successor.fence
+                assert not successor.lost
+            store.close()
+        finally:
+            child.send_signal(signal.SIGCONT)
+            child.kill()
