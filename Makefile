@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed
 CHROMIUM ?= /usr/bin/chromium
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: demo demo-short demo-basics simulate test test-fast lint types unit bench bench-quick bench-docs bench-instr bench-http bench-grpc bench-redis bench-stall bench-idempotency bench-hedge bench-all clean
+.PHONY: demo demo-short demo-basics simulate test test-fast lint types unit bench bench-quick bench-docs bench-instr bench-http bench-grpc bench-redis bench-stall bench-idempotency bench-hedge bench-lock bench-all clean
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "Python 3.11+ is required"'
@@ -93,6 +93,9 @@ bench-idempotency: $(STAMP)
 bench-hedge: $(STAMP)
 	$(BIN)/python -m benchmarks.bench_hedge --json benchmarks/results/hedge.json
 
+bench-lock: $(STAMP)
+	$(BIN)/python -m benchmarks.bench_lock --json benchmarks/results/lock.json
+
 bench-all: $(STAMP)  # one after the other, even under make -j: runs must not overlap
 	$(MAKE) bench
 	$(MAKE) bench-grpc
@@ -100,6 +103,7 @@ bench-all: $(STAMP)  # one after the other, even under make -j: runs must not ov
 	$(MAKE) bench-stall
 	$(MAKE) bench-idempotency
 	$(MAKE) bench-hedge
+	$(MAKE) bench-lock
 	$(MAKE) bench-docs
 
 bench-quick: $(STAMP)

@@ -74,6 +74,7 @@ SOURCES = {
         _cmd(".bench_idempotency", "idempotency_evict.json", "--mode evict"),
         ("idempotency-evict",),
     ),
+    "lock": Source("lock.json", _cmd(".bench_lock", "lock.json"), ("lock",)),
     "redis_stall": Source(
         "redis_stall.json", _cmd(".redis_stall", "redis_stall.json", "--runs 3"), ("redis-stall",)
     ),
@@ -516,6 +517,21 @@ def _hedge(src: Sources) -> list[str]:
     return out
 
 
+def _lock(src: Sources) -> list[str]:
+    res = src.need("lock")
+    out = [
+        "| case | acquire p50 | acquire p99 | release p50 | release p99 | holds/s | round trips |",
+        "|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    for case in ("rs.Lock (sync)", "rs.Lock (async)", "redis-py Lock"):
+        cells = [_us(res.get("", case, f)) for f in ("acquire_p50", "acquire_p99")]
+        cells += [_us(res.get("", case, f)) for f in ("release_p50", "release_p99")]
+        cells.append(f"{res.get('', case, 'holds_per_second'):,.0f}")
+        cells.append(f"{res.get('', case, 'round_trips_per_hold'):g}")
+        out.append(f"| {case} | " + " | ".join(cells) + " |")
+    return out
+
+
 _RUN_KEYS = {"format", "python", "machine", "cpus", "date", "command", "versions", "source"}
 _RUN_KEYS |= {"redis_server", "wrk"}
 
@@ -563,6 +579,7 @@ TABLES: dict[str, Callable[[Sources], list[str]]] = {
     "idempotency": _idempotency,
     "idempotency-evict": _idempotency_evict,
     "hedge": _hedge,
+    "lock": _lock,
 }
 
 

@@ -17,6 +17,7 @@ error (first match wins)        HTTP  problem type (after the base)  gRPC status
 ``IdempotencyInProgressError``  409   ``idempotency#in-progress``    ``ABORTED``              yes
 ``IdempotencyKeyReusedError``   422   ``idempotency#key-reused``     ``FAILED_PRECONDITION``
 ``IdempotencyConflictError``    409   ``idempotency#conflict``       ``ABORTED``
+``LockHeldError``               409   ``lock-held``                  ``ABORTED``              yes
 ``RejectedError`` (other)       503   ``rejected``                   ``UNAVAILABLE``          yes
 ``TimeoutExceededError``        504   ``timeout``                    ``DEADLINE_EXCEEDED``
 ``StoreError``                  503   ``store-unavailable``          ``UNAVAILABLE``
@@ -58,6 +59,7 @@ from resilience.errors import (
     IdempotencyInProgressError,
     IdempotencyKeyReusedError,
     IdempotencyOutcomeUnrecordedError,
+    LockHeldError,
     RateLimitedError,
     RejectedError,
     ResilienceError,
@@ -126,6 +128,9 @@ ERROR_TABLE: tuple[ErrorMapping, ...] = (
         "FAILED_PRECONDITION",
     ),
     _row(IdempotencyConflictError, 409, "Conflict", "idempotency#conflict", "ABORTED"),
+    # a concurrent holder of the same key: a conflict on that resource (not an unavailable
+    # service), retried after the holder's remaining lease
+    _row(LockHeldError, 409, "Conflict", "lock-held", "ABORTED", True),
     _row(RejectedError, 503, "Service Unavailable", "rejected", "UNAVAILABLE", True),
     _row(TimeoutExceededError, 504, "Gateway Timeout", "timeout", "DEADLINE_EXCEEDED"),
     _row(StoreError, 503, "Service Unavailable", "store-unavailable", "UNAVAILABLE"),

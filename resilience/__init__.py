@@ -53,6 +53,7 @@ from .errors import (
     IdempotencyInProgressError,
     IdempotencyKeyReusedError,
     IdempotencyOutcomeUnrecordedError,
+    LockHeldError,
     RateLimitedError,
     RejectedError,
     ResilienceError,
@@ -60,6 +61,7 @@ from .errors import (
     TimeoutExceededError,
 )
 from .idempotency import IdempotencyRecords, Idempotent, JSONCodec
+from .lock import Lock
 from .ratelimit import Decision, RateLimiter
 from .stores import MemoryStore
 from .stores.redis import RedisStore
@@ -89,6 +91,8 @@ __all__ = [
     "Idempotent",
     "JSONCodec",
     "LatencyPercentile",
+    "Lock",
+    "LockHeldError",
     "MemoryStore",
     "Pipeline",
     "Policy",

@@ -40,6 +40,8 @@ __all__ = [
     "HedgeWon",
     "IdempotentReplay",
     "Listener",
+    "LockLost",
+    "LockRejected",
     "Origin",
     "RateLimitWaited",
     "RecordsEvicted",
@@ -218,6 +220,27 @@ class StoreFailed(Event):
     kind: ClassVar[str] = "store_error"
     decision: StoreDecision
     error_type: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class LockRejected(Event):
+    """A :class:`~resilience.Lock` refused an acquisition: the key stayed held for the whole
+    ``wait`` (``retry_after``: the seconds left on the holder's lease)."""
+
+    kind: ClassVar[str] = "lock_rejected"
+    reason: Literal["lock_held"]
+    retry_after: float
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class LockLost(Event):
+    """A hold of a :class:`~resilience.Lock` was lost (its critical section is no longer
+    exclusive): ``reason`` ``"renewal_refused"`` (the heartbeat found the lease ended or taken
+    over) or ``"release_refused"`` (at release, the lease had ended)."""
+
+    kind: ClassVar[str] = "lock_lost"
+    reason: Literal["renewal_refused", "release_refused"]
+    fence: int
 
 
 Listener: TypeAlias = Callable[[Event], object]

@@ -62,6 +62,7 @@ WIRE: list[tuple[Exception, int, str, str, bool]] = [
         "ABORTED",
         False,
     ),
+    (rs.LockHeldError("held", retry_after=2.5), 409, "lock-held", "ABORTED", True),
     (rs.RejectedError("refused", retry_after=2.5), 503, "rejected", "UNAVAILABLE", True),
     (rs.TimeoutExceededError("late", timeout=1), 504, "timeout", "DEADLINE_EXCEEDED", False),
     (rs.StoreError("redis down"), 503, "store-unavailable", "UNAVAILABLE", False),

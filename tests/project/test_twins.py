@@ -37,6 +37,10 @@ HAND_WRITTEN: dict[str, str] = {
         "sync claims are renewed by the shared daemon thread (or a fake clock's timers), async "
         "ones by timers of the running event loop; the beat is built once (_new_beat)"
     ),
+    "resilience/lock/_beat.py:start": (
+        "sync holds are renewed by the lock's shared daemon thread (or a fake clock's timers), "
+        "async ones by timers and tasks of the running event loop; the renewal itself is a twin"
+    ),
     "resilience/stores/memory.py:MemoryStore.apply": (
         "aapply() calls apply() (no I/O to await), so a subclass overriding apply() changes both"
     ),
