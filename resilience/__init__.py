@@ -56,15 +56,18 @@ from .errors import (
     RejectedError,
     ResilienceError,
     StoreError,
+    ThrottledError,
     TimeoutExceededError,
 )
 from .idempotency import IdempotencyRecords, Idempotent, JSONCodec
 from .ratelimit import Decision, RateLimiter
 from .stores import MemoryStore
 from .stores.redis import RedisStore
+from .throttle import AdaptiveThrottle
 
 __all__ = [
     "AdaptiveConcurrency",
+    "AdaptiveThrottle",
     "Budget",
     "Bulkhead",
     "BulkheadFullError",
@@ -98,6 +101,7 @@ __all__ = [
     "RetryThrottle",
     "StoreError",
     "SystemClock",
+    "ThrottledError",
     "Timeout",
     "TimeoutExceededError",
     "attach_retry_after",

@@ -8,9 +8,10 @@
     │   ├── CircuitOpenError
     │   ├── RateLimitedError
     │   ├── BulkheadFullError
-    │   └── IdempotencyConflictError
-    │       ├── IdempotencyInProgressError
-    │       └── IdempotencyKeyReusedError
+    │   ├── IdempotencyConflictError
+    │   │   ├── IdempotencyInProgressError
+    │   │   └── IdempotencyKeyReusedError
+    │   └── ThrottledError
     ├── TimeoutExceededError (also TimeoutError)
     ├── StoreError
     └── IdempotencyOutcomeUnrecordedError   .result: the function's own return value
@@ -35,6 +36,7 @@ __all__ = [
     "RejectedError",
     "ResilienceError",
     "StoreError",
+    "ThrottledError",
     "TimeoutExceededError",
 ]
 
@@ -186,3 +188,9 @@ class IdempotencyOutcomeUnrecordedError(ResilienceError):
         super().__init__(message or "the call succeeded but its outcome could not be recorded")
         self.result = result
         self.policy = policy
+
+
+class ThrottledError(RejectedError):
+    """An adaptive throttle rejected the call locally: the backend has been refusing too many
+    requests lately (:class:`resilience.AdaptiveThrottle`). ``retry_after`` is the time until
+    the oldest part of the throttle's window leaves it."""

@@ -1,0 +1,105 @@
+"""The adaptive throttle's window: pure functions on a list of integers (private).
+
+The state is ``[LAST, REQUESTS, ACCEPTS, r0, a0, r1, a1, ...]``: the index of the newest time
+bucket (``now_us // bucket_us``), the window's totals, then a ring of ``buckets`` pairs
+(requests, accepts). ``throttle.lua`` is the line-by-line Redis twin; the in-process policy and
+:class:`resilience.MemoryStore` run these functions, so every store takes the same decision for
+the same clock readings and random draws.
+
+Example:
+    >>> cfg = config(window_us=10_000_000, buckets=5, k=2.0, cap=1.0)
+    >>> st = fresh(cfg, 0)
+    >>> [decide(st, cfg, 0, 0) for _ in range(3)]  # no accepts yet: the probability grows
+    [0.0, 0.5, 0.6666666666666666]
+    >>> decide(st, cfg, 1, accepted=3)  # three accepted outcomes reported: 3 - 2*3 < 0
+    -0.75
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+__all__ = ["Config", "config", "decide", "fresh", "retry_us", "snapshot"]
+
+LAST, REQ, ACC, RING = 0, 1, 2, 3
+
+
+class Config(NamedTuple):
+    """The window's shape and the rejection formula's constants."""
+
+    buckets: int
+    bucket_us: int
+    k: float
+    cap: float
+
+    @property
+    def window_us(self) -> int:
+        """The effective window: ``buckets`` whole buckets."""
+        return self.buckets * self.bucket_us
+
+
+def config(*, window_us: int, buckets: int, k: float, cap: float) -> Config:
+    """The configuration of a ``window_us`` window cut into ``buckets`` buckets (>= 1 µs each)."""
+    return Config(buckets, max(1, window_us // buckets), k, cap)
+
+
+def fresh(cfg: Config, now_us: int) -> list[int]:
+    """An empty window whose newest bucket is the one of ``now_us``."""
+    return [now_us // cfg.bucket_us, 0, 0] + [0] * (2 * cfg.buckets)
+
+
+def _roll(st: list[int], cfg: Config, e: int) -> None:
+    """Advance the ring to bucket ``e``: the buckets that left the window are emptied."""
+    last = st[LAST]
+    if e <= last:
+        return
+    nb = cfg.buckets
+    if e - last >= nb:
+        for i in range(1, len(st)):
+            st[i] = 0
+    else:
+        for b in range(last + 1, e + 1):
+            i = RING + 2 * (b % nb)
+            st[REQ] -= st[i]
+            st[ACC] -= st[i + 1]
+            st[i] = st[i + 1] = 0
+    st[LAST] = e
+
+
+def _flush(st: list[int], cfg: Config, now_us: int, accepted: int) -> int:
+    """Roll to ``now_us`` and count ``accepted`` late-reported accepts; the bucket's index."""
+    e = now_us // cfg.bucket_us
+    _roll(st, cfg, e)
+    i = RING + 2 * (e % cfg.buckets)
+    if accepted:
+        st[i + 1] += accepted
+        st[ACC] += accepted
+    return i
+
+
+def decide(st: list[int], cfg: Config, now_us: int, accepted: int) -> float:
+    """Count ``accepted`` reported accepts, then one request: return the rejection probability
+    of that request (``<= 0``: admit it; reject when a uniform draw in [0, 1) is below it).
+
+    ``(requests - k * accepts) / (requests + 1)`` over the window before this request, at most
+    ``cap``. The request is counted whatever the draw decides (a rejected request counts).
+    """
+    i = _flush(st, cfg, now_us, accepted)
+    req = st[REQ]
+    p = (req - cfg.k * st[ACC]) / (req + 1)
+    if p > cfg.cap:
+        p = cfg.cap
+    st[i] += 1
+    st[REQ] = req + 1
+    return p
+
+
+def snapshot(st: list[int], cfg: Config, now_us: int, accepted: int) -> tuple[int, int]:
+    """Count ``accepted`` reported accepts; ``(requests, accepts)`` in the window now."""
+    _flush(st, cfg, now_us, accepted)
+    return st[REQ], st[ACC]
+
+
+def retry_us(cfg: Config, now_us: int) -> int:
+    """Microseconds until the oldest bucket leaves the window (the next bucket boundary)."""
+    return cfg.bucket_us - now_us % cfg.bucket_us
