@@ -50,8 +50,7 @@ if not st then
   st = {e, 0, 0}
   for i = RING, N do st[i] = 0 end
 end
--- core._roll
-local last = st[LAST]
+local last = st[LAST]  -- core._roll
 if e > last then
   if e - last >= nb then
     for i = 2, N do st[i] = 0 end
@@ -65,15 +64,13 @@ if e > last then
   end
   st[LAST] = e
 end
--- core._flush
-local i = RING + 2 * (e % nb)
+local i = RING + 2 * (e % nb)  -- core._flush
 if accepted ~= 0 then
   st[i + 1] = st[i + 1] + accepted
   st[ACC] = st[ACC] + accepted
 end
 local rejected, retry = 0, 0
-if draw then
-  -- core.decide
+if draw then  -- core.decide
   local req = st[REQ]
   local p = (req - k * st[ACC]) / (req + 1)
   if p > cap then p = cap end
