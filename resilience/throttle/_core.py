@@ -83,14 +83,22 @@ def decide(st: list[int], cfg: Config, now_us: int, accepted: int) -> float:
 
     ``(requests - k * accepts) / (requests + 1)`` over the window before this request, at most
     ``cap``. The request is counted whatever the draw decides (a rejected request counts).
+    :func:`_flush` inlined: this is the hot path of every call.
     """
-    i = _flush(st, cfg, now_us, accepted)
-    req = st[REQ]
-    p = (req - cfg.k * st[ACC]) / (req + 1)
-    if p > cfg.cap:
-        p = cfg.cap
+    nb, bus, k, cap = cfg
+    e = now_us // bus
+    if e != st[0]:
+        _roll(st, cfg, e)
+    i = 3 + 2 * (e % nb)
+    if accepted:
+        st[i + 1] += accepted
+        st[2] += accepted
+    req = st[1]
+    p = (req - k * st[2]) / (req + 1)
+    if p > cap:
+        p = cap
     st[i] += 1
-    st[REQ] = req + 1
+    st[1] = req + 1
     return p
 
 
