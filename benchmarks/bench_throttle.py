@@ -112,7 +112,9 @@ def simulate(
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m benchmarks.bench_throttle", description=__doc__)
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmarks.bench_throttle", description=__doc__
+    )
     parser.add_argument("--capacity", type=int, default=100, help="backend calls per second")
     parser.add_argument("--overload", type=float, default=3.0, help="offered load / capacity")
     parser.add_argument("--seconds", type=int, default=600, help="simulated seconds")

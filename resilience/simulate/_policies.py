@@ -50,6 +50,7 @@ POLICIES: dict[str, str] = {
     "rate_limiter": "RateLimiter",
     "bulkhead": "Bulkhead",
     "adaptive_concurrency": "AdaptiveConcurrency",
+    "adaptive_throttle": "AdaptiveThrottle",
 }
 #: Backoff ``kind`` names → the :mod:`resilience.backoff` factories.
 BACKOFFS: dict[str, Callable[..., Any]] = {

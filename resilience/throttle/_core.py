@@ -9,17 +9,20 @@ the same clock readings and random draws.
 Example:
     >>> cfg = config(window_us=10_000_000, buckets=5, k=2.0, cap=1.0)
     >>> st = fresh(cfg, 0)
-    >>> [decide(st, cfg, 0, 0) for _ in range(3)]  # no accepts yet: the probability grows
-    [0.0, 0.5, 0.6666666666666666]
-    >>> decide(st, cfg, 1, accepted=3)  # three accepted outcomes reported: 3 - 2*3 < 0
-    -0.75
+    >>> decide(st, cfg, 0, 0, 0)  # an empty window admits
+    0.0
+    >>> [decide(st, cfg, 1, done=1, accepted=0) for _ in range(2)]  # refused: p grows
+    [0.5, 0.6666666666666666]
+    >>> reject(st, cfg, 2)  # a rejected request counts too
+    >>> decide(st, cfg, 3, done=1, accepted=1)  # 4 requests, 1 accepted: (4 - 2) / 5
+    0.4
 """
 
 from __future__ import annotations
 
 from typing import NamedTuple
 
-__all__ = ["Config", "config", "decide", "fresh", "retry_us", "snapshot"]
+__all__ = ["Config", "config", "decide", "fresh", "reject", "retry_us", "snapshot"]
 
 LAST, REQ, ACC, RING = 0, 1, 2, 3
 
@@ -66,45 +69,55 @@ def _roll(st: list[int], cfg: Config, e: int) -> None:
     st[LAST] = e
 
 
-def _flush(st: list[int], cfg: Config, now_us: int, accepted: int) -> int:
-    """Roll to ``now_us`` and count ``accepted`` late-reported accepts; the bucket's index."""
+def _flush(st: list[int], cfg: Config, now_us: int, done: int, accepted: int) -> int:
+    """Roll to ``now_us`` and count ``done`` finished requests, ``accepted`` of them accepted;
+    the index of the bucket written (the newest: never an older one another caller rolled past).
+    """
     e = now_us // cfg.bucket_us
     _roll(st, cfg, e)
-    i = RING + 2 * (e % cfg.buckets)
-    if accepted:
+    i = RING + 2 * (st[LAST] % cfg.buckets)
+    if done:  # accepted <= done
+        st[i] += done
+        st[REQ] += done
         st[i + 1] += accepted
         st[ACC] += accepted
     return i
 
 
-def decide(st: list[int], cfg: Config, now_us: int, accepted: int) -> float:
-    """Count ``accepted`` reported accepts, then one request: return the rejection probability
-    of that request (``<= 0``: admit it; reject when a uniform draw in [0, 1) is below it).
+def decide(st: list[int], cfg: Config, now_us: int, done: int, accepted: int) -> float:
+    """Count ``done`` finished requests (``accepted`` of them accepted), then return the
+    rejection probability of a new request: ``(requests - k * accepts) / (requests + 1)``, at
+    most ``cap`` (``<= 0``: admit; else reject when a uniform draw in [0, 1) is below it).
 
-    ``(requests - k * accepts) / (requests + 1)`` over the window before this request, at most
-    ``cap``. The request is counted whatever the draw decides (a rejected request counts).
+    An admitted request is counted when it finishes (reported with a later operation as
+    ``done``), so calls still in flight never raise the probability (a burst of concurrent
+    first calls is not throttled); a rejected one at once, by :func:`reject`.
     :func:`_flush` inlined: this is the hot path of every call.
     """
     nb, bus, k, cap = cfg
     e = now_us // bus
-    if e != st[0]:
+    if e > st[0]:
         _roll(st, cfg, e)
-    i = 3 + 2 * (e % nb)
-    if accepted:
+    if done:  # accepted <= done
+        i = 3 + 2 * (st[0] % nb)
+        st[i] += done
+        st[1] += done
         st[i + 1] += accepted
         st[2] += accepted
     req = st[1]
     p = (req - k * st[2]) / (req + 1)
-    if p > cap:
-        p = cap
-    st[i] += 1
-    st[1] = req + 1
-    return p
+    return cap if p > cap else p
 
 
-def snapshot(st: list[int], cfg: Config, now_us: int, accepted: int) -> tuple[int, int]:
-    """Count ``accepted`` reported accepts; ``(requests, accepts)`` in the window now."""
-    _flush(st, cfg, now_us, accepted)
+def reject(st: list[int], cfg: Config, now_us: int) -> None:
+    """Count a request rejected at ``now_us`` (a rejected request counts, per the book)."""
+    _flush(st, cfg, now_us, 1, 0)
+
+
+def snapshot(st: list[int], cfg: Config, now_us: int, done: int, accepted: int) -> tuple[int, int]:
+    """Count ``done`` finished requests, ``accepted`` of them accepted; ``(requests, accepts)``
+    in the window now."""
+    _flush(st, cfg, now_us, done, accepted)
     return st[REQ], st[ACC]
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Sequence
-from typing import Any, Literal
+from typing import Any, Literal, NoReturn
 
 from .._clock import Clock, RandomLike, resolve_clock, resolve_random
 from .._degraded import STORE_LOG
@@ -141,7 +141,8 @@ class AdaptiveThrottle(Policy):
         self._key = f"thr:{self.name}"  # the window's key in a store
         self._lock = threading.Lock()
         self._st = core.fresh(self._cfg, 0)  # the in-process window (and the "local" fallback)
-        self._pending = 0  # in-process accepts not counted yet (see core.decide)
+        self._done = 0  # in-process calls finished and not counted yet (see core.decide)
+        self._accepted = 0  # how many of those were accepted
         self._shared = None if store is None else Shared(self, store)
 
     def describe(self) -> dict[str, Any]:
@@ -164,8 +165,8 @@ class AdaptiveThrottle(Policy):
             return self._shared.counts()
         now_us = round(self._clock.monotonic() * 1_000_000)
         with self._lock:
-            pending, self._pending = self._pending, 0
-            return core.snapshot(self._st, self._cfg, now_us, pending)
+            done, accepted, self._done, self._accepted = self._done, self._accepted, 0, 0
+            return core.snapshot(self._st, self._cfg, now_us, done, accepted)
 
     def rejection_probability(self) -> float:
         """The probability with which the next call would be rejected (see :meth:`counts`)."""
@@ -195,14 +196,23 @@ class AdaptiveThrottle(Policy):
         """Decide on the in-process window; raises :class:`ThrottledError`."""
         now_us = round(self._clock.monotonic() * 1_000_000)
         with self._lock:
-            p = core.decide(self._st, self._cfg, now_us, self._pending)
-            self._pending = 0
+            p = core.decide(self._st, self._cfg, now_us, self._done, self._accepted)
+            self._done = self._accepted = 0
         if p > 0.0 and self._random.random() < p:
-            raise self._throttled(core.retry_us(self._cfg, now_us), em)
+            self._reject(now_us, em)
 
-    def _accept_local(self) -> None:
+    def _reject(self, now_us: int, em: Emitter) -> NoReturn:
+        """Count a rejected request on the in-process window and raise its refusal."""
         with self._lock:
-            self._pending += 1
+            core.reject(self._st, self._cfg, now_us)
+        raise self._throttled(core.retry_us(self._cfg, now_us), em)
+
+    def _finished_local(self, accepted: bool) -> None:
+        """A call admitted by the in-process window finished (``accepted`` or not)."""
+        with self._lock:
+            self._done += 1
+            if accepted:
+                self._accepted += 1
 
     def _store_failed(self, exc: StoreError, em: Emitter) -> int:
         """The admission when the store failed (per ``on_store_error``); may raise."""
@@ -227,25 +237,29 @@ class AdaptiveThrottle(Policy):
         lock, st, cfg, decide = self._lock, self._st, self._cfg, core.decide
         mono, draw = self._clock.monotonic, self._random.random
         overloaded, on_result, chain = self._overloaded, self._on_result, em.chain
-        throttled, retry_us = self._throttled, core.retry_us
+        reject = self._reject
 
         async def throttle_wrapper(*args: Any, **kwargs: Any) -> Any:
             now_us = round(mono() * 1_000_000)
             with lock:
-                p = decide(st, cfg, now_us, self._pending)
-                self._pending = 0
+                p = decide(st, cfg, now_us, self._done, self._accepted)
+                self._done = self._accepted = 0
             if p > 0.0 and draw() < p:
-                raise throttled(retry_us(cfg, now_us), em)
+                reject(now_us, em)
             try:
                 result = await fn(*args, **kwargs)
             except BaseException as exc:
-                if not overloaded(exc, chain):
-                    with lock:
-                        self._pending += 1
-                raise
-            if on_result is None or not on_result(result):
+                accepted = not overloaded(exc, chain)
                 with lock:
-                    self._pending += 1
+                    self._done += 1
+                    if accepted:
+                        self._accepted += 1
+                raise
+            accepted = on_result is None or not on_result(result)
+            with lock:
+                self._done += 1
+                if accepted:
+                    self._accepted += 1
             return result
 
         return throttle_wrapper
@@ -258,25 +272,29 @@ class AdaptiveThrottle(Policy):
         lock, st, cfg, decide = self._lock, self._st, self._cfg, core.decide
         mono, draw = self._clock.monotonic, self._random.random
         overloaded, on_result, chain = self._overloaded, self._on_result, em.chain
-        throttled, retry_us = self._throttled, core.retry_us
+        reject = self._reject
 
         def throttle_wrapper(*args: Any, **kwargs: Any) -> Any:
             now_us = round(mono() * 1_000_000)
             with lock:
-                p = decide(st, cfg, now_us, self._pending)
-                self._pending = 0
+                p = decide(st, cfg, now_us, self._done, self._accepted)
+                self._done = self._accepted = 0
             if p > 0.0 and draw() < p:
-                raise throttled(retry_us(cfg, now_us), em)
+                reject(now_us, em)
             try:
                 result = fn(*args, **kwargs)
             except BaseException as exc:
-                if not overloaded(exc, chain):
-                    with lock:
-                        self._pending += 1
-                raise
-            if on_result is None or not on_result(result):
+                accepted = not overloaded(exc, chain)
                 with lock:
-                    self._pending += 1
+                    self._done += 1
+                    if accepted:
+                        self._accepted += 1
+                raise
+            accepted = on_result is None or not on_result(result)
+            with lock:
+                self._done += 1
+                if accepted:
+                    self._accepted += 1
             return result
 
         return throttle_wrapper

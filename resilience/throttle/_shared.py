@@ -1,10 +1,10 @@
 """A throttle whose window lives in a store (``store=``): one round trip per decision
 (private).
 
-The accepted outcomes are not sent on their own: each is counted with this process's next
-decision (or :meth:`Shared.counts`), in the same script that counts the request and decides.
-Pending accepts of an operation that fails are dropped (the script may have run: never count
-them twice).
+The outcomes of admitted calls are not sent on their own: each finished call (and whether
+it was accepted) is counted with this process's next decision (or :meth:`Shared.counts`), in
+the same script that decides and counts a rejected request. The pending outcomes of an
+operation that fails are dropped (the script may have run: never count them twice).
 
 An admission is :data:`SHARED` (decided by the store), :data:`LOCAL` (the store failed and
 the throttle's own window decided, ``on_store_error="local"``) or :data:`UNGUARDED`
@@ -34,35 +34,40 @@ UNGUARDED, SHARED, LOCAL = 0, 1, 2
 class Shared:
     """The store side of one :class:`~resilience.AdaptiveThrottle` (its key, pending accepts)."""
 
-    __slots__ = ("_apply", "_lock", "_pending", "key", "store", "throttle")
+    __slots__ = ("_accepted", "_apply", "_done", "_lock", "key", "store", "throttle")
 
     def __init__(self, throttle: AdaptiveThrottle, store: Store) -> None:
         self.throttle = throttle
         self.store = store
         self._apply = store.apply
         self.key = throttle._key
-        self._pending = 0  # accepts not reported yet
+        self._done = 0  # finished calls not reported yet
+        self._accepted = 0  # how many of them were accepted
         self._lock = threading.Lock()
 
-    def take_pending(self) -> int:
-        """The accepts to report with the next operation (they are no longer pending)."""
-        if not self._pending:
-            return 0
+    def take_pending(self) -> tuple[int, int]:
+        """The finished and accepted calls to report with the next operation (no longer
+        pending)."""
+        if not self._done:
+            return 0, 0
         with self._lock:
-            n, self._pending = self._pending, 0
-        return n
+            pending = self._done, self._accepted
+            self._done = self._accepted = 0
+        return pending
 
-    def accept(self, how: int) -> None:
-        """A call admitted as ``how`` was accepted by the backend: count it."""
+    def finished(self, how: int, accepted: bool) -> None:
+        """A call admitted as ``how`` finished, ``accepted`` by the backend or not."""
         if how == SHARED:
             with self._lock:
-                self._pending += 1
+                self._done += 1
+                if accepted:
+                    self._accepted += 1
         elif how == LOCAL:
-            self.throttle._accept_local()
+            self.throttle._finished_local(accepted)
 
     def counts(self) -> tuple[int, int]:
-        """The fleet's ``(requests, accepts)`` (reports the pending accepts)."""
-        op = _ThrottleOp(self.key, self.throttle._cfg, self.take_pending(), None)
+        """The fleet's ``(requests, accepts)`` (reports the pending outcomes)."""
+        op = _ThrottleOp(self.key, self.throttle._cfg, *self.take_pending(), None)
         _, _, req, acc = self.store.apply(op)
         if op.reset:
             state_reset(self.throttle.name, None, self.throttle.listeners)
@@ -81,7 +86,7 @@ class Shared:
         """One decision by the store (or per ``on_store_error`` when it fails); raises
         :class:`~resilience.ThrottledError`."""
         t = self.throttle
-        op = _ThrottleOp(self.key, t._cfg, self.take_pending(), t._random.random())
+        op = _ThrottleOp(self.key, t._cfg, *self.take_pending(), t._random.random())
         try:
             rejected, retry_us, _, _ = await self._aapply(op)
         except StoreError as exc:
@@ -98,7 +103,7 @@ class Shared:
         """One decision by the store (or per ``on_store_error`` when it fails); raises
         :class:`~resilience.ThrottledError`."""
         t = self.throttle
-        op = _ThrottleOp(self.key, t._cfg, self.take_pending(), t._random.random())
+        op = _ThrottleOp(self.key, t._cfg, *self.take_pending(), t._random.random())
         try:
             rejected, retry_us, _, _ = self._apply(op)
         except StoreError as exc:
@@ -115,7 +120,7 @@ class Shared:
     def wrap_async(self, fn: AsyncFn, em: Emitter) -> AsyncFn:
         """``fn`` under the shared throttle: one round trip per call."""
         t = self.throttle
-        admit, accept = self.aadmit, self.accept
+        admit, finished = self.aadmit, self.finished
         overloaded, on_result, chain = t._overloaded, t._on_result, em.chain
 
         async def shared_throttle_wrapper(*args: Any, **kwargs: Any) -> Any:
@@ -123,11 +128,11 @@ class Shared:
             try:
                 result = await fn(*args, **kwargs)
             except BaseException as exc:
-                if how and not overloaded(exc, chain):
-                    accept(how)
+                if how:
+                    finished(how, not overloaded(exc, chain))
                 raise
-            if how and (on_result is None or not on_result(result)):
-                accept(how)
+            if how:
+                finished(how, on_result is None or not on_result(result))
             return result
 
         return shared_throttle_wrapper
@@ -137,7 +142,7 @@ class Shared:
     def wrap_sync(self, fn: SyncFn, em: Emitter) -> SyncFn:
         """``fn`` under the shared throttle: one round trip per call."""
         t = self.throttle
-        admit, accept = self.admit, self.accept
+        admit, finished = self.admit, self.finished
         overloaded, on_result, chain = t._overloaded, t._on_result, em.chain
 
         def shared_throttle_wrapper(*args: Any, **kwargs: Any) -> Any:
@@ -145,11 +150,11 @@ class Shared:
             try:
                 result = fn(*args, **kwargs)
             except BaseException as exc:
-                if how and not overloaded(exc, chain):
-                    accept(how)
+                if how:
+                    finished(how, not overloaded(exc, chain))
                 raise
-            if how and (on_result is None or not on_result(result)):
-                accept(how)
+            if how:
+                finished(how, on_result is None or not on_result(result))
             return result
 
         return shared_throttle_wrapper

@@ -4,16 +4,17 @@
 -- little-endian doubles (exact for integers below 2**53), written with SET PX window (an
 -- expired window is an empty one: expiry never changes a decision).
 -- ARGV[2] buckets, ARGV[3] bucket width (µs), ARGV[4] k, ARGV[5] the probability cap, ARGV[6]
--- accepts reported late (core's `accepted`), ARGV[7] the uniform draw of this decision, or ''
--- for a snapshot (no request counted). Reply: {rejected (0/1), retry_after_us, requests,
+-- and ARGV[7] the calls finished since the caller's previous operation and how many of them
+-- were accepted (core's `done`, `accepted`), ARGV[8] the uniform draw of this decision, or ''
+-- for a snapshot. A rejected request is counted at once (core.reject). Reply: {rejected (0/1), retry_after_us, requests,
 -- accepts, reset}; reset is 1 when the stored state was undecodable (another type or length,
 -- negative or fractional counts, totals that do not add up, a bucket in the future): it was
 -- treated as absent and deleted.
 local now = now_us()
 local nb, bus = tonumber(ARGV[2]), tonumber(ARGV[3])
 local k, cap = tonumber(ARGV[4]), tonumber(ARGV[5])
-local accepted = tonumber(ARGV[6])
-local draw = tonumber(ARGV[7])  -- nil: a snapshot
+local done, accepted = tonumber(ARGV[6]), tonumber(ARGV[7])
+local draw = tonumber(ARGV[8])  -- nil: a snapshot
 local LAST, REQ, ACC, RING = 1, 2, 3, 4
 local N = 3 + 2 * nb
 local fmt = '<' .. string.rep('d', N)
@@ -46,7 +47,8 @@ elseif raw then
 end
 if reset == 1 then redis.call('DEL', KEYS[1]) end
 if not st then
-  if not draw and accepted == 0 then return {0, 0, 0, 0, reset} end  -- nothing to read or write
+  -- an empty window admits (p = 0) and reads nothing: with nothing to count, write nothing
+  if done == 0 then return {0, 0, 0, 0, reset} end
   st = {e, 0, 0}
   for i = RING, N do st[i] = 0 end
 end
@@ -64,8 +66,10 @@ if e > last then
   end
   st[LAST] = e
 end
-local i = RING + 2 * (e % nb)  -- core._flush
-if accepted ~= 0 then
+local i = RING + 2 * (st[LAST] % nb)  -- core._flush: done, accepted
+if done ~= 0 then
+  st[i] = st[i] + done
+  st[REQ] = st[REQ] + done
   st[i + 1] = st[i + 1] + accepted
   st[ACC] = st[ACC] + accepted
 end
@@ -74,13 +78,14 @@ if draw then  -- core.decide
   local req = st[REQ]
   local p = (req - k * st[ACC]) / (req + 1)
   if p > cap then p = cap end
-  st[i] = st[i] + 1
-  st[REQ] = req + 1
-  if draw < p then
+  if draw < p then  -- core.reject
+    st[i] = st[i] + 1
+    st[REQ] = req + 1
     rejected, retry = 1, bus - (now - e * bus)
   end
-elseif accepted == 0 then
-  return {0, 0, st[REQ], st[ACC], reset}  -- a read: the rolled state need not be written
+end
+if rejected == 0 and done == 0 then
+  return {0, 0, st[REQ], st[ACC], reset}  -- nothing counted: the rolled state need not be written
 end
 redis.call('SET', KEYS[1], struct.pack(fmt, unpack(st)), 'PX', math.max(1, math.ceil(nb * bus / 1000)))
 return {rejected, retry, st[REQ], st[ACC], reset}

@@ -99,10 +99,10 @@ def test_the_window_slides(runner: Runner, clock: FakeClock) -> None:
     assert outcome_of(runner, t, fn) == "refused"
     clock.advance(4)
     assert outcome_of(runner, t, fn) == "throttled"
+    assert t.counts() == (2, 0)  # the first call was counted with the second decision, at 4 s
+    clock.advance(9.999)
     assert t.counts() == (2, 0)
-    clock.advance(6)  # the first bucket ([0, 2) s) left the window
-    assert t.counts() == (1, 0)
-    clock.advance(4)
+    clock.advance(0.001)  # at 14 s the [4, 6) s bucket left the (five 2 s buckets) window
     assert t.counts() == (0, 0)
     assert outcome_of(runner, t, fn) == "refused"  # an empty window admits
 
@@ -272,7 +272,7 @@ class CountingStore(rs.MemoryStore):
         self.ops: list[Any] = []
 
     def apply(self, op: Any, /) -> Any:
-        self.ops.append((op.accepted, op.draw))
+        self.ops.append((op.done, op.accepted, op.draw))
         return super().apply(op)
 
 
@@ -287,7 +287,7 @@ def test_a_shared_window_decides_like_a_local_one(runner: Runner, clock: FakeClo
         clock.advance(1)
     assert shared.counts() == local.counts()
     assert len(store.ops) == len(script) + 1  # one round trip per decision (+ counts())
-    assert store.ops[1] == (1, 0.4)  # the first call's accept went with the second decision
+    assert store.ops[1] == (1, 1, 0.4)  # the first call's outcome went with the second decision
 
 
 def test_two_throttles_share_one_window(clock: FakeClock) -> None:
@@ -336,7 +336,7 @@ async def test_shared_async_uses_aapply(clock: FakeClock) -> None:
         return "ok"
 
     assert [await t.acall(ok) for _ in range(3)] == ["ok"] * 3
-    assert [accepted for accepted, _ in store.ops] == [0, 1, 1]
+    assert [(done, accepted) for done, accepted, _ in store.ops] == [(0, 0), (1, 1), (1, 1)]
 
 
 def test_under_sustained_overload_most_calls_are_throttled() -> None:
@@ -354,3 +354,24 @@ def test_under_sustained_overload_most_calls_are_throttled() -> None:
             pass
         overload_clock.advance(0.01)
     assert sent < 50  # p -> 1: only a trickle reaches a backend that refuses everything
+
+
+def test_calls_in_flight_do_not_raise_the_probability(clock: FakeClock) -> None:
+    # a burst of concurrent first calls: none has finished, so none is counted yet (counted on
+    # arrival, call n would face p = (n - 1) / n with no accept to offset it)
+    t = throttle_of(clock, random=Draws(0.0))
+
+    async def main() -> list[str]:
+        gate = asyncio.Event()
+
+        async def call() -> str:
+            await gate.wait()
+            return "ok"
+
+        tasks = [asyncio.ensure_future(t.acall(call)) for _ in range(50)]
+        await asyncio.sleep(0)
+        gate.set()
+        return await asyncio.gather(*tasks)
+
+    assert asyncio.run(main()) == ["ok"] * 50
+    assert t.counts() == (50, 50)

@@ -25,8 +25,8 @@ from .conformance import Step, StoreFactory, normalize
 
 pytestmark = pytest.mark.redis
 
-# A step: ("d", accepted, draw) one decision after `accepted` late accepts; ("s", accepted) a
-# snapshot; or seconds to advance the clock by.
+# A step: ("d", done, accepted, draw) one decision reporting `done` finished calls, `accepted`
+# of them accepted; ("s", done, accepted) a snapshot; or seconds to advance the clock by.
 CONFIGS = {
     "book": core.config(window_us=120_000_000, buckets=20, k=2.0, cap=1.0),
     "coarse-capped": core.config(window_us=10_000_000, buckets=3, k=1.1, cap=0.9),
@@ -41,8 +41,8 @@ def run_throttle(store: Any, clock: FakeClock, kind: str, steps: Sequence[Step])
         if isinstance(step, int | float):
             clock.advance(step)
             continue
-        draw = step[2] if step[0] == "d" else None
-        out.append(normalize(store.apply(_ThrottleOp(f"thr:{kind}", cfg, step[1], draw))))
+        op = _ThrottleOp(f"thr:{kind}", cfg, step[1], step[2], step[3] if step[0] == "d" else None)
+        out.append(normalize(store.apply(op)))
     return out
 
 
@@ -55,8 +55,8 @@ async def arun_throttle(
         if isinstance(step, int | float):
             clock.advance(step)
             continue
-        draw = step[2] if step[0] == "d" else None
-        out.append(normalize(await store.aapply(_ThrottleOp(f"thr:{kind}", cfg, step[1], draw))))
+        op = _ThrottleOp(f"thr:{kind}", cfg, step[1], step[2], step[3] if step[0] == "d" else None)
+        out.append(normalize(await store.aapply(op)))
     return out
 
 
@@ -65,21 +65,21 @@ def throttle_expected(kind: str, steps: Sequence[Step]) -> list[Any]:
     return run_throttle(MemoryStore(clock=clock), clock, kind, steps)
 
 
-def d(draw: float, accepted: int = 0) -> tuple[str, int, float]:
-    return ("d", accepted, draw)
+def d(draw: float, done: int = 0, accepted: int = 0) -> tuple[str, int, int, float]:
+    return ("d", done, min(accepted, done), draw)
 
 
-SNAP = ("s", 0)
+SNAP = ("s", 0, 0)
 
 SCENARIOS: dict[str, tuple[str, list[Step]]] = {
     "overload-then-recovery": (
         "coarse-capped",
         [
-            *[d(0.5)] * 6,  # nothing accepted: p grows to the 0.9 cap
+            *[d(0.5, done=1)] * 6,  # each reports one refused call: p grows to the 0.9 cap
             SNAP,
             d(0.95),  # above the cap: admitted
             3.4,
-            d(0.2, accepted=5),
+            d(0.2, done=5, accepted=5),
             SNAP,
             10,  # the whole window passed
             SNAP,
@@ -89,10 +89,10 @@ SCENARIOS: dict[str, tuple[str, list[Step]]] = {
     "accepts-keep-it-open": (
         "book",
         [
-            *[d(0.0, accepted=1)] * 10,
+            *[d(0.0, done=1, accepted=1)] * 10,
             SNAP,
-            ("s", 3),  # a snapshot reporting accepts writes them
-            *[d(0.0)] * 15,
+            ("s", 3, 2),  # a snapshot reporting outcomes writes them
+            *[d(0.0, done=1)] * 15,
             6,
             d(0.3),
             SNAP,
@@ -101,16 +101,16 @@ SCENARIOS: dict[str, tuple[str, list[Step]]] = {
     "odd-bucket-boundaries": (
         "odd-width",
         [
-            d(0.1),
+            d(0.1, done=1),
             1.428571,
-            d(0.1),
+            d(0.1, done=1),
             0.000001,
-            d(0.1),
+            d(0.1, done=2),
             1.428572,
-            d(0.4, accepted=1),
+            d(0.4, done=1, accepted=1),
             5.0,
             SNAP,
-            d(0.4),
+            d(0.4, done=1),
             1e-6,
             d(0.0),
         ],
@@ -137,11 +137,12 @@ async def test_throttle_ops_conform_async(make_store: StoreFactory) -> None:
 
 def test_reference_is_meaningful() -> None:
     res = throttle_expected(*SCENARIOS["overload-then-recovery"])
-    assert [r[0] for r in res[:6]] == [False, False, True, True, True, True]
-    assert res[2] == (True, 3_333_233, 3, 0)  # retry at the next bucket boundary (3.33 s wide)
-    assert res[6] == (False, 0, 6, 0)
-    assert res[7][0] is False  # p capped at 0.9 < 0.95
-    assert res[9] == (False, 0, 8, 5)
+    assert [r[0] for r in res[:6]] == [False, True, True, True, True, True]
+    assert res[0] == (False, 0, 1, 0)  # p = 1/2, not above the draw 0.5
+    assert res[1] == (True, 3_333_233, 3, 0)  # retry at the next bucket boundary (3.33 s wide)
+    assert res[6] == (False, 0, 11, 0)  # a rejected request counts: 6 reported + 5 rejected
+    assert res[7] == (False, 0, 11, 0)  # p capped at 0.9 < 0.95; admitted, counted when done
+    assert res[8] == (True, 3_266_566, 17, 5)  # (16 - 1.1 * 5) / 17 = 0.62 > 0.2
     assert res[10] == (False, 0, 0, 0)  # the window slid past everything
 
 
@@ -154,10 +155,12 @@ def test_windows_are_one_string_with_a_ttl(redis_server: RedisServer) -> None:
     t = rs.AdaptiveThrottle("ttl", window=30, store=store, listeners=[rec])
     assert t.call(lambda: "ok") == "ok"
     client = redis.Redis.from_url(redis_server.url)
+    assert list(client.scan_iter(f"{prefix}:*")) == []  # nothing counted yet: nothing written
+    assert t.call(lambda: "ok") == "ok"  # reports the first call
     (key,) = client.scan_iter(f"{prefix}:*")
     assert client.type(key) == b"string"
     assert 0 < client.pttl(key) <= 30_000
-    assert t.counts() == (1, 1)
+    assert t.counts() == (2, 2)
     client.set(key, b"garbage")  # corrupt: the window starts over
     assert t.call(lambda: "ok") == "ok"
     assert [e.decision for e in rec.of(StoreFailed)] == ["reset"]
@@ -168,9 +171,14 @@ def test_windows_are_one_string_with_a_ttl(redis_server: RedisServer) -> None:
 
 throttle_step = st.one_of(
     st.sampled_from([0, 0.25, 1, 1.5, 3.3333, 7, 40]),
-    st.builds(d, st.floats(0, 1, exclude_max=True), st.sampled_from([0, 0, 0, 1, 2, 5])),
-    st.builds(d, st.sampled_from([0.0, 0.5, 0.9, 0.999999])),
-    st.builds(lambda a: ("s", a), st.sampled_from([0, 0, 1, 3])),
+    st.builds(
+        d,
+        st.floats(0, 1, exclude_max=True),
+        st.sampled_from([0, 1, 1, 1, 2, 5]),
+        st.sampled_from([0, 0, 1, 2]),
+    ),
+    st.builds(d, st.sampled_from([0.0, 0.5, 0.9, 0.999999]), st.sampled_from([0, 1])),
+    st.builds(lambda n, a: ("s", n, min(a, n)), st.sampled_from([0, 0, 1, 3]), st.just(1)),
 )
 
 
