@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import random
+from collections.abc import Callable
 from typing import Any
 
 import resilience as rs
@@ -65,7 +66,7 @@ def simulate(
     clock = FakeClock(start=0.0)
     backend = Backend(clock, capacity)
     store = rs.MemoryStore(clock=clock) if clients > 1 else None
-    fns = []
+    fns: list[Callable[[], str]] = []
     for i in range(clients):
         if k is None:
             fns.append(backend)

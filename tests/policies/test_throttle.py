@@ -4,8 +4,10 @@ pipelines, and a shared window with the store failing."""
 from __future__ import annotations
 
 import asyncio
+import math
 import threading
 from collections.abc import Callable
+from datetime import timedelta
 from typing import Any
 
 import pytest
@@ -375,3 +377,28 @@ def test_calls_in_flight_do_not_raise_the_probability(clock: FakeClock) -> None:
 
     assert asyncio.run(main()) == ["ok"] * 50
     assert t.counts() == (50, 50)
+
+
+BAD_DURATION = [-1, math.nan, math.inf, -math.inf, 1e300, 10**400, timedelta.max, "1", True]
+BAD_COUNT = [0, -1, 1.5, 2**60, "3", None, True, math.nan]
+SWEEP: dict[str, list[Any]] = {
+    "k": [-1, 0, 0.999, math.nan, math.inf, 1e300, 10**400, "1", True],
+    "window": [*BAD_DURATION, 0, 1e-9],
+    "buckets": [*BAD_COUNT, 1001],
+    "max_rejection": [0, -0.1, 1.5, math.nan, "0.5", True],
+    "on": [5, (5,)],
+    "on_result": [5, int],
+    "store": [5],
+    "on_store_error": ["nope", None],
+    "clock": [5],
+    "random": [5],
+    "listeners": [5, [5]],
+}
+
+
+@pytest.mark.parametrize(
+    ("param", "value"), [(p, v) for p, values in SWEEP.items() for v in values]
+)
+def test_every_invalid_value_is_a_configuration_error(param: str, value: Any) -> None:
+    with pytest.raises(rs.ConfigurationError):
+        rs.AdaptiveThrottle("api", **{param: value})
