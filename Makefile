@@ -5,7 +5,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo demo-short demo-basics simulate test test-fast lint types unit bench bench-quick bench-docs bench-instr bench-http bench-grpc bench-redis bench-stall bench-idempotency bench-all clean
+.PHONY: demo demo-short demo-basics simulate test test-fast lint types unit bench bench-quick bench-docs bench-instr bench-http bench-grpc bench-redis bench-stall bench-idempotency bench-throttle bench-all clean
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "Python 3.11+ is required"'
@@ -56,7 +56,8 @@ test-fast: $(STAMP)
 # of docs/benchmarks.md and docs/redis.md from the JSON files in benchmarks/results/
 # (tests/project/test_benchmarks_report.py checks they match). The other bench-* targets each re-run one
 # script (the commands are those of SOURCES in benchmarks/report.py); `make bench-all` runs
-# them all but bench-http (needs wrk) and bench-instr (needs valgrind), then bench-docs.
+# them all but bench-http (needs wrk), bench-instr and bench-throttle (need valgrind), then
+# bench-docs.
 bench: $(STAMP)
 	$(BIN)/python -m benchmarks --json benchmarks/results/micro.json
 
@@ -81,6 +82,9 @@ bench-stall: $(STAMP)
 bench-idempotency: $(STAMP)
 	$(BIN)/python -m benchmarks.bench_idempotency --json benchmarks/results/idempotency.json
 	$(BIN)/python -m benchmarks.bench_idempotency --mode evict --json benchmarks/results/idempotency_evict.json
+
+bench-throttle: $(STAMP)
+	$(BIN)/python -m benchmarks.bench_throttle --instr --json benchmarks/results/throttle.json
 
 bench-all: $(STAMP)  # one after the other, even under make -j: runs must not overlap
 	$(MAKE) bench
