@@ -79,6 +79,11 @@ SOURCES = {
         "redis_stall.json", _cmd(".redis_stall", "redis_stall.json", "--runs 3"), ("redis-stall",)
     ),
     "hedge": Source("hedge.json", _cmd(".bench_hedge", "hedge.json"), ("hedge",)),
+    "throttle": Source(
+        "throttle.json",
+        _cmd(".bench_throttle", "throttle.json", "--instr"),
+        ("throttle", "throttle-cost"),
+    ),
 }
 
 _BLOCK = re.compile(r"(<!-- bench:([a-z0-9_-]+) -->\n)(.*?)(<!-- /bench -->)", re.S)
@@ -532,6 +537,51 @@ def _lock(src: Sources) -> list[str]:
     return out
 
 
+_THROTTLE_LOAD = (
+    ("no throttle", "none"),
+    ("k = 2 (the book's default)", "k=2.0"),
+    ("k = 1.5", "k=1.5"),
+    ("k = 1.1", "k=1.1"),
+    ("k = 2, 3 clients sharing a store", "k=2.0, 3 clients"),
+    ("k = 1.1, 3 clients sharing a store", "k=1.1, 3 clients"),
+)
+_THROTTLE_COST = (
+    ("admitted, sync", "throttle/admit/sync"),
+    ("admitted, async", "throttle/admit/async"),
+    ("rejected locally, sync", "throttle/reject/sync"),
+)
+
+
+def _throttle(src: Sources) -> list[str]:
+    thr = src.need("throttle")
+    cap = thr.get("load", "none", "capacity")
+    offered = thr.get("load", "none", "offered")
+    out = [
+        f"| {offered / cap:.0f}× overload (C = {cap:.0f} calls/s) | backend load | served "
+        "| rejected locally |",
+        "|---|---:|---:|---:|",
+    ]
+    for label, name in _THROTTLE_LOAD:
+        load = thr.get("load", name, "load_over_capacity")
+        served = thr.get("load", name, "served") / cap
+        rejected = thr.get("load", name, "throttled") / cap
+        out.append(f"| {label} | {load:.2f} C | {served:.2f} C | {rejected:.2f} C |")
+    return out
+
+
+def _throttle_cost(src: Sources) -> list[str]:
+    thr = src.need("throttle")
+    instr = all("instructions" in thr.by_case.get((g, "resilience"), {}) for _, g in _THROTTLE_COST)
+    head = "| case | per call |" + (" instructions |" if instr else "")
+    out = [head, "|---|---:|" + ("---:|" if instr else "")]
+    for label, group in _THROTTLE_COST:
+        cells = [_us(thr.get(group, "resilience", "seconds_per_call"))]
+        if instr:
+            cells.append(_k(thr.get(group, "resilience", "instructions")))
+        out.append(f"| {label} | " + " | ".join(cells) + " |")
+    return out
+
+
 _RUN_KEYS = {"format", "python", "machine", "cpus", "date", "command", "versions", "source"}
 _RUN_KEYS |= {"redis_server", "wrk"}
 
@@ -580,6 +630,8 @@ TABLES: dict[str, Callable[[Sources], list[str]]] = {
     "idempotency-evict": _idempotency_evict,
     "hedge": _hedge,
     "lock": _lock,
+    "throttle": _throttle,
+    "throttle-cost": _throttle_cost,
 }
 
 

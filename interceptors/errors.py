@@ -14,6 +14,7 @@ error (first match wins)        HTTP  problem type (after the base)  gRPC status
 ``RateLimitedError``            429   ``rate-limited``               ``RESOURCE_EXHAUSTED``   yes
 ``CircuitOpenError``            503   ``circuit-open``               ``UNAVAILABLE``          yes
 ``BulkheadFullError``           503   ``bulkhead-full``              ``UNAVAILABLE``          yes
+``ThrottledError``              503   ``throttled``                  ``UNAVAILABLE``          yes
 ``IdempotencyInProgressError``  409   ``idempotency#in-progress``    ``ABORTED``              yes
 ``IdempotencyKeyReusedError``   422   ``idempotency#key-reused``     ``FAILED_PRECONDITION``
 ``IdempotencyConflictError``    409   ``idempotency#conflict``       ``ABORTED``
@@ -64,6 +65,7 @@ from resilience.errors import (
     RejectedError,
     ResilienceError,
     StoreError,
+    ThrottledError,
     TimeoutExceededError,
 )
 
@@ -119,6 +121,7 @@ ERROR_TABLE: tuple[ErrorMapping, ...] = (
     _row(RateLimitedError, 429, "Too Many Requests", "rate-limited", "RESOURCE_EXHAUSTED", True),
     _row(CircuitOpenError, 503, "Service Unavailable", "circuit-open", "UNAVAILABLE", True),
     _row(BulkheadFullError, 503, "Service Unavailable", "bulkhead-full", "UNAVAILABLE", True),
+    _row(ThrottledError, 503, "Service Unavailable", "throttled", "UNAVAILABLE", True),
     _row(IdempotencyInProgressError, 409, "Conflict", "idempotency#in-progress", "ABORTED", True),
     _row(
         IdempotencyKeyReusedError,

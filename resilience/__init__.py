@@ -58,6 +58,7 @@ from .errors import (
     RejectedError,
     ResilienceError,
     StoreError,
+    ThrottledError,
     TimeoutExceededError,
 )
 from .idempotency import IdempotencyRecords, Idempotent, JSONCodec
@@ -65,9 +66,11 @@ from .lock import Lock
 from .ratelimit import Decision, RateLimiter
 from .stores import MemoryStore
 from .stores.redis import RedisStore
+from .throttle import AdaptiveThrottle
 
 __all__ = [
     "AdaptiveConcurrency",
+    "AdaptiveThrottle",
     "Budget",
     "Bulkhead",
     "BulkheadFullError",
@@ -106,6 +109,7 @@ __all__ = [
     "RetryThrottle",
     "StoreError",
     "SystemClock",
+    "ThrottledError",
     "Timeout",
     "TimeoutExceededError",
     "attach_retry_after",

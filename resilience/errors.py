@@ -11,7 +11,8 @@
     │   ├── IdempotencyConflictError
     │   │   ├── IdempotencyInProgressError
     │   │   └── IdempotencyKeyReusedError
-    │   └── LockHeldError         .key, .fence, .lost
+    │   ├── LockHeldError         .key, .fence, .lost
+    │   └── ThrottledError
     ├── TimeoutExceededError (also TimeoutError)
     ├── StoreError
     └── IdempotencyOutcomeUnrecordedError   .result: the function's own return value
@@ -37,6 +38,7 @@ __all__ = [
     "RejectedError",
     "ResilienceError",
     "StoreError",
+    "ThrottledError",
     "TimeoutExceededError",
 ]
 
@@ -229,3 +231,9 @@ class LockHeldError(RejectedError):
         self.key = key
         self.fence = fence
         self.lost = lost
+
+
+class ThrottledError(RejectedError):
+    """An adaptive throttle rejected the call locally: the backend has been refusing too many
+    requests lately (:class:`resilience.AdaptiveThrottle`). ``retry_after`` is the time until
+    the oldest part of the throttle's window leaves it."""

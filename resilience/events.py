@@ -61,7 +61,12 @@ _log = logging.getLogger("resilience")
 StopReason: TypeAlias = Literal["attempts", "max_elapsed", "deadline", "budget", "pushback"]
 #: Why a policy refused a call (:class:`CallRejected`).
 RejectReason: TypeAlias = Literal[
-    "circuit_open", "rate_limited", "bulkhead_full", "idempotency_conflict", "concurrency_limit"
+    "circuit_open",
+    "rate_limited",
+    "bulkhead_full",
+    "idempotency_conflict",
+    "concurrency_limit",
+    "throttled",
 ]
 #: Why a circuit breaker changed state (:class:`CircuitStateChanged`).
 TransitionReason: TypeAlias = Literal[
@@ -146,7 +151,8 @@ class CallRejected(Event):
     """A policy refused a call before running it.
 
     ``reason``: ``"circuit_open"``, ``"rate_limited"``, ``"bulkhead_full"``,
-    ``"idempotency_conflict"``, ``"concurrency_limit"``.
+    ``"idempotency_conflict"``, ``"concurrency_limit"``, ``"throttled"`` (an adaptive
+    throttle's local rejection).
     """
 
     kind: ClassVar[str] = "rejected"

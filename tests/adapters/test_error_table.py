@@ -41,6 +41,7 @@ WIRE: list[tuple[Exception, int, str, str, bool]] = [
     (rs.RateLimitedError("slow", retry_after=2.5), 429, "rate-limited", "RESOURCE_EXHAUSTED", True),
     (rs.CircuitOpenError("open", retry_after=2.5), 503, "circuit-open", "UNAVAILABLE", True),
     (rs.BulkheadFullError("full", retry_after=2.5), 503, "bulkhead-full", "UNAVAILABLE", True),
+    (rs.ThrottledError("throttled", retry_after=2.5), 503, "throttled", "UNAVAILABLE", True),
     (
         rs.IdempotencyInProgressError("busy", retry_after=2.5),
         409,
