@@ -8,11 +8,11 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, TypeAlias
 
 from .._clock import Clock, RandomLike
-from .._deadline import cap_to_deadline
+from .._deadline import cap_to_deadline, deadline
 from .._policy import Emitter
 from .._types import AsyncFn, Duration, SyncFn
 from .._types import seconds as _seconds
-from ..errors import ConfigurationError
+from ..errors import ConfigurationError, TimeoutExceededError
 from ..events import Listener
 from ._base import ChaosPolicy, Switch
 
@@ -135,9 +135,10 @@ class Latency(ChaosPolicy):
 
     The wait uses the injected clock (``clock.sleep``; an async caller awaits
     ``clock.asleep``) and never outlasts the published deadline (:func:`resilience.deadline`):
-    a latency longer than the time left ends at the deadline, and the call then runs with its
-    deadline spent, as a slow network would leave it (an enclosing :class:`resilience.Timeout`
-    reports the timeout as usual).
+    a latency longer than the time left ends at the deadline, and the call then does not run
+    (there is no time left for it): :class:`~resilience.TimeoutExceededError` is raised, with
+    an empty ``policy`` (no policy's own timeout expired, the caller's deadline did), as a
+    deadline-aware transport does for a request it can no longer send.
 
     Args:
         rate: the share of calls delayed, in [0, 1].
@@ -188,17 +189,26 @@ class Latency(ChaosPolicy):
         self._injected(em, delay)
         return delay
 
+    @staticmethod
+    def _after() -> None:
+        """After an injected wait: fail the call if the wait used up the deadline."""
+        d = deadline()
+        if d is not None and d.expired():
+            raise TimeoutExceededError("the deadline expired during an injected latency")
+
     # twin: async
     def wrap_async(self, fn: AsyncFn, em: Emitter) -> AsyncFn:
         if self.enabled is False:
             return fn
         switch, chance, rate = self._gate()
         delay = self._delay
+        after = self._after
         asleep = self._clock.asleep
 
         async def latency_wrapper(*args: Any, **kwargs: Any) -> Any:
             if (switch is None or switch()) and chance() < rate:
                 await asleep(delay(em))
+                after()
             return await fn(*args, **kwargs)
 
         return latency_wrapper
@@ -210,11 +220,13 @@ class Latency(ChaosPolicy):
             return fn
         switch, chance, rate = self._gate()
         delay = self._delay
+        after = self._after
         sleep = self._clock.sleep
 
         def latency_wrapper(*args: Any, **kwargs: Any) -> Any:
             if (switch is None or switch()) and chance() < rate:
                 sleep(delay(em))
+                after()
             return fn(*args, **kwargs)
 
         return latency_wrapper

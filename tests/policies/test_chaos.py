@@ -175,25 +175,52 @@ def test_latency_factory_draws_a_delay_per_injection() -> None:
     assert slow.describe()["seconds"] == "dynamic"
 
 
-def test_latency_ends_at_the_deadline_sync() -> None:
+def test_latency_ends_at_the_deadline_and_the_call_does_not_run_sync() -> None:
     clock = FakeClock()
     seen = RecordingListener()
     slow = rs.chaos.Latency(rate=1, seconds=10, clock=clock, listeners=[seen])
+    ran = []
     with rs.deadline_scope(3.0, clock=clock):
         clock.advance(1.0)
-        left = slow.call(lambda: rs.remaining())
+        with pytest.raises(rs.TimeoutExceededError, match="during an injected latency") as info:
+            slow.call(lambda: ran.append(1))
     assert clock.monotonic() == 3.0  # waited 2 s, not 10
-    assert left == 0.0
+    assert ran == []
+    assert info.value.policy == ""  # the caller's deadline, not a policy's own timeout
     assert seen.of(rs.events.ChaosInjected)[0].delay == 2.0
 
 
-def test_latency_ends_at_the_deadline_async_under_a_timeout() -> None:
+def test_latency_shorter_than_the_deadline_runs_the_call() -> None:
+    clock = FakeClock()
+    slow = rs.chaos.Latency(rate=1, seconds=1, clock=clock)
+    with rs.deadline_scope(3.0, clock=clock):
+        assert slow.call(lambda: rs.remaining()) == 2.0
+
+
+def test_latency_ends_at_the_deadline_async() -> None:
     clock = FakeClock()
     slow = rs.chaos.Latency(rate=1, seconds=10, clock=clock)
     ran = []
 
     async def work() -> None:
         ran.append(clock.monotonic())
+
+    async def main() -> None:
+        with rs.deadline_scope(1.5, clock=clock):
+            await slow.acall(work)
+
+    with pytest.raises(rs.TimeoutExceededError, match="during an injected latency"):
+        run(main())
+    assert clock.monotonic() == 1.5
+    assert ran == []
+
+
+def test_latency_under_a_timeout_policy_async() -> None:
+    clock = FakeClock()
+    slow = rs.chaos.Latency(rate=1, seconds=10, clock=clock)
+
+    async def work() -> None:
+        return None
 
     with pytest.raises(rs.TimeoutExceededError):
         run(rs.Pipeline(rs.Timeout(1.5, clock=clock), slow).acall(work))
@@ -205,7 +232,8 @@ def test_latency_past_a_spent_deadline_does_not_wait() -> None:
     slow = rs.chaos.Latency(rate=1, seconds=10, clock=clock)
     with rs.deadline_scope(1.0, clock=clock):
         clock.advance(2.0)
-        slow.call(lambda: None)
+        with pytest.raises(rs.TimeoutExceededError):
+            slow.call(lambda: None)
     assert clock.monotonic() == 2.0
 
 

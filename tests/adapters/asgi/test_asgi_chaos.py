@@ -78,11 +78,11 @@ def test_latency_ends_at_the_inbound_deadline(counted: Counted) -> None:
     for client in client_for(counted, slow, clock=clock):
         bounded = client.get("/deadline", headers={"Request-Timeout": "1.5"})
         unbounded = client.get("/deadline")
-    assert json.loads(bounded.text) == 0.0  # the app ran with its deadline spent
+    assert bounded.status_code == 504  # the deadline ran out during the latency: app not run
     assert json.loads(unbounded.text) is None
     assert [e.delay for e in seen.of(rs.events.ChaosInjected)] == [1.5, 3.0]
     assert clock.monotonic() == 4.5
-    assert counted.calls == 2
+    assert counted.calls == 1
 
 
 def test_a_timeout_in_the_pipeline_answers_504_for_injected_latency(counted: Counted) -> None:
