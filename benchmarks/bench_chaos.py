@@ -2,17 +2,21 @@
 
 Runs the cases of ``benchmarks/cases_chaos.py`` (each in a fresh subprocess, like
 ``python -m benchmarks``), and with ``valgrind`` installed counts their instructions per call
-too (like ``python -m benchmarks.instr``). ``--json FILE`` writes the results:
-``benchmarks/results/chaos.json`` feeds the chaos table of ``docs/benchmarks.md``.
+too (like ``python -m benchmarks.instr``), or takes them from ``--instr-json FILE``, the output
+of ``python -m benchmarks.instr --only chaos --json FILE`` (valgrind is slow: count once, time
+as often as you like). ``--json FILE`` writes the results: ``benchmarks/results/chaos.json``
+feeds the chaos table of ``docs/benchmarks.md``.
 
 Usage::
 
-    python -m benchmarks.bench_chaos [--repeats 7] [--quick] [--no-instr] [--json FILE]
+    python -m benchmarks.bench_chaos [--repeats 7] [--quick] [--no-instr | --instr-json FILE]
+        [--json FILE]
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import shutil
 import subprocess
@@ -28,16 +32,22 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--repeats", type=int, default=7)
     ap.add_argument("--quick", action="store_true", help="3 short repeats (smoke run)")
     ap.add_argument("--no-instr", action="store_true", help="skip the valgrind counts")
+    ap.add_argument("--instr-json", help="instruction counts from a benchmarks.instr run")
     ap.add_argument("--json", help="also write the results to this file (benchmarks.report)")
     args = ap.parse_args(argv)
     repeats, target, warmup = (3, 0.03, 0.05) if args.quick else (args.repeats, 0.1, 0.3)
-    count = not args.no_instr and shutil.which("valgrind") is not None
+    counted: dict[tuple[str, str], float | None] = {}
+    if args.instr_json:
+        with open(args.instr_json, encoding="utf-8") as f:
+            for row in json.load(f)["results"]:
+                counted[(row["group"], row["name"])] = row.get("instructions")
+    count = not args.no_instr and not counted and shutil.which("valgrind") is not None
     print(f"Python {sys.version.split()[0]}, {os.cpu_count()} CPUs; overhead = case - bare call")
     print(f"{'case':36} {'ns/call':>9} {'bare ns':>9} {'instr':>9}")
     rows: list[dict[str, object]] = []
     for case in CASES:
         r = run_case(case, repeats=repeats, target=target, warmup=warmup)
-        instructions: float | None = None
+        instructions = counted.get((case.group, case.name))
         if count:
             from .instr import per_call
 

@@ -77,6 +77,7 @@ SOURCES = {
     "redis_stall": Source(
         "redis_stall.json", _cmd(".redis_stall", "redis_stall.json", "--runs 3"), ("redis-stall",)
     ),
+    "chaos": Source("chaos.json", _cmd(".bench_chaos", "chaos.json"), ("chaos",)),
 }
 
 _BLOCK = re.compile(r"(<!-- bench:([a-z0-9_-]+) -->\n)(.*?)(<!-- /bench -->)", re.S)
@@ -499,6 +500,36 @@ def _idempotency_evict(src: Sources) -> list[str]:
     ]
 
 
+_CHAOS = [
+    ("`enabled=False` (no wrapper built)", "disabled"),
+    ("enabled, `rate=0` (one random draw)", "enabled, rate 0"),
+    ("`enabled=` a callable, `rate=0`", "switch callable, rate 0"),
+    ("`rate=1`, an `Outcome` answering every call", "rate 1 (Outcome)"),
+]
+
+
+def _chaos(src: Sources) -> list[str]:
+    chaos = src.need("chaos")
+    counted = all(r.get("instructions") is not None for r in chaos.rows)
+    head = "| chaos policy | sync | async |"
+    rule = "|---|---:|---:|"
+    if counted:
+        head += " sync instructions | async instructions |"
+        rule += "---:|---:|"
+    out = [head, rule]
+    for label, name in _CHAOS:
+        cells = [_us(chaos.get(f"chaos/{side}", name)) for side in ("sync", "async")]
+        if counted:
+            cells += [
+                _k(chaos.get(f"chaos/{side}", name, "instructions")) for side in ("sync", "async")
+            ]
+        out.append(f"| {label} | " + " | ".join(cells) + " |")
+    bare = [chaos.get(f"chaos/{side}", "disabled", "baseline_median") for side in ("sync", "async")]
+    out.append("")
+    out.append(f"Overhead over the bare call ({_us(bare[0])} sync, {_us(bare[1])} async).")
+    return out
+
+
 _RUN_KEYS = {"format", "python", "machine", "cpus", "date", "command", "versions", "source"}
 _RUN_KEYS |= {"redis_server", "wrk"}
 
@@ -545,6 +576,7 @@ TABLES: dict[str, Callable[[Sources], list[str]]] = {
     "redis-stall": _redis_stall,
     "idempotency": _idempotency,
     "idempotency-evict": _idempotency_evict,
+    "chaos": _chaos,
 }
 
 

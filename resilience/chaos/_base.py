@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import inspect
 import math
 from collections.abc import Callable, Sequence
 from typing import Any, ClassVar, TypeAlias
+
+from .._types import P, T
 
 from .._clock import Clock, RandomLike, resolve_clock, resolve_random
 from .._policy import Emitter, Policy
@@ -85,6 +88,37 @@ class ChaosPolicy(Policy):
             "rate": self.rate,
             "enabled": enabled,
         }
+
+    def __call__(self, fn: Callable[P, T]) -> Callable[P, T]:
+        """Decorate a sync or async function; a disabled policy (``enabled=False``) returns
+        ``fn`` itself (not a pass-through), so it costs nothing per call.
+
+        Example:
+            >>> import resilience as rs
+            >>> def fetch() -> str:
+            ...     return "data"
+            >>> rs.chaos.Fault(rate=1.0, error=OSError, enabled=False)(fetch) is fetch
+            True
+        """
+        if self.enabled is False and self._plain(fn):
+            return fn
+        return super().__call__(fn)
+
+    def wrap(self, fn: Callable[P, T], /, *, operation: str | None = None) -> Callable[P, T]:
+        """``fn`` running under this policy, for adapters (see :meth:`resilience.Policy.wrap`);
+        ``fn`` itself when the policy is disabled (``enabled=False``)."""
+        if self.enabled is False and self._plain(fn):
+            if operation is not None and (not isinstance(operation, str) or not operation):
+                raise ConfigurationError(f"operation must be a non-empty str, got {operation!r}")
+            return fn
+        return super().wrap(fn, operation=operation)
+
+    @staticmethod
+    def _plain(fn: object) -> bool:
+        """Whether ``fn`` is a callable the base class would decorate (not a generator)."""
+        return callable(fn) and not (
+            inspect.isgeneratorfunction(fn) or inspect.isasyncgenfunction(fn)
+        )
 
     def _gate(self) -> tuple[Callable[[], object] | None, Callable[[], float], float]:
         """The per-call decision, split for a wrapper: the switch to ask (``None``: always

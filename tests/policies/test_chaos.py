@@ -122,8 +122,21 @@ def test_disabled_policy_builds_no_wrapper() -> None:
     for policy in policies:
         assert policy.wrap_sync(fn, em) is fn
         assert policy.wrap_async(afn, em) is afn
+        assert policy(fn) is fn  # the decorator returns the function itself
+        assert policy(afn) is afn
+        assert policy.wrap(fn, operation="GET /x") is fn
         assert policy.call(fn) == 1
     assert rs.Pipeline(*policies).call(fn) == 1
+    with pytest.raises(rs.ConfigurationError, match="operation"):
+        policies[0].wrap(fn, operation="")
+
+
+def test_disabled_policy_still_refuses_a_generator_function() -> None:
+    def gen() -> Any:
+        yield 1
+
+    with pytest.raises(rs.ConfigurationError, match="generator"):
+        rs.chaos.Fault(rate=1, error=Boom, enabled=False)(gen)
 
 
 def test_callable_switch_is_asked_per_call_and_before_the_draw() -> None:
