@@ -7,10 +7,9 @@ import math
 from collections.abc import Callable, Sequence
 from typing import Any, ClassVar, TypeAlias
 
-from .._types import P, T
-
 from .._clock import Clock, RandomLike, resolve_clock, resolve_random
 from .._policy import Emitter, Policy
+from .._types import P, T
 from ..errors import ConfigurationError
 from ..events import ChaosInjected, ChaosKind, Listener
 

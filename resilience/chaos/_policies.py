@@ -64,7 +64,8 @@ class Fault(ChaosPolicy):
         rate: the share of calls that fail, in [0, 1].
         error: an exception instance (raised each time), an exception class (instantiated
             with a message per call) or a zero-argument factory returning the exception.
-        enabled, name, random, clock, listeners: see :class:`ChaosPolicy`.
+
+    ``enabled``, ``name``, ``random``, ``clock`` and ``listeners``: as for :class:`ChaosPolicy`.
 
     Example:
         >>> import random, resilience as rs
@@ -144,7 +145,8 @@ class Latency(ChaosPolicy):
         rate: the share of calls delayed, in [0, 1].
         seconds: the delay (seconds or a ``timedelta``), or a zero-argument callable returning
             it per injection (e.g. ``lambda: rnd.uniform(0.5, 2.0)``).
-        enabled, name, random, clock, listeners: see :class:`ChaosPolicy`.
+
+    ``enabled``, ``name``, ``random``, ``clock`` and ``listeners``: as for :class:`ChaosPolicy`.
 
     Example:
         >>> import resilience as rs
@@ -245,7 +247,8 @@ class Outcome(ChaosPolicy):
         rate: the share of calls answered by the policy, in [0, 1].
         value: the value returned.
         factory: a zero-argument callable returning the value (instead of ``value``).
-        enabled, name, random, clock, listeners: see :class:`ChaosPolicy`.
+
+    ``enabled``, ``name``, ``random``, ``clock`` and ``listeners``: as for :class:`ChaosPolicy`.
 
     Example:
         >>> import resilience as rs
@@ -331,7 +334,8 @@ class Behavior(ChaosPolicy):
     Args:
         rate: the share of calls the action precedes, in [0, 1].
         action: a zero-argument callable (or coroutine function, for async callers).
-        enabled, name, random, clock, listeners: see :class:`ChaosPolicy`.
+
+    ``enabled``, ``name``, ``random``, ``clock`` and ``listeners``: as for :class:`ChaosPolicy`.
 
     Example:
         >>> import resilience as rs
