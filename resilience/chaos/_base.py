@@ -5,7 +5,7 @@ from __future__ import annotations
 import inspect
 import math
 from collections.abc import Callable, Sequence
-from typing import Any, ClassVar, TypeAlias
+from typing import Any, ClassVar, TypeAlias, cast
 
 from .._clock import Clock, RandomLike, resolve_clock, resolve_random
 from .._policy import Emitter, Policy
@@ -107,7 +107,9 @@ class ChaosPolicy(Policy):
         """``fn`` running under this policy, for adapters (see :meth:`resilience.Policy.wrap`);
         ``fn`` itself when the policy is disabled (``enabled=False``)."""
         if self.enabled is False and self._plain(fn):
-            if operation is not None and (not isinstance(operation, str) or not operation):
+            if operation is not None and (
+                not isinstance(cast(object, operation), str) or not operation
+            ):
                 raise ConfigurationError(f"operation must be a non-empty str, got {operation!r}")
             return fn
         return super().wrap(fn, operation=operation)
