@@ -5,7 +5,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo demo-short demo-basics simulate test test-fast lint types unit bench bench-quick bench-docs bench-instr bench-http bench-grpc bench-redis bench-stall bench-idempotency bench-all clean
+.PHONY: demo demo-short demo-basics simulate test test-fast lint types unit bench bench-quick bench-docs bench-instr bench-http bench-grpc bench-redis bench-stall bench-idempotency bench-chaos bench-all clean
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "Python 3.11+ is required"'
@@ -82,12 +82,16 @@ bench-idempotency: $(STAMP)
 	$(BIN)/python -m benchmarks.bench_idempotency --json benchmarks/results/idempotency.json
 	$(BIN)/python -m benchmarks.bench_idempotency --mode evict --json benchmarks/results/idempotency_evict.json
 
+bench-chaos: $(STAMP)
+	$(BIN)/python -m benchmarks.bench_chaos --json benchmarks/results/chaos.json
+
 bench-all: $(STAMP)  # one after the other, even under make -j: runs must not overlap
 	$(MAKE) bench
 	$(MAKE) bench-grpc
 	$(MAKE) bench-redis
 	$(MAKE) bench-stall
 	$(MAKE) bench-idempotency
+	$(MAKE) bench-chaos
 	$(MAKE) bench-docs
 
 bench-quick: $(STAMP)
