@@ -67,6 +67,7 @@ TransitionReason: TypeAlias = Literal[
     "open_for_elapsed",
     "half_open_timeout",
     "manual",
+    "consecutive_failures",
 ]
 #: What a policy did when its store failed (:class:`StoreFailed`).
 StoreDecision: TypeAlias = Literal["open", "closed", "local", "unrecorded", "reset"]
