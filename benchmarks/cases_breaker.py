@@ -48,6 +48,15 @@ def _cases(is_async: bool) -> list[Case]:
         ),
         Case(
             group,
+            "resilience+consecutive",
+            f"import resilience as rs\n"
+            f"wrapped = rs.CircuitBreaker('b', consecutive_failures=5)({fn})",
+            call,
+            is_async,
+            note="consecutive_failures=5 (pybreaker's fail_max=5)",
+        ),
+        Case(
+            group,
             "circuitbreaker",
             f"import circuitbreaker\nwrapped = circuitbreaker.circuit(5, 60)({fn})",
             call,

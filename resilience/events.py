@@ -80,6 +80,7 @@ TransitionReason: TypeAlias = Literal[
     "open_for_elapsed",
     "half_open_timeout",
     "manual",
+    "consecutive_failures",
 ]
 #: What a chaos policy injected (:class:`ChaosInjected`).
 ChaosKind: TypeAlias = Literal["fault", "latency", "outcome", "behavior"]

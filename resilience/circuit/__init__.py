@@ -1,4 +1,5 @@
-"""Circuit breakers: error ratio, error count and slow-call ratio over a sliding time window.
+"""Circuit breakers: error ratio, error count and slow-call ratio over a sliding time window,
+or consecutive failures.
 
 A breaker is CLOSED (calls run and their outcomes are recorded), OPEN (calls are refused with
 :class:`resilience.CircuitOpenError` without running) or HALF_OPEN (a fixed number of probe
@@ -14,6 +15,9 @@ Pinned rules (the state machine itself is the pure core, ``_core.py``, and its L
   breaker opens when ``failures / calls >= failure_ratio``, ``failures >= failure_count`` or
   ``slow / calls >= slow_call_ratio`` (any configured one). A call is slow when its duration is
   strictly greater than ``slow_call_duration``, whether it succeeded or failed.
+* **Streak.** With ``consecutive_failures`` (instead of ``failure_ratio`` / ``failure_count``)
+  the breaker opens on that many failures in a row, however far apart; any success ends the
+  streak (an ignored exception neither ends nor extends it), and closing starts a new one.
 * **Half-open.** After ``open_for`` seconds exactly ``half_open_calls`` probes are admitted
   (other callers are refused). A probe that fails (or is slow, when ``slow_call_ratio`` is set)
   reopens the breaker at once; when every probe has succeeded it closes, with an empty window.

@@ -40,6 +40,9 @@ class CircuitBreaker(Policy):
         name: the breaker's name (events, metrics, and the key of its state in a store).
         failure_ratio: open when ``failures / calls >= failure_ratio`` (in ``(0, 1]``).
         failure_count: open when ``failures >= failure_count`` in the window.
+        consecutive_failures: open after this many failures in a row, whenever they happened
+            (a success ends the streak; neither ``min_calls`` nor the window applies), like
+            pybreaker's ``fail_max``. Excludes ``failure_ratio`` and ``failure_count``.
         slow_call_ratio: open when ``slow / calls >= slow_call_ratio`` (in ``(0, 1]``); needs
             ``slow_call_duration``.
         slow_call_duration: a call taking strictly longer than this is slow.
@@ -120,6 +123,7 @@ class CircuitBreaker(Policy):
         *,
         failure_ratio: float | None = None,
         failure_count: int | None = None,
+        consecutive_failures: int | None = None,
         slow_call_ratio: float | None = None,
         slow_call_duration: Duration | None = None,
         min_calls: int | None = None,
@@ -141,6 +145,7 @@ class CircuitBreaker(Policy):
         o = options(
             failure_ratio=failure_ratio,
             failure_count=failure_count,
+            consecutive_failures=consecutive_failures,
             slow_call_ratio=slow_call_ratio,
             slow_call_duration=slow_call_duration,
             min_calls=min_calls,
@@ -159,6 +164,7 @@ class CircuitBreaker(Policy):
         self._opts = o
         self.failure_ratio = o.failure_ratio
         self.failure_count = o.failure_count
+        self.consecutive_failures = o.consecutive_failures
         self.slow_call_ratio = o.slow_call_ratio
         self.slow_call_duration = o.slow_call_duration
         self.min_calls = o.min_calls
@@ -188,6 +194,7 @@ class CircuitBreaker(Policy):
             "name": self.name,
             "failure_ratio": self.failure_ratio,
             "failure_count": self.failure_count,
+            "consecutive_failures": self.consecutive_failures,
             "slow_call_ratio": self.slow_call_ratio,
             "slow_call_duration": self.slow_call_duration,
             "min_calls": self.min_calls,

@@ -21,7 +21,8 @@ State layout (indices)::
              HALF_OPEN: when outstanding probes time out (-1: no probe outstanding).
     OPENS    consecutive openings since the last close (selects the open duration).
     PERMITS  HALF_OPEN: probe permits not granted yet.
-    PASSED   HALF_OPEN: probes that reported success.
+    PASSED   HALF_OPEN: probes that reported success. Alias STREAK: CLOSED: the failures
+             recorded since the last success (``consecutive_failures``; reset on closing).
     LAST     CLOSED: the bucket number of the newest bucket in the ring.
     CUR      the index in this list of that bucket's ``calls`` (``RING + 3 * (LAST % buckets)``).
     CALLS, FAILS, SLOW   totals over the buckets in the window.
@@ -38,6 +39,11 @@ Threshold rules (pinned): nothing trips while ``calls < min_calls``; then the br
 ``failures / calls >= failure_ratio``, ``failures >= failure_count`` or ``slow / calls >=
 slow_call_ratio`` (checked in that order; the first one met is the reason). A call is slow when
 its duration is ``> slow_call_duration`` (the caller decides and passes the ``SLOW`` bit).
+
+Streak rule (pinned): with ``consecutive_failures``, a failure recorded in CLOSED adds one to
+STREAK and any other outcome (a success, slow or not) sets it to 0; the breaker opens when
+``STREAK >= consecutive_failures``, checked before the window's thresholds and regardless of
+``min_calls`` and of the window (a streak never expires).
 """
 
 from __future__ import annotations
@@ -87,9 +93,11 @@ REASONS = (
     "open_for_elapsed",
     "half_open_timeout",
     "manual",
+    "consecutive_failures",
 )
 R_FAILURE_RATIO, R_FAILURE_COUNT, R_SLOW_RATIO = 1, 2, 3
 R_PROBE_FAILED, R_PROBES_SUCCEEDED, R_OPEN_ELAPSED, R_HALF_OPEN_TIMEOUT, R_MANUAL = 4, 5, 6, 7, 8
+R_CONSECUTIVE = 9
 
 # sentinels: the permit of a refused call; UNTIL / retry_after_us when no timer runs (forced
 # open, or no probe outstanding); fast_success_until() when count_success() is never exact
@@ -102,6 +110,7 @@ M_TICK, M_OPEN, M_CLOSE, M_RESET = 0, 1, 2, 3
 
 TOKEN, UNTIL, OPENS, PERMITS, PASSED, LAST = 0, 1, 2, 3, 4, 5
 CALLS, FAILS, SLOW, REJECTED, STALE, CUR, RING = 6, 7, 8, 9, 10, 11, 12
+STREAK = PASSED  # CLOSED only (PASSED is HALF_OPEN's): the stored layout stays the same
 
 #: A transition: (from state code, to state code, reason code).
 Transition = tuple[int, int, int]
@@ -111,9 +120,10 @@ Transition = tuple[int, int, int]
 class Config:
     """The breaker's configuration in the units the state machine uses (µs, counts, ratios).
 
-    ``failure_ratio``, ``slow_call_ratio`` are ``0.0`` and ``failure_count`` is ``0`` when not
-    configured. ``open_us`` is the open duration of the 1st, 2nd, ... consecutive opening (the
-    last one repeats). ``bad_mask`` says which outcome bits make a half-open probe fail.
+    ``failure_ratio``, ``slow_call_ratio`` are ``0.0`` and ``failure_count``,
+    ``consecutive_failures`` are ``0`` when not configured. ``open_us`` is the open duration of
+    the 1st, 2nd, ... consecutive opening (the last one repeats). ``bad_mask`` says which
+    outcome bits make a half-open probe fail.
     """
 
     failure_ratio: float
@@ -126,6 +136,12 @@ class Config:
     half_open_calls: int
     half_open_timeout_us: int
     bad_mask: int
+    consecutive_failures: int = 0
+
+    @property
+    def windowed(self) -> bool:
+        """Whether a threshold reads the window (so a success may trip the breaker)."""
+        return bool(self.failure_ratio or self.failure_count or self.slow_call_ratio)
 
 
 def state_of(token: int) -> int:
@@ -167,7 +183,7 @@ def _clear_window(st: list[int], cfg: Config, now: int) -> None:
     e = now // cfg.bucket_us
     st[LAST] = e
     st[CUR] = RING + (e % cfg.buckets) * 3
-    st[CALLS] = st[FAILS] = st[SLOW] = 0
+    st[CALLS] = st[FAILS] = st[SLOW] = st[STREAK] = 0
     for i in range(RING, RING + 3 * cfg.buckets):
         st[i] = 0
 
@@ -291,6 +307,13 @@ def record(st: list[int], cfg: Config, now: int, permit: int, outcome: int) -> T
             if outcome & SLOW_BIT:
                 st[i + 2] += 1
                 st[SLOW] += 1
+        if cfg.consecutive_failures:
+            if outcome & FAILURE:
+                st[STREAK] += 1
+                if st[STREAK] >= cfg.consecutive_failures:
+                    return _goto(st, cfg, now, OPEN, R_CONSECUTIVE)
+            else:
+                st[STREAK] = 0
         if st[FAILS] or st[SLOW]:
             reason = _evaluate(st, cfg)
             if reason:
@@ -314,11 +337,14 @@ def fast_success_until(st: list[int], cfg: Config) -> int:
     """The last µs at which :func:`count_success` is exact, ``NEVER`` when it never is.
 
     That is 1 µs before the newest bucket ends while the window holds no failure and no slow
-    call (so a success can neither roll the ring nor trip anything). The bucket number only
-    grows and the window only gets dirty through :func:`record`, so a bound computed after the
-    last :func:`record` stays valid until the next one.
+    call and no failure streak is running (so a success can neither roll the ring, nor trip
+    anything, nor end a streak). The bucket number only grows and the window only gets dirty
+    through :func:`record`, so a bound computed after the last :func:`record` stays valid until
+    the next one.
     """
-    if st[FAILS] or st[SLOW]:
+    if cfg.consecutive_failures and st[STREAK]:
+        return NEVER
+    if (st[FAILS] or st[SLOW]) and cfg.windowed:
         return NEVER
     return (st[LAST] + 1) * cfg.bucket_us - 1
 

@@ -39,6 +39,7 @@ __all__ = ["US", "Options", "lua_config", "options"]
 US = 1_000_000.0  # microseconds per second: the core's time unit
 MAX_BUCKETS = 1000  # the state (3 numbers per bucket) is read and written by every decision
 OPEN_TABLE = 32  # dynamic open durations are tabulated for this many consecutive openings
+STREAK_TTL_S = 86400.0  # a stored failure streak survives this long without any decision
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,6 +49,7 @@ class Options:
 
     failure_ratio: float | None
     failure_count: int | None
+    consecutive_failures: int | None
     slow_call_ratio: float | None
     slow_call_duration: float | None
     min_calls: int
@@ -111,7 +113,7 @@ def lua_config(cfg: core.Config, ttl_s: float) -> bytes:
         cfg.half_open_timeout_us,
         cfg.bad_mask,
         round(ttl_s * US),
-        0.0,  # unused (a forced-open state has no TTL)
+        cfg.consecutive_failures,
         *cfg.open_us,
     )
 
@@ -120,6 +122,7 @@ def options(
     *,
     failure_ratio: float | None = None,
     failure_count: int | None = None,
+    consecutive_failures: int | None = None,
     slow_call_ratio: float | None = None,
     slow_call_duration: Duration | None = None,
     min_calls: int | None = None,
@@ -136,13 +139,34 @@ def options(
     random: RandomLike | None = None,
 ) -> Options:
     """Validate :class:`resilience.CircuitBreaker`'s arguments (see its documentation)."""
-    if failure_ratio is None and failure_count is None and slow_call_ratio is None:
+    if (
+        failure_ratio is None
+        and failure_count is None
+        and consecutive_failures is None
+        and slow_call_ratio is None
+    ):
         raise ConfigurationError(
-            "CircuitBreaker needs at least one threshold: failure_ratio, failure_count "
-            "or slow_call_ratio"
+            "CircuitBreaker needs at least one threshold: failure_ratio, failure_count, "
+            "consecutive_failures or slow_call_ratio"
         )
     f_ratio = None if failure_ratio is None else ratio(failure_ratio, "failure_ratio")
     f_count = None if failure_count is None else positive_int(failure_count, "failure_count")
+    c_fails = (
+        None
+        if consecutive_failures is None
+        else positive_int(consecutive_failures, "consecutive_failures")
+    )
+    if c_fails is not None:
+        if failure_ratio is not None or failure_count is not None:
+            raise ConfigurationError(
+                "consecutive_failures counts failures since the last success; it cannot be "
+                "combined with failure_ratio or failure_count, which count them in the window"
+            )
+        if min_calls is not None and slow_call_ratio is None:
+            raise ConfigurationError(
+                "min_calls has no effect with consecutive_failures (a streak opens the "
+                "breaker whatever the number of calls); remove it"
+            )
     s_ratio = None if slow_call_ratio is None else ratio(slow_call_ratio, "slow_call_ratio")
     if slow_call_ratio is not None and slow_call_duration is None:
         raise ConfigurationError("slow_call_ratio needs slow_call_duration (seconds)")
@@ -191,13 +215,17 @@ def options(
         open_us=open_us,
         half_open_calls=half_open_calls,
         half_open_timeout_us=round(half_open_s * US),
-        bad_mask=(core.FAILURE if (failure_ratio or failure_count) else 0)
+        bad_mask=(core.FAILURE if (failure_ratio or failure_count or c_fails) else 0)
         | (core.SLOW_BIT if slow_call_ratio is not None else 0),
+        consecutive_failures=c_fails or 0,
     )
     ttl_s = (window_us + max(open_us) + cfg.half_open_timeout_us) / US + 60.0
+    if c_fails is not None:  # a streak does not expire with the window
+        ttl_s = max(ttl_s, STREAK_TTL_S)
     return Options(
         failure_ratio=f_ratio,
         failure_count=f_count,
+        consecutive_failures=c_fails,
         slow_call_ratio=s_ratio,
         slow_call_duration=slow_s,
         min_calls=min_calls,

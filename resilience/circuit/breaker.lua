@@ -15,17 +15,19 @@
 -- the fresh state).
 local now = now_us()
 local c = {struct.unpack('<' .. string.rep('d', #ARGV[2] / 8), ARGV[2])}
-local fr, fc, sr, minc, nb, bus, hoc, hot, bad, ttl, held =
+local fr, fc, sr, minc, nb, bus, hoc, hot, bad, ttl, cf =
   c[1], c[2], c[3], c[4], c[5], c[6], c[7], c[8], c[9], c[10], c[11]
 local NCFG = 11  -- fixed configuration values; the open durations (microseconds) follow
 local nopen = #c - NCFG - 1  -- the last value is struct.unpack's next position
 local TOKEN, UNTIL, OPENS, PERMITS, PASSED, LAST = 1, 2, 3, 4, 5, 6
+local STREAK = PASSED  -- CLOSED: failures since the last success (cf: consecutive_failures)
 local CALLS, FAILS, SLOW, REJ, STALE, CUR, RING = 7, 8, 9, 10, 11, 12, 13
 local RING0 = RING - 1  -- CUR holds core's (0-based) index of the newest bucket's calls
 local CLOSED, OPEN, HALF_OPEN = 0, 1, 2  -- state codes: token % 4
 local SUCCESS, FAILURE, SLOW_BIT, RELEASE = 0, 1, 2, -1  -- outcomes
 local R_FAILURE_RATIO, R_FAILURE_COUNT, R_SLOW_RATIO, R_PROBE_FAILED = 1, 2, 3, 4  -- reasons
 local R_PROBES_SUCCEEDED, R_OPEN_ELAPSED, R_HALF_OPEN_TIMEOUT, R_MANUAL = 5, 6, 7, 8
+local R_CONSECUTIVE = 9
 local M_TICK, M_OPEN, M_RESET = 0, 1, 3  -- manual actions (2: M_CLOSE)
 local N = RING0 + 3 * nb
 local fmt = '<' .. string.rep('d', N + 1)
@@ -78,7 +80,7 @@ local function clear_window(t)
   local e = fdiv(t, bus)
   st[LAST] = e
   st[CUR] = RING0 + (e % nb) * 3
-  st[CALLS], st[FAILS], st[SLOW] = 0, 0, 0
+  st[CALLS], st[FAILS], st[SLOW], st[STREAK] = 0, 0, 0, 0
   for i = RING, N do st[i] = 0 end
 end
 local function roll(e)
@@ -168,6 +170,17 @@ local function rec(permit, outcome)  -- core.record; true when the state changed
       if bit.band(outcome, SLOW_BIT) ~= 0 then
         st[i + 2] = st[i + 2] + 1
         st[SLOW] = st[SLOW] + 1
+      end
+    end
+    if cf ~= 0 then
+      if bit.band(outcome, FAILURE) ~= 0 then
+        st[STREAK] = st[STREAK] + 1
+        if st[STREAK] >= cf then
+          go(OPEN, R_CONSECUTIVE)
+          return true
+        end
+      else
+        st[STREAK] = 0
       end
     end
     if st[FAILS] ~= 0 or st[SLOW] ~= 0 then

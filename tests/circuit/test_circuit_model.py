@@ -30,6 +30,8 @@ class Model:
     slow_ratio: float
     min_calls: int
     probes: int
+    consecutive: int = 0  # consecutive_failures (0: not configured)
+    streak: int = 0
     state: str = "closed"
     gen: int = 0
     until: int | None = None  # open: probes allowed at; half_open: timeout (None: not armed)
@@ -53,7 +55,7 @@ class Model:
         elif state == "half_open":
             self.until, self.granted, self.passed = None, 0, 0
         else:
-            self.until, self.opens, self.calls = None, 0, []
+            self.until, self.opens, self.calls, self.streak = None, 0, [], 0
 
     def tick(self, now: int) -> None:
         if self.until is not None and now >= self.until and self.state != "closed":
@@ -79,6 +81,11 @@ class Model:
             e = now // BUCKET_US
             last = max((c[0] for c in self.calls), default=e)
             self.calls.append((max(e, last), failed, slow))
+            if self.consecutive:
+                self.streak = self.streak + 1 if failed else 0
+                if self.streak >= self.consecutive:
+                    self.go("open", now)
+                    return
             w = self.window(now)
             n, f, s = len(w), sum(c[1] for c in w), sum(c[2] for c in w)
             if n >= self.min_calls and (
@@ -88,7 +95,7 @@ class Model:
             ):
                 self.go("open", now)
         elif self.state == "half_open":
-            bad = (failed and (self.failure_ratio or self.failure_count)) or (
+            bad = (failed and (self.failure_ratio or self.failure_count or self.consecutive)) or (
                 slow and self.slow_ratio
             )
             if bad:
@@ -112,7 +119,7 @@ class Model:
         elif self.state != "closed":
             self.go("closed", now)
         if action == "reset":
-            self.calls, self.opens, self.rejected, self.stale = [], 0, 0, 0
+            self.calls, self.opens, self.rejected, self.stale, self.streak = [], 0, 0, 0, 0
 
 
 class BreakerVsModel(RuleBasedStateMachine):
@@ -122,21 +129,27 @@ class BreakerVsModel(RuleBasedStateMachine):
         self.outstanding: list[tuple[int, tuple[int, str]]] = []
 
     @initialize(
-        thresholds=hs.sampled_from(["ratio", "count", "slow", "ratio+count", "all"]),
+        thresholds=hs.sampled_from(
+            ["ratio", "count", "slow", "ratio+count", "all", "consecutive", "consecutive+slow"]
+        ),
         min_calls=hs.integers(1, 4),
         probes=hs.integers(1, 3),
     )
     def setup(self, thresholds: str, min_calls: int, probes: int) -> None:
+        cf = 3 if thresholds.startswith("consecutive") else 0
         fr = 0.5 if "ratio" in thresholds or thresholds == "all" else 0.0
-        fc = 3 if "count" in thresholds or thresholds == "all" else 0
-        sr = 0.5 if thresholds in ("slow", "all") else 0.0
+        fc = 3 if not cf and ("count" in thresholds or thresholds == "all") else 0
+        sr = 0.5 if thresholds in ("slow", "all", "consecutive+slow") else 0.0
+        if cf and not sr:
+            min_calls = 1  # no window threshold: min_calls does not apply (and is refused)
         self.breaker = rs.CircuitBreaker(
             "m",
             failure_ratio=fr or None,
             failure_count=fc or None,
+            consecutive_failures=cf or None,
             slow_call_ratio=sr or None,
             slow_call_duration=0.1 if sr else None,
-            min_calls=min_calls,
+            min_calls=min_calls if not cf or sr else None,
             window=1.0,
             buckets=BUCKETS,
             open_for=OPEN_US / 1e6,
@@ -144,7 +157,7 @@ class BreakerVsModel(RuleBasedStateMachine):
             half_open_timeout=HALF_OPEN_TIMEOUT_US / 1e6,
             clock=self.clock,
         )
-        self.model = Model(fr, fc, sr, min_calls, probes)
+        self.model = Model(fr, fc, sr, min_calls, probes, cf)
         self.em = Emitter((), None, "op")
         self.wrapped = self.breaker(self._body)
         self.next_outcome: tuple[bool, float] = (False, 0.0)

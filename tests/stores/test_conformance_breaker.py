@@ -59,6 +59,22 @@ BREAKERS = {
         "open_for": 2,
         "half_open_calls": 3,
     },
+    "consecutive": {
+        "consecutive_failures": 3,
+        "window": 4,
+        "buckets": 2,
+        "open_for": 2,
+        "half_open_calls": 2,
+    },
+    "consecutive-slow": {
+        "consecutive_failures": 2,
+        "slow_call_ratio": 0.5,
+        "slow_call_duration": 1.0,
+        "min_calls": 3,
+        "window": 4,
+        "buckets": 4,
+        "open_for": 3,
+    },
 }
 
 
@@ -267,6 +283,68 @@ BREAKER_SCENARIOS: dict[str, tuple[str, list[Step]]] = {
             TICK,
         ],
     ),
+    "consecutive-streaks": (
+        "consecutive",
+        [
+            *[A, rec(1)] * 2,
+            A,
+            rec(0),  # a success ends the streak of 2
+            *[A, rec(1)] * 2,
+            A,
+            rec(-1),  # a release neither ends nor extends it
+            TICK,
+            30,  # far outside the window: the streak does not expire
+            A,
+            rec(1),  # the 3rd failure in a row: opens
+            TICK,
+            2,
+            A,
+            A,
+            rec(0, -1),
+            rec(1, -2),  # a probe failed: reopened
+            2,
+            A,
+            A,
+            rec(0, -1),
+            rec(0, -2),  # closed: a new streak
+            *[A, rec(1)] * 2,
+            ("p", -1, 1, 0),
+            A,  # a late success, flushed first, ended the streak
+            rec(1, -1),
+            TICK,
+            ("m", 3),  # reset clears the streak
+            A,
+            rec(1),
+            A,
+            rec(1),
+            TICK,
+        ],
+    ),
+    "consecutive-and-slow": (
+        "consecutive-slow",
+        [
+            A,
+            rec(1),
+            A,
+            rec(2),  # a slow success ends the streak
+            A,
+            rec(1),
+            TICK,  # 3 calls, 1 slow: below the slow ratio
+            A,
+            rec(3),  # slow and failed: 2 failures in a row
+            TICK,
+            3,
+            A,
+            rec(0),
+            A,
+            rec(2),
+            A,
+            rec(2),
+            A,
+            rec(0),  # 2 slow of 3 in the window: slow_call_ratio
+            TICK,
+        ],
+    ),
 }
 
 
@@ -305,6 +383,20 @@ def test_breaker_reference_is_meaningful() -> None:
     assert res[12][0] == 10
     assert res[13][0] == -1
     assert res[15] == (2, 0, 5)  # HALF_OPEN -> CLOSED, probes succeeded
+
+
+def test_consecutive_reference_is_meaningful() -> None:
+    res = breaker_expected(*BREAKER_SCENARIOS["consecutive-streaks"])
+    assert res[12][1][:3] == (0, 5, 4)  # 4 failures of 5 calls, at most 2 in a row: closed
+    assert res[14] == (0, 1, 9)  # 30 s later, the 3rd failure in a row: consecutive_failures
+    assert res[19] == (2, 1, 4)  # a probe failed
+    assert res[23] == (2, 0, 5)  # probes succeeded: closed
+    assert res[30][1][:3] == (0, 4, 3)  # 3 failures after closing, a late success between
+    assert res[36][1][:3] == (0, 2, 2)  # reset cleared the streak: 2 failures, closed
+    slow = breaker_expected(*BREAKER_SCENARIOS["consecutive-and-slow"])
+    assert slow[6][1][:4] == (0, 3, 2, 1)  # a slow success ended the streak
+    assert slow[8] == (0, 1, 9)  # slow and failed: the 2nd failure in a row
+    assert slow[17] == (0, 1, 3)  # 2 slow of 3: slow_call_ratio
 
 
 def test_breaker_state_is_one_string_with_a_ttl(redis_server: RedisServer) -> None:
@@ -360,7 +452,7 @@ breaker_step = st.one_of(
 
 
 @settings(
-    max_examples=60,
+    max_examples=100,
     deadline=None,
     suppress_health_check=[HealthCheck.function_scoped_fixture],
 )
