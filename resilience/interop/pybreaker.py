@@ -35,7 +35,7 @@ Example:
     ConnectionError
     CircuitOpenError
     >>> [(e.from_state, e.to_state, e.reason) for e in seen.of(rs.events.CircuitStateChanged)]
-    [('closed', 'open', 'failure_count')]
+    [('closed', 'open', 'consecutive_failures')]
 """
 
 from __future__ import annotations
@@ -58,7 +58,7 @@ __all__ = ["PyBreaker"]
 
 _STATE = {"closed": "closed", "open": "open", "half-open": "half_open"}
 _REASON: dict[tuple[str, str], TransitionReason] = {
-    ("closed", "open"): "failure_count",
+    ("closed", "open"): "consecutive_failures",
     ("half_open", "open"): "probe_failed",
     ("open", "half_open"): "open_for_elapsed",
     ("half_open", "closed"): "probes_succeeded",

@@ -34,7 +34,7 @@ def test_rejects_with_circuit_open_error_and_events(runner: Runner, clock: FakeC
     assert len(runner.calls) == 2
     changes = rec.of(CircuitStateChanged)
     assert [(e.from_state, e.to_state, e.reason, e.policy) for e in changes] == [
-        ("closed", "open", "failure_count", "legacy")
+        ("closed", "open", "consecutive_failures", "legacy")
     ]
     (rej,) = rec.of(CallRejected)
     assert isinstance(rej, CallRejected)
@@ -50,7 +50,7 @@ def test_half_open_probe_and_state(runner: Runner) -> None:
     assert runner.run(policy, runner.scripted(["ok"])) == "ok"
     assert policy.state is rs.CircuitState.CLOSED
     reasons = [getattr(e, "reason", None) for e in rec.of(CircuitStateChanged)]
-    assert reasons == ["failure_count", "open_for_elapsed", "probes_succeeded"]
+    assert reasons == ["consecutive_failures", "open_for_elapsed", "probes_succeeded"]
     assert policy.describe()["fail_max"] == 1
 
 
@@ -141,7 +141,7 @@ def test_one_event_per_listener_across_policies_sharing_a_breaker() -> None:
     legacy.close()  # a manual transition, outside any call
     changes = rec.of(CircuitStateChanged)
     assert [(e.to_state, e.policy, e.pipeline, e.reason) for e in changes] == [
-        ("open", "other", "p", "failure_count"),  # named by the call that tripped it
+        ("open", "other", "p", "consecutive_failures"),  # named by the call that tripped it
         ("closed", "shared", None, "manual"),
     ]
     assert "charge" in changes[0].operation
