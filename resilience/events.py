@@ -30,6 +30,8 @@ from typing import ClassVar, Literal, TypeAlias, TypedDict
 
 __all__ = [
     "BulkheadRejected",
+    "CallCompleted",
+    "CallOutcome",
     "CallRejected",
     "CircuitStateChanged",
     "Event",
@@ -240,3 +242,27 @@ def error_type(exc: BaseException | None) -> str | None:
     cls = type(exc)
     mod = cls.__module__
     return cls.__qualname__ if mod in ("builtins", "__main__") else f"{mod}.{cls.__qualname__}"
+
+
+#: How a protected call ended (:class:`CallCompleted`).
+CallOutcome: TypeAlias = Literal["success", "error", "rejected"]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CallCompleted(Event):
+    """A protected call finished, after ``duration`` seconds (every call, not only incidents).
+
+    Emitted once per call by the outermost composition (the decorator, :meth:`Policy.wrap`,
+    ``.call`` / ``.acall`` or the outermost :class:`resilience.Pipeline`), and only to the
+    listeners that ask for it with a true ``call_events`` attribute (e.g.
+    :class:`resilience.instrumentation.OpenTelemetry`): other listeners never see it, and a
+    composition without such a listener does not measure anything. ``policy`` is the outermost
+    policy (or pipeline); ``outcome`` is ``"success"``, ``"error"`` (the call raised
+    ``error_type``) or ``"rejected"`` (a policy of the composition refused it before the
+    protected function ran; ``error_type`` is the refusal's class).
+    """
+
+    kind: ClassVar[str] = "call"
+    duration: float
+    outcome: CallOutcome
+    error_type: str | None = None
