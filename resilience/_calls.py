@@ -49,6 +49,20 @@ def _gather(policy: object, out: list[Listener]) -> None:
         _gather(inner, out)
 
 
+def _asks(policy: object) -> bool:
+    """Whether a listener of ``policy`` (or of a policy inside it) asks for call events or
+    attempt spans."""
+    for listener in getattr(policy, "listeners", ()):
+        if getattr(listener, "call_events", False) or getattr(listener, "attempt_spans", False):
+            return True
+    inner = getattr(policy, "policies", None)
+    if inner:
+        for p in inner:
+            if _asks(p):
+                return True
+    return False
+
+
 def _outcome(exc: BaseException | None, chain: object) -> tuple[CallOutcome, str | None]:
     if exc is None:
         return "success", None
@@ -228,8 +242,8 @@ def calls_of(policy: Policy, fn: object, em: Emitter) -> Calls | None:
     """The per-call hook of ``policy`` composed around ``fn`` (the outermost composition,
     events going to ``em``), or ``None`` when no listener of the composition asks for call
     events or attempt spans (and ``fn`` is not a decorated function that has one)."""
-    if not policy.listeners and not getattr(policy, "policies", None) and not hasattr(fn, _ATTR):
-        return None  # the common unobserved case, decided without walking anything
+    if not _asks(policy) and not hasattr(fn, _ATTR):
+        return None  # the common unobserved case, decided without allocating anything
     found: list[Listener] = []
     _gather(policy, found)
     listeners = tuple(x for x in found if getattr(x, "call_events", False))
