@@ -17,6 +17,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, ClassVar, TypeAlias, TypeVar, cast
 
+from ._calls import calls_of
 from ._types import AsyncFn, P, SyncFn, T, check_listeners, check_name, qualname
 from .errors import ConfigurationError, RejectedError
 from .events import Event, Listener, Origin, emit
@@ -305,9 +306,14 @@ class Policy:
             )
         return cast(Callable[P, T], self._decorated_sync(fn, em))
 
-    # twin: async _decorated_async=_decorated_sync
+    # twin: async _decorated_async=_decorated_sync, inner_async=inner_sync, timed_async=timed_sync
     def _decorated_async(self, fn: AsyncFn, em: Emitter) -> AsyncFn:
-        wrapped = self.wrap_async(fn, em)
+        calls = calls_of(self, fn, em)  # per-call telemetry, only when a listener asks for it
+        if calls is None:
+            wrapped = self.wrap_async(fn, em)
+        else:
+            inner = self.wrap_async(calls.inner_async(fn), em)
+            wrapped = calls.timed_async(inner)
         if wrapped is fn:  # a no-op composition: never mutate the user's function
 
             async def wrapped(*args: Any, **kwargs: Any) -> Any:
@@ -315,12 +321,19 @@ class Policy:
 
         wrapped = functools.wraps(fn)(wrapped)
         setattr(wrapped, _CHAIN_ATTR, chain_of(fn))  # stacked decorators: one composition
+        if calls is not None:
+            calls.mark(wrapped, inner)
         return wrapped
 
     # twin: end
     # twin: sync (generated from the block above by scripts/twins.py; do not edit)
     def _decorated_sync(self, fn: SyncFn, em: Emitter) -> SyncFn:
-        wrapped = self.wrap_sync(fn, em)
+        calls = calls_of(self, fn, em)  # per-call telemetry, only when a listener asks for it
+        if calls is None:
+            wrapped = self.wrap_sync(fn, em)
+        else:
+            inner = self.wrap_sync(calls.inner_sync(fn), em)
+            wrapped = calls.timed_sync(inner)
         if wrapped is fn:  # a no-op composition: never mutate the user's function
 
             def wrapped(*args: Any, **kwargs: Any) -> Any:
@@ -328,15 +341,23 @@ class Policy:
 
         wrapped = functools.wraps(fn)(wrapped)
         setattr(wrapped, _CHAIN_ATTR, chain_of(fn))  # stacked decorators: one composition
+        if calls is not None:
+            calls.mark(wrapped, inner)
         return wrapped
 
     # twin: end
 
-    # twin: async _AsyncCallable=_SyncCallable
+    # twin: async _AsyncCallable=_SyncCallable, inner_async=inner_sync, timed_async=timed_sync
     async def acall(self, fn: _AsyncCallable[P, T], /, *args: P.args, **kwargs: P.kwargs) -> T:
         """Run ``fn(*args, **kwargs)`` under this policy and return its result (see the
         class's example)."""
-        result: T = await self.wrap_async(fn, self._emitter(None, fn))(*args, **kwargs)
+        em = self._emitter(None, fn)
+        calls = calls_of(self, fn, em)
+        if calls is None:
+            result: T = await self.wrap_async(fn, em)(*args, **kwargs)
+        else:
+            timed = calls.timed_async(self.wrap_async(calls.inner_async(fn), em))
+            result = await timed(*args, **kwargs)
         return result
 
     # twin: end
@@ -344,7 +365,13 @@ class Policy:
     def call(self, fn: _SyncCallable[P, T], /, *args: P.args, **kwargs: P.kwargs) -> T:
         """Run ``fn(*args, **kwargs)`` under this policy and return its result (see the
         class's example)."""
-        result: T = self.wrap_sync(fn, self._emitter(None, fn))(*args, **kwargs)
+        em = self._emitter(None, fn)
+        calls = calls_of(self, fn, em)
+        if calls is None:
+            result: T = self.wrap_sync(fn, em)(*args, **kwargs)
+        else:
+            timed = calls.timed_sync(self.wrap_sync(calls.inner_sync(fn), em))
+            result = timed(*args, **kwargs)
         return result
 
     # twin: end

@@ -30,6 +30,8 @@ from typing import ClassVar, Literal, TypeAlias, TypedDict
 
 __all__ = [
     "BulkheadRejected",
+    "CallCompleted",
+    "CallOutcome",
     "CallRejected",
     "ChaosInjected",
     "ChaosKind",
@@ -321,3 +323,27 @@ class ChaosInjected(Event):
     kind: ClassVar[str] = "chaos"
     injection: ChaosKind
     delay: float | None = None
+
+
+#: How a protected call ended (:class:`CallCompleted`).
+CallOutcome: TypeAlias = Literal["success", "error", "rejected"]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CallCompleted(Event):
+    """A protected call finished, after ``duration`` seconds (every call, not only incidents).
+
+    Emitted once per call by the outermost composition (the decorator, :meth:`Policy.wrap`,
+    ``.call`` / ``.acall`` or the outermost :class:`resilience.Pipeline`), and only to the
+    listeners that ask for it with a true ``call_events`` attribute (e.g.
+    :class:`resilience.instrumentation.OpenTelemetry`): other listeners never see it, and a
+    composition without such a listener does not measure anything. ``policy`` is the outermost
+    policy (or pipeline); ``outcome`` is ``"success"``, ``"error"`` (the call raised
+    ``error_type``) or ``"rejected"`` (a policy of the composition refused it before the
+    protected function ran; ``error_type`` is the refusal's class).
+    """
+
+    kind: ClassVar[str] = "call"
+    duration: float
+    outcome: CallOutcome
+    error_type: str | None = None
