@@ -27,7 +27,11 @@ def layer(module: str) -> str:
         return "foundation"
     if module == "resilience.stores" or module.startswith("resilience.stores."):
         return "stores"
-    if module.startswith(TOOLS) or module in ("resilience.__main__", "resilience.testing"):
+    if module.startswith(TOOLS) or module in (
+        "resilience.__main__",
+        "resilience.testing",
+        "resilience.pytest_plugin",
+    ):
         return "tools"
     return "policies"
 
