@@ -405,18 +405,14 @@ def set_testing(
     decorated at import time -- reads and sleeps on one process-wide :class:`FakeClock`, the
     *virtual time*:
 
-    * its ``monotonic()`` / ``time()`` readings are the fake clock's, and move only when
-      something sleeps on it (a retry's backoff, a rate limiter's wait, an idempotency wait,
-      ...) or when the test calls its ``advance()``: real work
-      takes no virtual time;
-    * a sleep advances it at once (recorded in ``clock.sleeps``), in every thread and event
-      loop, so a retry waiting out a breaker's ``open_for`` finds the breaker half-open, and a
-      retry's ``max_elapsed`` or a timeout's deadline counts the backoffs it skipped;
-    * waiting for *other work* is still bounded by real time, for the same number of seconds:
-      a ``rs.Timeout`` cancels a coroutine (or gives up on a worker thread) that really hangs
-      after its ``seconds`` of real time, and a ``rs.Bulkhead`` waiter waits at most
-      ``max_wait`` real seconds for a slot. A call that *returns* past its deadline on the
-      virtual clock (it slept past it) is a timeout too, as it is on a fake clock.
+    * readings (``monotonic()``, ``time()``) are the fake clock's; they move only when
+      something sleeps on it or the test calls ``advance()``: real work takes no virtual time;
+    * a sleep (a retry's backoff, a rate limiter's wait...) advances it at once, in every
+      thread and event loop, so everything that measures time sees the skipped waits;
+    * waiting for other work (a ``rs.Timeout`` on code that really hangs, a ``rs.Bulkhead``
+      waiter) is still bounded by as many seconds of real time.
+
+    See "Test mode" in the testing guide for the details.
 
     Policies built with their own ``clock=`` (a :class:`FakeClock`, ``rs.SystemClock()``...)
     are left alone.
@@ -426,10 +422,9 @@ def set_testing(
         attempts: cap every retry on the process clock to this many attempts (``1``: no
             retries at all), like stamina's ``set_testing(True, attempts=1)``; ``None`` (the
             default) leaves the configured attempts.
-        clock: the fake clock to use (the ``fake_clock`` fixture's); by default the one of the
-            test mode already on, or else a new one going on from the latest readings of the
-            process clock (the real ones, or where an earlier test mode left virtual time if
-            that is later), so what policies recorded before is never in its future.
+        clock: the fake clock to use; by default the one of the test mode already on, or a new
+            one going on from the latest reading of the process clock (real, or virtual if an
+            earlier test mode left it later), never before what policies recorded.
 
     Switch it from the test's own thread, while no other thread runs policies: switching is
     not a synchronisation point. Prefer :func:`testing_mode`, which restores the previous mode.
