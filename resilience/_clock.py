@@ -20,6 +20,11 @@ timer per event loop (a lazy heap, :class:`_DeadlineWheel`) -- a fraction of the
 ``asyncio.timeout`` per call. That per-loop state lives in a :class:`weakref.WeakKeyDictionary`
 keyed by the loop (plus a one-entry cache of the last wheel), never in attributes patched onto
 the loop, and the wheel holds no strong reference to its loop, so a finished loop is freed.
+
+:data:`SYSTEM_CLOCK`, what a policy built without ``clock=`` gets, is the *process clock*: a
+system clock whose readings test mode (:func:`resilience.testing.set_testing`) can repoint at a
+fake clock, reaching the functions decorated before it was switched on. Policies compare it by
+identity (the fast paths of :class:`~resilience.Timeout`): it stays the same object in test mode.
 """
 
 from __future__ import annotations
