@@ -20,6 +20,11 @@ timer per event loop (a lazy heap, :class:`_DeadlineWheel`) -- a fraction of the
 ``asyncio.timeout`` per call. That per-loop state lives in a :class:`weakref.WeakKeyDictionary`
 keyed by the loop (plus a one-entry cache of the last wheel), never in attributes patched onto
 the loop, and the wheel holds no strong reference to its loop, so a finished loop is freed.
+
+:data:`SYSTEM_CLOCK`, what a policy built without ``clock=`` gets, is the *process clock*: a
+system clock whose readings test mode (:func:`resilience.testing.set_testing`) can repoint at a
+fake clock, reaching the functions decorated before it was switched on. Policies compare it by
+identity (the fast paths of :class:`~resilience.Timeout`): it stays the same object in test mode.
 """
 
 from __future__ import annotations
@@ -28,12 +33,13 @@ import random as _random
 import time as _time
 from collections.abc import Callable
 from concurrent.futures import Future
+from functools import partial as _partial
 from typing import TYPE_CHECKING, Any, Protocol, cast, runtime_checkable
 
 if TYPE_CHECKING:  # pragma: no cover
     from types import TracebackType
 
-from ._clock_wheel import _WheelDeadline
+from ._clock_wheel import _set_wheel_source, _WheelDeadline
 
 __all__ = [
     "Clock",
@@ -214,7 +220,92 @@ class SystemClock:
         return bool(done)
 
 
-SYSTEM_CLOCK = SystemClock()
+#: The process clock's readings: :func:`time.monotonic` / :func:`time.time` themselves, wrapped
+#: in a :func:`functools.partial` (a C-level call) that test mode repoints at the fake clock.
+#: Policies bind ``SYSTEM_CLOCK.monotonic`` once, when a function is decorated; binding these
+#: objects keeps test mode able to reach functions decorated before it was switched on.
+_MONOTONIC: _partial[float] = _partial(_time.monotonic)
+_TIME: _partial[float] = _partial(_time.time)
+#: The fake clock of test mode (``None`` outside it); see :func:`resilience.testing.set_testing`.
+_virtual: Clock | None = None
+
+
+def _virtual_monotonic() -> float:
+    fake = _virtual
+    return _time.monotonic() if fake is None else fake.monotonic()
+
+
+def _virtual_time() -> float:
+    fake = _virtual
+    return _time.time() if fake is None else fake.time()
+
+
+class _ProcessClock(SystemClock):
+    """:data:`SYSTEM_CLOCK`, what every policy built without ``clock=`` uses: the system clock,
+    or, in test mode, the readings and sleeps of the test mode's fake clock.
+
+    Waits for other work (``deadline_scope``, ``wait_future``) stay on real time in test mode,
+    for as many seconds as the fake clock would wait: code that really hangs still ends.
+    """
+
+    __slots__ = ()
+
+    monotonic = staticmethod(_MONOTONIC)
+    time = staticmethod(_TIME)
+
+    # twin: async
+    async def asleep(self, seconds: float, /) -> None:
+        """Wait ``seconds`` (in test mode: advance the fake clock at once, without waiting)."""
+        fake = _virtual
+        if fake is None:
+            await SystemClock.asleep(self, seconds)
+        else:
+            await fake.asleep(seconds)
+
+    # twin: end
+    # twin: sync (generated from the block above by scripts/twins.py; do not edit)
+    def sleep(self, seconds: float, /) -> None:
+        """Wait ``seconds`` (in test mode: advance the fake clock at once, without waiting)."""
+        fake = _virtual
+        if fake is None:
+            SystemClock.sleep(self, seconds)
+        else:
+            fake.sleep(seconds)
+
+    # twin: end
+
+    def __repr__(self) -> str:
+        return "SYSTEM_CLOCK" if _virtual is None else f"SYSTEM_CLOCK(testing, {_virtual!r})"
+
+
+def _repoint(reading: _partial[float], fn: Callable[[], float]) -> None:
+    """Make ``reading()`` call ``fn()``: the same partial object, so every binding follows."""
+    target: Any = reading  # partial.__setstate__ is not in the stubs
+    target.__setstate__((fn, (), None, None))
+
+
+def _set_virtual(fake: Clock | None) -> None:
+    """Make ``fake`` the process clock's readings and sleeps (``None``: the system clock's).
+
+    Only :mod:`resilience.testing` calls it. The deadline wheel converts deadlines read on the
+    process clock to loop time while a fake clock is in place (so a fast-path
+    :class:`~resilience.Timeout` still ends after its seconds of real time).
+    """
+    global _virtual
+    if fake is not None:
+        _check_methods(fake, "Clock", _CLOCK_METHODS)
+        _virtual = fake
+        _set_wheel_source(_MONOTONIC)
+        _repoint(_MONOTONIC, _virtual_monotonic)
+        _repoint(_TIME, _virtual_time)
+    else:
+        _repoint(_MONOTONIC, _time.monotonic)
+        _repoint(_TIME, _time.time)
+        _set_wheel_source(None)
+        _virtual = None
+
+
+SYSTEM_CLOCK: SystemClock = _ProcessClock()
 DEFAULT_RANDOM: RandomLike = _random.Random()
 
 

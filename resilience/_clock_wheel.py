@@ -107,7 +107,7 @@ class _DeadlineWheel:
     the loop would keep every finished loop (and its tasks) alive.
     """
 
-    __slots__ = ("dead", "handle", "handle_at", "heap", "ref", "same_clock", "seq")
+    __slots__ = ("dead", "handle", "handle_at", "heap", "native", "ref", "same_clock", "seq")
 
     def __init__(self, loop: Any) -> None:
         import asyncio
@@ -122,8 +122,10 @@ class _DeadlineWheel:
         self.handle_at = float("inf")
         self.dead = 0
         self.seq = 0
-        # the default loops read time.monotonic(): no conversion needed
-        self.same_clock = type(loop).time is asyncio.BaseEventLoop.time
+        # the default loops read time.monotonic(): no conversion needed (unless test mode put
+        # a fake clock behind the process clock: see _set_wheel_source)
+        self.native = type(loop).time is asyncio.BaseEventLoop.time
+        self.same_clock = self.native and _now is _time.monotonic
 
     def _schedule(self, loop: Any, loop_at: float) -> None:
         handle = self.handle()
@@ -185,6 +187,26 @@ _wheels_lock = threading.Lock()
 _last_wheel: Any = _NoWheel()
 
 
+#: what deadlines given to :func:`arm_task_deadline` are read on: ``time.monotonic``, or in test
+#: mode the process clock's (fake) readings, converted to loop time at arming
+_now: Callable[[], float] = _time.monotonic
+
+
+def _set_wheel_source(source: Callable[[], float] | None) -> None:
+    """Read armed deadlines on ``source`` (``None``: ``time.monotonic``); for test mode only.
+
+    While a fake clock is behind the process clock, a deadline ``at`` on its scale is armed
+    ``at - source()`` seconds of loop time from now: the same length of real time.
+    """
+    global _now
+    with _wheels_lock:
+        _now = _time.monotonic if source is None else source
+        wheels = [*_wheels.values(), _last_wheel]
+        for wheel in wheels:
+            if isinstance(wheel, _DeadlineWheel):
+                wheel.same_clock = wheel.native and source is None
+
+
 def _get_running_loop() -> Any:
     global _get_running_loop
     from asyncio import get_running_loop
@@ -208,7 +230,8 @@ def _wheel_for(loop: Any) -> _DeadlineWheel:
 
 
 def arm_task_deadline(at: float) -> list[Any]:
-    """Cancel the current task when ``time.monotonic()`` reaches ``at``.
+    """Cancel the current task when ``time.monotonic()`` (in test mode: the process clock)
+    reaches ``at``.
 
     Returns the entry to pass to :func:`disarm_task_deadline`. Must run inside an asyncio task.
     """
@@ -220,7 +243,7 @@ def arm_task_deadline(at: float) -> list[Any]:
     if task is None:
         raise RuntimeError("a deadline must be armed inside an asyncio task")
     entry = [True, task, task.cancelling(), False, wheel]
-    loop_at = at if wheel.same_clock else loop.time() + (at - _time.monotonic())
+    loop_at = at if wheel.same_clock else loop.time() + (at - _now())
     wheel.seq += 1
     heapq.heappush(wheel.heap, (loop_at, wheel.seq, entry))
     if loop_at < wheel.handle_at:

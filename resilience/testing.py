@@ -1,4 +1,14 @@
-"""Test helpers: a fake clock that never reads or waits on real time, and a recording listener.
+"""Test helpers: a fake clock, a process-wide test mode, and a recording listener.
+
+* :class:`FakeClock` -- a clock that never reads nor waits on real time; pass it as ``clock=``.
+* :func:`set_testing` / :func:`testing_mode` -- test mode: every policy built *without*
+  ``clock=`` (functions decorated at import time included) reads and sleeps on one process-wide
+  fake clock, so backoffs, limiter waits and breaker open durations take no real time, and
+  retries may be capped to a few attempts.
+* :class:`RecordingListener` -- keeps the events the policies it is given emit.
+
+The pytest plugin :mod:`resilience.pytest_plugin` wraps them as fixtures (``fake_clock``,
+``events``).
 
 Example:
     >>> import resilience as rs
@@ -22,18 +32,30 @@ import heapq
 import itertools
 import math
 import threading
-from collections.abc import Callable
+import time as _time
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future
-from typing import Any, TypeVar
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any, TypeVar, overload
 
-from ._clock import DeadlineScope
+from ._clock import SYSTEM_CLOCK, DeadlineScope, _set_virtual
 from ._clock_wheel import _TaskDeadline
+from ._retry import Retry
+from ._types import positive_int
 from .errors import ConfigurationError
 from .events import Event
 
 E = TypeVar("E", bound=Event)
 
-__all__ = ["FakeClock", "RecordingListener"]
+__all__ = [
+    "FakeClock",
+    "RecordingListener",
+    "is_testing",
+    "set_testing",
+    "testing_clock",
+    "testing_mode",
+]
 
 
 class FakeClock:
@@ -263,6 +285,215 @@ class RecordingListener:
         """
         return [e for e in self.events if isinstance(e, kind)]
 
+    def last(self, kind: type[E]) -> E:
+        """The latest recorded event of one type; :class:`LookupError` when there is none.
+
+        Example:
+            >>> import resilience as rs
+            >>> rec = rs.testing.RecordingListener()
+            >>> rec(rs.events.RateLimitWaited(policy="api", wait=0.5))
+            >>> rec(rs.events.RateLimitWaited(policy="api", wait=2.0))
+            >>> rec.last(rs.events.RateLimitWaited).wait
+            2.0
+            >>> rec.last(rs.events.RetryScheduled)
+            Traceback (most recent call last):
+            ...
+            LookupError: no RetryScheduled event among 2 recorded: ratelimit_wait, ratelimit_wait
+        """
+        for event in reversed(self.events):
+            if isinstance(event, kind):
+                return event
+        kinds = ", ".join(self.kinds()) or "none"
+        raise LookupError(f"no {kind.__name__} event among {len(self.events)} recorded: {kinds}")
+
     def kinds(self) -> list[str]:
         """The ``kind`` of every recorded event, in order."""
         return [e.kind for e in self.events]
+
+    def clear(self) -> None:
+        """Forget every recorded event (to check what one step of a test emits)."""
+        self.events.clear()
+
+
+# -- test mode -------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class _Mode:
+    clock: FakeClock | None  # None: test mode is off
+    attempts: int | None  # the cap on each default-clock retry's attempts, or None
+
+
+_OFF = _Mode(None, None)
+_mode = _OFF
+_mode_lock = threading.RLock()
+#: the latest virtual reading a test mode left behind (see _new_timeline)
+_high_water = -math.inf
+
+
+def _new_timeline() -> FakeClock:
+    """A fake clock going on from the latest reading the process clock gave.
+
+    It starts at the real readings, or where an earlier test mode left virtual time if that is
+    later: what policies built at import time recorded on the process clock (a rate limiter's
+    bucket, a breaker's window) is never in its future.
+    """
+    real = _time.monotonic()
+    current = _mode.clock
+    start = max(real, _high_water, -math.inf if current is None else current.monotonic())
+    return FakeClock(start=start, epoch=_time.time() + (start - real))
+
+
+class _AttemptsCap:
+    """``Retry.attempts`` while test mode caps attempts: a retry on the process clock reads
+    ``min(its attempts, the cap)``; a retry built with its own ``clock=`` reads its own."""
+
+    @overload
+    def __get__(self, obj: None, owner: type[Retry]) -> _AttemptsCap: ...
+    @overload
+    def __get__(self, obj: Retry, owner: type[Retry] | None = None) -> int: ...
+    def __get__(self, obj: Retry | None, owner: type[Retry] | None = None) -> int | _AttemptsCap:
+        if obj is None:
+            return self
+        configured: int = obj.__dict__["attempts"]
+        cap = _mode.attempts
+        if cap is not None and cap < configured and obj._clock is SYSTEM_CLOCK:
+            return cap
+        return configured
+
+    def __set__(self, obj: Retry, value: int) -> None:
+        obj.__dict__["attempts"] = value
+
+
+_CAP = _AttemptsCap()
+
+
+def _install(mode: _Mode) -> None:
+    global _mode, _high_water
+    with _mode_lock:
+        if _mode.clock is not None:
+            _high_water = max(_high_water, _mode.clock.monotonic())
+        _set_virtual(mode.clock)
+        _mode = mode
+        capped = Retry.__dict__.get("attempts") is _CAP
+        if mode.attempts is not None and not capped:
+            setattr(Retry, "attempts", _CAP)  # noqa: B010 - no attribute of that name for mypy
+        elif mode.attempts is None and capped:
+            delattr(Retry, "attempts")
+
+
+def _mode_for(testing: bool, attempts: int | None, clock: FakeClock | None) -> _Mode:
+    if not isinstance(testing, bool):
+        raise ConfigurationError(f"testing must be True or False, got {testing!r}")
+    if not testing:
+        if attempts is not None or clock is not None:
+            raise ConfigurationError("attempts= and clock= only apply to set_testing(True)")
+        return _OFF
+    cap = None if attempts is None else positive_int(attempts, "attempts")
+    if clock is not None and not isinstance(clock, FakeClock):
+        raise ConfigurationError(f"clock must be a resilience.testing.FakeClock, got {clock!r}")
+    if clock is None:
+        # keep the timeline of the test mode in force; else go on from the latest readings
+        clock = _mode.clock or _new_timeline()
+    return _Mode(clock, cap)
+
+
+def set_testing(
+    testing: bool, /, *, attempts: int | None = None, clock: FakeClock | None = None
+) -> None:
+    """Switch test mode on or off, for the whole process.
+
+    In test mode, every policy that was built *without* ``clock=`` -- including functions
+    decorated at import time -- reads and sleeps on one process-wide :class:`FakeClock`, the
+    *virtual time*:
+
+    * readings (``monotonic()``, ``time()``) are the fake clock's; they move only when
+      something sleeps on it or the test calls ``advance()``: real work takes no virtual time;
+    * a sleep (a retry's backoff, a rate limiter's wait...) advances it at once, in every
+      thread and event loop, so everything that measures time sees the skipped waits;
+    * waiting for other work (a ``rs.Timeout`` on code that really hangs, a ``rs.Bulkhead``
+      waiter) is still bounded by as many seconds of real time.
+
+    See "Test mode" in the testing guide for the details.
+
+    Policies built with their own ``clock=`` (a :class:`FakeClock`, ``rs.SystemClock()``...)
+    are left alone.
+
+    Args:
+        testing: ``True`` to switch it on, ``False`` to switch it off.
+        attempts: cap every retry on the process clock to this many attempts (``1``: no
+            retries at all), like stamina's ``set_testing(True, attempts=1)``; ``None`` (the
+            default) leaves the configured attempts.
+        clock: the fake clock to use; by default the one of the test mode already on, or a new
+            one going on from the latest reading of the process clock (real, or virtual if an
+            earlier test mode left it later), never before what policies recorded.
+
+    Switch it from the test's own thread, while no other thread runs policies: switching is
+    not a synchronisation point. Prefer :func:`testing_mode`, which restores the previous mode.
+
+    Example:
+        >>> import resilience as rs
+        >>> @rs.Retry(on=ConnectionError, attempts=5, backoff=rs.backoff.constant(30))
+        ... def connect() -> None:
+        ...     raise ConnectionError("refused")
+        >>> rs.testing.set_testing(True)
+        >>> try:
+        ...     connect()  # four 30 s backoffs, none of them waited
+        ... except ConnectionError:
+        ...     pass
+        >>> rs.testing.testing_clock().sleeps
+        [30.0, 30.0, 30.0, 30.0]
+        >>> rs.testing.set_testing(False)
+        >>> rs.testing.is_testing()
+        False
+    """
+    with _mode_lock:
+        _install(_mode_for(testing, attempts, clock))
+
+
+def is_testing() -> bool:
+    """Whether test mode is on."""
+    return _mode.clock is not None
+
+
+def testing_clock() -> FakeClock | None:
+    """The fake clock behind the process clock in test mode (``None`` when it is off)."""
+    return _mode.clock
+
+
+@contextmanager
+def testing_mode(
+    *,
+    attempts: int | None = None,  # noqa: PT028 - not a test (see __test__ below)
+    clock: FakeClock | None = None,  # noqa: PT028
+) -> Iterator[FakeClock]:
+    """Test mode (see :func:`set_testing`) for the ``with`` block; yields its fake clock.
+
+    The mode in force before (on, with its clock and cap, or off) comes back when the block
+    ends, so blocks nest: an inner ``testing_mode(attempts=1)`` keeps the outer block's clock.
+
+    Example:
+        >>> import resilience as rs
+        >>> breaker = rs.CircuitBreaker("api", failure_count=1, open_for=60)  # no clock=
+        >>> with rs.testing.testing_mode() as clock:
+        ...     try:
+        ...         breaker.call(lambda: 1 / 0)
+        ...     except ZeroDivisionError:
+        ...         pass
+        ...     opened = breaker.state
+        ...     clock.advance(60)
+        ...     opened, breaker.state
+        (<CircuitState.OPEN: 'open'>, <CircuitState.HALF_OPEN: 'half_open'>)
+    """
+    with _mode_lock:
+        previous = _mode
+        mode = _mode_for(True, attempts, clock)
+        _install(mode)
+    try:
+        assert mode.clock is not None
+        yield mode.clock
+    finally:
+        _install(previous)
+
+
+# names starting with "test": never collected as tests when imported into a test module
+setattr(testing_mode, "__test__", False)  # noqa: B010
+setattr(testing_clock, "__test__", False)  # noqa: B010

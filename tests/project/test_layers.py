@@ -31,7 +31,7 @@ def layer(module: str) -> str:
         return "foundation"
     if module == "resilience.stores" or module.startswith("resilience.stores."):
         return "stores"
-    if module.startswith(TOOLS) or module == "resilience.testing":
+    if module.startswith(TOOLS) or module in ("resilience.testing", "resilience.pytest_plugin"):
         return "tools"
     return "policies"
 
