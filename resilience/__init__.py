@@ -59,7 +59,7 @@ from .errors import (
     TimeoutExceededError,
 )
 from .idempotency import IdempotencyRecords, Idempotent, JSONCodec
-from .ratelimit import Decision, RateLimiter
+from .ratelimit import Decision, Limit, RateLimiter
 from .stores import MemoryStore
 from .stores.redis import RedisStore
 
@@ -85,6 +85,7 @@ __all__ = [
     "IdempotencyRecords",
     "Idempotent",
     "JSONCodec",
+    "Limit",
     "MemoryStore",
     "Pipeline",
     "Policy",

@@ -46,7 +46,6 @@ def wrap_async(limiter: Buckets, fn: AsyncFn, em: Emitter) -> AsyncFn:
         keyfn = limiter._key
         take = limiter._take_async
         agive_back = limiter._agive_back
-        via = limiter._via
         monotonic = limiter._clock.monotonic
 
         async def rate_limit_wrapper_slow(*args: Any, **kwargs: Any) -> Any:
@@ -57,8 +56,7 @@ def wrap_async(limiter: Buckets, fn: AsyncFn, em: Emitter) -> AsyncFn:
                 return await fn(*args, **kwargs)
             except RejectedError as exc:
                 if r is not None and own_refusal(exc, chain):
-                    ct = outstanding(r[2], t0 + r[5])
-                    await agive_back(Reservation(key, ct, r[3], via(r)))
+                    await agive_back(limiter._reservation(key, r, t0))
                 raise
 
         return rate_limit_wrapper_slow
@@ -103,7 +101,6 @@ def wrap_sync(limiter: Buckets, fn: SyncFn, em: Emitter) -> SyncFn:
         keyfn = limiter._key
         take = limiter._take_sync
         give_back = limiter._give_back
-        via = limiter._via
         monotonic = limiter._clock.monotonic
 
         def rate_limit_wrapper_slow(*args: Any, **kwargs: Any) -> Any:
@@ -114,8 +111,7 @@ def wrap_sync(limiter: Buckets, fn: SyncFn, em: Emitter) -> SyncFn:
                 return fn(*args, **kwargs)
             except RejectedError as exc:
                 if r is not None and own_refusal(exc, chain):
-                    ct = outstanding(r[2], t0 + r[5])
-                    give_back(Reservation(key, ct, r[3], via(r)))
+                    give_back(limiter._reservation(key, r, t0))
                 raise
 
         return rate_limit_wrapper_slow
