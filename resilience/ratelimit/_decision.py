@@ -12,6 +12,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, NamedTuple
 
+from ._options import LimitParams
+
 if TYPE_CHECKING:
     from ._buckets import Buckets
 
@@ -77,11 +79,13 @@ class MultiPermit(Permit):
     """A :class:`Permit` of a multi-window limiter: what each window was charged (a refund
     gives every window back its own share)."""
 
-    __slots__ = ("cost_times", "ends", "takens")
+    __slots__ = ("cost_times", "ends", "ps", "takens")
 
     cost_times: tuple[float, ...]
     takens: tuple[float, ...]
     ends: tuple[float, ...]
+    #: the parameters of the windows charged (the key's tier at the time)
+    ps: tuple[LimitParams, ...]
 
 
 class Window(NamedTuple):
@@ -160,6 +164,7 @@ class MultiReservation(NamedTuple):
     cost_times: tuple[float, ...]
     takens: tuple[float, ...]
     via_store: bool
+    ps: tuple[LimitParams, ...]
 
 
 class LocalResult(tuple):  # type: ignore[type-arg]

@@ -113,11 +113,10 @@ class Windows:
                     zeros = (0.0,) * len(ps)
                     return (False, retry, zeros, zeros, wins, tier)
             new, r = take_all(None if entry is None else entry[1], now, cost, max_wait, ps)
-            if r[0]:
-                if entry is None:
-                    entries[key] = [ps, new]
-                else:
-                    entry[0], entry[1] = ps, new
+            if entry is not None:  # refused: the same state, in this tier's windows (a store's)
+                entry[0], entry[1] = ps, new
+            elif r[0]:
+                entries[key] = [ps, new]
         return (*r, tier)
 
     def _make_room(self, now: float) -> bool:
@@ -198,6 +197,7 @@ class Windows:
             permit.taken = sum(takens)
             permit.cost_times = cts
             permit.takens = takens
+            permit.ps = tier.params if r.__class__ is not LocalResult else tier.local
             permit.via_store = lim.store is not None and r.__class__ is not LocalResult
             permit.ends = tuple(t0 + w[1] for w in wins)
             permit.end = max(permit.ends)
@@ -223,27 +223,30 @@ class Windows:
         if t0 is not None:
             out = self.lim._outstanding
             cts = tuple(out(c, t0 + w[1]) for c, w in zip(cts, r[4], strict=True))
-        return MultiReservation(key, cts, r[3], self.lim._via(r))
+        ps = r[5].params if r.__class__ is not LocalResult else r[5].local
+        return MultiReservation(key, cts, r[3], self.lim._via(r), ps)
 
     def claim(self, permit: MultiPermit) -> MultiReservation:
         """The reservation of a claimed multi-window permit."""
         out = self.lim._outstanding
         cts = tuple(out(c, e) for c, e in zip(permit.cost_times, permit.ends, strict=True))
-        return MultiReservation(permit.key, cts, permit.takens, permit.via_store)
+        return MultiReservation(permit.key, cts, permit.takens, permit.via_store, permit.ps)
 
     def refund_op(self, res: MultiReservation) -> _RefundAllOp:
         """The store operation giving ``res`` back to every window."""
-        ps = self.tier_for(res.key).params
-        return _RefundAllOp(self.lim._store_key(res.key), res.cost_times, res.takens, ps)
+        return _RefundAllOp(self.lim._store_key(res.key), res.cost_times, res.takens, res.ps)
 
     def give_back_local(self, res: MultiReservation) -> bool:
-        """Give ``res`` back to this process's buckets (every window it charged)."""
+        """Give ``res`` back to this process's buckets (every window it charged; windows a tier
+        change added since are dropped, exactly as the store's refund does)."""
         lim = self.lim
         with lim._lock:
             entry = self.entries.get(res.key)
             if entry is not None:
                 now = lim._clock.monotonic()
-                entry[1] = refund_all(entry[1], now, res.cost_times, res.takens, entry[0])
+                # the windows charged (a tier change since drops the others, as on a store)
+                entry[1] = refund_all(entry[1], now, res.cost_times, res.takens, res.ps)
+                entry[0] = res.ps[: len(entry[1]) // 2]
         return True
 
     def give_back_soon(self, res: MultiReservation) -> None:

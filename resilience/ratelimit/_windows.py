@@ -82,7 +82,7 @@ def take_all(
 
 def ttl_of(state: list[float], now: float, ps: tuple[LimitParams, ...]) -> float:
     """Seconds until every window of ``state`` is fresh again (the bucket can be dropped)."""
-    return max(fresh_at(state[2 * i], state[2 * i + 1], p) for i, p in enumerate(ps)) - now
+    return max(fresh_at(state[2 * i], state[2 * i + 1], ps[i]) for i in range(len(state) // 2)) - now
 
 
 def refund_all(
