@@ -29,8 +29,8 @@ from __future__ import annotations
 
 from ._core import fresh_at, refund, status, transition
 from ._decision import Decision, Permit, Window
-from ._limits import Limit
 from ._limiter import RateLimiter
+from ._limits import Limit
 from ._options import LimitParams, limit_params
 
 # the private store operations, re-exported for resilience.stores.base's doctest and the tests

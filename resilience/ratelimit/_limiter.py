@@ -62,8 +62,14 @@ def _windows_of(
 
 
 def _describe(w: Limit) -> dict[str, Any]:
-    return {"rate": w.rate, "per": w.per, "burst": w.params.burst, "warmup": w.warmup,
-            "cold_factor": w.cold_factor, "name": w.name}
+    return {
+        "rate": w.rate,
+        "per": w.per,
+        "burst": w.params.burst,
+        "warmup": w.warmup,
+        "cold_factor": w.cold_factor,
+        "name": w.name,
+    }
 
 
 class RateLimiter(Buckets):

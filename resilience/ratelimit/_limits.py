@@ -114,10 +114,10 @@ def tier_of(limits: object, local_share: float | None) -> Tier:
     """Validate ``limits`` (a :class:`Limit` or a non-empty sequence of them) as a :class:`Tier`.
 
     Example:
-        >>> tier_of([], None)
+        >>> tier_of([], None)  # doctest: +ELLIPSIS
         Traceback (most recent call last):
         ...
-        resilience.errors.ConfigurationError: limits must be a Limit or a non-empty sequence of Limit, got []
+        resilience.errors.ConfigurationError: limits must be a Limit or a non-empty sequence ...
     """
     items = (limits,) if isinstance(limits, Limit) else limits
     if (
@@ -134,7 +134,7 @@ def tier_of(limits: object, local_share: float | None) -> Tier:
     local = params
     if local_share is not None and local_share < 1.0:
         local = tuple(
-            share(w.params, w.rate, float(w.per), _f(w.warmup), w.cold_factor, local_share)
+            share(w.params, w.rate, _f(w.per) or 0.0, _f(w.warmup), w.cold_factor, local_share)
             for w in ws
         )
     spans = tuple(0.0 if p.interval == math.inf else p.burst * p.interval for p in params)

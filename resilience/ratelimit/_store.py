@@ -2,12 +2,12 @@
 
 :class:`_TakeOp` and :class:`_RefundOp` run the pure core (:mod:`._core`) on a bucket's stored
 ``[tat, stored]`` in a :class:`~resilience.MemoryStore`; on Redis the same numbers come from
-their scripts, composed from this package's ``.lua`` files: ``clock.lua`` + ``bucket.lua`` (parameters,
-state) + ``take.lua``, ``report.lua``, ``status.lua``, ``reply.lua`` or ``refund.lua`` +
-``save.lua`` (write back, reply). Both scripts are
-standalone (no store prelude, no closures: the take runs on every decision). Parameters travel
-as packed doubles and the take's reply is six packed doubles: no decimal formatting or parsing
-on either side.
+their scripts, composed from this package's ``.lua`` files: ``clock.lua`` + ``bucket.lua``
+(parameters, state) + ``take.lua``, ``report.lua``, ``status.lua``, ``reply.lua`` or
+``refund.lua`` + ``save.lua`` (write back, reply); the multi-window scripts of
+:mod:`._windows` run the same parts once per window. Both scripts are standalone (no store
+prelude, no closures: the take runs on every decision). Parameters travel as packed doubles
+and the take's reply is six packed doubles: no decimal formatting or parsing on either side.
 
 Example:
     >>> from resilience.ratelimit import limit_params

@@ -23,10 +23,10 @@ Example:
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
-from .._policy import Emitter
 from .._degraded import state_reset
+from .._policy import Emitter
 from ..errors import ConfigurationError, StoreError
 from ..stores.base import StoreFullError, apply_soon
 from ._decision import (
@@ -59,6 +59,7 @@ class Windows:
         self.tiers: dict[str | None, Tier] = {}
         self.entries: dict[str | None, list[Any]] = {}  # key -> [params, flat state]
         self.next_sweep = -_INF
+        self.local_share: float | None = getattr(lim, "local_share", None)
         vars(lim).update(
             _local=self.local,
             _via_store=self.via_store,
@@ -76,7 +77,7 @@ class Windows:
         tier = self.tiers.get(key)
         if tier is None:
             fn: Any = self.tier_fn
-            tier = tier_of(fn("" if key is None else key), self.lim.local_share)
+            tier = tier_of(fn("" if key is None else key), self.local_share)
             if len(self.tiers) >= self.lim.max_keys:
                 self.tiers.clear()  # looked up again on the next check: nothing is lost
             self.tiers[key] = tier
@@ -106,14 +107,14 @@ class Windows:
             now = lim._clock.monotonic()
             entries = self.entries
             entry = entries.get(key)
-            if entry is None and key is not None and len(entries) >= lim.max_keys:
-                if not self._make_room(now):
-                    retry = max(1e-9, self.next_sweep - now)
-                    wins = tuple((0, 0.0, retry) for _ in ps)
-                    zeros = (0.0,) * len(ps)
-                    return (False, retry, zeros, zeros, wins, tier)
+            full = entry is None and key is not None and len(entries) >= lim.max_keys
+            if full and not self._make_room(now):
+                retry = max(1e-9, self.next_sweep - now)
+                wins = tuple((0, 0.0, retry) for _ in ps)
+                zeros = (0.0,) * len(ps)
+                return (False, retry, zeros, zeros, wins, tier)
             new, r = take_all(None if entry is None else entry[1], now, cost, max_wait, ps)
-            if entry is not None:  # refused: the same state, in this tier's windows (a store's)
+            if entry is not None:  # refused: the same state, in this tier's windows (as a store)
                 entry[0], entry[1] = ps, new
             elif r[0]:
                 entries[key] = [ps, new]
@@ -190,7 +191,7 @@ class Windows:
         tight = min(windows, key=lambda w: w.remaining)
         permit: MultiPermit | None = None
         if ok and (any(cts) or any(takens)):
-            permit = permit_new(MultiPermit)  # type: ignore[arg-type]
+            permit = cast(MultiPermit, permit_new(MultiPermit))
             permit._owner = lim
             permit.key = key
             permit.cost_time = sum(cts)

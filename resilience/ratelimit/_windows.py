@@ -82,7 +82,8 @@ def take_all(
 
 def ttl_of(state: list[float], now: float, ps: tuple[LimitParams, ...]) -> float:
     """Seconds until every window of ``state`` is fresh again (the bucket can be dropped)."""
-    return max(fresh_at(state[2 * i], state[2 * i + 1], ps[i]) for i in range(len(state) // 2)) - now
+    n = len(state) // 2
+    return max(fresh_at(state[2 * i], state[2 * i + 1], ps[i]) for i in range(n)) - now
 
 
 def refund_all(
@@ -130,9 +131,7 @@ class _TakeAllOp:
         "save_all",
     )
 
-    def __init__(
-        self, key: str, cost: float, max_wait: float, ps: tuple[LimitParams, ...]
-    ) -> None:
+    def __init__(self, key: str, cost: float, max_wait: float, ps: tuple[LimitParams, ...]) -> None:
         self.key = key
         self.cost = cost
         self.max_wait = max_wait

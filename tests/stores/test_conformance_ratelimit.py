@@ -288,12 +288,15 @@ def test_multi_window_reference_is_meaningful() -> None:
     oks = [None if r is None else r[0] for r in res]
     assert oks == [True, True, True, False, True, True, False, False, None, False, True]
     assert res[3][1] == 0.333333  # the second window's retry_after
-    assert res[3][4][0][2] > 0 and res[3][4][1][2] == 0  # only the first window refused
-    assert res[6][1] == 11.0 and res[6][4][0][2] == 0  # the minute window refused alone
+    assert res[3][4][0][2] > 0
+    assert res[3][4][1][2] == 0
+    assert res[6][1] == 11.0
+    assert res[6][4][0][2] == 0
     assert res[6][4][0][0] == 1  # ... and the second window was not charged for it
     tiers = expected(MULTI_SCENARIOS["tier-change-keeps-the-state"])
     # the paced window's 0.4 s of backlog carried over to the new tier's first window
-    assert tiers[2][4][0][1] == 0.733333 and tiers[3][0] is False
+    assert tiers[2][4][0][1] == 0.733333
+    assert tiers[3][0] is False
 
 
 def test_multi_window_state_is_one_key_with_a_ttl(redis_server: RedisServer) -> None:
@@ -356,7 +359,9 @@ LIMITS = [
 ]
 limiter_step = st.one_of(
     st.sampled_from([0.05, 0.3, 1.0, 7.0]).map(lambda s: ("advance", s)),
-    st.tuples(st.just("take"), st.sampled_from(["free:a", "pro:b", "pro:c"]), st.sampled_from([1, 2])),
+    st.tuples(
+        st.just("take"), st.sampled_from(["free:a", "pro:b", "pro:c"]), st.sampled_from([1, 2])
+    ),
     st.just(("refund",)),
     st.tuples(st.just("upgrade"), st.sampled_from(["free:a", "pro:b"])),
 )
@@ -381,7 +386,7 @@ def _play(make: StoreFactory | None, steps: list[Any]) -> list[Any]:
             d = limiter.try_acquire(key=step[1], cost=step[2])
             f = fixed.try_acquire(key=step[1], cost=step[2])
             last[:] = [d, f]
-            out.append(normalize(tuple(d[:6]) + (d.windows, tuple(f[:6]), f.windows)))
+            out.append(normalize((*tuple(d[:6]), d.windows, tuple(f[:6]), f.windows)))
         elif step[0] == "refund":
             out.append(tuple(lim.refund(d) for lim, d in zip((limiter, fixed), last, strict=False)))
         else:
