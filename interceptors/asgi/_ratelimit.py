@@ -74,8 +74,8 @@ class RateLimitMiddleware:
     limits=[...])``) gets one item per window in each, ``"<limiter>/<window name>"``.
     A key of ``None`` means "no principal": the request is not limited. The key is passed to
     the limiter as is, so a limiter with per-key tiers (``limits=`` a callable of the key) sees
-    the principal ``key`` returns, e.g. ``key=lambda scope: scope["state"]["plan_and_user"]``. ``lifespan``,
-    ``websocket`` and unknown scopes pass through untouched.
+    the principal ``key`` returns, e.g. ``key=lambda scope: scope["state"]["plan_and_user"]``.
+    ``lifespan``, ``websocket`` and unknown scopes pass through untouched.
 
     A refused request spends nothing: when a resilience policy *inside* (a
     :class:`~interceptors.asgi.ResilienceMiddleware` whose limiter, bulkhead or breaker

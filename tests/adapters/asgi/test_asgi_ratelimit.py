@@ -200,7 +200,8 @@ def test_one_ratelimit_item_per_window_round_trips_through_http_sf() -> None:
     clock.advance(1)
     limiter.try_acquire(key="k")  # the hourly window is spent now
     refused = limiter.try_acquire(key="k")
-    assert not refused.allowed and refused.retry_after == 1199.0
+    assert not refused.allowed
+    assert refused.retry_after == 1199.0
     fields = dict(mw._fields(refused, format_retry_after(refused.retry_after)))
     # the window that refused says when it admits again; the other when it is full
     assert _sf_items(fields[b"ratelimit"]) == [
