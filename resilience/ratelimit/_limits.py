@@ -23,7 +23,7 @@ from .._types import Duration
 from ..errors import ConfigurationError
 from ._options import LimitParams, limit_params, representable, share, window
 
-__all__ = ["Limit", "Limits", "Tier", "TierFn", "tier_of"]
+__all__ = ["Limit", "Limits", "Tier", "TierFn", "facts", "tier_of"]
 
 
 @dataclass(frozen=True)
@@ -137,17 +137,23 @@ def tier_of(limits: object, local_share: float | None) -> Tier:
             share(w.params, w.rate, _f(w.per) or 0.0, _f(w.warmup), w.cold_factor, local_share)
             for w in ws
         )
-    spans = tuple(0.0 if p.interval == math.inf else p.burst * p.interval for p in params)
+    quotas, spans = facts(params)
     costs = [p.burst for w, p in zip(ws, params, strict=True) if w.rate]
     return Tier(
         ws,
         params,
         local,
         tuple(w.name for w in ws),
-        tuple(int(p.burst) for p in params),
+        quotas,
         spans,
         min(costs) if costs else math.inf,
     )
+
+
+def facts(params: tuple[LimitParams, ...]) -> tuple[tuple[int, ...], tuple[float, ...]]:
+    """Each window's quota (whole permits) and refill time in seconds (``RateLimit-Policy``)."""
+    quotas = tuple(int(p.burst) for p in params)
+    return quotas, tuple(0.0 if p.interval == math.inf else p.burst * p.interval for p in params)
 
 
 def _f(value: Duration | None) -> float | None:

@@ -38,7 +38,7 @@ from ._decision import (
     decision_new,
     permit_new,
 )
-from ._limits import Tier, TierFn, tier_of
+from ._limits import Tier, TierFn, facts, tier_of
 from ._windows import _RefundAllOp, _TakeAllOp, refund_all, take_all, ttl_of
 
 if TYPE_CHECKING:
@@ -184,9 +184,12 @@ class Windows:
             retry = 0.0 if ok else round(r[1], 9)
             return decision_new(Decision, (ok, retry, limit, limit, 0.0, 0.0, None, ()))
         ok, wait, cts, takens, wins, tier = r
+        quotas, spans = tier.quotas, tier.spans
+        if r.__class__ is LocalResult:  # this process's share of each window (a store outage)
+            quotas, spans = facts(tier.local)
         windows = tuple(
             Window(n, q, s, w[0], w[1], round(w[2], 9))
-            for n, q, s, w in zip(tier.names, tier.quotas, tier.spans, wins, strict=True)
+            for n, q, s, w in zip(tier.names, quotas, spans, wins, strict=True)
         )
         tight = min(windows, key=lambda w: w.remaining)
         permit: MultiPermit | None = None
