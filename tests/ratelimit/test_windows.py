@@ -307,7 +307,10 @@ def test_a_change_of_tier_keeps_the_bucket_state(clock: FakeClock) -> None:
 
 
 def test_a_bad_tier_is_a_configuration_error(clock: FakeClock) -> None:
-    rl = rs.RateLimiter("plans", limits=lambda key: "lots", clock=clock)
+    def bad(key: str) -> Any:
+        return "lots"
+
+    rl = rs.RateLimiter("plans", limits=bad, clock=clock)
     with pytest.raises(rs.ConfigurationError, match="non-empty sequence"):
         rl.try_acquire(key="k")
 

@@ -211,12 +211,12 @@ def test_one_ratelimit_item_per_window_round_trips_through_http_sf() -> None:
 
 
 def test_the_key_is_the_principal_a_tiered_limiter_sees(app: TestApp) -> None:
-    free, pro = rs.Limit(rate=1, per=60), [rs.Limit(rate=3, per=60), rs.Limit(rate=100, per=3600)]
+    free, paid = rs.Limit(rate=1, per=60), [rs.Limit(rate=3, per=60), rs.Limit(rate=100, per=3600)]
     seen: list[str] = []
 
     def tier(key: str) -> rs.Limit | list[rs.Limit]:
         seen.append(key)
-        return pro if key.startswith("pro:") else free
+        return paid if key.startswith("pro:") else free
 
     limiter = rs.RateLimiter("plans", limits=tier, clock=rs.testing.FakeClock())
     mw = RateLimitMiddleware(
