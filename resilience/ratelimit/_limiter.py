@@ -221,9 +221,10 @@ class RateLimiter(Buckets):
 
     def retier(self, key: str | None = None) -> None:
         """Forget ``key``'s cached tier (every key's when ``None``): its next check asks the
-        tier callable again and keeps the bucket's state, window by window in order (each
-        window keeps its backlog), so a change of tier takes effect at once and nothing spent
-        is forgotten; windows the new tier adds start fresh, those it drops are dropped.
+        tier callable again and keeps the bucket's state, window by window in order: each
+        window keeps the permits it spent (its backlog is rescaled to the new rate; warm-up
+        tokens are capped at the new maximum), so an upgrade takes effect at once and nothing
+        spent is forgotten; windows the new tier adds start fresh, those it lacks are dropped.
 
         Example:
             >>> import resilience as rs

@@ -50,7 +50,7 @@ class Limit:
         >>> Limit(rate=-1)
         Traceback (most recent call last):
         ...
-        resilience.errors.ConfigurationError: rate must be a finite number >= 0, got -1
+        resilience.errors.ConfigurationError: rate must be a finite number >= 0 and <= 2**53, got -1
     """
 
     rate: float

@@ -8,9 +8,10 @@ untouched): in-process buckets of several windows, one store round trip per deci
 Tiers: with ``limits=`` (or ``rate=``) a callable, each key's limits are looked up once and
 cached with its bucket (the global bucket is looked up as ``""``). :meth:`Windows.retier`
 forgets a key's cached tier: its next check looks it up again and carries the bucket's state
-over, window by window in order (each window keeps its backlog: the theoretical arrival time,
-and its warm-up tokens), so a key that spent 80 % of a window keeps that spent; windows the new
-tier adds start fresh, windows it lacks are dropped.
+over, window by window in order: each window keeps the permits it spent (its backlog is
+rescaled to the new emission interval; warm-up tokens are capped at the new maximum), so a key
+that used 1,000 of a free 10,000-a-day window has 99,000 left of a 100,000-a-day one; windows
+the new tier adds start fresh, windows it lacks are dropped.
 
 Example:
     >>> import resilience as rs
@@ -250,7 +251,7 @@ class Windows:
                 now = lim._clock.monotonic()
                 # the windows charged (a tier change since drops the others, as on a store)
                 entry[1] = refund_all(entry[1], now, res.cost_times, res.takens, res.ps)
-                entry[0] = res.ps[: len(entry[1]) // 2]
+                entry[0] = res.ps[: len(entry[1]) // 3]
         return True
 
     def give_back_soon(self, res: MultiReservation) -> None:

@@ -1,22 +1,23 @@
 """Several windows, one decision: the pure multi-window check and refund, and their store ops.
 
-A bucket of a multi-window limiter is a flat list ``[tat0, stored0, tat1, stored1, ...]``, one
-pair per window (one window: the one-window layout). :func:`take_all` runs the one-window
-:func:`~._core.transition` on every window: the call is admitted only if every window admits
-it, and then every window is charged; otherwise nothing changes and ``retry_after`` is the
-latest of the windows that refused. :func:`refund_all` gives back what each window was
-charged. A state with fewer windows than the parameters (a key that changed tier) starts the
-missing windows fresh; extra ones are dropped. The Redis twins run the very same Lua as the
-one-window scripts (``take.lua``, ``report.lua``, ``status.lua``, ``refund.lua``) once per
-window, between ``windows.lua`` / ``window.lua`` and ``save_all.lua``: one script, one round
-trip, for every window.
+A bucket of a multi-window limiter is a flat list ``[tat0, stored0, interval0, tat1, ...]``:
+per window its state and the emission interval it was charged at. :func:`take_all` runs the
+one-window :func:`~._core.transition` on every window: the call is admitted only if every
+window admits it, and then every window is charged; otherwise nothing changes and
+``retry_after`` is the latest of the windows that refused. :func:`refund_all` gives back what
+each window was charged. A key that changed tier keeps the permits each window spent: a window
+charged at another interval has its backlog rescaled to the new one (warm-up tokens capped at
+the new maximum); windows the state lacks start fresh, extra ones are dropped. The Redis twins
+run the very same Lua as the one-window scripts (``take.lua``, ``report.lua``, ``status.lua``,
+``refund.lua``) once per window, between ``windows.lua`` / ``window.lua`` and ``keep.lua`` /
+``save_all.lua``: one script, one round trip, for every window.
 
 Example:
     >>> from resilience.ratelimit import limit_params
     >>> ps = (limit_params(rate=2), limit_params(rate=3, per=60))
     >>> state, result = take_all(None, 10.0, 1.0, 0.0, ps)
     >>> state, result[0], [w[0] for w in result[4]]
-    ([10.5, 0.0, 30.0, 0.0], True, [1, 2])
+    ([10.5, 0.0, 0.5, 30.0, 0.0, 20.0], True, [1, 2])
 """
 
 from __future__ import annotations
@@ -42,10 +43,22 @@ MultiResult = tuple[
 
 
 def _state(state: list[float] | None, now: float, ps: tuple[LimitParams, ...]) -> list[float]:
-    """``state`` with one ``(tat, stored)`` pair per window (missing windows fresh)."""
-    flat = [] if state is None else list(state[: 2 * len(ps)])
-    for p in ps[len(flat) // 2 :]:
-        flat.extend(new_state(now, p))
+    """``state`` with one ``(tat, stored, interval)`` per window of ``ps``: a window charged at
+    another interval keeps the permits it spent (its backlog rescaled), missing ones fresh."""
+    flat: list[float] = []
+    m = 0 if state is None else min(len(state) // 3, len(ps))
+    for i, p in enumerate(ps):
+        if i < m:
+            assert state is not None
+            tat, stored, was = state[3 * i], state[3 * i + 1], state[3 * i + 2]
+            interval = p.interval
+            if was != interval and tat > now and was != _INF and interval != _INF:
+                tat = now + (tat - now) * (interval / was)
+            if stored > p.max_tokens:
+                stored = p.max_tokens
+            flat += (tat, stored, interval)
+        else:
+            flat += (*new_state(now, p), p.interval)
     return flat
 
 
@@ -60,21 +73,23 @@ def take_all(
     refused; see :data:`MultiResult`)."""
     old = _state(state, now, ps)
     steps = [
-        transition(old[2 * i], old[2 * i + 1], now, cost, max_wait, p) for i, p in enumerate(ps)
+        transition(old[3 * i], old[3 * i + 1], now, cost, max_wait, p) for i, p in enumerate(ps)
     ]
     ok = all(s[0] for s in steps)
     wait = 0.0
     for s in steps:
         if s[0] is ok and s[3] > wait:  # admitted: the longest wait; refused: the latest retry
             wait = s[3]
-    new = [x for s in steps for x in (s[1], s[2])] if ok else old
+    new = [x for s, p in zip(steps, ps, strict=True) for x in (s[1], s[2], p.interval)]
+    if not ok:
+        new = old
     wins = []
     for i, p in enumerate(ps):
-        remaining, reset_after = status(new[2 * i], now, p, new[2 * i + 1])
+        remaining, reset_after = status(new[3 * i], now, p, new[3 * i + 1])
         wins.append((remaining, reset_after, 0.0 if steps[i][0] else steps[i][3]))
     if ok:
         cts = tuple(s[4] for s in steps)
-        takens = tuple(old[2 * i + 1] - s[2] for i, s in enumerate(steps))
+        takens = tuple(old[3 * i + 1] - s[2] for i, s in enumerate(steps))
     else:
         cts = takens = (0.0,) * len(ps)
     return new, (ok, wait, cts, takens, tuple(wins))
@@ -82,8 +97,8 @@ def take_all(
 
 def ttl_of(state: list[float], now: float, ps: tuple[LimitParams, ...]) -> float:
     """Seconds until every window of ``state`` is fresh again (the bucket can be dropped)."""
-    n = len(state) // 2
-    return max(fresh_at(state[2 * i], state[2 * i + 1], ps[i]) for i in range(n)) - now
+    n = len(state) // 3
+    return max(fresh_at(state[3 * i], state[3 * i + 1], ps[i]) for i in range(n)) - now
 
 
 def refund_all(
@@ -93,10 +108,15 @@ def refund_all(
     takens: tuple[float, ...],
     ps: tuple[LimitParams, ...],
 ) -> list[float]:
-    """Give a multi-window reservation back to every window of ``state`` it charged."""
+    """Give a multi-window reservation back to every window of ``state`` it charged (the
+    windows of ``ps``; carried over like :func:`take_all` does, others dropped)."""
+    m = min(len(state) // 3, len(ps))
+    ps = ps[:m]
+    old = _state(state, now, ps)
     out: list[float] = []
-    for i in range(min(len(state) // 2, len(ps))):
-        out.extend(refund(state[2 * i], state[2 * i + 1], now, cost_times[i], takens[i], ps[i]))
+    for i, p in enumerate(ps):
+        at, st = refund(old[3 * i], old[3 * i + 1], now, cost_times[i], takens[i], p)
+        out += (at, st, p.interval)
     return out
 
 

@@ -288,7 +288,7 @@ def test_rate_may_be_the_tier_callable(clock: FakeClock) -> None:
     assert [rl.try_acquire(key="k").allowed for _ in range(3)] == [True, True, False]
 
 
-def test_a_change_of_tier_keeps_the_bucket_state(clock: FakeClock) -> None:
+def test_a_change_of_tier_keeps_the_permits_spent(clock: FakeClock) -> None:
     plan = {"alice": "free"}
     tiers = {"free": [rs.Limit(rate=4, per=60)], "pro": [rs.Limit(rate=40, per=60), FREE]}
     rl = rs.RateLimiter("plans", limits=lambda key: tiers[plan[key]], clock=clock)
@@ -296,14 +296,15 @@ def test_a_change_of_tier_keeps_the_bucket_state(clock: FakeClock) -> None:
     plan["alice"] = "pro"
     assert rl.try_acquire(key="alice").windows[0].limit == 4  # cached until retier
     rl.retier("alice")
-    d = rl.try_acquire(key="alice")
-    # the first window kept its 60 s of backlog (the whole window spent): 40/min has none left
-    assert not d.allowed
-    assert d.windows[0].limit == 40
-    assert d.windows[1].remaining == 2  # the new window starts fresh
-    clock.advance(1.5)  # one 40/min permit drained
-    assert rl.try_acquire(key="alice").allowed
+    d = rl.try_acquire(key="alice")  # 4 spent of 40: the upgrade takes effect at once
+    assert d.allowed
+    assert [(w.limit, w.remaining) for w in d.windows] == [(40, 35), (2, 1)]  # a fresh window
+    plan["alice"] = "free"  # and back: 5 spent of 4
     rl.retier()  # every key
+    d = rl.try_acquire(key="alice")
+    assert not d.allowed
+    assert d.retry_after == 30.0  # 5 permits of 15 s, 3 tolerated: 75 - 45
+    assert d.windows[0].limit == 4
 
 
 def test_a_bad_tier_is_a_configuration_error(clock: FakeClock) -> None:
