@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any, cast
 from .._degraded import state_reset
 from .._policy import Emitter
 from ..errors import ConfigurationError, StoreError
-from ..stores.base import StoreFullError, apply_soon
+from ..stores.base import StoreFullError
 from ._decision import (
     Decision,
     LocalResult,
@@ -114,7 +114,10 @@ class Windows:
                 wins = tuple((0, 0.0, retry) for _ in ps)
                 zeros = (0.0,) * len(ps)
                 return (False, retry, zeros, zeros, wins, tier)
-            new, r = take_all(None if entry is None else entry[1], now, cost, max_wait, ps)
+            state = None
+            if entry is not None and ttl_of(entry[1], now, entry[0]) > 0:
+                state = entry[1]  # a bucket full again is a new one (a store drops it)
+            new, r = take_all(state, now, cost, max_wait, ps)
             if entry is not None:  # refused: the same state, in this tier's windows (as a store)
                 entry[0], entry[1] = ps, new
             elif r[0]:
@@ -247,13 +250,9 @@ class Windows:
         lim = self.lim
         with lim._lock:
             entry = self.entries.get(res.key)
-            if entry is not None:
-                now = lim._clock.monotonic()
+            now = lim._clock.monotonic()
+            if entry is not None and ttl_of(entry[1], now, entry[0]) > 0:
                 # the windows charged (a tier change since drops the others, as on a store)
                 entry[1] = refund_all(entry[1], now, res.cost_times, res.takens, res.ps)
                 entry[0] = res.ps[: len(entry[1]) // 3]
         return True
-
-    def give_back_soon(self, res: MultiReservation) -> None:
-        """A refund from async code through the store, never awaited."""
-        apply_soon(self.lim.store, self.refund_op(res))
