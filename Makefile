@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed
 CHROMIUM ?= /usr/bin/chromium
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: demo demo-short demo-basics simulate test test-fast lint types unit bench bench-quick bench-docs bench-instr bench-http bench-grpc bench-redis bench-stall bench-idempotency bench-all clean
+.PHONY: demo demo-short demo-basics simulate test test-fast lint types unit bench bench-quick bench-docs bench-instr bench-http bench-grpc bench-redis bench-stall bench-idempotency bench-hedge bench-lock bench-throttle bench-all clean
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "Python 3.11+ is required"'
@@ -64,7 +64,8 @@ test-fast: $(STAMP) $(CHROMIUM)
 # of docs/benchmarks.md and docs/redis.md from the JSON files in benchmarks/results/
 # (tests/project/test_benchmarks_report.py checks they match). The other bench-* targets each re-run one
 # script (the commands are those of SOURCES in benchmarks/report.py); `make bench-all` runs
-# them all but bench-http (needs wrk) and bench-instr (needs valgrind), then bench-docs.
+# them all but bench-http (needs wrk), bench-instr and bench-throttle (need valgrind), then
+# bench-docs.
 bench: $(STAMP)
 	$(BIN)/python -m benchmarks --json benchmarks/results/micro.json
 
@@ -90,12 +91,23 @@ bench-idempotency: $(STAMP)
 	$(BIN)/python -m benchmarks.bench_idempotency --json benchmarks/results/idempotency.json
 	$(BIN)/python -m benchmarks.bench_idempotency --mode evict --json benchmarks/results/idempotency_evict.json
 
+bench-hedge: $(STAMP)
+	$(BIN)/python -m benchmarks.bench_hedge --json benchmarks/results/hedge.json
+
+bench-lock: $(STAMP)
+	$(BIN)/python -m benchmarks.bench_lock --json benchmarks/results/lock.json
+
+bench-throttle: $(STAMP)
+	$(BIN)/python -m benchmarks.bench_throttle --instr --json benchmarks/results/throttle.json
+
 bench-all: $(STAMP)  # one after the other, even under make -j: runs must not overlap
 	$(MAKE) bench
 	$(MAKE) bench-grpc
 	$(MAKE) bench-redis
 	$(MAKE) bench-stall
 	$(MAKE) bench-idempotency
+	$(MAKE) bench-hedge
+	$(MAKE) bench-lock
 	$(MAKE) bench-docs
 
 bench-quick: $(STAMP)

@@ -74,8 +74,15 @@ SOURCES = {
         _cmd(".bench_idempotency", "idempotency_evict.json", "--mode evict"),
         ("idempotency-evict",),
     ),
+    "lock": Source("lock.json", _cmd(".bench_lock", "lock.json"), ("lock",)),
     "redis_stall": Source(
         "redis_stall.json", _cmd(".redis_stall", "redis_stall.json", "--runs 3"), ("redis-stall",)
+    ),
+    "hedge": Source("hedge.json", _cmd(".bench_hedge", "hedge.json"), ("hedge",)),
+    "throttle": Source(
+        "throttle.json",
+        _cmd(".bench_throttle", "throttle.json", "--instr"),
+        ("throttle", "throttle-cost"),
     ),
 }
 
@@ -499,6 +506,82 @@ def _idempotency_evict(src: Sources) -> list[str]:
     ]
 
 
+def _hedge(src: Sources) -> list[str]:
+    hedge = src.need("hedge")
+    out = ["| case | p50 | p99 | p99.9 | extra calls |", "|---|---:|---:|---:|---:|"]
+    base = hedge.get("", "no hedge", "p99_ms")
+    for name in ("no hedge", "fixed delay", "observed p95"):
+        p99 = hedge.get("", name, "p99_ms")
+        cells = [
+            f"{hedge.get('', name, 'p50_ms'):.1f} ms",
+            f"{p99:.1f} ms" + ("" if name == "no hedge" else f" ({base / p99:.0f}× lower)"),
+            f"{hedge.get('', name, 'p999_ms'):.1f} ms",
+            f"{hedge.get('', name, 'extra_calls'):.1%}".replace("%", " %"),
+        ]
+        out.append(f"| {name} | " + " | ".join(cells) + " |")
+    return out
+
+
+def _lock(src: Sources) -> list[str]:
+    res = src.need("lock")
+    out = [
+        "| case | acquire p50 | acquire p99 | release p50 | release p99 | holds/s | round trips |",
+        "|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    for case in ("rs.Lock (sync)", "rs.Lock (async)", "redis-py Lock"):
+        cells = [_us(res.get("", case, f)) for f in ("acquire_p50", "acquire_p99")]
+        cells += [_us(res.get("", case, f)) for f in ("release_p50", "release_p99")]
+        cells.append(f"{res.get('', case, 'holds_per_second'):,.0f}")
+        cells.append(f"{res.get('', case, 'round_trips_per_hold'):g}")
+        out.append(f"| {case} | " + " | ".join(cells) + " |")
+    return out
+
+
+_THROTTLE_LOAD = (
+    ("no throttle", "none"),
+    ("k = 2 (the book's default)", "k=2.0"),
+    ("k = 1.5", "k=1.5"),
+    ("k = 1.1", "k=1.1"),
+    ("k = 2, 3 clients sharing a store", "k=2.0, 3 clients"),
+    ("k = 1.1, 3 clients sharing a store", "k=1.1, 3 clients"),
+)
+_THROTTLE_COST = (
+    ("admitted, sync", "throttle/admit/sync"),
+    ("admitted, async", "throttle/admit/async"),
+    ("rejected locally, sync", "throttle/reject/sync"),
+)
+
+
+def _throttle(src: Sources) -> list[str]:
+    thr = src.need("throttle")
+    cap = thr.get("load", "none", "capacity")
+    offered = thr.get("load", "none", "offered")
+    out = [
+        f"| {offered / cap:.0f}× overload (C = {cap:.0f} calls/s) | backend load | served "
+        "| rejected locally |",
+        "|---|---:|---:|---:|",
+    ]
+    for label, name in _THROTTLE_LOAD:
+        load = thr.get("load", name, "load_over_capacity")
+        served = thr.get("load", name, "served") / cap
+        rejected = thr.get("load", name, "throttled") / cap
+        out.append(f"| {label} | {load:.2f} C | {served:.2f} C | {rejected:.2f} C |")
+    return out
+
+
+def _throttle_cost(src: Sources) -> list[str]:
+    thr = src.need("throttle")
+    instr = all("instructions" in thr.by_case.get((g, "resilience"), {}) for _, g in _THROTTLE_COST)
+    head = "| case | per call |" + (" instructions |" if instr else "")
+    out = [head, "|---|---:|" + ("---:|" if instr else "")]
+    for label, group in _THROTTLE_COST:
+        cells = [_us(thr.get(group, "resilience", "seconds_per_call"))]
+        if instr:
+            cells.append(_k(thr.get(group, "resilience", "instructions")))
+        out.append(f"| {label} | " + " | ".join(cells) + " |")
+    return out
+
+
 _RUN_KEYS = {"format", "python", "machine", "cpus", "date", "command", "versions", "source"}
 _RUN_KEYS |= {"redis_server", "wrk"}
 
@@ -545,6 +628,10 @@ TABLES: dict[str, Callable[[Sources], list[str]]] = {
     "redis-stall": _redis_stall,
     "idempotency": _idempotency,
     "idempotency-evict": _idempotency_evict,
+    "hedge": _hedge,
+    "lock": _lock,
+    "throttle": _throttle,
+    "throttle-cost": _throttle_cost,
 }
 
 

@@ -14,9 +14,11 @@ error (first match wins)        HTTP  problem type (after the base)  gRPC status
 ``RateLimitedError``            429   ``rate-limited``               ``RESOURCE_EXHAUSTED``   yes
 ``CircuitOpenError``            503   ``circuit-open``               ``UNAVAILABLE``          yes
 ``BulkheadFullError``           503   ``bulkhead-full``              ``UNAVAILABLE``          yes
+``ThrottledError``              503   ``throttled``                  ``UNAVAILABLE``          yes
 ``IdempotencyInProgressError``  409   ``idempotency#in-progress``    ``ABORTED``              yes
 ``IdempotencyKeyReusedError``   422   ``idempotency#key-reused``     ``FAILED_PRECONDITION``
 ``IdempotencyConflictError``    409   ``idempotency#conflict``       ``ABORTED``
+``LockHeldError``               409   ``lock-held``                  ``ABORTED``              yes
 ``RejectedError`` (other)       503   ``rejected``                   ``UNAVAILABLE``          yes
 ``TimeoutExceededError``        504   ``timeout``                    ``DEADLINE_EXCEEDED``
 ``StoreError``                  503   ``store-unavailable``          ``UNAVAILABLE``
@@ -58,10 +60,12 @@ from resilience.errors import (
     IdempotencyInProgressError,
     IdempotencyKeyReusedError,
     IdempotencyOutcomeUnrecordedError,
+    LockHeldError,
     RateLimitedError,
     RejectedError,
     ResilienceError,
     StoreError,
+    ThrottledError,
     TimeoutExceededError,
 )
 
@@ -117,6 +121,7 @@ ERROR_TABLE: tuple[ErrorMapping, ...] = (
     _row(RateLimitedError, 429, "Too Many Requests", "rate-limited", "RESOURCE_EXHAUSTED", True),
     _row(CircuitOpenError, 503, "Service Unavailable", "circuit-open", "UNAVAILABLE", True),
     _row(BulkheadFullError, 503, "Service Unavailable", "bulkhead-full", "UNAVAILABLE", True),
+    _row(ThrottledError, 503, "Service Unavailable", "throttled", "UNAVAILABLE", True),
     _row(IdempotencyInProgressError, 409, "Conflict", "idempotency#in-progress", "ABORTED", True),
     _row(
         IdempotencyKeyReusedError,
@@ -126,6 +131,9 @@ ERROR_TABLE: tuple[ErrorMapping, ...] = (
         "FAILED_PRECONDITION",
     ),
     _row(IdempotencyConflictError, 409, "Conflict", "idempotency#conflict", "ABORTED"),
+    # a concurrent holder of the same key: a conflict on that resource (not an unavailable
+    # service), retried after the holder's remaining lease
+    _row(LockHeldError, 409, "Conflict", "lock-held", "ABORTED", True),
     _row(RejectedError, 503, "Service Unavailable", "rejected", "UNAVAILABLE", True),
     _row(TimeoutExceededError, 504, "Gateway Timeout", "timeout", "DEADLINE_EXCEEDED"),
     _row(StoreError, 503, "Service Unavailable", "store-unavailable", "UNAVAILABLE"),

@@ -39,6 +39,7 @@ from ._deadline import (
     reset_deadline,
 )
 from ._fallback import Fallback
+from ._hedge import Hedge, HedgeDelay, LatencyPercentile
 from ._pipeline import Pipeline
 from ._policy import Emitter, Policy, refused_by_policy
 from ._retry import Retry, attach_retry_after, retry_after_attribute
@@ -52,19 +53,24 @@ from .errors import (
     IdempotencyInProgressError,
     IdempotencyKeyReusedError,
     IdempotencyOutcomeUnrecordedError,
+    LockHeldError,
     RateLimitedError,
     RejectedError,
     ResilienceError,
     StoreError,
+    ThrottledError,
     TimeoutExceededError,
 )
 from .idempotency import IdempotencyRecords, Idempotent, JSONCodec
+from .lock import Lock
 from .ratelimit import Decision, Limit, RateLimiter
 from .stores import MemoryStore
 from .stores.redis import RedisStore
+from .throttle import AdaptiveThrottle
 
 __all__ = [
     "AdaptiveConcurrency",
+    "AdaptiveThrottle",
     "Budget",
     "Bulkhead",
     "BulkheadFullError",
@@ -78,6 +84,8 @@ __all__ = [
     "Decision",
     "Emitter",
     "Fallback",
+    "Hedge",
+    "HedgeDelay",
     "IdempotencyConflictError",
     "IdempotencyInProgressError",
     "IdempotencyKeyReusedError",
@@ -85,7 +93,10 @@ __all__ = [
     "IdempotencyRecords",
     "Idempotent",
     "JSONCodec",
+    "LatencyPercentile",
     "Limit",
+    "Lock",
+    "LockHeldError",
     "MemoryStore",
     "Pipeline",
     "Policy",
@@ -99,6 +110,7 @@ __all__ = [
     "RetryThrottle",
     "StoreError",
     "SystemClock",
+    "ThrottledError",
     "Timeout",
     "TimeoutExceededError",
     "attach_retry_after",

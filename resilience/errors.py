@@ -8,9 +8,11 @@
     │   ├── CircuitOpenError
     │   ├── RateLimitedError
     │   ├── BulkheadFullError
-    │   └── IdempotencyConflictError
-    │       ├── IdempotencyInProgressError
-    │       └── IdempotencyKeyReusedError
+    │   ├── IdempotencyConflictError
+    │   │   ├── IdempotencyInProgressError
+    │   │   └── IdempotencyKeyReusedError
+    │   ├── LockHeldError         .key, .fence, .lost
+    │   └── ThrottledError
     ├── TimeoutExceededError (also TimeoutError)
     ├── StoreError
     └── IdempotencyOutcomeUnrecordedError   .result: the function's own return value
@@ -31,10 +33,12 @@ __all__ = [
     "IdempotencyInProgressError",
     "IdempotencyKeyReusedError",
     "IdempotencyOutcomeUnrecordedError",
+    "LockHeldError",
     "RateLimitedError",
     "RejectedError",
     "ResilienceError",
     "StoreError",
+    "ThrottledError",
     "TimeoutExceededError",
 ]
 
@@ -186,3 +190,50 @@ class IdempotencyOutcomeUnrecordedError(ResilienceError):
         super().__init__(message or "the call succeeded but its outcome could not be recorded")
         self.result = result
         self.policy = policy
+
+
+class LockHeldError(RejectedError):
+    """The lock on a key is not yours: another holder has it (or, with ``lost``, may have it).
+
+    Raised by :class:`resilience.Lock` when the key stayed held for the whole ``wait``
+    (``retry_after``: the seconds left on the holder's lease), and by ``held.check()`` once a
+    hold was lost (``lost`` is ``True``, ``retry_after`` is ``None``): its lease ended or was
+    taken over, so the critical section is no longer exclusive.
+
+    Attributes:
+        key: the lock's key.
+        fence: the holder's fence (a refusal) or the lost hold's own fence.
+        lost: ``True`` for a lost hold, ``False`` for a refused acquisition.
+
+    Example:
+        >>> import resilience as rs
+        >>> lock = rs.Lock("orders", ttl=30, clock=rs.testing.FakeClock())
+        >>> with lock.hold("order-7"):
+        ...     try:
+        ...         with lock.hold("order-7"):
+        ...             pass
+        ...     except rs.LockHeldError as exc:
+        ...         print(exc.key, exc.fence, exc.retry_after > 29)
+        order-7 1 True
+    """
+
+    def __init__(
+        self,
+        message: str = "",
+        *,
+        policy: str = "",
+        retry_after: float | None = None,
+        key: str = "",
+        fence: int = 0,
+        lost: bool = False,
+    ) -> None:
+        super().__init__(message, policy=policy, retry_after=retry_after)
+        self.key = key
+        self.fence = fence
+        self.lost = lost
+
+
+class ThrottledError(RejectedError):
+    """An adaptive throttle rejected the call locally: the backend has been refusing too many
+    requests lately (:class:`resilience.AdaptiveThrottle`). ``retry_after`` is the time until
+    the oldest part of the throttle's window leaves it."""

@@ -34,8 +34,14 @@ __all__ = [
     "CircuitStateChanged",
     "Event",
     "FallbackUsed",
+    "HedgeCancelled",
+    "HedgeReason",
+    "HedgeStarted",
+    "HedgeWon",
     "IdempotentReplay",
     "Listener",
+    "LockLost",
+    "LockRejected",
     "Origin",
     "RateLimitWaited",
     "RecordsEvicted",
@@ -55,7 +61,12 @@ _log = logging.getLogger("resilience")
 StopReason: TypeAlias = Literal["attempts", "max_elapsed", "deadline", "budget", "pushback"]
 #: Why a policy refused a call (:class:`CallRejected`).
 RejectReason: TypeAlias = Literal[
-    "circuit_open", "rate_limited", "bulkhead_full", "idempotency_conflict", "concurrency_limit"
+    "circuit_open",
+    "rate_limited",
+    "bulkhead_full",
+    "idempotency_conflict",
+    "concurrency_limit",
+    "throttled",
 ]
 #: Why a circuit breaker changed state (:class:`CircuitStateChanged`).
 TransitionReason: TypeAlias = Literal[
@@ -140,7 +151,8 @@ class CallRejected(Event):
     """A policy refused a call before running it.
 
     ``reason``: ``"circuit_open"``, ``"rate_limited"``, ``"bulkhead_full"``,
-    ``"idempotency_conflict"``, ``"concurrency_limit"``.
+    ``"idempotency_conflict"``, ``"concurrency_limit"``, ``"throttled"`` (an adaptive
+    throttle's local rejection).
     """
 
     kind: ClassVar[str] = "rejected"
@@ -216,6 +228,27 @@ class StoreFailed(Event):
     error_type: str
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class LockRejected(Event):
+    """A :class:`~resilience.Lock` refused an acquisition: the key stayed held for the whole
+    ``wait`` (``retry_after``: the seconds left on the holder's lease)."""
+
+    kind: ClassVar[str] = "lock_rejected"
+    reason: Literal["lock_held"]
+    retry_after: float
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class LockLost(Event):
+    """A hold of a :class:`~resilience.Lock` was lost (its critical section is no longer
+    exclusive): ``reason`` ``"renewal_refused"`` (the heartbeat found the lease ended or taken
+    over) or ``"release_refused"`` (at release, the lease had ended)."""
+
+    kind: ClassVar[str] = "lock_lost"
+    reason: Literal["renewal_refused", "release_refused"]
+    fence: int
+
+
 Listener: TypeAlias = Callable[[Event], object]
 
 _warned: set[int] = set()
@@ -240,3 +273,34 @@ def error_type(exc: BaseException | None) -> str | None:
     cls = type(exc)
     mod = cls.__module__
     return cls.__qualname__ if mod in ("builtins", "__main__") else f"{mod}.{cls.__qualname__}"
+
+
+#: Why a :class:`HedgeStarted` hedge was sent: the delay passed, or an attempt was unacceptable.
+HedgeReason: TypeAlias = Literal["delay", "failure"]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class HedgeStarted(Event):
+    """A hedge sent attempt number ``attempt`` (2 for the first hedge) of a call, because
+    ``reason``: the delay passed without an acceptable outcome, or an attempt was unacceptable."""
+
+    kind: ClassVar[str] = "hedge"
+    attempt: int
+    reason: HedgeReason
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class HedgeWon(Event):
+    """Attempt number ``attempt`` of a hedged call (``attempts`` were sent) answered first."""
+
+    kind: ClassVar[str] = "hedge_won"
+    attempt: int
+    attempts: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class HedgeCancelled(Event):
+    """``attempts`` attempts of a hedged call still running were cancelled (they lost)."""
+
+    kind: ClassVar[str] = "hedge_cancelled"
+    attempts: int

@@ -53,6 +53,21 @@ class _Attempts(AttemptState):
         request = self.request if replay is None else replay.amessages()
         return await self.continuation(d, request)
 
+    def __resilience_may_hedge__(self) -> bool:
+        """A ``rs.Hedge`` may send a unary-request, unary-response call twice (a cancelled
+        loser's RPC is cancelled); streaming calls are never hedged."""
+        return self.replay is None
+
+
+class _StreamingAttempts(_Attempts):
+    """The state of a streaming-response call: never hedged (a discarded attempt's stream
+    would stay open)."""
+
+    __slots__ = ()
+
+    def __resilience_may_hedge__(self) -> bool:
+        return False
+
 
 async def _unary_attempt(state: _Attempts) -> Any:
     call = await state.start()
@@ -169,7 +184,7 @@ class AsyncResilienceClientInterceptor(ClientCore):
     async def _run(
         self, continuation: Any, details: Any, request: Any, stream_req: bool, streaming: bool
     ) -> Any:
-        state = _Attempts(
+        state = (_StreamingAttempts if streaming else _Attempts)(
             continuation,
             details,
             request,

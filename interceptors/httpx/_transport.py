@@ -36,7 +36,7 @@ class _Unsafe(BaseException):
 class _Attempts:
     """Per-request state shared by the attempts of one request."""
 
-    __slots__ = ("error", "last", "methods", "n", "request", "timeout")
+    __slots__ = ("error", "last", "methods", "n", "request", "stale", "timeout")
 
     def __init__(self, request: httpx.Request, methods: Collection[str]) -> None:
         self.request = request
@@ -45,6 +45,19 @@ class _Attempts:
         self.last: httpx.Response | None = None
         self.error: BaseException | None = None
         self.timeout: Any = request.extensions.get("timeout")
+        #: responses of concurrent (hedged) attempts replaced in ``last``, closed at the end
+        self.stale: list[httpx.Response] | None = None
+
+    def __resilience_may_hedge__(self) -> bool:
+        """A ``rs.Hedge`` may send this request twice (idempotent, or with a key)."""
+        return may_resend(self.request, None, self.methods)
+
+    def leftovers(self, keep: object) -> list[httpx.Response]:
+        """Every response received and not returned (``keep``), to close."""
+        out = [r for r in self.stale or () if r is not keep]
+        if self.last is not None and self.last is not keep:
+            out.append(self.last)
+        return out
 
 
 def _trace_resend(request: httpx.Request, count: int) -> None:
@@ -160,6 +173,10 @@ class _Core:
     def _received(self, att: _Attempts, response: httpx.Response) -> None:
         """Keep the attempt's response; attach the server's delay hint for any Retry."""
         response.request = att.request  # transports leave it unset; on_result reads it
+        if att.last is not None:  # a concurrent (hedged) attempt's response, not yet closed
+            if att.stale is None:
+                att.stale = []
+            att.stale.append(att.last)
         att.last = response
         headers = response.headers
         if "retry-after" in headers or "ratelimit" in headers:
@@ -249,13 +266,14 @@ class _AsyncSend(_Core):
             assert att.last is not None
             return att.last
         except BaseException:
-            if att.last is not None:
-                await att.last.aclose()
+            for left in att.leftovers(None):
+                await left.aclose()
             raise
         finally:
             SENDING.reset(token)
-        if att.last is not None and att.last is not response:
-            await att.last.aclose()
+        if att.last is not response or att.stale is not None:
+            for left in att.leftovers(response):
+                await left.aclose()
         return response
 
     async def aclose(self) -> None:
@@ -319,13 +337,14 @@ class _SyncSend(_Core):
             assert att.last is not None
             return att.last
         except BaseException:
-            if att.last is not None:
-                att.last.close()
+            for left in att.leftovers(None):
+                left.close()
             raise
         finally:
             SENDING.reset(token)
-        if att.last is not None and att.last is not response:
-            att.last.close()
+        if att.last is not response or att.stale is not None:
+            for left in att.leftovers(response):
+                left.close()
         return response
 
     def close(self) -> None:

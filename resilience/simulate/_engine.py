@@ -12,7 +12,13 @@ from typing import Any
 
 import resilience as rs
 
-from ..errors import BulkheadFullError, CircuitOpenError, ConfigurationError, RateLimitedError
+from ..errors import (
+    BulkheadFullError,
+    CircuitOpenError,
+    ConfigurationError,
+    RateLimitedError,
+    ThrottledError,
+)
 from ..events import CallRejected, CircuitStateChanged, Event, FallbackUsed, RetryScheduled
 from ._loop import SimClock, run_virtual
 from ._policies import DependencyError, build_policies, field_path, validate_pipelines
@@ -34,6 +40,7 @@ _REFUSED_AS = {
     "rate_limited": "shed",
     "bulkhead_full": "shed",
     "concurrency_limit": "shed",
+    "throttled": "shed",
 }
 
 
@@ -297,7 +304,7 @@ def _run_one(
             else:
                 kind = _REFUSED_AS.get(req.covered, "fallback")
                 answered = kind != "fallback"
-        except (RateLimitedError, BulkheadFullError):
+        except (RateLimitedError, BulkheadFullError, ThrottledError):
             kind = "shed"
         except CircuitOpenError:
             kind = "rejected"

@@ -50,6 +50,7 @@ POLICIES: dict[str, str] = {
     "rate_limiter": "RateLimiter",
     "bulkhead": "Bulkhead",
     "adaptive_concurrency": "AdaptiveConcurrency",
+    "adaptive_throttle": "AdaptiveThrottle",
 }
 #: Backoff ``kind`` names → the :mod:`resilience.backoff` factories.
 BACKOFFS: dict[str, Callable[..., Any]] = {
@@ -303,8 +304,8 @@ def validate_pipelines(pipelines: Mapping[str, Any]) -> None:
         Traceback (most recent call last):
         ...
         resilience.errors.ConfigurationError: pipelines.bad[0].type: unknown policy type \
-'retyr', did you mean 'retry'? (expected one of: adaptive_concurrency, bulkhead, \
-circuit_breaker, fallback, rate_limiter, retry, timeout)
+'retyr', did you mean 'retry'? (expected one of: adaptive_concurrency, adaptive_throttle, \
+bulkhead, circuit_breaker, fallback, rate_limiter, retry, timeout)
     """
     for name, specs in pipelines.items():
         path = field_path("pipelines", str(name))

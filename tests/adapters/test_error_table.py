@@ -41,6 +41,7 @@ WIRE: list[tuple[Exception, int, str, str, bool]] = [
     (rs.RateLimitedError("slow", retry_after=2.5), 429, "rate-limited", "RESOURCE_EXHAUSTED", True),
     (rs.CircuitOpenError("open", retry_after=2.5), 503, "circuit-open", "UNAVAILABLE", True),
     (rs.BulkheadFullError("full", retry_after=2.5), 503, "bulkhead-full", "UNAVAILABLE", True),
+    (rs.ThrottledError("throttled", retry_after=2.5), 503, "throttled", "UNAVAILABLE", True),
     (
         rs.IdempotencyInProgressError("busy", retry_after=2.5),
         409,
@@ -62,6 +63,7 @@ WIRE: list[tuple[Exception, int, str, str, bool]] = [
         "ABORTED",
         False,
     ),
+    (rs.LockHeldError("held", retry_after=2.5), 409, "lock-held", "ABORTED", True),
     (rs.RejectedError("refused", retry_after=2.5), 503, "rejected", "UNAVAILABLE", True),
     (rs.TimeoutExceededError("late", timeout=1), 504, "timeout", "DEADLINE_EXCEEDED", False),
     (rs.StoreError("redis down"), 503, "store-unavailable", "UNAVAILABLE", False),

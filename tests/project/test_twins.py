@@ -37,6 +37,10 @@ HAND_WRITTEN: dict[str, str] = {
         "sync claims are renewed by the shared daemon thread (or a fake clock's timers), async "
         "ones by timers of the running event loop; the beat is built once (_new_beat)"
     ),
+    "resilience/lock/_beat.py:start": (
+        "sync holds are renewed by the lock's shared daemon thread (or a fake clock's timers), "
+        "async ones by timers and tasks of the running event loop; the renewal itself is a twin"
+    ),
     "resilience/stores/memory.py:MemoryStore.apply": (
         "aapply() calls apply() (no I/O to await), so a subclass overriding apply() changes both"
     ),
@@ -69,6 +73,9 @@ HAND_WRITTEN: dict[str, str] = {
     "resilience/_timeout.py:Timeout.wrap_sync": "a published deadline checked after the call "
     "(or a worker thread waited for) instead of the async side's task cancellation at the "
     "deadline (a deadline wheel entry or the clock's deadline scope)",
+    # -- hedge: concurrent attempts need cancellable tasks
+    "resilience/_hedge/_policy.py:Hedge.wrap_sync": "refuses sync functions "
+    "(ConfigurationError): a sync attempt that lost the race could not be cancelled",
 }
 
 #: A sync method and its async counterpart, by name.

@@ -219,8 +219,8 @@ BAD_FILES = {
     "unknown policy kind": (
         GOOD + 'third = [{ type = "circuit_braker", failure_ratio = 0.5 }]',
         "pipelines.third[0].type: unknown policy type 'circuit_braker', did you mean "
-        "'circuit_breaker'? (expected one of: adaptive_concurrency, bulkhead, circuit_breaker, "
-        "fallback, rate_limiter, retry, timeout)",
+        "'circuit_breaker'? (expected one of: adaptive_concurrency, adaptive_throttle, bulkhead, "
+        "circuit_breaker, fallback, rate_limiter, retry, timeout)",
     ),
     "unknown backoff kind": (
         GOOD + 'third = [{ type = "retry", backoff = { kind = "exponental" } }]',
@@ -551,3 +551,18 @@ def test_simulator_is_not_imported_by_resilience() -> None:
     code = "import sys, resilience; print('resilience.simulate' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+def test_an_adaptive_throttle_sheds_during_an_error_outage() -> None:
+    throttle = {"type": "adaptive_throttle", "window": 5, "buckets": 5, "on": "error", "k": 1.1}
+    s = small(
+        phases=[{"start": 5, "end": 15, "outage": "error"}],
+        pipelines={"none": [], "throttle": [throttle]},
+    )
+    none, throttled = simulate(s).runs
+    assert none.total("shed") == 0
+    assert throttled.total("shed") > 100  # refused locally instead of sent to a failing dependency
+    assert throttled.total("attempts") < none.total("attempts") - 100
+    assert throttled.total("offered") == sum(
+        throttled.total(k) for k in ("ok", "fallback", "failed", "rejected", "shed")
+    )

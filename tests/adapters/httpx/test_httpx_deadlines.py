@@ -86,8 +86,9 @@ def test_expired_deadline_sends_nothing(mode: str, clock: FakeClock) -> None:
 
 
 def test_real_deadline_bounds_a_slow_server(mode: str, script: Any) -> None:
-    s = script(Reply(200, delay=3.0))
-    with rs.deadline_scope(0.3), pytest.raises(httpx.ReadTimeout):
+    s = script(Reply(200, delay=5.0))
+    # a deadline long enough to connect and send on a loaded machine, far shorter than the reply
+    with rs.deadline_scope(1.5), pytest.raises(httpx.ReadTimeout):
         fetch(mode, http_retry(attempts=1), "GET", s.url)
 
 
