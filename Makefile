@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed
 CHROMIUM ?= /usr/bin/chromium
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: demo demo-short demo-basics simulate test test-fast lint types unit bench bench-quick bench-docs bench-instr bench-http bench-grpc bench-redis bench-stall bench-idempotency bench-hedge bench-lock bench-throttle bench-all clean
+.PHONY: demo demo-short demo-basics simulate test test-fast lint types unit bench bench-quick bench-docs bench-instr bench-http bench-grpc bench-redis bench-stall bench-idempotency bench-hedge bench-lock bench-throttle bench-chaos bench-all clean
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "Python 3.11+ is required"'
@@ -100,6 +100,9 @@ bench-lock: $(STAMP)
 bench-throttle: $(STAMP)
 	$(BIN)/python -m benchmarks.bench_throttle --instr --json benchmarks/results/throttle.json
 
+bench-chaos: $(STAMP)
+	$(BIN)/python -m benchmarks.bench_chaos --json benchmarks/results/chaos.json
+
 bench-all: $(STAMP)  # one after the other, even under make -j: runs must not overlap
 	$(MAKE) bench
 	$(MAKE) bench-grpc
@@ -108,6 +111,7 @@ bench-all: $(STAMP)  # one after the other, even under make -j: runs must not ov
 	$(MAKE) bench-idempotency
 	$(MAKE) bench-hedge
 	$(MAKE) bench-lock
+	$(MAKE) bench-chaos
 	$(MAKE) bench-docs
 
 bench-quick: $(STAMP)

@@ -84,6 +84,7 @@ SOURCES = {
         _cmd(".bench_throttle", "throttle.json", "--instr"),
         ("throttle", "throttle-cost"),
     ),
+    "chaos": Source("chaos.json", _cmd(".bench_chaos", "chaos.json"), ("chaos",)),
 }
 
 _BLOCK = re.compile(r"(<!-- bench:([a-z0-9_-]+) -->\n)(.*?)(<!-- /bench -->)", re.S)
@@ -582,6 +583,37 @@ def _throttle_cost(src: Sources) -> list[str]:
     return out
 
 
+_CHAOS = [
+    ("`enabled=False` (no wrapper built)", "disabled"),
+    ("enabled, `rate=0` (one random draw)", "enabled, rate 0"),
+    ("`enabled=` a callable, `rate=0`", "switch callable, rate 0"),
+    ("`rate=1`, an `Outcome` answering every call", "rate 1 (Outcome)"),
+]
+
+
+def _chaos(src: Sources) -> list[str]:
+    chaos = src.need("chaos")
+    counts = {(r.get("group"), r.get("name")): r.get("instructions") for r in chaos.rows}
+    counted = any(v is not None for v in counts.values())
+    head = "| chaos policy | sync | async |"
+    rule = "|---|---:|---:|"
+    if counted:
+        head += " sync instructions | async instructions |"
+        rule += "---:|---:|"
+    out = [head, rule]
+    for label, name in _CHAOS:
+        cells = [_us(chaos.get(f"chaos/{side}", name)) for side in ("sync", "async")]
+        if counted:
+            for side in ("sync", "async"):
+                n = counts.get((f"chaos/{side}", name))
+                cells.append("not counted" if n is None else _k(float(n)))
+        out.append(f"| {label} | " + " | ".join(cells) + " |")
+    bare = [chaos.get(f"chaos/{side}", "disabled", "baseline_median") for side in ("sync", "async")]
+    out.append("")
+    out.append(f"Overhead over the bare call ({_us(bare[0])} sync, {_us(bare[1])} async).")
+    return out
+
+
 _RUN_KEYS = {"format", "python", "machine", "cpus", "date", "command", "versions", "source"}
 _RUN_KEYS |= {"redis_server", "wrk"}
 
@@ -632,6 +664,7 @@ TABLES: dict[str, Callable[[Sources], list[str]]] = {
     "lock": _lock,
     "throttle": _throttle,
     "throttle-cost": _throttle_cost,
+    "chaos": _chaos,
 }
 
 

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 from typing import Any as _Any
 
-from . import backoff, events, instrumentation, testing
+from . import backoff, chaos, events, instrumentation, testing
 from ._adaptive import AdaptiveConcurrency, gradient2
 from ._budget import Budget, RetryBudget, RetryThrottle
 from ._bulkhead import Bulkhead
@@ -116,6 +116,7 @@ __all__ = [
     "attach_retry_after",
     "backoff",
     "cap_to_deadline",
+    "chaos",
     "deadline",
     "deadline_scope",
     "events",

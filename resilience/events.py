@@ -31,6 +31,8 @@ from typing import ClassVar, Literal, TypeAlias, TypedDict
 __all__ = [
     "BulkheadRejected",
     "CallRejected",
+    "ChaosInjected",
+    "ChaosKind",
     "CircuitStateChanged",
     "Event",
     "FallbackUsed",
@@ -79,6 +81,8 @@ TransitionReason: TypeAlias = Literal[
     "half_open_timeout",
     "manual",
 ]
+#: What a chaos policy injected (:class:`ChaosInjected`).
+ChaosKind: TypeAlias = Literal["fault", "latency", "outcome", "behavior"]
 #: What a policy did when its store failed (:class:`StoreFailed`).
 StoreDecision: TypeAlias = Literal["open", "closed", "local", "unrecorded", "reset"]
 
@@ -304,3 +308,15 @@ class HedgeCancelled(Event):
 
     kind: ClassVar[str] = "hedge_cancelled"
     attempts: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ChaosInjected(Event):
+    """A chaos policy (:mod:`resilience.chaos`) injected ``injection`` into this call:
+    ``"fault"`` (an exception instead of the call), ``"latency"`` (``delay`` seconds before
+    it, already capped to the deadline), ``"outcome"`` (a value instead of the call) or
+    ``"behavior"`` (an extra action before it)."""
+
+    kind: ClassVar[str] = "chaos"
+    injection: ChaosKind
+    delay: float | None = None

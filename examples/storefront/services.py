@@ -30,7 +30,7 @@ from interceptors.asgi import (
 from interceptors.grpc import AsyncResilienceClientInterceptor, AsyncResilienceServerInterceptor
 from interceptors.httpx import AsyncResilientTransport, http_retry
 
-from .faults import FaultPlan
+from .faults import FaultPlan, ProcessorError, inventory_chaos, payment_chaos
 
 CHARGE = "/shop.Payments/Charge"
 
@@ -107,27 +107,39 @@ PAYMENT_WORKERS = 6
 
 
 async def start_payment(plan: FaultPlan, stats: PaymentStats, resilient: bool) -> tuple[Any, int]:
-    """The payment service: a finite worker pool in front of the (faulty) card network."""
+    """The payment service: a finite worker pool in front of the (faulty) card network.
+
+    The faults are ``rs.chaos`` policies around the steps of a charge (see
+    :func:`.faults.payment_chaos`): network congestion before the call reaches a worker, an
+    outage that hangs the worker, a warming-up card network that is slow and fails."""
     workers = asyncio.Semaphore(PAYMENT_WORKERS)
+    chaos = payment_chaos(plan)
+
+    async def idle() -> None:
+        return None
+
+    async def charge_card(order_id: str) -> int:
+        return stats.charge(order_id)  # the side effect
+
+    congestion = chaos.congestion.wrap(idle, operation="payment transit")
+    outage = chaos.outage.wrap(idle, operation="payment processor")
+    card_network = chaos.card_network.wrap(charge_card, operation="card network")
 
     async def charge(request: bytes, context: Any) -> bytes:
         stats.pending += 1
         stats.peak_pending = max(stats.peak_pending, stats.pending)
         try:
-            transit = plan.effect("payment").transit
-            if transit:
-                await asyncio.sleep(transit)
+            await congestion()
             async with workers:
-                effect = plan.effect("payment")
-                if effect.hang_until is not None:
-                    # outage: the call hangs (holding its worker) until the network is back,
-                    # then runs. A caller's deadline cancels it first, if the caller set one.
-                    await asyncio.sleep(max(0.0, effect.hang_until - time.monotonic()))
-                await asyncio.sleep(effect.delay)
-                if effect.fail:
-                    await context.abort(grpc.StatusCode.UNAVAILABLE, "payment processor error")
+                # outage: the call hangs (holding its worker) until the network is back, then
+                # runs; the caller's deadline (published by the interceptor) ends it first
+                await outage()
+                await asyncio.sleep(plan.service_time("payment"))
                 order = json.loads(request)
-                n = stats.charge(order["order_id"])  # the side effect
+                try:
+                    n = await card_network(order["order_id"])
+                except ProcessorError:
+                    await context.abort(grpc.StatusCode.UNAVAILABLE, "payment processor error")
                 return json.dumps({"charge_id": f"ch-{n}"}).encode()
         except asyncio.CancelledError:
             stats.abandoned += 1
@@ -156,15 +168,19 @@ async def start_payment(plan: FaultPlan, stats: PaymentStats, resilient: bool) -
 
 # -- inventory: plain HTTP (raw ASGI) -------------------------------------------------------------
 def inventory_app(plan: FaultPlan) -> Callable[..., Awaitable[None]]:
+    """The inventory service; its error bursts are ``rs.chaos.Outcome`` policies that answer a
+    503 instead of the stock lookup (see :func:`.faults.inventory_chaos`)."""
+
+    async def stock(sku: str) -> tuple[int, bytes]:
+        return 200, json.dumps({"sku": sku, "available": 12}).encode()
+
+    lookup = inventory_chaos(plan).wrap(stock, operation="inventory lookup")
+
     async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] != "http":
             return
-        effect = plan.effect("inventory")
-        await asyncio.sleep(effect.delay)
-        status, body = (503, b'{"error": "overloaded"}') if effect.fail else (200, b"")
-        if not effect.fail:
-            sku = scope["path"].rsplit("/", 1)[-1]
-            body = json.dumps({"sku": sku, "available": 12}).encode()
+        await asyncio.sleep(plan.service_time("inventory"))
+        status, body = await lookup(scope["path"].rsplit("/", 1)[-1])
         await send(
             {
                 "type": "http.response.start",

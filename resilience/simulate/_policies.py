@@ -51,6 +51,9 @@ POLICIES: dict[str, str] = {
     "bulkhead": "Bulkhead",
     "adaptive_concurrency": "AdaptiveConcurrency",
     "adaptive_throttle": "AdaptiveThrottle",
+    "chaos_fault": "chaos.Fault",
+    "chaos_latency": "chaos.Latency",
+    "chaos_outcome": "chaos.Outcome",
 }
 #: Backoff ``kind`` names → the :mod:`resilience.backoff` factories.
 BACKOFFS: dict[str, Callable[..., Any]] = {
@@ -67,7 +70,9 @@ _ON: dict[str, Callable[[], type[BaseException]]] = {
 }
 # constructor parameters the simulator sets itself, and those a scenario file cannot express
 _INJECTED = frozenset({"clock", "random", "listeners"})
-_PYTHON_ONLY = frozenset({"store", "on_result", "handler", "retry_after", "key"})
+_PYTHON_ONLY = frozenset(
+    {"store", "on_result", "handler", "retry_after", "key", "factory", "action"}
+)
 _EXPECTED = {
     "Duration": "a number of seconds",
     "int": "an integer",
@@ -194,6 +199,14 @@ def _on(spec: object, path: str, what: str) -> tuple[type[BaseException], ...]:
     return tuple(_ON[n]() for n in names)
 
 
+def _policy_class(name: str) -> object:
+    """The :mod:`resilience` attribute ``name`` names (dotted: ``"chaos.Fault"``), or None."""
+    found: object = rs
+    for part in name.split("."):
+        found = getattr(found, part, None)
+    return found
+
+
 def _backoff(spec: object, rnd: _random.Random, path: str, what: str) -> Any:
     if not isinstance(spec, Mapping):
         return spec  # a number (open_for) or a bad value: the policy says which
@@ -218,12 +231,17 @@ def _build_one(
         fail(field_path(path, "type"), f"required key missing (one of: {', '.join(POLICIES)})")
     kind = spec.pop("type")
     cls_name = POLICIES.get(kind, kind) if isinstance(kind, str) else ""
-    cls = getattr(rs, cls_name, None) if cls_name else None
+    cls = _policy_class(cls_name) if cls_name else None
     if not (isinstance(cls, type) and issubclass(cls, rs.Policy)) or cls is rs.Pipeline:
         _unknown_name(field_path(path, "type"), "policy type", kind, POLICIES)
     params = _parameters(cls)
     what = str(kind)
-    _check_spec(spec, params, path, what, defaulted=("name", "on"))
+    _check_spec(spec, params, path, what, defaulted=("name", "on", "error"))
+    if cls_name == "chaos.Fault":  # an outcome name, like on= (default: a dependency error)
+        error, epath = spec.get("error", "error"), field_path(path, "error")
+        if not isinstance(error, str):
+            fail(epath, f"expected an outcome name ({what}), got {error!r}")
+        spec["error"] = _on(error, epath, what)[0]
     if "on" in spec:
         spec["on"] = _on(spec["on"], field_path(path, "on"), what)
     elif cls_name == "Retry":
@@ -271,8 +289,9 @@ def build_policies(
     (``"circuit_breaker"``); the other keys are the constructor's keyword arguments, except:
     ``backoff`` / ``open_for`` tables (``{kind = "exponential", initial = ...}``) become
     :mod:`resilience.backoff` schedules, ``budget`` tables a :class:`resilience.RetryBudget`,
-    and ``on`` names outcomes (``"error"``, ``"timeout"``, ``"rejected"``, ``"any"``). The
-    clock, the random generator and the listener are injected; ``name`` defaults to the type.
+    and ``on`` names outcomes (``"error"``, ``"timeout"``, ``"rejected"``, ``"any"``), as does
+    the ``error`` of a ``chaos_fault`` (default ``"error"``). The clock, the random generator
+    and the listener are injected; ``name`` defaults to the type.
     A bad entry raises :class:`~resilience.ConfigurationError` naming the field under
     ``path``.
 
@@ -305,7 +324,8 @@ def validate_pipelines(pipelines: Mapping[str, Any]) -> None:
         ...
         resilience.errors.ConfigurationError: pipelines.bad[0].type: unknown policy type \
 'retyr', did you mean 'retry'? (expected one of: adaptive_concurrency, adaptive_throttle, \
-bulkhead, circuit_breaker, fallback, rate_limiter, retry, timeout)
+bulkhead, chaos_fault, chaos_latency, chaos_outcome, circuit_breaker, fallback, rate_limiter, \
+retry, timeout)
     """
     for name, specs in pipelines.items():
         path = field_path("pipelines", str(name))
