@@ -33,8 +33,10 @@ __all__ = ["fast_path_ok", "wrap_async", "wrap_sync"]
 
 
 def fast_path_ok(limiter: Buckets) -> bool:
-    """Whether calls can take the in-process, global-bucket, never-waiting fast path."""
-    return limiter.store is None and limiter._key is None and not limiter.max_wait
+    """Whether calls can take the in-process, global-bucket, never-waiting, one-window fast
+    path (several windows decide through :meth:`Buckets._take_sync` / ``_take_async``)."""
+    one_window = getattr(limiter, "_windows", None) is None
+    return limiter.store is None and limiter._key is None and not limiter.max_wait and one_window
 
 
 # twin: async _take_async=_take_sync, _agive_back=_give_back, agive_back=give_back

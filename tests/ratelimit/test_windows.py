@@ -119,6 +119,16 @@ def test_decorator_sync_and_async(runner: Runner, clock: FakeClock) -> None:
     assert [e.retry_after for e in rec.of(CallRejected)] == [0.5]
 
 
+def test_the_decorator_decides_every_window(runner: Runner, clock: FakeClock) -> None:
+    rl = rs.RateLimiter("api", limits=[rs.Limit(100), rs.Limit(2, per=60)], clock=clock)
+    fn = runner.scripted(["ok"])
+    assert [runner.run(rl, fn) for _ in range(2)] == ["ok", "ok"]
+    with pytest.raises(rs.RateLimitedError) as info:  # the second window refuses
+        runner.run(rl, fn)
+    assert info.value.retry_after == 30.0
+    assert runner.run_decorated(rs.RateLimiter("x", limits=[rs.Limit(1)], clock=clock), fn) == "ok"
+
+
 def test_a_refusal_inside_refunds_every_window(runner: Runner, clock: FakeClock) -> None:
     rl = two(clock)
     inner = rs.RateLimiter("inner", rate=0, clock=clock)
