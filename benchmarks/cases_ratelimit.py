@@ -2,7 +2,8 @@
 
 - ``ratelimit/never/*``: limiters that never reject (10⁹/s; ours at its maximum of 10⁶/s with
   a burst of 10⁹); a guarded call ``if check():
-  bare()`` (or the decorated function), so the overhead is the cost of the check.
+  bare()`` (or the decorated function), so the overhead is the cost of the check. The
+  ``2 windows`` rows add a daily window (``limits=[...]``): every check decides both.
 - ``ratelimit/saturated/*``: limiters at 1 per hour, drained in setup: every check rejects.
 """
 
@@ -13,6 +14,10 @@ from ._harness import Case
 _RS = "import resilience as rs\n"
 _BIG = 10**9
 _RS_NEVER = "lim = rs.RateLimiter('api', rate=10**6, burst=10**9)\n"  # 10**6/s: the maximum
+_RS_TWO = (  # two windows that never reject: 10**6/s and 10**9 a day
+    "lim = rs.RateLimiter('api', limits=[rs.Limit(10**6, burst=10**9),"
+    " rs.Limit(10**9, per=86_400, burst=10**9)])\n"
+)
 _LIMITS = (
     "from limits import RateLimitItemPerSecond, RateLimitItemPerHour, storage, strategies\n"
     "st = storage.MemoryStorage()\n"
@@ -30,6 +35,20 @@ def _never_sync() -> list[Case]:
             "resilience try_acquire(key)",
             rl,
             "if lim.try_acquire('user-1').allowed:\n    bare()",
+        ),
+        Case(
+            g,
+            "resilience decorator, 2 windows",
+            _RS + _RS_TWO + "wrapped = lim(bare)",
+            "wrapped()",
+            note="limits=[per second, per day]",
+        ),
+        Case(
+            g,
+            "resilience try_acquire(), 2 windows",
+            _RS + _RS_TWO,
+            "if lim.try_acquire().allowed:\n    bare()",
+            note="limits=[per second, per day]",
         ),
         Case(
             g,

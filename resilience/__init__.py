@@ -63,7 +63,7 @@ from .errors import (
 )
 from .idempotency import IdempotencyRecords, Idempotent, JSONCodec
 from .lock import Lock
-from .ratelimit import Decision, RateLimiter
+from .ratelimit import Decision, Limit, RateLimiter
 from .stores import MemoryStore
 from .stores.redis import RedisStore
 from .throttle import AdaptiveThrottle
@@ -94,6 +94,7 @@ __all__ = [
     "Idempotent",
     "JSONCodec",
     "LatencyPercentile",
+    "Limit",
     "Lock",
     "LockHeldError",
     "MemoryStore",

@@ -69,9 +69,13 @@ class RateLimitMiddleware:
     (default: the client address, honouring ``X-Forwarded-For`` only from ``trusted_proxies``).
     A refused request gets ``429`` problem+json with ``Retry-After`` (whole seconds, rounded
     up) and, like every limited response, the IETF ``RateLimit-Policy`` and ``RateLimit``
-    fields (``"<limiter>";q=<quota>;w=<window>`` and ``"<limiter>";r=<remaining>;t=<seconds>``).
-    A key of ``None`` means "no principal": the request is not limited. ``lifespan``,
-    ``websocket`` and unknown scopes pass through untouched.
+    fields (``"<limiter>";q=<quota>;w=<window>`` and ``"<limiter>";r=<remaining>;t=<seconds>``);
+    a limiter with several windows (a decision with ``windows``, e.g. ``rs.RateLimiter(...,
+    limits=[...])``) gets one item per window in each, ``"<limiter>/<window name>"``.
+    A key of ``None`` means "no principal": the request is not limited. The key is passed to
+    the limiter as is, so a limiter with per-key tiers (``limits=`` a callable of the key) sees
+    the principal ``key`` returns, e.g. ``key=lambda scope: scope["state"]["plan_and_user"]``.
+    ``lifespan``, ``websocket`` and unknown scopes pass through untouched.
 
     A refused request spends nothing: when a resilience policy *inside* (a
     :class:`~interceptors.asgi.ResilienceMiddleware` whose limiter, bulkhead or breaker
@@ -152,12 +156,16 @@ class RateLimitMiddleware:
         self._all_routes = self._routes.everything
         self._headers = headers
         name = getattr(limiter, "name", None)
-        self._name = _sf_string(name if isinstance(name, str) and name else "default")
+        self._name_text = name if isinstance(name, str) and name else "default"
+        self._name = _sf_string(self._name_text)
         rate = _number(getattr(limiter, "rate", None))
         per = _number(getattr(limiter, "per", None))
         self._rate_per = (rate, per) if rate and per else None
 
     def _fields(self, decision: Any, denied_after: bytes | None) -> Headers:
+        windows = getattr(decision, "windows", None)
+        if windows:
+            return self._window_fields(windows, denied_after is not None)
         limit = _number(getattr(decision, "limit", None))
         remaining = _number(getattr(decision, "remaining", None))
         out: Headers = []
@@ -193,6 +201,25 @@ class RateLimitMiddleware:
             t = _SF_MAX_BYTES
         out.append((b"ratelimit", self._name + b";r=%d;t=" % r + t))
         return out
+
+    def _window_fields(self, windows: Sequence[Any], denied: bool) -> Headers:
+        """One ``RateLimit-Policy`` and one ``RateLimit`` item per window of a multi-window
+        decision (``"<limiter>/<window>"``); a window that refused gives its own retry-after as
+        ``t``, the others the seconds until they are full again."""
+        policies: list[bytes] = []
+        states: list[bytes] = []
+        for w in windows:
+            item = _sf_string(f"{self._name_text}/{w.name}")
+            q = min(max(0, math.floor(w.limit)), _SF_MAX)
+            span = min(math.ceil(w.window), _SF_MAX)
+            policies.append(item + (b";q=%d;w=%d" % (q, span) if span else b";q=%d" % q))
+            r = min(max(0, math.floor(w.remaining)), _SF_MAX)
+            seconds = w.retry_after if denied and w.retry_after > 0 else w.reset_after
+            t = format_retry_after(seconds) or b"0"
+            if len(t) > 15:
+                t = _SF_MAX_BYTES
+            states.append(item + b";r=%d;t=" % r + t)
+        return [(b"ratelimit-policy", b", ".join(policies)), (b"ratelimit", b", ".join(states))]
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         """Handle one ASGI connection scope."""

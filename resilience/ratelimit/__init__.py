@@ -11,7 +11,10 @@ warm-up + pacing); :mod:`resilience.ratelimit._core` documents the math. The pac
                     ``bucket.lua`` + ``take.lua`` / ``refund.lua`` + ``save.lua``
 ``_buckets.py``     in-process buckets, store round trips and fallbacks, refunds
 ``_wrappers.py``    the decorator / pipeline wrappers (the fast path)
-``_decision.py``    :class:`Decision` and :class:`Permit`
+``_decision.py``    :class:`Decision`, :class:`Window` and :class:`Permit`
+``_limits.py``      :class:`Limit` (one window) and the :class:`Tier` a key resolves to
+``_windows.py``     several windows, one decision: the pure multi-window check, its store ops
+``_tiered.py``      the multi-window / per-key-tier machinery of the limiter
 ``_limiter.py``     :class:`RateLimiter`, the policy
 ==================  =============================================================================
 
@@ -25,8 +28,9 @@ Example:
 from __future__ import annotations
 
 from ._core import fresh_at, refund, status, transition
-from ._decision import Decision, Permit
+from ._decision import Decision, Permit, Window
 from ._limiter import RateLimiter
+from ._limits import Limit
 from ._options import LimitParams, limit_params
 
 # the private store operations, re-exported for resilience.stores.base's doctest and the tests
@@ -34,9 +38,11 @@ from ._store import _RefundOp, _TakeOp  # noqa: F401
 
 __all__ = [
     "Decision",
+    "Limit",
     "LimitParams",
     "Permit",
     "RateLimiter",
+    "Window",
     "fresh_at",
     "limit_params",
     "refund",

@@ -27,7 +27,15 @@ from ..errors import ConfigurationError, RateLimitedError, StoreError
 from ..events import CallRejected, RateLimitWaited, StoreFailed, error_type
 from ..stores.base import Store, StoreFullError, apply_soon
 from ._core import EPS, fresh_at, new_state, refund, status, transition
-from ._decision import Decision, LocalResult, Permit, Reservation, decision_new, permit_new
+from ._decision import (
+    Decision,
+    LocalResult,
+    MultiPermit,
+    Permit,
+    Reservation,
+    decision_new,
+    permit_new,
+)
 from ._options import LimitParams
 from ._store import _RefundOp, _TakeOp
 
@@ -47,7 +55,7 @@ def _no_store(op: Any) -> Any:  # pragma: no cover - only called with a store
 class Buckets(Policy):
     """The state and decisions behind :class:`~resilience.RateLimiter` (its base class)."""
 
-    rate: float
+    rate: float | None
     max_wait: float
     store: Store | None
     _key: Callable[..., str | None] | None
@@ -79,9 +87,9 @@ class Buckets(Policy):
     def _check_cost(self, cost: object) -> float:
         if isinstance(cost, bool) or not isinstance(cost, int | float) or not cost >= 0:
             raise ConfigurationError(f"cost must be a number >= 0, got {cost!r}")
-        if self.rate and cost > self.params.burst:
+        if self.rate and cost > self._max_cost:
             raise ConfigurationError(
-                f"cost {cost!r} exceeds burst {self.params.burst:g} of rate limiter "
+                f"cost {cost!r} exceeds burst {self._max_cost:g} of rate limiter "
                 f"{self.name!r}: it could never be admitted (raise burst or split the call)"
             )
         return float(cost)
@@ -212,14 +220,12 @@ class Buckets(Policy):
         )
 
     # twin: async _agive_back=_give_back, _aapply=_apply
-    async def _agive_back(self, res: Reservation) -> bool:
+    async def _agive_back(self, res: Any) -> bool:
         """Return a reservation (a waiter gave up, a policy inside refused); ``False`` when the
         store failed (the slot simply stays consumed)."""
         if res.via_store:
             try:
-                await self._aapply(
-                    _RefundOp(self._store_key(res.key), res.cost_time, res.taken, self.params)
-                )
+                await self._aapply(self._refund_op(res))
             except StoreError:
                 return False  # the store is failing anyway
             return True
@@ -227,14 +233,12 @@ class Buckets(Policy):
 
     # twin: end
     # twin: sync (generated from the block above by scripts/twins.py; do not edit)
-    def _give_back(self, res: Reservation) -> bool:
+    def _give_back(self, res: Any) -> bool:
         """Return a reservation (a waiter gave up, a policy inside refused); ``False`` when the
         store failed (the slot simply stays consumed)."""
         if res.via_store:
             try:
-                self._apply(
-                    _RefundOp(self._store_key(res.key), res.cost_time, res.taken, self.params)
-                )
+                self._apply(self._refund_op(res))
             except StoreError:
                 return False  # the store is failing anyway
             return True
@@ -242,7 +246,17 @@ class Buckets(Policy):
 
     # twin: end
 
-    def _give_back_local(self, res: Reservation) -> bool:
+    def _refund_op(self, res: Any) -> Any:
+        """The store operation giving reservation ``res`` back."""
+        return _RefundOp(self._store_key(res.key), res.cost_time, res.taken, self.params)
+
+    def _reservation(self, key: str | None, r: Any, t0: float | None) -> Any:
+        """What a refund of admitted result ``r`` gives back (``t0``: when it was taken, so
+        the part of its cost that elapsed since is kept; ``None``: just now, all of it)."""
+        ct = r[2] if t0 is None else self._outstanding(r[2], t0 + r[5])
+        return Reservation(key, ct, r[3], self._via(r))
+
+    def _give_back_local(self, res: Any) -> bool:
         """:meth:`_give_back` in process: this limiter's own buckets, or (with a store) the
         local share it used while the store failed."""
         p = self._local_params
@@ -260,11 +274,12 @@ class Buckets(Policy):
                     )
         return True
 
-    def _give_back_soon(self, res: Reservation) -> None:
+    def _give_back_soon(self, res: Any) -> None:
         """:meth:`_give_back` from async code: never awaited, never blocking the event loop."""
         if res.via_store:
-            op = _RefundOp(self._store_key(res.key), res.cost_time, res.taken, self.params)
-            apply_soon(self.store, op)  # on failure the slot simply stays consumed
+            apply_soon(
+                self.store, self._refund_op(res)
+            )  # on failure the slot simply stays consumed
             return
         self._give_back(res)
 
@@ -303,7 +318,7 @@ class Buckets(Policy):
     ) -> Decision:
         limit = self._limit
         if r is None:  # failed open: nothing taken
-            return decision_new(Decision, (True, 0.0, limit, limit, 0.0, 0.0, None))
+            return decision_new(Decision, (True, 0.0, limit, limit, 0.0, 0.0, None, ()))
         ok, wait, ct, taken, remaining, reset_after = r
         if ok:
             permit: Permit | None = None
@@ -326,13 +341,14 @@ class Buckets(Policy):
                     reset_after,
                     round(waited, 9) if waited else 0.0,
                     permit,
+                    (),
                 ),
             )
         return decision_new(
-            Decision, (False, round(wait, 9), remaining, limit, reset_after, 0.0, None)
+            Decision, (False, round(wait, 9), remaining, limit, reset_after, 0.0, None, ())
         )
 
-    def _claim(self, decision: Decision | Permit) -> Reservation | None:
+    def _claim(self, decision: Decision | Permit) -> Any:
         """The reservation a refund gives back, claimed once (``None``: nothing to give)."""
         permit = decision if isinstance(decision, Permit) else getattr(decision, "permit", 0)
         if permit is None:
@@ -350,6 +366,8 @@ class Buckets(Policy):
             if permit._refunded:
                 return None
             permit._refunded = True
+        if permit.__class__ is MultiPermit:
+            return cast(Any, self)._windows.claim(permit)
         ct = self._outstanding(permit.cost_time, permit.end)
         return Reservation(permit.key, ct, permit.taken, permit.via_store)
 
@@ -394,7 +412,7 @@ class Buckets(Policy):
         wait = r[1]
         if wait > 0:
             self._waited(wait, em)
-            res = Reservation(key, r[2], r[3], self._via(r))
+            res = self._reservation(key, r, None)
             try:
                 await self._clock.asleep(wait)
             except BaseException:
@@ -419,7 +437,7 @@ class Buckets(Policy):
         wait = r[1]
         if wait > 0:
             self._waited(wait, em)
-            res = Reservation(key, r[2], r[3], self._via(r))
+            res = self._reservation(key, r, None)
             try:
                 self._clock.sleep(wait)
             except BaseException:

@@ -12,10 +12,22 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, NamedTuple
 
+from ._options import LimitParams
+
 if TYPE_CHECKING:
     from ._buckets import Buckets
 
-__all__ = ["Decision", "LocalResult", "Permit", "Reservation", "decision_new", "permit_new"]
+__all__ = [
+    "Decision",
+    "LocalResult",
+    "MultiPermit",
+    "MultiReservation",
+    "Permit",
+    "Reservation",
+    "Window",
+    "decision_new",
+    "permit_new",
+]
 
 
 class Permit:
@@ -63,6 +75,46 @@ class Permit:
         return f"<Permit of {self._owner.name!r} key={self.key!r} {state}>"
 
 
+class MultiPermit(Permit):
+    """A :class:`Permit` of a multi-window limiter: what each window was charged (a refund
+    gives every window back its own share)."""
+
+    __slots__ = ("cost_times", "ends", "ps", "takens")
+
+    cost_times: tuple[float, ...]
+    takens: tuple[float, ...]
+    ends: tuple[float, ...]
+    #: the parameters of the windows charged (the key's tier at the time)
+    ps: tuple[LimitParams, ...]
+
+
+class Window(NamedTuple):
+    """One window's part of a multi-window :class:`Decision` (one ``RateLimit`` item each).
+
+    Attributes:
+        name: the window's name (:attr:`resilience.Limit.name`).
+        limit: its quota, whole permits (``RateLimit-Policy: q=``).
+        window: seconds a drained window takes to refill (``RateLimit-Policy: w=``).
+        remaining: whole permits left in it right now (``RateLimit: r=``).
+        reset_after: seconds until it is full again (``RateLimit: t=``).
+        retry_after: seconds until it would admit the call (0.0 where it admitted it).
+
+    Example:
+        >>> import resilience as rs
+        >>> limiter = rs.RateLimiter("api", limits=[rs.Limit(2), rs.Limit(5, per=60)],
+        ...     clock=rs.testing.FakeClock())
+        >>> [(w.name, w.remaining) for w in limiter.try_acquire().windows]
+        [('1s', 1), ('60s', 4)]
+    """
+
+    name: str
+    limit: int
+    window: float
+    remaining: int
+    reset_after: float
+    retry_after: float
+
+
 class Decision(NamedTuple):
     """The outcome of one rate-limit check (enough for the IETF ``RateLimit`` fields).
 
@@ -72,10 +124,15 @@ class Decision(NamedTuple):
         remaining: whole permits left right now (``RateLimit: r=``).
         limit: the quota, ``burst`` permits (``RateLimit-Policy: q=``).
         reset_after: seconds until the bucket is full again (``RateLimit: t=``).
+            With several windows, ``remaining``, ``limit`` and ``reset_after`` are those of
+            the window with the fewest permits left, and ``retry_after`` is the latest of the
+            windows that refused.
         waited: seconds the caller waited (or must wait) for its slot (pacing).
         permit: what the check took (``None`` when it took nothing: refused, ``cost=0``, or
             admitted because the store failed open); pass the decision to
             :meth:`RateLimiter.refund` to give it back when the work was refused elsewhere.
+        windows: with several windows (``limits=``), each window's :class:`Window`, in order;
+            empty for a one-window limiter (the decision's own fields describe it).
 
     Example:
         >>> import resilience as rs
@@ -92,6 +149,7 @@ class Decision(NamedTuple):
     reset_after: float
     waited: float = 0.0
     permit: Permit | None = None
+    windows: tuple[Window, ...] = ()
 
 
 class Reservation(NamedTuple):
@@ -99,6 +157,14 @@ class Reservation(NamedTuple):
     cost_time: float
     taken: float
     via_store: bool
+
+
+class MultiReservation(NamedTuple):
+    key: str | None
+    cost_times: tuple[float, ...]
+    takens: tuple[float, ...]
+    via_store: bool
+    ps: tuple[LimitParams, ...]
 
 
 class LocalResult(tuple):  # type: ignore[type-arg]

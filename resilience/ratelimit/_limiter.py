@@ -12,20 +12,64 @@ Example:
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 from .._clock import Clock, resolve_clock
 from .._policy import Emitter
 from .._types import AsyncFn, Duration, SyncFn
+from ..errors import ConfigurationError
 from ..events import Listener
 from ..stores.base import Store
 from ._buckets import Buckets, Result
 from ._decision import Decision, Permit
+from ._limits import Limit, Limits, Tier, TierFn, tier_of
 from ._options import options
+from ._tiered import Windows
 from ._wrappers import wrap_async, wrap_sync
 
 __all__ = ["RateLimiter"]
+
+_INF = math.inf
+
+
+def _windows_of(
+    rate: object,
+    limits: object,
+    per: Duration,
+    burst: float | None,
+    warmup: Duration | None,
+    cold_factor: float,
+) -> tuple[object | None, TierFn | None]:
+    """``(fixed limits, tier callable)`` from ``rate=`` / ``limits=`` (both ``None``: one window,
+    ``rate`` / ``per`` / ``burst``)."""
+    if rate is not None and limits is not None:
+        raise ConfigurationError("give rate= (with per=, burst=...) or limits=, not both")
+    if rate is None and limits is None:
+        raise ConfigurationError("give rate= (permits per `per` seconds) or limits=")
+    if callable(rate) or limits is not None:
+        if (per, burst, warmup, cold_factor) != (1.0, None, None, 3.0):
+            raise ConfigurationError(
+                "per=, burst=, warmup= and cold_factor= are options of each rs.Limit when the "
+                "limits are given with limits= (or as a tier callable)"
+            )
+        spec = rate if callable(rate) else limits
+        if callable(spec):
+            return None, cast(TierFn, spec)
+        return tier_of(spec, None).limits, None  # validated here
+    return None, None
+
+
+def _describe(w: Limit) -> dict[str, Any]:
+    return {
+        "rate": w.rate,
+        "per": w.per,
+        "burst": w.params.burst,
+        "warmup": w.warmup,
+        "cold_factor": w.cold_factor,
+        "name": w.name,
+    }
 
 
 class RateLimiter(Buckets):
@@ -108,7 +152,8 @@ class RateLimiter(Buckets):
         self,
         name: str,
         *,
-        rate: float,
+        rate: float | TierFn | None = None,
+        limits: Limits | TierFn | None = None,
         per: Duration = 1.0,
         burst: float | None = None,
         warmup: Duration | None = None,
@@ -124,8 +169,11 @@ class RateLimiter(Buckets):
         listeners: Sequence[Listener] = (),
     ) -> None:
         super().__init__(name=name, listeners=listeners)
+        fixed, tier_fn = _windows_of(rate, limits, per, burst, warmup, cold_factor)
+        if fixed is not None or tier_fn is not None:
+            rate = 0.0  # the windows' own options are validated with them
         o = options(
-            rate=rate,
+            rate=cast(float, rate),
             per=per,
             burst=burst,
             warmup=warmup,
@@ -152,7 +200,47 @@ class RateLimiter(Buckets):
         self._clock = resolve_clock(clock)
         self.params = o.params
         self._local_params = o.local_params
+        self.limits: tuple[Limit, ...] | TierFn | None = None
+        self._windows: Windows | None = None
+        if fixed is None and tier_fn is None:
+            self._init_buckets()
+            return
+        tier = None if fixed is None else tier_of(fixed, self.local_share)
+        self.limits = tier_fn or cast(Tier, tier).limits
+        if tier is not None:  # the facts of the tightest window (the first with the least burst)
+            first = min(range(len(tier.params)), key=lambda i: tier.params[i].burst)
+            w = tier.limits[first]
+            self.rate, self.per, self.burst = w.rate, cast(float, w.per), w.burst
+            self.warmup, self.cold_factor = cast(float | None, w.warmup), w.cold_factor
+            self.params = self._local_params = tier.params[first]
+        else:
+            self.rate = None
         self._init_buckets()
+        self._max_cost = _INF if tier is None else tier.max_cost
+        self._windows = Windows(self, tier, tier_fn)
+
+    def retier(self, key: str | None = None) -> None:
+        """Forget ``key``'s cached tier (every key's when ``None``): its next check asks the
+        tier callable again and keeps the bucket's state, window by window in order: each
+        window keeps the permits it spent (its backlog is rescaled to the new rate; warm-up
+        tokens are capped at the new maximum), so an upgrade takes effect at once and nothing
+        spent is forgotten; windows the new tier adds start fresh, those it lacks are dropped.
+
+        Example:
+            >>> import resilience as rs
+            >>> tiers = {"free": rs.Limit(1, per=60), "pro": rs.Limit(100, per=60)}
+            >>> plan = {"alice": "free"}
+            >>> limiter = rs.RateLimiter("api", limits=lambda key: tiers[plan[key]],
+            ...     clock=rs.testing.FakeClock())
+            >>> limiter.try_acquire(key="alice").allowed, limiter.try_acquire(key="alice").allowed
+            (True, False)
+            >>> plan["alice"] = "pro"
+            >>> limiter.retier("alice")
+            >>> limiter.try_acquire(key="alice").allowed
+            True
+        """
+        if self._windows is not None:
+            self._windows.retier(key)
 
     # -- public facts -------------------------------------------------------------------------
     @property
@@ -163,6 +251,19 @@ class RateLimiter(Buckets):
     def describe(self) -> dict[str, Any]:
         """Plain data describing the configuration."""
         p = self.params
+        if self._windows is not None:
+            return {
+                "kind": self.kind,
+                "name": self.name,
+                "limits": (
+                    [_describe(w) for w in self.limits]
+                    if isinstance(self.limits, tuple)
+                    else "per key"
+                ),
+                "max_wait": self.max_wait,
+                "store": None if self.store is None else type(self.store).__name__,
+                "local_share": self.local_share,
+            }
         return {
             "kind": self.kind,
             "name": self.name,

@@ -113,6 +113,37 @@ def representable(
     return p
 
 
+def window(
+    rate: float, per: Duration, burst: float | None, warmup: Duration | None, cold_factor: float
+) -> tuple[float, float, float | None, float | None, float]:
+    """One window's validated ``(rate, per, burst, warmup, cold_factor)`` (seconds as floats)."""
+    rate = positive_number(rate, "rate", allow_zero=True)
+    per_s = seconds(per, "per", allow_zero=False)
+    if burst is not None:
+        burst = positive_number(burst, "burst")
+        if rate and burst < 1:
+            raise ConfigurationError(f"burst must be >= 1 permit, got {burst!r}")
+    warmup_s = optional_seconds(warmup, "warmup", allow_zero=False)
+    cf = positive_number(cold_factor, "cold_factor")
+    if cf <= 1:
+        raise ConfigurationError(f"cold_factor must be > 1, got {cold_factor!r}")
+    return rate, per_s, burst, warmup_s, cf
+
+
+def share(
+    p: LimitParams, rate: float, per: float, warmup: float | None, cf: float, local_share: float
+) -> LimitParams:
+    """The parameters of this process's ``local_share`` of a window (a store outage)."""
+    b = p.burst
+    return representable(
+        limit_params(rate * local_share, per, max(1.0, b * local_share) if rate else b, warmup, cf),
+        rate * local_share,
+        per,
+        cf,
+        f" (this process's local share, {local_share:g} of the limit)",
+    )
+
+
 class Options(NamedTuple):
     """A :class:`~resilience.RateLimiter`'s validated options (see its docstring)."""
 
@@ -156,16 +187,7 @@ def options(
         >>> o.params.burst, o.params.interval
         (10.0, 0.1)
     """
-    rate = positive_number(rate, "rate", allow_zero=True)
-    per_s = seconds(per, "per", allow_zero=False)
-    if burst is not None:
-        burst = positive_number(burst, "burst")
-        if rate and burst < 1:
-            raise ConfigurationError(f"burst must be >= 1 permit, got {burst!r}")
-    warmup_s = optional_seconds(warmup, "warmup", allow_zero=False)
-    cf = positive_number(cold_factor, "cold_factor")
-    if cf <= 1:
-        raise ConfigurationError(f"cold_factor must be > 1, got {cold_factor!r}")
+    rate, per_s, burst, warmup_s, cf = window(rate, per, burst, warmup, cold_factor)
     max_wait_s = seconds(max_wait, "max_wait")
     if store is not None and not callable(getattr(store, "apply", None)):
         raise ConfigurationError(
@@ -192,20 +214,7 @@ def options(
     params = representable(limit_params(rate, per_s, burst, warmup_s, cf), rate, per_s, cf, "")
     local_params = params
     if local_share is not None and local_share < 1.0 and store is not None:
-        b = params.burst
-        local_params = representable(
-            limit_params(
-                rate * local_share,
-                per_s,
-                max(1.0, b * local_share) if rate else b,
-                warmup_s,
-                cf,
-            ),
-            rate * local_share,
-            per_s,
-            cf,
-            f" (this process's local share, {local_share:g} of the limit)",
-        )
+        local_params = share(params, rate, per_s, warmup_s, cf, local_share)
     return Options(
         rate,
         per_s,

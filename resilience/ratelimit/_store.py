@@ -2,11 +2,12 @@
 
 :class:`_TakeOp` and :class:`_RefundOp` run the pure core (:mod:`._core`) on a bucket's stored
 ``[tat, stored]`` in a :class:`~resilience.MemoryStore`; on Redis the same numbers come from
-their scripts, composed from this package's ``.lua`` files: ``bucket.lua`` (clock, parameters,
-state) + ``take.lua`` or ``refund.lua`` + ``save.lua`` (write back, reply). Both scripts are
-standalone (no store prelude, no closures: the take runs on every decision). Parameters travel
-as packed doubles and the take's reply is six packed doubles: no decimal formatting or parsing
-on either side.
+their scripts, composed from this package's ``.lua`` files: ``clock.lua`` + ``bucket.lua``
+(parameters, state) + ``take.lua``, ``report.lua``, ``status.lua``, ``reply.lua`` or
+``refund.lua`` + ``save.lua`` (write back, reply); the multi-window scripts of
+:mod:`._windows` run the same parts once per window. Both scripts are standalone (no store
+prelude, no closures: the take runs on every decision). Parameters travel as packed doubles
+and the take's reply is six packed doubles: no decimal formatting or parsing on either side.
 
 Example:
     >>> from resilience.ratelimit import limit_params
@@ -32,9 +33,9 @@ _PARAMS = struct.Struct("<8d")
 _REPLY = struct.Struct("<6d")
 
 
-def _compose(algorithm: str) -> str:
-    """One bucket script: the shared state load, ``algorithm``'s step and the shared save."""
-    return "".join(script(__package__, f"{n}.lua") for n in ("bucket", algorithm, "save"))
+def _compose(*steps: str) -> str:
+    """One bucket script: the shared clock and state load, the ``steps`` and the shared save."""
+    return "".join(script(__package__, f"{n}.lua") for n in ("clock", "bucket", *steps, "save"))
 
 
 @functools.lru_cache(maxsize=1024)
@@ -53,7 +54,7 @@ class _TakeOp:
 
     BINARY_REPLY: ClassVar[bool] = True
     LUA_STANDALONE: ClassVar[bool] = True
-    LUA: ClassVar[str] = _compose("take")
+    LUA: ClassVar[str] = _compose("take", "report", "status", "reply")
 
     def __init__(self, key: str, cost: float, max_wait: float, p: LimitParams) -> None:
         self.key = key

@@ -33,8 +33,10 @@ __all__ = ["fast_path_ok", "wrap_async", "wrap_sync"]
 
 
 def fast_path_ok(limiter: Buckets) -> bool:
-    """Whether calls can take the in-process, global-bucket, never-waiting fast path."""
-    return limiter.store is None and limiter._key is None and not limiter.max_wait
+    """Whether calls can take the in-process, global-bucket, never-waiting, one-window fast
+    path (several windows decide through :meth:`Buckets._take_sync` / ``_take_async``)."""
+    one_window = getattr(limiter, "_windows", None) is None
+    return limiter.store is None and limiter._key is None and not limiter.max_wait and one_window
 
 
 # twin: async _take_async=_take_sync, _agive_back=_give_back, agive_back=give_back
@@ -46,7 +48,6 @@ def wrap_async(limiter: Buckets, fn: AsyncFn, em: Emitter) -> AsyncFn:
         keyfn = limiter._key
         take = limiter._take_async
         agive_back = limiter._agive_back
-        via = limiter._via
         monotonic = limiter._clock.monotonic
 
         async def rate_limit_wrapper_slow(*args: Any, **kwargs: Any) -> Any:
@@ -57,8 +58,7 @@ def wrap_async(limiter: Buckets, fn: AsyncFn, em: Emitter) -> AsyncFn:
                 return await fn(*args, **kwargs)
             except RejectedError as exc:
                 if r is not None and own_refusal(exc, chain):
-                    ct = outstanding(r[2], t0 + r[5])
-                    await agive_back(Reservation(key, ct, r[3], via(r)))
+                    await agive_back(limiter._reservation(key, r, t0))
                 raise
 
         return rate_limit_wrapper_slow
@@ -103,7 +103,6 @@ def wrap_sync(limiter: Buckets, fn: SyncFn, em: Emitter) -> SyncFn:
         keyfn = limiter._key
         take = limiter._take_sync
         give_back = limiter._give_back
-        via = limiter._via
         monotonic = limiter._clock.monotonic
 
         def rate_limit_wrapper_slow(*args: Any, **kwargs: Any) -> Any:
@@ -114,8 +113,7 @@ def wrap_sync(limiter: Buckets, fn: SyncFn, em: Emitter) -> SyncFn:
                 return fn(*args, **kwargs)
             except RejectedError as exc:
                 if r is not None and own_refusal(exc, chain):
-                    ct = outstanding(r[2], t0 + r[5])
-                    give_back(Reservation(key, ct, r[3], via(r)))
+                    give_back(limiter._reservation(key, r, t0))
                 raise
 
         return rate_limit_wrapper_slow

@@ -1,5 +1,5 @@
--- One rate-limit bucket (resilience/ratelimit/_core.py in Lua), part 1 of every bucket script:
--- the script clock, the packed parameters and the stored state, number for number like Python.
+-- One rate-limit bucket (resilience/ratelimit/_core.py in Lua), part 2 of the one-window scripts,
+-- after clock.lua: the packed parameters and the stored state, number for number like Python.
 -- Standalone (no store prelude, no closures): this runs on every decision.
 -- Doubles in seconds (now = integer us / 1e6; Redis TIME is offset to a recent epoch so the
 -- doubles keep sub-us precision). The state is one string value, three little-endian doubles
@@ -7,15 +7,6 @@
 -- operation's two numbers (arg1, arg2).
 -- Out: now_u, now, the parameters, present (a live, decodable state), tat, stored and reset
 -- (1: the stored value was undecodable and was deleted).
-local now_u, now
-if ARGV[1] ~= '' then
-  now_u = tonumber(ARGV[1])
-  now = now_u / 1000000
-else
-  local t = redis.call('TIME')
-  now_u = tonumber(t[1]) * 1000000 + tonumber(t[2])
-  now = (now_u - 1700000000000000) / 1000000
-end
 local interval, burst, warning, max_tokens, slope, cooldown, arg1, arg2 =
   struct.unpack('<dddddddd', ARGV[2])
 local INF = math.huge

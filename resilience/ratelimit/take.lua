@@ -1,7 +1,6 @@
--- One check (part 2 of the take script, between bucket.lua and save.lua): transition() on
--- copies of (tat, stored) (a rejection keeps, and reports on, the stored state), then status().
--- Out: write (at, as) when `write`, and `reply`: six packed doubles (allowed, plus 2 when the
--- state was reset; wait or retry_after; cost_time; taken; remaining; reset_after).
+-- One check (the take script: clock.lua, bucket.lua, take.lua, report.lua, status.lua,
+-- reply.lua, save.lua; run once per window by the multi-window take): transition() on copies
+-- of (tat, stored). Out: ok, tat2, stored2, wait (or retry_after) and cost_time.
 local cost, max_wait = arg1, arg2
 local ok, tat2, stored2, wait, cost_time = true, tat, stored, 0.0, 0.0
 if cost > 0 then
@@ -39,37 +38,4 @@ if cost > 0 then
       tat2, stored2 = wt + cost_time, ws
     end
   end
-end
-local at, as = tat2, stored2
-if not ok then at, as = tat, stored end
-local remaining, reset_after
-local backlog = at - now
-local above = 0.0
-if max_tokens ~= 0 and interval ~= INF then
-  local ss = as
-  if backlog < 0 then ss = math.min(max_tokens, ss - backlog / cooldown) end
-  above = ss - warning
-end
-if above > 0 then
-  local room = (burst - 1.0) * interval * (1.0 - above / (max_tokens - warning))
-  if backlog > 0 then room = room - backlog else backlog = 0.0 end
-  local n = room / (interval + slope * above) + 1.0 + 1e-6
-  if n > 0 then remaining = math.floor(n) else remaining = 0 end
-  if remaining > math.floor(burst) then remaining = math.floor(burst) end
-  reset_after = backlog
-elseif backlog <= 0 then
-  remaining, reset_after = math.floor(burst), 0.0
-elseif interval == INF then
-  remaining, reset_after = 0, 0.0
-else
-  local r = burst - backlog / interval + 1e-6
-  if r > 0 then remaining = math.floor(r) else remaining = 0 end
-  reset_after = backlog
-end
-local write, reply = ok or present, nil
-if ok then
-  reply = struct.pack('<dddddd', 1 + 2 * reset, wait, cost_time, stored - stored2, remaining,
-                      reset_after)
-else
-  reply = struct.pack('<dddddd', 2 * reset, wait, 0, 0, remaining, reset_after)
 end

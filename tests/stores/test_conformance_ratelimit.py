@@ -5,18 +5,21 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from resilience.ratelimit import LimitParams, RateLimiter, limit_params
+from resilience.ratelimit import Limit, LimitParams, RateLimiter, limit_params
 from resilience.ratelimit._store import _RefundOp, _TakeOp
+from resilience.ratelimit._windows import _RefundAllOp, _TakeAllOp
 from resilience.stores.redis import RedisStore
 from resilience.testing import FakeClock
 
 from ..redis_servers import RedisServer
-from .conformance import Step, StoreFactory, arun, expected, run
+from .conformance import Step, StoreFactory, arun, expected, normalize, run
 
 pytestmark = pytest.mark.redis
 
@@ -204,3 +207,202 @@ def test_random_ratelimit_sequences_conform(redis_server: RedisServer, steps: li
         assert run(store, clock, steps) == expected(steps)
     finally:
         store.close()
+
+
+# -- several windows, one decision ------------------------------------------------------------
+SECOND = limit_params(rate=3, per=1.0)
+MINUTE = limit_params(rate=5, per=60.0)
+WARM_MINUTE = limit_params(rate=60, per=60.0, burst=4, warmup=30.0)
+TWO = (SECOND, MINUTE)
+THREE = (SECOND, WARM_MINUTE, limit_params(rate=2, per=0.5, burst=1))
+ONE = (PACED,)
+
+
+def take_all(
+    ps: tuple[LimitParams, ...], cost: float = 1, max_wait: float = 0.0, key: str = "rl:m"
+) -> _TakeAllOp:
+    return _TakeAllOp(key, cost, max_wait, ps)
+
+
+def give_back_all(
+    ps: tuple[LimitParams, ...], cost_time: float, taken: float = 0.0, key: str = "rl:m"
+) -> _RefundAllOp:
+    n = len(ps)
+    return _RefundAllOp(key, (cost_time,) * n, (taken,) * n, ps)
+
+
+MULTI_SCENARIOS: dict[str, list[Step]] = {
+    "every-window-must-admit": [
+        *[take_all(TWO) for _ in range(4)],  # the second window refuses the fourth
+        1.0,
+        take_all(TWO),
+        take_all(TWO),  # the minute window is spent
+        take_all(TWO),
+        12.0,
+        take_all(TWO, cost=2),
+        give_back_all(TWO, 0.4),
+        take_all(TWO, cost=3),
+        take_all(TWO, cost=0),
+    ],
+    "warm-up-and-pacing-windows": [
+        *[take_all(THREE, max_wait=0.6) for _ in range(6)],
+        0.3,
+        *[take_all(THREE, cost=0.5, max_wait=0.2) for _ in range(3)],
+        give_back_all(THREE, 0.5, 0.5),
+        31.0,
+        *[take_all(THREE) for _ in range(3)],
+    ],
+    "tier-change-keeps-the-state": [
+        take_all(ONE, max_wait=1.0),
+        take_all(ONE, max_wait=1.0),
+        take_all(TWO),  # the key gained a window: the first keeps its backlog
+        take_all(TWO),
+        take_all(THREE),
+        0.2,
+        take_all(ONE),  # back to one window: the others are dropped
+        give_back_all(TWO, 0.1),
+        0.5,
+        take_all(TWO),
+    ],
+}
+
+
+@pytest.mark.parametrize("name", sorted(MULTI_SCENARIOS))
+def test_multi_window_ops_conform(make_store: StoreFactory, name: str) -> None:
+    steps = MULTI_SCENARIOS[name]
+    clock = FakeClock(start=1000.0)
+    assert run(make_store(clock), clock, steps) == expected(steps)
+
+
+async def test_multi_window_ops_conform_async(make_store: StoreFactory) -> None:
+    for steps in MULTI_SCENARIOS.values():
+        clock = FakeClock(start=1000.0)
+        store = make_store(clock)
+        assert await arun(store, clock, steps) == expected(steps)
+        if isinstance(store, RedisStore):
+            await store.aclose()
+
+
+def test_multi_window_reference_is_meaningful() -> None:
+    res = expected(MULTI_SCENARIOS["every-window-must-admit"])
+    oks = [None if r is None else r[0] for r in res]
+    assert oks == [True, True, True, False, True, True, False, False, None, False, True]
+    assert res[3][1] == 0.333333  # the second window's retry_after
+    assert res[3][4][0][2] > 0
+    assert res[3][4][1][2] == 0
+    assert res[6][1] == 11.0
+    assert res[6][4][0][2] == 0
+    assert res[6][4][0][0] == 1  # ... and the second window was not charged for it
+    tiers = expected(MULTI_SCENARIOS["tier-change-keeps-the-state"])
+    # the paced window's two permits (0.4 s at 5/s) carried over to the new tier's first window:
+    # two permits at 3/s, plus this one, spend it all
+    assert tiers[2][4][0][:2] == (0, 1.0)
+    assert tiers[3][0] is False
+
+
+def test_multi_window_state_is_one_key_with_a_ttl(redis_server: RedisServer) -> None:
+    import redis
+
+    prefix = f"rlmulti{uuid.uuid4().hex[:8]}"
+    store = RedisStore.from_url(redis_server.url, prefix=prefix)
+    store.apply(take_all(TWO))
+    client = redis.Redis.from_url(redis_server.url)
+    (key,) = client.scan_iter(f"{prefix}:*")
+    assert len(client.get(key) or b"") == 8 * 7  # two (tat, stored, interval) and the expiry
+    assert 11_900 <= client.pttl(key) <= 12_000  # the minute window drains in 12 s
+    client.close()
+    store.close()
+
+
+multi_step = st.one_of(
+    st.sampled_from([0, 0.01, 0.1, 0.25, 1, 3, 13]),
+    st.builds(
+        take_all,
+        st.sampled_from([TWO, THREE, ONE]),
+        st.sampled_from([0, 0.5, 1, 2]),
+        st.sampled_from([0.0, 0.3, 1.0]),
+        st.sampled_from(["rl:a", "rl:b"]),
+    ),
+    st.builds(
+        give_back_all,
+        st.sampled_from([TWO, THREE, ONE]),
+        st.sampled_from([0.1, 0.5]),
+        st.sampled_from([0.0, 1.0]),
+        st.sampled_from(["rl:a", "rl:b"]),
+    ),
+)
+
+
+@settings(
+    max_examples=60,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture],
+)
+@given(steps=st.lists(multi_step, max_size=30))
+def test_random_multi_window_sequences_conform(
+    redis_server: RedisServer, steps: list[Step]
+) -> None:
+    clock = FakeClock(start=1000.0)
+    store = RedisStore.from_url(
+        redis_server.url, prefix=f"mprop{uuid.uuid4().hex[:12]}", clock=clock
+    )
+    try:
+        assert run(store, clock, steps) == expected(steps)
+    finally:
+        store.close()
+
+
+# -- the multi-window limiter itself: in process vs every store -------------------------------
+LIMITS = [
+    Limit(rate=4, per=1.0),
+    Limit(rate=20, per=60.0, burst=6),
+    Limit(rate=100, per=10.0, warmup=5.0, name="warm"),
+]
+limiter_step = st.one_of(
+    st.sampled_from([0.05, 0.3, 1.0, 7.0]).map(lambda s: ("advance", s)),
+    st.tuples(
+        st.just("take"), st.sampled_from(["free:a", "pro:b", "pro:c"]), st.sampled_from([1, 2])
+    ),
+    st.just(("refund",)),
+    st.tuples(st.just("upgrade"), st.sampled_from(["free:a", "pro:b"])),
+)
+
+
+def _tier(plans: dict[str, int]) -> Callable[[str], Sequence[Limit]]:
+    return lambda key: LIMITS[: plans.get(key, 1 if key.startswith("free") else 3)]
+
+
+def _play(make: StoreFactory | None, steps: list[Any]) -> list[Any]:
+    clock = FakeClock(start=1000.0)
+    store = None if make is None else make(clock)
+    plans: dict[str, int] = {}
+    limiter = RateLimiter("conf", limits=_tier(plans), store=store, clock=clock)
+    fixed = RateLimiter("fixed", limits=LIMITS, store=store, clock=clock)
+    out: list[Any] = []
+    last: list[Any] = []
+    for step in steps:
+        if step[0] == "advance":
+            clock.advance(step[1])
+        elif step[0] == "take":
+            d = limiter.try_acquire(key=step[1], cost=step[2])
+            f = fixed.try_acquire(key=step[1], cost=step[2])
+            last[:] = [d, f]
+            out.append(normalize((*tuple(d[:6]), d.windows, tuple(f[:6]), f.windows)))
+        elif step[0] == "refund":
+            out.append(tuple(lim.refund(d) for lim, d in zip((limiter, fixed), last, strict=False)))
+        else:
+            plans[step[1]] = 2
+            limiter.retier(step[1])
+    return out
+
+
+@settings(
+    max_examples=40,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture],
+)
+@given(steps=st.lists(limiter_step, max_size=25))
+def test_multi_window_limiter_conforms_on_every_store(
+    make_store: StoreFactory, steps: list[Any]
+) -> None:
+    assert _play(make_store, steps) == _play(None, steps)

@@ -168,3 +168,71 @@ def test_format_retry_after_rounds_up() -> None:
     assert format_retry_after(None) is None
     assert format_retry_after(-1) is None
     assert format_retry_after(float("inf")) is None
+
+
+# -- several windows and per-key tiers ---------------------------------------------------------
+def _sf_items(value: bytes) -> list[tuple[str, dict[str, Any]]]:
+    import http_sf
+
+    members: Any = http_sf.parse(value, tltype="list")
+    assert http_sf.ser(members).encode("ascii") == value  # serialized as http-sf would
+    return [(name, dict(params)) for name, params in members]
+
+
+def test_one_ratelimit_item_per_window_round_trips_through_http_sf() -> None:
+    clock = rs.testing.FakeClock()
+    limiter = rs.RateLimiter(
+        "api",
+        limits=[rs.Limit(rate=2, per=1), rs.Limit(rate=3, per=3600, name="hourly")],
+        clock=clock,
+    )
+    mw = RateLimitMiddleware(_noop_app, limiter=limiter)
+    first = dict(mw._fields(limiter.try_acquire(key="k"), None))
+    assert _sf_items(first[b"ratelimit-policy"]) == [
+        ("api/1s", {"q": 2, "w": 1}),
+        ("api/hourly", {"q": 3, "w": 3600}),
+    ]
+    assert _sf_items(first[b"ratelimit"]) == [
+        ("api/1s", {"r": 1, "t": 1}),
+        ("api/hourly", {"r": 2, "t": 1200}),
+    ]
+    limiter.try_acquire(key="k")
+    clock.advance(1)
+    limiter.try_acquire(key="k")  # the hourly window is spent now
+    refused = limiter.try_acquire(key="k")
+    assert not refused.allowed
+    assert refused.retry_after == 1199.0
+    fields = dict(mw._fields(refused, format_retry_after(refused.retry_after)))
+    # the window that refused says when it admits again; the other when it is full
+    assert _sf_items(fields[b"ratelimit"]) == [
+        ("api/1s", {"r": 1, "t": 1}),
+        ("api/hourly", {"r": 0, "t": 1199}),
+    ]
+
+
+def test_the_key_is_the_principal_a_tiered_limiter_sees(app: TestApp) -> None:
+    free, paid = rs.Limit(rate=1, per=60), [rs.Limit(rate=3, per=60), rs.Limit(rate=100, per=3600)]
+    seen: list[str] = []
+
+    def tier(key: str) -> rs.Limit | list[rs.Limit]:
+        seen.append(key)
+        return paid if key.startswith("pro:") else free
+
+    limiter = rs.RateLimiter("plans", limits=tier, clock=rs.testing.FakeClock())
+    mw = RateLimitMiddleware(
+        app, limiter=limiter, key=lambda scope: dict(scope["headers"]).get(b"x-user", b"").decode()
+    )
+    with serve(mw) as url, httpx.Client(base_url=url) as client:
+        free_codes = [
+            client.get("/hello", headers={"x-user": "free:alice"}).status_code for _ in range(2)
+        ]
+        pro = [client.get("/hello", headers={"x-user": "pro:bob"}) for _ in range(4)]
+    assert free_codes == [200, 429]
+    assert [r.status_code for r in pro] == [200, 200, 200, 429]
+    assert pro[0].headers["ratelimit-policy"] == '"plans/60s";q=3;w=60, "plans/3600s";q=100;w=3600'
+    assert seen == ["free:alice", "pro:bob"]  # looked up once per key, then cached
+
+
+async def _noop_app(scope: Any, receive: Any, send: Any) -> None:
+    await send({"type": "http.response.start", "status": 200, "headers": []})
+    await send({"type": "http.response.body", "body": b""})
