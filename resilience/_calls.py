@@ -15,11 +15,11 @@ listeners of both.
 from __future__ import annotations
 
 import logging
-import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from contextvars import ContextVar
 from typing import TYPE_CHECKING, Any
 
+from ._clock import SYSTEM_CLOCK
 from ._types import AsyncFn, SyncFn
 from .errors import RejectedError
 from .events import CallCompleted, CallOutcome, Listener, Origin, emit, error_type
@@ -38,7 +38,18 @@ _ATTR = "__resilience_calls__"
 #: wrapper when attempt spans are on; the attempt wrapper increments it).
 _ATTEMPT: ContextVar[list[int] | None] = ContextVar("resilience_attempt", default=None)
 
-_clock = time.perf_counter
+
+def _monotonic_of(policy: object) -> Callable[[], float]:
+    """The clock a composition's durations are read on: its outermost policy's (or, for a
+    pipeline, its first policy's that has one); else the process clock, which the test mode
+    of :mod:`resilience.testing` points at its fake clock."""
+    clock = getattr(policy, "_clock", None)
+    if clock is None:
+        for inner in getattr(policy, "policies", ()):
+            clock = getattr(inner, "_clock", None)
+            if clock is not None:
+                break
+    return (clock or SYSTEM_CLOCK).monotonic
 
 
 def _gather(policy: object, out: list[Listener]) -> None:
@@ -114,7 +125,7 @@ def _next_attempt() -> int:
 class Calls:
     """The per-call hook of one composition (built by :func:`calls_of`; internal)."""
 
-    __slots__ = ("attempts", "chain", "counted", "listeners", "origin", "stacked")
+    __slots__ = ("attempts", "chain", "counted", "listeners", "monotonic", "origin", "stacked")
 
     def __init__(
         self,
@@ -123,7 +134,9 @@ class Calls:
         origin: Origin,
         chain: object,
         stacked: tuple[Any, ...] | None,
+        monotonic: Callable[[], float],
     ) -> None:
+        self.monotonic = monotonic
         self.listeners = listeners
         self.attempts = attempts
         self.origin = origin
@@ -166,21 +179,22 @@ class Calls:
     def timed_async(self, fn: AsyncFn) -> AsyncFn:
         """``fn`` (the whole composition) reporting one :class:`CallCompleted` per call."""
         listeners, origin, chain, counted = self.listeners, self.origin, self.chain, self.counted
+        clock = self.monotonic
 
         async def resilience_call(*args: Any, **kwargs: Any) -> Any:
             token = _ATTEMPT.set([0]) if counted else None
-            start = _clock()
+            start = clock()
             try:
                 result = await fn(*args, **kwargs)
             except BaseException as exc:
                 if listeners:
-                    _completed(listeners, origin, _clock() - start, exc, chain)
+                    _completed(listeners, origin, clock() - start, exc, chain)
                 raise
             finally:
                 if token is not None:
                     _ATTEMPT.reset(token)
             if listeners:
-                _completed(listeners, origin, _clock() - start, None, chain)
+                _completed(listeners, origin, clock() - start, None, chain)
             return result
 
         return resilience_call
@@ -216,21 +230,22 @@ class Calls:
     def timed_sync(self, fn: SyncFn) -> SyncFn:
         """``fn`` (the whole composition) reporting one :class:`CallCompleted` per call."""
         listeners, origin, chain, counted = self.listeners, self.origin, self.chain, self.counted
+        clock = self.monotonic
 
         def resilience_call(*args: Any, **kwargs: Any) -> Any:
             token = _ATTEMPT.set([0]) if counted else None
-            start = _clock()
+            start = clock()
             try:
                 result = fn(*args, **kwargs)
             except BaseException as exc:
                 if listeners:
-                    _completed(listeners, origin, _clock() - start, exc, chain)
+                    _completed(listeners, origin, clock() - start, exc, chain)
                 raise
             finally:
                 if token is not None:
                     _ATTEMPT.reset(token)
             if listeners:
-                _completed(listeners, origin, _clock() - start, None, chain)
+                _completed(listeners, origin, clock() - start, None, chain)
             return result
 
         return resilience_call
@@ -253,4 +268,6 @@ def calls_of(policy: Policy, fn: object, em: Emitter) -> Calls | None:
         listeners += tuple(x for x in stacked[1] if not any(x is y for y in listeners))
     elif not listeners and not attempts:
         return None
-    return Calls(listeners, attempts, em.origin(policy.name), em.chain, stacked)
+    return Calls(
+        listeners, attempts, em.origin(policy.name), em.chain, stacked, _monotonic_of(policy)
+    )

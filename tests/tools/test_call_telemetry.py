@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -56,9 +57,11 @@ class Telemetry:
 
 
 @pytest.fixture
-def tel(clock: FakeClock, monkeypatch: pytest.MonkeyPatch) -> Telemetry:
-    monkeypatch.setattr(_calls, "_clock", clock.monotonic)  # durations on the fake clock
-    return Telemetry()
+def tel(clock: FakeClock) -> Iterator[Telemetry]:
+    # durations on the fake clock: the policies' own, and the process clock for the
+    # compositions without one
+    with rs.testing.testing_mode(clock=clock):
+        yield Telemetry()
 
 
 def _run(runner: Runner, fn: Any, *args: Any) -> Any:
