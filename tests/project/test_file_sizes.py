@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .test_twins import twins
+from .twins_tool import twins
 
 ROOT = Path(__file__).resolve().parents[2]
 HAND_WRITTEN_MAX = 500

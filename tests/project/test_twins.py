@@ -3,27 +3,14 @@
 from __future__ import annotations
 
 import ast
-import importlib.util
-import sys
 from pathlib import Path
-from types import ModuleType
 
 import pytest
 
+from .twins_tool import twins
+
 ROOT = Path(__file__).resolve().parent.parent.parent
 
-
-def _load() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("twins", ROOT / "scripts" / "twins.py")
-    assert spec is not None
-    assert spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["twins"] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-twins = _load()
 
 #: Sync/async pairs that are deliberately not twins: the sync side does something else, not the
 #: same thing without ``await`` ("module:Class.method" -> why).
