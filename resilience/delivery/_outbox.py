@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
 import math
@@ -566,6 +565,8 @@ class Outbox:
         if len(batch) == 1:
             await self._aattempt(handler, batch[0])
             return
+        import asyncio  # not at import time: importing resilience stays light
+
         async with asyncio.TaskGroup() as group:
             for delivery in batch:
                 group.create_task(self._aattempt(handler, delivery))
@@ -582,6 +583,8 @@ class Outbox:
         if stop is None:
             await self._clock.asleep(interval)
             return
+        import asyncio
+
         sleeper = asyncio.ensure_future(self._clock.asleep(interval))
         waiter = asyncio.ensure_future(stop.wait())
         try:

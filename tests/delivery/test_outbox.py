@@ -29,7 +29,9 @@ def failing(delivery: Delivery) -> None:
     raise Down()
 
 
-def outbox_on(store: Any, clock: FakeClock, **kw: Any) -> tuple[rs.delivery.Outbox, RecordingListener]:
+def outbox_on(
+    store: Any, clock: FakeClock, **kw: Any
+) -> tuple[rs.delivery.Outbox, RecordingListener]:
     rec = RecordingListener()
     options: dict[str, Any] = {
         "schedule": rs.backoff.schedule([1, 5, 30]),
@@ -41,7 +43,9 @@ def outbox_on(store: Any, clock: FakeClock, **kw: Any) -> tuple[rs.delivery.Outb
     return rs.delivery.Outbox("hooks", store=store, clock=clock, listeners=[rec], **options), rec
 
 
-def test_put_is_once_per_key_and_the_first_payload_is_delivered(store: Any, clock: FakeClock) -> None:
+def test_put_is_once_per_key_and_the_first_payload_is_delivered(
+    store: Any, clock: FakeClock
+) -> None:
     outbox, rec = outbox_on(store, clock)
     first = outbox.put("evt-1", {"amount": 42})
     assert (first.state, first.attempts, first.last_error) == ("pending", 0, None)
@@ -49,7 +53,9 @@ def test_put_is_once_per_key_and_the_first_payload_is_delivered(store: Any, cloc
     assert again == first
     seen: list[Delivery] = []
     assert outbox.run_once(seen.append) == 1
-    assert [(d.key, d.payload, d.attempt, d.fence) for d in seen] == [("evt-1", {"amount": 42}, 1, 1)]
+    assert [(d.key, d.payload, d.attempt, d.fence) for d in seen] == [
+        ("evt-1", {"amount": 42}, 1, 1)
+    ]
     status = outbox.status("evt-1")
     assert status is not None
     assert (status.state, status.attempts, status.next_attempt) == ("delivered", 1, None)
@@ -101,7 +107,11 @@ def test_the_schedule_then_dead_letters_then_requeue(store: Any, clock: FakeCloc
     assert outbox.run_once(failing) == 1
     status = outbox.status("evt-1")
     assert status is not None
-    assert (status.state, status.attempts, status.last_error) == ("pending", 1, "Down: merchant down")
+    assert (status.state, status.attempts, status.last_error) == (
+        "pending",
+        1,
+        "Down: merchant down",
+    )
     assert status.next_attempt == pytest.approx(start + 1)
     due_at = [1.0, 6.0, 36.0]  # the schedule's steps after each failure
     for attempt, at in enumerate(due_at, start=2):
@@ -110,21 +120,34 @@ def test_the_schedule_then_dead_letters_then_requeue(store: Any, clock: FakeCloc
         clock.advance(0.5)
         assert outbox.run_once(failing) == 1
         status = outbox.status("evt-1")
-        assert status is not None and status.attempts == attempt
-    assert status.state == "dead" and status.next_attempt is None
+        assert status is not None
+        assert status.attempts == attempt
+    assert status.state == "dead"
+    assert status.next_attempt is None
     assert [e.delay for e in rec.of(DeliveryRescheduled)] == [1.0, 5.0, 30.0]
     (dead,) = rec.of(DeliveryDeadLettered)
-    assert (dead.key, dead.attempts, dead.reason, dead.error_type) == ("evt-1", 4, "exhausted", Down.__module__ + ".Down")
+    assert (dead.key, dead.attempts, dead.reason, dead.error_type) == (
+        "evt-1",
+        4,
+        "exhausted",
+        Down.__module__ + ".Down",
+    )
     letters = list(outbox.dead())
-    assert [(d.key, d.attempts, d.last_error) for d in letters] == [("evt-1", 4, "Down: merchant down")]
+    assert [(d.key, d.attempts, d.last_error) for d in letters] == [
+        ("evt-1", 4, "Down: merchant down")
+    ]
     assert letters[0].died == pytest.approx(clock.monotonic())
     clock.advance(1000)
     assert outbox.run_once(failing) == 0  # dead letters are never attempted
-    assert not outbox.requeue("missing") and not outbox.requeue("evt-1")  # forgotten after keep
-    assert outbox.status("evt-1") is None and list(outbox.dead()) == []
+    assert not outbox.requeue("missing")
+    assert not outbox.requeue("evt-1")
+    assert outbox.status("evt-1") is None
+    assert list(outbox.dead()) == []
 
 
-def test_requeue_makes_a_dead_letter_pending_with_fresh_attempts(store: Any, clock: FakeClock) -> None:
+def test_requeue_makes_a_dead_letter_pending_with_fresh_attempts(
+    store: Any, clock: FakeClock
+) -> None:
     outbox, _ = outbox_on(store, clock, max_attempts=1)
     outbox.put("a", "1")
     outbox.put("b", "2")
@@ -133,11 +156,13 @@ def test_requeue_makes_a_dead_letter_pending_with_fresh_attempts(store: Any, clo
     assert outbox.requeue("a")
     assert not outbox.requeue("a")  # pending now: nothing to requeue
     status = outbox.status("a")
-    assert status is not None and (status.state, status.attempts) == ("pending", 0)
+    assert status is not None
+    assert (status.state, status.attempts) == ("pending", 0)
     assert [d.key for d in outbox.dead()] == ["b"]
     assert outbox.run_once(lambda d: None) == 1
     status = outbox.status("a")
-    assert status is not None and status.state == "delivered"
+    assert status is not None
+    assert status.state == "delivered"
 
 
 def test_retry_after_wins_capped_by_the_schedule(store: Any, clock: FakeClock) -> None:
@@ -177,7 +202,8 @@ def test_a_zombie_ack_is_refused_by_its_fence(store: Any, clock: FakeClock) -> N
     assert [(e.key, e.attempt) for e in rec.of(DeliveryDelivered)] == [("evt-1", 2)]
     assert [(e.key, e.fence) for e in rec.of(DeliveryClaimRefused)] == [("evt-1", 1)]
     status = outbox.status("evt-1")
-    assert status is not None and (status.state, status.attempts) == ("delivered", 2)
+    assert status is not None
+    assert (status.state, status.attempts) == ("delivered", 2)
 
 
 def test_a_zombie_failure_does_not_reschedule_a_delivered_one(store: Any, clock: FakeClock) -> None:
@@ -191,8 +217,10 @@ def test_a_zombie_failure_does_not_reschedule_a_delivered_one(store: Any, clock:
 
     outbox.run_once(hangs_then_fails)
     status = outbox.status("evt-1")
-    assert status is not None and status.state == "delivered"
-    assert rec.of(DeliveryRescheduled) == [] and len(rec.of(DeliveryClaimRefused)) == 1
+    assert status is not None
+    assert status.state == "delivered"
+    assert rec.of(DeliveryRescheduled) == []
+    assert len(rec.of(DeliveryClaimRefused)) == 1
 
 
 def test_a_lease_that_ends_on_the_last_attempt_dead_letters(store: Any, clock: FakeClock) -> None:
@@ -204,7 +232,8 @@ def test_a_lease_that_ends_on_the_last_attempt_dead_letters(store: Any, clock: F
         clock.advance(10)
     assert outbox.run_once(failing) == 0
     status = outbox.status("evt-1")
-    assert status is not None and (status.state, status.attempts) == ("dead", 2)
+    assert status is not None
+    assert (status.state, status.attempts) == ("dead", 2)
     assert status.last_error == "lease expired"
     (dead,) = rec.of(DeliveryDeadLettered)
     assert (dead.reason, dead.attempts) == ("lease_expired", 2)
@@ -222,7 +251,8 @@ def test_base_exception_releases_the_claim_and_gives_the_attempt_back(
     with pytest.raises(KeyboardInterrupt):
         outbox.run_once(interrupted)
     status = outbox.status("evt-1")
-    assert status is not None and (status.state, status.attempts) == ("pending", 0)
+    assert status is not None
+    assert (status.state, status.attempts) == ("pending", 0)
     assert outbox.run_once(lambda d: None) == 1
 
 
@@ -251,7 +281,8 @@ def test_a_store_error_mid_ack_leaves_it_to_the_lease(clock: FakeClock) -> None:
     outbox.put("evt-1", "x")
     assert outbox.run_once(lambda d: None) == 1
     status = outbox.status("evt-1")
-    assert status is not None and status.state == "in_flight"
+    assert status is not None
+    assert status.state == "in_flight"
     assert status.next_attempt == pytest.approx(clock.monotonic() + 10)
     clock.advance(10)
     assert outbox.run_once(lambda d: None) == 1
@@ -283,7 +314,9 @@ def test_a_pipeline_per_destination(store: Any, clock: FakeClock) -> None:
     assert outbox.run_once(send) == 3
     assert calls == ["a", "c"]  # b met the open breaker
     b = outbox.status("b")
-    assert b is not None and b.state == "pending" and "CircuitOpenError" in (b.last_error or "")
+    assert b is not None
+    assert b.state == "pending"
+    assert "CircuitOpenError" in (b.last_error or "")
     assert {e.key: e.error_type for e in rec.of(DeliveryRescheduled)} == {
         "a": Down.__module__ + ".Down",
         "b": "resilience.errors.CircuitOpenError",
@@ -319,7 +352,8 @@ def test_async_workers_with_concurrency_and_a_stop_event(store: Any, clock: Fake
 
         await asyncio.wait_for(outbox.arun(stop_when_delivered, stop=stop, poll=0.01), 5)
         status = await outbox.astatus("late")
-        assert status is not None and status.state == "delivered"
+        assert status is not None
+        assert status.state == "delivered"
         assert [d async for d in outbox.adead()] == []
         return seen
 
