@@ -127,6 +127,7 @@ class PutOp:
 
     KEY_SUFFIXES: ClassVar[tuple[str, ...]] = SUFFIXES
     BINARY_REPLY: ClassVar[bool] = True
+    DURABLE: ClassVar[bool] = True  # RedisStore(wait_replicas=N) waits for replicas
     LUA: ClassVar[str] = _lua("put.lua")
 
     def apply(self, state: Any | None, now: float, /) -> tuple[Book, tuple[bool, Wire], None]:
@@ -241,6 +242,7 @@ class SettleOp:
     keep: float
 
     KEY_SUFFIXES: ClassVar[tuple[str, ...]] = SUFFIXES
+    DURABLE: ClassVar[bool] = True  # RedisStore(wait_replicas=N) waits for replicas
     LUA: ClassVar[str] = _lua("settle.lua")
 
     def apply(self, state: Any | None, now: float, /) -> tuple[Book, bool, None]:
@@ -350,6 +352,7 @@ class RequeueOp:
     dkey: str
 
     KEY_SUFFIXES: ClassVar[tuple[str, ...]] = SUFFIXES
+    DURABLE: ClassVar[bool] = True  # RedisStore(wait_replicas=N) waits for replicas
     LUA: ClassVar[str] = _lua("requeue.lua")
 
     def apply(self, state: Any | None, now: float, /) -> tuple[Book, bool, None]:
