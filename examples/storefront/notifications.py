@@ -8,10 +8,11 @@ one, capped by the schedule), a circuit breaker per merchant host fails fast whi
 is down, and after ``max_attempts`` the notification is a dead letter until it is requeued. The
 merchant deduplicates by event id: delivery is at least once.
 
-    python examples/webhooks.py     # a merchant goes down, notifications die, then are requeued
+    python -m examples.storefront.notifications   # a merchant goes down, then is requeued
 
 The pieces are importable (``merchant_app``, ``notify``, ``Notifier``) and tested against real
-uvicorn servers in ``tests/tools/test_webhook_recipe.py``.
+uvicorn servers in ``tests/tools/test_webhook_recipe.py``; the
+storefront demo runs it after its two runs, for the orders it charged.
 """
 
 from __future__ import annotations
