@@ -21,7 +21,7 @@ import asyncio
 import contextlib
 import email.utils
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
@@ -177,43 +177,60 @@ def _serve(app: Any) -> Iterator[str]:
         sock.close()
 
 
-async def demo(url: str, merchant: Merchant, *, charges: int = 6) -> dict[str, Any]:
-    """Charges while the merchant is up, then down (retries, dead letters), then requeued.
+async def demo(
+    url: str,
+    merchant: Merchant,
+    *,
+    charge_ids: Sequence[str] = ("ch_1", "ch_2", "ch_3", "ch_4", "ch_5", "ch_6"),
+    redis: str | None = None,
+    prefix: str = "webhooks",
+) -> dict[str, Any]:
+    """Notify the charges while the merchant is up (the first half), then down (the second:
+    retries, dead letters), then up again (the dead letters requeued and delivered).
 
-    Runs on a fake clock for the schedule (the HTTP calls are real), so it takes a second."""
+    The schedule runs on a fake clock (its 1 s and 5 s steps pass at once; the HTTP calls are
+    real), so it takes about a second. ``redis``: keep the outbox in Redis (key ``prefix``)."""
     clock = rs.testing.FakeClock()
     seen = rs.testing.RecordingListener()
+    store = None if redis is None else rs.RedisStore.from_url(redis, prefix=prefix, clock=clock)
+    half = len(charge_ids) // 2
     async with httpx.AsyncClient(timeout=2.0) as client:
         notifier = Notifier(client, clock=clock)
         outbox = notification_outbox(
             notifier,
+            store=store,
             clock=clock,
             schedule=rs.backoff.schedule([1, 5]),
             max_attempts=3,
             listeners=[seen],
         )
-        keys = [charge(outbox, f"ch_{i}", 100 * (i + 1), url) for i in range(charges // 2)]
-        delivered_up = await outbox.arun_once(notifier, concurrency=4)
+        keys = [charge(outbox, c, 100 * (i + 1), url) for i, c in enumerate(charge_ids[:half])]
+        delivered_up = await outbox.arun_once(notifier, concurrency=8)
         merchant.down, merchant.retry_after = True, 2
-        keys += [
-            charge(outbox, f"ch_{i}", 100 * (i + 1), url) for i in range(charges // 2, charges)
-        ]
-        for step in (0, 2, 5):  # Retry-After 2 s wins over the 1 s step; then the 5 s step
-            clock.advance(step)
-            await outbox.arun_once(notifier, concurrency=4)
-        dead = [letter.key async for letter in outbox.adead()]
+        down = [charge(outbox, c, 100, url) for c in charge_ids[half:]]
+        keys += down
+        for _ in range(10):  # Retry-After 2 s wins over the 1 s step, an open breaker's too
+            await outbox.arun_once(notifier, concurrency=8)
+            dead = [letter.key async for letter in outbox.adead()]
+            if len(dead) == len(down):  # every attempt failed: all dead letters
+                break
+            clock.advance(5)
         merchant.down = False
         clock.advance(5)  # the breaker's open_for: a probe goes through again
         for key in dead:
             await outbox.arequeue(key)
         before = len(seen.of(rs.events.DeliveryDelivered))
         for _ in range(5):  # the half-open breaker lets one probe through, then closes
-            if not await outbox.arun_once(notifier, concurrency=4):
+            if not await outbox.arun_once(notifier, concurrency=8):
                 break
             clock.advance(5)
         requeued = len(seen.of(rs.events.DeliveryDelivered)) - before
-        states = {k: (await outbox.astatus(k)).state for k in keys}  # type: ignore[union-attr]
+        states = [await outbox.astatus(k) for k in keys]
+    if store is not None:
+        await store.aclose()
+        store.close()
     return {
+        "notifications": len(keys),
         "delivered while up": delivered_up,
         "dead while down": len(dead),
         "delivered after requeue": requeued,
@@ -221,14 +238,21 @@ async def demo(url: str, merchant: Merchant, *, charges: int = 6) -> dict[str, A
         "events at the merchant": len(merchant.events),
         "duplicates at the merchant": merchant.duplicates,
         "rescheduled": len(seen.of(rs.events.DeliveryRescheduled)),
-        "all delivered": all(s == "delivered" for s in states.values()),
+        "all delivered": all(s is not None and s.state == "delivered" for s in states),
     }
 
 
-def main() -> int:
+def run(
+    charge_ids: Sequence[str], redis: str | None = None, prefix: str = "webhooks"
+) -> dict[str, Any]:
+    """Serve a merchant on loopback and run :func:`demo` for ``charge_ids``."""
     merchant = Merchant()
     with _serve(merchant_app(merchant)) as url:
-        numbers = asyncio.run(demo(url, merchant))
+        return asyncio.run(demo(url, merchant, charge_ids=charge_ids, redis=redis, prefix=prefix))
+
+
+def main() -> int:
+    numbers = run([f"ch_{i}" for i in range(1, 7)])
     for label, value in numbers.items():
         print(f"  {label:28} {value}")
     return 0 if numbers["all delivered"] else 1
