@@ -3,11 +3,12 @@
 -- dead letters (score: when it died). A delivery's record is the hash base .. 'r:' .. key (the
 -- same hash tag as KEYS[1]): {st: p(ending) f(in flight) d(elivered) x(dead), a: attempts,
 -- g: fence, n: due us, p: payload, t: payload type, e: last error, x: expiry us once final}.
+-- rec(key, now): the live record's fields {st, a, g, n, p, t, e}, or nil (absent, logically
+-- expired, corrupt); final(): a delivery kept keep us, then gone; bury(): final and dead.
 local base = string.sub(KEYS[1], 1, -2)
 local function rkey(key)
   return base .. 'r:' .. key
 end
--- the live record's fields {st, a, g, n, p, t, e}, or nil (absent, logically expired, corrupt)
 local function rec(key, now)
   local k = rkey(key)
   local r = redis.pcall('HMGET', k, 'st', 'a', 'g', 'n', 'p', 't', 'e', 'x')
@@ -21,7 +22,6 @@ local function rec(key, now)
   if not r[2] or not r[3] or not r[4] then return nil end
   return r
 end
--- make a delivery final: kept keep us, then gone (record, and its dead letter entry)
 local function final(key, now, keep)
   local k = rkey(key)
   redis.call('HSET', k, 'x', us(now + keep))
