@@ -381,3 +381,63 @@ def test_sync_worker_threads_deliver_each_once(store: Any, clock: FakeClock) -> 
     stop.set()
     outbox.run(handler, stop=stop)  # stops at once
     assert len(rec.of(DeliveryDelivered)) == 9
+
+
+def test_a_cancelled_async_handler_releases_its_claim(store: Any, clock: FakeClock) -> None:
+    outbox, rec = outbox_on(store, clock)
+
+    async def main() -> None:
+        await outbox.aput("evt-1", "x")
+        started = asyncio.Event()
+
+        async def hangs(delivery: Delivery) -> None:
+            started.set()
+            await asyncio.Event().wait()
+
+        task = asyncio.ensure_future(outbox.arun_once(hangs))
+        await started.wait()
+        status = await outbox.astatus("evt-1")
+        assert status is not None
+        assert status.state == "in_flight"
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        status = await outbox.astatus("evt-1")
+        assert status is not None
+        assert (status.state, status.attempts) == ("pending", 0)  # released, attempt given back
+
+        async def ok(delivery: Delivery) -> None:
+            return None
+
+        assert await outbox.arun_once(ok) == 1
+
+    asyncio.run(main())
+    assert [e.attempt for e in rec.of(DeliveryDelivered)] == [1]
+
+
+def test_racing_workers_claim_each_delivery_once(store: Any, clock: FakeClock) -> None:
+    import threading
+
+    outbox, rec = outbox_on(store, clock)
+    for i in range(40):
+        outbox.put(f"evt-{i}", i)
+    seen: list[str] = []
+    lock = threading.Lock()
+    barrier = threading.Barrier(4)
+
+    def handler(delivery: Delivery) -> None:
+        with lock:
+            seen.append(delivery.key)
+
+    def worker() -> None:
+        barrier.wait()
+        outbox.run_once(handler)
+
+    threads = [threading.Thread(target=worker) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    assert sorted(seen) == sorted(f"evt-{i}" for i in range(40))  # each once
+    assert len(rec.of(DeliveryDelivered)) == 40
+    assert rec.of(DeliveryClaimRefused) == []
