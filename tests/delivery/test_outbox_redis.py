@@ -228,3 +228,38 @@ def test_every_key_of_a_final_delivery_has_a_ttl(
     assert client.pttl(store.redis_key("outbox:hooks", "r:bad")) == -1  # pending: kept
     client.close()
     store.close()
+
+
+def test_a_store_stall_mid_ack_leaves_the_delivery_to_its_lease(
+    own_redis_server: RedisServer, prefix: str, clock: FakeClock
+) -> None:
+    store = RedisStore.from_url(
+        own_redis_server.url, prefix=prefix, clock=clock, socket_timeout=0.2, probe_interval=0.01
+    )
+    seen = RecordingListener()
+    outbox = rs.delivery.Outbox("hooks", store=store, lease=10, listeners=[seen])
+    outbox.put("evt-1", "x")
+
+    def stalls_redis(delivery: Delivery) -> None:
+        own_redis_server.pause()  # SIGSTOP: the acknowledgement times out
+
+    try:
+        # the failed ack is logged; the pass's next claim cannot reach Redis either: raised
+        with pytest.raises(rs.StoreError):
+            outbox.run_once(stalls_redis)
+    finally:
+        own_redis_server.resume()
+    assert seen.of(DeliveryDelivered) == []
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline:
+        try:
+            status = outbox.status("evt-1")
+            break
+        except rs.StoreError:
+            time.sleep(0.02)
+    assert status is not None
+    assert (status.state, status.attempts) == ("in_flight", 1)
+    clock.advance(10)  # the lease ends: delivered again (at least once)
+    assert outbox.run_once(lambda d: None) == 1
+    assert [e.attempt for e in seen.of(DeliveryDelivered)] == [2]
+    store.close()
