@@ -18,7 +18,7 @@ from resilience.events import DeliveryClaimRefused, DeliveryDelivered
 from resilience.stores.redis import RedisStore
 from resilience.testing import FakeClock, RecordingListener
 
-from ..redis_servers import RedisServer
+from ..redis_servers import RedisCluster, RedisServer
 
 pytestmark = pytest.mark.redis
 
@@ -262,4 +262,28 @@ def test_a_store_stall_mid_ack_leaves_the_delivery_to_its_lease(
     clock.advance(10)  # the lease ends: delivered again (at least once)
     assert outbox.run_once(lambda d: None) == 1
     assert [e.attempt for e in seen.of(DeliveryDelivered)] == [2]
+    store.close()
+
+
+def test_the_outbox_on_a_redis_cluster(
+    redis_cluster: RedisCluster, prefix: str, clock: FakeClock
+) -> None:
+    """One outbox's keys share a hash tag: its scripts run on the node of one slot."""
+    store = RedisStore.from_url(
+        redis_cluster.url, prefix=prefix, cluster=True, clock=clock, socket_timeout=2.0
+    )
+    outbox = rs.delivery.Outbox("hooks", store=store, max_attempts=1)
+    for key in ("a", "b {tag}", "c"):
+        outbox.put(key, key)
+
+    def handler(delivery: Delivery) -> None:
+        if delivery.key == "b {tag}":
+            raise OSError("down")
+
+    assert outbox.run_once(handler) == 3
+    assert [d.key for d in outbox.dead()] == ["b {tag}"]
+    assert outbox.requeue("b {tag}")
+    assert outbox.run_once(lambda d: None) == 1
+    states = [outbox.status(k) for k in ("a", "b {tag}", "c")]
+    assert [s.state if s else None for s in states] == ["delivered"] * 3
     store.close()
