@@ -221,6 +221,8 @@ class Outbox:
         self._cap = _cap(self.schedule)
         self._key = f"outbox:{name}"
         self.listeners = tuple(listeners)
+        if not all(callable(listener) for listener in self.listeners):
+            raise ConfigurationError(f"listeners must be callables, got {listeners!r}")
         self._em = Emitter(self.listeners, None, name)
 
     def __repr__(self) -> str:

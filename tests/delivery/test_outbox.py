@@ -80,9 +80,18 @@ def test_payload_kinds_round_trip_and_odd_keys_are_fine(store: Any, clock: FakeC
 
 
 def test_bad_input_is_refused(clock: FakeClock) -> None:
-    for kw in ({"max_attempts": 0}, {"lease": 0}, {"lease": -1}, {"schedule": 3}, {"pipeline": 1}):
+    bad: list[dict[str, Any]] = [
+        {"max_attempts": 0},
+        {"lease": 0},
+        {"lease": -1},
+        {"keep": 0},
+        {"schedule": 3},
+        {"pipeline": 1},
+        {"listeners": [1]},
+    ]
+    for kw in bad:
         with pytest.raises(rs.ConfigurationError):
-            rs.delivery.Outbox("x", clock=clock, **kw)  # type: ignore[arg-type]
+            rs.delivery.Outbox("x", clock=clock, **kw)
     with pytest.raises(rs.ConfigurationError):
         rs.delivery.Outbox("", clock=clock)
     outbox = rs.delivery.Outbox("x", clock=clock)
