@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed
 CHROMIUM ?= /usr/bin/chromium
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: demo demo-short demo-basics simulate test test-fast lint types unit bench bench-quick bench-docs bench-instr bench-http bench-grpc bench-redis bench-stall bench-idempotency bench-hedge bench-lock bench-throttle bench-chaos bench-all clean
+.PHONY: demo demo-short demo-basics simulate test test-fast lint types unit bench bench-quick bench-docs bench-instr bench-http bench-grpc bench-redis bench-stall bench-idempotency bench-hedge bench-lock bench-outbox bench-throttle bench-chaos bench-all clean
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "Python 3.11+ is required"'
@@ -97,6 +97,9 @@ bench-hedge: $(STAMP)
 bench-lock: $(STAMP)
 	$(BIN)/python -m benchmarks.bench_lock --json benchmarks/results/lock.json
 
+bench-outbox: $(STAMP)
+	$(BIN)/python -m benchmarks.bench_outbox --json benchmarks/results/outbox.json
+
 bench-throttle: $(STAMP)
 	$(BIN)/python -m benchmarks.bench_throttle --instr --json benchmarks/results/throttle.json
 
@@ -111,6 +114,7 @@ bench-all: $(STAMP)  # one after the other, even under make -j: runs must not ov
 	$(MAKE) bench-idempotency
 	$(MAKE) bench-hedge
 	$(MAKE) bench-lock
+	$(MAKE) bench-outbox
 	$(MAKE) bench-chaos
 	$(MAKE) bench-docs
 

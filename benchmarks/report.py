@@ -75,6 +75,7 @@ SOURCES = {
         ("idempotency-evict",),
     ),
     "lock": Source("lock.json", _cmd(".bench_lock", "lock.json"), ("lock",)),
+    "outbox": Source("outbox.json", _cmd(".bench_outbox", "outbox.json"), ("outbox",)),
     "redis_stall": Source(
         "redis_stall.json", _cmd(".redis_stall", "redis_stall.json", "--runs 3"), ("redis-stall",)
     ),
@@ -538,6 +539,25 @@ def _lock(src: Sources) -> list[str]:
     return out
 
 
+def _outbox(src: Sources) -> list[str]:
+    res = src.need("outbox")
+    out = ["| workers | deliveries/s | round trips per delivery |", "|---|---:|---:|"]
+    for case in ("1 worker, sync", "1 worker, async, concurrency 8", "4 worker processes, sync"):
+        rate = res.get("", case, "deliveries_per_second")
+        trips = res.get("", case, "round_trips_per_delivery")
+        out.append(f"| {case} | {rate:,.0f} | {trips:.2f} |")
+    kill = "redelivery after kill -9"
+    lease, poll = res.get("", kill, "lease"), res.get("", kill, "poll")
+    out += [
+        "",
+        f"Redelivery after `kill -9` of the worker mid-delivery (lease {lease:g} s, poll "
+        f"{poll:g} s), from its claim: median {res.get('', kill, 'delay_median'):.3f} s, "
+        f"max {res.get('', kill, 'delay_max'):.3f} s (bound: lease + one poll = "
+        f"{lease + poll:g} s).",
+    ]
+    return out
+
+
 _THROTTLE_LOAD = (
     ("no throttle", "none"),
     ("k = 2 (the book's default)", "k=2.0"),
@@ -662,6 +682,7 @@ TABLES: dict[str, Callable[[Sources], list[str]]] = {
     "idempotency-evict": _idempotency_evict,
     "hedge": _hedge,
     "lock": _lock,
+    "outbox": _outbox,
     "throttle": _throttle,
     "throttle-cost": _throttle_cost,
     "chaos": _chaos,

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 from typing import Any as _Any
 
-from . import backoff, chaos, events, instrumentation, testing
+from . import backoff, chaos, delivery, events, instrumentation, testing
 from ._adaptive import AdaptiveConcurrency, gradient2
 from ._budget import Budget, RetryBudget, RetryThrottle
 from ._bulkhead import Bulkhead
@@ -119,6 +119,7 @@ __all__ = [
     "chaos",
     "deadline",
     "deadline_scope",
+    "delivery",
     "events",
     "gradient2",
     "instrumentation",

@@ -36,6 +36,11 @@ __all__ = [
     "ChaosInjected",
     "ChaosKind",
     "CircuitStateChanged",
+    "DeadLetterReason",
+    "DeliveryClaimRefused",
+    "DeliveryDeadLettered",
+    "DeliveryDelivered",
+    "DeliveryRescheduled",
     "Event",
     "FallbackUsed",
     "HedgeCancelled",
@@ -347,3 +352,55 @@ class CallCompleted(Event):
     duration: float
     outcome: CallOutcome
     error_type: str | None = None
+
+
+#: Why a delivery became a dead letter (:class:`DeliveryDeadLettered`).
+DeadLetterReason: TypeAlias = Literal["exhausted", "lease_expired"]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class DeliveryDelivered(Event):
+    """An outbox (:class:`resilience.delivery.Outbox`) delivered ``key``: the handler returned
+    on attempt number ``attempt`` and the store accepted the acknowledgement (once per
+    delivery: a stale claim's acknowledgement is refused, :class:`DeliveryClaimRefused`)."""
+
+    kind: ClassVar[str] = "delivery_delivered"
+    key: str
+    attempt: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class DeliveryRescheduled(Event):
+    """Attempt number ``attempt`` of delivery ``key`` raised ``error_type``; the next one is
+    due in ``delay`` seconds (the schedule's step, or the error's ``retry_after``)."""
+
+    kind: ClassVar[str] = "delivery_rescheduled"
+    key: str
+    attempt: int
+    delay: float
+    error_type: str | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class DeliveryDeadLettered(Event):
+    """Delivery ``key`` became a dead letter after ``attempts`` attempts: ``"exhausted"`` (the
+    last attempt raised ``error_type``) or ``"lease_expired"`` (the last attempt's claim ended
+    without an answer: its worker died or hung)."""
+
+    kind: ClassVar[str] = "delivery_dead_lettered"
+    key: str
+    attempts: int
+    reason: DeadLetterReason
+    error_type: str | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class DeliveryClaimRefused(Event):
+    """The store refused to settle attempt number ``attempt`` of delivery ``key``: its claim
+    (``fence``) is no longer the delivery's (its lease ended and another worker claimed it, or
+    the delivery was lost with the store's data). Its outcome is not recorded."""
+
+    kind: ClassVar[str] = "delivery_claim_refused"
+    key: str
+    attempt: int
+    fence: int

@@ -19,6 +19,10 @@ done, like after a reset connection. Each worker builds its own
 fleet-wide limit), the circuit breakers (one circuit for the fleet) and the idempotency
 middleware (a duplicate is replayed by whichever worker it reaches). Without ``--redis`` the
 policies keep their state in memory (one worker unless ``--workers`` says otherwise).
+
+After the runs, the payment service notifies the merchant of the charges it made through an
+``rs.delivery.Outbox`` (``notifications.py``, in Redis with ``--redis``): delivered, then
+retried and dead-lettered while the merchant is down, then requeued and delivered.
 """
 
 from __future__ import annotations
@@ -38,6 +42,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
+from . import notifications
 from .faults import SHORT_TIMELINE, TIMELINE, Fault, FaultPlan
 from .loadgen import Client, ClientError
 from .workers import LoopLag, child_main
@@ -45,6 +50,7 @@ from .workers import LoopLag, child_main
 CLIENT_TIMEOUT = 2.0  # seconds a client waits for one answer
 CLIENT_ATTEMPTS = 4
 CLIENT_MAX_BACKOFF = 1.5  # seconds: the longest Retry-After a client honours
+NOTIFICATIONS = 40  # charges notified to the merchant after the runs (examples/.../notifications)
 
 
 @dataclass
@@ -580,6 +586,10 @@ def main(argv: list[str] | None = None) -> int:
     with contextlib.suppress(KeyboardInterrupt):
         try:
             results = asyncio.run(main_async(args))
+            # the payment service notifies the merchant of each charge it made (with policies)
+            charged = sorted(results[-1].payment.get("charged", ()))[:NOTIFICATIONS]
+            print(f"\n=== merchant notifications: {len(charged)} charges, rs.delivery.Outbox ===")
+            notified = notifications.run(charged, redis=args.redis, prefix=args.prefix)
         finally:
             if args.redis:
                 _redis_cleanup(args.redis, args.prefix)
@@ -592,6 +602,12 @@ def main(argv: list[str] | None = None) -> int:
             f"{CLIENT_ATTEMPTS} attempts.\nLatencies are per order, over every order (all "
             "attempts, whatever the outcome)."
         )
+        print(
+            "\nmerchant notifications (the merchant down for the second half: retried, "
+            "dead-lettered, requeued):"
+        )
+        for label, value in notified.items():
+            print(f"  {label:28} {value}")
         transitions = results[-1].order.get("transitions", [])
         if transitions:
             print("\nbreaker transitions (with policies):")
@@ -600,7 +616,8 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"  {t:6.2f} s  {breaker}: {frm} -> {to}{by}")
         if args.json:
             with open(args.json, "w") as fh:
-                json.dump({r.name: r.numbers() for r in results}, fh, indent=2)
+                numbers = {r.name: r.numbers() for r in results}
+                json.dump({**numbers, "merchant notifications": notified}, fh, indent=2)
         return 0
     return 130
 

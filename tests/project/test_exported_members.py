@@ -12,6 +12,7 @@ import pytest
 PACKAGES = [
     "resilience",
     "resilience.circuit",
+    "resilience.delivery",
     "resilience.idempotency",
     "resilience.ratelimit",
     "resilience.stores",

@@ -54,6 +54,12 @@ def test_storefront_short_mode(tmp_path: Path) -> None:
     assert with_["store"] == "memory"
     assert with_["workers"] == 1
     assert with_["lost_answers"] == 0  # the default run is unchanged: no balancer faults
+    notified = runs["merchant notifications"]  # through rs.delivery.Outbox, after the runs
+    assert notified["notifications"] > 0
+    assert notified["dead while down"] > 0  # the merchant was down for the second half
+    assert notified["delivered after requeue"] == notified["dead while down"]
+    assert notified["all delivered"] is True
+    assert notified["events at the merchant"] == notified["notifications"]  # each once
 
 
 def test_storefront_short_mode_with_redis(tmp_path: Path, redis_server: RedisServer) -> None:
@@ -76,5 +82,6 @@ def test_storefront_short_mode_with_redis(tmp_path: Path, redis_server: RedisSer
     assert with_["breaker_transitions"] > 0
     for run in (without, with_):
         assert run["success"] + run["degraded"] + run["shed"] + run["failed"] == run["orders"]
+    assert runs["merchant notifications"]["all delivered"] is True  # the outbox on Redis
     # the demo deletes its keys at the end
     assert redis_server.cli("--scan", "--pattern", "storefront-*") == ""

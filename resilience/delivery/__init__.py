@@ -1,0 +1,11 @@
+"""Durable delivery: :class:`Outbox` (``rs.delivery.Outbox``), see ``docs/delivery.md``.
+
+The rooms: ``_ops`` (the pure state machine and its Lua twins) and ``_outbox`` (the outbox,
+its workers and what they hand to a handler).
+"""
+
+from __future__ import annotations
+
+from ._outbox import DeadLetter, Delivery, DeliveryState, DeliveryStatus, Outbox
+
+__all__ = ["DeadLetter", "Delivery", "DeliveryState", "DeliveryStatus", "Outbox"]
