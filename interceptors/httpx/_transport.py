@@ -36,12 +36,18 @@ class _Unsafe(BaseException):
 class _Attempts:
     """Per-request state shared by the attempts of one request."""
 
-    __slots__ = ("core", "error", "last", "methods", "n", "request", "stale", "timeout")
+    __slots__ = ("error", "last", "methods", "n", "received", "request", "stale", "timeout")
 
-    def __init__(self, request: httpx.Request, core: _Core) -> None:
+    def __init__(
+        self,
+        request: httpx.Request,
+        methods: Collection[str],
+        received: Callable[[_Attempts, httpx.Response], None],
+    ) -> None:
         self.request = request
-        self.core = core
-        self.methods: Collection[str] = core._methods
+        self.methods = methods
+        #: the transport's bookkeeping of a response received (an injected one included)
+        self.received = received
         self.n = 0
         self.last: httpx.Response | None = None
         self.error: BaseException | None = None
@@ -60,7 +66,7 @@ class _Attempts:
         end), a response's delay hint attached."""
         self.n += 1
         if isinstance(outcome, httpx.Response):
-            self.core._received(self, outcome)
+            self.received(self, outcome)
         elif isinstance(outcome, BaseException):
             self.error = outcome
             if isinstance(outcome, httpx.RequestError):
@@ -186,7 +192,7 @@ class _Core:
             and "idempotency-key" not in request.headers
         ):
             request.headers["Idempotency-Key"] = str(uuid.uuid4())
-        return _Attempts(request, self)
+        return _Attempts(request, self._methods, self._received)
 
     def _received(self, att: _Attempts, response: httpx.Response) -> None:
         """Keep the attempt's response; attach the server's delay hint for any Retry."""

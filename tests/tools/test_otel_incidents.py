@@ -8,12 +8,40 @@ import random
 from typing import Any
 
 import pytest
+from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 import resilience as rs
 from resilience.simulate import SimClock, run_virtual
 from resilience.testing import FakeClock
 
-from .test_call_telemetry import Telemetry
+
+class Telemetry:
+    """An OpenTelemetry listener on the SDK's in-memory span exporter and metric reader."""
+
+    def __init__(self) -> None:
+        self.exporter = InMemorySpanExporter()
+        self.tracer_provider = TracerProvider()
+        self.tracer_provider.add_span_processor(SimpleSpanProcessor(self.exporter))
+        self.reader = InMemoryMetricReader()
+        self.listener = rs.instrumentation.OpenTelemetry(
+            tracer_provider=self.tracer_provider,
+            meter_provider=MeterProvider(metric_readers=[self.reader]),
+        )
+
+    def points(self, name: str) -> list[Any]:
+        data = self.reader.get_metrics_data()
+        return [
+            p
+            for rm in (data.resource_metrics if data is not None else ())
+            for sm in rm.scope_metrics
+            for m in sm.metrics
+            if m.name == name
+            for p in m.data.data_points
+        ]
 
 
 def events(tel: Telemetry) -> dict[str, list[dict[str, Any]]]:
