@@ -20,6 +20,7 @@ from ._common import (
     attempt_timeout,
     publish_timeout,
 )
+from ._injected import InjectedCall, injected_stream
 
 __all__ = ["ResilienceClientInterceptor"]
 
@@ -53,7 +54,29 @@ class _CallDetails(_Details, grpc.ClientCallDetails):
 class _Attempts(AttemptState):
     """The per-call state the composed attempt function is driven with."""
 
-    __slots__ = ()
+    __slots__ = ("streaming",)
+
+    def __init__(
+        self,
+        continuation: Any,
+        details: Any,
+        request: Any,
+        replay: ReplayBuffer | None,
+        streaming: bool,
+    ) -> None:
+        super().__init__(continuation, details, request, replay)
+        self.streaming = streaming
+
+    def __resilience_injected__(self, outcome: object) -> object:
+        """An injected value as what the call shape's attempt returns: a finished call for a
+        unary response, ``(call, first message)`` for a streaming one (see the base class for
+        an injected error)."""
+        outcome = super().__resilience_injected__(outcome)
+        if isinstance(outcome, BaseException | grpc.Call):
+            return outcome
+        if self.streaming:
+            return injected_stream(outcome, END)
+        return InjectedCall(outcome)
 
     def start(self) -> Any:
         """Start the next attempt: the deadline-bounded timeout and the attempt metadata."""
@@ -263,6 +286,7 @@ class ResilienceClientInterceptor(
             details,
             request,
             ReplayBuffer(request, self.replay_limit) if stream_req else None,
+            False,
         )
         run = self._composed(details.method, False)
         token = publish_timeout(details.timeout, self._clock)
@@ -287,6 +311,7 @@ class ResilienceClientInterceptor(
             details,
             request,
             ReplayBuffer(request, self.replay_limit) if stream_req else None,
+            True,
         )
         run = self._composed(details.method, True)
         token = publish_timeout(details.timeout, self._clock)

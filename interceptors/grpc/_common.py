@@ -140,6 +140,15 @@ class AttemptState:
     def failed(self, exc: BaseException) -> None:
         attempt_failed(exc, self.replay)
 
+    def __resilience_injected__(self, outcome: object) -> object:
+        """What a chaos policy injects instead of an attempt counts as one (the next attempt
+        carries ``grpc-previous-rpc-attempts``), and an injected error is noted like a failed
+        attempt's (its ``grpc-retry-pushback-ms`` becomes the delay hint of any ``Retry``)."""
+        self.n += 1
+        if isinstance(outcome, BaseException):
+            self.failed(outcome)
+        return outcome
+
 
 class ClientCore:
     """What both client interceptors hold: the pipeline, the replay limit, the call-deadline

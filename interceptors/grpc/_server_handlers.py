@@ -59,10 +59,12 @@ class ContextProxy:
         return StatusError(code, self._details, aborted=False, response=result)
 
 
-def rejection(exc: BaseException) -> tuple[grpc.StatusCode, str, tuple[tuple[str, str], ...]]:
+def rejection(
+    exc: BaseException,
+) -> tuple[grpc.StatusCode, str, tuple[tuple[str, str | bytes], ...]]:
     """What to abort with for an exception the pipeline raised, or re-raise it."""
     if isinstance(exc, StatusError):
-        return exc.code(), exc.details() or "", ()
+        return exc.code(), exc.details() or "", exc.trailing_metadata()
     mapped = status_for(exc)
     if mapped is None:
         raise exc

@@ -14,13 +14,15 @@ unparseable value means "do not retry", a valid one "retry after exactly that de
 from __future__ import annotations
 
 import math
+import types
 from collections.abc import Callable, Iterable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import grpc
 
 from interceptors.errors import ERROR_TABLE, classify, retry_delay
 from resilience import retry_after_attribute
+from resilience.errors import ConfigurationError
 
 __all__ = [
     "PREVIOUS_ATTEMPTS_KEY",
@@ -48,19 +50,37 @@ _CODES: dict[str, grpc.StatusCode] = {
 }
 
 
-class StatusError(grpc.RpcError):
-    """A non-OK status a server handler produced with ``context.abort`` / ``context.set_code``.
+if TYPE_CHECKING:
+    _Future = grpc.Future[Any]
+else:
+    _Future = grpc.Future
+
+
+class StatusError(grpc.RpcError, grpc.Call, _Future):
+    """A non-OK gRPC status as an exception: a server handler's ``context.abort`` /
+    ``context.set_code``, or one a chaos policy injects.
 
     Inside a :class:`~interceptors.grpc.ResilienceServerInterceptor` pipeline the handler's
     status is raised as this exception, so a breaker or retry predicate sees it like a client
     sees a ``grpc.RpcError``: ``exc.code()``, ``exc.details()``. The interceptor turns it back
-    into the same status on the wire.
+    into the same status on the wire, with ``trailing_metadata`` (e.g. a
+    ``grpc-retry-pushback-ms`` for the caller's retries).
+
+    On the client side (``rs.chaos.Fault(error=lambda: StatusError(...))`` in a client
+    interceptor's pipeline) it is what a failed call raises on a sync channel: a finished
+    ``grpc.Call`` and ``grpc.Future`` with its ``code()``, ``details()``, ``trailing_metadata()``
+    (whose pushback any ``Retry`` of the pipeline honours) and ``initial_metadata()``; a
+    ``.future()`` call returns it, its ``result()`` raises it.
 
     Example:
         >>> import grpc
         >>> exc = StatusError(grpc.StatusCode.UNAVAILABLE, "overloaded")
         >>> exc.code(), exc.details()
         (<StatusCode.UNAVAILABLE: (14, 'unavailable')>, 'overloaded')
+        >>> shed = StatusError(grpc.StatusCode.UNAVAILABLE, "shed",
+        ...                    trailing_metadata=[("grpc-retry-pushback-ms", "250")])
+        >>> shed.trailing_metadata(), shed.exception() is shed
+        ((('grpc-retry-pushback-ms', '250'),), True)
     """
 
     def __init__(
@@ -70,20 +90,91 @@ class StatusError(grpc.RpcError):
         *,
         aborted: bool = True,
         response: Any = None,
+        trailing_metadata: Iterable[tuple[str, str | bytes]] = (),
     ) -> None:
         super().__init__(f"{code.name}: {details or ''}")
         self._code = code
         self._details = details
         self.aborted = aborted
         self.response = response
+        trailing = tuple(trailing_metadata)
+        items: tuple[object, ...] = trailing
+        for item in items:
+            if not (
+                isinstance(item, tuple)
+                and len(item) == 2
+                and isinstance(item[0], str)
+                and isinstance(item[1], str | bytes)
+            ):
+                raise ConfigurationError(
+                    f"trailing_metadata must be (key, value) pairs, got {trailing_metadata!r}"
+                )
+        self._trailing: tuple[tuple[str, str | bytes], ...] = trailing
 
     def code(self) -> grpc.StatusCode:
         """The status code."""
         return self._code
 
-    def details(self) -> str | None:
+    def details(self) -> Any:  # str | None (grpc.RpcError's, and grpc.Call's str)
         """The status details."""
         return self._details
+
+    def trailing_metadata(self) -> Any:  # tuple[tuple[str, str | bytes], ...]
+        """The trailing metadata sent with the status."""
+        return self._trailing
+
+    def initial_metadata(self) -> Any:
+        """Empty: no response headers came with the status."""
+        return ()
+
+    def debug_error_string(self) -> str:
+        """The status and its details."""
+        return str(self)
+
+    # grpc.Call and grpc.Future: a call that is over, failed with this status
+    def is_active(self) -> bool:
+        """``False``: the call is over."""
+        return False
+
+    def time_remaining(self) -> Any:
+        """``None``: the call is over."""
+        return None
+
+    def cancel(self) -> bool:
+        """``False``: the call is over."""
+        return False
+
+    def add_callback(self, callback: Any) -> bool:
+        """``False``: the call is over (the callback is not registered)."""
+        return False
+
+    def cancelled(self) -> bool:
+        """``False``."""
+        return False
+
+    def running(self) -> bool:
+        """``False``."""
+        return False
+
+    def done(self) -> bool:
+        """``True``."""
+        return True
+
+    def result(self, timeout: float | None = None) -> Any:
+        """Raise this error (the call failed)."""
+        raise self
+
+    def exception(self, timeout: float | None = None) -> StatusError:
+        """This error."""
+        return self
+
+    def traceback(self, timeout: float | None = None) -> types.TracebackType | None:
+        """This error's traceback."""
+        return self.__traceback__
+
+    def add_done_callback(self, fn: Callable[[Any], object]) -> None:
+        """Call ``fn(self)`` now (the future is done)."""
+        fn(self)
 
 
 def format_pushback(seconds: float) -> str:

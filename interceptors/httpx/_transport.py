@@ -36,11 +36,18 @@ class _Unsafe(BaseException):
 class _Attempts:
     """Per-request state shared by the attempts of one request."""
 
-    __slots__ = ("error", "last", "methods", "n", "request", "stale", "timeout")
+    __slots__ = ("error", "last", "methods", "n", "received", "request", "stale", "timeout")
 
-    def __init__(self, request: httpx.Request, methods: Collection[str]) -> None:
+    def __init__(
+        self,
+        request: httpx.Request,
+        methods: Collection[str],
+        received: Callable[[_Attempts, httpx.Response], None],
+    ) -> None:
         self.request = request
         self.methods = methods
+        #: the transport's bookkeeping of a response received (an injected one included)
+        self.received = received
         self.n = 0
         self.last: httpx.Response | None = None
         self.error: BaseException | None = None
@@ -51,6 +58,23 @@ class _Attempts:
     def __resilience_may_hedge__(self) -> bool:
         """A ``rs.Hedge`` may send this request twice (idempotent, or with a key)."""
         return may_resend(self.request, None, self.methods)
+
+    def __resilience_injected__(self, outcome: object) -> object:
+        """What a chaos policy injects instead of sending, made what a real attempt gives: an
+        httpx error or response tied to the request being sent (the retry predicates read it),
+        recorded as this attempt's outcome (the re-send check, the responses closed at the
+        end), a response's delay hint attached."""
+        self.n += 1
+        if isinstance(outcome, httpx.Response):
+            self.received(self, outcome)
+        elif isinstance(outcome, BaseException):
+            self.error = outcome
+            if isinstance(outcome, httpx.RequestError):
+                try:
+                    outcome.request  # noqa: B018 - raises RuntimeError while unset
+                except RuntimeError:
+                    outcome.request = self.request
+        return outcome
 
     def leftovers(self, keep: object) -> list[httpx.Response]:
         """Every response received and not returned (``keep``), to close."""
@@ -168,7 +192,7 @@ class _Core:
             and "idempotency-key" not in request.headers
         ):
             request.headers["Idempotency-Key"] = str(uuid.uuid4())
-        return _Attempts(request, self._methods)
+        return _Attempts(request, self._methods, self._received)
 
     def _received(self, att: _Attempts, response: httpx.Response) -> None:
         """Keep the attempt's response; attach the server's delay hint for any Retry."""

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from .._budget import Budget
 from .._clock import DeadlineClock, resolve_deadline_clock
 from .._deadline import _DEADLINE
-from .._policy import Emitter, Policy, own_refusal
+from .._policy import Emitter, Policy, own_refusal, spent
 from .._retry import retry_after_attribute
 from .._types import (
     AsyncFn,
@@ -19,7 +19,7 @@ from .._types import (
     positive_int,
 )
 from .._types import result_predicate as _result_predicate
-from ..errors import ConfigurationError
+from ..errors import ConfigurationError, RejectedError
 from ..events import HedgeCancelled, HedgeReason, HedgeStarted, HedgeWon, Listener
 from ._delay import HedgeDelay, LatencyPercentile, hedge_delay
 
@@ -49,6 +49,15 @@ class Hedge(Policy):
     final: it is raised at once and the other attempts are cancelled. When every attempt was
     unacceptable, the call ends with the **last** unacceptable outcome to arrive (the freshest
     news from the dependency): its exception is raised with a note, or its result is returned.
+
+    An attempt refused by a policy inside the hedge (an inner rate limiter, bulkhead or breaker
+    raising :class:`resilience.RejectedError`) never reached the dependency, as with
+    :class:`resilience.Retry`: it is unacceptable only if ``on`` matches it, and the ``budget``
+    does not learn from it (no failure is recorded, a :class:`resilience.RetryBudget` gets back
+    the hedge it paid for, or the call's deposit when no attempt reached the dependency). A
+    refusal that ends a call after another attempt did reach the dependency (it failed, or was
+    still in flight) is that call's outcome: outer policies treat it as an ordinary exception
+    (outer breakers count it, outer rate limiters keep their permits).
 
     ``budget`` (a shared :class:`resilience.RetryBudget` / :class:`resilience.RetryThrottle`)
     pays for hedges: every call deposits, every hedge withdraws, and when the budget refuses,
@@ -218,6 +227,7 @@ class Hedge(Policy):
         reason: HedgeReason = "delay"
         last_exc: BaseException | None = None
         last_result: Any = None
+        ran = False  # an attempt reached the dependency (it was not refused by a policy inside)
         try:
             while True:
                 can_hedge = hedging and started < limit
@@ -227,7 +237,7 @@ class Hedge(Policy):
                             f"resilience: hedge policy {self.name!r}: all {started} attempt(s) "
                             "were unacceptable; this is the last one's"
                         )
-                        raise last_exc
+                        raise self._ending(last_exc, ran, chain)
                     return last_result
                 fired = False
                 if can_hedge:
@@ -255,17 +265,21 @@ class Hedge(Policy):
                     try:
                         result = task.result()
                     except Exception as exc:
-                        refused = own_refusal(exc, chain)
-                        if not unacceptable(exc):
-                            raise
-                        if refused:
+                        if own_refusal(exc, chain):
                             if n > 1 and self._refund is not None:
                                 self._refund(retry=True)  # this hedge never got through
-                        elif budget is not None:
-                            budget.record(False)
+                        else:
+                            ran = True
+                            if budget is not None:
+                                budget.record(False)
+                        if not unacceptable(exc):
+                            # the attempts still in flight may have reached the dependency
+                            self._ending(exc, ran or bool(running), chain)
+                            raise
                         last_exc, last_result = exc, None
                         outcome: object = exc
                     else:
+                        ran = True
                         if bad_result is None or not bad_result(result):
                             if budget is not None:
                                 budget.record(True)
@@ -300,6 +314,17 @@ class Hedge(Policy):
         finally:
             if running:
                 await self._cancel(running, first_delay, em)
+
+    def _ending(self, exc: BaseException, ran: bool, chain: object) -> BaseException:
+        """The exception ending a call, a refusal by a policy inside settled as
+        :class:`resilience.Retry` settles it: unstamped when an attempt reached the dependency
+        (the call's outcome, not a refused call), else the call's deposit refunded."""
+        if own_refusal(exc, chain):
+            if ran:
+                spent(cast(RejectedError, exc))
+            elif self._refund is not None:
+                self._refund(retry=False)  # no attempt reached the dependency
+        return exc
 
     async def _cancel(
         self, running: dict[asyncio.Future[Any], tuple[int, float]], floor: float, em: Emitter

@@ -13,7 +13,15 @@ from .._types import P, T
 from ..errors import ConfigurationError
 from ..events import ChaosInjected, ChaosKind, Listener
 
-__all__ = ["ChaosPolicy", "Switch"]
+__all__ = ["INJECTED", "ChaosPolicy", "Switch", "adopted"]
+
+#: A method an adapter's per-call state may have (the first positional argument of the guarded
+#: callable: the httpx transports and the gRPC client interceptors pass theirs): it receives
+#: what a :class:`~resilience.chaos.Fault` or :class:`~resilience.chaos.Outcome` injects
+#: instead of the call (the exception, the value) and returns what the policy raises or
+#: returns instead, so the policies around see it as they see a real attempt's outcome (an
+#: error tied to the request being sent, a value shaped like the attempts' own results).
+INJECTED = "__resilience_injected__"
 
 #: ``enabled=``: a constant, or a zero-argument callable asked on every call.
 Switch: TypeAlias = bool | Callable[[], object]
@@ -131,3 +139,10 @@ class ChaosPolicy(Policy):
     def _injected(self, em: Emitter, delay: float | None = None) -> None:
         if em:
             em.emit(ChaosInjected(**em.origin(self.name), injection=self.injection, delay=delay))
+
+
+def adopted(args: tuple[Any, ...], outcome: Any) -> Any:
+    """``outcome`` as the adapter's per-call state (``args[0]``) makes it (see :data:`INJECTED`),
+    or as it is."""
+    hook = getattr(args[0], INJECTED, None) if args else None
+    return outcome if hook is None else hook(outcome)

@@ -14,7 +14,7 @@ from .._types import AsyncFn, Duration, SyncFn
 from .._types import seconds as _seconds
 from ..errors import ConfigurationError, TimeoutExceededError
 from ..events import Listener
-from ._base import ChaosPolicy, Switch
+from ._base import ChaosPolicy, Switch, adopted
 
 __all__ = ["Behavior", "ErrorSpec", "Fault", "Latency", "Outcome"]
 
@@ -95,9 +95,10 @@ class Fault(ChaosPolicy):
         )
         self._error = _error_factory(error, self.name)
 
-    def _raise(self, em: Emitter) -> BaseException:
+    def _raise(self, em: Emitter, args: tuple[Any, ...]) -> BaseException:
         self._injected(em)
-        return self._error()
+        exc: BaseException = adopted(args, self._error())
+        return exc
 
     # twin: async
     def wrap_async(self, fn: AsyncFn, em: Emitter) -> AsyncFn:
@@ -108,7 +109,7 @@ class Fault(ChaosPolicy):
 
         async def fault_wrapper(*args: Any, **kwargs: Any) -> Any:
             if (switch is None or switch()) and chance() < rate:
-                raise fail(em)
+                raise fail(em, args)
             return await fn(*args, **kwargs)
 
         return fault_wrapper
@@ -123,7 +124,7 @@ class Fault(ChaosPolicy):
 
         def fault_wrapper(*args: Any, **kwargs: Any) -> Any:
             if (switch is None or switch()) and chance() < rate:
-                raise fail(em)
+                raise fail(em, args)
             return fn(*args, **kwargs)
 
         return fault_wrapper
@@ -286,9 +287,9 @@ class Outcome(ChaosPolicy):
 
         self._factory: Callable[[], Any] = factory
 
-    def _produce(self, em: Emitter) -> Any:
+    def _produce(self, em: Emitter, args: tuple[Any, ...]) -> Any:
         self._injected(em)
-        return self._factory()
+        return adopted(args, self._factory())
 
     # twin: async
     def wrap_async(self, fn: AsyncFn, em: Emitter) -> AsyncFn:
@@ -299,7 +300,7 @@ class Outcome(ChaosPolicy):
 
         async def outcome_wrapper(*args: Any, **kwargs: Any) -> Any:
             if (switch is None or switch()) and chance() < rate:
-                return produce(em)
+                return produce(em, args)
             return await fn(*args, **kwargs)
 
         return outcome_wrapper
@@ -314,7 +315,7 @@ class Outcome(ChaosPolicy):
 
         def outcome_wrapper(*args: Any, **kwargs: Any) -> Any:
             if (switch is None or switch()) and chance() < rate:
-                return produce(em)
+                return produce(em, args)
             return fn(*args, **kwargs)
 
         return outcome_wrapper

@@ -1,5 +1,5 @@
-"""Observable gauges reading policies' public state (bulkheads, adaptive concurrency, rate
-limiters), for :class:`resilience.instrumentation.OpenTelemetry`."""
+"""Observable gauges reading policies' public state (bulkheads, adaptive concurrency, adaptive
+throttles, rate limiters), for :class:`resilience.instrumentation.OpenTelemetry`."""
 
 from __future__ import annotations
 
@@ -22,6 +22,7 @@ class Gauges:
         self._lock = threading.Lock()
         self._bulkheads: list[Any] = []
         self._adaptive: list[Any] = []
+        self._throttles: list[Any] = []
         self._limiters: list[tuple[Any, tuple[str | None, ...]]] = []
         gauge = meter.create_observable_gauge
         gauge(
@@ -55,6 +56,12 @@ class Gauges:
             description="Adaptive concurrency: calls admitted and not finished",
         )
         gauge(
+            "resilience.throttle.probability",
+            callbacks=[self._probability],
+            unit="1",
+            description="Adaptive throttle: probability of rejecting the next call",
+        )
+        gauge(
             "resilience.ratelimit.remaining",
             callbacks=[self._remaining],
             unit="{permit}",
@@ -66,6 +73,7 @@ class Gauges:
         from .._adaptive import AdaptiveConcurrency
         from .._bulkhead import Bulkhead
         from ..ratelimit import RateLimiter
+        from ..throttle import AdaptiveThrottle
 
         for key in keys:
             if key is not None and not isinstance(key, str):
@@ -75,12 +83,14 @@ class Gauges:
                 self._bulkheads.append(policy)
             elif isinstance(policy, AdaptiveConcurrency):
                 self._adaptive.append(policy)
+            elif isinstance(policy, AdaptiveThrottle):
+                self._throttles.append(policy)
             elif isinstance(policy, RateLimiter):
                 self._limiters.append((policy, keys))
             else:
                 raise ConfigurationError(
-                    "observe() takes a Bulkhead, an AdaptiveConcurrency or a RateLimiter, "
-                    f"got {policy!r}"
+                    "observe() takes a Bulkhead, an AdaptiveConcurrency, an AdaptiveThrottle or "
+                    f"a RateLimiter, got {policy!r}"
                 )
 
     @staticmethod
@@ -103,6 +113,19 @@ class Gauges:
 
     def _in_flight(self, options: Any) -> Iterable[Any]:
         return self._points(list(self._adaptive), lambda p: p.in_flight)
+
+    def _probability(self, options: Any) -> Iterable[Any]:
+        from opentelemetry.metrics import Observation
+
+        out: list[Any] = []
+        for throttle in list(self._throttles):
+            try:
+                value = throttle.rejection_probability()
+            except Exception:  # a failing store: skip this point, keep the others
+                _log.warning("resilience: could not read %r", throttle)
+                continue
+            out.append(Observation(value, {"resilience.policy": throttle.name}))
+        return out
 
     def _remaining(self, options: Any) -> Iterable[Any]:
         from opentelemetry.metrics import Observation

@@ -14,6 +14,10 @@ instrument                           kind         attributes
                                                   2 half-open
 ``resilience.records.evicted``       counter      ``resilience.policy``, ``resilience.pipeline``;
                                                   records evicted early by a full memory store
+``resilience.hedge.cancelled``       counter      ``resilience.policy``, ``resilience.pipeline``;
+                                                  hedged attempts cancelled (they lost)
+``resilience.chaos.delay``           histogram    ``resilience.policy``, ``resilience.pipeline``;
+                                                  latency injected by ``chaos.Latency``
 ``resilience.call.duration``         histogram    ``resilience.policy``, ``resilience.pipeline``,
                                                   ``resilience.operation``,
                                                   ``resilience.outcome``, ``error.type``;
@@ -25,11 +29,15 @@ instrument                           kind         attributes
 ``resilience.concurrency.in_flight`` gauge        ``resilience.policy``
 ``resilience.ratelimit.remaining``   gauge        ``resilience.policy``,
                                                   ``resilience.ratelimit.key``
+``resilience.throttle.probability``  gauge        ``resilience.policy`` (adaptive throttle)
 ===================================  ===========  =========================================
 
 Every event is also added as a span event named ``resilience.<kind>`` to the current span (the
 HTTP / gRPC / application span the call runs in), with the same attributes plus the event's
-numeric fields (``resilience.attempt``, ``resilience.delay``, ...). With ``standalone_spans=True``,
+numeric fields (``resilience.attempt``, ``resilience.delay``, ...). A chaos injection carries
+``resilience.chaos.injection`` (``fault``, ``latency``, ``outcome``, ``behavior``) on the
+counter and the span event, and a hedge won carries the winning ``resilience.attempt`` (1: the
+first attempt) on the counter too. With ``standalone_spans=True``,
 an event that happens outside any recording span gets a short span of its own instead.
 With ``attempt_spans=True``, each attempt of the protected function runs in a child span of the
 current span (``resilience.attempt``, ``http.request.resend_count`` on resends, ``error.type``).
@@ -47,8 +55,11 @@ from typing import Any
 
 from ..events import (
     CallCompleted,
+    ChaosInjected,
     CircuitStateChanged,
     Event,
+    HedgeCancelled,
+    HedgeWon,
     Origin,
     RateLimitWaited,
     RecordsEvicted,
@@ -79,6 +90,10 @@ def _attributes(event: Event) -> dict[str, Any]:
     decision = getattr(event, "decision", None)
     if isinstance(decision, str):
         attrs["resilience.decision"] = decision
+    if isinstance(event, ChaosInjected):
+        attrs["resilience.chaos.injection"] = event.injection
+    elif isinstance(event, HedgeWon):  # bounded by the hedge's attempts
+        attrs["resilience.attempt"] = event.attempt
     return attrs
 
 
@@ -98,8 +113,8 @@ class OpenTelemetry:
         attempt_spans: run each attempt of the protected function in a child span of the
             current span (off by default).
         observe: policies whose state is reported by observable gauges: bulkheads, adaptive
-            concurrency limiters, rate limiters (their global bucket; :meth:`observe` takes
-            keys).
+            concurrency limiters, adaptive throttles, rate limiters (their global bucket;
+            :meth:`observe` takes keys).
 
     Example:
         >>> import resilience as rs
@@ -145,6 +160,14 @@ class OpenTelemetry:
             unit="{record}",
             description="Records evicted before their TTL by a full in-memory store",
         )
+        self._hedges_cancelled = meter.create_counter(
+            "resilience.hedge.cancelled",
+            unit="{attempt}",
+            description="Hedged attempts cancelled because another attempt answered first",
+        )
+        self._chaos_delay = meter.create_histogram(
+            "resilience.chaos.delay", unit="s", description="Latency injected by chaos policies"
+        )
         self._states: dict[str, int] = {}
         self._lock = threading.Lock()
         meter.create_observable_gauge(
@@ -170,7 +193,10 @@ class OpenTelemetry:
 
         A :class:`resilience.Bulkhead`: ``resilience.bulkhead.in_use`` / ``.capacity`` /
         ``.queued``; a :class:`resilience.AdaptiveConcurrency`: ``resilience.concurrency.limit``
-        / ``.in_flight``; a :class:`resilience.RateLimiter`: ``resilience.ratelimit.remaining``
+        / ``.in_flight``; a :class:`resilience.AdaptiveThrottle`:
+        ``resilience.throttle.probability`` (its ``rejection_probability()``, with a store one
+        round trip per collection); a :class:`resilience.RateLimiter`:
+        ``resilience.ratelimit.remaining``
         for each of ``keys`` (``None`` is the global bucket; keys are attribute values, so list
         a bounded set). Reading a limiter's remaining permits is a zero-cost check
         (``try_acquire(key, cost=0)``): it charges nothing, but with a store it is a round trip
@@ -249,6 +275,10 @@ class OpenTelemetry:
             self._wait.record(event.wait, metric_attrs)
         elif isinstance(event, RecordsEvicted):
             self._evicted.add(event.count, metric_attrs)
+        elif isinstance(event, HedgeCancelled):
+            self._hedges_cancelled.add(event.attempts, metric_attrs)
+        elif isinstance(event, ChaosInjected) and event.delay is not None:
+            self._chaos_delay.record(event.delay, metric_attrs)
         elif isinstance(event, CircuitStateChanged):
             with self._lock:
                 self._states[event.policy] = _STATE_VALUE.get(event.to_state, -1)

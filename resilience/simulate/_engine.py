@@ -19,7 +19,14 @@ from ..errors import (
     RateLimitedError,
     ThrottledError,
 )
-from ..events import CallRejected, CircuitStateChanged, Event, FallbackUsed, RetryScheduled
+from ..events import (
+    CallRejected,
+    CircuitStateChanged,
+    Event,
+    FallbackUsed,
+    HedgeStarted,
+    RetryScheduled,
+)
 from ._loop import SimClock, run_virtual
 from ._policies import DependencyError, build_policies, field_path, validate_pipelines
 from ._scenario import Scenario
@@ -53,7 +60,8 @@ class Second:
     ``rejected`` (an open breaker refused the call) or ``shed`` (a rate limiter, bulkhead or
     adaptive limit refused it). A refused call counts as ``rejected`` / ``shed`` whether the
     caller then got the refusal or a fallback's answer; ``refused_answered`` says how many of
-    those a fallback answered. ``attempts`` and ``retries`` count dependency calls and retries.
+    those a fallback answered. ``attempts`` counts dependency calls, ``retries`` retries and
+    ``hedges`` the hedged attempts a :class:`resilience.Hedge` sent (extra concurrent calls).
 
     Example:
         >>> Second(t=0).success_rate is None
@@ -70,6 +78,7 @@ class Second:
     refused_answered: int = 0
     attempts: int = 0
     retries: int = 0
+    hedges: int = 0
     p50: float | None = None
     p99: float | None = None
     breaker: str = ""
@@ -138,6 +147,7 @@ class Run:
             "fallback_answers": self.total("fallback_answers"),
             "dependency_calls": self.total("attempts"),
             "retries": self.total("retries"),
+            "hedges": self.total("hedges"),
             "breaker_transitions": len(self.transitions),
             "p50": self.percentile(50),
             "p99": self.percentile(99),
@@ -186,6 +196,8 @@ class _Recorder:
         if isinstance(event, RetryScheduled):
             self.at().retries += 1
             _set_refusal("")
+        elif isinstance(event, HedgeStarted):
+            self.at().hedges += 1
         elif isinstance(event, CallRejected):
             _set_refusal(event.reason)
         elif isinstance(event, FallbackUsed):

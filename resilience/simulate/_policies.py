@@ -51,6 +51,7 @@ POLICIES: dict[str, str] = {
     "bulkhead": "Bulkhead",
     "adaptive_concurrency": "AdaptiveConcurrency",
     "adaptive_throttle": "AdaptiveThrottle",
+    "hedge": "Hedge",
     "chaos_fault": "chaos.Fault",
     "chaos_latency": "chaos.Latency",
     "chaos_outcome": "chaos.Outcome",
@@ -78,6 +79,9 @@ _EXPECTED = {
     "int": "an integer",
     "float": "a number",
     "Iterable[Duration]": "an array of seconds",
+    "Duration | Callable[[int], float] | HedgeDelay": (
+        "a number of seconds or a percentile table {percentile = ..., ...}"
+    ),
 }
 _BARE_KEY = re.compile(r"^[A-Za-z0-9_-]+$")
 _LEADING_NAME = re.compile(r"^(\w+)")
@@ -223,6 +227,14 @@ def _backoff(spec: object, rnd: _random.Random, path: str, what: str) -> Any:
     return _call(factory, [], body, path, label, body)
 
 
+def _percentile(spec: Mapping[str, Any], path: str, what: str) -> Any:
+    """A hedge's ``delay`` table: :meth:`resilience.Hedge.percentile` of observed latencies."""
+    body = dict(spec)
+    label = f"percentile delay of {what}"
+    _check_spec(body, _parameters(rs.Hedge.percentile), path, label)
+    return _call(rs.Hedge.percentile, [], body, path, label, body)
+
+
 def _build_one(
     raw: object, clock: SimClock, rnd: _random.Random, listener: Any, path: str
 ) -> rs.Policy:
@@ -251,6 +263,8 @@ def _build_one(
     for key in ("backoff", "open_for"):
         if key in spec:
             spec[key] = _backoff(spec[key], rnd, field_path(path, key), what)
+    if cls_name == "Hedge" and isinstance(spec.get("delay"), Mapping):
+        spec["delay"] = _percentile(spec["delay"], field_path(path, "delay"), what)
     if isinstance(spec.get("budget"), Mapping):
         budget = dict(spec["budget"])
         bpath = field_path(path, "budget")
@@ -289,6 +303,7 @@ def build_policies(
     (``"circuit_breaker"``); the other keys are the constructor's keyword arguments, except:
     ``backoff`` / ``open_for`` tables (``{kind = "exponential", initial = ...}``) become
     :mod:`resilience.backoff` schedules, ``budget`` tables a :class:`resilience.RetryBudget`,
+    a hedge's ``delay`` table (``{percentile = 95, ...}``) :meth:`resilience.Hedge.percentile`,
     and ``on`` names outcomes (``"error"``, ``"timeout"``, ``"rejected"``, ``"any"``), as does
     the ``error`` of a ``chaos_fault`` (default ``"error"``). The clock, the random generator
     and the listener are injected; ``name`` defaults to the type.
@@ -324,8 +339,8 @@ def validate_pipelines(pipelines: Mapping[str, Any]) -> None:
         ...
         resilience.errors.ConfigurationError: pipelines.bad[0].type: unknown policy type \
 'retyr', did you mean 'retry'? (expected one of: adaptive_concurrency, adaptive_throttle, \
-bulkhead, chaos_fault, chaos_latency, chaos_outcome, circuit_breaker, fallback, rate_limiter, \
-retry, timeout)
+bulkhead, chaos_fault, chaos_latency, chaos_outcome, circuit_breaker, fallback, hedge, \
+rate_limiter, retry, timeout)
     """
     for name, specs in pipelines.items():
         path = field_path("pipelines", str(name))

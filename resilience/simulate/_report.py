@@ -37,11 +37,11 @@ def format_table(run: Run, *, every: int = 1) -> str:
     Columns: requests offered, then how they ended: ``ok``, ``fallb`` (a fallback answered a
     failure), ``failed``, ``br.rej`` (refused by an open breaker, whether or not a fallback
     answered), ``shed`` (refused by a limiter or bulkhead); then dependency calls, retries,
-    latency percentiles and the (first) breaker's state.
+    hedges (extra concurrent calls of a hedge), latency percentiles and the (first) breaker's state.
     """
     head = (
         f"{'t':>4} {'offered':>8} {'ok':>6} {'fallb':>7} {'failed':>7} {'br.rej':>7} {'shed':>7} "
-        f"{'d.calls':>8} {'retries':>8} {'p50 ms':>7} {'p99 ms':>7}  breaker"
+        f"{'d.calls':>8} {'retries':>8} {'hedges':>7} {'p50 ms':>7} {'p99 ms':>7}  breaker"
     )
     lines = [head]
     secs = run.seconds
@@ -57,8 +57,8 @@ def format_table(run: Run, *, every: int = 1) -> str:
         lines.append(
             f"{chunk[0].t:>4} {tot('offered'):>8} {tot('ok'):>6} {tot('fallback'):>7} "
             f"{tot('failed'):>7} {tot('rejected'):>7} {tot('shed'):>7} {tot('attempts'):>8} "
-            f"{tot('retries'):>8} {_ms(_percentile(lat, 50)):>7} {_ms(_percentile(lat, 99)):>7}"
-            f"  {state}"
+            f"{tot('retries'):>8} {tot('hedges'):>7} {_ms(_percentile(lat, 50)):>7} "
+            f"{_ms(_percentile(lat, 99)):>7}  {state}"
         )
     return "\n".join(lines)
 
@@ -84,6 +84,7 @@ def format_summary(result: SimulationResult) -> str:
         ("fallback answers (all)", "fallback_answers", str),
         ("dependency calls", "dependency_calls", str),
         ("retries", "retries", str),
+        ("hedges (extra calls)", "hedges", str),
         ("breaker transitions", "breaker_transitions", str),
         ("p50 latency ms", "p50", _ms),
         ("p99 latency ms", "p99", _ms),

@@ -220,8 +220,8 @@ BAD_FILES = {
         GOOD + 'third = [{ type = "circuit_braker", failure_ratio = 0.5 }]',
         "pipelines.third[0].type: unknown policy type 'circuit_braker', did you mean "
         "'circuit_breaker'? (expected one of: adaptive_concurrency, adaptive_throttle, bulkhead, "
-        "chaos_fault, chaos_latency, chaos_outcome, circuit_breaker, fallback, rate_limiter, "
-        "retry, timeout)",
+        "chaos_fault, chaos_latency, chaos_outcome, circuit_breaker, fallback, hedge, "
+        "rate_limiter, retry, timeout)",
     ),
     "unknown backoff kind": (
         GOOD + 'third = [{ type = "retry", backoff = { kind = "exponental" } }]',

@@ -132,7 +132,8 @@ def test_server_latency_ends_at_the_inbound_deadline(served: Served, script: Scr
 
 def test_aio_client_outcome_answers_for_the_server(script: Script, port: int) -> None:
     """On an aio channel the attempt's result is the response message, so an Outcome's value is
-    what the caller gets (a sync channel's attempt returns a ``grpc.Call`` future instead)."""
+    what the caller gets (a sync channel's is wrapped into a finished call: see
+    test_grpc_chaos_calls)."""
     canned = rs.chaos.Outcome(rate=1, value=b"canned")
     assert Client("aio").run(port, canned, "unary_unary") == b"canned"
     assert script.calls == 0
