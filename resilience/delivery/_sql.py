@@ -179,7 +179,7 @@ class SqlOutbox:
         self._count = sa.select(sa.func.count()).select_from(self.table).where(mine)
         # a write that changes nothing: on SQLite it takes the database's write lock
         self._lock = sa.update(self.table).where(sa.false()).values(error=c.error)
-        self._inserts: dict[str, Any] = {}
+        self._inserts: dict[str, tuple[Any, bool]] = {}
 
     def __repr__(self) -> str:
         return f"SqlOutbox({self.outbox.name!r}, table={self.table.fullname!r})"
@@ -188,18 +188,22 @@ class SqlOutbox:
         """Create the outbox table (and its unique index) unless it exists."""
         self.table.create(self.engine, checkfirst=True)
 
-    def _insert(self, dialect: str) -> Any:
-        statement = self._inserts.get(dialect)
-        if statement is None:
-            if dialect in _ON_CONFLICT:
-                module = __import__(f"sqlalchemy.dialects.{dialect}", fromlist=["insert"])
+    def _insert(self, dialect: Any) -> tuple[Any, bool]:
+        """The dialect's insert, and whether it returns the new row's id (no row: a conflict)."""
+        found = self._inserts.get(dialect.name)
+        if found is None:
+            if dialect.name in _ON_CONFLICT:
+                module = __import__(f"sqlalchemy.dialects.{dialect.name}", fromlist=["insert"])
                 statement = module.insert(self.table).on_conflict_do_nothing(
                     index_elements=["outbox", "digest"]
                 )
+                returning = bool(dialect.insert_returning)
+                if returning:  # the driver's rowcount is -1 under RETURNING
+                    statement = statement.returning(self.table.c.id)
             else:
-                statement = self._sa.insert(self.table)
-            self._inserts[dialect] = statement
-        return statement
+                statement, returning = self._sa.insert(self.table), False
+            found = self._inserts[dialect.name] = (statement, returning)
+        return found
 
     def put(self, connection: Connection | Session, key: str, payload: Payload) -> None:
         """Insert the delivery of ``payload`` for ``key`` in the transaction of ``connection``
@@ -217,7 +221,7 @@ class SqlOutbox:
         if len(data) > MAX_PAYLOAD:
             raise ConfigurationError(f"payload is {len(data)} bytes, more than {MAX_PAYLOAD}")
         bind: Any = connection if hasattr(connection, "dialect") else connection.get_bind()
-        dialect = bind.dialect.name
+        statement, returning = self._insert(bind.dialect)
         row = {
             "outbox": self.outbox.name,
             "key": key,
@@ -226,10 +230,10 @@ class SqlOutbox:
             "kind": kind,
         }
         try:
-            result: Any = connection.execute(self._insert(dialect), row)
+            result: Any = connection.execute(statement, row)
         except self._sa.exc.IntegrityError as exc:  # dialects without ON CONFLICT
             raise self._duplicate(key) from exc
-        if result.rowcount == 0:
+        if (result.first() is None) if returning else (result.rowcount == 0):
             raise self._duplicate(key)
 
     def _duplicate(self, key: str) -> DuplicateDeliveryError:
