@@ -113,7 +113,6 @@ def runner(request: pytest.FixtureRequest, clock: FakeClock) -> Runner:
     return Runner(request.param, clock)
 
 
-from .pg_server import postgres_server  # noqa: E402
 from .redis_servers import (  # noqa: E402
     own_redis_server,
     redis_cluster,
@@ -126,7 +125,6 @@ __all__ = [
     "Runner",
     "Step",
     "own_redis_server",
-    "postgres_server",
     "redis_cluster",
     "redis_cluster_with_replicas",
     "redis_sentinel",

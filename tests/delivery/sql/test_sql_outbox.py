@@ -3,12 +3,7 @@ a put rides the caller's transaction, the relay moves each committed row into th
 
 from __future__ import annotations
 
-import threading
-import uuid
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import pytest
 import sqlalchemy as sa
@@ -19,94 +14,13 @@ from resilience.delivery import DuplicateDeliveryError, Outbox, SqlOutbox
 from resilience.delivery._ops import PutOp
 from resilience.delivery._outbox import MAX_PAYLOAD
 from resilience.delivery._sql import digest
-from resilience.stores.memory import MemoryStore
 from resilience.testing import FakeClock
+
+from .conftest import Db, deliver_all
 
 
 class Flaky(Exception):
     pass
-
-
-class CountingStore:
-    """A memory store that records the outbox's puts (``(key, created)``) and runs a hook
-    before each one (to fail or hold it)."""
-
-    def __init__(self, clock: FakeClock) -> None:
-        self.inner = MemoryStore(clock=clock)
-        self.puts: list[tuple[str, bool]] = []
-        self.before_put: Callable[[PutOp], None] | None = None
-        self.lock = threading.Lock()
-
-    def apply(self, op: Any) -> Any:
-        if isinstance(op, PutOp):
-            if self.before_put is not None:
-                self.before_put(op)
-            result = self.inner.apply(op)
-            with self.lock:
-                self.puts.append((op.dkey, result[0]))
-            return result
-        return self.inner.apply(op)
-
-
-@dataclass
-class Db:
-    engine: sa.Engine
-    metadata: sa.MetaData
-    orders: sa.Table
-    store: CountingStore
-    outbox: Outbox
-    sql: SqlOutbox
-    url: str
-    made: list[sa.Engine] = field(default_factory=list)
-
-    def order(self, connection: sa.Connection | Session, order_id: str) -> None:
-        connection.execute(self.orders.insert(), {"id": order_id})
-
-    def orders_in_db(self) -> list[str]:
-        with self.engine.connect() as connection:
-            return sorted(connection.execute(sa.select(self.orders.c.id)).scalars())
-
-    def another_engine(self, **kw: Any) -> sa.Engine:
-        engine = sa.create_engine(self.url, **kw)
-        self.made.append(engine)
-        return engine
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    if request.param == "sqlite":
-        return f"sqlite:///{tmp_path / 'app.db'}"
-    server = request.getfixturevalue("postgres_server")
-    return str(server.url)
-
-
-@pytest.fixture
-def db(url: str, clock: FakeClock) -> Iterator[Db]:
-    """An orders table and an outbox table (unique names: one PostgreSQL serves every test)."""
-    engine = sa.create_engine(url)
-    suffix = uuid.uuid4().hex[:10]
-    metadata = sa.MetaData()
-    orders = sa.Table(
-        f"orders_{suffix}", metadata, sa.Column("id", sa.String(50), primary_key=True)
-    )
-    store = CountingStore(clock)
-    outbox = Outbox("webhooks", store=store, clock=clock)
-    sql = outbox.sql(engine, table=f"outbox_{suffix}", metadata=metadata)
-    metadata.create_all(engine)
-    db = Db(engine, metadata, orders, store, outbox, sql, url)
-    try:
-        yield db
-    finally:
-        for other in db.made:
-            other.dispose()
-        metadata.drop_all(engine)
-        engine.dispose()
-
-
-def deliver_all(outbox: Outbox) -> list[tuple[str, Any]]:
-    got: list[tuple[str, Any]] = []
-    outbox.run_once(lambda d: got.append((d.key, d.payload)), concurrency=4)
-    return sorted(got, key=lambda kv: kv[0])
 
 
 def test_a_committed_put_is_relayed_once_and_delivered_once(db: Db) -> None:
