@@ -17,7 +17,7 @@ import pytest
 import sqlalchemy as sa
 
 import resilience as rs
-from resilience.delivery import Outbox
+from resilience.delivery import DuplicateDeliveryError, Outbox
 from resilience.delivery._ops import PutOp
 from resilience.stores.redis import RedisStore
 from resilience.testing import FakeClock
@@ -207,3 +207,42 @@ def test_importing_resilience_does_not_import_sqlalchemy() -> None:
         env={**os.environ, "PYTHONPATH": str(ROOT)},
     )
     assert out.stdout.strip() == "False"
+
+
+@pytest.mark.parametrize("url", ["postgresql"], indirect=True)  # SQLite: one writer at a time
+@pytest.mark.parametrize("first", ["commit", "rollback"])
+def test_two_transactions_putting_one_key_at_once(db: Db, first: str) -> None:
+    """The second insert waits for the first transaction; then it is a duplicate (the first
+    committed) or the row (the first rolled back)."""
+    outcome: list[BaseException | None] = []
+
+    def second() -> None:
+        try:
+            with db.engine.begin() as connection:
+                db.sql.put(connection, "double-submit", "second")
+            outcome.append(None)
+        except DuplicateDeliveryError as exc:
+            outcome.append(exc)
+
+    waiting = sa.text(
+        "SELECT count(*) FROM pg_locks WHERE NOT granted AND locktype = 'transactionid'"
+    )
+    with db.engine.connect() as connection:
+        transaction = connection.begin()
+        db.sql.put(connection, "double-submit", "first")
+        thread = threading.Thread(target=second)
+        thread.start()
+        deadline = time.monotonic() + 30
+        with db.engine.connect() as watcher:
+            while watcher.execute(waiting).scalar_one() == 0:  # the second insert waits
+                assert time.monotonic() < deadline, "the second insert did not wait"
+                time.sleep(0.01)
+        transaction.commit() if first == "commit" else transaction.rollback()
+    thread.join(30)
+    assert db.sql.relay_once() == 1
+    if first == "commit":
+        assert isinstance(outcome[0], DuplicateDeliveryError)
+        assert deliver_all(db.outbox) == [("double-submit", "first")]
+    else:
+        assert outcome == [None]
+        assert deliver_all(db.outbox) == [("double-submit", "second")]

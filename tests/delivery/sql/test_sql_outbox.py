@@ -16,6 +16,7 @@ from resilience.delivery._outbox import MAX_PAYLOAD
 from resilience.delivery._sql import digest
 from resilience.testing import FakeClock
 
+from ...pg_server import require_postgres
 from .conftest import Db, deliver_all
 
 
@@ -251,3 +252,15 @@ def test_bad_configuration_is_refused(clock: FakeClock) -> None:
         sql.run(backoff=object())  # type: ignore[arg-type]
     assert repr(sql) == "SqlOutbox('o', table='resilience_outbox')"
     engine.dispose()
+
+
+def test_without_postgresql_the_tests_skip_but_fail_under_ci(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setenv("PG_BIN", str(tmp_path))  # no initdb there
+    monkeypatch.delenv("CI", raising=False)
+    with pytest.raises(pytest.skip.Exception, match="apt-get install -y postgresql"):
+        require_postgres()
+    monkeypatch.setenv("CI", "true")
+    with pytest.raises(pytest.fail.Exception, match="CI=true"):
+        require_postgres()
