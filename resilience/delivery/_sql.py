@@ -61,11 +61,24 @@ def _sqlalchemy() -> Any:
     return sqlalchemy
 
 
+def _text(value: str, what: str) -> str:
+    """``value`` if a text column can hold it: valid Unicode (no lone surrogate), no NUL."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ConfigurationError(
+            f"{what} must be valid Unicode to be stored in the table, got {value!r:.80}"
+        ) from None
+    if "\x00" in value:
+        raise ConfigurationError(f"{what} must not contain NUL characters, got {value!r:.80}")
+    return value
+
+
 def digest(key: str) -> str:
     """The ``digest`` column of ``key``'s row (SHA-256 hex of its UTF-8): the table's unique
     ``(outbox, digest)`` makes a key one row, whatever its length (an index on the key itself
     could outgrow an index entry)."""
-    return hashlib.sha256(key.encode("utf-8", "surrogatepass")).hexdigest()
+    return hashlib.sha256(key.encode("utf-8")).hexdigest()
 
 
 def _table(sa: Any, metadata: MetaData, name: str, schema: str | None) -> Table:
@@ -129,11 +142,11 @@ class SqlOutbox:
         >>> import sqlalchemy as sa, resilience as rs
         >>> outbox = rs.delivery.Outbox("mail", clock=rs.testing.FakeClock())
         >>> engine = sa.create_engine("sqlite://")
-        >>> table = outbox.sql(engine)
-        >>> table.create_table()
+        >>> sql = outbox.sql(engine)
+        >>> sql.create_table()
         >>> with engine.begin() as connection:  # the business change's transaction
-        ...     table.put(connection, "order-7", {"to": "ada@example.com"})
-        >>> table.relay_once()
+        ...     sql.put(connection, "order-7", {"to": "ada@example.com"})
+        >>> sql.relay_once()
         1
         >>> outbox.status("order-7").state
         'pending'
@@ -151,6 +164,7 @@ class SqlOutbox:
         sa = _sqlalchemy()
         if not isinstance(outbox, Outbox):
             raise ConfigurationError(f"outbox must be an rs.delivery.Outbox, got {outbox!r}")
+        _text(outbox.name, "an SQL outbox's name")
         if len(outbox.name) > MAX_NAME:
             raise ConfigurationError(
                 f"an SQL outbox's name has at most {MAX_NAME} characters, got {len(outbox.name)}"
@@ -212,11 +226,12 @@ class SqlOutbox:
 
         ``key`` and ``payload`` are checked here as :meth:`Outbox.put` checks them
         (:class:`~resilience.ConfigurationError`, :class:`TypeError`), so that no row can be
-        refused later. A key whose row is still waiting in the table raises
-        :class:`DuplicateDeliveryError` (after the relay, the outbox's own once-per-key rule
-        applies: a row put again is relayed as a no-op).
+        refused later; a key must also fit a text column (valid Unicode, no NUL). A key whose
+        row is still waiting in the table raises :class:`DuplicateDeliveryError` (after the
+        relay, the outbox's own once-per-key rule applies: a row put again is relayed as a
+        no-op).
         """
-        key = self.outbox._check_key(key)
+        key = _text(self.outbox._check_key(key), "a key")
         data, kind = _encode(payload)
         if len(data) > MAX_PAYLOAD:
             raise ConfigurationError(f"payload is {len(data)} bytes, more than {MAX_PAYLOAD}")

@@ -134,6 +134,9 @@ def test_big_payloads_go_through_and_too_big_ones_are_refused_before_the_insert(
             db.sql.put(connection, "odd", {1, 2})  # type: ignore[arg-type]
         with pytest.raises(rs.ConfigurationError, match="key"):
             db.sql.put(connection, "k" * 1025, "x")
+        for unstorable in ("nul\x00", "lone \ud800"):  # no text column holds these
+            with pytest.raises(rs.ConfigurationError, match="a key must"):
+                db.sql.put(connection, unstorable, "x")
     assert db.sql.backlog() == 1
     assert db.sql.relay_once() == 1
     ((key, payload),) = deliver_all(db.outbox)
@@ -240,6 +243,8 @@ def test_bad_configuration_is_refused(clock: FakeClock) -> None:
         outbox.sql(engine, metadata={})  # type: ignore[arg-type]
     with pytest.raises(rs.ConfigurationError, match="200"):
         Outbox("n" * 201, clock=clock).sql(engine)
+    with pytest.raises(rs.ConfigurationError, match="NUL"):
+        Outbox("n\x00", clock=clock).sql(engine)
     metadata = sa.MetaData()
     sa.Table("taken", metadata, sa.Column("id", sa.Integer, primary_key=True))
     with pytest.raises(rs.ConfigurationError, match="not an outbox table"):
