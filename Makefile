@@ -8,6 +8,11 @@ STAMP := $(VENV)/.installed
 # Debian's packages; the test is skipped without it locally and fails without it under CI=true.
 CHROMIUM ?= /usr/bin/chromium
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+# PostgreSQL's server binaries for the SQL outbox's tests (tests/pg_server.py starts a server of
+# its own from them; the machine's own PostgreSQL, if any, is never used), from Debian's
+# packages when no /usr/lib/postgresql/*/bin/initdb exists; the tests skip without them locally
+# and fail under CI=true.
+INITDB ?= $(or $(lastword $(sort $(wildcard /usr/lib/postgresql/*/bin/initdb))),/usr/lib/postgresql/15/bin/initdb)
 
 .PHONY: demo demo-short demo-basics simulate test test-fast lint types unit bench bench-quick bench-docs bench-instr bench-http bench-grpc bench-redis bench-stall bench-idempotency bench-hedge bench-lock bench-outbox bench-throttle bench-chaos bench-all clean
 
@@ -43,6 +48,10 @@ $(CHROMIUM):
 	$(SUDO) apt-get update
 	$(SUDO) apt-get install -y chromium chromium-driver
 
+$(INITDB):
+	$(SUDO) apt-get update
+	$(SUDO) apt-get install -y postgresql
+
 lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
@@ -51,13 +60,13 @@ lint: $(STAMP)
 types: $(STAMP)
 	$(BIN)/mypy
 
-unit: $(STAMP) $(CHROMIUM)
+unit: $(STAMP) $(CHROMIUM) $(INITDB)
 	CHROMIUM=$(CHROMIUM) $(BIN)/python -m pytest
 
 test: lint types unit
 
 # Skips the tests marked slow (storefront and multi-process runs); CI runs `make test`, i.e. all.
-test-fast: $(STAMP) $(CHROMIUM)
+test-fast: $(STAMP) $(CHROMIUM) $(INITDB)
 	CHROMIUM=$(CHROMIUM) $(BIN)/python -m pytest -m "not slow"
 
 # Writes benchmarks/results/micro.json; `make bench-docs` then regenerates the benchmark tables

@@ -9,7 +9,7 @@ import random as _random
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any, Literal, TypeAlias
+from typing import TYPE_CHECKING, Any, Literal, TypeAlias
 
 from .._clock import Clock, resolve_clock
 from .._policy import Emitter, Policy
@@ -29,6 +29,11 @@ from ..events import (
 from ..idempotency._options import check_store
 from ..stores.memory import MemoryStore
 from ._ops import ClaimOp, DeadOp, PutOp, RequeueOp, SettleOp, StatusOp, Wire
+
+if TYPE_CHECKING:
+    from sqlalchemy import Engine, MetaData
+
+    from ._sql import SqlOutbox
 
 __all__ = ["DeadLetter", "Delivery", "DeliveryState", "DeliveryStatus", "Outbox"]
 
@@ -227,6 +232,21 @@ class Outbox:
 
     def __repr__(self) -> str:
         return f"Outbox({self.name!r}, max_attempts={self.max_attempts}, lease={self.lease})"
+
+    def sql(
+        self,
+        engine: Engine,
+        *,
+        table: str = "resilience_outbox",
+        metadata: MetaData | None = None,
+        schema: str | None = None,
+    ) -> SqlOutbox:
+        """This outbox's transactional outbox on a SQLAlchemy ``engine``: ``put(connection,
+        key, payload)`` in the caller's transaction, relayed here after the commit (see
+        :class:`~resilience.delivery.SqlOutbox`; needs the ``sql`` extra)."""
+        from ._sql import SqlOutbox
+
+        return SqlOutbox(self, engine, table=table, metadata=metadata, schema=schema)
 
     # -- helpers ------------------------------------------------------------------------------
     def _check_key(self, key: object) -> str:

@@ -25,7 +25,7 @@ from resilience.__main__ import DISTRIBUTION, main, version_line
 ROOT = Path(__file__).resolve().parents[2]
 PYPROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))
 VERSION: str = PYPROJECT["project"]["version"]
-USER_EXTRAS = {"redis", "grpc", "httpx", "otel", "asgi", "pybreaker", "plot", "all"}
+USER_EXTRAS = {"redis", "grpc", "httpx", "otel", "asgi", "pybreaker", "sql", "plot", "all"}
 
 
 def test_distribution_name_is_the_one_the_cli_reports() -> None:
@@ -36,7 +36,7 @@ def test_extras_are_user_facing_and_development_needs_are_groups() -> None:
     extras = PYPROJECT["project"]["optional-dependencies"]
     assert set(extras) == USER_EXTRAS
     # `all` names the distribution itself (a stale name would pull someone else's package)
-    assert extras["all"] == [f"{DISTRIBUTION}[redis,grpc,httpx,otel,asgi,pybreaker]"]
+    assert extras["all"] == [f"{DISTRIBUTION}[redis,grpc,httpx,otel,asgi,pybreaker,sql]"]
     groups = PYPROJECT["dependency-groups"]
     assert {"test", "lint", "demo", "docs", "bench", "dev"} <= set(groups)
     included = {item["include-group"] for item in groups["dev"] if isinstance(item, dict)}
