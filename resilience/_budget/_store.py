@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from typing import Any, ClassVar
 
 from ..stores._lua import script
+from ..stores.base import ttl_us
 
 __all__ = [
     "TOKENS_TTL",
@@ -178,7 +179,6 @@ class _TokensOp:
 
     __slots__ = ("failures", "key", "max", "ratio", "reset", "successes")
     LUA: ClassVar[str] = TOKENS_LUA
-    LUA_STANDALONE: ClassVar[bool] = True  # no prelude helper is used
 
     def __init__(
         self, key: str, max_milli: int, ratio_milli: int, successes: int = 0, failures: int = 0
@@ -201,7 +201,7 @@ class _TokensOp:
         return tokens, (2 * tokens > self.max, tokens), TOKENS_TTL
 
     def lua_args(self) -> tuple[int, int, int, int, int]:
-        return (self.max, self.ratio, self.successes, self.failures, round(TOKENS_TTL * 1000))
+        return (self.max, self.ratio, self.successes, self.failures, ttl_us(TOKENS_TTL))
 
     def parse(self, reply: Any) -> TokensResult:
         """``[allowed, tokens, reset]``."""
