@@ -186,7 +186,9 @@ def test_states_are_strings_with_a_ttl_and_survive_corruption(redis_server: Redi
     assert throttle.try_withdraw()
     keys = set(client.scan_iter(f"{prefix}:*")) - {key}
     (tkey,) = keys
-    assert client.get(tkey).split(b":")[0] == b"9000"  # and its expiry, on the script clock
+    value = client.get(tkey)
+    assert isinstance(value, bytes)
+    assert value.split(b":")[0] == b"9000"  # and its expiry, on the script clock
     assert TOKENS_TTL * 1000 - 5_000 < client.pttl(tkey) <= TOKENS_TTL * 1000
     client.set(tkey, b"garbage")
     assert throttle.snapshot()["tokens"] == 10.0  # treated as absent: a full bucket
@@ -206,7 +208,7 @@ def test_a_corrupted_ratio_window_starts_over(redis_server: RedisServer) -> None
     assert store.apply(_RatioOp("rb:x", cfg, calls=10)) == (False, 10, 0)
     (key,) = client.scan_iter(f"{prefix}:*")
     raw = client.get(key)
-    assert raw is not None
+    assert isinstance(raw, bytes)
     for bad in (raw[:-8], b"x" * len(raw), raw[:8] + raw[8:16][::-1] + raw[16:]):
         client.set(key, bad)
         op = _RatioOp("rb:x", cfg, calls=1)
@@ -271,7 +273,7 @@ def test_policies_on_memory_and_redis_decide_alike(redis_server: RedisServer) ->
                     on=ConnectionError, attempts=3, backoff=rs.backoff.constant(0), budget=policy
                 )
 
-                def backend() -> str:
+                def backend(i: int = i) -> str:
                     if i % 4:  # 3 calls in 4 fail
                         raise ConnectionError("down")
                     return "ok"
