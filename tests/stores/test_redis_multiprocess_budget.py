@@ -20,7 +20,6 @@ pytestmark = pytest.mark.redis
 PROCESSES = 4
 CALLS = 100  # per process
 # ratio x calls + the reserve (min_per_second x ttl): the window outlasts the test
-BUDGET = {"ratio": 0.05, "min_per_second": 1.0, "ttl": 60.0}
 FLEET_BOUND = 0.05 * PROCESSES * CALLS + 60  # 80 retries
 PROCESS_BOUND = 0.05 * CALLS + 60  # 65 retries per process without a store
 
@@ -30,7 +29,7 @@ def _worker(url: str, prefix: str, shared: bool, run_async: bool, barrier: Any, 
     each let through."""
     store = RedisStore.from_url(url, prefix=prefix, socket_timeout=2.0) if shared else None
     name = "fleet" if shared else None
-    budget = rs.RetryBudget(**BUDGET, name=name, store=store)
+    budget = rs.RetryBudget(ratio=0.05, min_per_second=1.0, ttl=60.0, name=name, store=store)
     throttle = rs.RetryThrottle(max_tokens=10, token_ratio=0.1, name=name, store=store)
     attempts = 0
 
