@@ -19,7 +19,7 @@ from resilience.stores.memory import MemoryStore
 from resilience.stores.redis import RedisStore
 from resilience.testing import FakeClock, RecordingListener
 
-from ..redis_servers import RedisServer
+from ..redis_servers import RedisServer, free_port
 from .conformance import Step, StoreFactory, normalize
 
 pytestmark = pytest.mark.redis
@@ -297,3 +297,16 @@ def test_policies_on_memory_and_redis_decide_alike(redis_server: RedisServer) ->
     assert any("(budget)" in s for s in on_memory)
     assert any("(attempts)" in s for s in on_memory)
     made[0].close()
+
+
+@pytest.mark.parametrize("mode", ["local", "open", "closed"])
+def test_an_unreachable_redis_decides_per_on_store_error(mode: Any) -> None:
+    store = RedisStore.from_url(f"redis://127.0.0.1:{free_port()}/0", socket_timeout=0.5)
+    rec = RecordingListener()
+    budget = rs.RetryBudget(
+        ratio=1, min_per_second=0, name="down", store=store, on_store_error=mode, listeners=[rec]
+    )
+    budget.deposit()  # this process's own window counts it
+    assert budget.try_withdraw() is (mode != "closed")
+    assert [e.decision for e in rec.of(StoreFailed)] == ["unrecorded", mode]
+    store.close()
