@@ -9,7 +9,8 @@ round trips per decision (requests the server read, ``total_reads_processed`` of
 
 Compared, in one run: resilience (``RateLimiter`` + ``RedisStore``, one EVALSHA per decision),
 the shared circuit breaker (``CircuitBreaker(store=RedisStore)``, successful calls in the closed
-state: one call is one decision),
+state: one call is one decision), the shared retry budget (``RetryBudget(store=RedisStore)``: a
+call's deposit and one retry decision, one round trip),
 limits (``RedisStorage``, fixed window and sliding window counter), pyrate-limiter
 (``RedisBucket``) and throttled-py (``RedisStore``, GCRA), plus the floor: a raw ``EVALSHA`` of a
 trivial script (``return 1``) from the same redis-py client (the ratios are to it), and the
@@ -56,9 +57,35 @@ def _noop() -> None:
     return None
 
 
+def _shared_budget_decider(url: str) -> Callable[[], Any]:
+    """One call and one retry decision on a RetryBudget shared through Redis (the call's
+    deposit rides on the decision: one round trip)."""
+    import resilience as rs
+
+    budget = rs.RetryBudget(
+        ratio=1000, name="bench", store=rs.RedisStore.from_url(url, socket_timeout=1.0)
+    )
+    deposit, try_withdraw = budget.deposit, budget.try_withdraw
+
+    def decide() -> bool:
+        deposit()
+        return try_withdraw()
+
+    return decide
+
+
+#: variants whose deciders live outside make_decider (a line each in VARIANTS)
+SHARED_DECIDERS: dict[str, Callable[[str], Callable[[], Any]]] = {
+    "resilience retry budget (shared)": _shared_budget_decider,
+}
+
+
 def make_decider(name: str, url: str) -> Callable[[], Any]:
     """A zero-argument callable that takes one rate-limit decision on the shared key."""
     import redis
+
+    if name in SHARED_DECIDERS:
+        return SHARED_DECIDERS[name](url)
 
     if name == "floor: raw EVALSHA":
         client = redis.Redis.from_url(url)
@@ -181,6 +208,7 @@ VARIANTS = [
     "floor: pre-packed EVALSHA, kept conn",
     "resilience",
     "resilience breaker (shared, closed)",
+    "resilience retry budget (shared)",
     "limits (redis, fixed window)",
     "limits (redis, sliding window counter)",
     "pyrate-limiter (redis bucket)",

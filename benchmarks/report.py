@@ -64,7 +64,7 @@ SOURCES = {
     "redis": Source(
         "redis.json",
         _cmd(".bench_redis", "redis.json", "--seconds 1 --rounds 4"),
-        ("redis", "redis-breaker"),
+        ("redis", "redis-breaker", "redis-shared"),
     ),
     "idempotency": Source(
         "idempotency.json", _cmd(".bench_idempotency", "idempotency.json"), ("idempotency",)
@@ -429,6 +429,39 @@ def _redis_breaker(src: Sources) -> list[str]:
     return out
 
 
+_REDIS_BUDGET = "resilience retry budget (shared)"
+_REDIS_SHARED = [
+    ("floor: a raw `EVALSHA` of `return 1` from the same redis-py client", _FLOOR),
+    (
+        "transport floor: that `EVALSHA` pre-packed on a kept connection",
+        "floor: pre-packed EVALSHA, kept conn",
+    ),
+    ("**shared budget**: a call's deposit and its retry decision", _REDIS_BUDGET),
+    ("**shared breaker**: a successful call in the closed state", _REDIS_BREAKER),
+]
+
+
+def _redis_shared(src: Sources) -> list[str]:
+    """Decisions/s of the shared retry budget and breaker beside the two floors."""
+    redis = src.need("redis")
+    m = redis.meta
+    what = f", {m.get('seconds', '?')} s runs, median of {m.get('rounds', '?')} rounds"
+    out = [
+        _run_line(redis, what),
+        "",
+        "| decision | decisions/s, 1 process | × floor | 4 processes | × floor | round trips |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
+    for label, name in _REDIS_SHARED:
+        cells = []
+        for procs in ("procs/1", "procs/4"):
+            rate = _per_s(redis.get(procs, name, "decisions_per_s"))
+            cells += [rate, f"{redis.get(procs, name, 'ratio_to_floor'):.2f}"]
+        trips = f"{redis.get('procs/1', name, 'round_trips'):.2f}"
+        out.append(f"| {label} | " + " | ".join(cells) + f" | {trips} |")
+    return out
+
+
 _STALLS = [
     (
         "**outage and restart**: `kill -9`, a new server (no persistence) after the outage",
@@ -677,6 +710,7 @@ TABLES: dict[str, Callable[[Sources], list[str]]] = {
     "grpc": _grpc,
     "redis": _redis,
     "redis-breaker": _redis_breaker,
+    "redis-shared": _redis_shared,
     "redis-stall": _redis_stall,
     "idempotency": _idempotency,
     "idempotency-evict": _idempotency_evict,

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, cast
 
 from ._budget import Budget
@@ -27,6 +27,13 @@ from .events import Listener, RetriesExhausted, RetryScheduled, StopReason, erro
 __all__ = ["Retry", "attach_retry_after", "retry_after_attribute"]
 
 _HINT = "_resilience_retry_after"  # where adapters attach the server's delay to an outcome
+
+
+def _awaitable(decide: Callable[[], bool]) -> Callable[[], Awaitable[bool]]:
+    async def adecide() -> bool:
+        return decide()
+
+    return adecide
 
 
 def _number(value: object) -> float | None:
@@ -168,6 +175,15 @@ class Retry(Policy):
             )
         self.budget = budget
         self._refund: Callable[..., None] | None = getattr(budget, "refund", None)
+        # the budget's decision: awaited by async retries when it has one (a shared budget's
+        # round trip), else its try_withdraw
+        self._withdraw: Callable[[], bool] | None = None
+        self._awithdraw: Callable[[], Awaitable[bool]] | None = None
+        if budget is not None:
+            self._withdraw = budget.try_withdraw
+            self._awithdraw = getattr(budget, "atry_withdraw", None) or _awaitable(
+                budget.try_withdraw
+            )
         self._on_result = None if on_result is None else result_predicate(on_result, "on_result")
         if retry_after is not None and not callable(retry_after):
             raise ConfigurationError(f"retry_after must be a callable or None, got {retry_after!r}")
@@ -187,16 +203,16 @@ class Retry(Policy):
         }
 
     # -- the decision, shared by both wrappers ------------------------------------------------
-    def _next_delay(
+    def _plan(
         self,
         exc: BaseException | None,
         result: object,
         attempt: int,
         start: float,
         previous: float | None,
-        em: Emitter,
-    ) -> float | None:
-        """Seconds to sleep before the next attempt, or ``None`` to stop with this outcome."""
+    ) -> tuple[StopReason | None, float, bool] | None:
+        """``(why stop or None, delay, server-directed)`` before the budget is asked, or
+        ``None`` when the outcome is not retryable."""
         if exc is not None and not self._on(exc):
             return None  # not retryable: not an exhaustion, no note
         stop: StopReason | None = None
@@ -224,8 +240,18 @@ class Retry(Policy):
                 dl = _DEADLINE.get()
                 if dl is not None and dl.remaining() <= delay:
                     stop = "deadline"
-        if stop is None and self.budget is not None and not self.budget.try_withdraw():
-            stop = "budget"
+        return stop, delay, server
+
+    def _conclude(
+        self,
+        stop: StopReason | None,
+        delay: float,
+        server: bool,
+        exc: BaseException | None,
+        attempt: int,
+        em: Emitter,
+    ) -> float | None:
+        """The delay before the next attempt (and its event), or ``None`` once stopped."""
         if stop is not None:
             if exc is not None and self.attempts > 1:
                 exc.add_note(
@@ -259,8 +285,49 @@ class Retry(Policy):
             )
         return delay
 
+    # twin: async _anext_delay=_next_delay, _awithdraw=_withdraw
+    async def _anext_delay(
+        self,
+        exc: BaseException | None,
+        result: object,
+        attempt: int,
+        start: float,
+        previous: float | None,
+        em: Emitter,
+    ) -> float | None:
+        """Seconds to sleep before the next attempt, or ``None`` to stop with this outcome."""
+        plan = self._plan(exc, result, attempt, start, previous)
+        if plan is None:
+            return None
+        stop, delay, server = plan
+        if stop is None and self._awithdraw is not None and not await self._awithdraw():
+            stop = "budget"
+        return self._conclude(stop, delay, server, exc, attempt, em)
+
+    # twin: end
+    # twin: sync (generated from the block above by scripts/twins.py; do not edit)
+    def _next_delay(
+        self,
+        exc: BaseException | None,
+        result: object,
+        attempt: int,
+        start: float,
+        previous: float | None,
+        em: Emitter,
+    ) -> float | None:
+        """Seconds to sleep before the next attempt, or ``None`` to stop with this outcome."""
+        plan = self._plan(exc, result, attempt, start, previous)
+        if plan is None:
+            return None
+        stop, delay, server = plan
+        if stop is None and self._withdraw is not None and not self._withdraw():
+            stop = "budget"
+        return self._conclude(stop, delay, server, exc, attempt, em)
+
+    # twin: end
+
     # -- the wrappers: written once, async; the sync twin is generated ---------------------
-    # twin: async
+    # twin: async _anext_delay=_next_delay
     def wrap_async(self, fn: AsyncFn, em: Emitter) -> AsyncFn:
         on_result = self._on_result
         budget = self.budget
@@ -312,7 +379,7 @@ class Retry(Policy):
         attempt = 1
         delay: float | None = None
         while True:
-            delay = self._next_delay(exc, result, attempt, start, delay, em)
+            delay = await self._anext_delay(exc, result, attempt, start, delay, em)
             if delay is None:
                 if exc is not None:
                     if refused:

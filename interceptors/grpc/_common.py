@@ -274,8 +274,18 @@ class _ThrottleGate:
     def record(self, success: bool) -> None:
         """Outcomes are recorded by :class:`GrpcRetry` with the status code in hand."""
 
+    # twin: async atry_withdraw=try_withdraw
+    async def atry_withdraw(self) -> bool:
+        """The throttle's decision (with a store: one round trip)."""
+        return await self.throttle.atry_withdraw()
+
+    # twin: end
+    # twin: sync (generated from the block above by scripts/twins.py; do not edit)
     def try_withdraw(self) -> bool:
+        """The throttle's decision (with a store: one round trip)."""
         return self.throttle.try_withdraw()
+
+    # twin: end
 
     def __repr__(self) -> str:
         return repr(self.throttle)

@@ -189,7 +189,7 @@ class Hedge(Policy):
 
         return hedge_wrapper
 
-    def _may_hedge(self, args: tuple[Any, ...]) -> bool:
+    async def _may_hedge(self, args: tuple[Any, ...]) -> bool:
         """A hedge is allowed now: the caller's state says the call may be sent twice, the
         deadline has not expired, and the budget pays for it."""
         probe = getattr(args[0], MAY_HEDGE, None) if args else None
@@ -198,7 +198,11 @@ class Hedge(Policy):
         dl = _DEADLINE.get()
         if dl is not None and dl.remaining() <= 0:
             return False
-        return self.budget is None or self.budget.try_withdraw()
+        budget = self.budget
+        if budget is None:
+            return True
+        atry = getattr(budget, "atry_withdraw", None)  # a shared budget's round trip, awaited
+        return bool(await atry()) if atry is not None else budget.try_withdraw()
 
     async def _hedged(
         self, fn: AsyncFn, args: tuple[Any, ...], kwargs: dict[str, Any], em: Emitter
@@ -299,7 +303,7 @@ class Hedge(Policy):
                         next_at = clock.monotonic() + (hint or 0.0)
                         reason = "failure"
                 if fired and hedging and started < limit:
-                    if self._may_hedge(args):
+                    if await self._may_hedge(args):
                         started += 1
                         launch(started)
                         if em:
