@@ -124,6 +124,17 @@ def test_backoffs_of_an_import_time_retry_take_no_real_time() -> None:
     assert REC.kinds() == ["retry"] * 3 + ["retries_exhausted"]
 
 
+def test_the_test_mode_clock_starts_on_a_whole_second() -> None:
+    # durations add up exactly from there: 30 s three times is 90 s, not 90.00000000000023
+    with testing_mode() as clock:
+        start = clock.monotonic()
+        for _ in range(3):
+            clock.sleep(30)
+        assert start.is_integer()
+        assert start >= time.monotonic() - 1
+        assert clock.monotonic() - start == 90
+
+
 async def test_async_backoffs_take_no_real_time() -> None:
     with testing_mode(clock=FakeClock()) as clock, pytest.raises(Boom):
         await slow_retry_async()
