@@ -44,7 +44,8 @@ def test_client_interceptors_hand_their_pipelines_events_to_their_listeners(
                 return await ch.unary_unary(UU)(b"a")
 
         reply = asyncio.run(main())
-    assert reply == b"re:a" and script.calls == 2
+    assert reply == b"re:a"
+    assert script.calls == 2
     (scheduled,) = mine.of(RetryScheduled)
     assert (scheduled.policy, scheduled.pipeline, scheduled.operation) == (
         "grpc-retry",

@@ -44,7 +44,8 @@ def test_the_transports_hand_their_policies_events_to_their_listeners(
                 return (await http.get(s.url)).status_code
 
         status = asyncio.run(main())
-    assert status == 200 and len(s.seen) == 3
+    assert status == 200
+    assert len(s.seen) == 3
     host = httpx.URL(s.url).netloc.decode()
     retries = mine.of(RetryScheduled)
     assert [(e.policy, e.operation, e.delay) for e in retries] == [
@@ -58,4 +59,5 @@ def test_the_transports_hand_their_policies_events_to_their_listeners(
     ]
     (done,) = mine.of(CallCompleted)
     assert (done.operation, done.outcome) == (f"GET {host}", "success")
-    assert retry.listeners == () and limiters[0].listeners == ()
+    assert retry.listeners == ()
+    assert limiters[0].listeners == ()
