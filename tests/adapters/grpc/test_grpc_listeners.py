@@ -20,7 +20,7 @@ from resilience.events import CallRejected, CircuitStateChanged, RetryScheduled
 from resilience.testing import FakeClock, RecordingListener
 
 from ...grpc_fixtures import UU, Code, Fail, Script, start_aio_server, start_sync_server
-from .grpc_support import Client, retry
+from .grpc_support import Client, acall, call, retry
 
 
 def test_client_interceptors_hand_their_pipelines_events_to_their_listeners(
@@ -33,7 +33,7 @@ def test_client_interceptors_hand_their_pipelines_events_to_their_listeners(
     if client.mode == "sync":
         interceptor = ResilienceClientInterceptor(pipeline=pipeline, listeners=[mine])
         with grpc.insecure_channel(target) as raw:
-            reply = grpc.intercept_channel(raw, interceptor).unary_unary(UU)(b"a")
+            reply = call(grpc.intercept_channel(raw, interceptor), "unary_unary")
     else:
 
         async def main() -> Any:
@@ -41,7 +41,7 @@ def test_client_interceptors_hand_their_pipelines_events_to_their_listeners(
             async with grpc.aio.insecure_channel(
                 target, interceptors=interceptor.channel_interceptors()
             ) as ch:
-                return await ch.unary_unary(UU)(b"a")
+                return await acall(ch, "unary_unary")
 
         reply = asyncio.run(main())
     assert reply == b"re:a"
@@ -68,7 +68,7 @@ def test_server_interceptors_hand_their_pipelines_events_to_their_listeners(
         with grpc.insecure_channel(f"127.0.0.1:{port}") as ch:
             for _ in range(2):
                 with pytest.raises(grpc.RpcError) as info:
-                    ch.unary_unary(UU)(b"a")
+                    call(ch, "unary_unary")
                 codes.append(info.value.code())
         return codes
 
