@@ -1,9 +1,12 @@
 # The two README commands:  `make demo`  and  `make test`.
-# Both create the virtual environment (.venv) from scratch when it is missing or stale.
+# Both create the virtual environment (.venv) from scratch when it is missing or stale
+# (scripts/venv.sh: uv from PyPI as the installer, pip as the fallback; USE_PIP=1 forces pip).
+# `make demo` installs what the demo runs on only; every other target installs everything.
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+DEMO_STAMP := $(VENV)/.installed-demo
 # Headless Chromium for the dashboard's browser test (tests/test_dashboard_browser.py), from
 # Debian's packages; the test is skipped without it locally and fails without it under CI=true.
 CHROMIUM ?= /usr/bin/chromium
@@ -16,28 +19,27 @@ INITDB ?= $(or $(lastword $(sort $(wildcard /usr/lib/postgresql/*/bin/initdb))),
 
 .PHONY: demo demo-short demo-basics simulate test test-fast lint types unit bench bench-quick bench-docs bench-instr bench-http bench-grpc bench-redis bench-stall bench-idempotency bench-hedge bench-lock bench-outbox bench-throttle bench-chaos bench-all clean
 
-$(STAMP): pyproject.toml
-	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "Python 3.11+ is required"'
-	$(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --upgrade 'pip>=25.1'
-	@# a venv made before the rename still holds the editable install under the old name
-	@if $(BIN)/python -m pip show --quiet resilience >/dev/null 2>&1; then \
-		$(BIN)/python -m pip uninstall --quiet --yes resilience; fi
-	@# the library editable with its extras, plus the dependency groups of pyproject.toml
-	@# (test, lint, demo, docs, bench), which pip >= 25.1 installs with --group
-	$(BIN)/python -m pip install --quiet -e '.[all,plot]' --group dev
-	@touch $(STAMP)
+# the library editable with its extras, plus the dependency groups of pyproject.toml (test,
+# lint, demo, docs, bench); a full environment serves the demo too
+$(STAMP): pyproject.toml scripts/venv.sh
+	scripts/venv.sh $(PYTHON) $(VENV) dev
+	@touch $(STAMP) $(DEMO_STAMP)
+
+# the demo's own: the gRPC and httpx extras and the demo group (uvicorn, starlette, rich)
+$(DEMO_STAMP): pyproject.toml scripts/venv.sh
+	scripts/venv.sh $(PYTHON) $(VENV) demo
+	@touch $(DEMO_STAMP)
 
 # The storefront: order service (ASGI) -> payment (gRPC) + inventory (HTTP) under injected
-# faults, run without and then with the policies; prints a side-by-side summary (< 1 minute).
-demo: $(STAMP)
+# faults, run without and then with the policies (16 s each); prints a side-by-side summary.
+demo: $(DEMO_STAMP)
 	$(BIN)/python -m examples.storefront
 
-demo-short: $(STAMP)
+demo-short: $(DEMO_STAMP)
 	$(BIN)/python -m examples.storefront --short
 
 # The basics: decorators and a pipeline against a flaky function (about a second).
-demo-basics: $(STAMP)
+demo-basics: $(DEMO_STAMP)
 	$(BIN)/python examples/demo.py
 
 # The policy simulator on a checked-in scenario (virtual time; writes simulate.png).

@@ -257,10 +257,11 @@ def calls_of(policy: Policy, fn: object, em: Emitter) -> Calls | None:
     """The per-call hook of ``policy`` composed around ``fn`` (the outermost composition,
     events going to ``em``), or ``None`` when no listener of the composition asks for call
     events or attempt spans (and ``fn`` is not a decorated function that has one)."""
-    if not _asks(policy) and not hasattr(fn, _ATTR):
+    if not _asks(policy) and not hasattr(fn, _ATTR) and not _asks(em):
         return None  # the common unobserved case, decided without allocating anything
     found: list[Listener] = []
     _gather(policy, found)
+    _gather(em, found)  # listeners given to the composition itself (an adapter's listeners=)
     listeners = tuple(x for x in found if getattr(x, "call_events", False))
     attempts = tuple(x for x in found if getattr(x, "attempt_spans", False))
     stacked: tuple[Any, ...] | None = getattr(fn, _ATTR, None)

@@ -261,7 +261,14 @@ class Policy:
         """
         return self._decorate(fn, None)
 
-    def wrap(self, fn: Callable[P, T], /, *, operation: str | None = None) -> Callable[P, T]:
+    def wrap(
+        self,
+        fn: Callable[P, T],
+        /,
+        *,
+        operation: str | None = None,
+        listeners: Sequence[Listener] = (),
+    ) -> Callable[P, T]:
         """``fn`` (a sync or a coroutine function) running under this policy, for adapters.
 
         The same as decorating ``fn`` (``policy(fn)``), with the operation named explicitly:
@@ -271,7 +278,8 @@ class Policy:
         it. Wrap once per operation and reuse the result: building it is the costly part. A
         coroutine function (``inspect.iscoroutinefunction``) is wrapped for ``await``; wrapping
         a wrapped function joins its composition, like stacked decorators. ``fn`` itself is
-        never modified.
+        never modified. ``listeners`` receive the events of every policy of this composition
+        besides the policies' own listeners (an adapter's ``listeners=``).
 
         Example:
             >>> import resilience as rs
@@ -290,6 +298,11 @@ class Policy:
             if not isinstance(cast(object, operation), str) or not operation:
                 raise ConfigurationError(f"operation must be a non-empty str, got {operation!r}")
             em = replace(self._emitter(None, fn), operation=operation, function="")
+        extra = check_listeners(listeners)
+        if extra:
+            if em is None:  # (an Emitter without listeners is falsy)
+                em = self._emitter(None, fn)
+            em = replace(em, listeners=em.listeners + extra)
         return self._decorate(fn, em)
 
     def _decorate(self, fn: Callable[P, T], em: Emitter | None) -> Callable[P, T]:

@@ -455,6 +455,33 @@ async def run_once(
     return Result(name, out, payment, merge_orders(order), lag.p99(), store, workers)
 
 
+#: One line per row of the summary (the per-worker rows appear with --workers > 1).
+ROW_NOTES = {
+    "orders": "orders the clients placed (the same arrival schedule in both runs)",
+    "success": "orders answered 201 with the stock checked live",
+    "degraded (fallback)": "orders answered 201 on the inventory fallback (stock not checked)",
+    "shed (429)": f"orders whose last answer, after {CLIENT_ATTEMPTS} attempts, was a 429",
+    "429 answers": "every 429 sent, counting those a client retried into a success",
+    "failed": f"orders with an error or no answer at all after {CLIENT_ATTEMPTS} attempts",
+    "p50 latency": "per order, from its first attempt to its last answer, whatever it was",
+    "p99 latency": "the same, 99th percentile",
+    "duplicate charges": "charges of an order already charged (a retried payment)",
+    "charged, told failed": "orders charged whose client was told shed or failed",
+    "payment backlog peak": "most calls inside the payment service at once (hung included)",
+    "order queue peak": "most requests waiting for the order service's capacity at once",
+    "client retries": "attempts after an order's first one, by the clients",
+    "service retries": "retries of payment or inventory calls by the order service",
+    "breaker transitions": "state changes of the order service's breakers (listed below)",
+    "loop lag p99 (order)": "how late the order service's event loop woke up (its CPU load)",
+    "orders run, per worker": "orders each order-service worker ran",
+    "answers lost (LB)": "answers the load balancer dropped after the service had replied",
+    "replayed (201)": "201 answers replayed from an Idempotency-Key record",
+    "  by another worker": "of which by a worker other than the one that ran the order",
+    "orders run twice": "orders whose handler completed on two workers",
+    "store errors": "shared-store failures the policies fell back from",
+}
+
+
 def summary(results: list[Result]) -> str:
     rows = [r.rows() for r in results]
     width = max(18, *(len(r.name) + 2 for r in results))
@@ -596,12 +623,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"\n=== summary ({time.monotonic() - started:.0f} s) ===")
         print(setup)
         print(summary(results))
-        print(
-            "\nsuccess: a full answer; degraded: an answer on the inventory fallback (stock not "
-            "checked live);\nshed: refused at once with 429; failed: an error or no answer after "
-            f"{CLIENT_ATTEMPTS} attempts.\nLatencies are per order, over every order (all "
-            "attempts, whatever the outcome)."
-        )
+        print("\nwhat the rows count:")
+        for label, text in ROW_NOTES.items():
+            if label in results[0].rows():
+                print(f"  {label:<22}{text}")
         print(
             "\nmerchant notifications (the merchant down for the second half: retried, "
             "dead-lettered, requeued):"

@@ -66,7 +66,16 @@ from resilience.errors import (
     ConfigurationError,
     StoreError,
 )
-from resilience.events import Listener
+from resilience.events import (
+    CallRejected,
+    Event,
+    IdempotentReplay,
+    Listener,
+    Origin,
+    StoreFailed,
+    emit,
+    error_type,
+)
 from resilience.idempotency import (
     MAX_BUFFERED_BYTES,
     MAX_RESPONSE_BYTES,
@@ -117,8 +126,12 @@ class IdempotencyMiddleware(ResponseRecorder):
         on_store_error: ``"closed"`` (503) or ``"open"`` (run unprotected).
         name: namespace of the records in the store (and the ``policy`` of its events).
         clock: time source of the default store, leases and waits.
-        listeners: event listeners (:class:`~resilience.events.StoreFailed` with
-            ``decision="unrecorded"`` for an outcome that could not be recorded).
+        listeners: event listeners, ``policy`` this middleware's ``name``, ``operation`` the
+            HTTP method: :class:`~resilience.events.IdempotentReplay` for a replayed response,
+            :class:`~resilience.events.CallRejected` (``reason="idempotency_conflict"``) for a
+            409 in progress or a 422 reused key, :class:`~resilience.events.StoreFailed` for a
+            store failure (``decision`` ``"closed"``: answered 503, ``"open"``: run
+            unprotected; ``"unrecorded"``: an outcome that could not be recorded).
         include / exclude / when: which requests are deduplicated (path prefixes, a predicate
             over the ASGI scope; as for every middleware); the others pass through untouched.
 
@@ -273,7 +286,13 @@ class IdempotencyMiddleware(ResponseRecorder):
         rkey = records.key(principal, scope["method"], path, key)
         try:
             claim = await records.aclaim(rkey, fingerprint, wait=self.wait)
-        except StoreError:
+        except StoreError as exc:
+            self._emit(
+                StoreFailed,
+                scope,
+                decision="closed",
+                error_type=error_type(exc.__cause__ or exc) or "StoreError",
+            )
             await send_refusal(
                 send,
                 _STORE_UNAVAILABLE,
@@ -285,9 +304,11 @@ class IdempotencyMiddleware(ResponseRecorder):
         if status == "claimed":
             await self._run(claim, scope, replay_receive, send)
         elif status == "replay":
+            self._emit(IdempotentReplay, scope)
             await self._replay(claim, send)
         elif status == "in_progress":
             hint = self.durations.hint(f"{scope['method']} {path}", claim.retry_after)
+            self._emit(CallRejected, scope, reason="idempotency_conflict", retry_after=hint)
             await send_refusal(
                 send,
                 _IN_PROGRESS,
@@ -295,12 +316,14 @@ class IdempotencyMiddleware(ResponseRecorder):
                 headers=retry_after_header(hint),
             )
         elif status == "reused":
+            self._emit(CallRejected, scope, reason="idempotency_conflict")
             await send_refusal(
                 send,
                 _KEY_REUSED,
                 detail="this Idempotency-Key was already used with a different request",
             )
         else:  # unprotected: the store failed and on_store_error="open"
+            self._emit(StoreFailed, scope, decision="open", error_type="StoreError")
 
             async def mark(message: Message) -> None:
                 if message["type"] == "http.response.start":
@@ -312,3 +335,13 @@ class IdempotencyMiddleware(ResponseRecorder):
                 await send(message)
 
             await self.app(scope, replay_receive, mark)
+
+    def _emit(self, cls: type[Event], scope: Scope, **fields: Any) -> None:
+        """One event of this middleware (``policy`` its ``name``, ``operation`` the method)."""
+        if self.listeners:
+            origin: Origin = {
+                "policy": self.name,
+                "pipeline": None,
+                "operation": str(scope["method"]),
+            }
+            emit(self.listeners, cls(**origin, **fields))

@@ -9,7 +9,9 @@ from collections.abc import Callable, Iterable, Sequence
 from typing import Any, Protocol, cast
 
 from resilience import refused_by_policy
+from resilience._types import check_listeners
 from resilience.errors import ConfigurationError, RateLimitedError
+from resilience.events import CallRejected, Listener, emit
 
 from ._common import (
     REFUSALS_KEY,
@@ -99,6 +101,9 @@ class RateLimitMiddleware:
         cost: permits per request, or a callable of the scope returning them.
         include / exclude / when: which requests are limited (path prefixes, predicate).
         headers: send the ``RateLimit`` / ``RateLimit-Policy`` fields on allowed responses too.
+        listeners: receive a :class:`~resilience.events.CallRejected` (``reason=
+            "rate_limited"``, ``policy`` the limiter's name, ``operation`` the HTTP method) for
+            every request answered 429 (the limiter's own events go to its own listeners).
 
     Example:
         >>> async def app(scope, receive, send): ...
@@ -120,6 +125,7 @@ class RateLimitMiddleware:
         exclude: Sequence[str] = (),
         when: Callable[[Scope], bool] | None = None,
         headers: bool = True,
+        listeners: Sequence[Listener] = (),
     ) -> None:
         atry = getattr(limiter, "atry_acquire", None)
         sync = getattr(limiter, "try_acquire", None)
@@ -161,6 +167,7 @@ class RateLimitMiddleware:
         rate = _number(getattr(limiter, "rate", None))
         per = _number(getattr(limiter, "per", None))
         self._rate_per = (rate, per) if rate and per else None
+        self.listeners = check_listeners(listeners)
 
     def _fields(self, decision: Any, denied_after: bytes | None) -> Headers:
         windows = getattr(decision, "windows", None)
@@ -236,6 +243,8 @@ class RateLimitMiddleware:
             decision = await decision
         if not decision.allowed:
             mark_refused(scope)  # a policy inside the enclosing limiters refused
+            if self.listeners:
+                self._rejected(scope, decision)
             after = format_retry_after(decision.retry_after)
             headers = self._fields(decision, after or b"0")
             if after is not None:
@@ -274,6 +283,19 @@ class RateLimitMiddleware:
             raise
         if len(refusals) > before:
             await self._give_back(decision)
+
+    def _rejected(self, scope: Scope, decision: Any) -> None:
+        retry_after = _number(decision.retry_after)
+        emit(
+            self.listeners,
+            CallRejected(
+                policy=self._name_text,
+                pipeline=None,
+                operation=str(scope.get("method", "HTTP")),
+                reason="rate_limited",
+                retry_after=retry_after,
+            ),
+        )
 
     async def _give_back(self, decision: Any) -> None:
         """Refund ``decision``: a policy further in refused the request it admitted."""

@@ -9,8 +9,9 @@ from typing import Any
 from interceptors.errors import classify, retry_delay
 from resilience import Policy, deadline_scope, refused_by_policy
 from resilience._clock import Clock, resolve_clock
-from resilience._types import Duration, header_names
+from resilience._types import Duration, check_listeners, header_names
 from resilience.errors import ConfigurationError, TimeoutExceededError
+from resilience.events import Listener
 from resilience.idempotency import CURRENT_CALLER, CallerScope
 
 from .._deadline import DEFAULT_MAX_DEADLINE, check_max_deadline, clamp_inbound
@@ -146,6 +147,10 @@ class ResilienceMiddleware:
             the pipeline is scoped to (default: the one :class:`IdempotencyMiddleware` uses);
             only called when the pipeline contains one.
         clock: time source of the inbound deadline.
+        listeners: receive the events of every policy of ``pipeline`` for the requests it
+            guards (besides the policies' own listeners), tagged with the request's
+            ``operation``, e.g. a :class:`resilience.testing.RecordingListener` or the
+            dashboard's collector.
 
     Example:
         >>> import resilience as rs
@@ -167,6 +172,7 @@ class ResilienceMiddleware:
         max_deadline: Duration | None = DEFAULT_MAX_DEADLINE,
         scope: Callable[[Scope], str | None] = default_principal,
         clock: Clock | None = None,
+        listeners: Sequence[Listener] = (),
     ) -> None:
         if not isinstance(pipeline, Policy):
             raise ConfigurationError(
@@ -199,6 +205,7 @@ class ResilienceMiddleware:
         self._operation = operation or _default_operation
         self._failure_status = failure_status or (lambda status: status >= 500)
         self._clock = resolve_clock(clock)
+        self.listeners = check_listeners(listeners)
         self._wrapped: dict[str, Callable[[Scope, Receive, _Responder], Awaitable[None]]] = {}
 
     def _guarded(self, op: str) -> Callable[[Scope, Receive, _Responder], Awaitable[None]]:
@@ -224,7 +231,7 @@ class ResilienceMiddleware:
             if responder.started and failed(responder.status):
                 raise ServerErrorResponse(responder.status)
 
-        wrapped = self.pipeline.wrap(run, operation=op)
+        wrapped = self.pipeline.wrap(run, operation=op, listeners=self.listeners)
         self._wrapped[op] = wrapped
         return wrapped
 

@@ -154,6 +154,8 @@ class AsyncResilienceClientInterceptor(ClientCore):
         clock: time source of the call deadline.
         native_errors: refusals as :class:`ResilienceRpcError` (an ``AioRpcError``; default)
             or as raised.
+        listeners: receive the events of the pipeline's policies (besides their own
+            listeners), with ``operation`` the RPC method.
 
     Example:
         >>> import grpc, resilience as rs

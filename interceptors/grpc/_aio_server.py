@@ -89,6 +89,8 @@ class AsyncResilienceServerInterceptor(_AsyncServerCore, _ServerInterceptor):
         max_deadline: the furthest inbound deadline honoured, in seconds (default 300; ``None``:
             no clamp), as for :class:`~interceptors.grpc.ResilienceServerInterceptor`.
         clock: time source for the published deadline.
+        listeners: receive the events of the pipeline's policies (besides their own
+            listeners), with ``operation`` the RPC method.
 
     Example:
         >>> import resilience as rs

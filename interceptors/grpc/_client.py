@@ -268,6 +268,8 @@ class ResilienceClientInterceptor(
         replay_limit: request messages remembered for retrying streaming-request calls.
         clock: time source of the call deadline (the pipeline's policies have their own).
         native_errors: refusals as :class:`ResilienceRpcError` (default) or as raised.
+        listeners: receive the events of the pipeline's policies (besides their own
+            listeners), with ``operation`` the RPC method.
 
     Example:
         >>> import grpc, resilience as rs

@@ -11,7 +11,7 @@ import grpc
 import resilience as rs
 from resilience import Clock, attach_retry_after
 from resilience._clock import RandomLike, resolve_clock
-from resilience._types import Duration, positive_int
+from resilience._types import Duration, check_listeners, positive_int
 from resilience.backoff import Backoff, exponential
 from resilience.errors import ConfigurationError
 from resilience.events import Listener
@@ -164,8 +164,10 @@ class ClientCore:
         replay_limit: int = 128,
         clock: Clock | None = None,
         native_errors: bool = True,
+        listeners: Sequence[Listener] = (),
     ) -> None:
         self.pipeline = check_pipeline(pipeline)
+        self.listeners = check_listeners(listeners)
         self.replay_limit = positive_int(replay_limit, "replay_limit", minimum=0)
         self._clock = resolve_clock(clock)
         self._cache: dict[tuple[Any, bool], Callable[[Any], Any]] = {}
@@ -184,7 +186,7 @@ class ClientCore:
         if fn is None:
             fn = self._attempt_fns[1 if streaming else 0]
             if self.pipeline is not None:
-                fn = self.pipeline.wrap(fn, operation=method_name(method))
+                fn = self.pipeline.wrap(fn, operation=method_name(method), listeners=self.listeners)
             self._cache[key] = fn
         return fn
 

@@ -117,6 +117,8 @@ class ResilienceServerInterceptor(_ServerCore, _ServerInterceptor):
             client asking for more gets this. ``None``: no clamp (outbound adapters still cap
             what they hand to a transport).
         clock: time source for the published deadline.
+        listeners: receive the events of the pipeline's policies (besides their own
+            listeners), with ``operation`` the RPC method.
 
     Example:
         >>> from concurrent import futures

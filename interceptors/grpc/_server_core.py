@@ -10,15 +10,16 @@ response is serialized (:func:`~._server_handlers.sync_serializer` /
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import grpc
 
 import resilience as rs
 from resilience._clock import Clock, resolve_clock
-from resilience._types import Duration
+from resilience._types import Duration, check_listeners
 from resilience.errors import IdempotencyInProgressError
+from resilience.events import Listener
 from resilience.idempotency import CURRENT_CALLER, IdempotencyRecords
 
 from .._deadline import DEFAULT_MAX_DEADLINE, check_max_deadline
@@ -59,8 +60,10 @@ class _AsyncServerCore:
         principal: Callable[[Any], str | None] | None = None,
         max_deadline: Duration | None = DEFAULT_MAX_DEADLINE,
         clock: Clock | None = None,
+        listeners: Sequence[Listener] = (),
     ) -> None:
         self.pipeline = check_pipeline(pipeline)
+        self.listeners = check_listeners(listeners)
         self.max_deadline = check_max_deadline(max_deadline)
         self._idem = IdempotencyConfig(
             idempotency, idempotency_required, idempotency_wait, principal, scope
@@ -121,7 +124,7 @@ class _AsyncServerCore:
         policy = self._policy
         if policy is None:
             return body
-        return policy.wrap(body, operation=method)
+        return policy.wrap(body, operation=method, listeners=self.listeners)
 
     @staticmethod
     def _unary_body(user: Callable[..., Any]) -> Callable[..., Any]:
@@ -276,8 +279,10 @@ class _ServerCore:
         principal: Callable[[Any], str | None] | None = None,
         max_deadline: Duration | None = DEFAULT_MAX_DEADLINE,
         clock: Clock | None = None,
+        listeners: Sequence[Listener] = (),
     ) -> None:
         self.pipeline = check_pipeline(pipeline)
+        self.listeners = check_listeners(listeners)
         self.max_deadline = check_max_deadline(max_deadline)
         self._idem = IdempotencyConfig(
             idempotency, idempotency_required, idempotency_wait, principal, scope
@@ -338,7 +343,7 @@ class _ServerCore:
         policy = self._policy
         if policy is None:
             return body
-        return policy.wrap(body, operation=method)
+        return policy.wrap(body, operation=method, listeners=self.listeners)
 
     @staticmethod
     def _unary_body(user: Callable[..., Any]) -> Callable[..., Any]:

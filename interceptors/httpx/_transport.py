@@ -9,15 +9,16 @@ from __future__ import annotations
 import sys
 import threading
 import uuid
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Sequence
 from typing import Any, TypeAlias
 
 import httpx
 
 from resilience import Policy, attach_retry_after, cap_to_deadline
 from resilience._clock import Clock, resolve_clock
-from resilience._types import method_names
+from resilience._types import check_listeners, method_names
 from resilience.errors import ConfigurationError, TimeoutExceededError
+from resilience.events import Listener
 
 from ._hints import IDEMPOTENT_METHODS, KEYED_METHODS, SENDING, may_resend, server_delay
 
@@ -132,6 +133,7 @@ class _Core:
         idempotency_key: bool,
         methods: Collection[str],
         clock: Clock | None,
+        listeners: Sequence[Listener],
     ) -> None:
         if pipeline is not None and not isinstance(pipeline, Policy):
             raise ConfigurationError(
@@ -148,6 +150,7 @@ class _Core:
         self._auto_key = bool(idempotency_key)
         self._methods = method_names(methods, "methods")
         self._clock = resolve_clock(clock)
+        self.listeners = check_listeners(listeners)
         self._hosts: dict[str, Policy] = {}
         self._ops: dict[tuple[str, str], Any] = {}
         self._lock = threading.Lock()
@@ -178,9 +181,9 @@ class _Core:
             wrapped = make()  # one attempt function (one composition) per operation
             hp = self.host_policy(host)
             if hp is not None:
-                wrapped = hp.wrap(wrapped, operation=op)
+                wrapped = hp.wrap(wrapped, operation=op, listeners=self.listeners)
             if self.pipeline is not None:
-                wrapped = self.pipeline.wrap(wrapped, operation=op)
+                wrapped = self.pipeline.wrap(wrapped, operation=op, listeners=self.listeners)
             if len(self._ops) < _MAX_OPERATIONS:
                 self._ops[key] = wrapped
         return wrapped
@@ -250,8 +253,9 @@ class _AsyncSend(_Core):
         idempotency_key: bool = False,
         methods: Collection[str] = IDEMPOTENT_METHODS,
         clock: Clock | None = None,
+        listeners: Sequence[Listener] = (),
     ) -> None:
-        super().__init__(pipeline, per_host, idempotency_key, methods, clock)
+        super().__init__(pipeline, per_host, idempotency_key, methods, clock, listeners)
         self.transport = _inner(transport, _AsyncInner)
 
     def _make(self) -> Callable[[_Attempts], Any]:
@@ -321,8 +325,9 @@ class _SyncSend(_Core):
         idempotency_key: bool = False,
         methods: Collection[str] = IDEMPOTENT_METHODS,
         clock: Clock | None = None,
+        listeners: Sequence[Listener] = (),
     ) -> None:
-        super().__init__(pipeline, per_host, idempotency_key, methods, clock)
+        super().__init__(pipeline, per_host, idempotency_key, methods, clock, listeners)
         self.transport = _inner(transport, _SyncInner)
 
     def _make(self) -> Callable[[_Attempts], Any]:
@@ -392,6 +397,8 @@ class ResilientTransport(_SyncSend, httpx.BaseTransport):
             ``POST`` / ``PATCH`` requests that have none, making them safe to re-send.
         methods: methods re-sent without a key.
         clock: wall-clock source for ``Retry-After`` HTTP-dates.
+        listeners: receive the events of the policies of ``pipeline`` and of the ``per_host``
+            policies (besides their own listeners), with ``operation`` ``"METHOD host"``.
 
     Example:
         >>> import httpx, resilience as rs

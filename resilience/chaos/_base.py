@@ -9,7 +9,7 @@ from typing import Any, ClassVar, TypeAlias, cast
 
 from .._clock import Clock, RandomLike, resolve_clock, resolve_random
 from .._policy import Emitter, Policy
-from .._types import P, T
+from .._types import P, T, check_listeners
 from ..errors import ConfigurationError
 from ..events import ChaosInjected, ChaosKind, Listener
 
@@ -111,7 +111,14 @@ class ChaosPolicy(Policy):
             return fn
         return super().__call__(fn)
 
-    def wrap(self, fn: Callable[P, T], /, *, operation: str | None = None) -> Callable[P, T]:
+    def wrap(
+        self,
+        fn: Callable[P, T],
+        /,
+        *,
+        operation: str | None = None,
+        listeners: Sequence[Listener] = (),
+    ) -> Callable[P, T]:
         """``fn`` running under this policy, for adapters (see :meth:`resilience.Policy.wrap`);
         ``fn`` itself when the policy is disabled (``enabled=False``)."""
         if self.enabled is False and self._plain(fn):
@@ -119,8 +126,9 @@ class ChaosPolicy(Policy):
                 not isinstance(cast(object, operation), str) or not operation
             ):
                 raise ConfigurationError(f"operation must be a non-empty str, got {operation!r}")
+            check_listeners(listeners)
             return fn
-        return super().wrap(fn, operation=operation)
+        return super().wrap(fn, operation=operation, listeners=listeners)
 
     @staticmethod
     def _plain(fn: object) -> bool:

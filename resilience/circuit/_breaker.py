@@ -379,7 +379,7 @@ class CircuitBreaker(Policy):
     @property
     def metrics(self) -> CircuitMetrics:
         """A :class:`CircuitMetrics` snapshot of the window and counters."""
-        return metrics_of(self._control(core.M_TICK))
+        return metrics_of(self._control(core.M_TICK), self.consecutive_failures is not None)
 
     def open(self) -> None:
         """Force the breaker open: no timer, no probes, until :meth:`close` or :meth:`reset`.

@@ -403,13 +403,26 @@ def manual(st: list[int], cfg: Config, now: int, action: int) -> Transition | No
 
 
 def snapshot(st: list[int], cfg: Config, now: int) -> tuple[int, ...]:
-    """``(state code, calls, failures, slow, rejected, stale, opens, until)`` at ``now``.
+    """``(state code, calls, failures, slow, rejected, stale, opens, until, streak)`` at ``now``.
 
+    ``streak`` is the failures in a row since the last success (CLOSED; 0 in the other states).
     Rolls the window so that expired buckets are excluded (an equivalent state).
     """
     code = st[TOKEN] & STATE_BITS
+    streak = 0
     if code == CLOSED:
         e = now // cfg.bucket_us
         if e > st[LAST]:
             _roll(st, cfg, e)
-    return (code, st[CALLS], st[FAILS], st[SLOW], st[REJECTED], st[STALE], st[OPENS], st[UNTIL])
+        streak = st[STREAK]
+    return (
+        code,
+        st[CALLS],
+        st[FAILS],
+        st[SLOW],
+        st[REJECTED],
+        st[STALE],
+        st[OPENS],
+        st[UNTIL],
+        streak,
+    )

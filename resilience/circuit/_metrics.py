@@ -45,6 +45,10 @@ class CircuitMetrics:
         retry_after: seconds until an OPEN breaker admits probes (``None`` otherwise or when
             forced open by ``open()``).
         forced: ``True`` when the breaker is forced open by ``open()`` (no timer).
+        consecutive_failures: with ``consecutive_failures=`` configured, the failures in a row
+            recorded since the last success (it opens the breaker when it reaches the
+            threshold; 0 while OPEN or HALF_OPEN: the streak starts again on closing);
+            ``None`` when the breaker does not count streaks.
 
     Example:
         >>> import resilience as rs
@@ -67,11 +71,13 @@ class CircuitMetrics:
     consecutive_opens: int
     retry_after: float | None
     forced: bool = False
+    consecutive_failures: int | None = None
 
 
-def metrics_of(snap: tuple[int, ...]) -> CircuitMetrics:
-    """A :class:`CircuitMetrics` from :func:`._core.snapshot` followed by the time (µs)."""
-    code, calls, fails, slow, rejected, stale, opens, until, now = snap
+def metrics_of(snap: tuple[int, ...], streaks: bool = False) -> CircuitMetrics:
+    """A :class:`CircuitMetrics` from :func:`._core.snapshot` followed by the time (µs)
+    (``streaks``: the breaker counts consecutive failures)."""
+    code, calls, fails, slow, rejected, stale, opens, until, streak, now = snap
     return CircuitMetrics(
         state=STATES[code],
         calls=calls,
@@ -84,4 +90,5 @@ def metrics_of(snap: tuple[int, ...]) -> CircuitMetrics:
         consecutive_opens=opens,
         retry_after=(until - now) / US if code == core.OPEN and until >= 0 else None,
         forced=code == core.OPEN and until < 0,
+        consecutive_failures=streak if streaks else None,
     )

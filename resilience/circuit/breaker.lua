@@ -258,5 +258,7 @@ if code == CLOSED then
   if e > st[LAST] then roll(e) end
 end
 save()
+local streak = 0
+if code == CLOSED then streak = st[STREAK] end
 return {tf, tt, tr, code, st[CALLS], st[FAILS], st[SLOW], st[REJ], st[STALE], st[OPENS],
-        st[UNTIL], now, reset}
+        st[UNTIL], streak, now, reset}

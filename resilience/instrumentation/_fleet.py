@@ -171,6 +171,9 @@ def merge(snapshots: Sequence[dict[str, Any]]) -> dict[str, Any]:
                     "latency_p99": None,
                 }
             m["instances"].append({"instance": instance, "state": p.get("state")})
+            streak = p.get("consecutive_failures")
+            if streak is not None and streak > (m.get("consecutive_failures") or 0):
+                m["consecutive_failures"] = streak  # the longest streak of the instances
             for k, v in p["totals"].items():
                 m["totals"][k] = m["totals"].get(k, 0) + v
             for k, series in p["rates"].items():

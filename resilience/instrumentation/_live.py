@@ -102,7 +102,17 @@ def _percentile(hist: Sequence[int], total: int, q: float) -> float:
 class _Policy:
     """The state kept for one policy name (under the collector's lock)."""
 
-    __slots__ = ("counts", "hists", "kind", "name", "pipelines", "state", "totals", "transitions")
+    __slots__ = (
+        "breaker",
+        "counts",
+        "hists",
+        "kind",
+        "name",
+        "pipelines",
+        "state",
+        "totals",
+        "transitions",
+    )
 
     def __init__(self, name: str, kind: str) -> None:
         self.name = name
@@ -113,6 +123,7 @@ class _Policy:
         self.totals = [0] * len(METRICS)
         self.hists: list[list[int]] | None = None  # ring of latency histograms (meters only)
         self.pipelines: list[str] = []
+        self.breaker: Any = None  # a watched breaker counting streaks (consecutive_failures)
 
     def clear(self, second: int) -> None:
         slot = second % WINDOW
@@ -202,7 +213,9 @@ class Live:
     def watch(self, *policies: Any) -> None:
         """Show these policies (objects with ``name`` and ``kind``) before their first event;
         a pipeline stands for the policies inside it. A circuit breaker's current state is
-        read once (a breaker with a store asks the store).
+        read once (a breaker with a store asks the store). A breaker with
+        ``consecutive_failures=`` is kept: each snapshot reads its current streak (its
+        ``metrics.consecutive_failures``).
 
         Example:
             >>> import resilience as rs
@@ -227,6 +240,8 @@ class Live:
                 p = self._get(str(policy.name), str(getattr(policy, "kind", "policy")))
                 if p is not None and state is not None and p.state is None:
                     p.state = state
+                if p is not None and getattr(policy, "consecutive_failures", None) is not None:
+                    p.breaker = policy
 
     def __call__(self, event: Event, /) -> None:
         """Record one event (the listener protocol)."""
@@ -320,10 +335,21 @@ class Live:
         the current, still running second.
         """
         with self._lock:
+            watched = [(p.name, p.breaker) for p in self._policies.values() if p.breaker]
+        streaks: dict[str, int] = {}
+        for name, breaker in watched:  # not locked: a breaker with a store asks the store
+            try:
+                streaks[name] = breaker.metrics.consecutive_failures
+            except Exception:  # its store is down: shown without the streak
+                continue
+        with self._lock:
             now = self._advance()
             mono, wall = self._clock.monotonic(), self._wall()
             order = [(now - WINDOW + 1 + k) % WINDOW for k in range(WINDOW)]
-            policies = [self._describe(p, order, mono, wall) for p in self._policies.values()]
+            policies = [
+                self._describe(p, order, mono, wall, streaks.get(p.name))
+                for p in self._policies.values()
+            ]
             dropped = len(self._dropped)
         return {
             "version": 1,
@@ -334,7 +360,9 @@ class Live:
             "dropped": dropped,
         }
 
-    def _describe(self, p: _Policy, order: list[int], mono: float, wall: float) -> dict[str, Any]:
+    def _describe(
+        self, p: _Policy, order: list[int], mono: float, wall: float, streak: int | None
+    ) -> dict[str, Any]:
         latency: dict[str, Any] | None = None
         p99: list[float | None] | None = None
         if p.hists is not None:
@@ -349,6 +377,7 @@ class Live:
             "name": p.name,
             "kind": p.kind,
             "state": p.state,
+            "consecutive_failures": streak,
             "pipelines": list(p.pipelines),
             "transitions": [
                 {"at": round(wall - (mono - t), 3), "from": f, "to": to, "reason": r}

@@ -26,6 +26,7 @@ from ._buckets import Buckets, Result
 from ._decision import Decision, Permit
 from ._limits import Limit, Limits, Tier, TierFn, tier_of
 from ._options import options
+from ._peek import apeek, peek
 from ._tiered import Windows
 from ._wrappers import wrap_async, wrap_sync
 
@@ -411,6 +412,50 @@ class RateLimiter(Buckets):
 
     # twin: end
 
+    # twin: async aremaining=remaining, apeek=peek
+    async def aremaining(self, key: str | None = None) -> int:
+        """The whole permits ``key``'s bucket would admit now, read without charging.
+
+        Side-effect free: nothing is taken, no bucket is created (in process or in the
+        store), no event is emitted, so later decisions are exactly those without the call. A
+        multi-window limiter answers for its tightest window. With a store it is one round
+        trip (awaited by the async variant); when the store fails, the answer is what a check
+        would get per ``on_store_error``: the full quota (``"open"``), 0 (``"closed"``), or
+        this process's local share (``"local"``).
+
+        Example (the async variant is awaited the same way):
+            >>> import resilience as rs
+            >>> limiter = rs.RateLimiter("api", rate=5, per=60, clock=rs.testing.FakeClock())
+            >>> limiter.remaining(key="ann"), limiter.try_acquire(key="ann", cost=2).remaining
+            (5, 3)
+            >>> limiter.remaining(key="ann"), limiter.remaining(key="ann")
+            (3, 3)
+        """
+        return await apeek(self, key)
+
+    # twin: end
+    # twin: sync (generated from the block above by scripts/twins.py; do not edit)
+    def remaining(self, key: str | None = None) -> int:
+        """The whole permits ``key``'s bucket would admit now, read without charging.
+
+        Side-effect free: nothing is taken, no bucket is created (in process or in the
+        store), no event is emitted, so later decisions are exactly those without the call. A
+        multi-window limiter answers for its tightest window. With a store it is one round
+        trip (awaited by the async variant); when the store fails, the answer is what a check
+        would get per ``on_store_error``: the full quota (``"open"``), 0 (``"closed"``), or
+        this process's local share (``"local"``).
+
+        Example (the async variant is awaited the same way):
+            >>> import resilience as rs
+            >>> limiter = rs.RateLimiter("api", rate=5, per=60, clock=rs.testing.FakeClock())
+            >>> limiter.remaining(key="ann"), limiter.try_acquire(key="ann", cost=2).remaining
+            (5, 3)
+            >>> limiter.remaining(key="ann"), limiter.remaining(key="ann")
+            (3, 3)
+        """
+        return peek(self, key)
+
+    # twin: end
     # twin: async aacquire=acquire, _acquire_async=_acquire_sync
     async def aacquire(self, key: str | None = None, cost: float = 1) -> Decision:
         """Take ``cost`` permits, sleeping up to ``max_wait`` for them (the async variant

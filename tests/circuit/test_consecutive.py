@@ -225,3 +225,66 @@ def test_the_same_state_as_pybreaker_after_every_call(
                 ours.call(work, step)
         assert len(ran) % 2 == 0, steps  # both ran the call, or both refused it
         assert ours.state.value == _PY_STATES[legacy.current_state], steps
+
+
+# -- the streak in the metrics and the dashboard's data -----------------------------------------
+def streaks_of(runner: Runner, b: rs.CircuitBreaker) -> list[int | None]:
+    seen = []
+    for outcome in (Boom, Boom, "ok", Boom, Boom, Boom):
+        feed(runner, b, [outcome])
+        seen.append(b.metrics.consecutive_failures)
+    return seen
+
+
+def test_the_metrics_show_the_streak(runner: Runner, clock: FakeClock) -> None:
+    b = rs.CircuitBreaker("cb", consecutive_failures=3, open_for=10, clock=clock)
+    assert b.metrics.consecutive_failures == 0
+    # a success ends it; the third in a row opens, and an open breaker has no streak
+    assert streaks_of(runner, b) == [1, 2, 0, 1, 2, 0]
+    assert state(b) is rs.CircuitState.OPEN
+    clock.advance(10)
+    feed(runner, b, ["ok", Boom])  # the probe closes it: a new streak
+    assert b.metrics.consecutive_failures == 1
+    b.reset()
+    assert b.metrics.consecutive_failures == 0
+    windowed = rs.CircuitBreaker("w", failure_count=3, clock=clock)
+    feed(runner, windowed, [Boom])
+    assert windowed.metrics.consecutive_failures is None  # it does not count streaks
+
+
+def test_a_stored_breaker_shows_the_streak(runner: Runner, redis_server: RedisServer) -> None:
+    prefix = f"cbmetrics{uuid.uuid4().hex[:8]}"
+    store = rs.RedisStore.from_url(redis_server.url, prefix=prefix)
+    try:
+        b = rs.CircuitBreaker("s", consecutive_failures=3, open_for=60, store=store)
+        other = rs.CircuitBreaker("s", consecutive_failures=3, open_for=60, store=store)
+        assert streaks_of(runner, b) == [1, 2, 0, 1, 2, 0]
+        assert other.metrics.consecutive_failures == 0  # the store's state: open, no streak
+        assert other.metrics.state is rs.CircuitState.OPEN
+    finally:
+        store.close()
+
+
+def test_the_dashboard_data_shows_the_streak(runner: Runner, clock: FakeClock) -> None:
+    from resilience.instrumentation import Live
+    from resilience.instrumentation._fleet import merge
+
+    live = Live(clock=clock, instance="a")
+    b = rs.CircuitBreaker("ledger", consecutive_failures=3, clock=clock, listeners=[live])
+    plain = rs.CircuitBreaker("plain", failure_count=3, clock=clock, listeners=[live])
+    live.watch(b, plain)
+
+    def shown() -> dict[str, Any]:
+        return {p["name"]: p["consecutive_failures"] for p in live.snapshot()["policies"]}
+
+    assert shown() == {"ledger": 0, "plain": None}
+    feed(runner, b, [Boom, Boom])
+    assert shown()["ledger"] == 2
+    other = {**live.snapshot(), "instances": ["b"]}
+    other["policies"] = [{**p, "consecutive_failures": 1} for p in other["policies"]]
+    merged = {
+        p["name"]: p["consecutive_failures"] for p in merge([other, live.snapshot()])["policies"]
+    }
+    assert merged == {"ledger": 2, "plain": 1}  # the longest streak of the instances
+    feed(runner, b, ["ok"])
+    assert shown()["ledger"] == 0

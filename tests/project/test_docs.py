@@ -121,17 +121,6 @@ def _as_module(page: Path) -> str:
     return "\n".join(lines) + "\n"
 
 
-# Pages whose snippets do not type-check yet, each edited elsewhere: the mark is strict, so the
-# test fails as soon as a page passes, and its entry must then go.
-NOT_YET_TYPED = {
-    "README.md": "README snippets: edited with the install docs",
-    "docs/adapters/asgi.md": "adapter pages: edited with the adapters",
-    "docs/adapters/grpc.md": "adapter pages: edited with the adapters",
-    "docs/adapters/httpx.md": "adapter pages: edited with the adapters",
-    "docs/simulator.md": "simulator page: edited with the simulator",
-}
-
-
 @functools.cache
 def _mypy_report() -> dict[str, list[str]]:
     """One mypy run over every page's snippets: the error lines, by page."""
@@ -181,16 +170,7 @@ def _mypy_report() -> dict[str, list[str]]:
 TYPED = [*PAGES, DOCS / "_griffe_roles.py"]
 
 
-@pytest.mark.parametrize(
-    "page",
-    [
-        pytest.param(p, marks=pytest.mark.xfail(reason=NOT_YET_TYPED[_id(p)], strict=True))
-        if _id(p) in NOT_YET_TYPED
-        else p
-        for p in TYPED
-    ],
-    ids=[_id(p) for p in TYPED],
-)
+@pytest.mark.parametrize("page", TYPED, ids=[_id(p) for p in TYPED])
 def test_snippets_type_check(page: Path) -> None:
     pytest.importorskip("mypy")
     errors = _mypy_report().get(_id(page), [])

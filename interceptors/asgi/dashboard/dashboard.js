@@ -99,6 +99,9 @@
     }
     var sub = String(p.kind || "policy");
     if (Array.isArray(p.pipelines) && p.pipelines.length) sub += " · in " + p.pipelines.join(", ");
+    if (typeof p.consecutive_failures === "number") {  // a breaker counting streaks
+      sub += " · " + p.consecutive_failures + " failed in a row";
+    }
     if (Array.isArray(p.instances) && p.instances.length > 1) {
       sub += " · " + p.instances.length + " instances";
       var states = p.instances.filter(function (i) { return i.state; });

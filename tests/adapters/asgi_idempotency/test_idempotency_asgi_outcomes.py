@@ -52,9 +52,14 @@ async def test_an_unrecorded_outcome_is_told_by_a_header(app: App) -> None:
     assert first.headers["location"] == "/orders/1"
     assert 0 < clock.monotonic() <= 60  # the completion was retried while the lease was held
     assert again.status_code == 409  # the record stays in progress until its lease expires
-    assert [(e.kind, e.decision, e.error_type, e.policy) for e in events] == [
-        ("store_error", "unrecorded", "ConnectionError", "http")
-    ]
+    failed, conflict = events
+    assert (failed.kind, failed.decision, failed.error_type, failed.policy) == (
+        "store_error",
+        "unrecorded",
+        "ConnectionError",
+        "http",
+    )
+    assert (conflict.kind, conflict.reason) == ("rejected", "idempotency_conflict")  # the 409
 
 
 async def test_a_response_waits_for_its_record(app: App) -> None:
