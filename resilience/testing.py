@@ -334,14 +334,12 @@ def _new_timeline() -> FakeClock:
 
     It starts at the real readings, or where an earlier test mode left virtual time if that is
     later: what policies built at import time recorded on the process clock (a rate limiter's
-    bucket, a breaker's window) is never in its future. It starts on the next whole second, so
-    whole (and binary-fraction) durations add up exactly: three 30 s sleeps are 90 s, not
-    90.00000000000023.
+    bucket, a breaker's window) is never in its future; on a whole second, so whole durations
+    add up exactly (three 30 s sleeps are 90 s, not 90.00000000000023).
     """
     real = _time.monotonic()
     current = _mode.clock
-    start = max(real, _high_water, -math.inf if current is None else current.monotonic())
-    start = float(math.ceil(start))
+    start = math.ceil(max(real, _high_water, -math.inf if current is None else current.monotonic()))
     return FakeClock(start=start, epoch=_time.time() + (start - real))
 
 
