@@ -1,9 +1,10 @@
 """The limiter's decision machinery, shared by every entry point of :class:`RateLimiter`.
 
 :class:`Buckets` holds the in-process buckets (one global bucket plus at most ``max_keys``
-keyed ones), asks the store instead when there is one (and falls back per ``on_store_error``
-when it fails), takes with a wait (pacing) or raises, builds :class:`Decision` / :class:`Permit`
-and gives reservations back. Every number comes from the pure core (:mod:`._core`).
+keyed ones, in a :class:`~._table.KeyTable`), asks the store instead when there is one (and
+falls back per ``on_store_error`` when it fails), takes with a wait (pacing) or raises,
+builds :class:`Decision` / :class:`Permit` and gives reservations back. Every number comes
+from the pure core (:mod:`._core`).
 
 Example:
     >>> import resilience as rs
@@ -26,7 +27,7 @@ from .._policy import Emitter, Policy
 from ..errors import ConfigurationError, RateLimitedError, StoreError
 from ..events import CallRejected, RateLimitWaited, StoreFailed, error_type
 from ..stores.base import Store, StoreFullError, apply_soon
-from ._core import EPS, fresh_at, new_state, refund, status, transition
+from ._core import fresh_at, new_state, refund, status, transition
 from ._decision import (
     Decision,
     LocalResult,
@@ -38,6 +39,7 @@ from ._decision import (
 )
 from ._options import LimitParams
 from ._store import _RefundOp, _TakeOp
+from ._table import FullPolicy, KeyTable
 
 __all__ = ["Buckets", "Result"]
 
@@ -60,6 +62,7 @@ class Buckets(Policy):
     store: Store | None
     _key: Callable[..., str | None] | None
     max_keys: int
+    _full: FullPolicy
     on_store_error: Literal["open", "closed", "local"]
     params: LimitParams
     _local_params: LimitParams
@@ -69,8 +72,10 @@ class Buckets(Policy):
         """The in-process state: the global bucket, the keyed ones, the lock."""
         now = self._clock.monotonic()
         self._tat, self._stored = new_state(now, self.params)
-        self._buckets: dict[str, list[float]] = {}
-        self._next_sweep = -_INF
+        p = self.params
+        self._table = KeyTable(self.max_keys, self._full, lambda e: fresh_at(e[0], e[1], p))
+        self._buckets = self._table.hot  # looked up inline: the hot path of a keyed check
+        self._plain = self._table.fams is None
         self._lock = threading.Lock()
         self._em = Emitter(self.listeners, None, "")
         # the sync round trip (see _aapply for the async one); only called with a store
@@ -112,19 +117,22 @@ class Buckets(Policy):
                     self._tat = tat2
                     self._stored = stored2
             else:
-                buckets = self._buckets
-                entry = buckets.get(key)
+                entry = self._buckets.get(key)
+                if entry is not None and self._plain:
+                    self._buckets.move_to_end(key)
+                else:
+                    entry = self._table.lookup(key, entry)
                 if entry is None:
-                    if len(buckets) >= self.max_keys and not self._make_room(now):
-                        retry = max(EPS, self._next_sweep - now)
+                    retry = self._table.room(key, now)
+                    if retry:
                         return (False, retry, 0.0, 0.0, 0, 0.0)
                     tat, stored = new_state(now, p)
                 else:
-                    tat, stored = entry
+                    tat, stored = entry[0], entry[1]
                 ok, tat2, stored2, wait, ct = transition(tat, stored, now, cost, max_wait, p)
                 if ok:
                     if entry is None:
-                        buckets[key] = [tat2, stored2]
+                        self._table.add(key, [tat2, stored2])
                     else:
                         entry[0] = tat2
                         entry[1] = stored2
@@ -135,25 +143,6 @@ class Buckets(Policy):
             return (True, wait, ct, stored - stored2, remaining, reset_after)
         remaining, reset_after = status(tat, now, p, stored)
         return (False, wait, 0.0, 0.0, remaining, reset_after)
-
-    def _make_room(self, now: float) -> bool:
-        """Drop buckets that are full again; whether a new key now fits (lock held)."""
-        if now < self._next_sweep:
-            return False
-        p = self.params
-        buckets = self._buckets
-        earliest = _INF
-        dead = []
-        for k, (tat, stored) in buckets.items():
-            at = fresh_at(tat, stored, p)
-            if at <= now:
-                dead.append(k)
-            elif at < earliest:
-                earliest = at
-        for k in dead:
-            del buckets[k]
-        self._next_sweep = earliest if not dead else -_INF
-        return len(buckets) < self.max_keys
 
     def _store_key(self, key: str | None) -> str:
         return f"rl:{self.name}" if key is None else f"rl:{self.name}:{key}"
@@ -267,7 +256,7 @@ class Buckets(Policy):
                     self._tat, self._stored, now, res.cost_time, res.taken, p
                 )
             else:
-                entry = self._buckets.get(res.key)
+                entry = self._table.get(res.key)
                 if entry is not None:
                     entry[0], entry[1] = refund(
                         entry[0], entry[1], now, res.cost_time, res.taken, p
