@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed
 CHROMIUM ?= /usr/bin/chromium
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: demo demo-short demo-basics simulate test test-fast lint types unit bench bench-quick bench-docs bench-instr bench-http bench-grpc bench-redis bench-stall bench-idempotency bench-hedge bench-lock bench-throttle bench-chaos bench-all clean
+.PHONY: demo demo-short demo-basics simulate test test-fast lint types unit bench bench-quick bench-docs bench-instr bench-http bench-grpc bench-redis bench-stall bench-idempotency bench-hedge bench-lock bench-throttle bench-chaos bench-hotkeys bench-all clean
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "Python 3.11+ is required"'
@@ -103,6 +103,9 @@ bench-throttle: $(STAMP)
 bench-chaos: $(STAMP)
 	$(BIN)/python -m benchmarks.bench_chaos --json benchmarks/results/chaos.json
 
+bench-hotkeys: $(STAMP)
+	$(BIN)/python -m benchmarks.bench_hotkeys --json benchmarks/results/hotkeys.json
+
 bench-all: $(STAMP)  # one after the other, even under make -j: runs must not overlap
 	$(MAKE) bench
 	$(MAKE) bench-grpc
@@ -112,6 +115,7 @@ bench-all: $(STAMP)  # one after the other, even under make -j: runs must not ov
 	$(MAKE) bench-hedge
 	$(MAKE) bench-lock
 	$(MAKE) bench-chaos
+	$(MAKE) bench-hotkeys
 	$(MAKE) bench-docs
 
 bench-quick: $(STAMP)

@@ -4,8 +4,8 @@ At most ``max_keys`` keyed buckets live in process. A new key finds room in this
 step O(1):
 
 1. a bucket that is full again (idle long enough) is dropped for free: it is
-   indistinguishable from a brand-new one, nothing is forgotten (``"evict"`` looks at the
-   coldest bucket of each segment, ``"deny"`` sweeps the table, at most once per instant a
+   indistinguishable from a brand-new one, nothing is forgotten (the coldest bucket of each
+   segment is looked at; ``"deny"`` then sweeps the whole table, at most once per instant a
    bucket gets full again);
 2. with ``on_full="evict"`` (the default) the coldest bucket is evicted: the least recently
    used *probationary* one (a key seen once since it entered the table), else the least
@@ -180,14 +180,14 @@ class KeyTable:
                 return 0.0
         if len(self.hot) + len(self.new) < self.max_keys:
             return 0.0
-        if not self.evict:
-            return self._sweep(now)
         for seg in (self.new, self.hot):  # a bucket full again goes for free
             if seg:
                 k = next(iter(seg))
                 if self.fresh(seg[k]) <= now:
                     self._drop(k, False)
                     return 0.0
+        if not self.evict:
+            return self._sweep(now)
         seg = self.new or self.hot
         self._drop(next(iter(seg)), True)
         return 0.0
