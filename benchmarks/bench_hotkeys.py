@@ -100,7 +100,7 @@ def _run(policy: str, flood: int, steady: int, rate: float, max_keys: int, cap: 
         "steady_worst": min(admitted[k] - entitled[k] for k in users) if users else 0,
         "flood_admitted": flood_ok,
         "table_size": len(table),
-        "evicted_owing": table.evicted,
+        "evicted_owing": lim.evictions,
     }
 
 

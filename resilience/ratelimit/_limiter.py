@@ -262,6 +262,21 @@ class RateLimiter(Buckets):
 
     # -- public facts -------------------------------------------------------------------------
     @property
+    def evictions(self) -> int:
+        """Keyed buckets evicted from the full in-process table while they still owed permits
+        (their debt forgotten: see Memory above), since construction.
+
+        Example:
+            >>> import resilience as rs
+            >>> limiter = rs.RateLimiter("api", rate=1, per=60, max_keys=1,
+            ...     clock=rs.testing.FakeClock())
+            >>> [limiter.try_acquire(key=k).allowed for k in ("a", "b")], limiter.evictions
+            ([True, True], 1)
+        """
+        table = self._table if self._windows is None else self._windows.entries
+        return table.evicted
+
+    @property
     def quota(self) -> int:
         """Permits per window (``RateLimit-Policy: q=``): the bucket size."""
         return self._limit
