@@ -25,7 +25,8 @@ own last call.
 
 The trade-off of eviction: an evicted bucket's debt is forgotten, its key's next call finds a
 full bucket. That is at most one burst, for a key that went unused while the table turned
-over; a probationary bucket owes at most the one call it made. An attacker rotating keys gains
+over: a key called once owes at most that call, a protected one is only evicted after the
+repeat traffic above. An attacker rotating keys gains
 nothing from it that a fresh key would not give anyway (every new key starts full);
 ``on_full="deny"`` never forgets debt, at the price of refusing new keys (legitimate ones
 included) while the table is full of active buckets.
