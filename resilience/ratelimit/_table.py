@@ -34,7 +34,8 @@ included) while the table is full of active buckets.
 Families (``family=`` a callable from key to a family name, with ``max_keys_per_family=``):
 one family (one tenant, one scraper's prefix) holds at most that many buckets. A new key of a
 full family takes the place of its family's coldest bucket (with ``on_full="deny"``: only of
-one full again, else the key is refused), never another family's.
+one full again, else the key is refused), never another family's. That is what bounds a
+flood of keys each called more than once (promoted, they would churn the protected segment).
 
 Example:
     >>> import resilience as rs
