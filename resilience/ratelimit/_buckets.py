@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import math
 import threading
+from collections import OrderedDict
 from collections.abc import Callable
 from typing import Any, Literal, cast
 
@@ -62,20 +63,20 @@ class Buckets(Policy):
     store: Store | None
     _key: Callable[..., str | None] | None
     max_keys: int
-    _full: FullPolicy
     on_store_error: Literal["open", "closed", "local"]
     params: LimitParams
     _local_params: LimitParams
     _clock: Clock
 
-    def _init_buckets(self) -> None:
+    def _init_buckets(self, full: FullPolicy) -> None:
         """The in-process state: the global bucket, the keyed ones, the lock."""
         now = self._clock.monotonic()
         self._tat, self._stored = new_state(now, self.params)
         p = self.params
-        self._table = KeyTable(self.max_keys, self._full, lambda e: fresh_at(e[0], e[1], p))
-        self._buckets = self._table.hot  # looked up inline: the hot path of a keyed check
-        self._plain = self._table.fams is None
+        self._table = KeyTable(self.max_keys, full, lambda e: fresh_at(e[0], e[1], p))
+        # looked up inline, the hot path of a keyed check (with families: never holds a key,
+        # every check goes through the table, which keeps each family's order too)
+        self._buckets = self._table.hot if self._table.fams is None else OrderedDict()
         self._lock = threading.Lock()
         self._em = Emitter(self.listeners, None, "")
         # the sync round trip (see _aapply for the async one); only called with a store
@@ -88,6 +89,38 @@ class Buckets(Policy):
         """Seconds a drained bucket takes to refill (``RateLimit-Policy: w=``)."""
         p = self.params
         return 0.0 if p.interval == _INF else p.burst * p.interval
+
+    # (properties, not attributes: more instance attributes than CPython's shared-key dicts
+    # hold would slow every attribute load of the hot path)
+    @property
+    def on_full(self) -> Literal["evict", "deny"]:
+        """What a new key does when the key table is full: ``"evict"`` or ``"deny"``."""
+        return self._table.policy[0]
+
+    @property
+    def family(self) -> Callable[[str], str] | None:
+        """The key's family callable (``family=``), or ``None``."""
+        return self._table.policy[1]
+
+    @property
+    def max_keys_per_family(self) -> int | None:
+        """The most buckets one family may hold (``max_keys_per_family=``), or ``None``."""
+        return self._table.policy[2]
+
+    @property
+    def evictions(self) -> int:
+        """Keyed buckets evicted from the full in-process table while they still owed permits
+        (their debt forgotten: see :mod:`resilience.ratelimit._table`), since construction.
+
+        Example:
+            >>> import resilience as rs
+            >>> limiter = rs.RateLimiter("api", rate=1, per=60, max_keys=1,
+            ...     clock=rs.testing.FakeClock())
+            >>> [limiter.try_acquire(key=k).allowed for k in ("a", "b")], limiter.evictions
+            ([True, True], 1)
+        """
+        windows = cast(Any, self)._windows
+        return (self._table if windows is None else windows.entries).evicted
 
     def _check_cost(self, cost: object) -> float:
         if isinstance(cost, bool) or not isinstance(cost, int | float) or not cost >= 0:
@@ -118,10 +151,10 @@ class Buckets(Policy):
                     self._stored = stored2
             else:
                 entry = self._buckets.get(key)
-                if entry is not None and self._plain:
+                if entry is not None:
                     self._buckets.move_to_end(key)
                 else:
-                    entry = self._table.lookup(key, entry)
+                    entry = self._table.lookup(key)
                 if entry is None:
                     retry = self._table.room(key, now)
                     if retry:

@@ -211,8 +211,7 @@ class RateLimiter(Buckets):
         self.store = o.store
         self._key = o.key
         self.max_keys = o.max_keys
-        self._full = full_policy(on_full, family, max_keys_per_family, o.max_keys)
-        self.on_full, self.family, self.max_keys_per_family = self._full
+        full = full_policy(on_full, family, max_keys_per_family, o.max_keys)
         self.on_store_error = o.on_store_error
         self.local_share = o.local_share
         self._clock = resolve_clock(clock)
@@ -221,7 +220,7 @@ class RateLimiter(Buckets):
         self.limits: tuple[Limit, ...] | TierFn | None = None
         self._windows: Windows | None = None
         if fixed is None and tier_fn is None:
-            self._init_buckets()
+            self._init_buckets(full)
             return
         tier = None if fixed is None else tier_of(fixed, self.local_share)
         self.limits = tier_fn or cast(Tier, tier).limits
@@ -233,7 +232,7 @@ class RateLimiter(Buckets):
             self.params = self._local_params = tier.params[first]
         else:
             self.rate = None
-        self._init_buckets()
+        self._init_buckets(full)
         self._max_cost = _INF if tier is None else tier.max_cost
         self._windows = Windows(self, tier, tier_fn)
 
@@ -261,21 +260,6 @@ class RateLimiter(Buckets):
             self._windows.retier(key)
 
     # -- public facts -------------------------------------------------------------------------
-    @property
-    def evictions(self) -> int:
-        """Keyed buckets evicted from the full in-process table while they still owed permits
-        (their debt forgotten: see Memory above), since construction.
-
-        Example:
-            >>> import resilience as rs
-            >>> limiter = rs.RateLimiter("api", rate=1, per=60, max_keys=1,
-            ...     clock=rs.testing.FakeClock())
-            >>> [limiter.try_acquire(key=k).allowed for k in ("a", "b")], limiter.evictions
-            ([True, True], 1)
-        """
-        table = self._table if self._windows is None else self._windows.entries
-        return table.evicted
-
     @property
     def quota(self) -> int:
         """Permits per window (``RateLimit-Policy: q=``): the bucket size."""

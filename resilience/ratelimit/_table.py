@@ -113,6 +113,7 @@ class KeyTable:
         "next_sweep",
         "on_drop",
         "per_family",
+        "policy",
     )
 
     def __init__(
@@ -127,6 +128,7 @@ class KeyTable:
         #: probationary keys (seen once), least recently used first
         self.new: OrderedDict[str, list[Any]] = OrderedDict()
         self.max_keys = max_keys
+        self.policy = policy
         self.hot_cap = max(1, max_keys * 4 // 5)
         self.evict = policy[0] == "evict"
         self.family = policy[1]
@@ -148,9 +150,10 @@ class KeyTable:
         entry = self.hot.get(key)
         return entry if entry is not None else self.new.get(key)
 
-    def lookup(self, key: str, entry: list[Any] | None) -> list[Any] | None:
-        """The key's bucket, marked used (``entry``: what ``hot.get(key)`` gave); promotes a
-        probationary key on its second call; ``None``: the key is not in the table."""
+    def lookup(self, key: str) -> list[Any] | None:
+        """The key's bucket, marked used; promotes a probationary key on its second call;
+        ``None``: the key is not in the table."""
+        entry = self.hot.get(key)
         if entry is None:
             entry = self.new.pop(key, None)
             if entry is None:

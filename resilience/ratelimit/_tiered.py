@@ -59,7 +59,7 @@ class Windows:
         #: key -> [params, flat state(, family)]; the global bucket apart (never evicted)
         self.entries = KeyTable(
             lim.max_keys,
-            lim._full,
+            lim._table.policy,
             lambda e: ttl_of(e[1], 0.0, e[0]),
             lambda k: self.tiers.pop(k, None),  # the tier is cached with the bucket
         )
@@ -114,7 +114,7 @@ class Windows:
             if key is None:
                 entry = self.glob
             else:
-                entry = table.lookup(key, table.hot.get(key))
+                entry = table.lookup(key)
                 if entry is None:
                     retry = table.room(key, now)
                     if retry:
