@@ -150,9 +150,10 @@ class Buckets(Policy):
                     self._tat = tat2
                     self._stored = stored2
             else:
-                entry = self._buckets.get(key)
+                buckets = self._buckets
+                entry = buckets.get(key)
                 if entry is not None:
-                    self._buckets.move_to_end(key)
+                    buckets.move_to_end(key)
                 else:
                     entry = self._table.lookup(key)
                 if entry is None:
@@ -161,7 +162,7 @@ class Buckets(Policy):
                         return (False, retry, 0.0, 0.0, 0, 0.0)
                     tat, stored = new_state(now, p)
                 else:
-                    tat, stored = entry[0], entry[1]
+                    tat, stored = entry
                 ok, tat2, stored2, wait, ct = transition(tat, stored, now, cost, max_wait, p)
                 if ok:
                     if entry is None:

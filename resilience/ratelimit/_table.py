@@ -96,14 +96,15 @@ def full_policy(
 
 
 class KeyTable:
-    """The keyed buckets (lists whose item 2 is the key's family, with families on) of one
-    limiter, under its lock; ``fresh(entry)`` is the instant a bucket is full again."""
+    """The keyed buckets of one limiter, under its lock; ``fresh(entry)`` is the instant a
+    bucket is full again."""
 
     __slots__ = (
         "_fam",
         "evict",
         "evicted",
         "family",
+        "family_of",
         "fams",
         "fresh",
         "hot",
@@ -141,6 +142,8 @@ class KeyTable:
         #: buckets evicted while still owing permits (their debt forgotten), since creation
         self.evicted = 0
         self._fam = ""
+        #: key -> its family (with families)
+        self.family_of: dict[str, str] = {}
 
     def __len__(self) -> int:
         return len(self.hot) + len(self.new)
@@ -166,7 +169,7 @@ class KeyTable:
         else:
             self.hot.move_to_end(key)
         if self.fams is not None:
-            self.fams[entry[2]].move_to_end(key)
+            self.fams[self.family_of[key]].move_to_end(key)
         return entry
 
     def room(self, key: str, now: float) -> float:
@@ -201,8 +204,7 @@ class KeyTable:
         """Insert new key ``key`` (after :meth:`room` gave ``0.0``), on probation."""
         fams = self.fams
         if fams is not None:
-            fam = self._fam
-            entry.append(fam)
+            fam = self.family_of[key] = self._fam
             keys = fams.get(fam)
             if keys is None:
                 keys = fams[fam] = OrderedDict()
@@ -217,10 +219,11 @@ class KeyTable:
             self.evicted += 1
         fams = self.fams
         if fams is not None:
-            keys = fams[entry[2]]
+            fam = self.family_of.pop(key)
+            keys = fams[fam]
             del keys[key]
             if not keys:
-                del fams[entry[2]]
+                del fams[fam]
         if self.on_drop is not None:
             self.on_drop(key)
 
