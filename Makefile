@@ -17,7 +17,7 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 # and fail under CI=true.
 INITDB ?= $(or $(lastword $(sort $(wildcard /usr/lib/postgresql/*/bin/initdb))),/usr/lib/postgresql/15/bin/initdb)
 
-.PHONY: demo demo-short demo-basics simulate test test-fast lint types unit bench bench-quick bench-docs bench-instr bench-http bench-grpc bench-redis bench-stall bench-idempotency bench-hedge bench-lock bench-outbox bench-throttle bench-chaos bench-all clean
+.PHONY: demo demo-short demo-basics simulate test test-fast lint types unit bench bench-quick bench-docs bench-instr bench-http bench-grpc bench-redis bench-stall bench-idempotency bench-hedge bench-lock bench-outbox bench-throttle bench-chaos bench-hotkeys bench-all clean
 
 # the library editable with its extras, plus the dependency groups of pyproject.toml (test,
 # lint, demo, docs, bench); a full environment serves the demo too
@@ -117,6 +117,9 @@ bench-throttle: $(STAMP)
 bench-chaos: $(STAMP)
 	$(BIN)/python -m benchmarks.bench_chaos --json benchmarks/results/chaos.json
 
+bench-hotkeys: $(STAMP)
+	$(BIN)/python -m benchmarks.bench_hotkeys --json benchmarks/results/hotkeys.json
+
 bench-all: $(STAMP)  # one after the other, even under make -j: runs must not overlap
 	$(MAKE) bench
 	$(MAKE) bench-grpc
@@ -127,6 +130,7 @@ bench-all: $(STAMP)  # one after the other, even under make -j: runs must not ov
 	$(MAKE) bench-lock
 	$(MAKE) bench-outbox
 	$(MAKE) bench-chaos
+	$(MAKE) bench-hotkeys
 	$(MAKE) bench-docs
 
 bench-quick: $(STAMP)

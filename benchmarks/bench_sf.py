@@ -36,9 +36,9 @@ from typing import Any
 import http_sf
 from http_sf.types import ListType, ParamsType, Token
 
+from interceptors._ratelimit_fields import _SF_MAX, _SF_MAX_BYTES
 from interceptors.asgi import RateLimitMiddleware
 from interceptors.asgi._idempotency_request import parse_idempotency_key
-from interceptors.asgi._ratelimit import _SF_MAX, _SF_MAX_BYTES
 
 from ._results import run_info, write_results
 
@@ -88,7 +88,7 @@ class _Decision:
 def cases() -> dict[str, tuple[Callable[[], object], object]]:
     """Each case: a zero-argument callable and the value it must return."""
     middleware = RateLimitMiddleware(lambda s, r, w: None, limiter=_Limiter())  # type: ignore[arg-type, return-value]
-    name_sf = middleware._name
+    name_sf = middleware._format.name
     r, t = 42, b"36"
     decision = _Decision()
     fields = middleware._fields

@@ -86,6 +86,7 @@ SOURCES = {
         ("throttle", "throttle-cost"),
     ),
     "chaos": Source("chaos.json", _cmd(".bench_chaos", "chaos.json"), ("chaos",)),
+    "hotkeys": Source("hotkeys.json", _cmd(".bench_hotkeys", "hotkeys.json"), ("hotkeys",)),
 }
 
 _BLOCK = re.compile(r"(<!-- bench:([a-z0-9_-]+) -->\n)(.*?)(<!-- /bench -->)", re.S)
@@ -591,6 +592,35 @@ def _outbox(src: Sources) -> list[str]:
     return out
 
 
+def _hotkeys(src: Sources) -> list[str]:
+    res = src.need("hotkeys")
+    out = [
+        "| `on_full` | decisions/s | flood keys done | steady admitted / entitled | worst steady "
+        "key | flood admitted | table size | evicted owing | memory (per bucket) |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for name in ("evict", "deny", "evict + family cap"):
+        g = res.get
+
+        def n(field: str) -> str:
+            return f"{g('', name, field):,.0f}"  # noqa: B023 - used at once
+
+        worst = g("", name, "steady_worst")
+        cells = [
+            n("decisions_per_second"),
+            n("flood_done"),
+            f"{n('steady_admitted')} / {n('steady_entitled')}",
+            "exact" if worst == 0 else f"{worst:+.0f}",
+            n("flood_admitted"),
+            n("table_size"),
+            n("evicted_owing"),
+            f"{g('', name, 'table_bytes') / 2**20:.1f} MiB "
+            f"({g('', name, 'bytes_per_bucket'):.0f} B)",
+        ]
+        out.append(f"| {name} | " + " | ".join(cells) + " |")
+    return out
+
+
 _THROTTLE_LOAD = (
     ("no throttle", "none"),
     ("k = 2 (the book's default)", "k=2.0"),
@@ -720,6 +750,7 @@ TABLES: dict[str, Callable[[Sources], list[str]]] = {
     "throttle": _throttle,
     "throttle-cost": _throttle_cost,
     "chaos": _chaos,
+    "hotkeys": _hotkeys,
 }
 
 

@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import ipaddress
 import json
-import math
 import re
 from collections.abc import Awaitable, Callable, Iterable, MutableMapping, Sequence
 from typing import Any, TypeAlias, cast
 
+from interceptors._ratelimit_fields import format_retry_after
 from interceptors.errors import PROBLEM_BASE, ErrorMapping, classify
 from resilience.errors import ConfigurationError, ResilienceError
 
@@ -83,16 +83,6 @@ def refusal_row(error: type[ResilienceError]) -> ErrorMapping:
     if row is None:  # pragma: no cover - a programming error caught by the tests
         raise LookupError(f"{error.__name__} is not in interceptors.errors.ERROR_TABLE")
     return row
-
-
-def format_retry_after(seconds: float | None) -> bytes | None:
-    """A ``Retry-After`` delay-seconds value: whole seconds, rounded up (never early).
-
-    ``None``, negative, NaN or infinite inputs give ``None`` (send no header).
-    """
-    if seconds is None or not math.isfinite(seconds) or seconds < 0:
-        return None
-    return str(math.ceil(seconds)).encode("ascii")
 
 
 async def send_problem(

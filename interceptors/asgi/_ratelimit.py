@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import inspect
-import math
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any, Protocol, cast
 
@@ -13,6 +12,7 @@ from resilience._types import check_listeners
 from resilience.errors import ConfigurationError, RateLimitedError
 from resilience.events import CallRejected, Listener, emit
 
+from .._ratelimit_fields import RateLimitFields, _number
 from ._common import (
     REFUSALS_KEY,
     ASGIApp,
@@ -34,10 +34,6 @@ __all__ = ["RateLimitMiddleware"]
 
 _RATE_LIMITED = refusal_row(RateLimitedError)
 
-#: The largest sf-integer (RFC 9651 §3.3.1: at most 15 digits); larger values are sent as it.
-_SF_MAX = 999_999_999_999_999
-_SF_MAX_BYTES = b"%d" % _SF_MAX
-
 
 class Decision(Protocol):
     """What ``limiter.try_acquire`` returns."""
@@ -50,18 +46,6 @@ class Decision(Protocol):
 
     @property
     def remaining(self) -> float | int: ...  # pragma: no cover - protocol
-
-
-def _sf_string(text: str) -> bytes:
-    """A structured-field string (RFC 8941 §3.3.3), dropping characters it cannot carry."""
-    clean = "".join(c for c in text if " " <= c <= "~")
-    return b'"' + clean.replace("\\", "\\\\").replace('"', '\\"').encode("ascii") + b'"'
-
-
-def _number(value: object) -> float | None:
-    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
-        return None
-    return float(value)
 
 
 class RateLimitMiddleware:
@@ -161,72 +145,11 @@ class RateLimitMiddleware:
         self._routes = RouteFilter(include, exclude, when)
         self._all_routes = self._routes.everything
         self._headers = headers
-        name = getattr(limiter, "name", None)
-        self._name_text = name if isinstance(name, str) and name else "default"
-        self._name = _sf_string(self._name_text)
-        rate = _number(getattr(limiter, "rate", None))
-        per = _number(getattr(limiter, "per", None))
-        self._rate_per = (rate, per) if rate and per else None
         self.listeners = check_listeners(listeners)
+        self._format = RateLimitFields(limiter)
 
     def _fields(self, decision: Any, denied_after: bytes | None) -> Headers:
-        windows = getattr(decision, "windows", None)
-        if windows:
-            return self._window_fields(windows, denied_after is not None)
-        limit = _number(getattr(decision, "limit", None))
-        remaining = _number(getattr(decision, "remaining", None))
-        out: Headers = []
-        if self._rate_per is not None:
-            rate, per = self._rate_per
-            quota = limit if limit is not None else rate
-            q = math.floor(quota)
-            w = math.ceil(per * quota / rate)
-            if q > _SF_MAX or w > _SF_MAX:
-                q, w = min(q, _SF_MAX), min(w, _SF_MAX)
-            out.append((b"ratelimit-policy", self._name + b";q=%d;w=%d" % (q, w)))
-        elif limit is not None:
-            q = math.floor(limit)
-            if q > _SF_MAX:
-                q = _SF_MAX
-            out.append((b"ratelimit-policy", self._name + b";q=%d" % q))
-        if remaining is None:
-            return out
-        r = math.floor(remaining)
-        if r < 0:
-            r = 0
-        elif r > _SF_MAX:
-            r = _SF_MAX
-        if denied_after is not None:
-            t = denied_after
-        else:
-            reset = _number(getattr(decision, "reset_after", None))
-            if reset is None and self._rate_per is not None and limit is not None:
-                rate, per = self._rate_per
-                reset = max(0.0, limit - remaining) * per / rate
-            t = format_retry_after(reset) or b"0"
-        if len(t) > 15:  # a Retry-After beyond the sf-integer range
-            t = _SF_MAX_BYTES
-        out.append((b"ratelimit", self._name + b";r=%d;t=" % r + t))
-        return out
-
-    def _window_fields(self, windows: Sequence[Any], denied: bool) -> Headers:
-        """One ``RateLimit-Policy`` and one ``RateLimit`` item per window of a multi-window
-        decision (``"<limiter>/<window>"``); a window that refused gives its own retry-after as
-        ``t``, the others the seconds until they are full again."""
-        policies: list[bytes] = []
-        states: list[bytes] = []
-        for w in windows:
-            item = _sf_string(f"{self._name_text}/{w.name}")
-            q = min(max(0, math.floor(w.limit)), _SF_MAX)
-            span = min(math.ceil(w.window), _SF_MAX)
-            policies.append(item + (b";q=%d;w=%d" % (q, span) if span else b";q=%d" % q))
-            r = min(max(0, math.floor(w.remaining)), _SF_MAX)
-            seconds = w.retry_after if denied and w.retry_after > 0 else w.reset_after
-            t = format_retry_after(seconds) or b"0"
-            if len(t) > 15:
-                t = _SF_MAX_BYTES
-            states.append(item + b";r=%d;t=" % r + t)
-        return [(b"ratelimit-policy", b", ".join(policies)), (b"ratelimit", b", ".join(states))]
+        return self._format.fields(decision, denied_after)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         """Handle one ASGI connection scope."""
@@ -289,7 +212,7 @@ class RateLimitMiddleware:
         emit(
             self.listeners,
             CallRejected(
-                policy=self._name_text,
+                policy=self._format.name_text,
                 pipeline=None,
                 operation=str(scope.get("method", "HTTP")),
                 reason="rate_limited",

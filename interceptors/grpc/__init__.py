@@ -18,6 +18,7 @@ from ._aio_server import AsyncResilienceServerInterceptor
 from ._breaker import grpc_breaker, is_backpressure
 from ._client import ResilienceClientInterceptor
 from ._common import GrpcRetry, grpc_retry, method_key
+from ._ratelimit import AsyncRateLimitServerInterceptor, RateLimitServerInterceptor
 from ._refusal import ResilienceRpcError, native_refusal
 from ._server import (
     IDEMPOTENCY_KEY,
@@ -42,9 +43,11 @@ __all__ = [
     "PREVIOUS_ATTEMPTS_KEY",
     "PUSHBACK_KEY",
     "REPLAYED_KEY",
+    "AsyncRateLimitServerInterceptor",
     "AsyncResilienceClientInterceptor",
     "AsyncResilienceServerInterceptor",
     "GrpcRetry",
+    "RateLimitServerInterceptor",
     "ResilienceClientInterceptor",
     "ResilienceRpcError",
     "ResilienceServerInterceptor",

@@ -10,6 +10,7 @@ warm-up + pacing); :mod:`resilience.ratelimit._core` documents the math. The pac
 ``_store.py``       the store operations (a check, a refund) and their Lua twins, composed from
                     ``bucket.lua`` + ``take.lua`` / ``refund.lua`` + ``save.lua``
 ``_buckets.py``     in-process buckets, store round trips and fallbacks, refunds
+``_table.py``       the keyed buckets' table and its full-table policy (eviction, families)
 ``_wrappers.py``    the decorator / pipeline wrappers (the fast path)
 ``_decision.py``    :class:`Decision`, :class:`Window` and :class:`Permit`
 ``_limits.py``      :class:`Limit` (one window) and the :class:`Tier` a key resolves to

@@ -1,9 +1,10 @@
 """The limiter's decision machinery, shared by every entry point of :class:`RateLimiter`.
 
 :class:`Buckets` holds the in-process buckets (one global bucket plus at most ``max_keys``
-keyed ones), asks the store instead when there is one (and falls back per ``on_store_error``
-when it fails), takes with a wait (pacing) or raises, builds :class:`Decision` / :class:`Permit`
-and gives reservations back. Every number comes from the pure core (:mod:`._core`).
+keyed ones, in a :class:`~._table.KeyTable`), asks the store instead when there is one (and
+falls back per ``on_store_error`` when it fails), takes with a wait (pacing) or raises,
+builds :class:`Decision` / :class:`Permit` and gives reservations back. Every number comes
+from the pure core (:mod:`._core`).
 
 Example:
     >>> import resilience as rs
@@ -16,6 +17,7 @@ from __future__ import annotations
 
 import math
 import threading
+from collections import OrderedDict
 from collections.abc import Callable
 from typing import Any, Literal, cast
 
@@ -26,7 +28,7 @@ from .._policy import Emitter, Policy
 from ..errors import ConfigurationError, RateLimitedError, StoreError
 from ..events import CallRejected, RateLimitWaited, StoreFailed, error_type
 from ..stores.base import Store, StoreFullError, apply_soon
-from ._core import EPS, fresh_at, new_state, refund, status, transition
+from ._core import fresh_at, new_state, refund, status, transition
 from ._decision import (
     Decision,
     LocalResult,
@@ -38,6 +40,7 @@ from ._decision import (
 )
 from ._options import LimitParams
 from ._store import _RefundOp, _TakeOp
+from ._table import FullPolicy, KeyTable
 
 __all__ = ["Buckets", "Result"]
 
@@ -65,12 +68,15 @@ class Buckets(Policy):
     _local_params: LimitParams
     _clock: Clock
 
-    def _init_buckets(self) -> None:
+    def _init_buckets(self, full: FullPolicy) -> None:
         """The in-process state: the global bucket, the keyed ones, the lock."""
         now = self._clock.monotonic()
         self._tat, self._stored = new_state(now, self.params)
-        self._buckets: dict[str, list[float]] = {}
-        self._next_sweep = -_INF
+        p = self.params
+        self._table = KeyTable(self.max_keys, full, lambda e: fresh_at(e[0], e[1], p))
+        # looked up inline, the hot path of a keyed check (with families: never holds a key,
+        # every check goes through the table, which keeps each family's order too)
+        self._buckets = self._table.hot if self._table.fams is None else OrderedDict()
         self._lock = threading.Lock()
         self._em = Emitter(self.listeners, None, "")
         # the sync round trip (see _aapply for the async one); only called with a store
@@ -83,6 +89,38 @@ class Buckets(Policy):
         """Seconds a drained bucket takes to refill (``RateLimit-Policy: w=``)."""
         p = self.params
         return 0.0 if p.interval == _INF else p.burst * p.interval
+
+    # (properties, not attributes: more instance attributes than CPython's shared-key dicts
+    # hold would slow every attribute load of the hot path)
+    @property
+    def on_full(self) -> Literal["evict", "deny"]:
+        """What a new key does when the key table is full: ``"evict"`` or ``"deny"``."""
+        return self._table.policy[0]
+
+    @property
+    def family(self) -> Callable[[str], str] | None:
+        """The key's family callable (``family=``), or ``None``."""
+        return self._table.policy[1]
+
+    @property
+    def max_keys_per_family(self) -> int | None:
+        """The most buckets one family may hold (``max_keys_per_family=``), or ``None``."""
+        return self._table.policy[2]
+
+    @property
+    def evictions(self) -> int:
+        """Keyed buckets evicted from the full in-process table while they still owed permits
+        (their debt forgotten: see :mod:`resilience.ratelimit._table`), since construction.
+
+        Example:
+            >>> import resilience as rs
+            >>> limiter = rs.RateLimiter("api", rate=1, per=60, max_keys=1,
+            ...     clock=rs.testing.FakeClock())
+            >>> [limiter.try_acquire(key=k).allowed for k in ("a", "b")], limiter.evictions
+            ([True, True], 1)
+        """
+        windows = cast(Any, self)._windows
+        return (self._table if windows is None else windows.entries).evicted
 
     def _check_cost(self, cost: object) -> float:
         if isinstance(cost, bool) or not isinstance(cost, int | float) or not cost >= 0:
@@ -114,9 +152,13 @@ class Buckets(Policy):
             else:
                 buckets = self._buckets
                 entry = buckets.get(key)
+                if entry is not None:
+                    buckets.move_to_end(key)
+                else:
+                    entry = self._table.lookup(key)
                 if entry is None:
-                    if len(buckets) >= self.max_keys and not self._make_room(now):
-                        retry = max(EPS, self._next_sweep - now)
+                    retry = self._table.room(key, now)
+                    if retry:
                         return (False, retry, 0.0, 0.0, 0, 0.0)
                     tat, stored = new_state(now, p)
                 else:
@@ -124,7 +166,7 @@ class Buckets(Policy):
                 ok, tat2, stored2, wait, ct = transition(tat, stored, now, cost, max_wait, p)
                 if ok:
                     if entry is None:
-                        buckets[key] = [tat2, stored2]
+                        self._table.add(key, [tat2, stored2])
                     else:
                         entry[0] = tat2
                         entry[1] = stored2
@@ -135,25 +177,6 @@ class Buckets(Policy):
             return (True, wait, ct, stored - stored2, remaining, reset_after)
         remaining, reset_after = status(tat, now, p, stored)
         return (False, wait, 0.0, 0.0, remaining, reset_after)
-
-    def _make_room(self, now: float) -> bool:
-        """Drop buckets that are full again; whether a new key now fits (lock held)."""
-        if now < self._next_sweep:
-            return False
-        p = self.params
-        buckets = self._buckets
-        earliest = _INF
-        dead = []
-        for k, (tat, stored) in buckets.items():
-            at = fresh_at(tat, stored, p)
-            if at <= now:
-                dead.append(k)
-            elif at < earliest:
-                earliest = at
-        for k in dead:
-            del buckets[k]
-        self._next_sweep = earliest if not dead else -_INF
-        return len(buckets) < self.max_keys
 
     def _store_key(self, key: str | None) -> str:
         return f"rl:{self.name}" if key is None else f"rl:{self.name}:{key}"
@@ -267,7 +290,7 @@ class Buckets(Policy):
                     self._tat, self._stored, now, res.cost_time, res.taken, p
                 )
             else:
-                entry = self._buckets.get(res.key)
+                entry = self._table.get(res.key)
                 if entry is not None:
                     entry[0], entry[1] = refund(
                         entry[0], entry[1], now, res.cost_time, res.taken, p

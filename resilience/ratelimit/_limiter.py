@@ -27,6 +27,7 @@ from ._decision import Decision, Permit
 from ._limits import Limit, Limits, Tier, TierFn, tier_of
 from ._options import options
 from ._peek import apeek, peek
+from ._table import full_policy
 from ._tiered import Windows
 from ._wrappers import wrap_async, wrap_sync
 
@@ -100,10 +101,17 @@ class RateLimiter(Buckets):
     :meth:`refund` / :meth:`arefund` (e.g. ``RateLimitMiddleware``, when a policy further in
     refused the request).
 
-    Memory: in-process keyed state holds at most ``max_keys`` buckets. A bucket that is full
-    again (idle long enough) is dropped when room is needed; when every bucket is still active,
-    a *new* key is denied (``retry_after`` = time until the first bucket can be dropped) and
-    active keys keep their state, so flooding distinct keys never resets anyone's limit.
+    Memory: in-process keyed state holds at most ``max_keys`` buckets. When the table is full,
+    a new key first takes the place of a bucket that is full again (idle long enough: nothing
+    is lost); else, with ``on_full="evict"`` (the default), of the coldest bucket: keys seen
+    once are evicted before keys in repeated use, so a flood of distinct keys (a scraper
+    rotating IDs) never evicts a key in steady use, which keeps its exact rate. An evicted
+    bucket's debt is forgotten (at most one burst for a key that went unused meanwhile); with
+    ``on_full="deny"`` a new key is refused instead (``retry_after`` = time until the first
+    bucket can be dropped) and nothing is ever forgotten. ``family=`` with
+    ``max_keys_per_family=`` caps what one family of keys (a tenant, one scraper's prefix) may
+    hold: a new key of a full family replaces that family's coldest bucket, never another's.
+    :mod:`resilience.ratelimit._table` details the policy.
 
     Args:
         name: the limiter's name (events, metrics, store keys).
@@ -120,6 +128,11 @@ class RateLimiter(Buckets):
         key: for decorator use, a callable receiving the call's ``*args, **kwargs`` and
             returning the bucket key (``None``: the global bucket).
         max_keys: the cap on in-process keyed buckets.
+        on_full: what a new key does when the table is full of active buckets: ``"evict"``
+            the coldest (the default) or ``"deny"`` (refused) (see Memory above).
+        family: ``callable(key) -> str``, the key's family (e.g. its tenant or prefix), with
+            ``max_keys_per_family``.
+        max_keys_per_family: the most buckets one family may hold (at most ``max_keys``).
         on_store_error: ``"open"`` (admit; the default), ``"closed"`` (reject) or ``"local"``
             (decide with this process's own buckets, sized to its share of the limit) when the
             store fails. Counted by a :class:`~resilience.events.StoreFailed` event.
@@ -163,6 +176,9 @@ class RateLimiter(Buckets):
         store: Store | None = None,
         key: Callable[..., str | None] | None = None,
         max_keys: int = 100_000,
+        on_full: Literal["evict", "deny"] = "evict",
+        family: Callable[[str], str] | None = None,
+        max_keys_per_family: int | None = None,
         on_store_error: Literal["open", "closed", "local"] = "open",
         instances: int | None = None,
         local_share: float | None = None,
@@ -196,6 +212,7 @@ class RateLimiter(Buckets):
         self.store = o.store
         self._key = o.key
         self.max_keys = o.max_keys
+        full = full_policy(on_full, family, max_keys_per_family, o.max_keys)
         self.on_store_error = o.on_store_error
         self.local_share = o.local_share
         self._clock = resolve_clock(clock)
@@ -204,7 +221,7 @@ class RateLimiter(Buckets):
         self.limits: tuple[Limit, ...] | TierFn | None = None
         self._windows: Windows | None = None
         if fixed is None and tier_fn is None:
-            self._init_buckets()
+            self._init_buckets(full)
             return
         tier = None if fixed is None else tier_of(fixed, self.local_share)
         self.limits = tier_fn or cast(Tier, tier).limits
@@ -216,7 +233,7 @@ class RateLimiter(Buckets):
             self.params = self._local_params = tier.params[first]
         else:
             self.rate = None
-        self._init_buckets()
+        self._init_buckets(full)
         self._max_cost = _INF if tier is None else tier.max_cost
         self._windows = Windows(self, tier, tier_fn)
 

@@ -23,7 +23,6 @@ Example:
 
 from __future__ import annotations
 
-import math
 from typing import TYPE_CHECKING, Any, cast
 
 from .._degraded import state_reset
@@ -40,14 +39,13 @@ from ._decision import (
     permit_new,
 )
 from ._limits import Tier, TierFn, facts, tier_of
+from ._table import KeyTable
 from ._windows import _RefundAllOp, _TakeAllOp, refund_all, take_all, ttl_of
 
 if TYPE_CHECKING:
     from ._buckets import Buckets
 
 __all__ = ["Windows"]
-
-_INF = math.inf
 
 
 class Windows:
@@ -58,8 +56,14 @@ class Windows:
         self.tier = tier
         self.tier_fn = tier_fn
         self.tiers: dict[str | None, Tier] = {}
-        self.entries: dict[str | None, list[Any]] = {}  # key -> [params, flat state]
-        self.next_sweep = -_INF
+        #: key -> [params, flat state(, family)]; the global bucket apart (never evicted)
+        self.entries = KeyTable(
+            lim.max_keys,
+            lim._table.policy,
+            lambda e: ttl_of(e[1], 0.0, e[0]),
+            lambda k: self.tiers.pop(k, None),  # the tier is cached with the bucket
+        )
+        self.glob: list[Any] | None = None
         self.local_share: float | None = getattr(lim, "local_share", None)
         vars(lim).update(
             _local=self.local,
@@ -106,14 +110,17 @@ class Windows:
         lim = self.lim
         with lim._lock:
             now = lim._clock.monotonic()
-            entries = self.entries
-            entry = entries.get(key)
-            full = entry is None and key is not None and len(entries) >= lim.max_keys
-            if full and not self._make_room(now):
-                retry = max(1e-9, self.next_sweep - now)
-                wins = tuple((0, 0.0, retry) for _ in ps)
-                zeros = (0.0,) * len(ps)
-                return (False, retry, zeros, zeros, wins, tier)
+            table = self.entries
+            if key is None:
+                entry = self.glob
+            else:
+                entry = table.lookup(key)
+                if entry is None:
+                    retry = table.room(key, now)
+                    if retry:
+                        wins = tuple((0, 0.0, retry) for _ in ps)
+                        zeros = (0.0,) * len(ps)
+                        return (False, retry, zeros, zeros, wins, tier)
             state = None
             if entry is not None and ttl_of(entry[1], now, entry[0]) > 0:
                 state = entry[1]  # a bucket full again is a new one (a store drops it)
@@ -121,26 +128,11 @@ class Windows:
             if entry is not None:  # refused: the same state, in this tier's windows (as a store)
                 entry[0], entry[1] = ps, new
             elif r[0]:
-                entries[key] = [ps, new]
+                if key is None:
+                    self.glob = [ps, new]
+                else:
+                    table.add(key, [ps, new])
         return (*r, tier)
-
-    def _make_room(self, now: float) -> bool:
-        """Drop buckets that are full again; whether a new key now fits (lock held)."""
-        if now < self.next_sweep:
-            return False
-        earliest = _INF
-        dead = []
-        for k, (ps, state) in self.entries.items():
-            at = ttl_of(state, 0.0, ps)
-            if at <= now:
-                dead.append(k)
-            elif at < earliest:
-                earliest = at
-        for k in dead:
-            del self.entries[k]
-            self.tiers.pop(k, None)  # the tier is cached with the bucket
-        self.next_sweep = earliest if not dead else -_INF
-        return len(self.entries) < self.lim.max_keys
 
     # twin: async avia_store=via_store, _aapply=_apply
     async def avia_store(self, key: str | None, cost: float, max_wait: float, em: Emitter) -> Any:
@@ -249,7 +241,7 @@ class Windows:
         change added since are dropped, exactly as the store's refund does)."""
         lim = self.lim
         with lim._lock:
-            entry = self.entries.get(res.key)
+            entry = self.glob if res.key is None else self.entries.get(res.key)
             now = lim._clock.monotonic()
             if entry is not None and ttl_of(entry[1], now, entry[0]) > 0:
                 # the windows charged (a tier change since drops the others, as on a store)

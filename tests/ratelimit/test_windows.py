@@ -262,7 +262,7 @@ def test_store_failure_modes(clock: FakeClock, mode: str, allowed: bool) -> None
 
 
 def test_memory_bounded_new_keys_denied_while_every_bucket_is_active(clock: FakeClock) -> None:
-    rl = two(clock, max_keys=2)
+    rl = two(clock, max_keys=2, on_full="deny")
     assert rl.try_acquire(key="a").allowed
     assert rl.try_acquire(key="b").allowed
     d = rl.try_acquire(key="c")

@@ -223,13 +223,19 @@ def test_the_key_is_the_principal_a_tiered_limiter_sees(app: TestApp) -> None:
         app, limiter=limiter, key=lambda scope: dict(scope["headers"]).get(b"x-user", b"").decode()
     )
     with serve(mw) as url, httpx.Client(base_url=url) as client:
-        free_codes = [
-            client.get("/hello", headers={"x-user": "free:alice"}).status_code for _ in range(2)
-        ]
+        alice = [client.get("/hello", headers={"x-user": "free:alice"}) for _ in range(2)]
         pro = [client.get("/hello", headers={"x-user": "pro:bob"}) for _ in range(4)]
-    assert free_codes == [200, 429]
+    assert [r.status_code for r in alice] == [200, 429]
     assert [r.status_code for r in pro] == [200, 200, 200, 429]
+    # each principal's own windows, on admitted and refused responses alike
+    assert alice[0].headers["ratelimit-policy"] == '"plans/60s";q=1;w=60'
+    assert alice[1].headers["ratelimit-policy"] == '"plans/60s";q=1;w=60'
+    assert alice[1].headers["ratelimit"] == '"plans/60s";r=0;t=60'
     assert pro[0].headers["ratelimit-policy"] == '"plans/60s";q=3;w=60, "plans/3600s";q=100;w=3600'
+    assert pro[0].headers["ratelimit"] == '"plans/60s";r=2;t=20, "plans/3600s";r=99;t=36'
+    assert pro[3].headers["ratelimit-policy"] == pro[0].headers["ratelimit-policy"]
+    assert pro[3].headers["ratelimit"] == '"plans/60s";r=0;t=20, "plans/3600s";r=97;t=108'
+    assert pro[3].headers["retry-after"] == "20"
     assert seen == ["free:alice", "pro:bob"]  # looked up once per key, then cached
 
 
