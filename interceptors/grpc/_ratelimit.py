@@ -6,14 +6,16 @@ one) is generated from it by ``scripts/twins.py``.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any, cast
 
 import grpc
 
+from resilience._types import check_listeners
 from resilience.errors import ConfigurationError
+from resilience.events import CallRejected, Listener, emit
 
-from .._ratelimit_fields import RateLimitFields, format_retry_after
+from .._ratelimit_fields import RateLimitFields, _number, format_retry_after
 from ._common import method_name
 from ._server_idempotency import default_principal
 from ._status import PUSHBACK_KEY, format_pushback
@@ -71,8 +73,10 @@ class _AsyncLimitCore:
         key: Callable[[Any], str | None] | None = None,
         cost: int | Callable[[Any], int] = 1,
         trailers: bool = True,
+        listeners: Iterable[Listener] = (),
     ) -> None:
         self._take = _check(limiter, "atry_acquire", key, cost)
+        self.listeners = check_listeners(listeners)
         self.limiter = limiter
         self._key = key or default_principal
         self._cost = cost
@@ -84,7 +88,7 @@ class _AsyncLimitCore:
         fields = self._format.fields(decision, denied_after)
         return tuple((k.decode("ascii"), v.decode("ascii")) for k, v in fields)
 
-    async def _aadmit(self, context: Any) -> Any:
+    async def _aadmit(self, context: Any, method: str) -> Any:
         """Take the caller's permits: the context the handler gets (aborts when refused)."""
         key = self._key(context)
         if key is None:  # no principal: not limited
@@ -93,6 +97,8 @@ class _AsyncLimitCore:
         decision = await self._take(key=key, cost=cost)
         if not decision.allowed:
             retry = decision.retry_after
+            if self.listeners:
+                self._rejected(method, retry)
             after = format_retry_after(retry)
             md = self._metadata(decision, after or b"0")
             if after is not None:
@@ -103,6 +109,18 @@ class _AsyncLimitCore:
             return context
         return _Trailing(context, self._metadata(decision, None))
 
+    def _rejected(self, method: str, retry_after: float | None) -> None:
+        emit(
+            self.listeners,
+            CallRejected(
+                policy=self._format.name_text,
+                pipeline=None,
+                operation=method,
+                reason="rate_limited",
+                retry_after=_number(retry_after),
+            ),
+        )
+
     async def intercept_service(self, continuation: Any, handler_call_details: Any) -> Any:
         """Wrap the method handler (built once per method and cached)."""
         handler = await continuation(handler_call_details)
@@ -112,11 +130,11 @@ class _AsyncLimitCore:
         hit = self._cache.get(method)
         if hit is not None and hit[0] is handler:
             return hit[1]
-        wrapped = self._wrap(handler)
+        wrapped = self._wrap(handler, method)
         self._cache[method] = (handler, wrapped)
         return wrapped
 
-    def _wrap(self, handler: Any) -> Any:
+    def _wrap(self, handler: Any, method: str) -> Any:
         admit = self._aadmit
         for kind, make in _KINDS:
             user = getattr(handler, kind)
@@ -125,7 +143,7 @@ class _AsyncLimitCore:
             if kind.endswith("_stream"):
 
                 async def streaming(request: Any, context: Any, user: Any = user) -> Any:
-                    ctx = await admit(context)
+                    ctx = await admit(context, method)
                     async for message in user(request, ctx):  # noqa: RUF100, UP028 (the sync twin)
                         yield message
 
@@ -133,7 +151,7 @@ class _AsyncLimitCore:
             else:
 
                 async def unary(request: Any, context: Any, user: Any = user) -> Any:
-                    ctx = await admit(context)
+                    ctx = await admit(context, method)
                     return await user(request, ctx)
 
                 behaviour = unary
@@ -157,8 +175,10 @@ class _LimitCore:
         key: Callable[[Any], str | None] | None = None,
         cost: int | Callable[[Any], int] = 1,
         trailers: bool = True,
+        listeners: Iterable[Listener] = (),
     ) -> None:
         self._take = _check(limiter, "try_acquire", key, cost)
+        self.listeners = check_listeners(listeners)
         self.limiter = limiter
         self._key = key or default_principal
         self._cost = cost
@@ -170,7 +190,7 @@ class _LimitCore:
         fields = self._format.fields(decision, denied_after)
         return tuple((k.decode("ascii"), v.decode("ascii")) for k, v in fields)
 
-    def _admit(self, context: Any) -> Any:
+    def _admit(self, context: Any, method: str) -> Any:
         """Take the caller's permits: the context the handler gets (aborts when refused)."""
         key = self._key(context)
         if key is None:  # no principal: not limited
@@ -179,6 +199,8 @@ class _LimitCore:
         decision = self._take(key=key, cost=cost)
         if not decision.allowed:
             retry = decision.retry_after
+            if self.listeners:
+                self._rejected(method, retry)
             after = format_retry_after(retry)
             md = self._metadata(decision, after or b"0")
             if after is not None:
@@ -189,6 +211,18 @@ class _LimitCore:
             return context
         return _Trailing(context, self._metadata(decision, None))
 
+    def _rejected(self, method: str, retry_after: float | None) -> None:
+        emit(
+            self.listeners,
+            CallRejected(
+                policy=self._format.name_text,
+                pipeline=None,
+                operation=method,
+                reason="rate_limited",
+                retry_after=_number(retry_after),
+            ),
+        )
+
     def intercept_service(self, continuation: Any, handler_call_details: Any) -> Any:
         """Wrap the method handler (built once per method and cached)."""
         handler = continuation(handler_call_details)
@@ -198,11 +232,11 @@ class _LimitCore:
         hit = self._cache.get(method)
         if hit is not None and hit[0] is handler:
             return hit[1]
-        wrapped = self._wrap(handler)
+        wrapped = self._wrap(handler, method)
         self._cache[method] = (handler, wrapped)
         return wrapped
 
-    def _wrap(self, handler: Any) -> Any:
+    def _wrap(self, handler: Any, method: str) -> Any:
         admit = self._admit
         for kind, make in _KINDS:
             user = getattr(handler, kind)
@@ -211,7 +245,7 @@ class _LimitCore:
             if kind.endswith("_stream"):
 
                 def streaming(request: Any, context: Any, user: Any = user) -> Any:
-                    ctx = admit(context)
+                    ctx = admit(context, method)
                     for message in user(request, ctx):  # noqa: RUF100, UP028 (the sync twin)
                         yield message
 
@@ -219,7 +253,7 @@ class _LimitCore:
             else:
 
                 def unary(request: Any, context: Any, user: Any = user) -> Any:
-                    ctx = admit(context)
+                    ctx = admit(context, method)
                     return user(request, ctx)
 
                 behaviour = unary
@@ -269,6 +303,8 @@ _DOC = """Per-principal rate limiting for a {server} (the IETF ``RateLimit`` fie
         key: ``callable(context) -> str | None``, the caller's principal.
         cost: permits per call, or a callable of the context returning them.
         trailers: send the ``ratelimit`` / ``ratelimit-policy`` fields on admitted calls too.
+        listeners: event listeners; each refused call emits a ``CallRejected`` event (reason
+            ``"rate_limited"``).
 """
 
 

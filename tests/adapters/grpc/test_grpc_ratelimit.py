@@ -106,6 +106,25 @@ def test_two_principals_get_their_own_tiers_and_policy_trailers(kind: str) -> No
 
 
 @pytest.mark.parametrize("kind", ["sync", "aio"])
+def test_listeners_hear_each_refusal(kind: str) -> None:
+    limiter, _ = _limiter()
+    rec = rs.testing.RecordingListener()
+
+    def calls(ch: Any) -> Any:
+        return [_outcome(ch, "free:alice")[0] for _ in range(3)]
+
+    codes, _ = _served(
+        kind, lambda: (_interceptor(kind, limiter, key=_user, listeners=[rec]),), calls
+    )
+    assert codes == ["OK", "RESOURCE_EXHAUSTED", "RESOURCE_EXHAUSTED"]
+    refusals = rec.of(rs.events.CallRejected)
+    assert [(e.policy, e.operation, e.reason) for e in refusals] == [
+        ("plans", "/test.Svc/Unary", "rate_limited")
+    ] * 2
+    assert all(e.retry_after == 60 for e in refusals)
+
+
+@pytest.mark.parametrize("kind", ["sync", "aio"])
 @pytest.mark.parametrize("shape", SHAPES)
 def test_every_call_shape_is_limited(kind: str, shape: str) -> None:
     limiter = rs.RateLimiter("one", rate=1, per=60, clock=rs.testing.FakeClock())
