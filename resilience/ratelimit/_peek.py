@@ -124,8 +124,8 @@ def _local(lim: Buckets, key: str | None, share: bool) -> int:
         if key is None:
             tat, stored = lim._tat, lim._stored
         else:
-            entry = lim._buckets.get(key)
-            tat, stored = new_state(now, p) if entry is None else entry
+            entry = lim._table.get(key)  # on probation or protected; its recency untouched
+            tat, stored = new_state(now, p) if entry is None else (entry[0], entry[1])
     return status(tat, now, p, stored)[0]
 
 
