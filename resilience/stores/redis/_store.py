@@ -274,20 +274,25 @@ class RedisStore:
 
     async def aapply(self, op: StoreOp[R], /) -> R:
         """The async twin of :meth:`apply` (never blocks the event loop; from any event loop)."""
-        client = await self._aclients.ready()
-        if client is None:
+        entry = await self._aclients.ready_entry()
+        if entry is None:
             import asyncio
 
             return await asyncio.to_thread(self.apply, op)
+        client = entry.client
         args, src, options = self._call(op)
         breaker = self._breaker
         epoch = breaker.epoch
         probe = breaker.check() if breaker.failures else False
         if self.wait_replicas and getattr(type(op), "DURABLE", False):
             return cast(R, await self._durable.arun(op, client, args, src, options, epoch, probe))
+        direct = entry.direct
         try:
             try:
-                reply = await client.execute_command("EVALSHA", *args, **options)
+                if direct is not None:
+                    reply = await direct.call(args, bool(options))
+                else:
+                    reply = await client.execute_command("EVALSHA", *args, **options)
             except redis_errors().NoScriptError:
                 args[0] = src
                 reply = await client.execute_command("EVAL", *args, **options)
