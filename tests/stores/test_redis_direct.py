@@ -1,15 +1,20 @@
-"""The async direct path (a loop's own plain ``redis.asyncio`` client, pre-packed ``EVALSHA`` on
-a kept connection): every fault the client's own path survives, it survives."""
+"""The direct paths (pre-packed ``EVALSHA`` on a kept connection; a plain ``redis.Redis``, and a
+loop's own plain ``redis.asyncio`` client; binary replies read from the socket): every fault the
+client's own path survives, they survive."""
 
 from __future__ import annotations
 
 import asyncio
+from dataclasses import dataclass
+from typing import Any, ClassVar
 
 import pytest
+import redis
 
 import resilience as rs
 from resilience.stores.redis import RedisStore
 from resilience.stores.redis._adirect import AsyncDirect
+from resilience.stores.redis._direct import _read_binary
 
 from ..redis_servers import RedisServer
 from .test_redis_store import Incr
@@ -112,3 +117,85 @@ async def test_a_given_client_keeps_its_own_path(redis_server: RedisServer) -> N
     assert entry is not None
     assert entry.direct is None  # a given client may be shared
     await client.aclose()
+
+
+# -- the binary reply read from the socket (sync) ---------------------------------------------
+class _Chunks:
+    """A socket that hands out ``data`` a few bytes per ``recv``."""
+
+    def __init__(self, data: bytes, step: int = 3) -> None:
+        self.data, self.step = data, step
+
+    def recv(self, n: int) -> bytes:
+        out, self.data = self.data[: self.step], self.data[self.step :]
+        return out
+
+
+def test_the_binary_reader_reads_replies_in_pieces_and_skips_pushes() -> None:
+    assert _read_binary(_Chunks(b"$5\r\nab\r\nc\r\n")) == b"ab\r\nc"  # CRLF inside the bulk
+    push = b">3\r\n$10\r\ninvalidate\r\n*1\r\n$1\r\nk\r\n:7\r\n"
+    assert _read_binary(_Chunks(push + b"$2\r\nok\r\n", step=5)) == b"ok"
+    assert _read_binary(_Chunks(push + push + b"$0\r\n\r\n", step=100)) == b""
+
+
+def test_the_binary_reader_raises_what_redis_py_raises() -> None:
+    with pytest.raises(redis.exceptions.NoScriptError):
+        _read_binary(_Chunks(b"-NOSCRIPT No matching script.\r\n"))
+    with pytest.raises(redis.exceptions.ResponseError, match="boom"):
+        _read_binary(_Chunks(b"!4\r\nboom\r\n"))
+    with pytest.raises(redis.exceptions.InvalidResponse):
+        _read_binary(_Chunks(b":1\r\n"))  # not a binary script's reply
+    with pytest.raises(redis.exceptions.InvalidResponse):
+        _read_binary(_Chunks(b"$1\r\na\r\n$1\r\nb\r\n", step=100))  # two replies
+    with pytest.raises(redis.exceptions.ConnectionError, match="closed"):
+        _read_binary(_Chunks(b"$4\r\nab"))  # the server closed mid-reply
+
+
+@dataclass
+class Boom:
+    """A binary-reply op whose script fails for its key only."""
+
+    key: str
+    BINARY_REPLY: ClassVar[bool] = True
+    LUA_STANDALONE: ClassVar[bool] = True
+    LUA: ClassVar[str] = "if ARGV[2] == 'boom' then error('poisoned') end return ARGV[2]"
+    arg: str = "boom"
+
+    def lua_args(self) -> list[str]:
+        return [self.arg]
+
+    def parse(self, reply: Any) -> bytes:
+        assert isinstance(reply, bytes)
+        return reply
+
+
+@pytest.mark.parametrize("protocol", [2, 3])
+def test_sync_binary_path_script_flush_kill_and_key_errors(
+    redis_server: RedisServer, protocol: int
+) -> None:
+    store = RedisStore.from_url(redis_server.url, prefix=f"sd{protocol}", protocol=protocol)
+    limiter = rs.RateLimiter("flush", rate=3, per=3600, burst=3, store=store)
+    assert limiter.try_acquire("k").remaining == 2
+    redis_server.cli("script", "flush")
+    assert limiter.try_acquire("k").remaining == 1  # NOSCRIPT -> EVAL
+    redis_server.cli("client", "kill", "type", "normal")  # the kept connection is gone
+    d = limiter.try_acquire("k")
+    if d.remaining == 3:  # this call found the connection dead: admitted (on_store_error="open")
+        d = limiter.try_acquire("k")  # the next one reconnects
+    assert (d.allowed, d.remaining) == (True, 0)
+    assert not limiter.try_acquire("k").allowed  # Redis kept the count
+    with pytest.raises(rs.StoreError, match="poisoned"):
+        store.apply(Boom("x"))  # the script's own error: the connection stays usable
+    assert store.apply(Boom("x", arg="fine")) == b"fine"
+    assert store._breaker.failures == 0
+    store.close()
+
+
+async def test_async_binary_path_on_resp2(redis_server: RedisServer) -> None:
+    store = RedisStore.from_url(redis_server.url, prefix="ad7", protocol=2)
+    limiter = rs.RateLimiter("r2", rate=2, per=60, burst=2, store=store)
+    assert [(await limiter.atry_acquire("k")).allowed for _ in range(3)] == [True, True, False]
+    with pytest.raises(rs.StoreError, match="poisoned"):
+        await store.aapply(Boom("x"))
+    assert await store.aapply(Boom("x", arg="ok")) == b"ok"
+    await store.aclose()

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from ._direct import resp
 from ._ops import redis_errors
 
 __all__ = ["AsyncDirect", "async_direct_path"]
@@ -57,9 +56,8 @@ class AsyncDirect:
         self.conn: Any = None
         self.busy = False
 
-    async def call(self, args: list[Any], raw: bool) -> Any:
-        """The reply of ``EVALSHA args`` (``raw``: not decoded)."""
-        data = resp(args)
+    async def call(self, data: bytes, raw: bool) -> Any:
+        """The reply of the packed ``EVALSHA`` ``data`` (``raw``: not decoded)."""
         if not self.busy:
             self.busy = True
             try:
