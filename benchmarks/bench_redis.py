@@ -159,7 +159,8 @@ async def make_async_decider(name: str, url: str) -> Callable[[], Any]:
         sha = await client.script_load("return 1")
         if "raw" in name:
             return lambda: client.evalsha(sha, 0)
-        conn: Any = await client.connection_pool.get_connection()
+        pool: Any = client.connection_pool
+        conn: Any = await pool.get_connection()
         cmd = [conn.pack_command("EVALSHA", sha, 0)[0]]
 
         async def raw() -> Any:

@@ -161,6 +161,9 @@ class Boom:
     LUA: ClassVar[str] = "if ARGV[2] == 'boom' then error('poisoned') end return ARGV[2]"
     arg: str = "boom"
 
+    def apply(self, state: Any | None, now: float) -> tuple[Any | None, bytes, float | None]:
+        return state, self.arg.encode(), None
+
     def lua_args(self) -> list[str]:
         return [self.arg]
 
@@ -198,4 +201,24 @@ async def test_async_binary_path_on_resp2(redis_server: RedisServer) -> None:
     with pytest.raises(rs.StoreError, match="poisoned"):
         await store.aapply(Boom("x"))
     assert await store.aapply(Boom("x", arg="ok")) == b"ok"
+    await store.aclose()
+
+
+async def test_async_binary_read_is_bounded_by_the_socket_timeout(
+    own_redis_server: RedisServer,
+) -> None:
+    store = RedisStore.from_url(own_redis_server.url, socket_timeout=0.2, failure_threshold=5)
+    limiter = rs.RateLimiter("hung", rate=5, per=60, store=store, on_store_error="closed")
+    assert (await limiter.atry_acquire("k")).allowed
+    own_redis_server.pause()
+    try:
+        d = await asyncio.wait_for(limiter.atry_acquire("k"), 5.0)  # not the 5 s: 0.2 s
+    finally:
+        own_redis_server.resume()
+    assert not d.allowed  # the store failed: on_store_error="closed"
+    assert store._breaker.failures == 1
+    d = await limiter.atry_acquire("k")  # the next call reconnects; the stale reply is gone
+    # the timed-out take ran when the server resumed (as on redis-py's own path): 5 - 3
+    assert (d.allowed, d.remaining) == (True, 2)
+    assert (await limiter.atry_acquire("k")).remaining == 1
     await store.aclose()

@@ -5,8 +5,9 @@ The async twin of :mod:`._direct`. redis-py's async command path wraps every com
 retry machinery and every write in a task with its own timeout (``asyncio.wait_for``), which
 costs more than the round trip of a hot decision; here the ``EVALSHA`` is written on the kept
 connection directly (a write that does not fit the socket buffer waits for it under the
-connection's ``socket_timeout``) and the reply is read with redis-py's reader under the same
-timeout. A coroutine that finds the kept connection busy (another decision of the same loop in
+connection's ``socket_timeout``) and the reply is read under the same timeout: a binary
+reply (a rate-limit decision) straight from the connection's stream, others with redis-py's
+reader. A coroutine that finds the kept connection busy (another decision of the same loop in
 flight) borrows one from the pool. A failed or cancelled call closes its connection (a reply
 may be pending on it; the next call reconnects). Only a store's own per-loop clients
 (``RedisStore.from_url``) take it: their connections belong to one loop.
@@ -16,9 +17,26 @@ from __future__ import annotations
 
 from typing import Any
 
+from ._direct import binary_reply
 from ._ops import redis_errors
 
 __all__ = ["AsyncDirect", "async_direct_path"]
+
+
+async def _recv(reader: Any, data: bytes) -> bytes:
+    """``data`` and what ``reader`` has next (the server closing the connection is an error)."""
+    more: bytes = await reader.read(65536)
+    if not more:
+        raise redis_errors().ConnectionError("Connection closed by server.")
+    return data + more
+
+
+async def _read_binary(reader: Any) -> bytes:
+    """The reply of a binary script (see :func:`~._direct.binary_reply`)."""
+    reply, data = binary_reply(await _recv(reader, b""))
+    while reply is None:
+        reply, data = binary_reply(await _recv(reader, data))
+    return reply
 
 
 async def _roundtrip(conn: Any, data: bytes, raw: bool) -> Any:
@@ -37,7 +55,18 @@ async def _roundtrip(conn: Any, data: bytes, raw: bool) -> Any:
                 await asyncio.wait_for(writer.drain(), timeout)
             except TimeoutError:
                 raise redis_errors().TimeoutError("Timeout writing to socket") from None
-        return await conn.read_response(disable_decoding=raw)
+        if not raw:
+            return await conn.read_response(disable_decoding=False)
+        timeout = conn.socket_timeout
+        if not timeout:
+            return await _read_binary(conn._reader)
+        import asyncio
+
+        try:
+            async with asyncio.timeout(timeout):
+                return await _read_binary(conn._reader)
+        except TimeoutError:
+            raise redis_errors().TimeoutError("Timeout reading from socket") from None
     except redis_errors().ResponseError:
         raise  # the whole reply was read: the connection is fine
     except BaseException:

@@ -19,7 +19,7 @@ from typing import Any
 
 from ._ops import redis_errors
 
-__all__ = ["Direct", "bulks", "direct_path", "resp"]
+__all__ = ["Direct", "binary_reply", "bulks", "direct_path", "resp"]
 
 
 def resp(args: list[Any]) -> bytes:
@@ -89,34 +89,45 @@ def _frame_end(data: bytes, pos: int) -> int:
     return end
 
 
-def _read_binary(sock: Any) -> bytes:
-    """One reply that must be a bulk string (or an error, raised as redis-py raises it), after
-    any RESP3 push frames (out-of-band notifications, dropped)."""
-    data = _recv(sock, b"")
+def binary_reply(data: bytes) -> tuple[bytes | None, bytes]:
+    """``(reply, data)`` from what was read so far: the reply once all of it is there (after any
+    RESP3 push frames: out-of-band notifications, dropped), else ``None`` and the bytes to keep.
+    The reply must be a bulk string; an error reply is raised as redis-py raises it.
+
+    Example:
+        >>> binary_reply(b"$2\\r\\nok\\r\\n"), binary_reply(b"$2\\r\\no")
+        ((b'ok', b''), (None, b'$2\\r\\no'))
+    """
     while True:
         end = _frame_end(data, 0)
         if end < 0:
-            data = _recv(sock, data)
-            continue
+            return None, data
         kind = data[:1]
-        if kind == b">":  # a push frame before the reply
-            data = data[end:] or _recv(sock, b"")
-            continue
-        if end != len(data):
-            break  # more than one reply: not ours to read
+        if kind != b">":
+            break
+        data = data[end:]  # a push frame before the reply
+    if end == len(data):
         head = data.find(b"\r\n")
         if kind == b"$":
             n = int(data[1:head])
             if n >= 0:
-                return data[head + 2 : head + 2 + n]
+                return data[head + 2 : head + 2 + n], b""
         elif kind in (b"-", b"!"):
             from redis._parsers.base import BaseParser
 
             msg = data[1:head] if kind == b"-" else data[head + 2 : end - 2]
             parse_error: Any = BaseParser.parse_error  # NOSCRIPT -> NoScriptError, ...
             raise parse_error(msg.decode("utf-8", "replace"))
-        break
+    # more than one reply, or not a bulk string: not a binary script's reply
     raise redis_errors().InvalidResponse(f"unexpected reply to a binary script: {data[:40]!r}")
+
+
+def _read_binary(sock: Any) -> bytes:
+    """The reply of a binary script read from ``sock`` (see :func:`binary_reply`)."""
+    reply, data = binary_reply(_recv(sock, b""))
+    while reply is None:
+        reply, data = binary_reply(_recv(sock, data))
+    return reply
 
 
 def _roundtrip(conn: Any, data: bytes, raw: bool) -> Any:
