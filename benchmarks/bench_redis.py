@@ -15,7 +15,11 @@ limits (``RedisStorage``, fixed window and sliding window counter), pyrate-limit
 (``RedisBucket``) and throttled-py (``RedisStore``, GCRA), plus the floor: a raw ``EVALSHA`` of a
 trivial script (``return 1``) from the same redis-py client (the ratios are to it), and the
 transport floor: the same script pre-packed and sent on a kept connection, the way RedisStore
-sends its scripts with a plain ``redis.Redis`` client.
+sends its scripts with a plain ``redis.Redis`` client. The hot-path rows add the multi-window
+limiter (``limits=[per second, per day]``, one script for both) and the async paths
+(``redis.asyncio``: ``atry_acquire`` on a ``RedisStore.from_url`` store, beside the same two
+floors from a ``redis.asyncio`` client), each with its ratio to the pre-packed floor of its own
+kind (sync or async) in the same round.
 
 Usage::
 
@@ -110,6 +114,9 @@ def make_decider(name: str, url: str) -> Callable[[], Any]:
         )
         try_acquire = limiter.try_acquire
         return lambda: try_acquire(KEY)
+    if name == "resilience (2 windows)":
+        try_two = make_two_windows(url).try_acquire
+        return lambda: try_two(KEY)
     if name == "resilience breaker (shared, closed)":
         import resilience as rs
 
@@ -155,7 +162,73 @@ def make_decider(name: str, url: str) -> Callable[[], Any]:
     raise ValueError(name)
 
 
+#: the multi-window limiter of the hot-path rows: per second and per day, never rejecting
+_TWO_WINDOWS = ((RATE, 1.0), (10**9, 86_400.0))
+
+
+def make_two_windows(url: str) -> Any:
+    """The multi-window limiter on a fresh store."""
+    import resilience as rs
+
+    return rs.RateLimiter(
+        "bench2",
+        limits=[rs.Limit(rate, per=per) for rate, per in _TWO_WINDOWS],
+        store=rs.RedisStore.from_url(url, socket_timeout=1.0),
+    )
+
+
+async def make_async_decider(name: str, url: str) -> Callable[[], Any]:
+    """:func:`make_decider` for the async variants: a coroutine function (one decision)."""
+    import redis.asyncio
+
+    if name.startswith("floor async"):
+        client = redis.asyncio.Redis.from_url(url)
+        sha = await client.script_load("return 1")
+        if "raw" in name:
+            return lambda: client.evalsha(sha, 0)
+        pool: Any = client.connection_pool
+        conn: Any = await pool.get_connection()
+        cmd = [conn.pack_command("EVALSHA", sha, 0)[0]]
+
+        async def raw() -> Any:
+            await conn.send_packed_command(cmd)
+            return await conn.read_response()
+
+        return raw
+    import resilience as rs
+
+    if name == "resilience async (2 windows)":
+        limiter = make_two_windows(url)
+    else:
+        limiter = rs.RateLimiter(
+            "bench", rate=RATE, store=rs.RedisStore.from_url(url, socket_timeout=1.0)
+        )
+    atry = limiter.atry_acquire
+    return lambda: atry(KEY)
+
+
+async def _async_worker(name: str, url: str, seconds: float, barrier: Any, out: Any) -> None:
+    decide = await make_async_decider(name, url)
+    for _ in range(200):
+        await decide()
+    barrier.wait(timeout=60)  # blocks the loop: nothing else runs on it yet
+    n = 0
+    end = time.perf_counter() + seconds
+    while True:
+        for _ in range(50):
+            await decide()
+        n += 50
+        if time.perf_counter() >= end:
+            break
+    out.put(n)
+
+
 def _worker(name: str, url: str, seconds: float, barrier: Any, out: Any) -> None:
+    if name in ASYNC_VARIANTS:
+        import asyncio
+
+        asyncio.run(_async_worker(name, url, seconds, barrier, out))
+        return
     decide = make_decider(name, url)
     for _ in range(200):  # warm up: scripts loaded, connections open
         decide()
@@ -203,10 +276,26 @@ def run(name: str, url: str, procs: int, seconds: float) -> tuple[float, float]:
     return total / elapsed, (after - before) / total
 
 
+ASYNC_VARIANTS = (
+    "floor async: raw EVALSHA",
+    "floor async: pre-packed EVALSHA, kept conn",
+    "resilience async",
+    "resilience async (2 windows)",
+)
+#: variant -> the pre-packed floor of its kind (its ``ratio_to_packed``)
+PACKED_FLOOR = {
+    "resilience": "floor: pre-packed EVALSHA, kept conn",
+    "resilience (2 windows)": "floor: pre-packed EVALSHA, kept conn",
+    "resilience async": "floor async: pre-packed EVALSHA, kept conn",
+    "resilience async (2 windows)": "floor async: pre-packed EVALSHA, kept conn",
+}
+
 VARIANTS = [
     "floor: raw EVALSHA",
     "floor: pre-packed EVALSHA, kept conn",
     "resilience",
+    "resilience (2 windows)",
+    *ASYNC_VARIANTS,
     "resilience breaker (shared, closed)",
     "resilience retry budget (shared)",
     "limits (redis, fixed window)",
@@ -267,13 +356,18 @@ def main(argv: list[str] | None = None) -> int:
         print(f"redis-server {port}, {os.cpu_count()} CPUs, {args.seconds:g} s per run, one key")
         for procs in [int(p) for p in args.procs.split(",")]:
             print(f"\n{procs} client process(es), median of {args.rounds} interleaved rounds")
-            print(f"{'variant':42} {'decisions/s':>12} {'vs floor':>9} {'round trips':>12}")
+            print(
+                f"{'variant':42} {'decisions/s':>12} {'vs floor':>9} {'round trips':>12}"
+                f" {'vs packed':>10}"
+            )
             rates: dict[str, list[float]] = {name: [] for name in variants}
             ratios: dict[str, list[float]] = {name: [] for name in variants}
+            packed: dict[str, list[float]] = {name: [] for name in variants}
             cmds: dict[str, float] = {}
             failed: dict[str, str] = {}
             for _ in range(args.rounds):  # interleaved: a noisy neighbour hits every variant
                 floor = None
+                this_round: dict[str, float] = {}
                 for name in variants:
                     if name in failed:
                         continue
@@ -285,8 +379,11 @@ def main(argv: list[str] | None = None) -> int:
                     if name == VARIANTS[0]:
                         floor = rate
                     rates[name].append(rate)
+                    this_round[name] = rate
                     if floor:
                         ratios[name].append(rate / floor)
+                    if this_round.get(PACKED_FLOOR.get(name, "")):
+                        packed[name].append(rate / this_round[PACKED_FLOOR[name]])
             for name in variants:
                 if name in failed:
                     print(f"{name:42} failed: {failed[name]}")
@@ -301,15 +398,19 @@ def main(argv: list[str] | None = None) -> int:
                         "name": name,
                         "decisions_per_s": statistics.median(rates[name]),
                         "ratio_to_floor": statistics.median(ratios[name]) if ratios[name] else None,
+                        "ratio_to_packed": (
+                            statistics.median(packed[name]) if packed[name] else None
+                        ),
                         "round_trips": cmds[name],
                         "samples": rates[name],
                         "error": None,
                     }
                 )
                 ratio = f"{statistics.median(ratios[name]):8.0%}" if ratios[name] else "       -"
+                vs_packed = f"{statistics.median(packed[name]):9.0%}" if packed[name] else ""
                 print(
                     f"{name:42} {statistics.median(rates[name]):12,.0f} {ratio:>9} "
-                    f"{cmds[name]:12.2f}",
+                    f"{cmds[name]:12.2f} {vs_packed:>10}",
                     flush=True,
                 )
     finally:

@@ -64,7 +64,7 @@ SOURCES = {
     "redis": Source(
         "redis.json",
         _cmd(".bench_redis", "redis.json", "--seconds 1 --rounds 4"),
-        ("redis", "redis-breaker", "redis-shared"),
+        ("redis", "redis-breaker", "redis-shared", "redis-hot"),
     ),
     "idempotency": Source(
         "idempotency.json", _cmd(".bench_idempotency", "idempotency.json"), ("idempotency",)
@@ -430,6 +430,68 @@ def _redis_breaker(src: Sources) -> list[str]:
     return out
 
 
+_PACKED = "floor: pre-packed EVALSHA, kept conn"
+_APACKED = "floor async: pre-packed EVALSHA, kept conn"
+_REDIS_HOT = [
+    ("sync floor: `EVALSHA` of `return 1` pre-packed on a kept connection", _PACKED),
+    ("sync: a raw redis-py `evalsha` of it", _FLOOR),
+    ("**`RateLimiter.try_acquire`**, one window", _OURS_LIMITER),
+    ("**`RateLimiter.try_acquire`**, two windows (per second, per day)", "resilience (2 windows)"),
+    ("async floor: the same, pre-packed on a kept `redis.asyncio` connection", _APACKED),
+    ("async: a raw `redis.asyncio` `evalsha` of it", "floor async: raw EVALSHA"),
+    ("**`RateLimiter.atry_acquire`**, one window", "resilience async"),
+    ("**`RateLimiter.atry_acquire`**, two windows", "resilience async (2 windows)"),
+]
+
+
+def _redis_hot(src: Sources) -> list[str]:
+    redis = src.need("redis")
+    m = redis.meta
+    what = f", {m.get('seconds', '?')} s runs, median of {m.get('rounds', '?')} rounds"
+    out = [
+        _run_line(redis, what),
+        "",
+        "| path | decisions/s, 1 process | × pre-packed floor | 4 processes | × pre-packed floor |",
+        "|---|---:|---:|---:|---:|",
+    ]
+    for label, name in _REDIS_HOT:
+        cells = []
+        for procs in ("procs/1", "procs/4"):
+            cells.append(_per_s(redis.get(procs, name, "decisions_per_s")))
+            if name in (_PACKED, _APACKED):
+                cells.append("1.00")
+            elif name.startswith("floor"):
+                cells.append("")
+            else:
+                cells.append(f"{redis.get(procs, name, 'ratio_to_packed'):.2f}")
+        out.append(f"| {label} | " + " | ".join(cells) + " |")
+    two = []
+    for one, many in (
+        (_OURS_LIMITER, "resilience (2 windows)"),
+        ("resilience async", "resilience async (2 windows)"),
+    ):
+        ratios = [
+            redis.get(p, many, "decisions_per_s") / redis.get(p, one, "decisions_per_s")
+            for p in ("procs/1", "procs/4")
+        ]
+        two.append("/".join(f"{r:.2f}" for r in ratios))
+    out += [
+        "",
+        f"Two windows run at {two[0]}× one window (sync, 1/4 processes) and {two[1]}× (async).",
+    ]
+    return out
+
+
+_STALLS = [
+    (
+        "**outage and restart**: `kill -9`, a new server (no persistence) after the outage",
+        "restart",
+    ),
+    ("**stall**: `SIGSTOP` for the outage, then `SIGCONT`", "stall"),
+    ("**slow moments**: 150 ms pauses, twice a second, for the outage", "hiccups"),
+]
+
+
 _REDIS_BUDGET = "resilience retry budget (shared)"
 _REDIS_SHARED = [
     ("floor: a raw `EVALSHA` of `return 1` from the same redis-py client", _FLOOR),
@@ -741,6 +803,7 @@ TABLES: dict[str, Callable[[Sources], list[str]]] = {
     "redis": _redis,
     "redis-breaker": _redis_breaker,
     "redis-shared": _redis_shared,
+    "redis-hot": _redis_hot,
     "redis-stall": _redis_stall,
     "idempotency": _idempotency,
     "idempotency-evict": _idempotency_evict,

@@ -48,6 +48,9 @@ if TYPE_CHECKING:
 __all__ = ["Windows"]
 
 
+_new_window = tuple.__new__  # a Window from its six fields, without NamedTuple's __new__
+
+
 class Windows:
     """The decisions of a limiter with several windows or per-key tiers (see the module)."""
 
@@ -183,11 +186,17 @@ class Windows:
         quotas, spans = tier.quotas, tier.spans
         if r.__class__ is LocalResult:  # this process's share of each window (a store outage)
             quotas, spans = facts(tier.local)
+        make = _new_window
         windows = tuple(
-            Window(n, q, s, w[0], w[1], round(w[2], 9))
-            for n, q, s, w in zip(tier.names, quotas, spans, wins, strict=True)
+            [
+                make(Window, (n, q, s, w[0], w[1], round(w[2], 9)))
+                for n, q, s, w in zip(tier.names, quotas, spans, wins, strict=True)
+            ]
         )
-        tight = min(windows, key=lambda w: w.remaining)
+        tight = windows[0]
+        for w in windows:
+            if w[3] < tight[3]:  # the first with the fewest permits left
+                tight = w
         permit: MultiPermit | None = None
         if ok and (any(cts) or any(takens)):
             permit = cast(MultiPermit, permit_new(MultiPermit))
@@ -199,7 +208,7 @@ class Windows:
             permit.takens = takens
             permit.ps = tier.params if r.__class__ is not LocalResult else tier.local
             permit.via_store = lim.store is not None and r.__class__ is not LocalResult
-            permit.ends = tuple(t0 + w[1] for w in wins)
+            permit.ends = tuple([t0 + w[1] for w in wins])
             permit.end = max(permit.ends)
             permit._refunded = False
         return decision_new(

@@ -22,6 +22,7 @@ Example:
 
 from __future__ import annotations
 
+import functools
 import math
 import struct
 from typing import Any, ClassVar
@@ -40,6 +41,18 @@ _INF = math.inf
 MultiResult = tuple[
     bool, float, tuple[float, ...], tuple[float, ...], tuple[tuple[int, float, float], ...]
 ]
+
+
+@functools.lru_cache(maxsize=1024)
+def _packed_all(ps: tuple[LimitParams, ...], a: float, b: float) -> bytes:
+    """Every window's parameters and an operation's two numbers, as one script argument."""
+    return b"".join([_packed(p, a, b) for p in ps])
+
+
+@functools.lru_cache(maxsize=64)
+def _reply_struct(n: int) -> struct.Struct:
+    """The packed reply of a take on ``n`` windows (``2 + 5 * n`` doubles)."""
+    return struct.Struct(f"<{2 + 5 * n}d")
 
 
 def _state(state: list[float] | None, now: float, ps: tuple[LimitParams, ...]) -> list[float]:
@@ -168,12 +181,12 @@ class _TakeAllOp:
 
     def lua_args(self) -> tuple[bytes]:
         """Per window: its parameters, cost and max_wait, packed (the script's ARGV[2])."""
-        return (b"".join([_packed(p, self.cost, self.max_wait) for p in self.ps]),)
+        return (_packed_all(self.ps, self.cost, self.max_wait),)
 
     def parse(self, reply: Any) -> MultiResult:
         """The Lua reply: ``2 + 5 * windows`` packed doubles (see ``collect.lua``)."""
         n = len(self.ps)
-        v = struct.unpack(f"<{2 + 5 * n}d", reply)
+        v = _reply_struct(n).unpack(reply)
         ok = v[0]
         if ok >= 2.0:
             self.reset = True
@@ -184,7 +197,7 @@ class _TakeAllOp:
             v[1],
             w[0::5],
             w[1::5],
-            tuple((int(w[5 * i + 2]), w[5 * i + 3], w[5 * i + 4]) for i in range(n)),
+            tuple([(int(w[5 * i + 2]), w[5 * i + 3], w[5 * i + 4]) for i in range(n)]),
         )
 
 

@@ -19,7 +19,7 @@ class LoopClient:
     """The async client of one event loop, and with a Sentinel URL the clients of its sentinels
     (closed with it)."""
 
-    __slots__ = ("client", "closer", "init_lock", "ready", "sentinels")
+    __slots__ = ("client", "closer", "direct", "init_lock", "ready", "sentinels")
 
     def __init__(self, client: Any, sentinels: Sequence[Any] = ()) -> None:
         self.client = client
@@ -27,6 +27,8 @@ class LoopClient:
         self.ready = False
         self.init_lock: Any = None
         self.closer: Any = None
+        # the loop's direct path (see ._adirect; None: none; False: not decided yet)
+        self.direct: Any = False
 
 
 async def _aclose_all(client: Any, sentinels: Sequence[Any]) -> None:
@@ -104,10 +106,25 @@ class LoopClients:
         """The running loop's async client (``None``: there is none), initialized once per loop
         (redis-py's async cluster client races when many coroutines make its first request
         concurrently), and closed when its loop shuts down (asyncio.run, pytest)."""
+        entry = await self.ready_entry()
+        return None if entry is None else entry.client
+
+    async def ready_entry(self) -> LoopClient | None:
+        """:meth:`ready`'s client state (with the loop's direct path decided: a plain client
+        of the store's own, see :mod:`._adirect`)."""
         entry = self.entry()
         if entry is None:
             return None
+        if entry.ready:
+            return entry
         client = entry.client
+        if entry.direct is False:
+            if entry is self.given:
+                entry.direct = None  # a given client may be shared with other code
+            else:
+                from ._adirect import async_direct_path
+
+                entry.direct = async_direct_path(client)
         if entry.closer is None and entry is not self.given:
             import asyncio
 
@@ -116,8 +133,9 @@ class LoopClients:
                 client, entry.sentinels, lambda: self.loops.pop(loop, None)
             )
             await entry.closer.__anext__()
-        if entry.ready or not callable(getattr(client, "initialize", None)):
-            return client
+        if not callable(getattr(client, "initialize", None)):
+            entry.ready = True
+            return entry
         import asyncio
 
         if entry.init_lock is None:
@@ -137,7 +155,7 @@ class LoopClients:
                         breaker.abandon()
                     raise
                 entry.ready = True
-        return client
+        return entry
 
     async def aclose(self) -> None:
         """Close the running loop's own client (not a given one) and its sentinel clients."""

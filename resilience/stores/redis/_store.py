@@ -14,7 +14,7 @@ from ..._types import positive_int, seconds
 from ...errors import ConfigurationError, StoreError
 from ..base import StoreOp
 from ._clients import is_async_client, new_async_client, new_sync_client, url_options
-from ._direct import Direct, direct_path
+from ._direct import Direct, bulks, direct_path, resp
 from ._durable import Durable
 from ._faults import WRONG_LOOP, Breaker, parse_reply
 from ._loops import LoopClients
@@ -105,6 +105,8 @@ class RedisStore:
         )
         self._shas: dict[type, Script] = {}
         self._key_cache: dict[str, tuple[tuple[str, ...], list[str]]] = {}
+        # (op class, key) -> the packed head of its EVALSHA (the direct paths)
+        self._heads: dict[tuple[type, str], tuple[int, bytes]] = {}
         self._lock = threading.Lock()
         new_client: Callable[[], tuple[Any, list[Any]]] | None = None
         if _url is not None:
@@ -234,6 +236,25 @@ class RedisStore:
         now = repr(round(self._clock.monotonic() * 1_000_000)) if self._injected_clock else b""
         return [sha, len(keys), *keys, now, *op.lua_args()], src, options
 
+    def _packed(self, op: Any) -> tuple[bytes, str, dict[str, Any]]:
+        """``(the packed EVALSHA command, script source, options)`` for ``op`` on a direct path:
+        the script's SHA, keys and clock override are packed once per key."""
+        cls = type(op)
+        src, sha, suffixes, options = self._shas.get(cls) or self._script(op)
+        tail = op.lua_args()
+        if self._injected_clock:
+            return resp(self._call(op)[0]), src, options
+        cached = self._heads.get((cls, op.key))
+        if cached is None or cached[0] != len(tail):
+            keys = self._keys(op.key, suffixes)
+            head = bulks([sha, len(keys), *keys, b""])
+            heads = self._heads
+            if len(heads) >= _KEY_CACHE_SIZE:
+                heads.clear()  # bounded: rotating user keys cannot grow it
+            n = len(keys) + 4 + len(tail)
+            cached = heads[cls, op.key] = (len(tail), b"*%d\r\n$7\r\nEVALSHA\r\n%b" % (n, head))
+        return cached[1] + bulks(tail), src, options
+
     # -- apply --------------------------------------------------------------------------------
     def apply(self, op: StoreOp[R], /) -> R:
         """Run ``op``'s Lua twin: one ``EVALSHA`` round trip (plus one ``EVAL`` after
@@ -241,20 +262,25 @@ class RedisStore:
         key's script fails: such an error stays with the key and never makes the store fail
         fast)."""
         client = self._sync or self.sync_client()  # before a probe is admitted, like aapply
-        args, src, options = self._call(op)
+        durable = self.wait_replicas and getattr(type(op), "DURABLE", False)
+        direct = self._direct if self._direct is not False else self._direct_path(client)
+        if direct is not None and not durable:
+            data, src, options = self._packed(op)
+        else:
+            args, src, options = self._call(op)
         breaker = self._breaker
         epoch = breaker.epoch
         probe = breaker.check() if breaker.failures else False
-        if self.wait_replicas and getattr(type(op), "DURABLE", False):
+        if durable:
             return cast(R, self._durable.run(op, client, args, src, options, epoch, probe))
-        direct = self._direct if self._direct is not False else self._direct_path(client)
         try:
             try:
                 if direct is not None:
-                    reply = direct.call(args, bool(options))
+                    reply = direct.call(data, bool(options))
                 else:
                     reply = client.execute_command("EVALSHA", *args, **options)
             except redis_errors().NoScriptError:
+                args = self._call(op)[0]
                 args[0] = src
                 reply = client.execute_command("EVAL", *args, **options)
         except (redis_errors().RedisError, OSError) as exc:
@@ -274,21 +300,31 @@ class RedisStore:
 
     async def aapply(self, op: StoreOp[R], /) -> R:
         """The async twin of :meth:`apply` (never blocks the event loop; from any event loop)."""
-        client = await self._aclients.ready()
-        if client is None:
+        entry = await self._aclients.ready_entry()
+        if entry is None:
             import asyncio
 
             return await asyncio.to_thread(self.apply, op)
-        args, src, options = self._call(op)
+        client = entry.client
+        durable = self.wait_replicas and getattr(type(op), "DURABLE", False)
+        direct = entry.direct
+        if direct is not None and not durable:
+            data, src, options = self._packed(op)
+        else:
+            args, src, options = self._call(op)
         breaker = self._breaker
         epoch = breaker.epoch
         probe = breaker.check() if breaker.failures else False
-        if self.wait_replicas and getattr(type(op), "DURABLE", False):
+        if durable:
             return cast(R, await self._durable.arun(op, client, args, src, options, epoch, probe))
         try:
             try:
-                reply = await client.execute_command("EVALSHA", *args, **options)
+                if direct is not None:
+                    reply = await direct.call(data, bool(options))
+                else:
+                    reply = await client.execute_command("EVALSHA", *args, **options)
             except redis_errors().NoScriptError:
+                args = self._call(op)[0]
                 args[0] = src
                 reply = await client.execute_command("EVAL", *args, **options)
         except (redis_errors().RedisError, OSError) as exc:
