@@ -8,6 +8,9 @@ STAMP := $(VENV)/.installed
 # Debian's packages; the test is skipped without it locally and fails without it under CI=true.
 CHROMIUM ?= /usr/bin/chromium
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+# The HTTP load generator of `make bench-http` (benchmarks/http_load.py), from Debian's packages;
+# installed on demand, never needed by the tests.
+WRK ?= /usr/bin/wrk
 
 .PHONY: demo demo-short demo-basics simulate test test-fast lint types unit bench bench-quick bench-docs bench-instr bench-http bench-grpc bench-redis bench-stall bench-idempotency bench-hedge bench-lock bench-throttle bench-chaos bench-all clean
 
@@ -43,6 +46,10 @@ $(CHROMIUM):
 	$(SUDO) apt-get update
 	$(SUDO) apt-get install -y chromium chromium-driver
 
+$(WRK):
+	$(SUDO) apt-get update
+	$(SUDO) apt-get install -y wrk
+
 lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
@@ -64,7 +71,7 @@ test-fast: $(STAMP) $(CHROMIUM)
 # of docs/benchmarks.md and docs/redis.md from the JSON files in benchmarks/results/
 # (tests/project/test_benchmarks_report.py checks they match). The other bench-* targets each re-run one
 # script (the commands are those of SOURCES in benchmarks/report.py); `make bench-all` runs
-# them all but bench-http (needs wrk), bench-instr and bench-throttle (need valgrind), then
+# them all but bench-http (installs wrk), bench-instr and bench-throttle (need valgrind), then
 # bench-docs.
 bench: $(STAMP)
 	$(BIN)/python -m benchmarks --json benchmarks/results/micro.json
@@ -75,7 +82,7 @@ bench-docs: $(STAMP)
 bench-instr: $(STAMP)
 	$(BIN)/python -m benchmarks.instr --json benchmarks/results/instr.json
 
-bench-http: $(STAMP)
+bench-http: $(STAMP) $(WRK)
 	$(BIN)/python -m benchmarks.http_load --json benchmarks/results/http_load.json
 
 bench-grpc: $(STAMP)
