@@ -5,11 +5,13 @@ from __future__ import annotations
 import contextlib
 import inspect
 import math
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from typing import Any, Protocol, cast
 
 from resilience import refused_by_policy
 from resilience.errors import ConfigurationError, RateLimitedError
+from resilience.ratelimit import Decision as _RsDecision
+from resilience.ratelimit import RateLimiter
 
 from ._common import (
     REFUSALS_KEY,
@@ -35,6 +37,9 @@ _RATE_LIMITED = refusal_row(RateLimitedError)
 #: The largest sf-integer (RFC 9651 §3.3.1: at most 15 digits); larger values are sent as it.
 _SF_MAX = 999_999_999_999_999
 _SF_MAX_BYTES = b"%d" % _SF_MAX
+#: The most distinct quotas whose ``RateLimit-Policy`` field is kept ready (per middleware).
+_POLICY_CACHE = 256
+_MISSING: Any = object()
 
 
 class Decision(Protocol):
@@ -123,9 +128,14 @@ class RateLimitMiddleware:
     ) -> None:
         atry = getattr(limiter, "atry_acquire", None)
         sync = getattr(limiter, "try_acquire", None)
-        if atry is not None and inspect.iscoroutinefunction(atry):
-            self._acquire: Callable[..., Any] = atry
-            self._async = True
+        # an in-memory rs.RateLimiter: its async variants are its sync ones (one generated code
+        # path, nothing to await), so skip the coroutine per request
+        local = type(limiter) is RateLimiter and limiter.store is None
+        self._acquire: Callable[..., Any]
+        if local:
+            self._acquire, self._async = limiter.try_acquire, False
+        elif atry is not None and inspect.iscoroutinefunction(atry):
+            self._acquire, self._async = atry, True
         elif callable(sync):
             self._acquire = sync
             self._async = inspect.iscoroutinefunction(sync)
@@ -137,7 +147,9 @@ class RateLimitMiddleware:
         refund = getattr(limiter, "refund", None)
         self._refund: Callable[[Any], Any] | None = None
         self._refund_async = False
-        if arefund is not None and inspect.iscoroutinefunction(arefund):
+        if local:
+            self._refund = limiter.refund
+        elif arefund is not None and inspect.iscoroutinefunction(arefund):
             self._refund, self._refund_async = arefund, True
         elif callable(refund):
             self._refund, self._refund_async = refund, inspect.iscoroutinefunction(refund)
@@ -152,6 +164,7 @@ class RateLimitMiddleware:
         self._proxies = TrustedProxies(trusted_proxies)
         self._key = key or self._proxies.client_ip
         self._cost = cost
+        self._cost_fn: Callable[[Scope], int] | None = cost if callable(cost) else None
         self._routes = RouteFilter(include, exclude, when)
         self._all_routes = self._routes.everything
         self._headers = headers
@@ -161,14 +174,37 @@ class RateLimitMiddleware:
         rate = _number(getattr(limiter, "rate", None))
         per = _number(getattr(limiter, "per", None))
         self._rate_per = (rate, per) if rate and per else None
+        self._policies: dict[int, tuple[bytes, bytes] | None] = {}
 
     def _fields(self, decision: Any, denied_after: bytes | None) -> Headers:
-        windows = getattr(decision, "windows", None)
-        if windows:
-            return self._window_fields(windows, denied_after is not None)
-        limit = _number(getattr(decision, "limit", None))
-        remaining = _number(getattr(decision, "remaining", None))
-        out: Headers = []
+        """The ``RateLimit-Policy`` and ``RateLimit`` fields of ``decision`` (``denied_after``:
+        the ``Retry-After`` value of a refusal, ``None`` when admitted)."""
+        if denied_after is None and decision.__class__ is _RsDecision and not decision.windows:
+            # the hot path, an admitted one-window rs.RateLimiter decision: the policy field
+            # comes from a cache (it depends on the quota only), the state field is one format;
+            # the same bytes as _any_fields (which handles everything else)
+            limit, remaining, reset = decision.limit, decision.remaining, decision.reset_after
+            if (
+                limit.__class__ is int
+                and remaining.__class__ is int
+                and reset.__class__ is float
+                and 0.0 <= reset < _SF_MAX
+            ):
+                policy = self._policies.get(limit, _MISSING)
+                if policy is _MISSING:
+                    policy = self._policy_field(float(limit))
+                    if len(self._policies) < _POLICY_CACHE:
+                        self._policies[limit] = policy
+                if remaining < 0:
+                    remaining = 0
+                elif remaining > _SF_MAX:
+                    remaining = _SF_MAX
+                state = (b"ratelimit", self._name + b";r=%d;t=%d" % (remaining, math.ceil(reset)))
+                return [state] if policy is None else [policy, state]
+        return self._any_fields(decision, denied_after)
+
+    def _policy_field(self, limit: float | None) -> tuple[bytes, bytes] | None:
+        """The ``RateLimit-Policy`` field for a quota of ``limit`` (``None``: unknown)."""
         if self._rate_per is not None:
             rate, per = self._rate_per
             quota = limit if limit is not None else rate
@@ -176,12 +212,25 @@ class RateLimitMiddleware:
             w = math.ceil(per * quota / rate)
             if q > _SF_MAX or w > _SF_MAX:
                 q, w = min(q, _SF_MAX), min(w, _SF_MAX)
-            out.append((b"ratelimit-policy", self._name + b";q=%d;w=%d" % (q, w)))
-        elif limit is not None:
+            return (b"ratelimit-policy", self._name + b";q=%d;w=%d" % (q, w))
+        if limit is not None:
             q = math.floor(limit)
             if q > _SF_MAX:
                 q = _SF_MAX
-            out.append((b"ratelimit-policy", self._name + b";q=%d" % q))
+            return (b"ratelimit-policy", self._name + b";q=%d" % q)
+        return None
+
+    def _any_fields(self, decision: Any, denied_after: bytes | None) -> Headers:
+        """:meth:`_fields` for any decision (duck-typed, multi-window, refused)."""
+        windows = getattr(decision, "windows", None)
+        if windows:
+            return self._window_fields(windows, denied_after is not None)
+        limit = _number(getattr(decision, "limit", None))
+        remaining = _number(getattr(decision, "remaining", None))
+        out: Headers = []
+        policy = self._policy_field(limit)
+        if policy is not None:
+            out.append(policy)
         if remaining is None:
             return out
         r = math.floor(remaining)
@@ -230,7 +279,7 @@ class RateLimitMiddleware:
         if key is None:
             await self.app(scope, receive, send)
             return
-        cost = self._cost(scope) if callable(self._cost) else self._cost
+        cost = self._cost if self._cost_fn is None else self._cost_fn(scope)
         decision = self._acquire(key=key, cost=cost)
         if self._async:
             decision = await decision
@@ -251,11 +300,12 @@ class RateLimitMiddleware:
         if self._headers:
             fields = self._fields(decision, None)
 
-            async def send_with_fields(message: Message) -> None:
+            # a plain function returning send's awaitable: no coroutine of its own per message
+            def send_with_fields(message: Message) -> Awaitable[None]:
                 if message["type"] == "http.response.start":
                     message = dict(message)
                     message["headers"] = [*message.get("headers", ()), *fields]
-                await send(message)
+                return send(message)
 
             app_send = send_with_fields
         if self._refund is None:
