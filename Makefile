@@ -17,6 +17,10 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 # and fail under CI=true.
 INITDB ?= $(or $(lastword $(sort $(wildcard /usr/lib/postgresql/*/bin/initdb))),/usr/lib/postgresql/15/bin/initdb)
 
+# The HTTP load generator of `make bench-http` (benchmarks/http_load.py), from Debian's packages;
+# installed on demand, never needed by the tests.
+WRK ?= /usr/bin/wrk
+
 .PHONY: demo demo-short demo-basics simulate test test-fast lint types unit bench bench-quick bench-docs bench-instr bench-http bench-grpc bench-redis bench-stall bench-idempotency bench-hedge bench-lock bench-outbox bench-throttle bench-chaos bench-hotkeys bench-all clean
 
 # the library editable with its extras, plus the dependency groups of pyproject.toml (test,
@@ -54,6 +58,10 @@ $(INITDB):
 	$(SUDO) apt-get update
 	$(SUDO) apt-get install -y postgresql
 
+$(WRK):
+	$(SUDO) apt-get update
+	$(SUDO) apt-get install -y wrk
+
 lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
@@ -75,7 +83,7 @@ test-fast: $(STAMP) $(CHROMIUM) $(INITDB)
 # of docs/benchmarks.md and docs/redis.md from the JSON files in benchmarks/results/
 # (tests/project/test_benchmarks_report.py checks they match). The other bench-* targets each re-run one
 # script (the commands are those of SOURCES in benchmarks/report.py); `make bench-all` runs
-# them all but bench-http (needs wrk), bench-instr and bench-throttle (need valgrind), then
+# them all but bench-http (installs wrk), bench-instr and bench-throttle (need valgrind), then
 # bench-docs.
 bench: $(STAMP)
 	$(BIN)/python -m benchmarks --json benchmarks/results/micro.json
@@ -86,7 +94,7 @@ bench-docs: $(STAMP)
 bench-instr: $(STAMP)
 	$(BIN)/python -m benchmarks.instr --json benchmarks/results/instr.json
 
-bench-http: $(STAMP)
+bench-http: $(STAMP) $(WRK)
 	$(BIN)/python -m benchmarks.http_load --json benchmarks/results/http_load.json
 
 bench-grpc: $(STAMP)

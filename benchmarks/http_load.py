@@ -137,7 +137,7 @@ def cpu_seconds(pid: int) -> float:
 def load(port: int, seconds: float, connections: int) -> tuple[float, int]:
     wrk = shutil.which("wrk")
     if wrk is None:
-        raise SystemExit("wrk not found (apt-get install -y wrk)")
+        raise SystemExit("wrk not found: `make bench-http` installs it (apt-get install -y wrk)")
     out = subprocess.run(
         [
             wrk,

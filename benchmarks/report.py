@@ -315,6 +315,8 @@ def _timeout(src: Sources) -> list[str]:
 
 
 _ASGI = [
+    ("ours: `ResilienceMiddleware` alone (`Timeout` + `Bulkhead`)", "resilience"),
+    ("ours: `RateLimitMiddleware` alone (per-IP `rs.RateLimiter`)", "ratelimit"),
     (
         "ours: `RateLimitMiddleware` (per-IP `rs.RateLimiter`) + `ResilienceMiddleware`"
         " (`Timeout` + `Bulkhead`)",
@@ -327,9 +329,13 @@ _ASGI = [
 
 def _asgi(src: Sources) -> list[str]:
     http = src.need("http_load")
-    out = ["| variant | × bare requests/s |", "|---|---:|"]
+    out = [
+        "| variant | × bare requests/s | × bare by server CPU per request |",
+        "|---|---:|---:|",
+    ]
     for label, variant in _ASGI:
-        out.append(f"| {label} | {http.get('', variant, 'ratio'):.2f} |")
+        ratio, cpu = http.get("", variant, "ratio"), http.get("", variant, "cpu_ratio")
+        out.append(f"| {label} | {ratio:.2f} | {cpu:.2f} |")
     return out
 
 

@@ -19,6 +19,8 @@ import math
 from collections.abc import Sequence
 from typing import Any
 
+from resilience.ratelimit import Decision as _RsDecision
+
 __all__ = ["RateLimitFields", "format_retry_after"]
 
 Headers = list[tuple[bytes, bytes]]
@@ -26,6 +28,9 @@ Headers = list[tuple[bytes, bytes]]
 #: The largest sf-integer (RFC 9651 §3.3.1: at most 15 digits); larger values are sent as it.
 _SF_MAX = 999_999_999_999_999
 _SF_MAX_BYTES = b"%d" % _SF_MAX
+#: The most distinct quotas whose ``RateLimit-Policy`` field is kept ready (per limiter).
+_POLICY_CACHE = 256
+_MISSING: Any = object()
 
 
 def format_retry_after(seconds: float | None) -> bytes | None:
@@ -64,16 +69,37 @@ class RateLimitFields:
         rate = _number(getattr(limiter, "rate", None))
         per = _number(getattr(limiter, "per", None))
         self.rate_per = (rate, per) if rate and per else None
+        self._policies: dict[int, tuple[bytes, bytes] | None] = {}
 
     def fields(self, decision: Any, denied_after: bytes | None) -> Headers:
         """``[(b"ratelimit-policy", ...), (b"ratelimit", ...)]`` for ``decision``
         (``denied_after``: the refusal's ``Retry-After`` value, ``None`` when admitted)."""
-        windows = getattr(decision, "windows", None)
-        if windows:
-            return self._window_fields(windows, denied_after is not None)
-        limit = _number(getattr(decision, "limit", None))
-        remaining = _number(getattr(decision, "remaining", None))
-        out: Headers = []
+        if denied_after is None and decision.__class__ is _RsDecision and not decision.windows:
+            # the hot path, an admitted one-window rs.RateLimiter decision: the policy field
+            # comes from a cache (it depends on the quota only), the state field is one format;
+            # the same bytes as _any_fields (which handles everything else)
+            limit, remaining, reset = decision.limit, decision.remaining, decision.reset_after
+            if (
+                limit.__class__ is int
+                and remaining.__class__ is int
+                and reset.__class__ is float
+                and 0.0 <= reset < _SF_MAX
+            ):
+                policy = self._policies.get(limit, _MISSING)
+                if policy is _MISSING:
+                    policy = self._policy_field(float(limit))
+                    if len(self._policies) < _POLICY_CACHE:
+                        self._policies[limit] = policy
+                if remaining < 0:
+                    remaining = 0
+                elif remaining > _SF_MAX:
+                    remaining = _SF_MAX
+                state = (b"ratelimit", self.name + b";r=%d;t=%d" % (remaining, math.ceil(reset)))
+                return [state] if policy is None else [policy, state]
+        return self._any_fields(decision, denied_after)
+
+    def _policy_field(self, limit: float | None) -> tuple[bytes, bytes] | None:
+        """The ``RateLimit-Policy`` field for a quota of ``limit`` (``None``: unknown)."""
         if self.rate_per is not None:
             rate, per = self.rate_per
             quota = limit if limit is not None else rate
@@ -81,12 +107,25 @@ class RateLimitFields:
             w = math.ceil(per * quota / rate)
             if q > _SF_MAX or w > _SF_MAX:
                 q, w = min(q, _SF_MAX), min(w, _SF_MAX)
-            out.append((b"ratelimit-policy", self.name + b";q=%d;w=%d" % (q, w)))
-        elif limit is not None:
+            return (b"ratelimit-policy", self.name + b";q=%d;w=%d" % (q, w))
+        if limit is not None:
             q = math.floor(limit)
             if q > _SF_MAX:
                 q = _SF_MAX
-            out.append((b"ratelimit-policy", self.name + b";q=%d" % q))
+            return (b"ratelimit-policy", self.name + b";q=%d" % q)
+        return None
+
+    def _any_fields(self, decision: Any, denied_after: bytes | None) -> Headers:
+        """:meth:`fields` for any decision (duck-typed, multi-window, refused)."""
+        windows = getattr(decision, "windows", None)
+        if windows:
+            return self._window_fields(windows, denied_after is not None)
+        limit = _number(getattr(decision, "limit", None))
+        remaining = _number(getattr(decision, "remaining", None))
+        out: Headers = []
+        policy = self._policy_field(limit)
+        if policy is not None:
+            out.append(policy)
         if remaining is None:
             return out
         r = math.floor(remaining)

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import contextlib
 import inspect
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from typing import Any, Protocol, cast
 
 from resilience import refused_by_policy
 from resilience._types import check_listeners
 from resilience.errors import ConfigurationError, RateLimitedError
 from resilience.events import CallRejected, Listener, emit
+from resilience.ratelimit import RateLimiter
 
 from .._ratelimit_fields import RateLimitFields, _number
 from ._common import (
@@ -113,9 +114,14 @@ class RateLimitMiddleware:
     ) -> None:
         atry = getattr(limiter, "atry_acquire", None)
         sync = getattr(limiter, "try_acquire", None)
-        if atry is not None and inspect.iscoroutinefunction(atry):
-            self._acquire: Callable[..., Any] = atry
-            self._async = True
+        # an in-memory rs.RateLimiter: its async variants are its sync ones (one generated code
+        # path, nothing to await), so skip the coroutine per request
+        local = type(limiter) is RateLimiter and limiter.store is None
+        self._acquire: Callable[..., Any]
+        if local:
+            self._acquire, self._async = limiter.try_acquire, False
+        elif atry is not None and inspect.iscoroutinefunction(atry):
+            self._acquire, self._async = atry, True
         elif callable(sync):
             self._acquire = sync
             self._async = inspect.iscoroutinefunction(sync)
@@ -127,7 +133,9 @@ class RateLimitMiddleware:
         refund = getattr(limiter, "refund", None)
         self._refund: Callable[[Any], Any] | None = None
         self._refund_async = False
-        if arefund is not None and inspect.iscoroutinefunction(arefund):
+        if local:
+            self._refund = limiter.refund
+        elif arefund is not None and inspect.iscoroutinefunction(arefund):
             self._refund, self._refund_async = arefund, True
         elif callable(refund):
             self._refund, self._refund_async = refund, inspect.iscoroutinefunction(refund)
@@ -142,6 +150,7 @@ class RateLimitMiddleware:
         self._proxies = TrustedProxies(trusted_proxies)
         self._key = key or self._proxies.client_ip
         self._cost = cost
+        self._cost_fn: Callable[[Scope], int] | None = cost if callable(cost) else None
         self._routes = RouteFilter(include, exclude, when)
         self._all_routes = self._routes.everything
         self._headers = headers
@@ -160,7 +169,7 @@ class RateLimitMiddleware:
         if key is None:
             await self.app(scope, receive, send)
             return
-        cost = self._cost(scope) if callable(self._cost) else self._cost
+        cost = self._cost if self._cost_fn is None else self._cost_fn(scope)
         decision = self._acquire(key=key, cost=cost)
         if self._async:
             decision = await decision
@@ -183,11 +192,12 @@ class RateLimitMiddleware:
         if self._headers:
             fields = self._fields(decision, None)
 
-            async def send_with_fields(message: Message) -> None:
+            # a plain function returning send's awaitable: no coroutine of its own per message
+            def send_with_fields(message: Message) -> Awaitable[None]:
                 if message["type"] == "http.response.start":
                     message = dict(message)
                     message["headers"] = [*message.get("headers", ()), *fields]
-                await send(message)
+                return send(message)
 
             app_send = send_with_fields
         if self._refund is None:

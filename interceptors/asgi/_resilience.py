@@ -7,7 +7,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 from interceptors.errors import classify, retry_delay
-from resilience import Policy, deadline_scope, refused_by_policy
+from resilience import Policy, publish_deadline, refused_by_policy, reset_deadline
 from resilience._clock import Clock, resolve_clock
 from resilience._types import Duration, check_listeners, header_names
 from resilience.errors import ConfigurationError, TimeoutExceededError
@@ -60,7 +60,11 @@ class ServerErrorResponse(Exception):
 
 
 class _Responder:
-    """Per-request ``send`` wrapper: forwards every message at once, remembers the status."""
+    """Per-request ``send`` wrapper: forwards every message at once, remembers the status.
+
+    A plain callable returning the server's ``send`` awaitable (what the app awaits), so that
+    forwarding a message adds no coroutine of its own.
+    """
 
     __slots__ = ("send", "started", "status")
 
@@ -69,24 +73,19 @@ class _Responder:
         self.started = False
         self.status = 0
 
-    async def __call__(self, message: Message) -> None:
+    def __call__(self, message: Message) -> Awaitable[None]:
         if message["type"] == "http.response.start":
             if self.started:
                 raise RuntimeError("the application sent http.response.start twice")
             self.started = True
             self.status = message["status"]
-        await self.send(message)
+        return self.send(message)
 
 
 def _contains(description: dict[str, Any], kind: str) -> bool:
     if description.get("kind") == kind:
         return True
     return any(_contains(p, kind) for p in description.get("policies", ()))
-
-
-def _default_operation(scope: Scope) -> str:
-    method: str = scope.get("method", "HTTP")
-    return method
 
 
 class ResilienceMiddleware:
@@ -202,8 +201,8 @@ class ResilienceMiddleware:
         for fn, what in ((operation, "operation"), (failure_status, "failure_status")):
             if fn is not None and not callable(fn):
                 raise ConfigurationError(f"{what} must be a callable or None, got {fn!r}")
-        self._operation = operation or _default_operation
-        self._failure_status = failure_status or (lambda status: status >= 500)
+        self._operation = operation  # None: the HTTP method (read inline)
+        self._failure_status = failure_status  # None: 5xx (compared inline)
         self._clock = resolve_clock(clock)
         self.listeners = check_listeners(listeners)
         self._wrapped: dict[str, Callable[[Scope, Receive, _Responder], Awaitable[None]]] = {}
@@ -228,40 +227,87 @@ class ResilienceMiddleware:
             finally:
                 if token is not None:
                     CURRENT_CALLER.reset(token)
-            if responder.started and failed(responder.status):
-                raise ServerErrorResponse(responder.status)
+            if responder.started:
+                status = responder.status
+                if status >= 500 if failed is None else failed(status):
+                    raise ServerErrorResponse(status)
 
         wrapped = self.pipeline.wrap(run, operation=op, listeners=self.listeners)
         self._wrapped[op] = wrapped
         return wrapped
+
+    def _inbound_timeout(self, scope: Scope) -> float | None:
+        """The request's deadline from its headers, clamped (``None``: none well-formed)."""
+        names = self._deadline_headers
+        found = {k: v for k, v in scope.get("headers", ()) if k in names}
+        for name in names:  # the first header present and well-formed wins
+            if name in found:
+                timeout = parse_timeout(found[name])
+                if timeout is not None:
+                    return clamp_inbound(timeout, self.max_deadline)
+        return None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         """Handle one ASGI connection scope."""
         if scope["type"] != "http" or not (self._all_routes or self._routes(scope)):
             await self.app(scope, receive, send)
             return
-        timeout = None
+        # One coroutine for the whole request (each extra await level costs as much as a
+        # policy): the deadline headers are looked up only when one of them is present.
+        deadline = None
         names = self._deadline_headers
         if names:
-            found = {k: v for k, v in scope.get("headers", ()) if k in names}
-            for name in names:  # the first header present and well-formed wins
-                if name in found:
-                    timeout = parse_timeout(found[name])
+            for name, _ in scope.get("headers", ()):
+                if name in names:
+                    timeout = self._inbound_timeout(scope)
                     if timeout is not None:
-                        break
-        if timeout is None:
-            await self._handle(scope, receive, send)
-            return
-        timeout = clamp_inbound(timeout, self.max_deadline)
-        if timeout <= 0:
-            await send_refusal(
-                send,
-                refusal_row(TimeoutExceededError),
-                detail="the request's deadline had already expired",
-            )
-            return
-        with deadline_scope(timeout, clock=self._clock):
-            await self._handle(scope, receive, send)
+                        if timeout <= 0:
+                            await send_refusal(
+                                send,
+                                refusal_row(TimeoutExceededError),
+                                detail="the request's deadline had already expired",
+                            )
+                            return
+                        deadline = publish_deadline(timeout, clock=self._clock)
+                    break
+        try:
+            responder = _Responder(send)
+            caller = self._caller(scope) if self._scoped else None
+            token = None if caller is None else CURRENT_CALLER.set(caller)
+            try:
+                operation = self._operation
+                op: str = scope.get("method", "HTTP") if operation is None else operation(scope)
+                wrapped = self._wrapped.get(op)
+                if wrapped is None:
+                    wrapped = self._guarded(op)
+                await wrapped(scope, receive, responder)
+                if caller is not None and caller.replayed and not responder.started:
+                    await send_problem(
+                        send,
+                        409,
+                        "Response not retained",
+                        type_=PROBLEM_BASE + "idempotency#response-not-retained",
+                        detail=_NOT_REPLAYABLE,
+                        headers=[(b"idempotent-replayed", b"true")],
+                    )
+            except ServerErrorResponse:
+                if not responder.started:  # pragma: no cover - raised only after a start
+                    raise
+            except Exception as exc:
+                row = classify(exc)
+                if row is None or responder.started:
+                    raise
+                if refused_by_policy(exc):  # enclosing RateLimitMiddlewares refund this request
+                    mark_refused(scope, exc)
+                retry_after = format_retry_after(retry_delay(row, exc))
+                headers = [(b"retry-after", retry_after)] if retry_after is not None else []
+                await send_refusal(send, row, detail=str(exc) or None, headers=headers)
+            finally:
+                if token is not None:
+                    CURRENT_CALLER.reset(token)
+        finally:
+            if deadline is not None:
+                reset_deadline(deadline)
 
     def _caller(self, scope: Scope) -> CallerScope:
         """The caller scope of an ``rs.Idempotent`` in the pipeline (own one without principal)."""
@@ -273,34 +319,3 @@ class ResilienceMiddleware:
                 f"scope must return a non-empty str or None, got {principal!r}"
             )
         return CallerScope(principal)
-
-    async def _handle(self, scope: Scope, receive: Receive, send: Send) -> None:
-        responder = _Responder(send)
-        caller = self._caller(scope) if self._scoped else None
-        token = None if caller is None else CURRENT_CALLER.set(caller)
-        try:
-            await self._guarded(self._operation(scope))(scope, receive, responder)
-            if caller is not None and caller.replayed and not responder.started:
-                await send_problem(
-                    send,
-                    409,
-                    "Response not retained",
-                    type_=PROBLEM_BASE + "idempotency#response-not-retained",
-                    detail=_NOT_REPLAYABLE,
-                    headers=[(b"idempotent-replayed", b"true")],
-                )
-        except ServerErrorResponse:
-            if not responder.started:  # pragma: no cover - raised only after a start
-                raise
-        except Exception as exc:
-            row = classify(exc)
-            if row is None or responder.started:
-                raise
-            if refused_by_policy(exc):  # enclosing RateLimitMiddlewares refund this request
-                mark_refused(scope, exc)
-            retry_after = format_retry_after(retry_delay(row, exc))
-            headers = [(b"retry-after", retry_after)] if retry_after is not None else []
-            await send_refusal(send, row, detail=str(exc) or None, headers=headers)
-        finally:
-            if token is not None:
-                CURRENT_CALLER.reset(token)
