@@ -126,7 +126,7 @@ class PutOp:
     kind: str
 
     KEY_SUFFIXES: ClassVar[tuple[str, ...]] = SUFFIXES
-    BINARY_REPLY: ClassVar[bool] = True
+    RAW_REPLY: ClassVar[bool] = True
     DURABLE: ClassVar[bool] = True  # RedisStore(wait_replicas=N) waits for replicas
     LUA: ClassVar[str] = _lua("put.lua")
 
@@ -175,7 +175,7 @@ class ClaimOp:
     keep: float
 
     KEY_SUFFIXES: ClassVar[tuple[str, ...]] = SUFFIXES
-    BINARY_REPLY: ClassVar[bool] = True
+    RAW_REPLY: ClassVar[bool] = True
     LUA: ClassVar[str] = _lua("claim.lua")
 
     def apply(
@@ -289,7 +289,7 @@ class StatusOp:
     dkey: str
 
     KEY_SUFFIXES: ClassVar[tuple[str, ...]] = SUFFIXES
-    BINARY_REPLY: ClassVar[bool] = True
+    RAW_REPLY: ClassVar[bool] = True
     LUA: ClassVar[str] = _lua("status.lua")
 
     def apply(self, state: Any | None, now: float, /) -> tuple[Book, Wire | None, None]:
@@ -318,7 +318,7 @@ class DeadOp:
     keep: float
 
     KEY_SUFFIXES: ClassVar[tuple[str, ...]] = SUFFIXES
-    BINARY_REPLY: ClassVar[bool] = True
+    RAW_REPLY: ClassVar[bool] = True
     LUA: ClassVar[str] = _lua("dead.lua")
 
     def apply(

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ._direct import binary_reply
+from ._direct import BULK, binary_reply
 from ._ops import redis_errors
 
 __all__ = ["AsyncDirect", "async_direct_path"]
@@ -39,7 +39,7 @@ async def _read_binary(reader: Any) -> bytes:
     return reply
 
 
-async def _roundtrip(conn: Any, data: bytes, raw: bool) -> Any:
+async def _roundtrip(conn: Any, data: bytes, options: dict[str, Any]) -> Any:
     """Send the packed ``data`` on ``conn`` and read the reply (a failed connection is closed)."""
     try:
         writer = conn._writer
@@ -55,8 +55,8 @@ async def _roundtrip(conn: Any, data: bytes, raw: bool) -> Any:
                 await asyncio.wait_for(writer.drain(), timeout)
             except TimeoutError:
                 raise redis_errors().TimeoutError("Timeout writing to socket") from None
-        if not raw:
-            return await conn.read_response(disable_decoding=False)
+        if options is not BULK:
+            return await conn.read_response(disable_decoding=bool(options))
         timeout = conn.socket_timeout
         if not timeout:
             return await _read_binary(conn._reader)
@@ -85,21 +85,22 @@ class AsyncDirect:
         self.conn: Any = None
         self.busy = False
 
-    async def call(self, data: bytes, raw: bool) -> Any:
-        """The reply of the packed ``EVALSHA`` ``data`` (``raw``: not decoded)."""
+    async def call(self, data: bytes, options: dict[str, Any]) -> Any:
+        """The reply of the packed ``EVALSHA`` ``data`` (``options``: the script's; :data:`BULK`:
+        one packed string read straight from the stream)."""
         if not self.busy:
             self.busy = True
             try:
                 conn = self.conn
                 if conn is None:
                     conn = self.conn = await self.pool.get_connection(*self.pool_args)
-                return await _roundtrip(conn, data, raw)
+                return await _roundtrip(conn, data, options)
             finally:
                 self.busy = False
         pool = self.pool
         conn = await pool.get_connection(*self.pool_args)
         try:
-            return await _roundtrip(conn, data, raw)
+            return await _roundtrip(conn, data, options)
         finally:
             await pool.release(conn)
 

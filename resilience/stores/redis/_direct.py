@@ -19,7 +19,7 @@ from typing import Any
 
 from ._ops import redis_errors
 
-__all__ = ["Direct", "binary_reply", "bulks", "direct_path", "resp"]
+__all__ = ["BULK", "Direct", "binary_reply", "bulks", "direct_path", "resp"]
 
 
 def resp(args: list[Any]) -> bytes:
@@ -130,11 +130,17 @@ def _read_binary(sock: Any) -> bytes:
     return reply
 
 
-def _roundtrip(conn: Any, data: bytes, raw: bool) -> Any:
+#: The ``EVALSHA`` options of a script whose reply is one packed binary string (read straight
+#: from the socket by :func:`binary_reply` on a direct path); other options are redis-py's.
+BULK: dict[str, Any] = {"NEVER_DECODE": []}
+
+
+def _roundtrip(conn: Any, data: bytes, options: dict[str, Any]) -> Any:
     """Send the packed command ``data`` on ``conn`` and read the reply (a failed connection is
-    closed)."""
+    closed): straight from the socket for :data:`BULK` options, else redis-py's reader (not
+    decoded when ``options`` ask for that)."""
     try:
-        if raw:
+        if options is BULK:
             sock = conn._sock
             if sock is None:
                 conn.connect()
@@ -142,7 +148,7 @@ def _roundtrip(conn: Any, data: bytes, raw: bool) -> Any:
             sock.sendall(data)
             return _read_binary(sock)
         conn.send_packed_command([data])
-        return conn.read_response(disable_decoding=raw)
+        return conn.read_response(disable_decoding=bool(options))
     except redis_errors().ResponseError:
         raise  # the whole reply was read: the connection is fine
     except BaseException:
@@ -168,8 +174,9 @@ class Direct:
         self.pid = 0
         self.lock = threading.Lock()
 
-    def call(self, data: bytes, raw: bool) -> Any:
-        """The reply of the packed ``EVALSHA`` ``data`` (``raw``: a binary reply, not decoded)."""
+    def call(self, data: bytes, options: dict[str, Any]) -> Any:
+        """The reply of the packed ``EVALSHA`` ``data`` (``options``: the script's, see
+        :func:`_roundtrip`)."""
         lock = self.lock
         if lock.acquire(False):
             try:
@@ -177,13 +184,13 @@ class Direct:
                 if conn is None or self.pid != os.getpid():
                     conn = self.conn = self.pool.get_connection(*self.pool_args)
                     self.pid = os.getpid()
-                return _roundtrip(conn, data, raw)
+                return _roundtrip(conn, data, options)
             finally:
                 lock.release()
         pool = self.pool
         conn = pool.get_connection(*self.pool_args)
         try:
-            return _roundtrip(conn, data, raw)
+            return _roundtrip(conn, data, options)
         finally:
             pool.release(conn)
 

@@ -70,7 +70,10 @@ class RedisOp(Protocol[R_co]):
         KEY_SUFFIXES: the suffixes of the entity's Redis keys (default ``("s",)``).
         LUA_STANDALONE: ``True`` when ``LUA`` does not use the :data:`LUA_NOW` helpers (it is
             then sent without them: a hot script pays for no unused closures).
-        BINARY_REPLY: ``True`` when the reply is packed binary (never decoded by the client).
+        BINARY_REPLY: ``True`` when the reply is one packed binary string (never decoded by the
+            client; read straight from the socket on the store's direct path).
+        RAW_REPLY: ``True`` when the reply (of any shape: an array holding byte payloads) must
+            not be decoded by the client.
         DURABLE: ``True`` when losing the write in a failover would break the policy's promise
             (idempotency records): with ``wait_replicas=N`` the store then waits for N replicas
             to acknowledge it (``WAIT``) before returning.

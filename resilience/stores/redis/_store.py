@@ -14,7 +14,7 @@ from ..._types import positive_int, seconds
 from ...errors import ConfigurationError, StoreError
 from ..base import StoreOp
 from ._clients import is_async_client, new_async_client, new_sync_client, url_options
-from ._direct import Direct, bulks, direct_path, resp
+from ._direct import BULK, Direct, bulks, direct_path, resp
 from ._durable import Durable
 from ._faults import WRONG_LOOP, Breaker, parse_reply
 from ._loops import LoopClients
@@ -222,9 +222,15 @@ class RedisStore:
                 raise ConfigurationError(f"{cls.__name__} has no Lua twin; it cannot run on Redis")
             src = lua if getattr(cls, "LUA_STANDALONE", False) else LUA_NOW + lua
             suffixes = tuple(getattr(cls, "KEY_SUFFIXES", ("s",)))
-            # a packed binary reply must not go through the client's decode_responses
-            binary = getattr(cls, "BINARY_REPLY", False)
-            options: dict[str, Any] = {"NEVER_DECODE": []} if binary else {}
+            # a binary reply must not go through the client's decode_responses; one packed
+            # string (BULK) is read straight from the socket on a direct path
+            options: dict[str, Any] = (
+                BULK
+                if getattr(cls, "BINARY_REPLY", False)
+                else {"NEVER_DECODE": []}
+                if getattr(cls, "RAW_REPLY", False)
+                else {}
+            )
             entry = (src, hashlib.sha1(src.encode()).hexdigest(), suffixes, options)
             self._shas[cls] = entry
         return entry
@@ -276,7 +282,7 @@ class RedisStore:
         try:
             try:
                 if direct is not None:
-                    reply = direct.call(data, bool(options))
+                    reply = direct.call(data, options)
                 else:
                     reply = client.execute_command("EVALSHA", *args, **options)
             except redis_errors().NoScriptError:
@@ -320,7 +326,7 @@ class RedisStore:
         try:
             try:
                 if direct is not None:
-                    reply = await direct.call(data, bool(options))
+                    reply = await direct.call(data, options)
                 else:
                     reply = await client.execute_command("EVALSHA", *args, **options)
             except redis_errors().NoScriptError:
