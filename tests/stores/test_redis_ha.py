@@ -154,9 +154,11 @@ def test_cluster_durable_writes_wait_for_their_shards_replica(
         cluster.url,
         cluster=True,
         prefix=f"dc{uuid.uuid4().hex[:8]}",
-        socket_timeout=0.5,
+        socket_timeout=3.0,
         wait_replicas=1,
-        wait_timeout=0.2,
+        # real time on a real server: long enough for a loaded machine's replica to answer, the
+        # paused replica's writes each wait this long before they are refused
+        wait_timeout=1.0,
     )
     owner = cluster.owner(store.redis_key("k"))
     replica = cluster.replica_of(owner)
