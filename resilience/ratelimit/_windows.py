@@ -144,33 +144,21 @@ class _TakeAllOp:
 
     BINARY_REPLY: ClassVar[bool] = True
     LUA_STANDALONE: ClassVar[bool] = True
-    #: One loop in the common case: each window is decided and, while every window so far
-    #: admits, reported on and kept at once (its parameters unpacked once, no per-window
-    #: tables); a refusal by any window re-runs the loop reporting the stored states instead
-    #: (the same parts, the same numbers as the one-window take).
     LUA: ClassVar[str] = _compose(
         "clock",
         "windows",
-        "local all_ok, wmax, rmax, out = true, 0.0, 0.0, {}\nfor i = 1, n do\n",
+        "local all_ok, wmax, rmax, T = true, 0.0, 0.0, {}\nfor i = 1, n do\n",
         "window",
         "take",
-        "if not ok then\n  all_ok = false\n  if wait > rmax then rmax = wait end\n"
-        "elseif all_ok then\n  if wait > wmax then wmax = wait end\n",
+        "decide",
+        "end\nlocal out = {}\nfor i = 1, n do\n",
+        "window",
+        "local w, ok = T[i], all_ok\nlocal tat2, stored2, cost_time = w[4], w[5], w[7]\n",
         "report",
         "status",
         "keep",
-        "out[5 * i - 4], out[5 * i - 3], out[5 * i - 2], out[5 * i - 1], out[5 * i] =\n"
-        "  cost_time, stored - stored2, remaining, reset_after, 0\nend\nend\n"
-        "if not all_ok then\nfmax, state = -INF, {}\nfor i = 1, n do\n",
-        "window",
-        "take",
-        "local own_ok, own_wait = ok, wait\nok = false\n",
-        "report",
-        "status",
-        "keep",
-        "out[5 * i - 4], out[5 * i - 3], out[5 * i - 2], out[5 * i - 1] = 0, 0, remaining,"
-        " reset_after\nif own_ok then out[5 * i] = 0 else out[5 * i] = own_wait end\nend\nend\n"
-        "local k, write, flag = n, all_ok or present, 0\nif all_ok then flag = 1 end\n"
+        "collect",
+        "end\nlocal k, write, flag = n, all_ok or present, 0\nif all_ok then flag = 1 end\n"
         "local reply = struct.pack('<' .. string.rep('d', 2 + 5 * n), flag + 2 * reset,\n"
         "  all_ok and wmax or rmax, unpack(out))\n",
         "save_all",
@@ -196,9 +184,7 @@ class _TakeAllOp:
         return (_packed_all(self.ps, self.cost, self.max_wait),)
 
     def parse(self, reply: Any) -> MultiResult:
-        """The Lua reply: ``2 + 5 * windows`` packed doubles: the verdict, the wait (or
-        retry_after), then per window cost_time, taken, remaining, reset_after and its own
-        retry_after."""
+        """The Lua reply: ``2 + 5 * windows`` packed doubles (see ``collect.lua``)."""
         n = len(self.ps)
         v = _reply_struct(n).unpack(reply)
         ok = v[0]
