@@ -65,6 +65,9 @@ def wrap_async(limiter: Buckets, fn: AsyncFn, em: Emitter) -> AsyncFn:
     """The wrapper of ``fn``: one permit per call (see :meth:`RateLimiter.wrap_async`)."""
     chain = em.chain
     outstanding = limiter._outstanding
+    spec = multi_fast_path(limiter)
+    if spec is not None:
+        return _multi_async(limiter, fn, em, spec)
     if not fast_path_ok(limiter):
         keyfn = limiter._key
         take = limiter._take_async
@@ -85,9 +88,6 @@ def wrap_async(limiter: Buckets, fn: AsyncFn, em: Emitter) -> AsyncFn:
         return rate_limit_wrapper_slow
 
     # in process: a refund never waits for a store
-    spec = multi_fast_path(limiter)
-    if spec is not None:
-        return _multi_async(limiter, fn, em, spec)
     give_back = limiter._give_back
     lock = limiter._lock
     monotonic = limiter._clock.monotonic
@@ -123,6 +123,9 @@ def wrap_sync(limiter: Buckets, fn: SyncFn, em: Emitter) -> SyncFn:
     """The wrapper of ``fn``: one permit per call (see :meth:`RateLimiter.wrap_sync`)."""
     chain = em.chain
     outstanding = limiter._outstanding
+    spec = multi_fast_path(limiter)
+    if spec is not None:
+        return _multi_sync(limiter, fn, em, spec)
     if not fast_path_ok(limiter):
         keyfn = limiter._key
         take = limiter._take_sync
@@ -143,9 +146,6 @@ def wrap_sync(limiter: Buckets, fn: SyncFn, em: Emitter) -> SyncFn:
         return rate_limit_wrapper_slow
 
     # in process: a refund never waits for a store
-    spec = multi_fast_path(limiter)
-    if spec is not None:
-        return _multi_sync(limiter, fn, em, spec)
     give_back = limiter._give_back
     lock = limiter._lock
     monotonic = limiter._clock.monotonic

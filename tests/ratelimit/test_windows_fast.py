@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -105,3 +106,21 @@ def test_warm_up_keys_and_waits_take_the_general_path() -> None:
     assert multi_fast_path(rs.RateLimiter("a", limits=[rs.Limit(0), *two])) is None
     assert multi_fast_path(rs.RateLimiter("a", limits=lambda key: two)) is None
     assert multi_fast_path(rs.RateLimiter("a", rate=2)) is None
+
+
+def test_the_decorators_take_the_fast_path() -> None:
+    def boom(*args: Any) -> Any:
+        raise AssertionError("the general path")
+
+    fast, general, _, _ = _pair([rs.Limit(2), rs.Limit(3, per=60)])
+
+    async def aok() -> str:
+        return "ok"
+
+    wrapped, awrapped = fast(lambda: "ok"), fast(aok)
+    slow = general(lambda: "ok")
+    vars(fast)["_local"] = vars(general)["_local"] = boom  # the general path decides here
+    assert wrapped() == "ok"
+    assert asyncio.run(awrapped()) == "ok"
+    with pytest.raises(AssertionError, match="the general path"):
+        slow()
