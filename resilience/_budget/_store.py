@@ -23,6 +23,7 @@ from typing import Any, ClassVar
 
 from ..stores._lua import script
 from ..stores.base import ttl_us
+from ..throttle._core import roll_ring
 
 __all__ = [
     "TOKENS_TTL",
@@ -55,23 +56,6 @@ class RatioConfig:
 def ratio_config(*, ttl: float, buckets: int, ratio: float, reserve: float) -> RatioConfig:
     """The stored window of a budget (``ttl`` seconds in ``buckets`` buckets)."""
     return RatioConfig(buckets, max(1, round(ttl * 1_000_000 / buckets)), ratio, reserve)
-
-
-def _roll(st: list[int], cfg: RatioConfig, e: int) -> None:
-    """Slide the window to bucket ``e`` (a clock behind the stored one keeps the last bucket)."""
-    last, nb = st[LAST], cfg.buckets
-    if e <= last:
-        return
-    if e - last >= nb:
-        for i in range(CALLS, len(st)):
-            st[i] = 0
-    else:
-        for b in range(last + 1, e + 1):
-            i = RING + 2 * (b % nb)
-            st[CALLS] -= st[i]
-            st[RETRIES] -= st[i + 1]
-            st[i] = st[i + 1] = 0
-    st[LAST] = e
 
 
 def _take(st: list[int], cfg: RatioConfig, offset: int, n: int) -> bool:
@@ -127,7 +111,7 @@ class _RatioOp:
         cfg = self.cfg
         e = round(now * 1_000_000) // cfg.bucket_us
         st = [e, 0, 0, *([0] * (2 * cfg.buckets))] if state is None else list(state)
-        _roll(st, cfg, e)
+        roll_ring(st, cfg.buckets, e)
         cur = RING + 2 * (st[LAST] % cfg.buckets)
         changed = False
         if self.calls:

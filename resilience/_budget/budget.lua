@@ -45,7 +45,7 @@ if not st then
   st = {e, 0, 0}
   for i = RING, N do st[i] = 0 end
 end
-local last = st[LAST]  -- _roll
+local last = st[LAST]  -- throttle core.roll_ring (the same ring)
 if e > last then
   if e - last >= nb then
     for i = 2, N do st[i] = 0 end

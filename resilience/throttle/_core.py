@@ -22,7 +22,7 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
-__all__ = ["Config", "config", "decide", "fresh", "reject", "retry_us", "snapshot"]
+__all__ = ["Config", "config", "decide", "fresh", "reject", "retry_us", "roll_ring", "snapshot"]
 
 LAST, REQ, ACC, RING = 0, 1, 2, 3
 
@@ -51,18 +51,20 @@ def fresh(cfg: Config, now_us: int) -> list[int]:
     return [now_us // cfg.bucket_us, 0, 0] + [0] * (2 * cfg.buckets)
 
 
-def _roll(st: list[int], cfg: Config, e: int) -> None:
-    """Advance the ring to bucket ``e``: the buckets that left the window are emptied."""
+def roll_ring(st: list[int], buckets: int, e: int) -> None:
+    """Advance a ring of count pairs to bucket ``e``: the buckets that left the window are
+    emptied and taken off the two totals. The layout, shared with the retry budget's window:
+    ``[last bucket, total a, total b, a0, b0, a1, b1, ...]``; a clock behind the stored one keeps
+    the last bucket."""
     last = st[LAST]
     if e <= last:
         return
-    nb = cfg.buckets
-    if e - last >= nb:
+    if e - last >= buckets:
         for i in range(1, len(st)):
             st[i] = 0
     else:
         for b in range(last + 1, e + 1):
-            i = RING + 2 * (b % nb)
+            i = RING + 2 * (b % buckets)
             st[REQ] -= st[i]
             st[ACC] -= st[i + 1]
             st[i] = st[i + 1] = 0
@@ -74,7 +76,7 @@ def _flush(st: list[int], cfg: Config, now_us: int, done: int, accepted: int) ->
     the index of the bucket written (the newest: never an older one another caller rolled past).
     """
     e = now_us // cfg.bucket_us
-    _roll(st, cfg, e)
+    roll_ring(st, cfg.buckets, e)
     i = RING + 2 * (st[LAST] % cfg.buckets)
     if done:  # accepted <= done
         st[i] += done
@@ -97,7 +99,7 @@ def decide(st: list[int], cfg: Config, now_us: int, done: int, accepted: int) ->
     nb, bus, k, cap = cfg
     e = now_us // bus
     if e > st[0]:
-        _roll(st, cfg, e)
+        roll_ring(st, cfg.buckets, e)
     if done:  # accepted <= done
         i = 3 + 2 * (st[0] % nb)
         st[i] += done
