@@ -15,12 +15,7 @@ Usage::
 
 from __future__ import annotations
 
-import argparse
 import json
-import os
-import statistics
-import sys
-import time
 from collections.abc import Callable, MutableMapping
 from typing import Any
 
@@ -28,7 +23,7 @@ import rfc9457  # type: ignore[import-not-found, unused-ignore]  # the bench gro
 
 from interceptors.asgi._common import send_problem
 
-from ._results import run_info, write_results
+from ._percall import main as percall_main
 
 TYPE = "urn:resilience:problem:rate-limited"
 TITLE = "Too Many Requests"
@@ -64,44 +59,18 @@ def bare_ours() -> bytes:
     return json.dumps(doc, separators=(",", ":")).encode()
 
 
-def run(calls: int, rounds: int) -> dict[str, float]:
-    """The median seconds per call of every case, the cases interleaved round by round."""
-    todo: dict[str, Callable[[], bytes]] = {
-        "problem body: ours (send_problem)": ours,
-        "problem body: ours (document + json.dumps)": bare_ours,
-        "problem body: rfc9457 (marshal + json.dumps)": theirs,
-    }
+def cases() -> dict[str, tuple[Callable[[], object], object]]:
+    """Each case with the bytes it must produce (rfc9457's)."""
     expected = theirs()
-    for name, fn in todo.items():
-        if fn() != expected:
-            raise AssertionError(f"{name}: {fn()!r} != {expected!r}")
-    samples: dict[str, list[float]] = {name: [] for name in todo}
-    for _ in range(rounds):
-        for name, fn in todo.items():
-            loop = range(calls)
-            t0 = time.perf_counter()
-            for _ in loop:
-                fn()
-            samples[name].append((time.perf_counter() - t0) / calls)
-    return {name: statistics.median(v) for name, v in samples.items()}
+    return {
+        "problem body: ours (send_problem)": (ours, expected),
+        "problem body: ours (document + json.dumps)": (bare_ours, expected),
+        "problem body: rfc9457 (marshal + json.dumps)": (theirs, expected),
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=(__doc__ or "").split("\n")[0])
-    ap.add_argument("--calls", type=int, default=20000)
-    ap.add_argument("--rounds", type=int, default=7)
-    ap.add_argument("--json", help="also write the results to this file")
-    args = ap.parse_args(argv)
-    print(f"Python {sys.version.split()[0]}, {os.cpu_count()} CPUs")
-    medians = run(args.calls, args.rounds)
-    width = max(map(len, medians))
-    for name, seconds in medians.items():
-        print(f"{name:<{width}}  {seconds * 1e9:10.0f} ns/call")
-    if args.json:
-        rows = [{"name": name, "seconds_per_call": v} for name, v in medians.items()]
-        info = run_info(peers=("rfc9457",), calls=args.calls, rounds=args.rounds)
-        write_results(args.json, info, rows)
-    return 0
+    return percall_main(argv, doc=__doc__, cases=cases, peers=("rfc9457",))
 
 
 if __name__ == "__main__":

@@ -24,12 +24,7 @@ Usage::
 
 from __future__ import annotations
 
-import argparse
 import math
-import os
-import statistics
-import sys
-import time
 from collections.abc import Callable
 from typing import Any
 
@@ -40,7 +35,7 @@ from interceptors._ratelimit_fields import _SF_MAX, _SF_MAX_BYTES
 from interceptors.asgi import RateLimitMiddleware
 from interceptors.asgi._idempotency_request import parse_idempotency_key
 
-from ._results import run_info, write_results
+from ._percall import main as percall_main
 
 QUOTED = b'"8e03978e-40d5-4c8d-a4b1-9c2f0b9d1e21"'
 BARE = b"order-8e03978e-40d5"
@@ -141,40 +136,8 @@ def cases() -> dict[str, tuple[Callable[[], object], object]]:
     }
 
 
-def run(calls: int, rounds: int) -> dict[str, float]:
-    """The median seconds per call of every case, the cases interleaved round by round."""
-    todo = cases()
-    for name, (fn, expected) in todo.items():
-        got = fn()
-        if got != expected:
-            raise AssertionError(f"{name}: {got!r} != {expected!r}")
-    samples: dict[str, list[float]] = {name: [] for name in todo}
-    for _ in range(rounds):
-        for name, (fn, _) in todo.items():
-            loop = range(calls)
-            t0 = time.perf_counter()
-            for _ in loop:
-                fn()
-            samples[name].append((time.perf_counter() - t0) / calls)
-    return {name: statistics.median(v) for name, v in samples.items()}
-
-
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=(__doc__ or "").split("\n")[0])
-    ap.add_argument("--calls", type=int, default=20000)
-    ap.add_argument("--rounds", type=int, default=7)
-    ap.add_argument("--json", help="also write the results to this file")
-    args = ap.parse_args(argv)
-    print(f"Python {sys.version.split()[0]}, {os.cpu_count()} CPUs")
-    medians = run(args.calls, args.rounds)
-    width = max(map(len, medians))
-    for name, seconds in medians.items():
-        print(f"{name:<{width}}  {seconds * 1e9:10.0f} ns/call")
-    if args.json:
-        rows = [{"name": name, "seconds_per_call": v} for name, v in medians.items()]
-        info = run_info(peers=("http-sf",), calls=args.calls, rounds=args.rounds)
-        write_results(args.json, info, rows)
-    return 0
+    return percall_main(argv, doc=__doc__, cases=cases, peers=("http-sf",))
 
 
 if __name__ == "__main__":
